@@ -1,0 +1,1 @@
+//! Near-duplicate and repeated-substring detection (being written).

@@ -1,0 +1,70 @@
+//! Crash-safe output: every file is written to a temporary file in its own folder, fsync'd,
+//! then renamed over the destination, so a reader sees the old file or the new one, never a
+//! part.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::{Error, Result};
+
+/// Writes `path` atomically with whatever `fill` writes into the temporary file.
+pub fn write_with<F>(path: &Path, fill: F) -> Result<()>
+where
+    F: FnOnce(&mut std::fs::File) -> Result<()>,
+{
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".cfmem-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(Error::io(dir))?;
+    fill(tmp.as_file_mut())?;
+    tmp.as_file().sync_all().map_err(Error::io(path))?;
+    tmp.persist(path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
+    sync_dir(dir)
+}
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_with(path, |file| file.write_all(bytes).map_err(Error::io(path)))
+}
+
+/// Makes a rename inside `dir` durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_whole_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        write_bytes(&path, b"first version, longer").unwrap();
+        write_bytes(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn failed_fill_leaves_destination_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        write_bytes(&path, b"kept").unwrap();
+        let err = write_with(&path, |_| Err(Error::Invalid("boom".into())));
+        assert!(err.is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"kept");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

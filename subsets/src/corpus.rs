@@ -1,0 +1,305 @@
+//! Reading a corpus and turning its documents into byte tokens.
+//!
+//! Three formats, chosen by the path: a directory of `.txt` files (one document per file,
+//! id = path relative to the directory), a `.parquet` file (`text` column, optional `id` and
+//! `source`), or anything else read as JSONL (one object per line, `text` required, `id` and
+//! `source` optional). A document without an id gets the sha256 hex of its text.
+//! Every problem is reported with the file and the line or row where it is.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use arrow_array::{Array, RecordBatch};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sha2::{Digest, Sha256};
+
+use crate::schema::string_at;
+use crate::{Error, Result};
+
+/// Token id that starts every sequence; bytes are tokens 0..=255.
+pub const BOS: i64 = 256;
+/// Token id that fills a batch row after its document ends; never predicted.
+pub const PAD: i64 = 257;
+/// Number of token ids a model must embed.
+pub const VOCAB: i64 = 258;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    pub id: String,
+    pub text: String,
+    /// Where the document comes from (a domain, a sub-collection, a language), if given.
+    pub source: Option<String>,
+}
+
+/// Hex sha256 of a text: the id of a document that has none, and the corpus checksum.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The bytes of `text` a model sees: at most `max_tokens` of them.
+pub fn byte_tokens(text: &str, max_tokens: usize) -> &[u8] {
+    let bytes = text.as_bytes();
+    &bytes[..bytes.len().min(max_tokens)]
+}
+
+/// Reads and validates the corpus at `path`.
+pub fn read(path: &Path) -> Result<Vec<Document>> {
+    let meta = std::fs::metadata(path).map_err(Error::io(path))?;
+    let located = if meta.is_dir() {
+        read_txt_dir(path)?
+    } else if path.extension().is_some_and(|e| e == "parquet") {
+        read_parquet(path)?
+    } else {
+        read_jsonl(path)?
+    };
+    validate(path, located)
+}
+
+/// A document and the place it was read from, for error messages.
+struct Located {
+    doc: Document,
+    place: Place,
+}
+
+#[derive(Clone)]
+enum Place {
+    Line(usize),
+    Row(usize),
+    File(PathBuf),
+}
+
+fn error_at(corpus: &Path, place: &Place, message: String) -> Error {
+    match place {
+        Place::Line(line) => Error::Line {
+            path: corpus.to_path_buf(),
+            line: *line,
+            message,
+        },
+        Place::Row(row) => Error::Row {
+            path: corpus.to_path_buf(),
+            row: *row,
+            message,
+        },
+        Place::File(file) => Error::file(file, message),
+    }
+}
+
+fn describe(place: &Place) -> String {
+    match place {
+        Place::Line(line) => format!("line {line}"),
+        Place::Row(row) => format!("row {row}"),
+        Place::File(file) => file.display().to_string(),
+    }
+}
+
+fn validate(path: &Path, located: Vec<Located>) -> Result<Vec<Document>> {
+    if located.is_empty() {
+        return Err(Error::file(path, "the corpus has no documents"));
+    }
+    let mut seen: HashMap<&str, &Place> = HashMap::new();
+    for item in &located {
+        if item.doc.text.trim().is_empty() {
+            return Err(error_at(path, &item.place, "field `text` is empty".into()));
+        }
+        if let Some(first) = seen.insert(&item.doc.id, &item.place) {
+            let message = format!(
+                "duplicate document id {:?} (first seen at {})",
+                item.doc.id,
+                describe(first)
+            );
+            return Err(error_at(path, &item.place, message));
+        }
+    }
+    Ok(located.into_iter().map(|l| l.doc).collect())
+}
+
+fn document(text: String, id: Option<String>, source: Option<String>) -> Document {
+    let id = id.unwrap_or_else(|| sha256_hex(text.as_bytes()));
+    Document { id, text, source }
+}
+
+fn read_jsonl(path: &Path) -> Result<Vec<Located>> {
+    let bytes = std::fs::read(path).map_err(Error::io(path))?;
+    let mut docs = Vec::new();
+    for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let place = Place::Line(index + 1);
+        let line = std::str::from_utf8(raw).map_err(|e| {
+            error_at(path, &place, format!("invalid UTF-8 at byte {}", e.valid_up_to()))
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| error_at(path, &place, format!("malformed JSON: {e}")))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| error_at(path, &place, "expected a JSON object".into()))?;
+        let text = match object.get("text") {
+            Some(serde_json::Value::String(text)) => text.clone(),
+            Some(_) => return Err(error_at(path, &place, "field `text` is not a string".into())),
+            None => return Err(error_at(path, &place, "missing field `text`".into())),
+        };
+        let id = match object.get("id") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(id)) => Some(id.clone()),
+            Some(serde_json::Value::Number(id)) => Some(id.to_string()),
+            Some(_) => {
+                return Err(error_at(path, &place, "field `id` is not a string or number".into()));
+            }
+        };
+        let source = match object.get("source") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(source)) => Some(source.clone()),
+            Some(_) => return Err(error_at(path, &place, "field `source` is not a string".into())),
+        };
+        docs.push(Located {
+            doc: document(text, id, source),
+            place,
+        });
+    }
+    Ok(docs)
+}
+
+fn read_parquet(path: &Path) -> Result<Vec<Located>> {
+    let file = std::fs::File::open(path).map_err(Error::io(path))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(Error::parquet(path))?
+        .build()
+        .map_err(Error::parquet(path))?;
+    let mut docs = Vec::new();
+    for batch in reader {
+        let batch: RecordBatch = batch.map_err(Error::arrow(path))?;
+        let text = batch
+            .column_by_name("text")
+            .ok_or_else(|| Error::file(path, "no column `text`"))?;
+        let id = batch.column_by_name("id");
+        let source = batch.column_by_name("source");
+        for i in 0..batch.num_rows() {
+            let place = Place::Row(docs.len() + 1);
+            let column_text = |column: &dyn Array, name: &str| {
+                string_at(column, i)
+                    .map_err(|found| error_at(path, &place, format!("column `{name}`: {found}")))
+            };
+            let text = column_text(text.as_ref(), "text")?
+                .ok_or_else(|| error_at(path, &place, "missing `text` (null)".into()))?;
+            let id = id.map(|c| column_text(c.as_ref(), "id")).transpose()?.flatten();
+            let source = source
+                .map(|c| column_text(c.as_ref(), "source"))
+                .transpose()?
+                .flatten();
+            docs.push(Located {
+                doc: document(text, id, source),
+                place,
+            });
+        }
+    }
+    Ok(docs)
+}
+
+fn read_txt_dir(root: &Path) -> Result<Vec<Located>> {
+    let mut files = Vec::new();
+    collect_txt(root, &mut files)?;
+    files.sort();
+    let mut docs = Vec::new();
+    for file in files {
+        let bytes = std::fs::read(&file).map_err(Error::io(&file))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let at = e.utf8_error().valid_up_to();
+            Error::file(&file, format!("invalid UTF-8 at byte {at}"))
+        })?;
+        let relative = file.strip_prefix(root).expect("walked below root");
+        let id = relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        docs.push(Located {
+            doc: document(text, Some(id), None),
+            place: Place::File(file),
+        });
+    }
+    Ok(docs)
+}
+
+fn collect_txt(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {
+        let path = entry.map_err(Error::io(dir))?.path();
+        if path.is_dir() {
+            collect_txt(&path, files)?;
+        } else if path.extension().is_some_and(|e| e == "txt") {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jsonl(content: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corpus.jsonl");
+        std::fs::write(&path, content).unwrap();
+        (dir, path)
+    }
+
+    fn error_of(content: &[u8]) -> String {
+        let (_dir, path) = jsonl(content);
+        read(&path).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn jsonl_ids_default_to_sha256_and_sources_are_kept() {
+        let (_dir, path) = jsonl(b"{\"text\":\"abc\"}\n\n{\"text\":\"x\",\"id\":7,\"source\":\"web\"}\n");
+        let docs = read(&path).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(
+            docs[0].id,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(docs[0].source, None);
+        assert_eq!(docs[1].id, "7");
+        assert_eq!(docs[1].source.as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn bad_jsonl_lines_are_named() {
+        assert!(error_of(b"{\"text\":\"a\"}\n{\"text\":\"b\"\n").contains("line 2: malformed JSON"));
+        assert!(error_of(b"{\"txt\":\"a\"}\n").contains("line 1: missing field `text`"));
+        assert!(error_of(b"{\"text\":\"a\"}\n{\"text\":\"  \"}\n").contains("line 2: field `text` is empty"));
+        assert!(error_of(b"{\"text\":\"a\"}\n{\"text\":\"\xff\"}\n").contains("line 2: invalid UTF-8"));
+        assert!(error_of(b"[1]\n").contains("line 1: expected a JSON object"));
+        assert!(error_of(b"{\"text\":5}\n").contains("line 1: field `text` is not a string"));
+        let dup = error_of(b"{\"text\":\"a\",\"id\":\"x\"}\n{\"text\":\"b\",\"id\":\"x\"}\n");
+        assert!(dup.contains("line 2: duplicate document id \"x\" (first seen at line 1)"), "{dup}");
+        assert!(error_of(b"\n\n").contains("the corpus has no documents"));
+    }
+
+    #[test]
+    fn unreadable_path_is_named() {
+        let err = read(Path::new("/nonexistent/corpus.jsonl")).unwrap_err().to_string();
+        assert!(err.starts_with("/nonexistent/corpus.jsonl: "), "{err}");
+    }
+
+    #[test]
+    fn txt_directory_uses_relative_paths_as_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("b.txt"), "bee").unwrap();
+        std::fs::write(dir.path().join("sub/a.txt"), "ay").unwrap();
+        std::fs::write(dir.path().join("notes.md"), "ignored").unwrap();
+        let docs = read(dir.path()).unwrap();
+        let ids: Vec<_> = docs.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["b.txt", "sub/a.txt"]);
+        std::fs::write(dir.path().join("sub/bad.txt"), b"\xc3\x28").unwrap();
+        let err = read(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("sub/bad.txt: invalid UTF-8 at byte 0"), "{err}");
+    }
+
+    #[test]
+    fn byte_tokens_truncate() {
+        assert_eq!(byte_tokens("héllo", 3), "hé".as_bytes());
+        assert_eq!(byte_tokens("hi", 10), b"hi");
+    }
+}

@@ -1,0 +1,76 @@
+//! Where each file of a run lives. A run directory holds:
+//!
+//! ```text
+//! RUN/run.toml                 resolved configuration (the run is reproducible from it)
+//! RUN/corpus.parquet           documents, tokens counts, holdout flags, units, copies
+//! RUN/membership.parquet       (model, doc) for every IN pair
+//! RUN/jobs.parquet             (job, model): which models each job trains
+//! RUN/logs/job-NNNNN.parquet   one evaluation row per (model, doc) of a job
+//! RUN/logs/job-NNNNN.done      checksum of that log, written when the job completed
+//! RUN/analysis/*.parquet       scores, clusters, copies, duplicates
+//! ```
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(root: impl Into<PathBuf>) -> RunDir {
+        RunDir { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.root.join("run.toml")
+    }
+
+    pub fn corpus(&self) -> PathBuf {
+        self.root.join("corpus.parquet")
+    }
+
+    pub fn membership(&self) -> PathBuf {
+        self.root.join("membership.parquet")
+    }
+
+    pub fn jobs(&self) -> PathBuf {
+        self.root.join("jobs.parquet")
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    pub fn log(&self, job: u32) -> PathBuf {
+        self.logs_dir().join(format!("job-{job:05}.parquet"))
+    }
+
+    pub fn log_done(&self, job: u32) -> PathBuf {
+        self.logs_dir().join(format!("job-{job:05}.done"))
+    }
+
+    pub fn analysis_dir(&self) -> PathBuf {
+        self.root.join("analysis")
+    }
+
+    pub fn scores(&self) -> PathBuf {
+        self.analysis_dir().join("scores.parquet")
+    }
+
+    pub fn clusters(&self) -> PathBuf {
+        self.analysis_dir().join("clusters.parquet")
+    }
+
+    pub fn copies(&self) -> PathBuf {
+        self.analysis_dir().join("copies.parquet")
+    }
+
+    pub fn duplicates(&self) -> PathBuf {
+        self.analysis_dir().join("duplicates.parquet")
+    }
+}

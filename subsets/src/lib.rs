@@ -1,0 +1,24 @@
+//! The plan side of cfmem and the on-disk contract every other crate reads and writes.
+//!
+//! - [`corpus`] reads a user's corpus (JSONL, Parquet or a folder of `.txt` files) into
+//!   validated [`corpus::Document`]s with stable ids, and turns text into byte tokens.
+//! - [`design`] draws the balanced membership design: which model trains on which unit.
+//! - [`config`] is the resolved run configuration written to `run.toml`.
+//! - [`schema`] defines every Parquet file of a run (columns, types, readers, writers) and
+//!   [`layout`] where each file lives in the run directory. No other crate names a column.
+//! - [`atomic`] writes files so that a crash never leaves a half-written output.
+//!
+//! This crate knows nothing of models, training or statistics: it must build and test
+//! without libtorch.
+
+pub mod atomic;
+pub mod config;
+pub mod corpus;
+pub mod demo;
+pub mod design;
+pub mod error;
+pub mod layout;
+pub mod schema;
+pub mod seeds;
+
+pub use error::{Error, Result};

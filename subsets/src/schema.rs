@@ -1,0 +1,398 @@
+//! Every Parquet file of a run, defined once: its columns, their types, and how a table is
+//! written (atomically) and read back (checked column by column).
+//!
+//! A table is a struct of column vectors; [`table!`] derives its Arrow schema and the
+//! conversions from the field names and types, so a column's name is written in one place.
+//! Readers ignore extra columns, so files stay readable when later versions add some.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::builder::{BooleanBuilder, Float64Builder, StringBuilder, UInt16Builder, UInt32Builder};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, UInt16Type, UInt32Type};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use crate::{Error, Result, atomic};
+
+/// A Rust type that is one Parquet column.
+pub trait ColumnType: Sized {
+    const DATA_TYPE: DataType;
+    const NULLABLE: bool;
+    fn to_array(values: &[Self]) -> ArrayRef;
+    /// The column's values, or None when the array has another type (or nulls where none
+    /// are allowed).
+    fn from_array(array: &dyn Array) -> Option<Vec<Self>>;
+}
+
+macro_rules! primitive_column {
+    ($ty:ty, $arrow:ty, $data_type:expr, $builder:ty) => {
+        impl ColumnType for $ty {
+            const DATA_TYPE: DataType = $data_type;
+            const NULLABLE: bool = false;
+            fn to_array(values: &[Self]) -> ArrayRef {
+                let mut builder = <$builder>::with_capacity(values.len());
+                builder.append_slice(values);
+                Arc::new(builder.finish())
+            }
+            fn from_array(array: &dyn Array) -> Option<Vec<Self>> {
+                let array = array.as_primitive_opt::<$arrow>()?;
+                (array.null_count() == 0).then(|| array.values().to_vec())
+            }
+        }
+    };
+}
+
+primitive_column!(u32, UInt32Type, DataType::UInt32, UInt32Builder);
+primitive_column!(u16, UInt16Type, DataType::UInt16, UInt16Builder);
+primitive_column!(f64, Float64Type, DataType::Float64, Float64Builder);
+
+impl ColumnType for Option<f64> {
+    const DATA_TYPE: DataType = DataType::Float64;
+    const NULLABLE: bool = true;
+    fn to_array(values: &[Self]) -> ArrayRef {
+        let mut builder = Float64Builder::with_capacity(values.len());
+        builder.extend(values.iter().copied());
+        Arc::new(builder.finish())
+    }
+    fn from_array(array: &dyn Array) -> Option<Vec<Self>> {
+        Some(array.as_primitive_opt::<Float64Type>()?.iter().collect())
+    }
+}
+
+impl ColumnType for bool {
+    const DATA_TYPE: DataType = DataType::Boolean;
+    const NULLABLE: bool = false;
+    fn to_array(values: &[Self]) -> ArrayRef {
+        let mut builder = BooleanBuilder::with_capacity(values.len());
+        builder.append_slice(values);
+        Arc::new(builder.finish())
+    }
+    fn from_array(array: &dyn Array) -> Option<Vec<Self>> {
+        let array = array.as_boolean_opt()?;
+        (array.null_count() == 0).then(|| array.iter().map(|v| v.unwrap_or_default()).collect())
+    }
+}
+
+impl ColumnType for Option<String> {
+    const DATA_TYPE: DataType = DataType::Utf8;
+    const NULLABLE: bool = true;
+    fn to_array(values: &[Self]) -> ArrayRef {
+        let mut builder = StringBuilder::new();
+        builder.extend(values.iter().map(|v| v.as_deref()));
+        Arc::new(builder.finish())
+    }
+    fn from_array(array: &dyn Array) -> Option<Vec<Self>> {
+        (0..array.len()).map(|i| string_at(array, i).ok()).collect()
+    }
+}
+
+impl ColumnType for String {
+    const DATA_TYPE: DataType = DataType::Utf8;
+    const NULLABLE: bool = false;
+    fn to_array(values: &[Self]) -> ArrayRef {
+        let mut builder = StringBuilder::new();
+        builder.extend(values.iter().map(Some));
+        Arc::new(builder.finish())
+    }
+    fn from_array(array: &dyn Array) -> Option<Vec<Self>> {
+        (0..array.len()).map(|i| string_at(array, i).ok().flatten()).collect()
+    }
+}
+
+/// Row `i` of a string column of any Arrow string type; Err names the type found.
+pub fn string_at(array: &dyn Array, i: usize) -> std::result::Result<Option<String>, String> {
+    if array.is_null(i) {
+        return Ok(None);
+    }
+    let value = match array.data_type() {
+        DataType::Utf8 => array.as_string::<i32>().value(i),
+        DataType::LargeUtf8 => array.as_string::<i64>().value(i),
+        DataType::Utf8View => array.as_string_view().value(i),
+        other => return Err(format!("expected a string, found {other}")),
+    };
+    Ok(Some(value.to_owned()))
+}
+
+/// A Parquet table of a run: a struct of equally long column vectors.
+pub trait Table: Default + Sized {
+    fn schema() -> SchemaRef;
+    fn to_batch(&self) -> RecordBatch;
+    /// Reads the table's columns from `batch`; `path` is only for error messages.
+    fn from_batch(batch: &RecordBatch, path: &Path) -> Result<Self>;
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn append(&mut self, other: Self);
+}
+
+fn column<T: ColumnType>(batch: &RecordBatch, name: &str, path: &Path) -> Result<Vec<T>> {
+    let array = batch
+        .column_by_name(name)
+        .ok_or_else(|| Error::file(path, format!("no column `{name}`")))?;
+    T::from_array(array.as_ref()).ok_or_else(|| {
+        let nulls = if T::NULLABLE { "" } else { " without nulls" };
+        Error::file(
+            path,
+            format!(
+                "column `{name}`: expected {}{nulls}, found {}",
+                T::DATA_TYPE,
+                array.data_type()
+            ),
+        )
+    })
+}
+
+macro_rules! table {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$field_meta:meta])* pub $field:ident: Vec<$ty:ty>,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Default, PartialEq)]
+        pub struct $name { $($(#[$field_meta])* pub $field: Vec<$ty>,)* }
+
+        impl Table for $name {
+            fn schema() -> SchemaRef {
+                Arc::new(Schema::new(vec![
+                    $(Field::new(stringify!($field), <$ty as ColumnType>::DATA_TYPE, <$ty as ColumnType>::NULLABLE),)*
+                ]))
+            }
+            fn to_batch(&self) -> RecordBatch {
+                let columns: Vec<ArrayRef> = vec![$(<$ty as ColumnType>::to_array(&self.$field),)*];
+                RecordBatch::try_new(Self::schema(), columns).expect("columns of equal length")
+            }
+            fn from_batch(batch: &RecordBatch, path: &Path) -> Result<Self> {
+                Ok(Self { $($field: column::<$ty>(batch, stringify!($field), path)?,)* })
+            }
+            fn len(&self) -> usize {
+                let lens = [$(self.$field.len(),)*];
+                lens[0]
+            }
+            fn append(&mut self, other: Self) {
+                $(self.$field.extend(other.$field);)*
+            }
+        }
+    };
+}
+
+table! {
+    /// `corpus.parquet`: one row per document, in corpus order; `doc` is the row index.
+    pub struct CorpusTable {
+        pub doc: Vec<u32>,
+        pub doc_id: Vec<String>,
+        pub source: Vec<Option<String>>,
+        pub text: Vec<String>,
+        /// Byte tokens the models see, after truncation.
+        pub tokens: Vec<u32>,
+        pub sha256: Vec<String>,
+        /// Set aside: no model trains on it.
+        pub holdout: Vec<bool>,
+        /// The sampling unit: the document itself, or its near-duplicate cluster.
+        pub unit: Vec<u32>,
+        /// Times the document appears in a training set that includes it.
+        pub copies: Vec<u16>,
+    }
+}
+
+table! {
+    /// `membership.parquet`: one row per (model, document) pair where the document is IN.
+    pub struct MembershipTable {
+        pub model: Vec<u32>,
+        pub doc: Vec<u32>,
+    }
+}
+
+table! {
+    /// `jobs.parquet`: which models each job trains.
+    pub struct JobTable {
+        pub job: Vec<u32>,
+        pub model: Vec<u32>,
+    }
+}
+
+table! {
+    /// `logs/job-NNNNN.parquet`: one row per (model, document) evaluation.
+    pub struct LogTable {
+        pub model: Vec<u32>,
+        pub doc: Vec<u32>,
+        pub in_train: Vec<bool>,
+        /// Predicted positions.
+        pub tokens: Vec<u32>,
+        /// Sum of next-token negative log-likelihood over those positions, in nats.
+        pub nll: Vec<f64>,
+        /// Positions where the argmax equals the target.
+        pub correct: Vec<u32>,
+        /// Copies of the document in the model's training set (0 when OUT).
+        pub copies: Vec<u16>,
+    }
+}
+
+table! {
+    /// `analysis/scores.parquet`: one row per document.
+    pub struct ScoreTable {
+        pub doc: Vec<u32>,
+        pub doc_id: Vec<String>,
+        pub source: Vec<Option<String>>,
+        pub holdout: Vec<bool>,
+        pub n_in: Vec<u32>,
+        pub n_out: Vec<u32>,
+        pub acc_in: Vec<Option<f64>>,
+        pub acc_out: Vec<Option<f64>>,
+        pub mem_acc: Vec<Option<f64>>,
+        pub mem_acc_se: Vec<Option<f64>>,
+        pub loss_in: Vec<Option<f64>>,
+        pub loss_out: Vec<Option<f64>>,
+        pub mem_loss: Vec<Option<f64>>,
+        pub mem_loss_se: Vec<Option<f64>>,
+        pub copies: Vec<u16>,
+        pub exact_dup_count: Vec<u32>,
+        pub near_dup_count: Vec<u32>,
+        pub max_jaccard: Vec<f64>,
+        pub cluster: Vec<u32>,
+        pub cluster_size: Vec<u32>,
+        pub repeat_fraction: Vec<f64>,
+        pub group_mem_acc: Vec<Option<f64>>,
+        pub group_mem_acc_se: Vec<Option<f64>>,
+        pub group_mem_loss: Vec<Option<f64>>,
+        pub group_mem_loss_se: Vec<Option<f64>>,
+    }
+}
+
+table! {
+    /// `analysis/clusters.parquet`: one row per near-duplicate cluster.
+    pub struct ClusterTable {
+        pub cluster: Vec<u32>,
+        pub cluster_size: Vec<u32>,
+        pub n_in: Vec<u32>,
+        pub n_out: Vec<u32>,
+        pub group_acc_in: Vec<Option<f64>>,
+        pub group_acc_out: Vec<Option<f64>>,
+        pub group_mem_acc: Vec<Option<f64>>,
+        pub group_mem_acc_se: Vec<Option<f64>>,
+        pub group_loss_in: Vec<Option<f64>>,
+        pub group_loss_out: Vec<Option<f64>>,
+        pub group_mem_loss: Vec<Option<f64>>,
+        pub group_mem_loss_se: Vec<Option<f64>>,
+    }
+}
+
+table! {
+    /// `analysis/copies.parquet`: one row per planted copy count.
+    pub struct CopiesTable {
+        pub copies: Vec<u16>,
+        pub canaries: Vec<u32>,
+        pub mem_acc: Vec<Option<f64>>,
+        pub mem_acc_se: Vec<Option<f64>>,
+        pub mem_loss: Vec<Option<f64>>,
+        pub mem_loss_se: Vec<Option<f64>>,
+    }
+}
+
+table! {
+    /// `cfmem dups` output and `analysis/duplicates.parquet`: one row per document.
+    pub struct DuplicateTable {
+        pub doc: Vec<u32>,
+        pub doc_id: Vec<String>,
+        pub exact_dup_count: Vec<u32>,
+        pub near_dup_count: Vec<u32>,
+        pub max_jaccard: Vec<f64>,
+        pub cluster: Vec<u32>,
+        pub cluster_size: Vec<u32>,
+        pub repeat_fraction: Vec<f64>,
+    }
+}
+
+/// Writes `table` to `path` atomically, as one Parquet file.
+pub fn write<T: Table>(path: &Path, table: &T) -> Result<()> {
+    atomic::write_with(path, |file| {
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .build();
+        let mut writer =
+            ArrowWriter::try_new(file, T::schema(), Some(props)).map_err(Error::parquet(path))?;
+        writer.write(&table.to_batch()).map_err(Error::parquet(path))?;
+        writer.close().map_err(Error::parquet(path))?;
+        Ok(())
+    })
+}
+
+/// Calls `each` with every record batch of `path` as a table, without reading the whole
+/// file into memory.
+pub fn for_each_batch<T: Table>(path: &Path, mut each: impl FnMut(T) -> Result<()>) -> Result<()> {
+    let file = std::fs::File::open(path).map_err(Error::io(path))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(Error::parquet(path))?
+        .build()
+        .map_err(Error::parquet(path))?;
+    for batch in reader {
+        each(T::from_batch(&batch.map_err(Error::arrow(path))?, path)?)?;
+    }
+    Ok(())
+}
+
+/// Reads the whole table at `path`.
+pub fn read<T: Table>(path: &Path) -> Result<T> {
+    let mut table = T::default();
+    for_each_batch(path, |batch: T| {
+        table.append(batch);
+        Ok(())
+    })?;
+    Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_table_round_trips_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.parquet");
+        let table = LogTable {
+            model: vec![0, 0, 3],
+            doc: vec![0, 1, u32::MAX],
+            in_train: vec![true, false, true],
+            tokens: vec![5, 1, 9],
+            nll: vec![1.25, f64::MIN_POSITIVE, 1e300],
+            correct: vec![5, 0, 2],
+            copies: vec![1, 0, u16::MAX],
+        };
+        write(&path, &table).unwrap();
+        assert_eq!(read::<LogTable>(&path).unwrap(), table);
+    }
+
+    #[test]
+    fn nullable_columns_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("copies.parquet");
+        let table = CopiesTable {
+            copies: vec![1, 2],
+            canaries: vec![4, 4],
+            mem_acc: vec![Some(0.5), None],
+            mem_acc_se: vec![None, Some(0.125)],
+            mem_loss: vec![Some(-1.0), Some(2.0)],
+            mem_loss_se: vec![None, None],
+        };
+        write(&path, &table).unwrap();
+        assert_eq!(read::<CopiesTable>(&path).unwrap(), table);
+    }
+
+    #[test]
+    fn wrong_column_type_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.parquet");
+        let wrong = MembershipTable {
+            model: vec![1],
+            doc: vec![2],
+        };
+        write(&path, &wrong).unwrap();
+        let err = read::<JobTable>(&path).unwrap_err().to_string();
+        assert!(err.ends_with("jobs.parquet: no column `job`"), "{err}");
+        let err = read::<CopiesTable>(&path).unwrap_err().to_string();
+        assert!(err.contains("no column `copies`"), "{err}");
+    }
+}
