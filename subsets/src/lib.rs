@@ -18,6 +18,7 @@ pub mod demo;
 pub mod design;
 pub mod error;
 pub mod layout;
+pub mod plan;
 pub mod schema;
 pub mod seeds;
 

@@ -1,0 +1,146 @@
+//! MinHash signatures and LSH banding: which pairs of documents are worth comparing.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use super::Banding;
+
+impl Banding {
+    /// Signature values this banding uses.
+    pub fn len(&self) -> usize {
+        self.bands * self.rows
+    }
+
+    /// Probability that a pair with Jaccard similarity `jaccard` agrees on all rows of at
+    /// least one band, i.e. becomes a candidate: 1 - (1 - J^rows)^bands.
+    pub fn catch_probability(&self, jaccard: f64) -> f64 {
+        1.0 - (1.0 - jaccard.powi(self.rows as i32)).powi(self.bands as i32)
+    }
+
+    /// The banding with the most rows per band (fewest false candidates) whose catch
+    /// probability at `threshold` is at least `min_recall`, using at most `num_perm`
+    /// signature values; when none reaches it, one row per band, the highest catch
+    /// probability `num_perm` allows.
+    pub fn choose(threshold: f64, num_perm: usize, min_recall: f64) -> Banding {
+        let num_perm = num_perm.max(1);
+        (1..=num_perm)
+            .rev()
+            .map(|rows| Banding { bands: num_perm / rows, rows })
+            .find(|banding| banding.catch_probability(threshold) >= min_recall)
+            .unwrap_or(Banding { bands: num_perm, rows: 1 })
+    }
+}
+
+/// `len` independent hash functions from the multiply-shift family: value i of shingle
+/// hash h is the high 32 bits of `a_i * h + b_i` (wrapping), with `a_i` odd. The shingle
+/// hashes are already well mixed, so this cheap family is enough to make the minimum of
+/// each function an unbiased sample of the shingle set.
+pub struct Permutations {
+    a: Vec<u64>,
+    b: Vec<u64>,
+}
+
+impl Permutations {
+    pub fn new(len: usize, seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (a, b) = (0..len).map(|_| (rng.next_u64() | 1, rng.next_u64())).unzip();
+        Permutations { a, b }
+    }
+
+    /// The MinHash signature of a non-empty shingle-hash set.
+    pub fn signature(&self, hashes: &[u64]) -> Vec<u32> {
+        let mut signature = vec![u32::MAX; self.a.len()];
+        for &h in hashes {
+            for ((min, &a), &b) in signature.iter_mut().zip(&self.a).zip(&self.b) {
+                *min = (*min).min((a.wrapping_mul(h).wrapping_add(b) >> 32) as u32);
+            }
+        }
+        signature
+    }
+}
+
+/// Hash of one band of a signature; a collision only adds a candidate, which exact
+/// verification then rejects.
+fn band_key(values: &[u32]) -> u64 {
+    values.iter().fold(0x9e37_79b9_7f4a_7c15, |key, &v| {
+        (key ^ u64::from(v)).wrapping_mul(0xff51_afd7_ed55_8ccd).rotate_left(29)
+    })
+}
+
+/// Sorted, distinct pairs (i, j), i < j, of documents that agree on every row of at least
+/// one band. `signatures[k]` belongs to document `docs[k]`; `docs` is increasing.
+pub fn candidate_pairs(docs: &[u32], signatures: &[Vec<u32>], banding: &Banding) -> Vec<(u32, u32)> {
+    let mut pairs: Vec<(u32, u32)> = (0..banding.bands)
+        .into_par_iter()
+        .flat_map_iter(|band| {
+            let rows = band * banding.rows..(band + 1) * banding.rows;
+            let mut keyed: Vec<(u64, u32)> = docs
+                .iter()
+                .zip(signatures)
+                .map(|(&doc, signature)| (band_key(&signature[rows.clone()]), doc))
+                .collect();
+            keyed.sort_unstable();
+            let mut pairs = Vec::new();
+            for bucket in keyed.chunk_by(|x, y| x.0 == y.0) {
+                for (k, &(_, i)) in bucket.iter().enumerate() {
+                    pairs.extend(bucket[k + 1..].iter().map(|&(_, j)| (i, j)));
+                }
+            }
+            pairs
+        })
+        .collect();
+    pairs.par_sort_unstable();
+    pairs.dedup();
+    pairs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn banding_reaches_recall_at_threshold_with_most_rows() {
+        let banding = Banding::choose(0.8, 128, 0.99);
+        assert!(banding.len() <= 128);
+        let caught = 1.0 - (1.0 - 0.8f64.powi(banding.rows as i32)).powi(banding.bands as i32);
+        assert!(caught >= 0.99, "{caught}");
+        assert_eq!((banding.bands, banding.rows), (21, 6));
+        // One more row per band, with as many bands as fit, misses the target.
+        let longer = Banding { bands: 128 / 7, rows: 7 };
+        assert!(longer.catch_probability(0.8) < 0.99);
+        // A banding that balances false positives against false negatives instead, such
+        // as 9 bands of 13 rows, catches under half of the pairs at the threshold.
+        assert!(Banding { bands: 9, rows: 13 }.catch_probability(0.8) < 0.5);
+    }
+
+    #[test]
+    fn banding_falls_back_to_single_rows_when_recall_is_out_of_reach() {
+        let banding = Banding::choose(0.1, 4, 0.99);
+        assert_eq!((banding.bands, banding.rows), (4, 1));
+        let exact = Banding::choose(1.0, 128, 0.99);
+        assert_eq!((exact.bands, exact.rows), (1, 128));
+    }
+
+    #[test]
+    fn identical_sets_share_signatures_and_disjoint_sets_rarely_agree() {
+        let permutations = Permutations::new(64, 7);
+        let a: Vec<u64> = (0..100).map(|i| xxhash_rust::xxh3::xxh3_64(&[i])).collect();
+        let b: Vec<u64> = (100..200).map(|i| xxhash_rust::xxh3::xxh3_64(&[i])).collect();
+        assert_eq!(permutations.signature(&a), permutations.signature(&a));
+        let agree = permutations
+            .signature(&a)
+            .iter()
+            .zip(permutations.signature(&b))
+            .filter(|(x, y)| **x == *y)
+            .count();
+        assert_eq!(agree, 0);
+    }
+
+    #[test]
+    fn candidates_are_documents_sharing_a_band() {
+        let banding = Banding { bands: 2, rows: 2 };
+        let signatures = vec![vec![1, 2, 3, 4], vec![1, 2, 9, 9], vec![5, 5, 3, 4], vec![7, 7, 7, 7]];
+        assert_eq!(candidate_pairs(&[0, 1, 4, 5], &signatures, &banding), vec![(0, 1), (0, 4)]);
+    }
+}

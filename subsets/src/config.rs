@@ -1,0 +1,218 @@
+//! The resolved configuration of a run, written to `RUN/run.toml`: everything needed to
+//! reproduce the run from that file and the corpus alone.
+//!
+//! `cfmem plan --config FILE.toml` reads the `[model]`, `[train]` and `[jobs]` tables of a
+//! file of the same shape; anything it leaves out keeps its default.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub seed: u64,
+    pub corpus: CorpusConfig,
+    pub design: DesignConfig,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    pub jobs: JobsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorpusConfig {
+    /// The corpus as given on the command line (informational: `corpus.parquet` holds it).
+    pub path: String,
+    /// sha256 over the documents' ids and texts, in order.
+    pub sha256: String,
+    pub documents: u32,
+    /// Documents longer than the model's context were cut to `model.context - 1` bytes.
+    pub truncated: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    /// Each document is IN or OUT on its own.
+    Document,
+    /// All members of a near-duplicate cluster are IN or OUT together.
+    Cluster,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesignConfig {
+    pub models: u32,
+    /// Fraction of models each unit is IN for: exactly round(keep × models) of them.
+    pub keep: f64,
+    /// Fraction of documents no model trains on.
+    pub holdout: f64,
+    pub unit: Unit,
+    /// Jaccard threshold of the near-duplicate clusters when `unit = "cluster"`.
+    pub threshold: f64,
+    /// Copy counts planted for canaries; empty when there is no copy sweep.
+    pub copies: Vec<u16>,
+    /// Generated random-identifier canaries appended to the corpus.
+    pub canaries: u32,
+    /// Ids of corpus documents used as canaries.
+    pub canary_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    pub n_layer: u32,
+    pub n_head: u32,
+    pub d_model: u32,
+    /// Positions per sequence, the BOS token included.
+    pub context: u32,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            n_layer: 2,
+            n_head: 4,
+            d_model: 128,
+            context: 128,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Byte tokens of a document the model sees: the context less the BOS position.
+    pub fn max_tokens(&self) -> usize {
+        self.context as usize - 1
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Passes over a model's training set (each document repeated by its copy count).
+    pub epochs: u32,
+    pub batch_size: u32,
+    /// Peak learning rate of AdamW, reached after warmup, then cosine decay to 0.
+    pub lr: f64,
+    pub warmup_fraction: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    /// Gradient norm clip; 0 disables clipping.
+    pub grad_clip: f64,
+    /// Documents per evaluation batch.
+    pub eval_batch_size: u32,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 20,
+            batch_size: 16,
+            lr: 3e-3,
+            warmup_fraction: 0.05,
+            weight_decay: 0.01,
+            beta1: 0.9,
+            beta2: 0.99,
+            grad_clip: 1.0,
+            eval_batch_size: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Models trained one after another by one job (one log file per job).
+    pub models_per_job: u32,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig { models_per_job: 4 }
+    }
+}
+
+/// The part of a run configuration a `--config FILE.toml` may set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Hyperparameters {
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    pub jobs: JobsConfig,
+}
+
+impl Hyperparameters {
+    pub fn from_file(path: &std::path::Path) -> Result<Hyperparameters> {
+        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+        toml::from_str(&text).map_err(|e| Error::file(path, e.to_string()))
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let m = &self.model;
+        let t = &self.train;
+        let checks = [
+            (m.n_layer >= 1, "model.n_layer must be at least 1"),
+            (m.n_head >= 1, "model.n_head must be at least 1"),
+            (m.d_model >= 1 && m.d_model % m.n_head.max(1) == 0, "model.d_model must be a positive multiple of model.n_head"),
+            (m.context >= 2, "model.context must be at least 2"),
+            (t.epochs >= 1, "train.epochs must be at least 1"),
+            (t.batch_size >= 1, "train.batch_size must be at least 1"),
+            (t.eval_batch_size >= 1, "train.eval_batch_size must be at least 1"),
+            (t.lr > 0.0 && t.lr.is_finite(), "train.lr must be positive"),
+            ((0.0..1.0).contains(&t.warmup_fraction), "train.warmup_fraction must be in [0, 1)"),
+            (t.weight_decay >= 0.0, "train.weight_decay must not be negative"),
+            ((0.0..1.0).contains(&t.beta1) && (0.0..1.0).contains(&t.beta2), "train.beta1 and train.beta2 must be in [0, 1)"),
+            (t.grad_clip >= 0.0, "train.grad_clip must not be negative"),
+            (self.jobs.models_per_job >= 1, "jobs.models_per_job must be at least 1"),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, message)) => Err(Error::Invalid(message.to_string())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl RunConfig {
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a run configuration always serializes")
+    }
+
+    pub fn from_file(path: &std::path::Path) -> Result<RunConfig> {
+        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+        toml::from_str(&text).map_err(|e| Error::file(path, e.to_string()))
+    }
+
+    pub fn hyperparameters(&self) -> Hyperparameters {
+        Hyperparameters {
+            model: self.model.clone(),
+            train: self.train.clone(),
+            jobs: self.jobs.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_config_file_keeps_defaults_and_rejects_unknown_keys() {
+        let h: Hyperparameters = toml::from_str("[model]\nn_layer = 3\n[train]\nepochs = 7\n").unwrap();
+        assert_eq!(h.model.n_layer, 3);
+        assert_eq!(h.model.d_model, ModelConfig::default().d_model);
+        assert_eq!(h.train.epochs, 7);
+        let err = toml::from_str::<Hyperparameters>("[model]\nlayers = 3\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field `layers`"), "{err}");
+    }
+
+    #[test]
+    fn invalid_hyperparameters_name_the_field() {
+        let mut h = Hyperparameters::default();
+        h.model.d_model = 30;
+        h.model.n_head = 4;
+        let err = h.validate().unwrap_err().to_string();
+        assert!(err.contains("model.d_model"), "{err}");
+    }
+}

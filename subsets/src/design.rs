@@ -1,0 +1,140 @@
+//! Balanced membership designs.
+//!
+//! Every unit (a document, or a near-duplicate cluster) is IN for exactly
+//! `round(keep × models)` models and OUT for the rest, the IN models being a seeded uniform
+//! draw per unit (the keep masks of LiRA). Exact balance per unit means every document has
+//! the same number of IN and OUT observations, so its two means have equal footing.
+
+use rand::seq::SliceRandom;
+use rand::seq::index;
+
+use crate::{Error, Result, seeds};
+
+/// Number of models each unit is IN for, or an error when some unit could not be both IN
+/// and OUT at least once.
+pub fn in_count(models: u32, keep: f64) -> Result<u32> {
+    if !(keep > 0.0 && keep < 1.0) {
+        return Err(Error::Invalid(format!(
+            "--keep must be strictly between 0 and 1, got {keep}"
+        )));
+    }
+    let k = (keep * f64::from(models)).round() as u32;
+    if k == 0 || k >= models {
+        let needed = (2..)
+            .find(|&m| {
+                let k = (keep * f64::from(m)).round() as u32;
+                k >= 1 && k < m
+            })
+            .expect("some model count works for keep in (0, 1)");
+        return Err(Error::Invalid(format!(
+            "too few models: with --models {models} and --keep {keep} each document would be IN for \
+             {k} of {models} models, but it must be IN at least once and OUT at least once; \
+             use --models {needed} or more"
+        )));
+    }
+    Ok(k)
+}
+
+/// For each of `units` units, the sorted models it is IN for.
+pub fn balanced(units: usize, models: u32, keep: f64, seed: u64) -> Result<Vec<Vec<u32>>> {
+    let k = in_count(models, keep)?;
+    Ok((0..units)
+        .map(|unit| {
+            let mut rng = seeds::rng(seed, "design", unit as u64);
+            let mut chosen: Vec<u32> = index::sample(&mut rng, models as usize, k as usize)
+                .into_iter()
+                .map(|m| m as u32)
+                .collect();
+            chosen.sort_unstable();
+            chosen
+        })
+        .collect())
+}
+
+/// Which of `units` units are held out: round(fraction × units) of them, seeded.
+pub fn holdout(units: usize, fraction: f64, seed: u64) -> Result<Vec<bool>> {
+    if !(0.0..1.0).contains(&fraction) {
+        return Err(Error::Invalid(format!(
+            "--holdout must be in [0, 1), got {fraction}"
+        )));
+    }
+    let count = (fraction * units as f64).round() as usize;
+    if count >= units {
+        return Err(Error::Invalid(format!(
+            "--holdout {fraction} would hold out all {units} units, leaving nothing to train on"
+        )));
+    }
+    let mut order: Vec<usize> = (0..units).collect();
+    order.shuffle(&mut seeds::rng(seed, "holdout", 0));
+    let mut held = vec![false; units];
+    for &unit in &order[..count] {
+        held[unit] = true;
+    }
+    Ok(held)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn every_unit_is_in_exactly_k_models_and_the_draw_repeats(
+            models in 2u32..64, keep in 0.01f64..0.99, seed: u64, units in 1usize..50
+        ) {
+            match balanced(units, models, keep, seed) {
+                Ok(design) => {
+                    let k = (keep * f64::from(models)).round() as usize;
+                    prop_assert!(k >= 1 && k < models as usize);
+                    prop_assert_eq!(design.len(), units);
+                    for chosen in &design {
+                        prop_assert_eq!(chosen.len(), k);
+                        prop_assert!(chosen.windows(2).all(|w| w[0] < w[1]));
+                        prop_assert!(chosen.iter().all(|&m| m < models));
+                    }
+                    prop_assert_eq!(design, balanced(units, models, keep, seed).unwrap());
+                }
+                Err(e) => {
+                    let k = (keep * f64::from(models)).round() as u32;
+                    prop_assert!(k == 0 || k >= models);
+                    prop_assert!(e.to_string().contains("too few models"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn too_few_models_says_how_many_are_needed() {
+        let err = balanced(3, 1, 0.5, 0).unwrap_err().to_string();
+        assert!(err.contains("use --models 2 or more"), "{err}");
+        let err = balanced(3, 4, 0.9, 0).unwrap_err().to_string();
+        assert!(err.contains("IN for 4 of 4 models"), "{err}");
+        assert!(err.contains("use --models 6 or more"), "{err}");
+    }
+
+    #[test]
+    fn keep_outside_open_interval_is_refused() {
+        for keep in [0.0, 1.0, -0.5, 1.5, f64::NAN] {
+            let err = balanced(3, 8, keep, 0).unwrap_err().to_string();
+            assert!(err.contains("--keep must be strictly between 0 and 1"), "{err}");
+        }
+    }
+
+    #[test]
+    fn models_are_used_evenly_over_many_units() {
+        let design = balanced(4000, 8, 0.5, 7).unwrap();
+        let mut per_model = [0usize; 8];
+        design.iter().flatten().for_each(|&m| per_model[m as usize] += 1);
+        assert!(per_model.iter().all(|&n| (1800..2200).contains(&n)), "{per_model:?}");
+    }
+
+    #[test]
+    fn holdout_takes_the_rounded_fraction() {
+        let held = holdout(10, 0.25, 3).unwrap();
+        assert_eq!(held.iter().filter(|&&h| h).count(), 3);
+        assert_eq!(held, holdout(10, 0.25, 3).unwrap());
+        assert!(holdout(10, 1.0, 3).is_err());
+        assert!(holdout(1, 0.6, 3).unwrap_err().to_string().contains("leaving nothing"));
+    }
+}

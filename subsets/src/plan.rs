@@ -1,0 +1,394 @@
+//! Turning a corpus and a design into a run directory: `run.toml`, `corpus.parquet`,
+//! `membership.parquet` and `jobs.parquet`, all written into a temporary sibling directory
+//! that is renamed into place only when complete.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use rand::seq::SliceRandom;
+
+use crate::config::{CorpusConfig, DesignConfig, Hyperparameters, RunConfig, Unit};
+use crate::corpus::{self, Document};
+use crate::layout::RunDir;
+use crate::schema::{self, CorpusTable, JobTable, MembershipTable};
+use crate::{Error, Result, atomic, demo, design, seeds};
+
+/// Source of generated canaries in `corpus.parquet`.
+pub const CANARY_SOURCE: &str = "canary";
+
+/// Everything `plan` writes, built in memory first.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub config: RunConfig,
+    pub corpus: CorpusTable,
+    pub membership: MembershipTable,
+    pub jobs: JobTable,
+}
+
+/// What the request was, before any document is placed.
+pub struct PlanRequest<'a> {
+    /// The corpus as the user named it, recorded in `run.toml`.
+    pub corpus_path: &'a str,
+    pub documents: Vec<Document>,
+    pub seed: u64,
+    pub design: DesignConfig,
+    pub hyperparameters: Hyperparameters,
+}
+
+/// Builds the plan. `cluster_of` gives each document's near-duplicate cluster; it is only
+/// called when the sampling unit is the cluster.
+pub fn build(
+    request: PlanRequest<'_>,
+    cluster_of: impl FnOnce(&[Document]) -> Vec<u32>,
+) -> Result<Plan> {
+    let PlanRequest {
+        corpus_path,
+        mut documents,
+        seed,
+        design: design_config,
+        hyperparameters,
+    } = request;
+    hyperparameters.validate()?;
+    design::in_count(design_config.models, design_config.keep)?;
+    let corpus_sha256 = corpus_checksum(&documents);
+    let input_documents = documents.len();
+    let copies = plant_canaries(&mut documents, &design_config, seed)?;
+
+    let units = match design_config.unit {
+        Unit::Document => (0..documents.len() as u32).collect(),
+        Unit::Cluster => dense(&cluster_of(&documents)),
+    };
+    let unit_count = units.iter().max().map_or(0, |&u| u as usize + 1);
+    let held_unit = design::holdout(unit_count, design_config.holdout, seed)?;
+    let in_models = design::balanced(unit_count, design_config.models, design_config.keep, seed)?;
+
+    let max_tokens = hyperparameters.model.max_tokens();
+    let mut table = CorpusTable::default();
+    let mut truncated = 0;
+    for (doc, document) in documents.iter().enumerate() {
+        let tokens = corpus::byte_tokens(&document.text, max_tokens).len();
+        if tokens < document.text.len() && doc < input_documents {
+            truncated += 1;
+        }
+        let unit = units[doc];
+        // Canaries are the object of the copy sweep: they are never held out.
+        let holdout = held_unit[unit as usize] && copies[doc] == 1 && !is_canary(document);
+        table.doc.push(doc as u32);
+        table.doc_id.push(document.id.clone());
+        table.source.push(document.source.clone());
+        table.text.push(document.text.clone());
+        table.tokens.push(tokens as u32);
+        table.sha256.push(corpus::sha256_hex(document.text.as_bytes()));
+        table.holdout.push(holdout);
+        table.unit.push(unit);
+        table.copies.push(copies[doc]);
+    }
+
+    let mut membership = MembershipTable::default();
+    for model in 0..design_config.models {
+        for doc in 0..documents.len() {
+            let unit = table.unit[doc] as usize;
+            if !table.holdout[doc] && in_models[unit].binary_search(&model).is_ok() {
+                membership.model.push(model);
+                membership.doc.push(doc as u32);
+            }
+        }
+    }
+
+    let mut jobs = JobTable::default();
+    for model in 0..design_config.models {
+        jobs.job.push(model / hyperparameters.jobs.models_per_job);
+        jobs.model.push(model);
+    }
+
+    let config = RunConfig {
+        seed,
+        corpus: CorpusConfig {
+            path: corpus_path.to_string(),
+            sha256: corpus_sha256,
+            documents: input_documents as u32,
+            truncated,
+        },
+        design: design_config,
+        model: hyperparameters.model,
+        train: hyperparameters.train,
+        jobs: hyperparameters.jobs,
+    };
+    Ok(Plan {
+        config,
+        corpus: table,
+        membership,
+        jobs,
+    })
+}
+
+fn is_canary(document: &Document) -> bool {
+    document.source.as_deref() == Some(CANARY_SOURCE)
+}
+
+/// Renumbers labels densely in order of first appearance.
+fn dense(labels: &[u32]) -> Vec<u32> {
+    let mut ids = HashMap::new();
+    labels
+        .iter()
+        .map(|&label| {
+            let next = ids.len() as u32;
+            *ids.entry(label).or_insert(next)
+        })
+        .collect()
+}
+
+fn corpus_checksum(documents: &[Document]) -> String {
+    let mut bytes = Vec::new();
+    for document in documents {
+        for part in [document.id.as_bytes(), document.text.as_bytes()] {
+            bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(part);
+        }
+    }
+    corpus::sha256_hex(&bytes)
+}
+
+/// Appends generated canaries, and returns every document's copy count: canaries get the
+/// planted counts, spread evenly over them in a seeded order; everything else gets 1.
+fn plant_canaries(documents: &mut Vec<Document>, design: &DesignConfig, seed: u64) -> Result<Vec<u16>> {
+    let sweep = design.canaries > 0 || !design.canary_ids.is_empty();
+    if design.copies.is_empty() {
+        return if sweep {
+            Err(Error::Invalid("canaries need --copies (the copy counts to plant)".into()))
+        } else {
+            Ok(vec![1; documents.len()])
+        };
+    }
+    if !sweep {
+        return Err(Error::Invalid(
+            "--copies needs canaries: --canaries N or --canary-ids ID,...".into(),
+        ));
+    }
+    if design.copies.contains(&0) {
+        return Err(Error::Invalid("--copies values must be at least 1".into()));
+    }
+    let mut canaries = Vec::new();
+    for id in &design.canary_ids {
+        let index = documents
+            .iter()
+            .position(|d| &d.id == id)
+            .ok_or_else(|| Error::Invalid(format!("--canary-ids: no document has id {id:?}")))?;
+        canaries.push(index);
+    }
+    let mut rng = seeds::rng(seed, "canaries", 0);
+    for i in 0..design.canaries {
+        let id = format!("canary-{i:04}");
+        if documents.iter().any(|d| d.id == id) {
+            return Err(Error::Invalid(format!(
+                "the corpus already has a document with id {id:?}, the id of a generated canary"
+            )));
+        }
+        canaries.push(documents.len());
+        documents.push(Document {
+            id,
+            text: demo::random_ids(&mut rng, 100),
+            source: Some(CANARY_SOURCE.to_string()),
+        });
+    }
+    canaries.shuffle(&mut rng);
+    let mut copies = vec![1; documents.len()];
+    for (i, &doc) in canaries.iter().enumerate() {
+        copies[doc] = design.copies[i % design.copies.len()];
+    }
+    Ok(copies)
+}
+
+/// What [`write`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Created,
+    /// The run directory already held this exact plan; nothing was touched.
+    Unchanged,
+}
+
+/// Writes `plan` into `run`. An existing run with the same configuration is left as it is;
+/// one with another configuration, or a non-empty directory that is no run, is refused.
+pub fn write(run: &RunDir, plan: &Plan) -> Result<Written> {
+    let root = run.root();
+    if root.exists() {
+        if run.config().exists() {
+            let existing = RunConfig::from_file(&run.config())?;
+            if existing == plan.config {
+                return Ok(Written::Unchanged);
+            }
+            return Err(Error::file(
+                root,
+                format!(
+                    "already holds a plan with a different configuration ({}); \
+                     choose another --out or delete the directory",
+                    differences(&existing, &plan.config)
+                ),
+            ));
+        }
+        let empty = std::fs::read_dir(root).map_err(Error::io(root))?.next().is_none();
+        if !empty {
+            return Err(Error::file(root, "exists, is not empty and holds no run.toml: refusing to plan into it"));
+        }
+        std::fs::remove_dir(root).map_err(Error::io(root))?;
+    }
+    let parent = root.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".cfmem-plan-")
+        .tempdir_in(parent)
+        .map_err(Error::io(parent))?;
+    let staged = RunDir::new(staging.path());
+    atomic::write_bytes(&staged.config(), plan.config.to_toml().as_bytes())?;
+    schema::write(&staged.corpus(), &plan.corpus)?;
+    schema::write(&staged.membership(), &plan.membership)?;
+    schema::write(&staged.jobs(), &plan.jobs)?;
+    std::fs::create_dir(staged.logs_dir()).map_err(Error::io(staged.logs_dir()))?;
+    std::fs::rename(staging.keep(), root).map_err(Error::io(root))?;
+    atomic::sync_dir(parent)?;
+    Ok(Written::Created)
+}
+
+/// The keys whose values differ, as `design.models: 8 -> 16`.
+fn differences(old: &RunConfig, new: &RunConfig) -> String {
+    fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
+        match value {
+            toml::Value::Table(table) => {
+                for (key, value) in table {
+                    let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                    flatten(&name, value, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let mut old_keys = BTreeMap::new();
+    let mut new_keys = BTreeMap::new();
+    flatten("", &toml::Value::try_from(old).expect("serializable"), &mut old_keys);
+    flatten("", &toml::Value::try_from(new).expect("serializable"), &mut new_keys);
+    let missing = "(none)".to_string();
+    let mut changed: Vec<String> = old_keys
+        .keys()
+        .chain(new_keys.keys())
+        .filter(|k| old_keys.get(*k) != new_keys.get(*k))
+        .map(|k| {
+            let before = old_keys.get(k).unwrap_or(&missing);
+            let after = new_keys.get(k).unwrap_or(&missing);
+            format!("{k}: {before} -> {after}")
+        })
+        .collect();
+    changed.dedup();
+    changed.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn design(models: u32, keep: f64) -> DesignConfig {
+        DesignConfig {
+            models,
+            keep,
+            holdout: 0.0,
+            unit: Unit::Document,
+            threshold: 0.8,
+            copies: vec![],
+            canaries: 0,
+            canary_ids: vec![],
+        }
+    }
+
+    fn docs(n: usize) -> Vec<Document> {
+        (0..n)
+            .map(|i| Document {
+                id: format!("d{i}"),
+                text: format!("document number {i}"),
+                source: None,
+            })
+            .collect()
+    }
+
+    fn request(documents: Vec<Document>, design: DesignConfig) -> PlanRequest<'static> {
+        PlanRequest {
+            corpus_path: "corpus.jsonl",
+            documents,
+            seed: 5,
+            design,
+            hyperparameters: Hyperparameters::default(),
+        }
+    }
+
+    fn no_clusters(_: &[Document]) -> Vec<u32> {
+        unreachable!("document unit")
+    }
+
+    #[test]
+    fn membership_is_balanced_per_document_and_jobs_cover_models() {
+        let plan = build(request(docs(30), design(10, 0.3)), no_clusters).unwrap();
+        let mut per_doc = [0; 30];
+        plan.membership.doc.iter().for_each(|&d| per_doc[d as usize] += 1);
+        assert!(per_doc.iter().all(|&n| n == 3), "{per_doc:?}");
+        assert_eq!(plan.jobs.model, (0..10).collect::<Vec<_>>());
+        assert_eq!(plan.jobs.job, [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]);
+    }
+
+    #[test]
+    fn cluster_unit_puts_members_in_together() {
+        let mut d = design(6, 0.5);
+        d.unit = Unit::Cluster;
+        let plan = build(request(docs(6), d), |_| vec![9, 9, 4, 9, 4, 7]).unwrap();
+        assert_eq!(plan.corpus.unit, [0, 0, 1, 0, 1, 2]);
+        let models_of = |doc: u32| -> Vec<u32> {
+            plan.membership.doc.iter().zip(&plan.membership.model)
+                .filter(|(d, _)| **d == doc).map(|(_, m)| *m).collect()
+        };
+        assert_eq!(models_of(0), models_of(1));
+        assert_eq!(models_of(0), models_of(3));
+        assert_eq!(models_of(2), models_of(4));
+        assert_eq!(models_of(0).len(), 3);
+    }
+
+    #[test]
+    fn canaries_get_planted_copy_counts_evenly() {
+        let mut d = design(4, 0.5);
+        d.copies = vec![1, 2, 4];
+        d.canaries = 6;
+        let plan = build(request(docs(5), d), no_clusters).unwrap();
+        assert_eq!(plan.corpus.doc_id.len(), 11);
+        let mut planted: Vec<u16> = plan.corpus.copies[5..].to_vec();
+        planted.sort();
+        assert_eq!(planted, [1, 1, 2, 2, 4, 4]);
+        assert!(plan.corpus.copies[..5].iter().all(|&c| c == 1));
+        assert!(plan.corpus.source[5..].iter().all(|s| s.as_deref() == Some(CANARY_SOURCE)));
+    }
+
+    #[test]
+    fn copy_sweep_settings_must_go_together() {
+        let mut d = design(4, 0.5);
+        d.copies = vec![1, 2];
+        let err = build(request(docs(3), d.clone()), no_clusters).unwrap_err().to_string();
+        assert!(err.contains("--copies needs canaries"), "{err}");
+        d.canary_ids = vec!["nope".into()];
+        let err = build(request(docs(3), d), no_clusters).unwrap_err().to_string();
+        assert!(err.contains("no document has id \"nope\""), "{err}");
+    }
+
+    #[test]
+    fn writing_again_is_a_no_op_and_a_changed_config_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path().join("run"));
+        let plan = build(request(docs(8), design(4, 0.5)), no_clusters).unwrap();
+        assert_eq!(write(&run, &plan).unwrap(), Written::Created);
+        assert_eq!(write(&run, &plan).unwrap(), Written::Unchanged);
+        let corpus: CorpusTable = schema::read(&run.corpus()).unwrap();
+        assert_eq!(corpus, plan.corpus);
+        let other = build(request(docs(8), design(6, 0.5)), no_clusters).unwrap();
+        let err = write(&run, &other).unwrap_err().to_string();
+        assert!(err.contains("different configuration (design.models: 4 -> 6)"), "{err}");
+        assert_eq!(RunConfig::from_file(&run.config()).unwrap(), plan.config);
+        let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 1);
+    }
+}
