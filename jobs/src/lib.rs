@@ -1,1 +1,35 @@
+//! Training and evaluating the models of a planned run: the only crate that links libtorch.
+//!
+//! - [`device`] resolves `auto|cpu|cuda|cuda:N` to a torch device.
+//! - [`model`] is the tiny decoder-only byte-level transformer.
+//! - [`train`] trains one model on its subset and evaluates it on every document.
+//! - [`runner`] reads a run's plan, lists its jobs, skips the complete ones (checked against
+//!   the checksum recorded at completion) and writes each job's log atomically.
+//!
+//! Results leave through [`subsets::schema::LogTable`] and progress through the [`Progress`]
+//! trait; this crate draws nothing on a terminal and computes no statistics.
 
+pub mod device;
+pub mod model;
+pub mod runner;
+pub mod train;
+
+pub use device::DeviceChoice;
+pub use runner::{JobOutcome, Progress, RunJobs, Silent};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Files(#[from] subsets::Error),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("device: {0}")]
+    Device(String),
+    #[error("{path}: {message}")]
+    Plan {
+        path: std::path::PathBuf,
+        message: String,
+    },
+}

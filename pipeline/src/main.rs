@@ -1,1 +1,343 @@
-fn main() {}
+//! `cfmem`: the command line. Flags are parsed here into the plain settings of the library
+//! crates (`subsets`, `jobs`, `analysis`), which never see a clap type; progress is drawn
+//! here, from the events the job runner reports.
+
+mod progress;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use analysis::dups::{self, DupParams, Shingling};
+use jobs::{DeviceChoice, JobOutcome, RunJobs};
+use subsets::config::{DesignConfig, Hyperparameters, Unit};
+use subsets::corpus::{self, Document};
+use subsets::layout::RunDir;
+use subsets::plan::{self, PlanRequest, Written};
+use subsets::{demo, schema};
+
+#[derive(Parser)]
+#[command(name = "cfmem", version, about = "Counterfactual memorization of the documents of a training corpus")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read a corpus and write a run directory: configuration, documents, balanced subsets, jobs.
+    Plan(PlanArgs),
+    /// Train and evaluate every model of a planned run (skips jobs already complete).
+    Run(RunArgs),
+    /// Compute per-document memorization from a run's logs and print a summary.
+    Analyze(AnalyzeArgs),
+    /// Plan, run and analyze the built-in demo corpus.
+    Demo(DemoArgs),
+    /// Exact, near-duplicate and repeated-substring scores of every document of a corpus.
+    Dups(DupsArgs),
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    /// JSONL file, Parquet file, or directory of .txt files.
+    #[arg(long)]
+    corpus: PathBuf,
+    /// Run directory to create.
+    #[arg(long)]
+    out: PathBuf,
+    /// Number of models to train.
+    #[arg(long)]
+    models: u32,
+    /// Fraction of models each document (or cluster) is IN for, strictly between 0 and 1.
+    #[arg(long)]
+    keep: f64,
+    #[arg(long)]
+    seed: u64,
+    /// Fraction of documents no model trains on.
+    #[arg(long, default_value_t = 0.0)]
+    holdout: f64,
+    /// TOML file with [model], [train] and [jobs] settings; see README.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    design: DesignArgs,
+    #[command(flatten)]
+    near: NearDupArgs,
+}
+
+#[derive(Args)]
+struct DesignArgs {
+    /// What is IN or OUT together: each document, or each near-duplicate cluster.
+    #[arg(long, value_enum, default_value_t = UnitArg::Document)]
+    unit: UnitArg,
+    /// Copy counts to plant for canaries, e.g. 1,2,4,8.
+    #[arg(long, value_delimiter = ',')]
+    copies: Vec<u16>,
+    /// Number of random-identifier canaries to generate for the copy sweep.
+    #[arg(long, default_value_t = 0)]
+    canaries: u32,
+    /// Ids of corpus documents to use as canaries, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    canary_ids: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum UnitArg {
+    Document,
+    Cluster,
+}
+
+#[derive(Args)]
+struct NearDupArgs {
+    /// Jaccard similarity at or above which two documents are near-duplicates.
+    #[arg(long, default_value_t = 0.8)]
+    threshold: f64,
+    /// Shingles: words:N or chars:N.
+    #[arg(long, default_value = "words:5", value_parser = parse_shingling)]
+    shingles: Shingling,
+    /// Shortest repeated substring, in bytes, counted by repeat_fraction.
+    #[arg(long, default_value_t = 50)]
+    min_repeat: usize,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    run: PathBuf,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+}
+
+#[derive(Args)]
+struct AnalyzeArgs {
+    run: PathBuf,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Run directory for the demo.
+    #[arg(long, default_value = "demo-run")]
+    out: PathBuf,
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 16)]
+    models: u32,
+    #[arg(long, value_enum, default_value_t = UnitArg::Document)]
+    unit: UnitArg,
+}
+
+#[derive(Args)]
+struct DupsArgs {
+    #[arg(long)]
+    corpus: PathBuf,
+    /// Parquet file to write, one row per document.
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    near: NearDupArgs,
+}
+
+fn parse_shingling(text: &str) -> Result<Shingling, String> {
+    let (kind, n) = text
+        .split_once(':')
+        .ok_or_else(|| format!("expected words:N or chars:N, got {text:?}"))?;
+    let n: usize = n.parse().map_err(|_| format!("{n:?} is not a number"))?;
+    if n == 0 {
+        return Err("the shingle length must be at least 1".into());
+    }
+    match kind {
+        "words" => Ok(Shingling::Words(n)),
+        "chars" => Ok(Shingling::Chars(n)),
+        _ => Err(format!("expected words:N or chars:N, got {text:?}")),
+    }
+}
+
+impl NearDupArgs {
+    fn params(&self) -> Result<DupParams> {
+        let params = DupParams {
+            shingling: self.shingles.clone(),
+            threshold: self.threshold,
+            min_repeat_bytes: self.min_repeat,
+            ..DupParams::default()
+        };
+        params.validate().map_err(anyhow::Error::msg)?;
+        Ok(params)
+    }
+}
+
+impl From<UnitArg> for Unit {
+    fn from(unit: UnitArg) -> Unit {
+        match unit {
+            UnitArg::Document => Unit::Document,
+            UnitArg::Cluster => Unit::Cluster,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match dispatch(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Plan(args) => {
+            let documents = corpus::read(&args.corpus)?;
+            let hyperparameters = match &args.config {
+                Some(path) => Hyperparameters::from_file(path)?,
+                None => Hyperparameters::default(),
+            };
+            let corpus_name = args.corpus.display().to_string();
+            let request = PlanRequest {
+                corpus_path: &corpus_name,
+                documents,
+                seed: args.seed,
+                design: design(&args, &args.near)?,
+                hyperparameters,
+            };
+            plan_run(&args.out, request, &args.near.params()?)
+        }
+        Command::Run(args) => run_jobs(&args.run, args.device),
+        Command::Analyze(args) => analyze(&args.run),
+        Command::Demo(args) => run_demo(&args),
+        Command::Dups(args) => {
+            let params = args.near.params()?;
+            let documents = corpus::read(&args.corpus)?;
+            let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
+            let found = dups::find_duplicates(&texts, &params);
+            let ids: Vec<String> = documents.into_iter().map(|d| d.id).collect();
+            schema::write(&args.out, &found.to_table(&ids))?;
+            let in_clusters = found.cluster_size.iter().filter(|&&s| s > 1).count();
+            let exact = found.exact_dup_count.iter().filter(|&&c| c > 0).count();
+            println!(
+                "{} documents: {} near-duplicate pairs, {in_clusters} documents in clusters of two or more, \
+                 {exact} with exact duplicates; wrote {}",
+                ids.len(),
+                found.pairs.len(),
+                args.out.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn design(args: &PlanArgs, near: &NearDupArgs) -> Result<DesignConfig> {
+    Ok(DesignConfig {
+        models: args.models,
+        keep: args.keep,
+        holdout: args.holdout,
+        unit: args.design.unit.into(),
+        threshold: near.threshold,
+        copies: args.design.copies.clone(),
+        canaries: args.design.canaries,
+        canary_ids: args.design.canary_ids.clone(),
+    })
+}
+
+fn plan_run(out: &Path, request: PlanRequest<'_>, params: &DupParams) -> Result<()> {
+    let plan = plan::build(request, |documents: &[Document]| {
+        let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
+        dups::find_duplicates(&texts, params).cluster
+    })?;
+    let run = RunDir::new(out);
+    match plan::write(&run, &plan)? {
+        Written::Created => eprintln!(
+            "planned {} models over {} documents in {} jobs into {}{}",
+            plan.config.design.models,
+            plan.corpus.doc.len(),
+            plan.jobs.job.iter().max().map_or(0, |j| j + 1),
+            out.display(),
+            match plan.config.corpus.truncated {
+                0 => String::new(),
+                n => format!(" ({n} documents truncated to {} bytes)", plan.config.model.max_tokens()),
+            }
+        ),
+        Written::Unchanged => eprintln!("{} already holds this plan; nothing to do", out.display()),
+    }
+    Ok(())
+}
+
+fn run_jobs(run: &Path, device: DeviceChoice) -> Result<()> {
+    let jobs = RunJobs::open(RunDir::new(run))?;
+    let device = device.resolve()?;
+    let ids = jobs.job_ids();
+    eprintln!("running {} jobs on {}", ids.len(), jobs::device::describe(device));
+    let bars = progress::Bars::new(ids.len());
+    let outcomes = jobs.run_all(device, &bars)?;
+    bars.finish();
+    let count = |f: fn(&JobOutcome) -> bool| outcomes.iter().filter(|(_, o)| f(o)).count();
+    eprintln!(
+        "{} jobs ran, {} redone, {} already complete",
+        count(|o| *o == JobOutcome::Ran),
+        count(|o| matches!(o, JobOutcome::Redone(_))),
+        count(|o| *o == JobOutcome::Skipped)
+    );
+    Ok(())
+}
+
+fn analyze(run: &Path) -> Result<()> {
+    let run_dir = RunDir::new(run);
+    let config = subsets::config::RunConfig::from_file(&run_dir.config())
+        .with_context(|| format!("{} is not a planned run", run.display()))?;
+    let params = DupParams {
+        threshold: config.design.threshold,
+        ..DupParams::default()
+    };
+    let analysis = analysis::scores::analyze(&run_dir, &params)?;
+    analysis.write(&run_dir)?;
+    print!("{}", analysis.summary);
+    eprintln!("wrote {}", run_dir.analysis_dir().display());
+    Ok(())
+}
+
+/// Settings of the demo: small enough to finish in under two minutes on two CPU cores.
+fn demo_hyperparameters() -> Hyperparameters {
+    let mut h = Hyperparameters::default();
+    h.model.n_layer = 2;
+    h.model.n_head = 4;
+    h.model.d_model = 64;
+    h.model.context = 128;
+    h.train.epochs = 24;
+    h.train.batch_size = 16;
+    h.train.lr = 3e-3;
+    h
+}
+
+fn run_demo(args: &DemoArgs) -> Result<()> {
+    if args.models < 2 {
+        bail!("--models must be at least 2");
+    }
+    let near = NearDupArgs {
+        threshold: 0.8,
+        shingles: Shingling::Words(5),
+        min_repeat: 50,
+    };
+    let request = PlanRequest {
+        corpus_path: "built-in demo corpus",
+        documents: demo::corpus(args.seed, &demo::DemoSizes::default()),
+        seed: args.seed,
+        design: DesignConfig {
+            models: args.models,
+            keep: 0.5,
+            holdout: 0.0,
+            unit: args.unit.into(),
+            threshold: near.threshold,
+            copies: vec![],
+            canaries: 0,
+            canary_ids: vec![],
+        },
+        hyperparameters: demo_hyperparameters(),
+    };
+    plan_run(&args.out, request, &near.params()?)?;
+    run_jobs(&args.out, args.device)?;
+    analyze(&args.out)
+}

@@ -102,11 +102,17 @@ fn validate(path: &Path, located: Vec<Located>) -> Result<Vec<Document>> {
             return Err(error_at(path, &item.place, "field `text` is empty".into()));
         }
         if let Some(first) = seen.insert(&item.doc.id, &item.place) {
-            let message = format!(
+            let mut message = format!(
                 "duplicate document id {:?} (first seen at {})",
                 item.doc.id,
                 describe(first)
             );
+            if item.doc.id == sha256_hex(item.doc.text.as_bytes()) {
+                message.push_str(
+                    "; a document without an id is named by the sha256 of its text, \
+                     so give exact duplicates an `id` to keep them",
+                );
+            }
             return Err(error_at(path, &item.place, message));
         }
     }

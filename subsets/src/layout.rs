@@ -74,3 +74,38 @@ impl RunDir {
         self.analysis_dir().join("duplicates.parquet")
     }
 }
+
+/// The record a job writes beside its log when the log is complete: a later `cfmem run`
+/// trusts the log only if its bytes still hash to `sha256`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Completion {
+    pub sha256: String,
+    pub rows: u64,
+}
+
+impl Completion {
+    /// The completion record of the log at `log`, computed from its bytes.
+    pub fn of_file(log: &Path, rows: u64) -> crate::Result<Completion> {
+        let bytes = std::fs::read(log).map_err(crate::Error::io(log))?;
+        Ok(Completion {
+            sha256: crate::corpus::sha256_hex(&bytes),
+            rows,
+        })
+    }
+
+    pub fn write(&self, path: &Path) -> crate::Result<()> {
+        let text = toml::to_string(self).expect("a completion record always serializes");
+        crate::atomic::write_bytes(path, text.as_bytes())
+    }
+
+    /// The record at `path`, or None when there is none.
+    pub fn read(path: &Path) -> crate::Result<Option<Completion>> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text)
+                .map(Some)
+                .map_err(|e| crate::Error::file(path, e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(crate::Error::io(path)(e)),
+        }
+    }
+}

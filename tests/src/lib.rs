@@ -1,1 +1,63 @@
-//! End-to-end tests live in `tests/`; this library is empty.
+//! Helpers for the end-to-end tests in `tests/`: locating and running the real `cfmem`
+//! binary and reading what it wrote.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use subsets::schema::{self, ScoreTable};
+
+/// The release (or debug) `cfmem` built beside these tests, or `$CFMEM_BIN`.
+pub fn cfmem_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("CFMEM_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> → target/<profile>/cfmem
+    let path = exe.parent().and_then(Path::parent).expect("target/<profile>").join("cfmem");
+    assert!(path.exists(), "{} is missing: build it first (cargo build --release -p pipeline)", path.display());
+    path
+}
+
+/// Runs `cfmem args…` and returns its output.
+pub fn cfmem(args: &[&str]) -> Output {
+    Command::new(cfmem_path()).args(args).output().expect("cfmem runs")
+}
+
+/// Runs `cfmem args…`, asserting success, and returns stdout.
+pub fn cfmem_ok(args: &[&str]) -> String {
+    let out = cfmem(args);
+    assert!(
+        out.status.success(),
+        "cfmem {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Runs `cfmem args…`, asserting failure, and returns stderr.
+pub fn cfmem_err(args: &[&str]) -> String {
+    let out = cfmem(args);
+    assert!(!out.status.success(), "cfmem {args:?} should have failed");
+    String::from_utf8(out.stderr).expect("utf-8 output")
+}
+
+pub fn scores(run: &Path) -> ScoreTable {
+    schema::read(&run.join("analysis/scores.parquet")).expect("scores.parquet")
+}
+
+/// mem_acc of every scored document whose source is `source`.
+pub fn mem_acc_of(scores: &ScoreTable, source: &str) -> Vec<f64> {
+    (0..scores.doc.len())
+        .filter(|&d| scores.source[d].as_deref() == Some(source))
+        .filter_map(|d| scores.mem_acc[d])
+        .collect()
+}
+
+pub fn mean(values: &[f64]) -> f64 {
+    assert!(!values.is_empty());
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+/// A tiny model configuration for fast real training in tests.
+pub const TINY_CONFIG: &str = "[model]\nn_layer = 1\nn_head = 2\nd_model = 32\ncontext = 64\n\
+[train]\nepochs = 3\nbatch_size = 8\n[jobs]\nmodels_per_job = 2\n";

@@ -1,6 +1,8 @@
 //! Repeated substrings across documents (the ExactSubstr idea of Lee et al. 2021), with a
 //! suffix array over the whole corpus.
 
+use libsais::SuffixArrayConstruction;
+
 /// Separates documents in the concatenated corpus. It never occurs in UTF-8 text, so no
 /// common prefix of two suffixes starting inside documents extends past the end of the
 /// shorter document's text.
@@ -29,8 +31,7 @@ pub fn repeat_fractions(texts: &[&str], min_len: usize) -> Vec<f64> {
         doc_at.push(NO_DOC);
     }
 
-    let suffixes = suffix_array(&text);
-    let lcp = kasai(&text, &suffixes);
+    let (suffixes, lcp) = suffixes_and_lcp(&text);
     let doc_of_rank: Vec<u32> = suffixes.iter().map(|&p| doc_at[p as usize]).collect();
     drop(doc_at);
 
@@ -77,38 +78,33 @@ pub fn repeat_fractions(texts: &[&str], min_len: usize) -> Vec<f64> {
         .collect()
 }
 
-/// Start positions of the suffixes of `text` in lexicographic order; `text` is at most
-/// `i32::MAX` bytes.
-fn suffix_array(text: &[u8]) -> Vec<u32> {
-    let mut suffixes = vec![0i32; text.len()];
-    divsufsort::sort_in_place(text, &mut suffixes);
-    suffixes.into_iter().map(|p| p as u32).collect()
-}
-
-/// Kasai et al.'s linear-time LCP array: `lcp[r]` is the length of the longest common
-/// prefix of the suffixes of rank r - 1 and r (0 for r = 0).
-fn kasai(text: &[u8], suffixes: &[u32]) -> Vec<u32> {
-    let n = text.len();
-    let mut rank = vec![0u32; n];
-    for (r, &p) in suffixes.iter().enumerate() {
-        rank[p as usize] = r as u32;
-    }
-    let mut lcp = vec![0u32; n];
-    let mut h = 0usize;
-    for p in 0..n {
-        let r = rank[p] as usize;
-        if r == 0 {
-            h = 0;
-            continue;
-        }
-        let q = suffixes[r - 1] as usize;
-        while p + h < n && q + h < n && text[p + h] == text[q + h] {
-            h += 1;
-        }
-        lcp[r] = h as u32;
-        h = h.saturating_sub(1);
-    }
-    lcp
+/// The suffix array of `text` (start positions of its suffixes in lexicographic order)
+/// and its LCP array (`lcp[r]`: the longest common prefix of the suffixes of rank r - 1
+/// and r; `lcp[0]` = 0), built by libsais. `text` is at most `i32::MAX` bytes.
+///
+/// # Panics
+///
+/// If libsais runs out of memory.
+fn suffixes_and_lcp(text: &[u8]) -> (Vec<u32>, Vec<u32>) {
+    // libsais fails only on invalid input, which the types rule out, or without memory.
+    const FAILED: &str = "libsais ran out of memory for the suffix array";
+    let suffixes = SuffixArrayConstruction::for_text(text)
+        .in_owned_buffer32()
+        .single_threaded()
+        .run()
+        .expect(FAILED);
+    let with_lcp = suffixes
+        .plcp_construction()
+        .single_threaded()
+        .run()
+        .expect(FAILED)
+        .lcp_construction()
+        .single_threaded()
+        .run()
+        .expect(FAILED);
+    let (suffixes, lcp, _, _) = with_lcp.into_parts();
+    let unsigned = |values: Vec<i32>| values.into_iter().map(|v| v as u32).collect();
+    (unsigned(suffixes), unsigned(lcp))
 }
 
 #[cfg(test)]
@@ -117,11 +113,10 @@ mod tests {
 
     #[test]
     fn lcp_of_banana() {
-        let text = b"banana";
-        let suffixes = suffix_array(text);
         // a, ana, anana, banana, na, nana
+        let (suffixes, lcp) = suffixes_and_lcp(b"banana");
         assert_eq!(suffixes, vec![5, 3, 1, 0, 4, 2]);
-        assert_eq!(kasai(text, &suffixes), vec![0, 1, 3, 0, 0, 2]);
+        assert_eq!(lcp, vec![0, 1, 3, 0, 0, 2]);
     }
 
     #[test]

@@ -1,0 +1,189 @@
+//! Running the jobs of a planned run. A job trains its models one after another, evaluates
+//! each on every document, and writes all rows to its own log file atomically, then a
+//! completion record with the log's checksum. Logs are append-only per job: a job never
+//! touches another job's files, so jobs can later run in separate processes.
+
+use std::collections::BTreeMap;
+
+use tch::Device;
+
+use subsets::config::RunConfig;
+use subsets::corpus;
+use subsets::layout::{Completion, RunDir};
+use subsets::schema::{self, CorpusTable, JobTable, LogTable, MembershipTable};
+
+use crate::train::{self, DocEval};
+use crate::{Error, Result};
+
+/// What a front end is told while jobs run. Every method has an empty default.
+pub trait Progress {
+    fn job_started(&self, _job: u32, _models: usize) {}
+    fn model_started(&self, _model: u32, _steps: usize) {}
+    fn training_step(&self, _model: u32, _step: usize, _loss: Option<f64>) {}
+    fn evaluating(&self, _model: u32) {}
+    fn job_finished(&self, _job: u32, _outcome: &JobOutcome) {}
+}
+
+/// A progress sink that reports nothing.
+pub struct Silent;
+impl Progress for Silent {}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// The log was already complete and matched its checksum.
+    Skipped,
+    Ran,
+    /// The log was missing its completion record or failed its checksum; it was redone.
+    Redone(String),
+}
+
+/// A planned run, loaded once, whose jobs can be run.
+pub struct RunJobs {
+    run: RunDir,
+    config: RunConfig,
+    /// Byte tokens of every document, truncated to the model's context.
+    texts: Vec<Vec<u8>>,
+    copies: Vec<u16>,
+    /// For each model, the documents it trains on, sorted.
+    in_docs: Vec<Vec<u32>>,
+    jobs: BTreeMap<u32, Vec<u32>>,
+}
+
+fn plan_error(path: std::path::PathBuf, message: String) -> Error {
+    Error::Plan { path, message }
+}
+
+impl RunJobs {
+    pub fn open(run: RunDir) -> Result<RunJobs> {
+        if !run.config().exists() {
+            return Err(plan_error(
+                run.root().to_path_buf(),
+                "no run.toml here: not a planned run (run `cfmem plan` first)".into(),
+            ));
+        }
+        let config = RunConfig::from_file(&run.config())?;
+        let corpus: CorpusTable = schema::read(&run.corpus())?;
+        let max_tokens = config.model.max_tokens();
+        let texts = corpus
+            .text
+            .iter()
+            .map(|text| corpus::byte_tokens(text, max_tokens).to_vec())
+            .collect();
+        let membership: MembershipTable = schema::read(&run.membership())?;
+        let mut in_docs = vec![Vec::new(); config.design.models as usize];
+        for (&model, &doc) in membership.model.iter().zip(&membership.doc) {
+            let docs = in_docs.get_mut(model as usize).ok_or_else(|| {
+                plan_error(run.membership(), format!("model {model} is not among the {} models of run.toml", config.design.models))
+            })?;
+            if doc as usize >= corpus.doc.len() {
+                return Err(plan_error(run.membership(), format!("document {doc} is not in corpus.parquet")));
+            }
+            docs.push(doc);
+        }
+        in_docs.iter_mut().for_each(|docs| docs.sort_unstable());
+        let job_table: JobTable = schema::read(&run.jobs())?;
+        let mut jobs: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for (&job, &model) in job_table.job.iter().zip(&job_table.model) {
+            jobs.entry(job).or_default().push(model);
+        }
+        Ok(RunJobs {
+            run,
+            config,
+            texts,
+            copies: corpus.copies,
+            in_docs,
+            jobs,
+        })
+    }
+
+    pub fn config(&self) -> &RunConfig {
+        &self.config
+    }
+
+    pub fn job_ids(&self) -> Vec<u32> {
+        self.jobs.keys().copied().collect()
+    }
+
+    /// Whether job `job`'s log is complete; Err(reason) when it must be (re)done.
+    pub fn check(&self, job: u32) -> Result<std::result::Result<(), String>> {
+        let log = self.run.log(job);
+        let Some(recorded) = Completion::read(&self.run.log_done(job))? else {
+            return Ok(Err(if log.exists() {
+                "log has no completion record".into()
+            } else {
+                "not run yet".into()
+            }));
+        };
+        if !log.exists() {
+            return Ok(Err("completion record without a log".into()));
+        }
+        let actual = Completion::of_file(&log, recorded.rows)?;
+        Ok(if actual == recorded {
+            Ok(())
+        } else {
+            Err("log does not match its recorded checksum".into())
+        })
+    }
+
+    /// Runs every job whose log is not complete; returns each job's outcome.
+    pub fn run_all(&self, device: Device, progress: &dyn Progress) -> Result<Vec<(u32, JobOutcome)>> {
+        let mut outcomes = Vec::new();
+        for job in self.job_ids() {
+            let outcome = match self.check(job)? {
+                Ok(()) => JobOutcome::Skipped,
+                Err(reason) => {
+                    self.run_job(job, device, progress)?;
+                    if reason == "not run yet" {
+                        JobOutcome::Ran
+                    } else {
+                        JobOutcome::Redone(reason)
+                    }
+                }
+            };
+            progress.job_finished(job, &outcome);
+            outcomes.push((job, outcome));
+        }
+        Ok(outcomes)
+    }
+
+    /// Trains and evaluates the models of `job` and writes its log and completion record.
+    pub fn run_job(&self, job: u32, device: Device, progress: &dyn Progress) -> Result<()> {
+        let models = self.jobs.get(&job).ok_or_else(|| {
+            plan_error(self.run.jobs(), format!("there is no job {job}"))
+        })?;
+        let done = self.run.log_done(job);
+        if done.exists() {
+            std::fs::remove_file(&done).map_err(subsets::Error::io(&done))?;
+        }
+        progress.job_started(job, models.len());
+        let all_docs: Vec<&[u8]> = self.texts.iter().map(Vec::as_slice).collect();
+        let mut log = LogTable::default();
+        for &model in models {
+            let in_docs = &self.in_docs[model as usize];
+            let examples: Vec<&[u8]> = in_docs
+                .iter()
+                .flat_map(|&doc| std::iter::repeat_n(all_docs[doc as usize], self.copies[doc as usize].into()))
+                .collect();
+            progress.model_started(model, train::total_steps(&self.config, examples.len()));
+            let trained = train::train(&self.config, model, &examples, device, |step, _, loss| {
+                progress.training_step(model, step, loss)
+            })?;
+            progress.evaluating(model);
+            let evals = trained.evaluate(&all_docs, self.config.train.eval_batch_size as usize)?;
+            for (doc, DocEval { tokens, nll, correct }) in evals.into_iter().enumerate() {
+                let in_train = in_docs.binary_search(&(doc as u32)).is_ok();
+                log.model.push(model);
+                log.doc.push(doc as u32);
+                log.in_train.push(in_train);
+                log.tokens.push(tokens);
+                log.nll.push(nll);
+                log.correct.push(correct);
+                log.copies.push(if in_train { self.copies[doc] } else { 0 });
+            }
+        }
+        let path = self.run.log(job);
+        schema::write(&path, &log)?;
+        Completion::of_file(&path, log.model.len() as u64)?.write(&done)?;
+        Ok(())
+    }
+}

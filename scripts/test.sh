@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# README command B: set up (PyTorch venv, release build) and run every test of the workspace,
+# the end-to-end tests of the real cfmem binary included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+cargo build --release --locked -p pipeline
+cargo test --release --locked --workspace

@@ -1,0 +1,126 @@
+//! Every bad input gets a clear message naming where the problem is, a non-zero exit, and
+//! no run directory.
+
+use std::path::{Path, PathBuf};
+
+use tests::{TINY_CONFIG, cfmem_err, cfmem_ok};
+
+struct Case {
+    dir: tempfile::TempDir,
+}
+
+impl Case {
+    fn new() -> Case {
+        Case { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn file(&self, name: &str, content: &[u8]) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    /// `cfmem plan` on `corpus` with `extra` flags must fail with a message containing
+    /// `expected` and leave no run directory behind.
+    fn plan_fails(&self, corpus: &Path, extra: &[&str], expected: &str) {
+        let out = self.run_dir();
+        let mut args = vec!["plan", "--corpus", corpus.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend_from_slice(&["--models", "4", "--keep", "0.5", "--seed", "1"]);
+        args.extend_from_slice(extra);
+        let stderr = cfmem_err(&args);
+        assert!(stderr.contains(expected), "expected {expected:?} in:\n{stderr}");
+        assert!(!out.exists(), "a failed plan left {}", out.display());
+        let leftovers: Vec<_> = std::fs::read_dir(self.dir.path()).unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".cfmem"))
+            .collect();
+        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    }
+}
+
+const GOOD: &[u8] = b"{\"text\":\"one\"}\n{\"text\":\"two\"}\n{\"text\":\"three\"}\n";
+
+#[test]
+fn corpus_errors_name_file_and_line() {
+    let case = Case::new();
+    let bad_utf8 = case.file("utf8.jsonl", b"{\"text\":\"ok\"}\n{\"text\":\"\xff\xfe\"}\n");
+    case.plan_fails(&bad_utf8, &[], "utf8.jsonl: line 2: invalid UTF-8 at byte 9");
+    let malformed = case.file("json.jsonl", b"{\"text\":\"ok\"}\n{\"text\": oops}\n");
+    case.plan_fails(&malformed, &[], "json.jsonl: line 2: malformed JSON");
+    let missing = case.file("missing.jsonl", b"{\"text\":\"ok\"}\n{\"body\":\"no text\"}\n");
+    case.plan_fails(&missing, &[], "missing.jsonl: line 2: missing field `text`");
+    let empty_doc = case.file("emptydoc.jsonl", b"{\"text\":\"ok\"}\n{\"text\":\"\"}\n");
+    case.plan_fails(&empty_doc, &[], "emptydoc.jsonl: line 2: field `text` is empty");
+    let dup = case.file("dup.jsonl", b"{\"text\":\"a\",\"id\":\"x\"}\n{\"text\":\"b\",\"id\":\"x\"}\n");
+    case.plan_fails(&dup, &[], "dup.jsonl: line 2: duplicate document id \"x\" (first seen at line 1)");
+    let same_text = case.file("sametext.jsonl", b"{\"text\":\"a\"}\n{\"text\":\"a\"}\n");
+    case.plan_fails(&same_text, &[], "sametext.jsonl: line 2: duplicate document id");
+    let empty = case.file("empty.jsonl", b"\n");
+    case.plan_fails(&empty, &[], "empty.jsonl: the corpus has no documents");
+    case.plan_fails(&case.dir.path().join("absent.jsonl"), &[], "absent.jsonl: No such file or directory");
+}
+
+#[test]
+fn design_errors_say_what_to_change() {
+    let case = Case::new();
+    let corpus = case.file("good.jsonl", GOOD);
+    case.plan_fails(&corpus, &["--keep", "1.0"], "--keep must be strictly between 0 and 1, got 1");
+    case.plan_fails(&corpus, &["--keep", "0"], "--keep must be strictly between 0 and 1, got 0");
+    case.plan_fails(&corpus, &["--models", "1"], "too few models: with --models 1 and --keep 0.5");
+    case.plan_fails(&corpus, &["--holdout", "1.5"], "--holdout must be in [0, 1), got 1.5");
+    let config = case.file("bad.toml", b"[model]\nlayers = 2\n");
+    case.plan_fails(&corpus, &["--config", config.to_str().unwrap()], "bad.toml: unknown field `layers`");
+    let config = case.file("heads.toml", b"[model]\nd_model = 30\nn_head = 4\n");
+    case.plan_fails(&corpus, &["--config", config.to_str().unwrap()], "model.d_model must be a positive multiple of model.n_head");
+    case.plan_fails(&corpus, &["--copies", "1,2"], "--copies needs canaries");
+}
+
+#[test]
+fn replanning_is_a_no_op_and_a_different_plan_is_refused() {
+    let case = Case::new();
+    let corpus = case.file("good.jsonl", GOOD);
+    let config = case.file("tiny.toml", TINY_CONFIG.as_bytes());
+    let out = case.run_dir();
+    let plan = |models: &str| {
+        vec![
+            "plan".to_string(), "--corpus".into(), corpus.display().to_string(),
+            "--out".into(), out.display().to_string(), "--models".into(), models.into(),
+            "--keep".into(), "0.5".into(), "--seed".into(), "3".into(),
+            "--config".into(), config.display().to_string(),
+        ]
+    };
+    let args = plan("4");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cfmem_ok(&args);
+    let before = std::fs::read(out.join("membership.parquet")).unwrap();
+    cfmem_ok(&args);
+    assert_eq!(std::fs::read(out.join("membership.parquet")).unwrap(), before);
+    let other = plan("6");
+    let other: Vec<&str> = other.iter().map(String::as_str).collect();
+    let stderr = cfmem_err(&other);
+    assert!(stderr.contains("already holds a plan with a different configuration (design.models: 4 -> 6)"), "{stderr}");
+    assert_eq!(std::fs::read(out.join("membership.parquet")).unwrap(), before);
+}
+
+#[test]
+fn parquet_corpus_errors_name_the_row() {
+    use subsets::schema::{self, MembershipTable};
+    let case = Case::new();
+    // A Parquet file without a `text` column.
+    let path = case.dir.path().join("corpus.parquet");
+    schema::write(&path, &MembershipTable { model: vec![1], doc: vec![2] }).unwrap();
+    case.plan_fails(&path, &[], "corpus.parquet: no column `text`");
+}
+
+#[test]
+fn run_and_analyze_refuse_a_directory_that_is_no_run() {
+    let case = Case::new();
+    let dir = case.dir.path().to_str().unwrap();
+    assert!(cfmem_err(&["run", dir, "--device", "cpu"]).contains("no run.toml here"));
+    assert!(cfmem_err(&["analyze", dir]).contains("is not a planned run"));
+    assert!(cfmem_err(&["run", dir, "--device", "tpu"]).contains("unknown device \"tpu\""));
+}
