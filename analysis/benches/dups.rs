@@ -49,7 +49,7 @@ fn main() {
     let found = result.map(|r| r.pairs).unwrap_or_default();
     report("find_duplicates (all scores)", full, docs, threads);
     report("  near_duplicates alone (MinHash, LSH, verification, clusters)", near, docs, threads);
-    report("  repeat_fraction alone (suffix array, 1 thread)", substr, docs, 1);
+    report("  repeat_fractions alone (suffix array and LCP on 1 thread)", substr, docs, threads);
     println!("peak memory (VmHWM): {} (corpus text: {:.1} MB)", peak_memory(), bytes as f64 / 1e6);
 
     let start = Instant::now();

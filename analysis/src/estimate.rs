@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use subsets::schema::{self, LogTable};
+use subsets::schema::{self, LogTable, Table};
 
 use crate::stats::Moments;
 use crate::Result;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use subsets::config::RunConfig;
 use subsets::layout::{Completion, RunDir};
 use subsets::plan::CANARY_SOURCE;
-use subsets::schema::{self, ClusterTable, CopiesTable, CorpusTable, DuplicateTable, JobTable, ScoreTable};
+use subsets::schema::{self, ClusterTable, CopiesTable, CorpusTable, DuplicateTable, JobTable, ScoreTable, Table};
 
 use crate::dups::{self, DupParams};
 use crate::estimate::{self, Metrics};

@@ -58,6 +58,13 @@ impl DeviceChoice {
     }
 }
 
+/// Sets the CPU threads libtorch uses in this process; 0 keeps its default.
+pub fn set_cpu_threads(threads: u32) {
+    if threads > 0 {
+        tch::set_num_threads(threads as i32);
+    }
+}
+
 /// A short name of a resolved device, for messages.
 pub fn describe(device: Device) -> String {
     match device {

@@ -105,9 +105,19 @@ struct NearDupArgs {
 #[derive(Args)]
 struct RunArgs {
     run: PathBuf,
+    #[command(flatten)]
+    compute: ComputeArgs,
+}
+
+#[derive(Args)]
+struct ComputeArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
+    /// CPU threads of libtorch; 0 keeps libtorch's default (one per core). Set it when
+    /// several cfmem processes share a machine: oversubscribed cores slow training tenfold.
+    #[arg(long, default_value_t = 0)]
+    threads: u32,
 }
 
 #[derive(Args)]
@@ -120,8 +130,8 @@ struct DemoArgs {
     /// Run directory for the demo.
     #[arg(long, default_value = "demo-run")]
     out: PathBuf,
-    #[arg(long, default_value = "auto")]
-    device: DeviceChoice,
+    #[command(flatten)]
+    compute: ComputeArgs,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, default_value_t = 16)]
@@ -206,7 +216,7 @@ fn dispatch(command: Command) -> Result<()> {
             };
             plan_run(&args.out, request, &args.near.params()?)
         }
-        Command::Run(args) => run_jobs(&args.run, args.device),
+        Command::Run(args) => run_jobs(&args.run, &args.compute),
         Command::Analyze(args) => analyze(&args.run),
         Command::Demo(args) => run_demo(&args),
         Command::Dups(args) => {
@@ -266,9 +276,10 @@ fn plan_run(out: &Path, request: PlanRequest<'_>, params: &DupParams) -> Result<
     Ok(())
 }
 
-fn run_jobs(run: &Path, device: DeviceChoice) -> Result<()> {
+fn run_jobs(run: &Path, compute: &ComputeArgs) -> Result<()> {
     let jobs = RunJobs::open(RunDir::new(run))?;
-    let device = device.resolve()?;
+    let device = compute.device.resolve()?;
+    jobs::device::set_cpu_threads(compute.threads);
     let ids = jobs.job_ids();
     eprintln!("running {} jobs on {}", ids.len(), jobs::device::describe(device));
     let bars = progress::Bars::new(ids.len());
@@ -306,9 +317,9 @@ fn demo_hyperparameters() -> Hyperparameters {
     h.model.n_head = 4;
     h.model.d_model = 64;
     h.model.context = 128;
-    h.train.epochs = 24;
+    h.train.epochs = 40;
     h.train.batch_size = 16;
-    h.train.lr = 3e-3;
+    h.train.lr = 5e-3;
     h
 }
 
@@ -338,6 +349,6 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
         hyperparameters: demo_hyperparameters(),
     };
     plan_run(&args.out, request, &near.params()?)?;
-    run_jobs(&args.out, args.device)?;
+    run_jobs(&args.out, &args.compute)?;
     analyze(&args.out)
 }

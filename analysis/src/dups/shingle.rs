@@ -7,6 +7,25 @@ use super::Shingling;
 /// Lowercases `text` (Unicode-aware) and collapses every run of whitespace to one space,
 /// trimming both ends.
 pub fn normalize(text: &str) -> String {
+    if text.is_ascii() { normalize_ascii(text) } else { normalize_unicode(text) }
+}
+
+/// [`normalize`] for ASCII text, in one pass over bytes.
+fn normalize_ascii(text: &str) -> String {
+    // The ASCII characters with the Unicode White_Space property, which split_whitespace
+    // splits on (u8::is_ascii_whitespace leaves out the vertical tab).
+    let is_space = |byte: &u8| matches!(byte, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ');
+    let mut out = Vec::with_capacity(text.len());
+    for word in text.as_bytes().split(is_space).filter(|word| !word.is_empty()) {
+        if !out.is_empty() {
+            out.push(b' ');
+        }
+        out.extend(word.iter().map(u8::to_ascii_lowercase));
+    }
+    String::from_utf8(out).expect("ASCII is UTF-8")
+}
+
+fn normalize_unicode(text: &str) -> String {
     let lower = text.to_lowercase();
     let mut out = String::with_capacity(lower.len());
     for word in lower.split_whitespace() {
@@ -126,6 +145,13 @@ mod tests {
         assert_eq!(normalize("ÉCOLE Straße ΣΟΦΙΑ"), "école straße σοφια");
         assert_eq!(normalize("a\u{a0}\u{2003}b"), "a b");
         assert_eq!(normalize(" \t\n "), "");
+    }
+
+    #[test]
+    fn ascii_fast_path_matches_the_unicode_path() {
+        for text in ["", "  ", "A", " Hello,\tWORLD!\r\n\x0b\x0c end ", "x\x0by", "a  b\n\nc\t", "\x00Z\x1f"] {
+            assert_eq!(normalize_ascii(text), normalize_unicode(text), "{text:?}");
+        }
     }
 
     #[test]

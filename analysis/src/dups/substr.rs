@@ -2,6 +2,7 @@
 //! suffix array over the whole corpus.
 
 use libsais::SuffixArrayConstruction;
+use rayon::prelude::*;
 
 /// Separates documents in the concatenated corpus. It never occurs in UTF-8 text, so no
 /// common prefix of two suffixes starting inside documents extends past the end of the
@@ -23,43 +24,49 @@ pub fn repeat_fractions(texts: &[&str], min_len: usize) -> Vec<f64> {
     let total = texts.iter().map(|t| t.len() + 1).sum::<usize>();
     assert!(total <= i32::MAX as usize, "corpus of {total} bytes is too large for the suffix array");
     let mut text = Vec::with_capacity(total);
-    let mut doc_at = Vec::with_capacity(total);
-    for (doc, t) in texts.iter().enumerate() {
+    let mut starts = Vec::with_capacity(texts.len());
+    for t in texts {
+        starts.push(text.len() as u32);
         text.extend_from_slice(t.as_bytes());
         text.push(SEPARATOR);
-        doc_at.extend(std::iter::repeat_n(doc as u32, t.len()));
-        doc_at.push(NO_DOC);
     }
 
     let (suffixes, lcp) = suffixes_and_lcp(&text);
-    let doc_of_rank: Vec<u32> = suffixes.iter().map(|&p| doc_at[p as usize]).collect();
+    let mut doc_at = Vec::with_capacity(total);
+    for (doc, t) in texts.iter().enumerate() {
+        doc_at.extend(std::iter::repeat_n(doc as u32, t.len()));
+        doc_at.push(NO_DOC);
+    }
+    let doc_of_rank: Vec<u32> = suffixes.par_iter().map(|&p| doc_at[p as usize]).collect();
     drop(doc_at);
 
     // longest[r]: the longest common prefix of suffix r with any suffix of another
     // document. Ranks adjacent to r give it, and scanning away from r the first rank of a
     // different document is the best (LCP over a rank range is the minimum of the lcp
-    // array), so one pass upward and one downward carry it.
+    // array), so one pass downward and one upward carry it.
     let n = suffixes.len();
     let mut longest = vec![0u32; n];
     let mut carried = 0;
-    for r in 1..n {
-        carried = if doc_of_rank[r - 1] != doc_of_rank[r] { lcp[r] } else { carried.min(lcp[r]) };
+    for r in (0..n.saturating_sub(1)).rev() {
+        carried = if doc_of_rank[r + 1] != doc_of_rank[r] { lcp[r + 1] } else { carried.min(lcp[r + 1]) };
         longest[r] = carried;
     }
     carried = 0;
-    for r in (0..n.saturating_sub(1)).rev() {
-        carried = if doc_of_rank[r + 1] != doc_of_rank[r] { lcp[r + 1] } else { carried.min(lcp[r + 1]) };
+    for r in 1..n {
+        carried = if doc_of_rank[r - 1] != doc_of_rank[r] { lcp[r] } else { carried.min(lcp[r]) };
         longest[r] = longest[r].max(carried);
     }
+    drop((lcp, doc_of_rank));
     let mut longest_at = vec![0u32; n];
     for (r, &p) in suffixes.iter().enumerate() {
         longest_at[p as usize] = longest[r];
     }
 
-    let mut start = 0;
     texts
-        .iter()
-        .map(|t| {
+        .par_iter()
+        .zip(starts)
+        .map(|(t, start)| {
+            let start = start as usize;
             let len = t.len();
             let mut covered = 0;
             let mut reach = 0;
@@ -72,7 +79,6 @@ pub fn repeat_fractions(texts: &[&str], min_len: usize) -> Vec<f64> {
                     covered += 1;
                 }
             }
-            start += len + 1;
             if len == 0 { 0.0 } else { covered as f64 / len as f64 }
         })
         .collect()
