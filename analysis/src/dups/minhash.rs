@@ -4,7 +4,13 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::Banding;
+/// LSH banding of a MinHash signature: `bands` bands of `rows` values each; two documents
+/// become a candidate pair when they agree on every value of some band.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Banding {
+    pub bands: usize,
+    pub rows: usize,
+}
 
 impl Banding {
     /// Signature values this banding uses.
@@ -32,16 +38,17 @@ impl Banding {
     }
 }
 
-/// `len` independent hash functions from the multiply-shift family: value i of shingle
-/// hash h is the high 32 bits of `a_i * h + b_i` (wrapping), with `a_i` odd. The shingle
-/// hashes are already well mixed, so this cheap family is enough to make the minimum of
-/// each function an unbiased sample of the shingle set.
+/// The MinHash hash functions, from the multiply-shift family: value i of shingle hash h
+/// is the high 32 bits of `a_i * h + b_i` (wrapping), with `a_i` odd. The shingle hashes
+/// are already well mixed, so this cheap family serves as random permutations (the
+/// recall test against brute force checks it), at one multiply-add per value.
 pub struct Permutations {
     a: Vec<u64>,
     b: Vec<u64>,
 }
 
 impl Permutations {
+    /// `len` functions drawn from `seed`.
     pub fn new(len: usize, seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let (a, b) = (0..len).map(|_| (rng.next_u64() | 1, rng.next_u64())).unzip();

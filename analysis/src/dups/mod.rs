@@ -63,6 +63,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use subsets::schema::DuplicateTable;
 
+pub use minhash::Banding;
 use minhash::{Permutations, candidate_pairs};
 pub use shingle::normalize;
 use shingle::{jaccard, jaccard_at_least, shingle_hashes};
@@ -110,14 +111,6 @@ impl Default for DupParams {
             seed: 0,
         }
     }
-}
-
-/// LSH banding of a MinHash signature: `bands` bands of `rows` values each; two documents
-/// become a candidate pair when they agree on every value of some band.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Banding {
-    pub bands: usize,
-    pub rows: usize,
 }
 
 impl DupParams {
@@ -197,27 +190,29 @@ impl Duplicates {
     }
 }
 
-/// Duplicate scores of `texts`; `params` should have passed [`DupParams::validate`]
-/// (out-of-range values are clamped to the nearest usable ones).
+/// Duplicate scores of `texts`. `params` should pass [`DupParams::validate`]: other
+/// values do not panic, but give scores of no use.
 ///
 /// # Panics
 ///
-/// If the corpus has more than `u32::MAX` documents or, with its separators, more than
-/// `i32::MAX` bytes (the suffix array's limit).
+/// If the corpus has more than `u32::MAX` documents or, with one separator per document,
+/// more than `i32::MAX` bytes (the suffix array's limit).
 pub fn find_duplicates(texts: &[&str], params: &DupParams) -> Duplicates {
-    assert!(u32::try_from(texts.len()).is_ok(), "more than u32::MAX documents");
     // The suffix array is built on one thread, so it runs beside the parallel MinHash work.
-    let (mut duplicates, repeat_fraction) = rayon::join(
-        || near_duplicates(texts, params),
-        || repeat_fractions(texts, params.min_repeat_bytes),
-    );
+    let (mut duplicates, repeat_fraction) =
+        rayon::join(|| near_duplicates(texts, params), || repeat_fractions(texts, params.min_repeat_bytes));
     duplicates.repeat_fraction = repeat_fraction;
     duplicates
 }
 
 /// Every pair (i, j, J), i < j, with exact Jaccard J >= t, by comparing all pairs: the
 /// reference that LSH recall is measured against.
+///
+/// # Panics
+///
+/// If the corpus has more than `u32::MAX` documents.
 pub fn brute_force_pairs(texts: &[&str], params: &DupParams) -> Vec<(u32, u32, f64)> {
+    assert_document_count(texts);
     let shingles = shingle_all(texts, params.shingling);
     (0..shingles.len())
         .into_par_iter()
@@ -231,13 +226,22 @@ pub fn brute_force_pairs(texts: &[&str], params: &DupParams) -> Vec<(u32, u32, f
         .collect()
 }
 
+fn assert_document_count(texts: &[&str]) {
+    assert!(u32::try_from(texts.len()).is_ok(), "more than u32::MAX documents");
+}
+
 fn shingle_all(texts: &[&str], shingling: Shingling) -> Vec<Vec<u64>> {
-    texts.par_iter().map(|text| shingle_hashes(&normalize(text), &shingling)).collect()
+    texts.par_iter().map(|text| shingle_hashes(&normalize(text), shingling)).collect()
 }
 
 /// Every score of [`find_duplicates`] but `repeat_fraction`, which is left empty: the
 /// MinHash part alone, without the suffix array.
+///
+/// # Panics
+///
+/// If the corpus has more than `u32::MAX` documents.
 pub fn near_duplicates(texts: &[&str], params: &DupParams) -> Duplicates {
+    assert_document_count(texts);
     let n = texts.len();
     let banding = params.banding();
     let permutations = Permutations::new(banding.signature_len(), params.seed);
@@ -246,7 +250,7 @@ pub fn near_duplicates(texts: &[&str], params: &DupParams) -> Duplicates {
         .map(|text| {
             let normalized = normalize(text);
             let digest: [u8; 32] = Sha256::digest(normalized.as_bytes()).into();
-            (digest, shingle_hashes(&normalized, &params.shingling))
+            (digest, shingle_hashes(&normalized, params.shingling))
         })
         .unzip();
 
@@ -371,14 +375,14 @@ mod tests {
     #[test]
     fn exact_duplicates_and_clusters_on_a_hand_made_corpus() {
         let texts = [
-            "the quick brown fox jumps over the lazy dog",    // 0: cluster with 2 and 4
-            "a completely different sentence about cats",     // 1: alone
-            "The  QUICK brown fox\njumps over the lazy dog",  // 2: exact copy of 0
-            "",                                               // 3: empty
-            "the quick brown fox jumps over the lazy dog",    // 4: exact copy of 0
-            "a b c d e f g h i j",                            // 5: near 6
-            "a b c d e f g h i j k",                          // 6: 6 of 7 shingles shared
-            "   ",                                            // 7: empty too
+            "the quick brown fox jumps over the lazy dog", // 0: cluster with 2 and 4
+            "a completely different sentence about cats",  // 1: alone
+            "The  QUICK brown fox\njumps over the lazy dog", // 2: exact copy of 0
+            "",                                            // 3: empty
+            "the quick brown fox jumps over the lazy dog", // 4: exact copy of 0
+            "a b c d e f g h i j",                         // 5: near 6
+            "a b c d e f g h i j k",                       // 6: 6 of 7 shingles shared
+            "   ",                                         // 7: empty too
         ];
         let params = DupParams { min_repeat_bytes: 10, ..DupParams::default() };
         let dups = find_duplicates(&texts, &params);
@@ -436,11 +440,15 @@ mod tests {
         for (doc, &cluster) in dups.cluster.iter().enumerate() {
             found[cluster as usize].push(doc as u32);
         }
-        let (groups, singletons): (Vec<Vec<u32>>, Vec<Vec<u32>>) = found.into_iter().partition(|c| c.len() > 1);
+        let (groups, singletons): (Vec<Vec<u32>>, Vec<Vec<u32>>) =
+            found.into_iter().partition(|c| c.len() > 1);
         assert_eq!(groups.iter().collect::<Vec<_>>(), planted);
         for singleton in &singletons {
             let doc = singleton[0] as usize;
-            assert_eq!((dups.near_dup_count[doc], dups.exact_dup_count[doc], dups.cluster_size[doc]), (0, 0, 1));
+            assert_eq!(
+                (dups.near_dup_count[doc], dups.exact_dup_count[doc], dups.cluster_size[doc]),
+                (0, 0, 1)
+            );
         }
         for group in &corpus.exact_groups {
             for &doc in group {

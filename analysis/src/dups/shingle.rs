@@ -43,31 +43,29 @@ fn normalize_unicode(text: &str) -> String {
 /// Because normalized text separates words by exactly one space, every word or character
 /// n-gram is a contiguous slice of it, so each shingle is hashed in place without
 /// building a string. A text shorter than one shingle is one shingle; an empty text has
-/// none.
-pub fn shingle_hashes(normalized: &str, shingling: &Shingling) -> Vec<u64> {
+/// none. A shingle length of 0 counts as 1.
+pub fn shingle_hashes(normalized: &str, shingling: Shingling) -> Vec<u64> {
     if normalized.is_empty() {
         return Vec::new();
     }
     // Byte offsets where each unit (word or char) starts, then one past the text's end
     // as if another unit started after a separator of `gap` bytes.
-    let (n, mut starts, gap) = match *shingling {
+    let (n, mut starts, gap) = match shingling {
         Shingling::Words(n) => {
-            let starts: Vec<usize> = std::iter::once(0)
-                .chain(normalized.match_indices(' ').map(|(i, _)| i + 1))
-                .collect();
+            let starts: Vec<usize> =
+                std::iter::once(0).chain(normalized.match_indices(' ').map(|(i, _)| i + 1)).collect();
             (n, starts, 1)
         }
         Shingling::Chars(n) => (n, normalized.char_indices().map(|(i, _)| i).collect(), 0),
     };
+    let n = n.max(1);
     let units = starts.len();
     starts.push(normalized.len() + gap);
     let bytes = normalized.as_bytes();
     let mut hashes: Vec<u64> = if units <= n {
         vec![xxh3_64(bytes)]
     } else {
-        (0..=units - n)
-            .map(|i| xxh3_64(&bytes[starts[i]..starts[i + n] - gap]))
-            .collect()
+        (0..=units - n).map(|i| xxh3_64(&bytes[starts[i]..starts[i + n] - gap])).collect()
     };
     hashes.sort_unstable();
     hashes.dedup();
@@ -110,7 +108,7 @@ pub fn jaccard_at_least(a: &[u64], b: &[u64], threshold: f64) -> Option<f64> {
     }
     let (small, large) = if a.len() <= b.len() { (a.len(), b.len()) } else { (b.len(), a.len()) };
     // J <= |small| / |large|: sizes alone can rule a pair out.
-    if (small as f64) < threshold * large as f64 {
+    if (small as f64 / large as f64) < threshold {
         return None;
     }
     // J = I / (|a| + |b| - I) >= t  <=>  I >= t (|a| + |b|) / (1 + t); the slack absorbs
@@ -149,7 +147,8 @@ mod tests {
 
     #[test]
     fn ascii_fast_path_matches_the_unicode_path() {
-        for text in ["", "  ", "A", " Hello,\tWORLD!\r\n\x0b\x0c end ", "x\x0by", "a  b\n\nc\t", "\x00Z\x1f"] {
+        for text in ["", "  ", "A", " Hello,\tWORLD!\r\n\x0b\x0c end ", "x\x0by", "a  b\n\nc\t", "\x00Z\x1f"]
+        {
             assert_eq!(normalize_ascii(text), normalize_unicode(text), "{text:?}");
         }
     }
@@ -157,23 +156,23 @@ mod tests {
     #[test]
     fn short_text_is_one_shingle_and_empty_text_has_none() {
         let words = Shingling::Words(5);
-        assert_eq!(shingle_hashes("only four words here", &words), vec![xxh3_64(b"only four words here")]);
-        assert_eq!(shingle_hashes("abc", &Shingling::Chars(5)), vec![xxh3_64(b"abc")]);
-        assert!(shingle_hashes("", &words).is_empty());
+        assert_eq!(shingle_hashes("only four words here", words), vec![xxh3_64(b"only four words here")]);
+        assert_eq!(shingle_hashes("abc", Shingling::Chars(5)), vec![xxh3_64(b"abc")]);
+        assert!(shingle_hashes("", words).is_empty());
     }
 
     #[test]
     fn shingles_are_the_contiguous_ngrams() {
         let mut expected = vec![xxh3_64(b"a b c"), xxh3_64(b"b c d"), xxh3_64(b"c d a")];
         expected.sort_unstable();
-        assert_eq!(shingle_hashes("a b c d a", &Shingling::Words(3)), expected);
+        assert_eq!(shingle_hashes("a b c d a", Shingling::Words(3)), expected);
 
         // "abab" has char bigrams {ab, ba, ab}: two distinct shingles.
         let mut expected = vec![xxh3_64(b"ab"), xxh3_64(b"ba")];
         expected.sort_unstable();
-        assert_eq!(shingle_hashes("abab", &Shingling::Chars(2)), expected);
+        assert_eq!(shingle_hashes("abab", Shingling::Chars(2)), expected);
         // Multi-byte chars are whole units.
-        assert_eq!(shingle_hashes("éé", &Shingling::Chars(1)), vec![xxh3_64("é".as_bytes())]);
+        assert_eq!(shingle_hashes("éé", Shingling::Chars(1)), vec![xxh3_64("é".as_bytes())]);
     }
 
     #[test]
@@ -181,8 +180,8 @@ mod tests {
         // Word bigrams: "a b c d" -> {ab, bc, cd}; "a b c e" -> {ab, bc, ce};
         // intersection 2, union 4.
         let words = Shingling::Words(2);
-        let x = shingle_hashes("a b c d", &words);
-        let y = shingle_hashes("a b c e", &words);
+        let x = shingle_hashes("a b c d", words);
+        let y = shingle_hashes("a b c e", words);
         assert_eq!(jaccard(&x, &y), 0.5);
         assert_eq!(jaccard(&x, &x), 1.0);
         assert_eq!(jaccard(&x, &[]), 0.0);
