@@ -34,15 +34,21 @@ fn estimates(sides: &estimate::Sides, larger_in: bool) -> (Option<f64>, Option<f
     }
 }
 
-/// Reads the run's corpus and every complete log and computes all scores.
-pub fn analyze(run: &RunDir, params: &DupParams) -> Result<Analysis> {
+/// Reads the run's corpus and every complete log and computes all scores. Clusters use the
+/// run's near-duplicate threshold, so a `--unit cluster` run is analyzed with the clusters
+/// it was planned with.
+pub fn analyze(run: &RunDir) -> Result<Analysis> {
     if !run.config().exists() {
         return Err(Error::Message(format!(
-            "{}: no run.toml here: not a planned run (run `cfmem plan` first)",
+            "{} is not a planned run: no run.toml here (run `cfmem plan` first)",
             run.root().display()
         )));
     }
     let config = RunConfig::from_file(&run.config())?;
+    let params = DupParams {
+        threshold: config.design.threshold,
+        ..DupParams::default()
+    };
     let corpus: CorpusTable = schema::read(&run.corpus())?;
     let jobs: JobTable = schema::read(&run.jobs())?;
     let mut job_ids = jobs.job.clone();
@@ -64,7 +70,7 @@ pub fn analyze(run: &RunDir, params: &DupParams) -> Result<Analysis> {
     }
 
     let texts: Vec<&str> = corpus.text.iter().map(String::as_str).collect();
-    let found = dups::find_duplicates(&texts, params);
+    let found = dups::find_duplicates(&texts, &params);
     let accumulated = estimate::accumulate(&logs, &found.cluster, &cluster_sizes(&found.cluster))?;
 
     let mut scores = ScoreTable::default();

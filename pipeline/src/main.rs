@@ -7,7 +7,7 @@ mod progress;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use analysis::dups::{self, DupParams, Shingling};
@@ -297,13 +297,7 @@ fn run_jobs(run: &Path, compute: &ComputeArgs) -> Result<()> {
 
 fn analyze(run: &Path) -> Result<()> {
     let run_dir = RunDir::new(run);
-    let config = subsets::config::RunConfig::from_file(&run_dir.config())
-        .with_context(|| format!("{} is not a planned run", run.display()))?;
-    let params = DupParams {
-        threshold: config.design.threshold,
-        ..DupParams::default()
-    };
-    let analysis = analysis::scores::analyze(&run_dir, &params)?;
+    let analysis = analysis::scores::analyze(&run_dir)?;
     analysis.write(&run_dir)?;
     print!("{}", analysis.summary);
     eprintln!("wrote {}", run_dir.analysis_dir().display());
