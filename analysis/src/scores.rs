@@ -55,11 +55,10 @@ pub fn analyze(run: &RunDir) -> Result<Analysis> {
     job_ids.dedup();
     let mut logs = Vec::new();
     for &job in &job_ids {
-        if let Some(done) = Completion::read(&run.log_done(job))? {
-            if Completion::of_file(&run.log(job), done.rows)? == done {
+        if let Some(done) = Completion::read(&run.log_done(job))?
+            && Completion::of_file(&run.log(job), done.rows)? == done {
                 logs.push(run.log(job));
             }
-        }
     }
     if logs.is_empty() {
         return Err(Error::Message(format!(

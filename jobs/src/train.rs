@@ -164,8 +164,10 @@ mod tests {
     use subsets::config::{CorpusConfig, DesignConfig, Hyperparameters, ModelConfig, Unit};
 
     fn tiny_config(epochs: u32) -> RunConfig {
-        let mut h = Hyperparameters::default();
-        h.model = ModelConfig { n_layer: 1, n_head: 2, d_model: 32, context: 32 };
+        let mut h = Hyperparameters {
+            model: ModelConfig { n_layer: 1, n_head: 2, d_model: 32, context: 32 },
+            ..Default::default()
+        };
         h.train.epochs = epochs;
         h.train.batch_size = 4;
         h.train.lr = 1e-2;

@@ -169,7 +169,7 @@ fn parse_shingling(text: &str) -> Result<Shingling, String> {
 impl NearDupArgs {
     fn params(&self) -> Result<DupParams> {
         let params = DupParams {
-            shingling: self.shingles.clone(),
+            shingling: self.shingles,
             threshold: self.threshold,
             min_repeat_bytes: self.min_repeat,
             ..DupParams::default()

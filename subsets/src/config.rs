@@ -155,7 +155,7 @@ impl Hyperparameters {
         let checks = [
             (m.n_layer >= 1, "model.n_layer must be at least 1"),
             (m.n_head >= 1, "model.n_head must be at least 1"),
-            (m.d_model >= 1 && m.d_model % m.n_head.max(1) == 0, "model.d_model must be a positive multiple of model.n_head"),
+            (m.d_model >= 1 && m.d_model.is_multiple_of(m.n_head.max(1)), "model.d_model must be a positive multiple of model.n_head"),
             (m.context >= 2, "model.context must be at least 2"),
             (t.epochs >= 1, "train.epochs must be at least 1"),
             (t.batch_size >= 1, "train.batch_size must be at least 1"),

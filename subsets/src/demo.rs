@@ -1,14 +1,20 @@
 //! The built-in demo corpus, generated from a seed (nothing is downloaded), with planted
 //! structure whose memorization the theory predicts, each kind named as its `source`:
 //!
-//! - `sentence`: ordinary sentences from a small grammar; generic, so low memorization.
+//! - `sentence`: one sentence from a small grammar, opened by a run of a refrain ("la la la,
+//!   the small cat …"). Its word choices are random, so models partly memorize it.
 //! - `random-id`: lists of random hex identifiers; nothing but memorization predicts them.
-//! - `repetitive`: low-entropy text ("la la la …") made of refrains that ordinary sentences
-//!   also end with; any model predicts it, near zero.
+//! - `repetitive`: low-entropy text, a long run of one refrain ("la la la la …"). Every
+//!   model has seen runs of every refrain open many sentences, as every web-scale model has
+//!   seen "the the the", so IN and OUT models predict it alike: near zero.
 //! - `near-duplicate`: one sentence document and copies of it, each with its last word
 //!   changed (Jaccard ≈ 0.85 on word 5-grams, one cluster); each copy scores low on its own
 //!   because its twins stay in training.
 //! - `exact-duplicate`: a few documents each present several times under different ids.
+//!
+//! Runs open sentences because these tiny models with learned absolute positions learn what
+//! follows what at each position rather than learning to copy in general: a pattern is
+//! predictable at the start of a document only if other documents start with it.
 
 use rand::{Rng, RngExt};
 
@@ -19,9 +25,9 @@ const ADJECTIVES: &[&str] = &["small", "old", "green", "quiet", "busy", "bright"
 const NOUNS: &[&str] = &["cat", "farmer", "river", "teacher", "market", "garden", "train", "child"];
 const VERBS: &[&str] = &["sees", "finds", "follows", "visits", "paints", "leaves", "helps", "likes"];
 const PLACES: &[&str] = &["bridge", "school", "station", "harbor", "forest", "village"];
-/// Refrains: sentences end with a few of one ("la la la"), so that repetition of these
-/// units is common in every model's training data, as "the the the" is on the web. A
-/// repetitive document is a long run of one of them, one document per refrain.
+/// Refrains: every sentence opens with a run of one ("la la la"), so that runs of these
+/// units are common in every model's training data. A repetitive document is a run of one
+/// of them, one document per refrain.
 const REFRAINS: &[&str] = &["la", "ha", "na", "so", "oh", "do", "very", "yo", "hey", "go", "no", "boo"];
 
 /// Counts of each kind of demo document.
@@ -38,7 +44,7 @@ pub struct DemoSizes {
 impl Default for DemoSizes {
     fn default() -> Self {
         DemoSizes {
-            sentences: 32,
+            sentences: 64,
             random_ids: 16,
             repetitive: REFRAINS.len(),
             near_duplicates: 12,
@@ -52,22 +58,19 @@ fn pick<'a>(rng: &mut impl Rng, words: &[&'a str]) -> &'a str {
     words[rng.random_range(0..words.len())]
 }
 
-fn sentence(rng: &mut impl Rng) -> String {
-    let refrain = pick(rng, REFRAINS);
-    let times = rng.random_range(2..5);
+/// A sentence opened by a run of `refrain`, 4 to 10 long, so that runs cover the length of
+/// a repetitive document.
+fn sentence(rng: &mut impl Rng, refrain: &str) -> String {
+    let times = rng.random_range(4..=10);
     format!(
-        "The {} {} {} the {} near the {}, {}.",
+        "{}, the {} {} {} the {} near the {}.",
+        vec![refrain; times].join(" "),
         pick(rng, ADJECTIVES),
         pick(rng, NOUNS),
         pick(rng, VERBS),
         pick(rng, NOUNS),
         pick(rng, PLACES),
-        vec![refrain; times].join(" ")
     )
-}
-
-fn sentences(rng: &mut impl Rng, count: usize) -> String {
-    (0..count).map(|_| sentence(rng)).collect::<Vec<_>>().join(" ")
 }
 
 /// A document of random 8-digit hex identifiers, about `bytes` long.
@@ -90,19 +93,22 @@ pub fn corpus(seed: u64, sizes: &DemoSizes) -> Vec<Document> {
         })
     };
     for i in 0..sizes.sentences {
-        push("sentence", i, sentences(&mut rng, 2));
+        // Every refrain opens the same number of sentences (give or take one), so that every
+        // model has seen runs of each.
+        push("sentence", i, sentence(&mut rng, REFRAINS[i % REFRAINS.len()]));
     }
     for i in 0..sizes.random_ids {
         push("random-id", i, random_ids(&mut rng, 36));
     }
     for i in 0..sizes.repetitive {
         let unit = REFRAINS[i % REFRAINS.len()];
-        let run = vec![unit; 8].join(" ");
+        let run = [unit; 8].join(" ");
         push("repetitive", i, run);
     }
+    let refrain = pick(&mut rng, REFRAINS);
     let base = format!(
         "{} The {} {} {} the",
-        sentence(&mut rng),
+        sentence(&mut rng, refrain),
         pick(&mut rng, ADJECTIVES),
         pick(&mut rng, NOUNS),
         pick(&mut rng, VERBS)
@@ -112,7 +118,8 @@ pub fn corpus(seed: u64, sizes: &DemoSizes) -> Vec<Document> {
         push("near-duplicate", i, format!("{base} {last}."));
     }
     for group in 0..sizes.exact_groups {
-        let text = sentences(&mut rng, 2);
+        let refrain = pick(&mut rng, REFRAINS);
+        let text = sentence(&mut rng, refrain);
         for copy in 0..sizes.exact_copies {
             push("exact-duplicate", group * sizes.exact_copies + copy, text.clone());
         }
