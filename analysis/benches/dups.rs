@@ -54,10 +54,8 @@ fn main() {
     let start = Instant::now();
     let expected = brute_force_pairs(&texts, &params);
     let brute = start.elapsed();
-    let caught = expected
-        .iter()
-        .filter(|&&(i, j, _)| found.binary_search_by_key(&(i, j), |&(a, b, _)| (a, b)).is_ok())
-        .count();
+    let caught =
+        expected.iter().filter(|&&(i, j, _)| found.binary_search_by_key(&(i, j), |&(a, b, _)| (a, b)).is_ok()).count();
     println!(
         "brute force (all pairs, {threads} threads): {:.2} s, {} pairs with J >= {}",
         brute.as_secs_f64(),
@@ -102,8 +100,6 @@ fn report(what: &str, time: Duration, docs: usize, cores: usize) {
 fn peak_memory() -> String {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|status| {
-            status.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l[6..].trim().to_string())
-        })
+        .and_then(|status| status.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l[6..].trim().to_string()))
         .unwrap_or_else(|| "unavailable".into())
 }

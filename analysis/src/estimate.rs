@@ -18,8 +18,8 @@ use rayon::prelude::*;
 
 use subsets::schema::{self, LogTable, Table};
 
-use crate::stats::Moments;
 use crate::Result;
+use crate::stats::Moments;
 
 /// IN and OUT moments of one metric.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -30,11 +30,7 @@ pub struct Sides {
 
 impl Sides {
     fn push(&mut self, in_train: bool, value: f64) {
-        if in_train {
-            self.inside.push(value)
-        } else {
-            self.outside.push(value)
-        }
+        if in_train { self.inside.push(value) } else { self.outside.push(value) }
     }
 
     fn merge(&mut self, other: &Sides) {
@@ -75,10 +71,7 @@ pub struct Accumulated {
 
 impl Accumulated {
     fn new(docs: usize) -> Accumulated {
-        Accumulated {
-            docs: vec![Metrics::default(); docs],
-            ..Default::default()
-        }
+        Accumulated { docs: vec![Metrics::default(); docs], ..Default::default() }
     }
 
     fn merge(mut self, other: Accumulated) -> Accumulated {
@@ -122,11 +115,7 @@ fn accumulate_file(path: &Path, cluster: &[u32], cluster_size: &[u32]) -> Result
         for i in 0..batch.len() {
             row += 1;
             let doc = batch.doc[i] as usize;
-            let bad = |message: String| subsets::Error::Row {
-                path: path.to_path_buf(),
-                row,
-                message,
-            };
+            let bad = |message: String| subsets::Error::Row { path: path.to_path_buf(), row, message };
             if doc >= cluster.len() {
                 return Err(bad(format!("doc {doc} is not in corpus.parquet ({} documents)", cluster.len())));
             }
@@ -157,11 +146,7 @@ fn accumulate_file(path: &Path, cluster: &[u32], cluster_size: &[u32]) -> Result
         let uniform = cell.members_in == 0 || cell.members_in == cell.members;
         if whole && uniform {
             let members = f64::from(cell.members);
-            acc.clusters.entry(c).or_default().push(
-                cell.members_in > 0,
-                cell.acc / members,
-                cell.loss / members,
-            );
+            acc.clusters.entry(c).or_default().push(cell.members_in > 0, cell.acc / members, cell.loss / members);
         }
     }
     Ok(acc)
@@ -214,9 +199,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Documents 0 and 1 form cluster 0; document 2 is alone.
         let rows = [
-            (0, 0, true, 4, 4.0, 4), (0, 1, true, 4, 4.0, 2), (0, 2, true, 4, 4.0, 4),
-            (1, 0, false, 4, 8.0, 0), (1, 1, false, 4, 8.0, 2), (1, 2, false, 4, 8.0, 0),
-            (2, 0, true, 4, 8.0, 0), (2, 1, false, 4, 8.0, 0), (2, 2, false, 4, 8.0, 0),
+            (0, 0, true, 4, 4.0, 4),
+            (0, 1, true, 4, 4.0, 2),
+            (0, 2, true, 4, 4.0, 4),
+            (1, 0, false, 4, 8.0, 0),
+            (1, 1, false, 4, 8.0, 2),
+            (1, 2, false, 4, 8.0, 0),
+            (2, 0, true, 4, 8.0, 0),
+            (2, 1, false, 4, 8.0, 0),
+            (2, 2, false, 4, 8.0, 0),
         ];
         let log = write_log(dir.path(), "log.parquet", &rows);
         let result = accumulate(&[log], &[0, 0, 1], &[2, 1]).unwrap();
@@ -244,7 +235,8 @@ mod tests {
             for model in (job * 3)..(job * 3 + 3) {
                 for doc in 0..docs {
                     let tokens = 1 + next() % 50;
-                    let row = (model, doc, next() % 2 == 0, tokens, f64::from(next() % 1000) / 7.0, next() % (tokens + 1));
+                    let row =
+                        (model, doc, next() % 2 == 0, tokens, f64::from(next() % 1000) / 7.0, next() % (tokens + 1));
                     rows.push(row);
                 }
             }
@@ -252,16 +244,27 @@ mod tests {
             logs.push(write_log(dir.path(), &format!("job{job}.parquet"), &rows));
         }
         assert_eq!(all_rows.len() as u32, docs * models);
-        let result = accumulate(&logs, &vec![0; docs as usize].iter().enumerate().map(|(i, _)| i as u32).collect::<Vec<_>>(), &vec![1; docs as usize]).unwrap();
+        let result = accumulate(
+            &logs,
+            &vec![0; docs as usize].iter().enumerate().map(|(i, _)| i as u32).collect::<Vec<_>>(),
+            &vec![1; docs as usize],
+        )
+        .unwrap();
         for doc in 0..docs {
             // Two-pass textbook formulas over the rows of this document.
             let side = |in_train: bool| -> Vec<f64> {
-                all_rows.iter().filter(|r| r.1 == doc && r.2 == in_train)
-                    .map(|r| f64::from(r.5) / f64::from(r.3)).collect()
+                all_rows
+                    .iter()
+                    .filter(|r| r.1 == doc && r.2 == in_train)
+                    .map(|r| f64::from(r.5) / f64::from(r.3))
+                    .collect()
             };
             let (inside, outside) = (side(true), side(false));
             let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-            let var = |v: &[f64]| { let m = mean(v); v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64 };
+            let var = |v: &[f64]| {
+                let m = mean(v);
+                v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64
+            };
             let expected = mean(&inside) - mean(&outside);
             let expected_se = (var(&inside) / inside.len() as f64 + var(&outside) / outside.len() as f64).sqrt();
             let m = result.docs[doc as usize];

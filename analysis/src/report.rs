@@ -71,8 +71,8 @@ impl Summary {
         let scored: Vec<usize> = (0..scores.doc.len()).filter(|&d| scores.mem_acc[d].is_some()).collect();
         let mut values: Vec<f64> = scored.iter().filter_map(|&d| scores.mem_acc[d]).collect();
         values.sort_by(f64::total_cmp);
-        let quantiles = (!values.is_empty())
-            .then(|| [0.0, 0.1, 0.5, 0.9, 1.0].map(|q| quantile(&values, q).expect("non-empty")));
+        let quantiles =
+            (!values.is_empty()).then(|| [0.0, 0.1, 0.5, 0.9, 1.0].map(|q| quantile(&values, q).expect("non-empty")));
 
         let mut ranked = scored.clone();
         ranked.sort_by(|&a, &b| scores.mem_acc[b].unwrap().total_cmp(&scores.mem_acc[a].unwrap()));
@@ -149,23 +149,13 @@ impl fmt::Display for Summary {
             writeln!(f, "{} documents were truncated to the model's context", self.truncated)?;
         }
         if let Some([min, p10, median, p90, max]) = self.quantiles {
-            writeln!(
-                f,
-                "mem_acc: min {min:+.3}  10% {p10:+.3}  median {median:+.3}  90% {p90:+.3}  max {max:+.3}"
-            )?;
+            writeln!(f, "mem_acc: min {min:+.3}  10% {p10:+.3}  median {median:+.3}  90% {p90:+.3}  max {max:+.3}")?;
         }
         writeln!(f, "\nmost memorized (mem_acc ± se, source, id, text):")?;
         for (rank, doc) in self.top.iter().enumerate() {
             let se = doc.se.map_or_else(|| "-".to_string(), |s| format!("{s:.3}"));
             let source = doc.source.as_deref().unwrap_or("-");
-            writeln!(
-                f,
-                "{:>3}. {:+.3} ± {se}  {source:<16} {:<20} {}",
-                rank + 1,
-                doc.mem_acc,
-                doc.id,
-                doc.preview
-            )?;
+            writeln!(f, "{:>3}. {:+.3} ± {se}  {source:<16} {:<20} {}", rank + 1, doc.mem_acc, doc.id, doc.preview)?;
         }
         if !self.sources.is_empty() {
             writeln!(f, "\nby source:        count   median     mean")?;

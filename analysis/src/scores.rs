@@ -45,10 +45,7 @@ pub fn analyze(run: &RunDir) -> Result<Analysis> {
         )));
     }
     let config = RunConfig::from_file(&run.config())?;
-    let params = DupParams {
-        threshold: config.design.threshold,
-        ..DupParams::default()
-    };
+    let params = DupParams { threshold: config.design.threshold, ..DupParams::default() };
     let corpus: CorpusTable = schema::read(&run.corpus())?;
     let jobs: JobTable = schema::read(&run.jobs())?;
     let mut job_ids = jobs.job.clone();
@@ -56,9 +53,10 @@ pub fn analyze(run: &RunDir) -> Result<Analysis> {
     let mut logs = Vec::new();
     for &job in &job_ids {
         if let Some(done) = Completion::read(&run.log_done(job))?
-            && Completion::of_file(&run.log(job), done.rows)? == done {
-                logs.push(run.log(job));
-            }
+            && Completion::of_file(&run.log(job), done.rows)? == done
+        {
+            logs.push(run.log(job));
+        }
     }
     if logs.is_empty() {
         return Err(Error::Message(format!(
@@ -120,13 +118,7 @@ pub fn analyze(run: &RunDir) -> Result<Analysis> {
         accumulated.models.len(),
         (logs.len(), job_ids.len()),
     );
-    Ok(Analysis {
-        scores,
-        clusters,
-        copies,
-        duplicates,
-        summary,
-    })
+    Ok(Analysis { scores, clusters, copies, duplicates, summary })
 }
 
 fn cluster_sizes(cluster: &[u32]) -> Vec<u32> {

@@ -51,9 +51,9 @@ impl DeviceChoice {
             DeviceChoice::Auto if available > 0 => Ok(Device::Cuda(0)),
             DeviceChoice::Auto | DeviceChoice::Cpu => Ok(Device::Cpu),
             DeviceChoice::Cuda(n) if n < available => Ok(Device::Cuda(n)),
-            DeviceChoice::Cuda(n) => Err(Error::Device(format!(
-                "cuda:{n} was asked for but libtorch sees {available} CUDA device(s)"
-            ))),
+            DeviceChoice::Cuda(n) => {
+                Err(Error::Device(format!("cuda:{n} was asked for but libtorch sees {available} CUDA device(s)")))
+            }
         }
     }
 }

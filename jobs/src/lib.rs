@@ -28,8 +28,5 @@ pub enum Error {
     #[error("device: {0}")]
     Device(String),
     #[error("{path}: {message}")]
-    Plan {
-        path: std::path::PathBuf,
-        message: String,
-    },
+    Plan { path: std::path::PathBuf, message: String },
 }

@@ -35,10 +35,7 @@ impl Block {
 
     fn forward(&self, x: &Tensor) -> Tensor {
         let (batch, time, d) = x.size3().expect("activations are [batch, time, d_model]");
-        let heads = |t: &Tensor| {
-            t.view([batch, time, self.n_head, d / self.n_head])
-                .transpose(1, 2)
-        };
+        let heads = |t: &Tensor| t.view([batch, time, self.n_head, d / self.n_head]).transpose(1, 2);
         let qkv = self.qkv.forward(&x.apply(&self.ln_attn)).split(d, 2);
         // Causal: position t attends to positions <= t only. Padding sits at the end of a
         // row, so no real position ever attends to it.
@@ -56,9 +53,7 @@ impl Block {
         .contiguous()
         .view([batch, time, d]);
         let x = x + self.attn_out.forward(&attended);
-        let mlp = self
-            .mlp_out
-            .forward(&self.mlp_in.forward(&x.apply(&self.ln_mlp)).gelu("none"));
+        let mlp = self.mlp_out.forward(&self.mlp_in.forward(&x.apply(&self.ln_mlp)).gelu("none"));
         x + mlp
     }
 }
@@ -78,19 +73,9 @@ impl Transformer {
         Transformer {
             token: nn::embedding(p / "token", VOCAB, d, Default::default()),
             position: nn::embedding(p / "position", i64::from(config.context), d, Default::default()),
-            blocks: (0..config.n_layer)
-                .map(|i| Block::new(p / format!("block{i}"), config))
-                .collect(),
+            blocks: (0..config.n_layer).map(|i| Block::new(p / format!("block{i}"), config)).collect(),
             ln_final: nn::layer_norm(p / "ln_final", vec![d], Default::default()),
-            head: nn::linear(
-                p / "head",
-                d,
-                VOCAB,
-                nn::LinearConfig {
-                    bias: false,
-                    ..Default::default()
-                },
-            ),
+            head: nn::linear(p / "head", d, VOCAB, nn::LinearConfig { bias: false, ..Default::default() }),
         }
     }
 

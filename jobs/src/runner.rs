@@ -64,16 +64,15 @@ impl RunJobs {
         let config = RunConfig::from_file(&run.config())?;
         let corpus: CorpusTable = schema::read(&run.corpus())?;
         let max_tokens = config.model.max_tokens();
-        let texts = corpus
-            .text
-            .iter()
-            .map(|text| corpus::byte_tokens(text, max_tokens).to_vec())
-            .collect();
+        let texts = corpus.text.iter().map(|text| corpus::byte_tokens(text, max_tokens).to_vec()).collect();
         let membership: MembershipTable = schema::read(&run.membership())?;
         let mut in_docs = vec![Vec::new(); config.design.models as usize];
         for (&model, &doc) in membership.model.iter().zip(&membership.doc) {
             let docs = in_docs.get_mut(model as usize).ok_or_else(|| {
-                plan_error(run.membership(), format!("model {model} is not among the {} models of run.toml", config.design.models))
+                plan_error(
+                    run.membership(),
+                    format!("model {model} is not among the {} models of run.toml", config.design.models),
+                )
             })?;
             if doc as usize >= corpus.doc.len() {
                 return Err(plan_error(run.membership(), format!("document {doc} is not in corpus.parquet")));
@@ -86,14 +85,7 @@ impl RunJobs {
         for (&job, &model) in job_table.job.iter().zip(&job_table.model) {
             jobs.entry(job).or_default().push(model);
         }
-        Ok(RunJobs {
-            run,
-            config,
-            texts,
-            copies: corpus.copies,
-            in_docs,
-            jobs,
-        })
+        Ok(RunJobs { run, config, texts, copies: corpus.copies, in_docs, jobs })
     }
 
     pub fn config(&self) -> &RunConfig {
@@ -108,21 +100,13 @@ impl RunJobs {
     pub fn check(&self, job: u32) -> Result<std::result::Result<(), String>> {
         let log = self.run.log(job);
         let Some(recorded) = Completion::read(&self.run.log_done(job))? else {
-            return Ok(Err(if log.exists() {
-                "log has no completion record".into()
-            } else {
-                "not run yet".into()
-            }));
+            return Ok(Err(if log.exists() { "log has no completion record".into() } else { "not run yet".into() }));
         };
         if !log.exists() {
             return Ok(Err("completion record without a log".into()));
         }
         let actual = Completion::of_file(&log, recorded.rows)?;
-        Ok(if actual == recorded {
-            Ok(())
-        } else {
-            Err("log does not match its recorded checksum".into())
-        })
+        Ok(if actual == recorded { Ok(()) } else { Err("log does not match its recorded checksum".into()) })
     }
 
     /// Runs every job whose log is not complete; returns each job's outcome.
@@ -133,11 +117,7 @@ impl RunJobs {
                 Ok(()) => JobOutcome::Skipped,
                 Err(reason) => {
                     self.run_job(job, device, progress)?;
-                    if reason == "not run yet" {
-                        JobOutcome::Ran
-                    } else {
-                        JobOutcome::Redone(reason)
-                    }
+                    if reason == "not run yet" { JobOutcome::Ran } else { JobOutcome::Redone(reason) }
                 }
             };
             progress.job_finished(job, &outcome);
@@ -148,9 +128,8 @@ impl RunJobs {
 
     /// Trains and evaluates the models of `job` and writes its log and completion record.
     pub fn run_job(&self, job: u32, device: Device, progress: &dyn Progress) -> Result<()> {
-        let models = self.jobs.get(&job).ok_or_else(|| {
-            plan_error(self.run.jobs(), format!("there is no job {job}"))
-        })?;
+        let models =
+            self.jobs.get(&job).ok_or_else(|| plan_error(self.run.jobs(), format!("there is no job {job}")))?;
         let done = self.run.log_done(job);
         if done.exists() {
             std::fs::remove_file(&done).map_err(subsets::Error::io(&done))?;

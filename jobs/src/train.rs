@@ -59,10 +59,7 @@ fn batch(docs: &[&[u8]], device: Device) -> (Tensor, Tensor) {
         targets.extend(std::iter::repeat_n(PAD, padding));
     }
     let shape = [docs.len() as i64, longest as i64];
-    (
-        Tensor::from_slice(&inputs).view(shape).to(device),
-        Tensor::from_slice(&targets).view(shape).to(device),
-    )
+    (Tensor::from_slice(&inputs).view(shape).to(device), Tensor::from_slice(&targets).view(shape).to(device))
 }
 
 /// Number of optimizer steps a model with `examples` training sequences takes.
@@ -84,14 +81,9 @@ pub fn train(
     let vars = nn::VarStore::new(device);
     let model = Transformer::new(&vars.root(), &config.model);
     let train = &config.train;
-    let mut optimizer = nn::AdamW {
-        beta1: train.beta1,
-        beta2: train.beta2,
-        wd: train.weight_decay,
-        eps: 1e-8,
-        amsgrad: false,
-    }
-    .build(&vars, train.lr)?;
+    let mut optimizer =
+        nn::AdamW { beta1: train.beta1, beta2: train.beta2, wd: train.weight_decay, eps: 1e-8, amsgrad: false }
+            .build(&vars, train.lr)?;
 
     let steps = total_steps(config, examples.len());
     let warmup = (train.warmup_fraction * steps as f64).round() as usize;
@@ -124,11 +116,7 @@ pub fn train(
             on_step(step, steps, report.then(|| loss.double_value(&[])));
         }
     }
-    Ok(Trained {
-        _vars: vars,
-        model,
-        device,
-    })
+    Ok(Trained { _vars: vars, model, device })
 }
 
 impl Trained {
@@ -141,17 +129,17 @@ impl Trained {
             let log_probs = self.model.forward(&inputs).log_softmax(-1, Kind::Float);
             let mask = targets.ne(PAD);
             let target_log_probs = log_probs.gather(2, &targets.unsqueeze(-1), false).squeeze_dim(-1);
-            let nll = -(target_log_probs.to_kind(Kind::Double) * mask.to_kind(Kind::Double)).sum_dim_intlist(1, false, Kind::Double);
+            let nll = -(target_log_probs.to_kind(Kind::Double) * mask.to_kind(Kind::Double)).sum_dim_intlist(
+                1,
+                false,
+                Kind::Double,
+            );
             let hits = log_probs.argmax(-1, false).eq_tensor(&targets).logical_and(&mask);
             let correct = hits.sum_dim_intlist(1, false, Kind::Int64);
             let nll = Vec::<f64>::try_from(nll.to_device(Device::Cpu))?;
             let correct = Vec::<i64>::try_from(correct.to_device(Device::Cpu))?;
             for ((doc, nll), correct) in chunk.iter().zip(nll).zip(correct) {
-                evals.push(DocEval {
-                    tokens: doc.len() as u32,
-                    nll,
-                    correct: correct as u32,
-                });
+                evals.push(DocEval { tokens: doc.len() as u32, nll, correct: correct as u32 });
             }
         }
         Ok(evals)
@@ -175,8 +163,14 @@ mod tests {
             seed: 11,
             corpus: CorpusConfig { path: String::new(), sha256: String::new(), documents: 0, truncated: 0 },
             design: DesignConfig {
-                models: 2, keep: 0.5, holdout: 0.0, unit: Unit::Document, threshold: 0.8,
-                copies: vec![], canaries: 0, canary_ids: vec![],
+                models: 2,
+                keep: 0.5,
+                holdout: 0.0,
+                unit: Unit::Document,
+                threshold: 0.8,
+                copies: vec![],
+                canaries: 0,
+                canary_ids: vec![],
             },
             model: h.model,
             train: h.train,

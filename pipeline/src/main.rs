@@ -152,9 +152,7 @@ struct DupsArgs {
 }
 
 fn parse_shingling(text: &str) -> Result<Shingling, String> {
-    let (kind, n) = text
-        .split_once(':')
-        .ok_or_else(|| format!("expected words:N or chars:N, got {text:?}"))?;
+    let (kind, n) = text.split_once(':').ok_or_else(|| format!("expected words:N or chars:N, got {text:?}"))?;
     let n: usize = n.parse().map_err(|_| format!("{n:?} is not a number"))?;
     if n == 0 {
         return Err("the shingle length must be at least 1".into());
@@ -321,11 +319,7 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
     if args.models < 2 {
         bail!("--models must be at least 2");
     }
-    let near = NearDupArgs {
-        threshold: 0.8,
-        shingles: Shingling::Words(5),
-        min_repeat: 50,
-    };
+    let near = NearDupArgs { threshold: 0.8, shingles: Shingling::Words(5), min_repeat: 50 };
     let request = PlanRequest {
         corpus_path: "built-in demo corpus",
         documents: demo::corpus(args.seed, &demo::DemoSizes::default()),

@@ -13,15 +13,12 @@ impl Bars {
     pub fn new(jobs: usize) -> Bars {
         let multi = MultiProgress::new();
         let style = |template: &str| ProgressStyle::with_template(template).expect("valid template");
-        let job_bar = multi.add(ProgressBar::new(jobs as u64).with_style(style(
-            "jobs  {bar:30} {pos}/{len} {msg} elapsed {elapsed} eta {eta}",
-        )));
+        let job_bar = multi.add(
+            ProgressBar::new(jobs as u64)
+                .with_style(style("jobs  {bar:30} {pos}/{len} {msg} elapsed {elapsed} eta {eta}")),
+        );
         let model = multi.add(ProgressBar::new(0).with_style(style("steps {bar:30} {pos}/{len} {msg}")));
-        Bars {
-            multi,
-            jobs: job_bar,
-            model,
-        }
+        Bars { multi, jobs: job_bar, model }
     }
 
     pub fn finish(&self) {

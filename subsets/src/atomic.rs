@@ -12,21 +12,11 @@ pub fn write_with<F>(path: &Path, fill: F) -> Result<()>
 where
     F: FnOnce(&mut std::fs::File) -> Result<()>,
 {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".cfmem-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(Error::io(dir))?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix(".cfmem-").suffix(".tmp").tempfile_in(dir).map_err(Error::io(dir))?;
     fill(tmp.as_file_mut())?;
     tmp.as_file().sync_all().map_err(Error::io(path))?;
-    tmp.persist(path).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
+    tmp.persist(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e.error })?;
     sync_dir(dir)
 }
 
@@ -37,9 +27,7 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Makes a rename inside `dir` durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io(dir))
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io(dir))
 }
 
 #[cfg(test)]

@@ -71,12 +71,7 @@ pub struct ModelConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig {
-            n_layer: 2,
-            n_head: 4,
-            d_model: 128,
-            context: 128,
-        }
+        ModelConfig { n_layer: 2, n_head: 4, d_model: 128, context: 128 }
     }
 }
 
@@ -155,7 +150,10 @@ impl Hyperparameters {
         let checks = [
             (m.n_layer >= 1, "model.n_layer must be at least 1"),
             (m.n_head >= 1, "model.n_head must be at least 1"),
-            (m.d_model >= 1 && m.d_model.is_multiple_of(m.n_head.max(1)), "model.d_model must be a positive multiple of model.n_head"),
+            (
+                m.d_model >= 1 && m.d_model.is_multiple_of(m.n_head.max(1)),
+                "model.d_model must be a positive multiple of model.n_head",
+            ),
             (m.context >= 2, "model.context must be at least 2"),
             (t.epochs >= 1, "train.epochs must be at least 1"),
             (t.batch_size >= 1, "train.batch_size must be at least 1"),
@@ -163,7 +161,10 @@ impl Hyperparameters {
             (t.lr > 0.0 && t.lr.is_finite(), "train.lr must be positive"),
             ((0.0..1.0).contains(&t.warmup_fraction), "train.warmup_fraction must be in [0, 1)"),
             (t.weight_decay >= 0.0, "train.weight_decay must not be negative"),
-            ((0.0..1.0).contains(&t.beta1) && (0.0..1.0).contains(&t.beta2), "train.beta1 and train.beta2 must be in [0, 1)"),
+            (
+                (0.0..1.0).contains(&t.beta1) && (0.0..1.0).contains(&t.beta2),
+                "train.beta1 and train.beta2 must be in [0, 1)",
+            ),
             (t.grad_clip >= 0.0, "train.grad_clip must not be negative"),
             (self.jobs.models_per_job >= 1, "jobs.models_per_job must be at least 1"),
         ];
@@ -185,11 +186,7 @@ impl RunConfig {
     }
 
     pub fn hyperparameters(&self) -> Hyperparameters {
-        Hyperparameters {
-            model: self.model.clone(),
-            train: self.train.clone(),
-            jobs: self.jobs.clone(),
-        }
+        Hyperparameters { model: self.model.clone(), train: self.train.clone(), jobs: self.jobs.clone() }
     }
 }
 

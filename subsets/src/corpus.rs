@@ -70,16 +70,8 @@ enum Place {
 
 fn error_at(corpus: &Path, place: &Place, message: String) -> Error {
     match place {
-        Place::Line(line) => Error::Line {
-            path: corpus.to_path_buf(),
-            line: *line,
-            message,
-        },
-        Place::Row(row) => Error::Row {
-            path: corpus.to_path_buf(),
-            row: *row,
-            message,
-        },
+        Place::Line(line) => Error::Line { path: corpus.to_path_buf(), line: *line, message },
+        Place::Row(row) => Error::Row { path: corpus.to_path_buf(), row: *row, message },
         Place::File(file) => Error::file(file, message),
     }
 }
@@ -102,11 +94,7 @@ fn validate(path: &Path, located: Vec<Located>) -> Result<Vec<Document>> {
             return Err(error_at(path, &item.place, "field `text` is empty".into()));
         }
         if let Some(first) = seen.insert(&item.doc.id, &item.place) {
-            let mut message = format!(
-                "duplicate document id {:?} (first seen at {})",
-                item.doc.id,
-                describe(first)
-            );
+            let mut message = format!("duplicate document id {:?} (first seen at {})", item.doc.id, describe(first));
             if item.doc.id == sha256_hex(item.doc.text.as_bytes()) {
                 message.push_str(
                     "; a document without an id is named by the sha256 of its text, \
@@ -129,17 +117,14 @@ fn read_jsonl(path: &Path) -> Result<Vec<Located>> {
     let mut docs = Vec::new();
     for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let place = Place::Line(index + 1);
-        let line = std::str::from_utf8(raw).map_err(|e| {
-            error_at(path, &place, format!("invalid UTF-8 at byte {}", e.valid_up_to()))
-        })?;
+        let line = std::str::from_utf8(raw)
+            .map_err(|e| error_at(path, &place, format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
         if line.trim().is_empty() {
             continue;
         }
-        let value: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| error_at(path, &place, format!("malformed JSON: {e}")))?;
-        let object = value
-            .as_object()
-            .ok_or_else(|| error_at(path, &place, "expected a JSON object".into()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| error_at(path, &place, format!("malformed JSON: {e}")))?;
+        let object = value.as_object().ok_or_else(|| error_at(path, &place, "expected a JSON object".into()))?;
         let text = match object.get("text") {
             Some(serde_json::Value::String(text)) => text.clone(),
             Some(_) => return Err(error_at(path, &place, "field `text` is not a string".into())),
@@ -158,10 +143,7 @@ fn read_jsonl(path: &Path) -> Result<Vec<Located>> {
             Some(serde_json::Value::String(source)) => Some(source.clone()),
             Some(_) => return Err(error_at(path, &place, "field `source` is not a string".into())),
         };
-        docs.push(Located {
-            doc: document(text, id, source),
-            place,
-        });
+        docs.push(Located { doc: document(text, id, source), place });
     }
     Ok(docs)
 }
@@ -175,28 +157,19 @@ fn read_parquet(path: &Path) -> Result<Vec<Located>> {
     let mut docs = Vec::new();
     for batch in reader {
         let batch: RecordBatch = batch.map_err(Error::arrow(path))?;
-        let text = batch
-            .column_by_name("text")
-            .ok_or_else(|| Error::file(path, "no column `text`"))?;
+        let text = batch.column_by_name("text").ok_or_else(|| Error::file(path, "no column `text`"))?;
         let id = batch.column_by_name("id");
         let source = batch.column_by_name("source");
         for i in 0..batch.num_rows() {
             let place = Place::Row(docs.len() + 1);
             let column_text = |column: &dyn Array, name: &str| {
-                string_at(column, i)
-                    .map_err(|found| error_at(path, &place, format!("column `{name}`: {found}")))
+                string_at(column, i).map_err(|found| error_at(path, &place, format!("column `{name}`: {found}")))
             };
             let text = column_text(text.as_ref(), "text")?
                 .ok_or_else(|| error_at(path, &place, "missing `text` (null)".into()))?;
             let id = id.map(|c| column_text(c.as_ref(), "id")).transpose()?.flatten();
-            let source = source
-                .map(|c| column_text(c.as_ref(), "source"))
-                .transpose()?
-                .flatten();
-            docs.push(Located {
-                doc: document(text, id, source),
-                place,
-            });
+            let source = source.map(|c| column_text(c.as_ref(), "source")).transpose()?.flatten();
+            docs.push(Located { doc: document(text, id, source), place });
         }
     }
     Ok(docs)
@@ -214,15 +187,8 @@ fn read_txt_dir(root: &Path) -> Result<Vec<Located>> {
             Error::file(&file, format!("invalid UTF-8 at byte {at}"))
         })?;
         let relative = file.strip_prefix(root).expect("walked below root");
-        let id = relative
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy())
-            .collect::<Vec<_>>()
-            .join("/");
-        docs.push(Located {
-            doc: document(text, Some(id), None),
-            place: Place::File(file),
-        });
+        let id = relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+        docs.push(Located { doc: document(text, Some(id), None), place: Place::File(file) });
     }
     Ok(docs)
 }
@@ -260,10 +226,7 @@ mod tests {
         let (_dir, path) = jsonl(b"{\"text\":\"abc\"}\n\n{\"text\":\"x\",\"id\":7,\"source\":\"web\"}\n");
         let docs = read(&path).unwrap();
         assert_eq!(docs.len(), 2);
-        assert_eq!(
-            docs[0].id,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(docs[0].id, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_eq!(docs[0].source, None);
         assert_eq!(docs[1].id, "7");
         assert_eq!(docs[1].source.as_deref(), Some("web"));

@@ -75,9 +75,7 @@ fn sentence(rng: &mut impl Rng, refrain: &str) -> String {
 
 /// A document of random 8-digit hex identifiers, about `bytes` long.
 pub fn random_ids(rng: &mut impl Rng, bytes: usize) -> String {
-    let ids: Vec<String> = (0..bytes.div_ceil(9).max(1))
-        .map(|_| format!("{:08x}", rng.random::<u32>()))
-        .collect();
+    let ids: Vec<String> = (0..bytes.div_ceil(9).max(1)).map(|_| format!("{:08x}", rng.random::<u32>())).collect();
     format!("ids: {}", ids.join(" "))
 }
 
@@ -86,11 +84,7 @@ pub fn corpus(seed: u64, sizes: &DemoSizes) -> Vec<Document> {
     let mut rng = seeds::rng(seed, "demo-corpus", 0);
     let mut docs = Vec::new();
     let mut push = |kind: &str, index: usize, text: String| {
-        docs.push(Document {
-            id: format!("{kind}-{index:03}"),
-            text,
-            source: Some(kind.to_string()),
-        })
+        docs.push(Document { id: format!("{kind}-{index:03}"), text, source: Some(kind.to_string()) })
     };
     for i in 0..sizes.sentences {
         // Every refrain opens the same number of sentences (give or take one), so that every

@@ -14,9 +14,7 @@ use crate::{Error, Result, seeds};
 /// and OUT at least once.
 pub fn in_count(models: u32, keep: f64) -> Result<u32> {
     if !(keep > 0.0 && keep < 1.0) {
-        return Err(Error::Invalid(format!(
-            "--keep must be strictly between 0 and 1, got {keep}"
-        )));
+        return Err(Error::Invalid(format!("--keep must be strictly between 0 and 1, got {keep}")));
     }
     let k = (keep * f64::from(models)).round() as u32;
     if k == 0 || k >= models {
@@ -41,10 +39,8 @@ pub fn balanced(units: usize, models: u32, keep: f64, seed: u64) -> Result<Vec<V
     Ok((0..units)
         .map(|unit| {
             let mut rng = seeds::rng(seed, "design", unit as u64);
-            let mut chosen: Vec<u32> = index::sample(&mut rng, models as usize, k as usize)
-                .into_iter()
-                .map(|m| m as u32)
-                .collect();
+            let mut chosen: Vec<u32> =
+                index::sample(&mut rng, models as usize, k as usize).into_iter().map(|m| m as u32).collect();
             chosen.sort_unstable();
             chosen
         })
@@ -54,9 +50,7 @@ pub fn balanced(units: usize, models: u32, keep: f64, seed: u64) -> Result<Vec<V
 /// Which of `units` units are held out: round(fraction × units) of them, seeded.
 pub fn holdout(units: usize, fraction: f64, seed: u64) -> Result<Vec<bool>> {
     if !(0.0..1.0).contains(&fraction) {
-        return Err(Error::Invalid(format!(
-            "--holdout must be in [0, 1), got {fraction}"
-        )));
+        return Err(Error::Invalid(format!("--holdout must be in [0, 1), got {fraction}")));
     }
     let count = (fraction * units as f64).round() as usize;
     if count >= units {

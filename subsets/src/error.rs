@@ -13,17 +13,9 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("{path}: line {line}: {message}")]
-    Line {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+    Line { path: PathBuf, line: usize, message: String },
     #[error("{path}: row {row}: {message}")]
-    Row {
-        path: PathBuf,
-        row: usize,
-        message: String,
-    },
+    Row { path: PathBuf, row: usize, message: String },
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
     #[error("{path}: parquet: {source}")]
@@ -59,9 +51,6 @@ impl Error {
     }
 
     pub fn file(path: impl Into<PathBuf>, message: impl Into<String>) -> Error {
-        Error::File {
-            path: path.into(),
-            message: message.into(),
-        }
+        Error::File { path: path.into(), message: message.into() }
     }
 }

@@ -87,10 +87,7 @@ impl Completion {
     /// The completion record of the log at `log`, computed from its bytes.
     pub fn of_file(log: &Path, rows: u64) -> crate::Result<Completion> {
         let bytes = std::fs::read(log).map_err(crate::Error::io(log))?;
-        Ok(Completion {
-            sha256: crate::corpus::sha256_hex(&bytes),
-            rows,
-        })
+        Ok(Completion { sha256: crate::corpus::sha256_hex(&bytes), rows })
     }
 
     pub fn write(&self, path: &Path) -> crate::Result<()> {
@@ -101,9 +98,7 @@ impl Completion {
     /// The record at `path`, or None when there is none.
     pub fn read(path: &Path) -> crate::Result<Option<Completion>> {
         match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text)
-                .map(Some)
-                .map_err(|e| crate::Error::file(path, e.to_string())),
+            Ok(text) => toml::from_str(&text).map(Some).map_err(|e| crate::Error::file(path, e.to_string())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(crate::Error::io(path)(e)),
         }

@@ -37,17 +37,8 @@ pub struct PlanRequest<'a> {
 
 /// Builds the plan. `cluster_of` gives each document's near-duplicate cluster; it is only
 /// called when the sampling unit is the cluster.
-pub fn build(
-    request: PlanRequest<'_>,
-    cluster_of: impl FnOnce(&[Document]) -> Vec<u32>,
-) -> Result<Plan> {
-    let PlanRequest {
-        corpus_path,
-        mut documents,
-        seed,
-        design: design_config,
-        hyperparameters,
-    } = request;
+pub fn build(request: PlanRequest<'_>, cluster_of: impl FnOnce(&[Document]) -> Vec<u32>) -> Result<Plan> {
+    let PlanRequest { corpus_path, mut documents, seed, design: design_config, hyperparameters } = request;
     hyperparameters.validate()?;
     design::in_count(design_config.models, design_config.keep)?;
     let corpus_sha256 = corpus_checksum(&documents);
@@ -114,12 +105,7 @@ pub fn build(
         train: hyperparameters.train,
         jobs: hyperparameters.jobs,
     };
-    Ok(Plan {
-        config,
-        corpus: table,
-        membership,
-        jobs,
-    })
+    Ok(Plan { config, corpus: table, membership, jobs })
 }
 
 fn is_canary(document: &Document) -> bool {
@@ -161,9 +147,7 @@ fn plant_canaries(documents: &mut Vec<Document>, design: &DesignConfig, seed: u6
         };
     }
     if !sweep {
-        return Err(Error::Invalid(
-            "--copies needs canaries: --canaries N or --canary-ids ID,...".into(),
-        ));
+        return Err(Error::Invalid("--copies needs canaries: --canaries N or --canary-ids ID,...".into()));
     }
     if design.copies.contains(&0) {
         return Err(Error::Invalid("--copies values must be at least 1".into()));
@@ -185,11 +169,7 @@ fn plant_canaries(documents: &mut Vec<Document>, design: &DesignConfig, seed: u6
             )));
         }
         canaries.push(documents.len());
-        documents.push(Document {
-            id,
-            text: demo::random_ids(&mut rng, 100),
-            source: Some(CANARY_SOURCE.to_string()),
-        });
+        documents.push(Document { id, text: demo::random_ids(&mut rng, 100), source: Some(CANARY_SOURCE.to_string()) });
     }
     canaries.shuffle(&mut rng);
     let mut copies = vec![1; documents.len()];
@@ -234,10 +214,7 @@ pub fn write(run: &RunDir, plan: &Plan) -> Result<Written> {
     }
     let parent = root.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
-    let staging = tempfile::Builder::new()
-        .prefix(".cfmem-plan-")
-        .tempdir_in(parent)
-        .map_err(Error::io(parent))?;
+    let staging = tempfile::Builder::new().prefix(".cfmem-plan-").tempdir_in(parent).map_err(Error::io(parent))?;
     let staged = RunDir::new(staging.path());
     atomic::write_bytes(&staged.config(), plan.config.to_toml().as_bytes())?;
     schema::write(&staged.corpus(), &plan.corpus)?;
@@ -301,13 +278,7 @@ mod tests {
     }
 
     fn docs(n: usize) -> Vec<Document> {
-        (0..n)
-            .map(|i| Document {
-                id: format!("d{i}"),
-                text: format!("document number {i}"),
-                source: None,
-            })
-            .collect()
+        (0..n).map(|i| Document { id: format!("d{i}"), text: format!("document number {i}"), source: None }).collect()
     }
 
     fn request(documents: Vec<Document>, design: DesignConfig) -> PlanRequest<'static> {
@@ -341,8 +312,13 @@ mod tests {
         let plan = build(request(docs(6), d), |_| vec![9, 9, 4, 9, 4, 7]).unwrap();
         assert_eq!(plan.corpus.unit, [0, 0, 1, 0, 1, 2]);
         let models_of = |doc: u32| -> Vec<u32> {
-            plan.membership.doc.iter().zip(&plan.membership.model)
-                .filter(|(d, _)| **d == doc).map(|(_, m)| *m).collect()
+            plan.membership
+                .doc
+                .iter()
+                .zip(&plan.membership.model)
+                .filter(|(d, _)| **d == doc)
+                .map(|(_, m)| *m)
+                .collect()
         };
         assert_eq!(models_of(0), models_of(1));
         assert_eq!(models_of(0), models_of(3));

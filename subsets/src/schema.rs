@@ -133,19 +133,10 @@ pub trait Table: Default + Sized {
 }
 
 fn column<T: ColumnType>(batch: &RecordBatch, name: &str, path: &Path) -> Result<Vec<T>> {
-    let array = batch
-        .column_by_name(name)
-        .ok_or_else(|| Error::file(path, format!("no column `{name}`")))?;
+    let array = batch.column_by_name(name).ok_or_else(|| Error::file(path, format!("no column `{name}`")))?;
     T::from_array(array.as_ref()).ok_or_else(|| {
         let nulls = if T::NULLABLE { "" } else { " without nulls" };
-        Error::file(
-            path,
-            format!(
-                "column `{name}`: expected {}{nulls}, found {}",
-                T::DATA_TYPE,
-                array.data_type()
-            ),
-        )
+        Error::file(path, format!("column `{name}`: expected {}{nulls}, found {}", T::DATA_TYPE, array.data_type()))
     })
 }
 
@@ -309,11 +300,8 @@ table! {
 /// Writes `table` to `path` atomically, as one Parquet file.
 pub fn write<T: Table>(path: &Path, table: &T) -> Result<()> {
     atomic::write_with(path, |file| {
-        let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .build();
-        let mut writer =
-            ArrowWriter::try_new(file, T::schema(), Some(props)).map_err(Error::parquet(path))?;
+        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+        let mut writer = ArrowWriter::try_new(file, T::schema(), Some(props)).map_err(Error::parquet(path))?;
         writer.write(&table.to_batch()).map_err(Error::parquet(path))?;
         writer.close().map_err(Error::parquet(path))?;
         Ok(())
@@ -385,10 +373,7 @@ mod tests {
     fn wrong_column_type_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jobs.parquet");
-        let wrong = MembershipTable {
-            model: vec![1],
-            doc: vec![2],
-        };
+        let wrong = MembershipTable { model: vec![1], doc: vec![2] };
         write(&path, &wrong).unwrap();
         let err = read::<JobTable>(&path).unwrap_err().to_string();
         assert!(err.ends_with("jobs.parquet: no column `job`"), "{err}");

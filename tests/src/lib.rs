@@ -27,11 +27,7 @@ pub fn cfmem(args: &[&str]) -> Output {
 /// Runs `cfmem args…`, asserting success, and returns stdout.
 pub fn cfmem_ok(args: &[&str]) -> String {
     let out = cfmem(args);
-    assert!(
-        out.status.success(),
-        "cfmem {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "cfmem {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 

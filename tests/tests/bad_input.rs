@@ -38,7 +38,8 @@ impl Case {
         let stderr = cfmem_err(&args);
         assert!(stderr.contains(expected), "expected {expected:?} in:\n{stderr}");
         assert!(!out.exists(), "a failed plan left {}", out.display());
-        let leftovers: Vec<_> = std::fs::read_dir(self.dir.path()).unwrap()
+        let leftovers: Vec<_> = std::fs::read_dir(self.dir.path())
+            .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.starts_with(".cfmem"))
             .collect();
@@ -79,7 +80,11 @@ fn design_errors_say_what_to_change() {
     let config = case.file("bad.toml", b"[model]\nlayers = 2\n");
     case.plan_fails(&corpus, &["--config", config.to_str().unwrap()], "bad.toml: TOML parse error at line 2, column 1");
     let config = case.file("heads.toml", b"[model]\nd_model = 30\nn_head = 4\n");
-    case.plan_fails(&corpus, &["--config", config.to_str().unwrap()], "model.d_model must be a positive multiple of model.n_head");
+    case.plan_fails(
+        &corpus,
+        &["--config", config.to_str().unwrap()],
+        "model.d_model must be a positive multiple of model.n_head",
+    );
     case.plan_fails(&corpus, &["--copies", "1,2"], "--copies needs canaries");
 }
 
@@ -91,10 +96,19 @@ fn replanning_is_a_no_op_and_a_different_plan_is_refused() {
     let out = case.run_dir();
     let plan = |models: &str| {
         vec![
-            "plan".to_string(), "--corpus".into(), corpus.display().to_string(),
-            "--out".into(), out.display().to_string(), "--models".into(), models.into(),
-            "--keep".into(), "0.5".into(), "--seed".into(), "3".into(),
-            "--config".into(), config.display().to_string(),
+            "plan".to_string(),
+            "--corpus".into(),
+            corpus.display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+            "--models".into(),
+            models.into(),
+            "--keep".into(),
+            "0.5".into(),
+            "--seed".into(),
+            "3".into(),
+            "--config".into(),
+            config.display().to_string(),
         ]
     };
     let args = plan("4");

@@ -10,12 +10,8 @@ use tests::{cfmem_err, cfmem_ok};
 fn finds_exactly_the_planted_structure() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = synthetic::generate(&Spec::with_docs(1500, 21));
-    let lines: String = corpus
-        .texts
-        .iter()
-        .enumerate()
-        .map(|(i, text)| format!("{}\n", serde_like_json(i, text)))
-        .collect();
+    let lines: String =
+        corpus.texts.iter().enumerate().map(|(i, text)| format!("{}\n", serde_like_json(i, text))).collect();
     let path = dir.path().join("corpus.jsonl");
     std::fs::write(&path, lines).unwrap();
     let out = dir.path().join("dups.parquet");
@@ -64,9 +60,18 @@ fn bad_settings_are_refused() {
     let path = dir.path().join("c.jsonl");
     std::fs::write(&path, "{\"text\":\"a b c\"}\n").unwrap();
     let out = dir.path().join("d.parquet");
-    let err = cfmem_err(&["dups", "--corpus", path.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threshold", "1.5"]);
+    let err =
+        cfmem_err(&["dups", "--corpus", path.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threshold", "1.5"]);
     assert!(err.contains("threshold"), "{err}");
-    let err = cfmem_err(&["dups", "--corpus", path.to_str().unwrap(), "--out", out.to_str().unwrap(), "--shingles", "lines:3"]);
+    let err = cfmem_err(&[
+        "dups",
+        "--corpus",
+        path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--shingles",
+        "lines:3",
+    ]);
     assert!(err.contains("expected words:N or chars:N"), "{err}");
     assert!(!out.exists());
 }

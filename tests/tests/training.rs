@@ -25,7 +25,10 @@ fn demo_ranks_the_planted_kinds_as_theory_predicts_and_resumes() {
     let lowest_random = random.iter().copied().fold(f64::INFINITY, f64::min);
     for other in ["sentence", "repetitive", "near-duplicate", "exact-duplicate"] {
         for m in mem_acc_of(&scores, other) {
-            assert!(lowest_random > m, "every random-id document ({lowest_random:.3} at least) is above every {other} one ({m:.3})");
+            assert!(
+                lowest_random > m,
+                "every random-id document ({lowest_random:.3} at least) is above every {other} one ({m:.3})"
+            );
         }
     }
     let sentence = mean(&mem_acc_of(&scores, "sentence"));
@@ -86,9 +89,7 @@ fn near_duplicate_cluster_is_memorized_as_a_group() {
 
     let groups: ClusterTable = schema::read(&clusters.join("analysis/clusters.parquet")).unwrap();
     let grouped = scores(&clusters);
-    let member_doc = (0..grouped.doc.len())
-        .find(|&d| grouped.source[d].as_deref() == Some("near-duplicate"))
-        .unwrap();
+    let member_doc = (0..grouped.doc.len()).find(|&d| grouped.source[d].as_deref() == Some("near-duplicate")).unwrap();
     let row = groups.cluster.iter().position(|&c| c == grouped.cluster[member_doc]).unwrap();
     let group_mem = groups.group_mem_acc[row].expect("every model has the cluster all IN or all OUT");
     assert!(groups.n_in[row] >= 4 && groups.n_out[row] >= 4);
@@ -106,17 +107,38 @@ fn memorization_grows_with_copies() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.jsonl");
     let lines: String = (0..48)
-        .map(|i| format!("{{\"text\":\"The {} farmer walks to the market on day {} and sells {} apples.\"}}\n",
-            ["old", "young", "busy", "quiet"][i % 4], i, i * 3 % 17))
+        .map(|i| {
+            format!(
+                "{{\"text\":\"The {} farmer walks to the market on day {} and sells {} apples.\"}}\n",
+                ["old", "young", "busy", "quiet"][i % 4],
+                i,
+                i * 3 % 17
+            )
+        })
         .collect();
     std::fs::write(&corpus, lines).unwrap();
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, "[model]\nd_model = 64\ncontext = 128\n[train]\nepochs = 8\n[jobs]\nmodels_per_job = 4\n").unwrap();
+    std::fs::write(&config, "[model]\nd_model = 64\ncontext = 128\n[train]\nepochs = 8\n[jobs]\nmodels_per_job = 4\n")
+        .unwrap();
     let run = dir.path().join("run");
     cfmem_ok(&[
-        "plan", "--corpus", corpus.to_str().unwrap(), "--out", run.to_str().unwrap(),
-        "--models", "8", "--keep", "0.5", "--seed", "4", "--config", config.to_str().unwrap(),
-        "--copies", "1,4,16", "--canaries", "12",
+        "plan",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--models",
+        "8",
+        "--keep",
+        "0.5",
+        "--seed",
+        "4",
+        "--config",
+        config.to_str().unwrap(),
+        "--copies",
+        "1,4,16",
+        "--canaries",
+        "12",
     ]);
     cfmem_ok(&["run", run.to_str().unwrap(), "--device", "cpu"]);
     let summary = cfmem_ok(&["analyze", run.to_str().unwrap()]);
@@ -143,11 +165,24 @@ fn cpu_runs_are_reproducible_from_the_seed() {
     let plan_and_run = |name: &str| {
         let run = dir.path().join(name);
         cfmem_ok(&[
-            "plan", "--corpus", corpus.to_str().unwrap(), "--out", run.to_str().unwrap(),
-            "--models", "4", "--keep", "0.5", "--seed", "9", "--config", config.to_str().unwrap(),
+            "plan",
+            "--corpus",
+            corpus.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+            "--models",
+            "4",
+            "--keep",
+            "0.5",
+            "--seed",
+            "9",
+            "--config",
+            config.to_str().unwrap(),
         ]);
         cfmem_ok(&["run", run.to_str().unwrap(), "--device", "cpu"]);
-        (0..2).map(|job| schema::read::<LogTable>(&run.join(format!("logs/job-{job:05}.parquet"))).unwrap()).collect::<Vec<_>>()
+        (0..2)
+            .map(|job| schema::read::<LogTable>(&run.join(format!("logs/job-{job:05}.parquet"))).unwrap())
+            .collect::<Vec<_>>()
     };
     let first = plan_and_run("a");
     assert_eq!(first[0].model.len(), 2 * 12);

@@ -92,9 +92,9 @@ impl Permutations {
 /// Hash of one band of a signature; a collision only adds a candidate, which exact
 /// verification then rejects.
 fn band_key(values: &[u32]) -> u64 {
-    values.iter().fold(0x9e37_79b9_7f4a_7c15, |key, &v| {
-        (key ^ u64::from(v)).wrapping_mul(0xff51_afd7_ed55_8ccd).rotate_left(29)
-    })
+    values
+        .iter()
+        .fold(0x9e37_79b9_7f4a_7c15, |key, &v| (key ^ u64::from(v)).wrapping_mul(0xff51_afd7_ed55_8ccd).rotate_left(29))
 }
 
 /// Sorted, distinct pairs (i, j), i < j, of documents that agree on every row of at least
@@ -157,12 +157,8 @@ mod tests {
         let a: Vec<u64> = (0..100).map(|i| xxhash_rust::xxh3::xxh3_64(&[i])).collect();
         let b: Vec<u64> = (100..200).map(|i| xxhash_rust::xxh3::xxh3_64(&[i])).collect();
         assert_eq!(permutations.signature(&a), permutations.signature(&a));
-        let agree = permutations
-            .signature(&a)
-            .iter()
-            .zip(permutations.signature(&b))
-            .filter(|(x, y)| **x == *y)
-            .count();
+        let agree =
+            permutations.signature(&a).iter().zip(permutations.signature(&b)).filter(|(x, y)| **x == *y).count();
         assert_eq!(agree, 0);
     }
 

@@ -255,8 +255,7 @@ pub fn near_duplicates(texts: &[&str], params: &DupParams) -> Duplicates {
         .unzip();
 
     let docs: Vec<u32> = (0..n as u32).filter(|&i| !shingles[i as usize].is_empty()).collect();
-    let signatures: Vec<Vec<u32>> =
-        docs.par_iter().map(|&i| permutations.signature(&shingles[i as usize])).collect();
+    let signatures: Vec<Vec<u32>> = docs.par_iter().map(|&i| permutations.signature(&shingles[i as usize])).collect();
     let verified: Vec<(u32, u32, f64)> = candidate_pairs(&docs, &signatures, &banding)
         .into_par_iter()
         .map(|(i, j)| (i, j, jaccard(&shingles[i as usize], &shingles[j as usize])))
@@ -375,14 +374,14 @@ mod tests {
     #[test]
     fn exact_duplicates_and_clusters_on_a_hand_made_corpus() {
         let texts = [
-            "the quick brown fox jumps over the lazy dog", // 0: cluster with 2 and 4
-            "a completely different sentence about cats",  // 1: alone
+            "the quick brown fox jumps over the lazy dog",   // 0: cluster with 2 and 4
+            "a completely different sentence about cats",    // 1: alone
             "The  QUICK brown fox\njumps over the lazy dog", // 2: exact copy of 0
-            "",                                            // 3: empty
-            "the quick brown fox jumps over the lazy dog", // 4: exact copy of 0
-            "a b c d e f g h i j",                         // 5: near 6
-            "a b c d e f g h i j k",                       // 6: 6 of 7 shingles shared
-            "   ",                                         // 7: empty too
+            "",                                              // 3: empty
+            "the quick brown fox jumps over the lazy dog",   // 4: exact copy of 0
+            "a b c d e f g h i j",                           // 5: near 6
+            "a b c d e f g h i j k",                         // 6: 6 of 7 shingles shared
+            "   ",                                           // 7: empty too
         ];
         let params = DupParams { min_repeat_bytes: 10, ..DupParams::default() };
         let dups = find_duplicates(&texts, &params);
@@ -440,15 +439,11 @@ mod tests {
         for (doc, &cluster) in dups.cluster.iter().enumerate() {
             found[cluster as usize].push(doc as u32);
         }
-        let (groups, singletons): (Vec<Vec<u32>>, Vec<Vec<u32>>) =
-            found.into_iter().partition(|c| c.len() > 1);
+        let (groups, singletons): (Vec<Vec<u32>>, Vec<Vec<u32>>) = found.into_iter().partition(|c| c.len() > 1);
         assert_eq!(groups.iter().collect::<Vec<_>>(), planted);
         for singleton in &singletons {
             let doc = singleton[0] as usize;
-            assert_eq!(
-                (dups.near_dup_count[doc], dups.exact_dup_count[doc], dups.cluster_size[doc]),
-                (0, 0, 1)
-            );
+            assert_eq!((dups.near_dup_count[doc], dups.exact_dup_count[doc], dups.cluster_size[doc]), (0, 0, 1));
         }
         for group in &corpus.exact_groups {
             for &doc in group {

@@ -147,8 +147,7 @@ mod tests {
 
     #[test]
     fn ascii_fast_path_matches_the_unicode_path() {
-        for text in ["", "  ", "A", " Hello,\tWORLD!\r\n\x0b\x0c end ", "x\x0by", "a  b\n\nc\t", "\x00Z\x1f"]
-        {
+        for text in ["", "  ", "A", " Hello,\tWORLD!\r\n\x0b\x0c end ", "x\x0by", "a  b\n\nc\t", "\x00Z\x1f"] {
             assert_eq!(normalize_ascii(text), normalize_unicode(text), "{text:?}");
         }
     }

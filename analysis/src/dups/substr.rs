@@ -94,8 +94,7 @@ pub fn repeat_fractions(texts: &[&str], min_len: usize) -> Vec<f64> {
 fn suffixes_and_lcp(text: &[u8]) -> (Vec<u32>, Vec<u32>) {
     // libsais fails only on invalid input, which the types rule out, or without memory.
     const FAILED: &str = "libsais ran out of memory for the suffix array";
-    let suffixes =
-        SuffixArrayConstruction::for_text(text).in_owned_buffer32().single_threaded().run().expect(FAILED);
+    let suffixes = SuffixArrayConstruction::for_text(text).in_owned_buffer32().single_threaded().run().expect(FAILED);
     let with_lcp = suffixes
         .plcp_construction()
         .single_threaded()

@@ -195,8 +195,7 @@ mod tests {
             assert!(texts.iter().any(|t| *t != texts[0]), "copies differ before normalization");
         }
         for group in &corpus.near_groups {
-            let words: Vec<Vec<&str>> =
-                group.iter().map(|&i| corpus.texts[i as usize].split(' ').collect()).collect();
+            let words: Vec<Vec<&str>> = group.iter().map(|&i| corpus.texts[i as usize].split(' ').collect()).collect();
             let differing = |a: &[&str], b: &[&str]| a.iter().zip(b).filter(|(x, y)| x != y).count();
             let is_base = |base: &Vec<&str>| words.iter().all(|w| w == base || differing(w, base) == 1);
             assert_eq!(words.iter().filter(|w| is_base(w)).count(), 1, "one base, one edit per copy");
