@@ -147,5 +147,14 @@ mod tests {
             assert_eq!(words[..words.len() - 1], base[..base.len() - 1]);
             assert_ne!(words.last(), base.last());
         }
+        // Each repetitive document's refrain opens sentences, every refrain equally often.
+        let openers: Vec<&str> = of("sentence").iter().map(|d| d.text.split(' ').next().unwrap()).collect();
+        for doc in of("repetitive") {
+            let unit = doc.text.split(' ').next().unwrap();
+            assert!(doc.text.split(' ').all(|word| word == unit));
+            let opened = openers.iter().filter(|&&o| o == unit).count();
+            let (fewest, most) = (sizes.sentences / REFRAINS.len(), sizes.sentences.div_ceil(REFRAINS.len()));
+            assert!((fewest..=most).contains(&opened), "{unit} opens {opened} sentences");
+        }
     }
 }
