@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use subsets::schema::{self, LogTable, Table};
 
 use crate::Result;
-use crate::stats::Moments;
+use crate::stats::{self, Moments};
 
 /// IN and OUT moments of one metric.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -47,6 +47,16 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// mem_acc = acc_in − acc_out and its standard error (None where a side is empty).
+    pub fn mem_acc(&self) -> (Option<f64>, Option<f64>) {
+        stats::difference(&self.acc.inside, &self.acc.outside)
+    }
+
+    /// mem_loss = loss_out − loss_in and its standard error: positive means memorized.
+    pub fn mem_loss(&self) -> (Option<f64>, Option<f64>) {
+        stats::difference(&self.loss.outside, &self.loss.inside)
+    }
+
     fn push(&mut self, in_train: bool, acc: f64, loss: f64) {
         self.acc.push(in_train, acc);
         self.loss.push(in_train, loss);

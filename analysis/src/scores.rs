@@ -2,17 +2,17 @@
 //! `analysis/clusters.parquet`, `analysis/copies.parquet`, `analysis/duplicates.parquet`
 //! and a printed summary.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use subsets::config::RunConfig;
-use subsets::layout::{Completion, RunDir};
+use subsets::layout::{LogState, RunDir};
 use subsets::plan::CANARY_SOURCE;
 use subsets::schema::{self, ClusterTable, CopiesTable, CorpusTable, DuplicateTable, JobTable, ScoreTable, Table};
 
 use crate::dups::{self, DupParams};
 use crate::estimate::{self, Metrics};
 use crate::report::Summary;
-use crate::stats::{self, Moments};
+use crate::stats::Moments;
 use crate::{Error, Result};
 
 /// Everything `cfmem analyze` writes.
@@ -22,16 +22,6 @@ pub struct Analysis {
     pub copies: CopiesTable,
     pub duplicates: DuplicateTable,
     pub summary: Summary,
-}
-
-/// The memorization of a metric and its standard error: IN − OUT when larger is better
-/// (accuracy), OUT − IN otherwise (loss).
-fn estimates(sides: &estimate::Sides, larger_in: bool) -> (Option<f64>, Option<f64>) {
-    if larger_in {
-        stats::difference(&sides.inside, &sides.outside)
-    } else {
-        stats::difference(&sides.outside, &sides.inside)
-    }
 }
 
 /// Reads the run's corpus and every complete log and computes all scores. Clusters use the
@@ -52,9 +42,7 @@ pub fn analyze(run: &RunDir) -> Result<Analysis> {
     job_ids.dedup();
     let mut logs = Vec::new();
     for &job in &job_ids {
-        if let Some(done) = Completion::read(&run.log_done(job))?
-            && Completion::of_file(&run.log(job), done.rows)? == done
-        {
+        if run.log_state(job)? == LogState::Complete {
             logs.push(run.log(job));
         }
     }
@@ -68,17 +56,18 @@ pub fn analyze(run: &RunDir) -> Result<Analysis> {
 
     let texts: Vec<&str> = corpus.text.iter().map(String::as_str).collect();
     let found = dups::find_duplicates(&texts, &params);
-    let accumulated = estimate::accumulate(&logs, &found.cluster, &cluster_sizes(&found.cluster))?;
+    let sizes = cluster_sizes(&found.cluster);
+    let accumulated = estimate::accumulate(&logs, &found.cluster, &sizes)?;
 
     let mut scores = ScoreTable::default();
     for doc in 0..corpus.len() {
         let metrics = &accumulated.docs[doc];
         let cluster = found.cluster[doc];
         let group = accumulated.clusters.get(&cluster).unwrap_or(metrics);
-        let (mem_acc, mem_acc_se) = estimates(&metrics.acc, true);
-        let (mem_loss, mem_loss_se) = estimates(&metrics.loss, false);
-        let (group_mem_acc, group_mem_acc_se) = estimates(&group.acc, true);
-        let (group_mem_loss, group_mem_loss_se) = estimates(&group.loss, false);
+        let (mem_acc, mem_acc_se) = metrics.mem_acc();
+        let (mem_loss, mem_loss_se) = metrics.mem_loss();
+        let (group_mem_acc, group_mem_acc_se) = group.mem_acc();
+        let (group_mem_loss, group_mem_loss_se) = group.mem_loss();
         scores.doc.push(doc as u32);
         scores.doc_id.push(corpus.doc_id[doc].clone());
         scores.source.push(corpus.source[doc].clone());
@@ -106,7 +95,7 @@ pub fn analyze(run: &RunDir) -> Result<Analysis> {
         scores.group_mem_loss_se.push(group_mem_loss_se);
     }
 
-    let clusters = cluster_table(&accumulated.clusters, &found.cluster);
+    let clusters = cluster_table(&accumulated.clusters, &sizes);
     let copies = copies_table(&config, &corpus, &scores);
     let duplicates = found.to_table(&corpus.doc_id);
     let summary = Summary::new(
@@ -127,15 +116,14 @@ fn cluster_sizes(cluster: &[u32]) -> Vec<u32> {
     sizes
 }
 
-fn cluster_table(groups: &std::collections::HashMap<u32, Metrics>, cluster: &[u32]) -> ClusterTable {
-    let sizes = cluster_sizes(cluster);
+/// One row per cluster of two or more documents, in cluster order; `sizes[c]` is the size
+/// of cluster c.
+fn cluster_table(groups: &HashMap<u32, Metrics>, sizes: &[u32]) -> ClusterTable {
     let mut table = ClusterTable::default();
-    let mut ids: Vec<u32> = (0..sizes.len() as u32).filter(|&c| sizes[c as usize] > 1).collect();
-    ids.sort_unstable();
-    for c in ids {
+    for c in (0..sizes.len() as u32).filter(|&c| sizes[c as usize] > 1) {
         let group = groups.get(&c).copied().unwrap_or_default();
-        let (mem_acc, mem_acc_se) = estimates(&group.acc, true);
-        let (mem_loss, mem_loss_se) = estimates(&group.loss, false);
+        let (mem_acc, mem_acc_se) = group.mem_acc();
+        let (mem_loss, mem_loss_se) = group.mem_loss();
         table.cluster.push(c);
         table.cluster_size.push(sizes[c as usize]);
         table.n_in.push(group.acc.inside.n);
@@ -155,10 +143,11 @@ fn cluster_table(groups: &std::collections::HashMap<u32, Metrics>, cluster: &[u3
 /// Per planted copy count, the mean memorization of its canaries and the standard error
 /// of that mean across canaries.
 fn copies_table(config: &RunConfig, corpus: &CorpusTable, scores: &ScoreTable) -> CopiesTable {
+    let canary_ids: HashSet<&str> = config.design.canary_ids.iter().map(String::as_str).collect();
     let mut by_copies: BTreeMap<u16, (Moments, Moments)> = BTreeMap::new();
     for doc in 0..corpus.len() {
-        let canary = corpus.source[doc].as_deref() == Some(CANARY_SOURCE)
-            || config.design.canary_ids.contains(&corpus.doc_id[doc]);
+        let canary =
+            corpus.source[doc].as_deref() == Some(CANARY_SOURCE) || canary_ids.contains(corpus.doc_id[doc].as_str());
         if !canary {
             continue;
         }

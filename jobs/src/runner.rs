@@ -9,7 +9,7 @@ use tch::Device;
 
 use subsets::config::RunConfig;
 use subsets::corpus;
-use subsets::layout::{Completion, RunDir};
+use subsets::layout::{Completion, LogState, RunDir};
 use subsets::schema::{self, CorpusTable, JobTable, LogTable, MembershipTable};
 
 use crate::train::{self, DocEval};
@@ -34,7 +34,7 @@ pub enum JobOutcome {
     Skipped,
     Ran,
     /// The log was missing its completion record or failed its checksum; it was redone.
-    Redone(String),
+    Redone(&'static str),
 }
 
 /// A planned run, loaded once, whose jobs can be run.
@@ -96,28 +96,19 @@ impl RunJobs {
         self.jobs.keys().copied().collect()
     }
 
-    /// Whether job `job`'s log is complete; Err(reason) when it must be (re)done.
-    pub fn check(&self, job: u32) -> Result<std::result::Result<(), String>> {
-        let log = self.run.log(job);
-        let Some(recorded) = Completion::read(&self.run.log_done(job))? else {
-            return Ok(Err(if log.exists() { "log has no completion record".into() } else { "not run yet".into() }));
-        };
-        if !log.exists() {
-            return Ok(Err("completion record without a log".into()));
-        }
-        let actual = Completion::of_file(&log, recorded.rows)?;
-        Ok(if actual == recorded { Ok(()) } else { Err("log does not match its recorded checksum".into()) })
-    }
-
     /// Runs every job whose log is not complete; returns each job's outcome.
     pub fn run_all(&self, device: Device, progress: &dyn Progress) -> Result<Vec<(u32, JobOutcome)>> {
         let mut outcomes = Vec::new();
         for job in self.job_ids() {
-            let outcome = match self.check(job)? {
-                Ok(()) => JobOutcome::Skipped,
-                Err(reason) => {
+            let outcome = match self.run.log_state(job)? {
+                LogState::Complete => JobOutcome::Skipped,
+                LogState::NotRun => {
                     self.run_job(job, device, progress)?;
-                    if reason == "not run yet" { JobOutcome::Ran } else { JobOutcome::Redone(reason) }
+                    JobOutcome::Ran
+                }
+                LogState::Damaged(reason) => {
+                    self.run_job(job, device, progress)?;
+                    JobOutcome::Redone(reason)
                 }
             };
             progress.job_finished(job, &outcome);

@@ -75,6 +75,34 @@ impl RunDir {
     }
 }
 
+/// Whether a job's log can be trusted, from its completion record and its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogState {
+    /// The log matches the checksum recorded at completion.
+    Complete,
+    /// Neither a log nor a completion record: the job has not run.
+    NotRun,
+    /// The log or its record is missing or they disagree; the reason says which.
+    Damaged(&'static str),
+}
+
+impl RunDir {
+    pub fn log_state(&self, job: u32) -> crate::Result<LogState> {
+        let log = self.log(job);
+        let Some(recorded) = Completion::read(&self.log_done(job))? else {
+            return Ok(if log.exists() { LogState::Damaged("log has no completion record") } else { LogState::NotRun });
+        };
+        if !log.exists() {
+            return Ok(LogState::Damaged("completion record without a log"));
+        }
+        Ok(if Completion::of_file(&log, recorded.rows)? == recorded {
+            LogState::Complete
+        } else {
+            LogState::Damaged("log does not match its recorded checksum")
+        })
+    }
+}
+
 /// The record a job writes beside its log when the log is complete: a later `cfmem run`
 /// trusts the log only if its bytes still hash to `sha256`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -102,5 +130,26 @@ impl Completion {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(crate::Error::io(path)(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_state_trusts_only_a_log_that_matches_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        std::fs::create_dir_all(run.logs_dir()).unwrap();
+        assert_eq!(run.log_state(3).unwrap(), LogState::NotRun);
+        std::fs::write(run.log(3), b"rows").unwrap();
+        assert_eq!(run.log_state(3).unwrap(), LogState::Damaged("log has no completion record"));
+        Completion::of_file(&run.log(3), 1).unwrap().write(&run.log_done(3)).unwrap();
+        assert_eq!(run.log_state(3).unwrap(), LogState::Complete);
+        std::fs::write(run.log(3), b"rowz").unwrap();
+        assert_eq!(run.log_state(3).unwrap(), LogState::Damaged("log does not match its recorded checksum"));
+        std::fs::remove_file(run.log(3)).unwrap();
+        assert_eq!(run.log_state(3).unwrap(), LogState::Damaged("completion record without a log"));
     }
 }
