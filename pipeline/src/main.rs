@@ -92,13 +92,13 @@ enum UnitArg {
 #[derive(Args)]
 struct NearDupArgs {
     /// Jaccard similarity at or above which two documents are near-duplicates.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = DupParams::default().threshold)]
     threshold: f64,
     /// Shingles: words:N or chars:N.
     #[arg(long, default_value = "words:5", value_parser = parse_shingling)]
     shingles: Shingling,
     /// Shortest repeated substring, in bytes, counted by repeat_fraction.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = DupParams::default().min_repeat_bytes)]
     min_repeat: usize,
 }
 
@@ -319,7 +319,7 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
     if args.models < 2 {
         bail!("--models must be at least 2");
     }
-    let near = NearDupArgs { threshold: 0.8, shingles: Shingling::Words(5), min_repeat: 50 };
+    let params = DupParams::default();
     let request = PlanRequest {
         corpus_path: "built-in demo corpus",
         documents: demo::corpus(args.seed, &demo::DemoSizes::default()),
@@ -329,14 +329,14 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
             keep: 0.5,
             holdout: 0.0,
             unit: args.unit.into(),
-            threshold: near.threshold,
+            threshold: params.threshold,
             copies: vec![],
             canaries: 0,
             canary_ids: vec![],
         },
         hyperparameters: demo_hyperparameters(),
     };
-    plan_run(&args.out, request, &near.params()?)?;
+    plan_run(&args.out, request, &params)?;
     run_jobs(&args.out, &args.compute)?;
     analyze(&args.out)
 }

@@ -38,6 +38,22 @@ pub fn cfmem_err(args: &[&str]) -> String {
     String::from_utf8(out.stderr).expect("utf-8 output")
 }
 
+/// The arguments of `cfmem plan` of `corpus` into `run` with `models` models, `--keep 0.5`,
+/// `seed`, then `extra`.
+pub fn plan_args<'a>(
+    corpus: &'a Path,
+    run: &'a Path,
+    models: &'a str,
+    seed: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let path = |p: &'a Path| p.to_str().expect("test paths are UTF-8");
+    let mut args =
+        vec!["plan", "--corpus", path(corpus), "--out", path(run), "--models", models, "--keep", "0.5", "--seed", seed];
+    args.extend_from_slice(extra);
+    args
+}
+
 pub fn scores(run: &Path) -> ScoreTable {
     schema::read(&run.join("analysis/scores.parquet")).expect("scores.parquet")
 }

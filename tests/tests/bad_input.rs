@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tests::{TINY_CONFIG, cfmem_err, cfmem_ok};
+use tests::{TINY_CONFIG, cfmem_err, cfmem_ok, plan_args};
 
 struct Case {
     dir: tempfile::TempDir,
@@ -94,32 +94,13 @@ fn replanning_is_a_no_op_and_a_different_plan_is_refused() {
     let corpus = case.file("good.jsonl", GOOD);
     let config = case.file("tiny.toml", TINY_CONFIG.as_bytes());
     let out = case.run_dir();
-    let plan = |models: &str| {
-        vec![
-            "plan".to_string(),
-            "--corpus".into(),
-            corpus.display().to_string(),
-            "--out".into(),
-            out.display().to_string(),
-            "--models".into(),
-            models.into(),
-            "--keep".into(),
-            "0.5".into(),
-            "--seed".into(),
-            "3".into(),
-            "--config".into(),
-            config.display().to_string(),
-        ]
-    };
-    let args = plan("4");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let config = config.to_str().unwrap();
+    let args = plan_args(&corpus, &out, "4", "3", &["--config", config]);
     cfmem_ok(&args);
     let before = std::fs::read(out.join("membership.parquet")).unwrap();
     cfmem_ok(&args);
     assert_eq!(std::fs::read(out.join("membership.parquet")).unwrap(), before);
-    let other = plan("6");
-    let other: Vec<&str> = other.iter().map(String::as_str).collect();
-    let stderr = cfmem_err(&other);
+    let stderr = cfmem_err(&plan_args(&corpus, &out, "6", "3", &["--config", config]));
     assert!(stderr.contains("already holds a plan with a different configuration (design.models: 4 -> 6)"), "{stderr}");
     assert_eq!(std::fs::read(out.join("membership.parquet")).unwrap(), before);
 }

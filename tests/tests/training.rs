@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use subsets::schema::{self, ClusterTable, CopiesTable, LogTable};
-use tests::{TINY_CONFIG, cfmem, cfmem_ok, mean, mem_acc_of, scores, training_lock};
+use tests::{TINY_CONFIG, cfmem, cfmem_ok, mean, mem_acc_of, plan_args, scores, training_lock};
 
 fn demo(out: &Path, extra: &[&str]) -> String {
     let mut args = vec!["demo", "--out", out.to_str().unwrap(), "--device", "cpu", "--seed", "0"];
@@ -121,25 +121,8 @@ fn memorization_grows_with_copies() {
     std::fs::write(&config, "[model]\nd_model = 64\ncontext = 128\n[train]\nepochs = 8\n[jobs]\nmodels_per_job = 4\n")
         .unwrap();
     let run = dir.path().join("run");
-    cfmem_ok(&[
-        "plan",
-        "--corpus",
-        corpus.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--models",
-        "8",
-        "--keep",
-        "0.5",
-        "--seed",
-        "4",
-        "--config",
-        config.to_str().unwrap(),
-        "--copies",
-        "1,4,16",
-        "--canaries",
-        "12",
-    ]);
+    let config = config.to_str().unwrap();
+    cfmem_ok(&plan_args(&corpus, &run, "8", "4", &["--config", config, "--copies", "1,4,16", "--canaries", "12"]));
     cfmem_ok(&["run", run.to_str().unwrap(), "--device", "cpu"]);
     let summary = cfmem_ok(&["analyze", run.to_str().unwrap()]);
     assert!(summary.contains("copy sweep"), "{summary}");
@@ -164,21 +147,7 @@ fn cpu_runs_are_reproducible_from_the_seed() {
     std::fs::write(&config, TINY_CONFIG).unwrap();
     let plan_and_run = |name: &str| {
         let run = dir.path().join(name);
-        cfmem_ok(&[
-            "plan",
-            "--corpus",
-            corpus.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-            "--models",
-            "4",
-            "--keep",
-            "0.5",
-            "--seed",
-            "9",
-            "--config",
-            config.to_str().unwrap(),
-        ]);
+        cfmem_ok(&plan_args(&corpus, &run, "4", "9", &["--config", config.to_str().unwrap()]));
         cfmem_ok(&["run", run.to_str().unwrap(), "--device", "cpu"]);
         (0..2)
             .map(|job| schema::read::<LogTable>(&run.join(format!("logs/job-{job:05}.parquet"))).unwrap())
