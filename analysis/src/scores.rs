@@ -78,6 +78,8 @@ pub fn analyze(run: &RunDir) -> Result<Analysis> {
         scores.acc_out.push(metrics.acc.outside.mean());
         scores.mem_acc.push(mem_acc);
         scores.mem_acc_se.push(mem_acc_se);
+        scores.mem_acc_lo.push(None);
+        scores.mem_acc_hi.push(None);
         scores.loss_in.push(metrics.loss.inside.mean());
         scores.loss_out.push(metrics.loss.outside.mean());
         scores.mem_loss.push(mem_loss);

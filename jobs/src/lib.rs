@@ -11,11 +11,13 @@
 
 pub mod device;
 pub mod model;
+pub mod progress;
 pub mod runner;
 pub mod train;
 
 pub use device::DeviceChoice;
-pub use runner::{JobOutcome, Progress, RunJobs, Silent};
+pub use progress::{Progress, Silent};
+pub use runner::{JobOutcome, RunJobs};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -1,7 +1,7 @@
-//! Running the jobs of a planned run. A job trains its models one after another, evaluates
-//! each on every document, and writes all rows to its own log file atomically, then a
-//! completion record with the log's checksum. Logs are append-only per job: a job never
-//! touches another job's files, so jobs can later run in separate processes.
+//! Choosing and running the jobs of a planned run. A job is one stack of models: the runner
+//! hands the stack to [`train::train_and_evaluate`] and writes the rows it returns to the
+//! job's own log file atomically, then a completion record with the log's checksum. A job
+//! never touches another job's files, so jobs can run in separate processes.
 
 use std::collections::BTreeMap;
 
@@ -10,23 +10,11 @@ use tch::Device;
 use subsets::config::RunConfig;
 use subsets::corpus;
 use subsets::layout::{Completion, LogState, RunDir};
-use subsets::schema::{self, CorpusTable, JobTable, LogTable, MembershipTable};
+use subsets::schema::{self, CorpusTable, JobTable, LogTable, MembershipTable, Table};
 
-use crate::train::{self, DocEval};
+use crate::progress::Progress;
+use crate::train::{self, StackInput};
 use crate::{Error, Result};
-
-/// What a front end is told while jobs run. Every method has an empty default.
-pub trait Progress {
-    fn job_started(&self, _job: u32, _models: usize) {}
-    fn model_started(&self, _model: u32, _steps: usize) {}
-    fn training_step(&self, _model: u32, _step: usize, _loss: Option<f64>) {}
-    fn evaluating(&self, _model: u32) {}
-    fn job_finished(&self, _job: u32, _outcome: &JobOutcome) {}
-}
-
-/// A progress sink that reports nothing.
-pub struct Silent;
-impl Progress for Silent {}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobOutcome {
@@ -126,31 +114,13 @@ impl RunJobs {
             std::fs::remove_file(&done).map_err(subsets::Error::io(&done))?;
         }
         progress.job_started(job, models.len());
-        let all_docs: Vec<&[u8]> = self.texts.iter().map(Vec::as_slice).collect();
+        let stack: Vec<(u32, &[u32])> = models.iter().map(|&m| (m, self.in_docs[m as usize].as_slice())).collect();
+        let input = StackInput { config: &self.config, documents: &self.texts, copies: &self.copies, models: &stack };
         let mut log = LogTable::default();
-        for &model in models {
-            let in_docs = &self.in_docs[model as usize];
-            let examples: Vec<&[u8]> = in_docs
-                .iter()
-                .flat_map(|&doc| std::iter::repeat_n(all_docs[doc as usize], self.copies[doc as usize].into()))
-                .collect();
-            progress.model_started(model, train::total_steps(&self.config, examples.len()));
-            let trained = train::train(&self.config, model, &examples, device, |step, _, loss| {
-                progress.training_step(model, step, loss)
-            })?;
-            progress.evaluating(model);
-            let evals = trained.evaluate(&all_docs, self.config.train.eval_batch_size as usize)?;
-            for (doc, DocEval { tokens, nll, correct }) in evals.into_iter().enumerate() {
-                let in_train = in_docs.binary_search(&(doc as u32)).is_ok();
-                log.model.push(model);
-                log.doc.push(doc as u32);
-                log.in_train.push(in_train);
-                log.tokens.push(tokens);
-                log.nll.push(nll);
-                log.correct.push(correct);
-                log.copies.push(if in_train { self.copies[doc] } else { 0 });
-            }
-        }
+        train::train_and_evaluate(&input, device, progress, &mut |part| {
+            log.append(part);
+            Ok(())
+        })?;
         let path = self.run.log(job);
         schema::write(&path, &log)?;
         Completion::of_file(&path, log.model.len() as u64)?.write(&done)?;

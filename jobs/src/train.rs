@@ -10,10 +10,59 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 use subsets::config::RunConfig;
 use subsets::corpus::{BOS, PAD, VOCAB};
+use subsets::schema::LogTable;
 use subsets::seeds;
 
 use crate::Result;
 use crate::model::Transformer;
+use crate::progress::Progress;
+
+/// What one job trains: a stack of models over the run's documents.
+pub struct StackInput<'a> {
+    pub config: &'a RunConfig,
+    /// Tokens of every document of the run, in corpus order.
+    pub documents: &'a [Vec<u8>],
+    /// Copies of each document in a training set that includes it.
+    pub copies: &'a [u16],
+    /// Each model of the stack with the sorted documents it trains on.
+    pub models: &'a [(u32, &'a [u32])],
+}
+
+/// Trains every model of the stack and evaluates each on every document. The log rows of
+/// the job go to `rows` in parts, as evaluation proceeds: model by model, documents in
+/// corpus order.
+pub fn train_and_evaluate(
+    input: &StackInput<'_>,
+    device: Device,
+    progress: &dyn Progress,
+    rows: &mut dyn FnMut(LogTable) -> Result<()>,
+) -> Result<()> {
+    let all_docs: Vec<&[u8]> = input.documents.iter().map(Vec::as_slice).collect();
+    for &(model, in_docs) in input.models {
+        let examples: Vec<&[u8]> = in_docs
+            .iter()
+            .flat_map(|&doc| std::iter::repeat_n(all_docs[doc as usize], input.copies[doc as usize].into()))
+            .collect();
+        progress.model_started(model, total_steps(input.config, examples.len()));
+        let trained =
+            train(input.config, model, &examples, device, |step, _, loss| progress.training_step(model, step, loss))?;
+        progress.evaluating(model);
+        let evals = trained.evaluate(&all_docs, input.config.train.eval_batch_size as usize)?;
+        let mut log = LogTable::default();
+        for (doc, DocEval { tokens, nll, correct }) in evals.into_iter().enumerate() {
+            let in_train = in_docs.binary_search(&(doc as u32)).is_ok();
+            log.model.push(model);
+            log.doc.push(doc as u32);
+            log.in_train.push(in_train);
+            log.tokens.push(tokens);
+            log.nll.push(nll);
+            log.correct.push(correct);
+            log.copies.push(if in_train { input.copies[doc] } else { 0 });
+        }
+        rows(log)?;
+    }
+    Ok(())
+}
 
 /// A trained model with the variables it lives in.
 pub struct Trained {

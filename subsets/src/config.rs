@@ -119,13 +119,15 @@ impl Default for TrainConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JobsConfig {
-    /// Models trained one after another by one job (one log file per job).
-    pub models_per_job: u32,
+    /// Models trained together as one stack: a job is one stack, with one log file.
+    /// `models_per_job`, its name before stacks, is read as the same setting.
+    #[serde(alias = "models_per_job")]
+    pub stack: u32,
 }
 
 impl Default for JobsConfig {
     fn default() -> Self {
-        JobsConfig { models_per_job: 4 }
+        JobsConfig { stack: 4 }
     }
 }
 
@@ -166,7 +168,7 @@ impl Hyperparameters {
                 "train.beta1 and train.beta2 must be in [0, 1)",
             ),
             (t.grad_clip >= 0.0, "train.grad_clip must not be negative"),
-            (self.jobs.models_per_job >= 1, "jobs.models_per_job must be at least 1"),
+            (self.jobs.stack >= 1, "jobs.stack must be at least 1"),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, message)) => Err(Error::Invalid(message.to_string())),

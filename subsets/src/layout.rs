@@ -7,7 +7,7 @@
 //! RUN/jobs.parquet             (job, model): which models each job trains
 //! RUN/logs/job-NNNNN.parquet   one evaluation row per (model, doc) of a job
 //! RUN/logs/job-NNNNN.done      checksum of that log, written when the job completed
-//! RUN/analysis/*.parquet       scores, clusters, copies, duplicates
+//! RUN/analysis/*.parquet       scores, clusters, copies, duplicates, influence, reliability
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -72,6 +72,14 @@ impl RunDir {
 
     pub fn duplicates(&self) -> PathBuf {
         self.analysis_dir().join("duplicates.parquet")
+    }
+
+    pub fn influence(&self) -> PathBuf {
+        self.analysis_dir().join("influence.parquet")
+    }
+
+    pub fn reliability(&self) -> PathBuf {
+        self.analysis_dir().join("reliability.parquet")
     }
 }
 

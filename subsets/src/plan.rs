@@ -88,7 +88,7 @@ pub fn build(request: PlanRequest<'_>, cluster_of: impl FnOnce(&[Document]) -> V
 
     let mut jobs = JobTable::default();
     for model in 0..design_config.models {
-        jobs.job.push(model / hyperparameters.jobs.models_per_job);
+        jobs.job.push(model / hyperparameters.jobs.stack);
         jobs.model.push(model);
     }
 

@@ -235,6 +235,9 @@ table! {
         pub acc_out: Vec<Option<f64>>,
         pub mem_acc: Vec<Option<f64>>,
         pub mem_acc_se: Vec<Option<f64>>,
+        /// 95% percentile interval of mem_acc from a bootstrap over models.
+        pub mem_acc_lo: Vec<Option<f64>>,
+        pub mem_acc_hi: Vec<Option<f64>>,
         pub loss_in: Vec<Option<f64>>,
         pub loss_out: Vec<Option<f64>>,
         pub mem_loss: Vec<Option<f64>>,
@@ -294,6 +297,36 @@ table! {
         pub cluster: Vec<u32>,
         pub cluster_size: Vec<u32>,
         pub repeat_fraction: Vec<f64>,
+    }
+}
+
+table! {
+    /// `analysis/influence.parquet`: for each target document, its top training documents
+    /// by counterfactual influence (self-influence excluded), `rank` 1 the strongest.
+    pub struct InfluenceTable {
+        pub target: Vec<u32>,
+        pub target_id: Vec<String>,
+        pub source_doc: Vec<u32>,
+        pub source_id: Vec<String>,
+        pub rank: Vec<u32>,
+        pub infl_acc: Vec<f64>,
+        pub infl_acc_se: Vec<Option<f64>>,
+        pub infl_loss: Vec<f64>,
+        pub infl_loss_se: Vec<Option<f64>>,
+    }
+}
+
+table! {
+    /// `analysis/reliability.parquet`: how stable the mem_acc ranking is across models.
+    /// `measure` is `split-half` (one row: `models` per half, `spearman` between the
+    /// halves, `predicted` the Spearman-Brown estimate for all models) or `convergence`
+    /// (one row per m: `spearman` between the ranking of the first m models and of all;
+    /// `predicted` null).
+    pub struct ReliabilityTable {
+        pub measure: Vec<String>,
+        pub models: Vec<u32>,
+        pub spearman: Vec<Option<f64>>,
+        pub predicted: Vec<Option<f64>>,
     }
 }
 

@@ -73,7 +73,7 @@ pub fn mean(values: &[f64]) -> f64 {
 
 /// A tiny model configuration for fast real training in tests.
 pub const TINY_CONFIG: &str = "[model]\nn_layer = 1\nn_head = 2\nd_model = 32\ncontext = 64\n\
-[train]\nepochs = 3\nbatch_size = 8\n[jobs]\nmodels_per_job = 2\n";
+[train]\nepochs = 3\nbatch_size = 8\n[jobs]\nstack = 2\n";
 
 /// Held by each test that trains: two training processes on one machine's cores slow each
 /// other down tenfold, so tests of one binary train one at a time.

@@ -118,7 +118,7 @@ fn memorization_grows_with_copies() {
         .collect();
     std::fs::write(&corpus, lines).unwrap();
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, "[model]\nd_model = 64\ncontext = 128\n[train]\nepochs = 8\n[jobs]\nmodels_per_job = 4\n")
+    std::fs::write(&config, "[model]\nd_model = 64\ncontext = 128\n[train]\nepochs = 8\n[jobs]\nstack = 4\n")
         .unwrap();
     let run = dir.path().join("run");
     let config = config.to_str().unwrap();

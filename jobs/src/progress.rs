@@ -1,0 +1,17 @@
+//! What the runner and the trainer tell a front end while jobs run.
+
+use crate::runner::JobOutcome;
+
+/// What a front end is told while jobs run. Every method has an empty default.
+pub trait Progress {
+    fn job_started(&self, _job: u32, _models: usize) {}
+    fn model_started(&self, _model: u32, _steps: usize) {}
+    fn training_step(&self, _model: u32, _step: usize, _loss: Option<f64>) {}
+    fn evaluating(&self, _model: u32) {}
+    fn job_finished(&self, _job: u32, _outcome: &JobOutcome) {}
+}
+
+/// A progress sink that reports nothing.
+pub struct Silent;
+impl Progress for Silent {}
+
