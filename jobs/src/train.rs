@@ -1,21 +1,47 @@
-//! Training one model on its subset and evaluating it, teacher-forced, on documents.
+//! Training a stack of models together and evaluating them, teacher-forced, on every
+//! document.
 //!
 //! A document of n byte tokens is the sequence `[BOS, b0, …, b(n-1)]`: the model reads
 //! `[BOS, b0, …, b(n-2)]` and predicts `[b0, …, b(n-1)]`, so n positions are predicted.
 //! Rows of a batch are padded at the end with PAD, which is never a target.
+//!
+//! Each model of a stack is an independent model: its initial weights come from (run seed,
+//! model id), its data order from its own seeded generator, its loss is its own mean over
+//! its own batch (the stack's loss is the sum of the models' losses, so each model gets
+//! exactly its own gradient), its gradient norm is clipped on its own, and AdamW, being
+//! elementwise, keeps its own moments. A stack of G and G stacks of 1 are the same
+//! computation.
+//!
+//! Every model of a run takes the same number of steps, [`steps`], computed from the
+//! design's nominal training-set size; a model draws its batches from an endless stream
+//! of its own reshuffled passes over its training set, so a model whose set is a little
+//! smaller than nominal sees its documents a little more often, and IN and OUT stay
+//! comparable.
+//!
+//! The data path keeps the device busy: the stack's training documents are uploaded once
+//! as one token table, each step's batches are gathered on the device from indices
+//! uploaded a chunk of steps at a time, and the loss is read back (a host synchronization)
+//! only every [`LOSS_EVERY`] steps.
 
 use rand::seq::SliceRandom;
-use tch::nn::{self, OptimizerConfig};
+use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Reduction, Tensor};
 
-use subsets::config::RunConfig;
+use subsets::config::{Precision, RunConfig};
 use subsets::corpus::{BOS, PAD, VOCAB};
 use subsets::schema::LogTable;
-use subsets::seeds;
+use subsets::{design, seeds};
 
-use crate::Result;
-use crate::model::Transformer;
+use crate::model::Architecture;
 use crate::progress::Progress;
+use crate::{Error, Result};
+
+/// Steps between two readings of the loss.
+pub const LOSS_EVERY: usize = 10;
+/// Training steps whose batch indices are uploaded together.
+const STEPS_PER_UPLOAD: usize = 256;
+/// Documents evaluated between two copies of results back to the host.
+const EVAL_CHUNK: usize = 8192;
 
 /// What one job trains: a stack of models over the run's documents.
 pub struct StackInput<'a> {
@@ -24,55 +50,48 @@ pub struct StackInput<'a> {
     pub documents: &'a [Vec<u8>],
     /// Copies of each document in a training set that includes it.
     pub copies: &'a [u16],
+    /// Documents no model trains on.
+    pub holdout: &'a [bool],
     /// Each model of the stack with the sorted documents it trains on.
     pub models: &'a [(u32, &'a [u32])],
 }
 
-/// Trains every model of the stack and evaluates each on every document. The log rows of
-/// the job go to `rows` in parts, as evaluation proceeds: model by model, documents in
-/// corpus order.
+/// Trains every model of the stack, then evaluates each on every document. The log rows go
+/// to `rows` in parts, one per chunk of documents in corpus order, model-major within it.
 pub fn train_and_evaluate(
     input: &StackInput<'_>,
     device: Device,
     progress: &dyn Progress,
     rows: &mut dyn FnMut(LogTable) -> Result<()>,
 ) -> Result<()> {
-    let all_docs: Vec<&[u8]> = input.documents.iter().map(Vec::as_slice).collect();
-    for &(model, in_docs) in input.models {
-        let examples: Vec<&[u8]> = in_docs
-            .iter()
-            .flat_map(|&doc| std::iter::repeat_n(all_docs[doc as usize], input.copies[doc as usize].into()))
-            .collect();
-        progress.model_started(model, total_steps(input.config, examples.len()));
-        let trained =
-            train(input.config, model, &examples, device, |step, _, loss| progress.training_step(model, step, loss))?;
-        progress.evaluating(model);
-        let evals = trained.evaluate(&all_docs, input.config.train.eval_batch_size as usize)?;
+    let stack = train(input, device, progress)?;
+    let models: Vec<u32> = input.models.iter().map(|&(model, _)| model).collect();
+    progress.evaluating(&models);
+    let all: Vec<&[u8]> = input.documents.iter().map(Vec::as_slice).collect();
+    let mut first = 0;
+    for chunk in all.chunks(EVAL_CHUNK) {
+        let evals = stack.evaluate(chunk, input.config.train.eval_batch_size as usize)?;
         let mut log = LogTable::default();
-        for (doc, DocEval { tokens, nll, correct }) in evals.into_iter().enumerate() {
-            let in_train = in_docs.binary_search(&(doc as u32)).is_ok();
-            log.model.push(model);
-            log.doc.push(doc as u32);
-            log.in_train.push(in_train);
-            log.tokens.push(tokens);
-            log.nll.push(nll);
-            log.correct.push(correct);
-            log.copies.push(if in_train { input.copies[doc] } else { 0 });
+        for (&(model, in_docs), evals) in input.models.iter().zip(evals) {
+            for (i, DocEval { tokens, nll, correct }) in evals.into_iter().enumerate() {
+                let doc = first + i;
+                let in_train = in_docs.binary_search(&(doc as u32)).is_ok();
+                log.model.push(model);
+                log.doc.push(doc as u32);
+                log.in_train.push(in_train);
+                log.tokens.push(tokens);
+                log.nll.push(nll);
+                log.correct.push(correct);
+                log.copies.push(if in_train { input.copies[doc] } else { 0 });
+            }
         }
         rows(log)?;
+        first += chunk.len();
     }
     Ok(())
 }
 
-/// A trained model with the variables it lives in.
-pub struct Trained {
-    // Owns the weights `model` refers to; dropped with it.
-    _vars: nn::VarStore,
-    model: Transformer,
-    device: Device,
-}
-
-/// One document's evaluation.
+/// One document's evaluation by one model.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DocEval {
     /// Predicted positions.
@@ -94,9 +113,19 @@ pub fn learning_rate(step: usize, total: usize, warmup: usize, peak: f64) -> f64
     }
 }
 
-/// Input and target token tensors `[rows, longest]` for the documents `docs`.
-fn batch(docs: &[&[u8]], device: Device) -> (Tensor, Tensor) {
-    let longest = docs.iter().map(|d| d.len()).max().unwrap_or(0);
+/// Optimizer steps every model of the run takes: `epochs` passes over the design's nominal
+/// training set, round(keep·M)/M of every non-held-out document's copies.
+pub fn steps(config: &RunConfig, copies: &[u16], holdout: &[bool]) -> Result<usize> {
+    let models = config.design.models;
+    let in_count = design::in_count(models, config.design.keep)?;
+    let examples: u64 = copies.iter().zip(holdout).filter(|(_, held)| !**held).map(|(&c, _)| u64::from(c)).sum();
+    let nominal = examples as f64 * f64::from(in_count) / f64::from(models);
+    let passes = f64::from(config.train.epochs) * nominal / f64::from(config.train.batch_size);
+    Ok((passes.ceil() as usize).max(1))
+}
+
+/// Padded `[rows, longest]` inputs and targets of `docs`, on the host.
+fn padded(docs: &[&[u8]], longest: usize) -> (Vec<i64>, Vec<i64>) {
     let mut inputs = Vec::with_capacity(docs.len() * longest);
     let mut targets = Vec::with_capacity(docs.len() * longest);
     for doc in docs {
@@ -107,97 +136,244 @@ fn batch(docs: &[&[u8]], device: Device) -> (Tensor, Tensor) {
         inputs.extend(std::iter::repeat_n(PAD, padding));
         targets.extend(std::iter::repeat_n(PAD, padding));
     }
+    (inputs, targets)
+}
+
+/// Input and target token tensors `[rows, longest]` of `docs` on `device`.
+fn token_table(docs: &[&[u8]], device: Device) -> (Tensor, Tensor) {
+    let longest = docs.iter().map(|d| d.len()).max().unwrap_or(0);
+    let (inputs, targets) = padded(docs, longest);
     let shape = [docs.len() as i64, longest as i64];
     (Tensor::from_slice(&inputs).view(shape).to(device), Tensor::from_slice(&targets).view(shape).to(device))
 }
 
-/// Number of optimizer steps a model with `examples` training sequences takes.
-pub fn total_steps(config: &RunConfig, examples: usize) -> usize {
-    config.train.epochs as usize * examples.div_ceil(config.train.batch_size as usize)
+/// A model's training examples (document rows, repeated by copies) served as an endless
+/// stream of reshuffled passes.
+struct ExampleStream {
+    examples: Vec<i64>,
+    next: usize,
+    rng: ChaCha8Rng,
 }
 
-/// Trains model `model_id` on `examples` (a document appears once per copy). Weights and
-/// data order come from seeds derived from (run seed, model id); on the CPU the result is
-/// the same bit for bit on every run. `on_step(step, steps, loss)` is called after steps.
-pub fn train(
-    config: &RunConfig,
-    model_id: u32,
-    examples: &[&[u8]],
-    device: Device,
-    mut on_step: impl FnMut(usize, usize, Option<f64>),
-) -> Result<Trained> {
-    tch::manual_seed(seeds::derive(config.seed, "model-init", model_id.into()) as i64);
-    let vars = nn::VarStore::new(device);
-    let model = Transformer::new(&vars.root(), &config.model);
-    let train = &config.train;
-    let mut optimizer =
-        nn::AdamW { beta1: train.beta1, beta2: train.beta2, wd: train.weight_decay, eps: 1e-8, amsgrad: false }
-            .build(&vars, train.lr)?;
-
-    let steps = total_steps(config, examples.len());
-    let warmup = (train.warmup_fraction * steps as f64).round() as usize;
-    let mut order: Vec<usize> = (0..examples.len()).collect();
-    let mut rng = seeds::rng(config.seed, "model-data", model_id.into());
-    let mut step = 0;
-    for _epoch in 0..train.epochs {
-        order.shuffle(&mut rng);
-        for chunk in order.chunks(train.batch_size as usize) {
-            let docs: Vec<&[u8]> = chunk.iter().map(|&i| examples[i]).collect();
-            let (inputs, targets) = batch(&docs, device);
-            let logits = model.forward(&inputs);
-            let loss = logits.view([-1, VOCAB]).cross_entropy_loss(
-                &targets.view([-1]),
-                None::<Tensor>,
-                Reduction::Mean,
-                PAD,
-                0.0,
-            );
-            optimizer.set_lr(learning_rate(step, steps, warmup, train.lr));
-            optimizer.zero_grad();
-            loss.backward();
-            if train.grad_clip > 0.0 {
-                optimizer.clip_grad_norm(train.grad_clip);
-            }
-            optimizer.step();
-            step += 1;
-            // Reading the loss waits for the device; on a GPU do it now and then only.
-            let report = step % 10 == 0 || step == steps || device == Device::Cpu;
-            on_step(step, steps, report.then(|| loss.double_value(&[])));
+impl ExampleStream {
+    fn take(&mut self) -> i64 {
+        if self.next == self.examples.len() {
+            self.examples.shuffle(&mut self.rng);
+            self.next = 0;
         }
+        self.next += 1;
+        self.examples[self.next - 1]
     }
-    Ok(Trained { _vars: vars, model, device })
 }
 
-impl Trained {
-    /// Teacher-forced evaluation of every document, `batch_size` documents at a time.
-    pub fn evaluate(&self, docs: &[&[u8]], batch_size: usize) -> Result<Vec<DocEval>> {
+/// G models' weights `[G, P]` with their AdamW moments.
+pub struct Stack {
+    architecture: Architecture,
+    pub(crate) weights: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    decay_mask: Tensor,
+    precision: Precision,
+    steps_taken: i32,
+}
+
+impl Stack {
+    /// The initial stack of `models`, each initialized from (run seed, model id).
+    pub fn new(config: &RunConfig, models: &[u32], device: Device) -> Result<Stack> {
+        if config.train.precision == Precision::Bf16 && !device.is_cuda() {
+            return Err(Error::Device(
+                "train.precision = \"bf16\" needs a CUDA device; set it to \"fp32\" to train on the CPU".into(),
+            ));
+        }
+        let architecture = Architecture::new(&config.model);
+        let rows: Vec<Tensor> = models
+            .iter()
+            .map(|&model| architecture.initial_weights(seeds::derive(config.seed, "model-init", model.into())))
+            .collect();
+        let weights = Tensor::stack(&rows, 0).to(device).set_requires_grad(true);
+        Ok(Stack {
+            exp_avg: weights.zeros_like(),
+            exp_avg_sq: weights.zeros_like(),
+            decay_mask: architecture.decay_mask(device),
+            architecture,
+            weights,
+            precision: config.train.precision,
+            steps_taken: 0,
+        })
+    }
+
+    pub fn models(&self) -> i64 {
+        self.weights.size()[0]
+    }
+
+    pub fn architecture(&self) -> &Architecture {
+        &self.architecture
+    }
+
+    /// Each model's mean loss `[G]` over the non-PAD targets of its own batch
+    /// (`inputs`, `targets`: `[G, batch, time]`).
+    fn losses(&self, inputs: &Tensor, targets: &Tensor) -> Tensor {
+        let models = self.models();
+        let logits = self.architecture.forward(&self.weights, inputs, self.precision);
+        let nll = logits
+            .view([-1, VOCAB])
+            .cross_entropy_loss(&targets.view([-1]), None::<Tensor>, Reduction::None, PAD, 0.0)
+            .view([models, -1]);
+        let counts = targets.ne(PAD).view([models, -1]).sum_dim_intlist(1, false, Kind::Float);
+        nll.sum_dim_intlist(1, false, Kind::Float) / counts
+    }
+
+    /// One training step on each model's batch at learning rate `lr`; returns the models'
+    /// losses `[G]`, left on the device.
+    pub fn step(&mut self, inputs: &Tensor, targets: &Tensor, lr: f64, train: &subsets::config::TrainConfig) -> Tensor {
+        let losses = self.losses(inputs, targets);
+        self.weights.zero_grad();
+        losses.sum(Kind::Float).backward();
+        tch::no_grad(|| self.update(lr, train));
+        losses.detach()
+    }
+
+    /// Per-model gradient clipping, then AdamW (torch's formulation, decoupled weight decay
+    /// on matrices only), all on the device without reading anything back.
+    fn update(&mut self, lr: f64, train: &subsets::config::TrainConfig) {
+        let mut grad = self.weights.grad();
+        if train.grad_clip > 0.0 {
+            clip_per_model(&mut grad, train.grad_clip);
+        }
+        self.steps_taken += 1;
+        let (b1, b2) = (train.beta1, train.beta2);
+        let _ = self.exp_avg.lerp_(&grad, 1.0 - b1);
+        let _ = self.exp_avg_sq.g_mul_scalar_(b2);
+        let _ = self.exp_avg_sq.g_add_(&(grad.square() * (1.0 - b2)));
+        if train.weight_decay > 0.0 {
+            let keep = &self.decay_mask * (-lr * train.weight_decay) + 1.0;
+            let _ = self.weights.g_mul_(&keep);
+        }
+        let correction1 = 1.0 - b1.powi(self.steps_taken);
+        let correction2 = 1.0 - b2.powi(self.steps_taken);
+        let denominator = self.exp_avg_sq.sqrt() / correction2.sqrt() + 1e-8;
+        let _ = self.weights.addcdiv_(&(&self.exp_avg * (-lr / correction1)), &denominator);
+    }
+
+    /// Teacher-forced evaluation of `docs` by every model, `batch_size` documents a forward:
+    /// per model, one [`DocEval`] per document in the order given. Documents are batched by
+    /// length to cut padding; results stay on the device until every batch is done.
+    pub fn evaluate(&self, docs: &[&[u8]], batch_size: usize) -> Result<Vec<Vec<DocEval>>> {
         let _no_grad = tch::no_grad_guard();
-        let mut evals = Vec::with_capacity(docs.len());
-        for chunk in docs.chunks(batch_size) {
-            let (inputs, targets) = batch(chunk, self.device);
-            let log_probs = self.model.forward(&inputs).log_softmax(-1, Kind::Float);
+        let device = self.weights.device();
+        let models = self.models();
+        let mut order: Vec<usize> = (0..docs.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(docs[i].len()));
+        let sorted: Vec<&[u8]> = order.iter().map(|&i| docs[i]).collect();
+        let (inputs, targets) = token_table(&sorted, device);
+        let mut nll_parts = Vec::new();
+        let mut correct_parts = Vec::new();
+        for (b, batch) in sorted.chunks(batch_size).enumerate() {
+            let (start, rows, time) = ((b * batch_size) as i64, batch.len() as i64, batch[0].len() as i64);
+            let take = |t: &Tensor| t.narrow(0, start, rows).narrow(1, 0, time).unsqueeze(0).expand([models, rows, time], false);
+            let (inputs, targets) = (take(&inputs), take(&targets));
+            let log_probs =
+                self.architecture.forward(&self.weights, &inputs.contiguous(), self.precision).log_softmax(-1, Kind::Float);
             let mask = targets.ne(PAD);
-            let target_log_probs = log_probs.gather(2, &targets.unsqueeze(-1), false).squeeze_dim(-1);
-            let nll = -(target_log_probs.to_kind(Kind::Double) * mask.to_kind(Kind::Double)).sum_dim_intlist(
-                1,
+            let target_log_probs = log_probs.gather(3, &targets.unsqueeze(-1), false).squeeze_dim(-1);
+            nll_parts.push(-(target_log_probs.to_kind(Kind::Double) * mask.to_kind(Kind::Double)).sum_dim_intlist(
+                2,
                 false,
                 Kind::Double,
-            );
+            ));
             let hits = log_probs.argmax(-1, false).eq_tensor(&targets).logical_and(&mask);
-            let correct = hits.sum_dim_intlist(1, false, Kind::Int64);
-            let nll = Vec::<f64>::try_from(nll.to_device(Device::Cpu))?;
-            let correct = Vec::<i64>::try_from(correct.to_device(Device::Cpu))?;
-            for ((doc, nll), correct) in chunk.iter().zip(nll).zip(correct) {
-                evals.push(DocEval { tokens: doc.len() as u32, nll, correct: correct as u32 });
-            }
+            correct_parts.push(hits.sum_dim_intlist(2, false, Kind::Int64));
         }
-        Ok(evals)
+        let nll = Tensor::cat(&nll_parts, 1).to_device(Device::Cpu);
+        let correct = Tensor::cat(&correct_parts, 1).to_device(Device::Cpu);
+        (0..models)
+            .map(|g| {
+                let nll = Vec::<f64>::try_from(nll.get(g))?;
+                let correct = Vec::<i64>::try_from(correct.get(g))?;
+                let mut evals = vec![DocEval { tokens: 0, nll: 0.0, correct: 0 }; docs.len()];
+                for (position, &doc) in order.iter().enumerate() {
+                    evals[doc] =
+                        DocEval { tokens: docs[doc].len() as u32, nll: nll[position], correct: correct[position] as u32 };
+                }
+                Ok(evals)
+            })
+            .collect()
     }
+}
+
+/// Scales each model's row of `grad` `[G, P]` so that its L2 norm is at most `max_norm`, as
+/// torch's clip_grad_norm_ does for one model (coefficient max/(norm + 1e-6), capped at 1).
+fn clip_per_model(grad: &mut Tensor, max_norm: f64) {
+    let norms = grad.norm_scalaropt_dim(2.0, [1], true);
+    let coefficients = ((norms + 1e-6).reciprocal() * max_norm).clamp_max(1.0);
+    let _ = grad.g_mul_(&coefficients);
+}
+
+/// Trains the stack of `input.models`; `progress` hears every step.
+pub fn train(input: &StackInput<'_>, device: Device, progress: &dyn Progress) -> Result<Stack> {
+    let config = input.config;
+    let models: Vec<u32> = input.models.iter().map(|&(model, _)| model).collect();
+    let mut stack = Stack::new(config, &models, device)?;
+    let total = steps(config, input.copies, input.holdout)?;
+    progress.stack_started(&models, total);
+
+    // The stack's token table holds every document some model of it trains on.
+    let mut table_docs: Vec<u32> = input.models.iter().flat_map(|&(_, docs)| docs.iter().copied()).collect();
+    table_docs.sort_unstable();
+    table_docs.dedup();
+    let texts: Vec<&[u8]> = table_docs.iter().map(|&doc| input.documents[doc as usize].as_slice()).collect();
+    let (inputs, targets) = token_table(&texts, device);
+    let row_of = |doc: u32| table_docs.binary_search(&doc).expect("in the table") as i64;
+    let mut streams = Vec::with_capacity(models.len());
+    for &(model, docs) in input.models {
+        let examples: Vec<i64> =
+            docs.iter().flat_map(|&doc| std::iter::repeat_n(row_of(doc), input.copies[doc as usize].into())).collect();
+        if examples.is_empty() {
+            return Err(Error::Device(format!("model {model} has no training document")));
+        }
+        let rng = seeds::rng(config.seed, "model-data", model.into());
+        streams.push(ExampleStream { next: examples.len(), examples, rng });
+    }
+
+    let train = &config.train;
+    let batch = train.batch_size as usize;
+    let warmup = (train.warmup_fraction * total as f64).round() as usize;
+    let g = models.len() as i64;
+    let mut step = 0;
+    while step < total {
+        let chunk = STEPS_PER_UPLOAD.min(total - step);
+        let mut indices = Vec::with_capacity(chunk * models.len() * batch);
+        let mut longest = Vec::with_capacity(chunk);
+        for _ in 0..chunk {
+            let mut step_longest = 0;
+            for stream in &mut streams {
+                for _ in 0..batch {
+                    let row = stream.take();
+                    step_longest = step_longest.max(texts[row as usize].len());
+                    indices.push(row);
+                }
+            }
+            longest.push(step_longest as i64);
+        }
+        let indices = Tensor::from_slice(&indices).view([chunk as i64, -1]).to(device);
+        for (i, &time) in longest.iter().enumerate() {
+            let rows = indices.get(i as i64);
+            let gather = |t: &Tensor| t.narrow(1, 0, time).index_select(0, &rows).view([g, batch as i64, time]);
+            let lr = learning_rate(step, total, warmup, train.lr);
+            let losses = stack.step(&gather(&inputs), &gather(&targets), lr, train);
+            step += 1;
+            // Reading the loss waits for the device: now and then only.
+            let report = step % LOSS_EVERY == 0 || step == total;
+            progress.training_step(step, report.then(|| losses.mean(Kind::Float).double_value(&[])));
+        }
+    }
+    Ok(stack)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::progress::Silent;
     use subsets::config::{CorpusConfig, DesignConfig, Hyperparameters, ModelConfig, Unit};
 
     fn tiny_config(epochs: u32) -> RunConfig {
@@ -238,32 +414,46 @@ mod tests {
     }
 
     #[test]
-    fn batch_shifts_targets_and_pads_the_end() {
-        let (inputs, targets) = batch(&[b"abc", b"d"], Device::Cpu);
-        let inputs = Vec::<i64>::try_from(inputs.view([-1])).unwrap();
-        let targets = Vec::<i64>::try_from(targets.view([-1])).unwrap();
+    fn padding_shifts_targets_and_pads_the_end() {
+        let (inputs, targets) = padded(&[b"abc", b"d"], 3);
         assert_eq!(inputs, [BOS, 97, 98, BOS, PAD, PAD]);
         assert_eq!(targets, [97, 98, 99, 100, PAD, PAD]);
     }
 
     #[test]
+    fn steps_follow_the_nominal_set_size() {
+        let config = tiny_config(3);
+        // 10 documents, one held out, one with 3 copies: 11 examples, half of them IN.
+        let mut copies = vec![1; 10];
+        copies[2] = 3;
+        let mut holdout = vec![false; 10];
+        holdout[9] = true;
+        assert_eq!(steps(&config, &copies, &holdout).unwrap(), (3.0f64 * 5.5 / 4.0).ceil() as usize);
+    }
+
+    #[test]
     fn training_memorizes_and_is_reproducible_on_cpu() {
-        let config = tiny_config(60);
-        let seen: &[&[u8]] = &[b"7f3a9c01 e2b4d6f8", b"hello world"];
-        let unseen: &[u8] = b"0c5e1a9b 44d2f7e3";
-        let first = train(&config, 0, seen, Device::Cpu, |_, _, _| {}).unwrap();
-        let docs = [seen[0], seen[1], unseen];
-        let evals = first.evaluate(&docs, 2).unwrap();
+        // Nominal set: half of the two trainable documents, so 240 epochs are 60 steps.
+        let config = tiny_config(240);
+        let documents: Vec<Vec<u8>> =
+            [&b"7f3a9c01 e2b4d6f8"[..], b"hello world", b"0c5e1a9b 44d2f7e3"].iter().map(|d| d.to_vec()).collect();
+        let seen: &[u32] = &[0, 1];
+        let copies = [1, 1, 1];
+        let holdout = [false, false, true];
+        let input = StackInput { config: &config, documents: &documents, copies: &copies, holdout: &holdout, models: &[(0, seen)] };
+        let docs: Vec<&[u8]> = documents.iter().map(Vec::as_slice).collect();
+        let first = train(&input, Device::Cpu, &Silent).unwrap();
+        let evals = first.evaluate(&docs, 2).unwrap().remove(0);
         assert_eq!(evals[0].tokens, 17);
         assert!(evals[0].nll / 17.0 < 0.5, "trained document still hard: {:?}", evals[0]);
         assert!(evals[2].nll > 3.0 * evals[0].nll, "{evals:?}");
-        let again = train(&config, 0, seen, Device::Cpu, |_, _, _| {}).unwrap();
-        assert_eq!(again.evaluate(&docs, 2).unwrap(), evals, "same seed, same numbers");
-        for (alone, batched) in again.evaluate(&docs, 1).unwrap().iter().zip(&evals) {
+        let again = train(&input, Device::Cpu, &Silent).unwrap();
+        assert_eq!(again.evaluate(&docs, 2).unwrap()[0], evals, "same seed, same numbers");
+        for (alone, batched) in again.evaluate(&docs, 1).unwrap()[0].iter().zip(&evals) {
             assert_eq!(alone.correct, batched.correct, "padding changes nothing");
             assert!((alone.nll - batched.nll).abs() < 1e-4);
         }
-        let other = train(&config, 1, seen, Device::Cpu, |_, _, _| {}).unwrap();
-        assert_ne!(other.evaluate(&docs, 2).unwrap(), evals, "another model id, another init");
+        let other = StackInput { models: &[(1, seen)], ..input };
+        assert_ne!(train(&other, Device::Cpu, &Silent).unwrap().evaluate(&docs, 2).unwrap()[0], evals, "another model id, another init");
     }
 }
