@@ -160,7 +160,8 @@ impl Architecture {
         // Embeddings: gather each model's rows of its own token table.
         let ids = tokens.view([models, rows, 1]).expand([models, rows, d], false);
         let positions = params[1].narrow(1, 0, time).unsqueeze(1);
-        let mut x = (params[0].gather(1, &ids, false).view([models, batch, time, d]) + positions).view([models, rows, d]);
+        let mut x =
+            (params[0].gather(1, &ids, false).view([models, batch, time, d]) + positions).view([models, rows, d]);
 
         for block in params[2..2 + BLOCK_PARAMS * self.n_layer as usize].chunks(BLOCK_PARAMS) {
             let [ln_attn_w, ln_attn_b, qkv_w, qkv_b, out_w, out_b, ln_mlp_w, ln_mlp_b, in_w, in_b, mlp_w, mlp_b] =

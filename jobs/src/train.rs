@@ -270,10 +270,14 @@ impl Stack {
         let mut correct_parts = Vec::new();
         for (b, batch) in sorted.chunks(batch_size).enumerate() {
             let (start, rows, time) = ((b * batch_size) as i64, batch.len() as i64, batch[0].len() as i64);
-            let take = |t: &Tensor| t.narrow(0, start, rows).narrow(1, 0, time).unsqueeze(0).expand([models, rows, time], false);
+            let take = |t: &Tensor| {
+                t.narrow(0, start, rows).narrow(1, 0, time).unsqueeze(0).expand([models, rows, time], false)
+            };
             let (inputs, targets) = (take(&inputs), take(&targets));
-            let log_probs =
-                self.architecture.forward(&self.weights, &inputs.contiguous(), self.precision).log_softmax(-1, Kind::Float);
+            let log_probs = self
+                .architecture
+                .forward(&self.weights, &inputs.contiguous(), self.precision)
+                .log_softmax(-1, Kind::Float);
             let mask = targets.ne(PAD);
             let target_log_probs = log_probs.gather(3, &targets.unsqueeze(-1), false).squeeze_dim(-1);
             nll_parts.push(-(target_log_probs.to_kind(Kind::Double) * mask.to_kind(Kind::Double)).sum_dim_intlist(
@@ -292,8 +296,11 @@ impl Stack {
                 let correct = Vec::<i64>::try_from(correct.get(g))?;
                 let mut evals = vec![DocEval { tokens: 0, nll: 0.0, correct: 0 }; docs.len()];
                 for (position, &doc) in order.iter().enumerate() {
-                    evals[doc] =
-                        DocEval { tokens: docs[doc].len() as u32, nll: nll[position], correct: correct[position] as u32 };
+                    evals[doc] = DocEval {
+                        tokens: docs[doc].len() as u32,
+                        nll: nll[position],
+                        correct: correct[position] as u32,
+                    };
                 }
                 Ok(evals)
             })
@@ -440,7 +447,13 @@ mod tests {
         let seen: &[u32] = &[0, 1];
         let copies = [1, 1, 1];
         let holdout = [false, false, true];
-        let input = StackInput { config: &config, documents: &documents, copies: &copies, holdout: &holdout, models: &[(0, seen)] };
+        let input = StackInput {
+            config: &config,
+            documents: &documents,
+            copies: &copies,
+            holdout: &holdout,
+            models: &[(0, seen)],
+        };
         let docs: Vec<&[u8]> = documents.iter().map(Vec::as_slice).collect();
         let first = train(&input, Device::Cpu, &Silent).unwrap();
         let evals = first.evaluate(&docs, 2).unwrap().remove(0);
@@ -454,6 +467,124 @@ mod tests {
             assert!((alone.nll - batched.nll).abs() < 1e-4);
         }
         let other = StackInput { models: &[(1, seen)], ..input };
-        assert_ne!(train(&other, Device::Cpu, &Silent).unwrap().evaluate(&docs, 2).unwrap()[0], evals, "another model id, another init");
+        assert_ne!(
+            train(&other, Device::Cpu, &Silent).unwrap().evaluate(&docs, 2).unwrap()[0],
+            evals,
+            "another model id, another init"
+        );
+    }
+
+    /// The devices to check on: the CPU, and CUDA device 0 when there is one.
+    fn devices() -> Vec<Device> {
+        let mut devices = vec![Device::Cpu];
+        if tch::Cuda::is_available() {
+            devices.push(Device::Cuda(0));
+        }
+        devices
+    }
+
+    /// Documents 0..12 of a made-up corpus and, per model, the documents it trains on.
+    fn corpus() -> (Vec<Vec<u8>>, Vec<Vec<u32>>) {
+        let documents =
+            (0..12).map(|i| format!("doc {i}: {} {}", "ab".repeat(i % 5 + 1), 7919 * (i + 3)).into_bytes()).collect();
+        let in_docs = (0..4u32).map(|m| (0..12).filter(|d| (d + m) % 2 == 0 || d % 5 == m).collect()).collect();
+        (documents, in_docs)
+    }
+
+    /// Every (model, document) row of a stack's log, keyed by model.
+    fn rows_by_model(input: &StackInput<'_>, device: Device) -> std::collections::BTreeMap<u32, Vec<(f64, u32)>> {
+        let mut by_model = std::collections::BTreeMap::<u32, Vec<(f64, u32)>>::new();
+        train_and_evaluate(input, device, &Silent, &mut |log| {
+            for i in 0..log.model.len() {
+                by_model.entry(log.model[i]).or_default().push((log.nll[i], log.correct[i]));
+            }
+            Ok(())
+        })
+        .unwrap();
+        by_model
+    }
+
+    /// Asserts per-document nll within 1e-4 relative and correct counts equal on at least
+    /// 99.9% of (model, document) pairs.
+    fn assert_same_models(
+        a: &std::collections::BTreeMap<u32, Vec<(f64, u32)>>,
+        b: &std::collections::BTreeMap<u32, Vec<(f64, u32)>>,
+    ) {
+        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+        let (mut pairs, mut same_correct) = (0, 0);
+        for (model, rows) in a {
+            for (doc, (&(nll_a, correct_a), &(nll_b, correct_b))) in rows.iter().zip(&b[model]).enumerate() {
+                assert!(
+                    (nll_a - nll_b).abs() <= 1e-4 * nll_a.abs().max(nll_b.abs()),
+                    "model {model} doc {doc}: {nll_a} vs {nll_b}"
+                );
+                pairs += 1;
+                same_correct += usize::from(correct_a == correct_b);
+            }
+        }
+        assert!(same_correct as f64 >= 0.999 * pairs as f64, "{same_correct} of {pairs} correct counts agree");
+    }
+
+    #[test]
+    fn a_stack_of_four_is_four_models_trained_alone() {
+        let config = tiny_config(8);
+        let (documents, in_docs) = corpus();
+        let copies = vec![1; documents.len()];
+        let holdout = vec![false; documents.len()];
+        let models: Vec<(u32, &[u32])> = in_docs.iter().enumerate().map(|(m, d)| (m as u32, d.as_slice())).collect();
+        for device in devices() {
+            let input = StackInput {
+                config: &config,
+                documents: &documents,
+                copies: &copies,
+                holdout: &holdout,
+                models: &models,
+            };
+            let together = rows_by_model(&input, device);
+            let mut alone = std::collections::BTreeMap::new();
+            for model in &models {
+                alone.extend(rows_by_model(&StackInput { models: std::slice::from_ref(model), ..input }, device));
+            }
+            assert_same_models(&together, &alone);
+        }
+    }
+
+    #[test]
+    fn models_are_independent_of_their_place_in_the_stack() {
+        let config = tiny_config(8);
+        let (documents, in_docs) = corpus();
+        let copies = vec![1; documents.len()];
+        let holdout = vec![false; documents.len()];
+        let forward: Vec<(u32, &[u32])> = vec![(0, &in_docs[0]), (1, &in_docs[0])];
+        let backward: Vec<(u32, &[u32])> = forward.iter().rev().copied().collect();
+        for device in devices() {
+            let input = StackInput {
+                config: &config,
+                documents: &documents,
+                copies: &copies,
+                holdout: &holdout,
+                models: &forward,
+            };
+            let stack = train(&input, device, &Silent).unwrap();
+            let weights = stack.weights.detach().to_device(Device::Cpu);
+            assert!(!weights.get(0).allclose(&weights.get(1), 1e-3, 1e-3, false), "different seeds, different weights");
+            assert_same_models(
+                &rows_by_model(&input, device),
+                &rows_by_model(&StackInput { models: &backward, ..input }, device),
+            );
+        }
+    }
+
+    #[test]
+    fn clipping_scales_only_the_model_whose_gradient_is_too_large() {
+        let mut grad = Tensor::from_slice(&[0.3f32, 0.4, 300.0, 400.0, 0.0, 0.1]).view([3, 2]);
+        clip_per_model(&mut grad, 1.0);
+        let clipped = Vec::<f32>::try_from(grad.view([-1])).unwrap();
+        assert_eq!(&clipped[..2], &[0.3, 0.4], "a norm of 0.5 stays");
+        assert!(
+            (clipped[2] - 0.6).abs() < 1e-6 && (clipped[3] - 0.8).abs() < 1e-6,
+            "a norm of 500 becomes 1: {clipped:?}"
+        );
+        assert_eq!(&clipped[4..], &[0.0, 0.1]);
     }
 }

@@ -2,6 +2,7 @@
 //! crates (`subsets`, `jobs`, `analysis`), which never see a clap type; progress is drawn
 //! here, from the events the job runner reports.
 
+mod bench;
 mod progress;
 
 use std::path::{Path, PathBuf};
@@ -37,6 +38,8 @@ enum Command {
     Demo(DemoArgs),
     /// Exact, near-duplicate and repeated-substring scores of every document of a corpus.
     Dups(DupsArgs),
+    /// Training throughput of model stacks against the device's matmul peak.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -217,6 +220,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Run(args) => run_jobs(&args.run, &args.compute),
         Command::Analyze(args) => analyze(&args.run),
         Command::Demo(args) => run_demo(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Dups(args) => {
             let params = args.near.params()?;
             let documents = corpus::read(&args.corpus)?;
