@@ -157,11 +157,13 @@ impl Architecture {
             .collect();
         let rows = batch * time;
 
-        // Embeddings: gather each model's rows of its own token table.
-        let ids = tokens.view([models, rows, 1]).expand([models, rows, d], false);
+        // Embeddings: model g's token t is row g·VOCAB + t of the stacked token tables
+        // (torch's embedding backward sums rows without atomics, unlike a gather's).
+        let offsets = (Tensor::arange(models, (Kind::Int64, tokens.device())) * VOCAB).view([models, 1, 1]);
+        let table = params[0].reshape([models * VOCAB, d]);
+        let embedded = Tensor::embedding(&table, &(tokens + offsets), -1, false, false);
         let positions = params[1].narrow(1, 0, time).unsqueeze(1);
-        let mut x =
-            (params[0].gather(1, &ids, false).view([models, batch, time, d]) + positions).view([models, rows, d]);
+        let mut x = (embedded + positions).view([models, rows, d]);
 
         for block in params[2..2 + BLOCK_PARAMS * self.n_layer as usize].chunks(BLOCK_PARAMS) {
             let [ln_attn_w, ln_attn_b, qkv_w, qkv_b, out_w, out_b, ln_mlp_w, ln_mlp_b, in_w, in_b, mlp_w, mlp_b] =
@@ -177,10 +179,11 @@ impl Architecture {
         }
         let n = params.len();
         let x = layer_norm(&x, &params[n - 3], &params[n - 2]);
-        matmul(&x, &params[n - 1], precision).view([models, batch, time, VOCAB])
+        matmul(&x, &params[n - 1], precision).to_kind(Kind::Float).view([models, batch, time, VOCAB])
     }
 
-    /// Causal self-attention of `[G, rows, 3·d]` projections, as `[G·batch, time, d]`.
+    /// Causal self-attention of `[G, rows, 3·d]` projections, as `[G·batch, time, d]` in the
+    /// precision's kind.
     fn attention(&self, qkv: &Tensor, sequences: i64, time: i64, precision: Precision) -> Tensor {
         let (heads, d) = (self.n_head, self.d_model);
         let qkv = match precision {
@@ -201,21 +204,27 @@ impl Architecture {
             None,
             false,
         );
-        attended.transpose(1, 2).reshape([sequences, time, d]).to_kind(Kind::Float)
+        attended.transpose(1, 2).reshape([sequences, time, d])
     }
 }
 
-/// `x [G, rows, in] · w [G, in, out]` in the chosen precision, fp32 out.
+/// `x [G, rows, in] · w [G, in, out]` in the precision's kind: bf16 products come out in
+/// bf16 (as under autocast), and adding them to the fp32 residual stream promotes them.
 fn matmul(x: &Tensor, w: &Tensor, precision: Precision) -> Tensor {
     match precision {
         Precision::Fp32 => x.bmm(w),
-        Precision::Bf16 => x.to_kind(Kind::BFloat16).bmm_dtype(&w.to_kind(Kind::BFloat16), Kind::Float),
+        Precision::Bf16 => x.to_kind(Kind::BFloat16).bmm(&w.to_kind(Kind::BFloat16)),
     }
 }
 
-/// `x · w + b` per model: `x [G, rows, in]`, `w [G, in, out]`, `b [G, out]`.
+/// `x · w + b` per model: `x [G, rows, in]`, `w [G, in, out]`, `b [G, out]`, one fused
+/// product-and-add.
 fn linear(x: &Tensor, w: &Tensor, b: &Tensor, precision: Precision) -> Tensor {
-    matmul(x, w, precision) + b.unsqueeze(1)
+    let kind = match precision {
+        Precision::Fp32 => Kind::Float,
+        Precision::Bf16 => Kind::BFloat16,
+    };
+    b.to_kind(kind).unsqueeze(1).baddbmm(&x.to_kind(kind), &w.to_kind(kind), 1.0, 1.0)
 }
 
 /// LayerNorm over the last dimension with each model's own scale and shift `[G, d]`.

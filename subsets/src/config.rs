@@ -109,8 +109,8 @@ pub struct TrainConfig {
 pub enum Precision {
     #[default]
     Fp32,
-    /// Matrix products and attention in bf16 with fp32 accumulation; LayerNorm, softmax
-    /// and the loss in fp32.
+    /// Matrix products, attention and the MLP activation in bf16 (as under torch's
+    /// autocast); the residual stream, LayerNorm, softmax and the loss in fp32.
     Bf16,
 }
 
