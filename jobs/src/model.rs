@@ -144,6 +144,7 @@ impl Architecture {
     /// Next-token logits `[G, batch, time, VOCAB]` (fp32) of the stacked models whose
     /// weights are `weights` `[G, P]`, for token ids `[G, batch, time]` (each model reads
     /// its own rows).
+    #[expect(clippy::assign_op_pattern, reason = "tch's += adds in place, and autograd still needs the old x")]
     pub fn forward(&self, weights: &Tensor, tokens: &Tensor, precision: Precision) -> Tensor {
         let (models, batch, time) = tokens.size3().expect("tokens are [models, batch, time]");
         assert!(time <= self.context, "{time} positions exceed the context of {}", self.context);
