@@ -95,6 +95,11 @@ impl Architecture {
         }
     }
 
+    /// Positions a model reads, BOS included.
+    pub fn context(&self) -> i64 {
+        self.context
+    }
+
     /// Parameters of one model.
     pub fn parameters(&self) -> i64 {
         self.specs.iter().map(ParamSpec::numel).sum()

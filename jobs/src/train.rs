@@ -1,9 +1,12 @@
 //! Training a stack of models together and evaluating them, teacher-forced, on every
 //! document.
 //!
-//! A document of n byte tokens is the sequence `[BOS, b0, …, b(n-1)]`: the model reads
-//! `[BOS, b0, …, b(n-2)]` and predicts `[b0, …, b(n-1)]`, so n positions are predicted.
-//! Rows of a batch are padded at the end with PAD, which is never a target.
+//! A document of n tokens `[b0, …, b(n-1)]` is cut into consecutive windows of at most
+//! `context − 1` tokens that together cover it ([`Window`]); each window is one row of a
+//! batch. The model reads the token just before the window (BOS for the first) and the
+//! window less its last token, and predicts the window, so every one of the n tokens is
+//! predicted exactly once, and a document's evaluation is the sum over its windows. Rows
+//! of a batch are padded at the end with PAD, which is never a target.
 //!
 //! Each model of a stack is an independent model: its initial weights come from (run seed,
 //! model id), its data order from its own seeded generator, its loss is its own mean over
@@ -114,41 +117,64 @@ pub fn learning_rate(step: usize, total: usize, warmup: usize, peak: f64) -> f64
 }
 
 /// Optimizer steps every model of the run takes: `epochs` passes over the design's nominal
-/// training set, round(keep·M)/M of every non-held-out document's copies.
-pub fn steps(config: &RunConfig, copies: &[u16], holdout: &[bool]) -> Result<usize> {
+/// training set, round(keep·M)/M of every non-held-out document's windows times copies.
+pub fn steps(config: &RunConfig, documents: &[Vec<u8>], copies: &[u16], holdout: &[bool]) -> Result<usize> {
     let models = config.design.models;
     let in_count = design::in_count(models, config.design.keep)?;
-    let examples: u64 = copies.iter().zip(holdout).filter(|(_, held)| !**held).map(|(&c, _)| u64::from(c)).sum();
+    let span = config.model.max_tokens();
+    let examples: u64 = (0..documents.len())
+        .filter(|&doc| !holdout[doc])
+        .map(|doc| u64::from(copies[doc]) * documents[doc].len().div_ceil(span) as u64)
+        .sum();
     let nominal = examples as f64 * f64::from(in_count) / f64::from(models);
     let passes = f64::from(config.train.epochs) * nominal / f64::from(config.train.batch_size);
     Ok((passes.ceil() as usize).max(1))
 }
 
-/// Padded `[rows, longest]` inputs and targets of `docs`, on the host.
-fn padded(docs: &[&[u8]], longest: usize) -> (Vec<i64>, Vec<i64>) {
-    let mut inputs = Vec::with_capacity(docs.len() * longest);
-    let mut targets = Vec::with_capacity(docs.len() * longest);
-    for doc in docs {
-        inputs.push(BOS);
-        inputs.extend(doc[..doc.len() - 1].iter().map(|&b| i64::from(b)));
-        targets.extend(doc.iter().map(|&b| i64::from(b)));
-        let padding = longest - doc.len();
+/// At most `context − 1` consecutive tokens `doc[start..end]` of a document, one batch row.
+#[derive(Debug, Clone, Copy)]
+struct Window<'a> {
+    doc: &'a [u8],
+    start: usize,
+    end: usize,
+}
+
+impl Window<'_> {
+    fn len(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+/// The windows of `doc`, `span` tokens each but the last.
+fn windows(doc: &[u8], span: usize) -> impl Iterator<Item = Window<'_>> {
+    (0..doc.len()).step_by(span).map(move |start| Window { doc, start, end: (start + span).min(doc.len()) })
+}
+
+/// Padded `[rows, longest]` inputs and targets of `windows`, on the host.
+fn padded(windows: &[Window<'_>], longest: usize) -> (Vec<i64>, Vec<i64>) {
+    let mut inputs = Vec::with_capacity(windows.len() * longest);
+    let mut targets = Vec::with_capacity(windows.len() * longest);
+    for w in windows {
+        inputs.push(if w.start == 0 { BOS } else { i64::from(w.doc[w.start - 1]) });
+        inputs.extend(w.doc[w.start..w.end - 1].iter().map(|&b| i64::from(b)));
+        targets.extend(w.doc[w.start..w.end].iter().map(|&b| i64::from(b)));
+        let padding = longest - w.len();
         inputs.extend(std::iter::repeat_n(PAD, padding));
         targets.extend(std::iter::repeat_n(PAD, padding));
     }
     (inputs, targets)
 }
 
-/// Input and target token tensors `[rows, longest]` of `docs` on `device`.
-fn token_table(docs: &[&[u8]], device: Device) -> (Tensor, Tensor) {
-    let longest = docs.iter().map(|d| d.len()).max().unwrap_or(0);
-    let (inputs, targets) = padded(docs, longest);
-    let shape = [docs.len() as i64, longest as i64];
+/// Input and target token tensors `[rows, longest]` of `windows` on `device`.
+fn token_table(windows: &[Window<'_>], device: Device) -> (Tensor, Tensor) {
+    let longest = windows.iter().map(Window::len).max().unwrap_or(0);
+    let (inputs, targets) = padded(windows, longest);
+    let shape = [windows.len() as i64, longest as i64];
     (Tensor::from_slice(&inputs).view(shape).to(device), Tensor::from_slice(&targets).view(shape).to(device))
 }
 
-/// A model's training examples (document rows, repeated by copies) served as an endless
-/// stream of reshuffled passes.
+/// A model's training examples (rows of its documents' windows, repeated by copies) served
+/// as an endless stream of reshuffled passes.
 struct ExampleStream {
     examples: Vec<i64>,
     next: usize,
@@ -255,16 +281,19 @@ impl Stack {
         let _ = self.weights.addcdiv_(&(&self.exp_avg * (-lr / correction1)), &denominator);
     }
 
-    /// Teacher-forced evaluation of `docs` by every model, `batch_size` documents a forward:
-    /// per model, one [`DocEval`] per document in the order given. Documents are batched by
-    /// length to cut padding; results stay on the device until every batch is done.
+    /// Teacher-forced evaluation of `docs` by every model, `batch_size` windows a forward:
+    /// per model, one [`DocEval`] per document in the order given, summed over the
+    /// document's windows. Windows are batched by length to cut padding; results stay on
+    /// the device until every batch is done.
     pub fn evaluate(&self, docs: &[&[u8]], batch_size: usize) -> Result<Vec<Vec<DocEval>>> {
         let _no_grad = tch::no_grad_guard();
         let device = self.weights.device();
         let models = self.models();
-        let mut order: Vec<usize> = (0..docs.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(docs[i].len()));
-        let sorted: Vec<&[u8]> = order.iter().map(|&i| docs[i]).collect();
+        let span = self.architecture.context() as usize - 1;
+        let mut windows: Vec<(usize, Window<'_>)> =
+            docs.iter().enumerate().flat_map(|(d, doc)| windows(doc, span).map(move |w| (d, w))).collect();
+        windows.sort_by_key(|(_, w)| std::cmp::Reverse(w.len()));
+        let sorted: Vec<Window<'_>> = windows.iter().map(|&(_, w)| w).collect();
         let (inputs, targets) = token_table(&sorted, device);
         let mut nll_parts = Vec::new();
         let mut correct_parts = Vec::new();
@@ -294,13 +323,11 @@ impl Stack {
             .map(|g| {
                 let nll = Vec::<f64>::try_from(nll.get(g))?;
                 let correct = Vec::<i64>::try_from(correct.get(g))?;
-                let mut evals = vec![DocEval { tokens: 0, nll: 0.0, correct: 0 }; docs.len()];
-                for (position, &doc) in order.iter().enumerate() {
-                    evals[doc] = DocEval {
-                        tokens: docs[doc].len() as u32,
-                        nll: nll[position],
-                        correct: correct[position] as u32,
-                    };
+                let mut evals: Vec<DocEval> =
+                    docs.iter().map(|doc| DocEval { tokens: doc.len() as u32, nll: 0.0, correct: 0 }).collect();
+                for (position, &(doc, _)) in windows.iter().enumerate() {
+                    evals[doc].nll += nll[position];
+                    evals[doc].correct += correct[position] as u32;
                 }
                 Ok(evals)
             })
@@ -321,20 +348,31 @@ pub fn train(input: &StackInput<'_>, device: Device, progress: &dyn Progress) ->
     let config = input.config;
     let models: Vec<u32> = input.models.iter().map(|&(model, _)| model).collect();
     let mut stack = Stack::new(config, &models, device)?;
-    let total = steps(config, input.copies, input.holdout)?;
+    let total = steps(config, input.documents, input.copies, input.holdout)?;
     progress.stack_started(&models, total);
 
-    // The stack's token table holds every document some model of it trains on.
+    // The stack's token table holds the windows of every document some model of it trains
+    // on; `first_row[doc]` is the row of a document's first window.
     let mut table_docs: Vec<u32> = input.models.iter().flat_map(|&(_, docs)| docs.iter().copied()).collect();
     table_docs.sort_unstable();
     table_docs.dedup();
-    let texts: Vec<&[u8]> = table_docs.iter().map(|&doc| input.documents[doc as usize].as_slice()).collect();
-    let (inputs, targets) = token_table(&texts, device);
-    let row_of = |doc: u32| table_docs.binary_search(&doc).expect("in the table") as i64;
+    let span = config.model.max_tokens();
+    let mut table = Vec::new();
+    let mut first_row = std::collections::HashMap::with_capacity(table_docs.len());
+    for &doc in &table_docs {
+        first_row.insert(doc, (table.len() as i64, input.documents[doc as usize].len().div_ceil(span) as i64));
+        table.extend(windows(&input.documents[doc as usize], span));
+    }
+    let (inputs, targets) = token_table(&table, device);
     let mut streams = Vec::with_capacity(models.len());
     for &(model, docs) in input.models {
-        let examples: Vec<i64> =
-            docs.iter().flat_map(|&doc| std::iter::repeat_n(row_of(doc), input.copies[doc as usize].into())).collect();
+        let mut examples = Vec::new();
+        for &doc in docs {
+            let (first, count) = first_row[&doc];
+            for _ in 0..input.copies[doc as usize] {
+                examples.extend(first..first + count);
+            }
+        }
         if examples.is_empty() {
             return Err(Error::Device(format!("model {model} has no training document")));
         }
@@ -356,7 +394,7 @@ pub fn train(input: &StackInput<'_>, device: Device, progress: &dyn Progress) ->
             for stream in &mut streams {
                 for _ in 0..batch {
                     let row = stream.take();
-                    step_longest = step_longest.max(texts[row as usize].len());
+                    step_longest = step_longest.max(table[row as usize].len());
                     indices.push(row);
                 }
             }
@@ -422,7 +460,9 @@ mod tests {
 
     #[test]
     fn padding_shifts_targets_and_pads_the_end() {
-        let (inputs, targets) = padded(&[b"abc", b"d"], 3);
+        let (abc, d) = (&b"abc"[..], &b"d"[..]);
+        let (inputs, targets) =
+            padded(&[Window { doc: abc, start: 0, end: 3 }, Window { doc: d, start: 0, end: 1 }], 3);
         assert_eq!(inputs, [BOS, 97, 98, BOS, PAD, PAD]);
         assert_eq!(targets, [97, 98, 99, 100, PAD, PAD]);
     }
@@ -435,7 +475,11 @@ mod tests {
         copies[2] = 3;
         let mut holdout = vec![false; 10];
         holdout[9] = true;
-        assert_eq!(steps(&config, &copies, &holdout).unwrap(), (3.0f64 * 5.5 / 4.0).ceil() as usize);
+        let mut documents = vec![b"short".to_vec(); 10];
+        assert_eq!(steps(&config, &documents, &copies, &holdout).unwrap(), (3.0f64 * 5.5 / 4.0).ceil() as usize);
+        // A document of two windows (context 32: 31 tokens a window) counts twice.
+        documents[0] = vec![b'x'; 40];
+        assert_eq!(steps(&config, &documents, &copies, &holdout).unwrap(), (3.0f64 * 6.0 / 4.0).ceil() as usize);
     }
 
     #[test]
@@ -586,5 +630,43 @@ mod tests {
             "a norm of 500 becomes 1: {clipped:?}"
         );
         assert_eq!(&clipped[4..], &[0.0, 0.1]);
+    }
+
+    #[test]
+    fn a_long_document_is_every_token_once_in_windows() {
+        let doc: Vec<u8> = (0..70u8).map(|i| b'a' + i % 26).collect();
+        let cut: Vec<(usize, usize)> = windows(&doc, 31).map(|w| (w.start, w.end)).collect();
+        assert_eq!(cut, [(0, 31), (31, 62), (62, 70)]);
+        let (inputs, targets) = padded(&windows(&doc, 31).collect::<Vec<_>>(), 31);
+        assert_eq!(inputs[31], i64::from(doc[30]), "a later window reads the token before it");
+        assert_eq!(&targets[62..70], doc[62..70].iter().map(|&b| i64::from(b)).collect::<Vec<_>>().as_slice());
+
+        // The document's evaluation is the sum of its windows', each computed by hand.
+        let config = tiny_config(1);
+        let documents = vec![doc.clone()];
+        let input = StackInput {
+            config: &config,
+            documents: &documents,
+            copies: &[1],
+            holdout: &[false],
+            models: &[(0, &[0])],
+        };
+        let stack = train(&input, Device::Cpu, &Silent).unwrap();
+        let eval = stack.evaluate(&[&doc], 2).unwrap()[0][0];
+        assert_eq!(eval.tokens, 70);
+        let (mut nll, mut correct) = (0.0, 0);
+        for w in windows(&doc, 31) {
+            let (inputs, targets) = padded(&[w], w.len());
+            let inputs = Tensor::from_slice(&inputs).view([1, 1, -1]);
+            let log_probs =
+                stack.architecture.forward(&stack.weights, &inputs, Precision::Fp32).log_softmax(-1, Kind::Double);
+            for (t, &target) in targets.iter().enumerate() {
+                let row = log_probs.get(0).get(0).get(t as i64);
+                nll -= row.double_value(&[target]);
+                correct += u32::from(row.argmax(0, false).int64_value(&[]) == target);
+            }
+        }
+        assert!((eval.nll - nll).abs() < 1e-3, "{} vs {nll}", eval.nll);
+        assert_eq!(eval.correct, correct);
     }
 }
