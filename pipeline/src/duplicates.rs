@@ -13,7 +13,7 @@ const GIB: f64 = (1u64 << 30) as f64;
 pub fn run(args: &DupsArgs) -> Result<()> {
     let params = args.near.params()?;
     if let Some(limit) = args.max_memory
-        && !(limit > 0.0)
+        && (limit.is_nan() || limit <= 0.0)
     {
         bail!("--max-memory: must be a positive number of GiB, got {limit}");
     }

@@ -33,8 +33,10 @@
 //! - `repeat_fraction`: the fraction of the document's bytes covered by a substring of
 //!   at least `min_repeat_bytes` bytes (default 50) that also occurs in another document:
 //!   the ExactSubstr measure of Lee et al. 2021 (who used 50 tokens), on the raw texts,
-//!   from a suffix array of the whole corpus. Repeats within one document alone do not
-//!   count; empty documents score 0.
+//!   from suffix arrays over shards of the corpus (see [`repeat_fractions`]). Repeats
+//!   within one document alone do not count; empty documents score 0.
+//! - `near_dup_capped`: whether `near_dup_count` and `max_jaccard` are lower bounds,
+//!   below.
 //!
 //! # Finding near-duplicates
 //!
@@ -79,7 +81,7 @@
 //!
 //! The near-duplicate stage holds about 8 bytes per word of shingle hashes and 200 bytes
 //! per document; the repeated-substring stage, which runs after it, holds a copy of the
-//! distinct texts and 4 bytes of suffix array per byte (see `substr`).
+//! distinct texts and 4 bytes of suffix array per byte (see [`repeat_fractions`]).
 //! [`memory_estimate`] gives their peak before anything is allocated.
 
 mod minhash;
