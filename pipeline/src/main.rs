@@ -3,6 +3,7 @@
 //! here, from the events the job runner reports.
 
 mod bench;
+mod duplicates;
 mod progress;
 
 use std::path::{Path, PathBuf};
@@ -15,9 +16,9 @@ use analysis::dups::{self, DupParams, Shingling};
 use jobs::{DeviceChoice, JobOutcome, RunJobs};
 use subsets::config::{DesignConfig, Hyperparameters, Unit};
 use subsets::corpus::{self, Document};
+use subsets::demo;
 use subsets::layout::RunDir;
 use subsets::plan::{self, PlanRequest, Written};
-use subsets::{demo, schema};
 
 #[derive(Parser)]
 #[command(name = "cfmem", version, about = "Counterfactual memorization of the documents of a training corpus")]
@@ -103,6 +104,9 @@ struct NearDupArgs {
     /// Shortest repeated substring, in bytes, counted by repeat_fraction.
     #[arg(long, default_value_t = DupParams::default().min_repeat_bytes)]
     min_repeat: usize,
+    /// Most distinct candidates examined per document; beyond, near_dup_capped is set.
+    #[arg(long, default_value_t = DupParams::default().max_candidates)]
+    max_candidates: usize,
 }
 
 #[derive(Args)]
@@ -152,6 +156,10 @@ struct DupsArgs {
     out: PathBuf,
     #[command(flatten)]
     near: NearDupArgs,
+    /// Refuse, before allocating, a corpus whose scores need more memory than this, in GiB
+    /// (default: the memory available when the command starts).
+    #[arg(long)]
+    max_memory: Option<f64>,
 }
 
 fn parse_shingling(text: &str) -> Result<Shingling, String> {
@@ -173,6 +181,7 @@ impl NearDupArgs {
             shingling: self.shingles,
             threshold: self.threshold,
             min_repeat_bytes: self.min_repeat,
+            max_candidates: self.max_candidates,
             ..DupParams::default()
         };
         params.validate().map_err(anyhow::Error::msg)?;
@@ -221,24 +230,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Analyze(args) => analyze(&args.run),
         Command::Demo(args) => run_demo(&args),
         Command::Bench(args) => bench::run(&args),
-        Command::Dups(args) => {
-            let params = args.near.params()?;
-            let documents = corpus::read(&args.corpus)?;
-            let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
-            let found = dups::find_duplicates(&texts, &params);
-            let ids: Vec<String> = documents.into_iter().map(|d| d.id).collect();
-            schema::write(&args.out, &found.to_table(&ids))?;
-            let in_clusters = found.cluster_size.iter().filter(|&&s| s > 1).count();
-            let exact = found.exact_dup_count.iter().filter(|&&c| c > 0).count();
-            println!(
-                "{} documents: {} near-duplicate pairs, {in_clusters} documents in clusters of two or more, \
-                 {exact} with exact duplicates; wrote {}",
-                ids.len(),
-                found.pairs.len(),
-                args.out.display()
-            );
-            Ok(())
-        }
+        Command::Dups(args) => duplicates::run(&args),
     }
 }
 
