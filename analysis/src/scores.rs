@@ -1,69 +1,77 @@
 //! `cfmem analyze`: from a run directory to `analysis/scores.parquet`,
-//! `analysis/clusters.parquet`, `analysis/copies.parquet`, `analysis/duplicates.parquet`
-//! and a printed summary.
+//! `analysis/clusters.parquet`, `analysis/copies.parquet`, `analysis/reliability.parquet`
+//! and a printed summary. The duplicate scores and clusters are the ones `plan` stored
+//! (`analysis/duplicates.parquet`), so there is one definition of clusters per run.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
 
-use subsets::config::RunConfig;
-use subsets::layout::{LogState, RunDir};
+use subsets::config::{RunConfig, Unit};
+use subsets::layout::RunDir;
 use subsets::plan::CANARY_SOURCE;
-use subsets::schema::{self, ClusterTable, CopiesTable, CorpusTable, DuplicateTable, JobTable, ScoreTable, Table};
+use subsets::schema::{self, ClusterTable, CopiesTable, CorpusTable, ReliabilityTable, ScoreTable, Table};
+use subsets::seeds;
 
-use crate::dups::{self, DupParams};
+use crate::bootstrap::{self, Weights};
 use crate::estimate::{self, Metrics};
+use crate::per_model::{ModelValues, RunLogs};
+use crate::reliability::{self, Verdict};
 use crate::report::Summary;
+use crate::run_duplicates;
 use crate::stats::Moments;
 use crate::{Error, Result};
+
+/// Settings of `cfmem analyze`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnalyzeSettings {
+    /// Bootstrap replicates (resamples of the models) behind `mem_acc_lo` and `mem_acc_hi`.
+    pub bootstrap: usize,
+}
+
+impl Default for AnalyzeSettings {
+    fn default() -> Self {
+        AnalyzeSettings { bootstrap: 200 }
+    }
+}
 
 /// Everything `cfmem analyze` writes.
 pub struct Analysis {
     pub scores: ScoreTable,
     pub clusters: ClusterTable,
     pub copies: CopiesTable,
-    pub duplicates: DuplicateTable,
+    pub reliability: ReliabilityTable,
     pub summary: Summary,
 }
 
-/// Reads the run's corpus and every complete log and computes all scores. Clusters use the
-/// run's near-duplicate threshold, so a `--unit cluster` run is analyzed with the clusters
-/// it was planned with.
-pub fn analyze(run: &RunDir) -> Result<Analysis> {
-    if !run.config().exists() {
-        return Err(Error::Message(format!(
-            "{} is not a planned run: no run.toml here (run `cfmem plan` first)",
-            run.root().display()
-        )));
-    }
+/// Reads the run's corpus, its stored duplicate scores and every complete log, and
+/// computes all scores.
+pub fn analyze(run: &RunDir, settings: AnalyzeSettings) -> Result<Analysis> {
+    let logs = RunLogs::open(run)?;
     let config = RunConfig::from_file(&run.config())?;
-    let params = DupParams { threshold: config.design.threshold, ..DupParams::default() };
     let corpus: CorpusTable = schema::read(&run.corpus())?;
-    let jobs: JobTable = schema::read(&run.jobs())?;
-    let mut job_ids = jobs.job.clone();
-    job_ids.dedup();
-    let mut logs = Vec::new();
-    for &job in &job_ids {
-        if run.log_state(job)? == LogState::Complete {
-            logs.push(run.log(job));
-        }
+    let found = run_duplicates::read(run, corpus.len())?;
+    if config.design.unit == Unit::Cluster {
+        check_units_are_clusters(&corpus.unit, &found.cluster)?;
     }
-    if logs.is_empty() {
-        return Err(Error::Message(format!(
-            "{}: no complete logs: run `cfmem run {}` first",
-            run.root().display(),
-            run.root().display()
-        )));
-    }
-
-    let texts: Vec<&str> = corpus.text.iter().map(String::as_str).collect();
-    let found = dups::find_duplicates(&texts, &params);
     let sizes = cluster_sizes(&found.cluster);
-    let accumulated = estimate::accumulate(&logs, &found.cluster, &sizes)?;
+    let values = Mutex::new(ModelValues::all_documents(logs.models.clone(), corpus.len()));
+    let accumulated = estimate::accumulate(&logs.logs, &found.cluster, &sizes, &values)?;
+    let values = values.into_inner().expect("no panics while locked");
+    values.check_complete()?;
+    let (intervals, reliability) = how_sure(&values, &config, settings);
+    drop(values);
 
     let mut scores = ScoreTable::default();
-    for doc in 0..corpus.len() {
+    for (doc, interval) in intervals.into_iter().enumerate() {
         let metrics = &accumulated.docs[doc];
         let cluster = found.cluster[doc];
-        let group = accumulated.clusters.get(&cluster).unwrap_or(metrics);
+        // A cluster's group score, null when no model had it all IN or all OUT; a
+        // singleton is its own group.
+        let group = if sizes[cluster as usize] > 1 {
+            accumulated.clusters.get(&cluster).copied().unwrap_or_default()
+        } else {
+            *metrics
+        };
         let (mem_acc, mem_acc_se) = metrics.mem_acc();
         let (mem_loss, mem_loss_se) = metrics.mem_loss();
         let (group_mem_acc, group_mem_acc_se) = group.mem_acc();
@@ -78,8 +86,9 @@ pub fn analyze(run: &RunDir) -> Result<Analysis> {
         scores.acc_out.push(metrics.acc.outside.mean());
         scores.mem_acc.push(mem_acc);
         scores.mem_acc_se.push(mem_acc_se);
-        scores.mem_acc_lo.push(None);
-        scores.mem_acc_hi.push(None);
+        let interval = interval.filter(|_| mem_acc.is_some());
+        scores.mem_acc_lo.push(interval.map(|(lo, _)| lo));
+        scores.mem_acc_hi.push(interval.map(|(_, hi)| hi));
         scores.loss_in.push(metrics.loss.inside.mean());
         scores.loss_out.push(metrics.loss.outside.mean());
         scores.mem_loss.push(mem_loss);
@@ -99,17 +108,45 @@ pub fn analyze(run: &RunDir) -> Result<Analysis> {
 
     let clusters = cluster_table(&accumulated.clusters, &sizes);
     let copies = copies_table(&config, &corpus, &scores);
-    let duplicates = found.to_table(&corpus.doc_id);
-    let summary = Summary::new(
-        &config,
-        &corpus,
-        &scores,
-        &clusters,
-        &copies,
-        accumulated.models.len(),
-        (logs.len(), job_ids.len()),
-    );
-    Ok(Analysis { scores, clusters, copies, duplicates, summary })
+    let verdict = Verdict::new(&reliability, accumulated.models.len());
+    let summary = Summary::new(&config, &corpus, &scores, &clusters, &copies, (logs.logs.len(), logs.jobs), verdict);
+    Ok(Analysis { scores, clusters, copies, reliability, summary })
+}
+
+/// Each document's bootstrap interval of mem_acc and the run's reliability measures, from
+/// one product of weight rows (bootstrap resamples, halves, first-m subsets) with the
+/// per-model values.
+fn how_sure(
+    values: &ModelValues,
+    config: &RunConfig,
+    settings: AnalyzeSettings,
+) -> (Vec<Option<(f64, f64)>>, ReliabilityTable) {
+    let replicates = settings.bootstrap;
+    let mut weights = Weights::new(values.models.len());
+    weights.push_bootstrap(replicates, |b| seeds::rng(config.seed, "bootstrap", b));
+    let layout = reliability::Layout::push_rows(&mut weights, config.seed);
+    let per_doc = bootstrap::map_documents(values, &weights, |_, rows| {
+        (bootstrap::percentile_interval(&rows[..replicates]), rows[replicates..].to_vec())
+    });
+    let (intervals, subsets): (Vec<_>, Vec<_>) = per_doc.into_iter().unzip();
+    (intervals, reliability::measure(&layout, &subsets))
+}
+
+/// In a `--unit cluster` run the sampling units are the plan's clusters: the same
+/// partition of the documents, or the stored files disagree.
+fn check_units_are_clusters(unit: &[u32], cluster: &[u32]) -> Result<()> {
+    let mut cluster_of_unit = HashMap::new();
+    let mut unit_of_cluster = HashMap::new();
+    for doc in 0..unit.len() {
+        let same_cluster = *cluster_of_unit.entry(unit[doc]).or_insert(cluster[doc]) == cluster[doc];
+        let same_unit = *unit_of_cluster.entry(cluster[doc]).or_insert(unit[doc]) == unit[doc];
+        if !(same_cluster && same_unit) {
+            return Err(Error::Message(format!(
+                "corpus.parquet's sampling units and analysis/duplicates.parquet's clusters differ at doc {doc}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn cluster_sizes(cluster: &[u32]) -> Vec<u32> {
@@ -174,14 +211,15 @@ fn copies_table(config: &RunConfig, corpus: &CorpusTable, scores: &ScoreTable) -
 }
 
 impl Analysis {
-    /// Writes every table under `RUN/analysis/`, each atomically.
+    /// Writes every table under `RUN/analysis/`, each atomically (`duplicates.parquet` is
+    /// the plan's and stays as it is).
     pub fn write(&self, run: &RunDir) -> Result<()> {
         let dir = run.analysis_dir();
         std::fs::create_dir_all(&dir).map_err(subsets::Error::io(&dir))?;
         schema::write(&run.scores(), &self.scores)?;
         schema::write(&run.clusters(), &self.clusters)?;
         schema::write(&run.copies(), &self.copies)?;
-        schema::write(&run.duplicates(), &self.duplicates)?;
+        schema::write(&run.reliability(), &self.reliability)?;
         Ok(())
     }
 }

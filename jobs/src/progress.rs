@@ -14,4 +14,3 @@ pub trait Progress {
 /// A progress sink that reports nothing.
 pub struct Silent;
 impl Progress for Silent {}
-
