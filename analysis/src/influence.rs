@@ -367,3 +367,106 @@ impl fmt::Display for InfluenceSummary {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic_run::{self, Row, Spec};
+    use subsets::config::Unit;
+    use subsets::corpus::Document;
+
+    /// 20 training documents and two held out: `target`, which models predict well when
+    /// doc-3 was in their training set, and `plain`, which nothing influences.
+    fn planted(dir: &std::path::Path) -> (RunDir, subsets::plan::Plan) {
+        let mut documents = synthetic_run::documents(20, 2);
+        for id in ["target", "plain"] {
+            documents.push(Document { id: id.into(), text: format!("the held out {id} document"), source: None });
+        }
+        let spec = Spec {
+            documents,
+            models: 12,
+            stack: 4,
+            seed: 8,
+            unit: Unit::Document,
+            holdout_ids: vec!["target".into(), "plain".into()],
+        };
+        let run = RunDir::new(dir.join("run"));
+        let plan = synthetic_run::write(&run, &spec, |model, doc, in_train| {
+            let correct = match doc {
+                20 => 20 + 60 * u32::from(in_train[3]) + model % 4,
+                21 => 20 + model % 4,
+                _ => 30 + 10 * u32::from(in_train[doc]),
+            };
+            Row { tokens: 100, correct, nll: f64::from(100 - correct) / 10.0 }
+        })
+        .unwrap();
+        (run, plan)
+    }
+
+    fn settings(targets: Targets, top: usize, min_abs: f64) -> InfluenceSettings {
+        InfluenceSettings { targets, top, min_abs }
+    }
+
+    #[test]
+    fn a_planted_source_is_the_top_influence_with_exact_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let (run, plan) = planted(dir.path());
+        let found = influence(&run, &settings(Targets::Holdout, 3, 0.0)).unwrap();
+        let t = &found.table;
+        assert_eq!(t.target, [20, 20, 20, 21, 21, 21]);
+        assert_eq!(t.rank, [1, 2, 3, 1, 2, 3]);
+        assert_eq!((t.source_doc[0], t.source_id[0].as_str(), t.target_id[0].as_str()), (3, "doc-3", "target"));
+
+        // By hand: accuracy on the target is 0.2 + 0.6·[doc-3 IN] + (model mod 4)/100.
+        let inside: Vec<u32> = (0..plan.membership.doc.len())
+            .filter(|&i| plan.membership.doc[i] == 3)
+            .map(|i| plan.membership.model[i])
+            .collect();
+        let side = |is_in: bool| -> Moments {
+            let mut m = Moments::default();
+            (0..12u32)
+                .filter(|m| inside.contains(m) == is_in)
+                .for_each(|model| m.push(0.2 + if is_in { 0.6 } else { 0.0 } + f64::from(model % 4) / 100.0));
+            m
+        };
+        let (infl, se) = stats::difference(&side(true), &side(false));
+        assert!((t.infl_acc[0] - infl.unwrap()).abs() < 1e-6, "{} vs {infl:?}", t.infl_acc[0]);
+        assert!((t.infl_acc_se[0].unwrap() - se.unwrap()).abs() < 1e-6);
+        // Loss per token is (100 − correct)/1000 = (1 − accuracy)/10.
+        assert!((t.infl_loss[0] - infl.unwrap() / 10.0).abs() < 1e-6, "{}", t.infl_loss[0]);
+        // Other sources move the target only through their membership's overlap with
+        // doc-3's (at most 5 of 6 models shared: 0.6 · (5/6 − 1/6) = 0.4, plus offsets).
+        assert!(t.infl_acc[1].abs() <= 0.43 && t.infl_acc[0] > 0.59, "{:?}", t.infl_acc);
+        // Nothing moves the plain target beyond the model offsets (at most 0.03).
+        assert!(t.infl_acc[3..].iter().all(|v| v.abs() <= 0.03 + 1e-6), "{:?}", t.infl_acc);
+        assert!(!t.source_doc.contains(&20) && !t.source_doc.contains(&21), "held-out documents are no sources");
+
+        let summary = found.summary.to_string();
+        assert!(summary.contains("influence of 20 training documents on 2 targets over 12 models: 6 pairs kept"));
+        assert!(summary.contains("doc-3 ⇒ target"), "{summary}");
+    }
+
+    #[test]
+    fn min_abs_and_all_targets_and_self_influence() {
+        let dir = tempfile::tempdir().unwrap();
+        let (run, _) = planted(dir.path());
+        let strong = influence(&run, &settings(Targets::Holdout, 5, 0.5)).unwrap().table;
+        assert_eq!((strong.target.clone(), strong.source_doc.clone()), (vec![20], vec![3]));
+        let all = influence(&run, &settings(Targets::All, 2, 0.0)).unwrap().table;
+        assert_eq!(all.target.len(), 22 * 2);
+        assert!((0..all.target.len()).all(|i| all.target[i] != all.source_doc[i]), "no self-influence");
+    }
+
+    #[test]
+    fn target_ids_come_from_a_file_and_unknown_ones_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (run, _) = planted(dir.path());
+        let ids = dir.path().join("ids.txt");
+        std::fs::write(&ids, "doc-5\n\nplain\n").unwrap();
+        let table = influence(&run, &settings(Targets::Ids(ids.clone()), 1, 0.0)).unwrap().table;
+        assert_eq!(table.target, [5, 21]);
+        std::fs::write(&ids, "doc-5\nnope\n").unwrap();
+        let err = influence(&run, &settings(Targets::Ids(ids), 1, 0.0)).err().unwrap().to_string();
+        assert!(err.ends_with("ids.txt: line 2: no document has id \"nope\""), "{err}");
+    }
+}

@@ -223,3 +223,112 @@ impl Analysis {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic_run::{self, Row, Spec};
+    use subsets::corpus::Document;
+
+    /// 16 distinct documents, then 6 copies of one text (one near-duplicate cluster).
+    fn spec(unit: Unit) -> Spec {
+        let mut documents = synthetic_run::documents(16, 1);
+        let text = "the same sentence copied six times over, word for word".to_string();
+        documents.extend((0..6).map(|i| Document { id: format!("copy-{i}"), text: text.clone(), source: None }));
+        Spec { documents, models: 8, stack: 4, seed: 3, unit, holdout_ids: vec![] }
+    }
+
+    /// Accuracy 0.3 + 0.05·(doc mod 10) when IN, 0.3 when OUT, plus a model's small offset.
+    fn row(model: u32, doc: usize, in_train: &[bool]) -> Row {
+        let correct = 30 + model % 3 + if in_train[doc] { 5 * (doc as u32 % 10) } else { 0 };
+        Row { tokens: 100, correct, nll: f64::from(100 - correct) }
+    }
+
+    fn analyzed(unit: Unit) -> (tempfile::TempDir, Analysis, subsets::plan::Plan) {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path().join("run"));
+        let plan = synthetic_run::write(&run, &spec(unit), row).unwrap();
+        let analysis = analyze(&run, AnalyzeSettings::default()).unwrap();
+        analysis.write(&run).unwrap();
+        (dir, analysis, plan)
+    }
+
+    /// Every document's group columns are its cluster's row of clusters.parquet (a
+    /// singleton's are its own scores); returns the copies' cluster row.
+    fn assert_scores_and_clusters_agree(a: &Analysis) -> usize {
+        let (scores, clusters) = (&a.scores, &a.clusters);
+        for doc in 0..scores.len() {
+            if scores.cluster_size[doc] == 1 {
+                assert_eq!(scores.group_mem_acc[doc], scores.mem_acc[doc], "doc {doc}");
+                continue;
+            }
+            let row = clusters.cluster.iter().position(|&c| c == scores.cluster[doc]).expect("a row per cluster");
+            assert_eq!(scores.group_mem_acc[doc], clusters.group_mem_acc[row], "doc {doc}");
+            assert_eq!(scores.group_mem_acc_se[doc], clusters.group_mem_acc_se[row], "doc {doc}");
+            assert_eq!(scores.group_mem_loss[doc], clusters.group_mem_loss[row], "doc {doc}");
+            assert_eq!(scores.group_mem_loss_se[doc], clusters.group_mem_loss_se[row], "doc {doc}");
+        }
+        assert_eq!(clusters.len(), 1);
+        0
+    }
+
+    #[test]
+    fn group_columns_of_a_document_run_are_the_clusters_null_score_not_the_documents_own() {
+        let (_dir, analysis, _) = analyzed(Unit::Document);
+        let row = assert_scores_and_clusters_agree(&analysis);
+        assert_eq!(analysis.clusters.cluster_size[row], 6);
+        // No model has all six copies IN or all OUT, so the group has no score...
+        assert_eq!(analysis.clusters.group_mem_acc[row], None);
+        // ...and the copies say so, although each has a score of its own.
+        let copy = 16;
+        assert!(analysis.scores.mem_acc[copy].is_some());
+        assert_eq!(analysis.scores.group_mem_acc[copy], None);
+    }
+
+    #[test]
+    fn group_columns_of_a_cluster_run_come_from_the_plans_units() {
+        let (_dir, analysis, plan) = analyzed(Unit::Cluster);
+        let row = assert_scores_and_clusters_agree(&analysis);
+        assert_eq!((analysis.clusters.n_in[row], analysis.clusters.n_out[row]), (4, 4));
+        // Copies 16..22 have doc mod 10 = 6..9, 0, 1: IN gains 0.05·that on average, plus
+        // the IN models' mean offset less the OUT models'.
+        let in_models: Vec<u32> = (0..plan.membership.doc.len())
+            .filter(|&i| plan.membership.doc[i] == 16)
+            .map(|i| plan.membership.model[i])
+            .collect();
+        let offset = |inside: bool| (0..8).filter(|m| in_models.contains(m) == inside).map(|m| m % 3).sum::<u32>();
+        let offsets = f64::from(offset(true)) / 400.0 - f64::from(offset(false)) / 400.0;
+        let expected = (6 + 7 + 8 + 9 + 1) as f64 * 0.05 / 6.0 + offsets;
+        let group = analysis.clusters.group_mem_acc[row].unwrap();
+        assert!((group - expected).abs() < 1e-9, "{group} vs {expected}");
+    }
+
+    #[test]
+    fn cluster_runs_whose_units_disagree_with_the_stored_clusters_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path().join("run"));
+        synthetic_run::write(&run, &spec(Unit::Cluster), row).unwrap();
+        let mut duplicates: subsets::schema::DuplicateTable = schema::read(&run.duplicates()).unwrap();
+        duplicates.cluster[16] = 0;
+        schema::write(&run.duplicates(), &duplicates).unwrap();
+        let err = analyze(&run, AnalyzeSettings::default()).err().unwrap().to_string();
+        assert!(err.contains("sampling units and analysis/duplicates.parquet's clusters differ at doc"), "{err}");
+    }
+
+    #[test]
+    fn bootstrap_intervals_and_reliability_of_a_clear_signal() {
+        let (_dir, analysis, _) = analyzed(Unit::Document);
+        let s = &analysis.scores;
+        for doc in 0..16 {
+            let (lo, hi, mem) = (s.mem_acc_lo[doc].unwrap(), s.mem_acc_hi[doc].unwrap(), s.mem_acc[doc].unwrap());
+            // The model offsets (0, 0.01, 0.02) are the only noise: the interval is narrow.
+            assert!(lo <= mem + 1e-6 && mem <= hi + 1e-6 && hi - lo < 0.03, "doc {doc}: {lo} {mem} {hi}");
+        }
+        let r = &analysis.reliability;
+        assert_eq!(r.measure, ["split-half", "convergence", "convergence"]);
+        assert_eq!(r.models, [4, 4, 8]);
+        assert!(r.spearman[0].unwrap() > 0.9 && r.predicted[0].unwrap() > r.spearman[0].unwrap(), "{r:?}");
+        assert_eq!(r.spearman[2], Some(1.0));
+        assert!(analysis.summary.to_string().contains("enough models for a stable ranking"));
+    }
+}
