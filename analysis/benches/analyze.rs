@@ -100,7 +100,8 @@ fn analyze_stage(dir: &Path) {
     let elapsed = start.elapsed();
     println!("seconds {:.3}", elapsed.as_secs_f64());
     println!("peak {}", peak_memory());
-    println!("line {}", analysis.summary.to_string().lines().nth(1).unwrap_or(""));
+    let summary = analysis.summary.to_string();
+    println!("line {}", summary.lines().find(|l| l.starts_with("reliability")).unwrap_or(""));
 }
 
 fn influence_stage(dir: &Path, ids: &Path) {
