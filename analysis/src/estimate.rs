@@ -8,17 +8,20 @@
 //! member is IN (OUT) for it; models with mixed membership are left out of the group
 //! estimate (all of them when the sampling unit was the document).
 //!
-//! Logs are read batch by batch, files in parallel; memory grows with the number of
-//! documents and clusters, not with models × documents.
+//! Logs are read batch by batch, files in parallel; besides the per-model matrix it fills
+//! ([`ModelValues`]), each thread holds one [`Metrics`] per document (about 100 bytes) and
+//! its log's (model, cluster) cells.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
 use subsets::schema::{self, LogTable, Table};
 
 use crate::Result;
+use crate::per_model::{LogRows, ModelValues};
 use crate::stats::{self, Moments};
 
 /// IN and OUT moments of one metric.
@@ -108,17 +111,28 @@ struct GroupCell {
     members_in: u32,
 }
 
-/// Reads every log in `logs`. `cluster` gives each document's cluster and `cluster_size`
-/// each cluster's size.
-pub fn accumulate(logs: &[PathBuf], cluster: &[u32], cluster_size: &[u32]) -> Result<Accumulated> {
+/// Reads every log in `logs`, and copies each model's accuracies and membership into
+/// `values`. `cluster` gives each document's cluster and `cluster_size` each cluster's size.
+pub fn accumulate(
+    logs: &[PathBuf],
+    cluster: &[u32],
+    cluster_size: &[u32],
+    values: &Mutex<ModelValues>,
+) -> Result<Accumulated> {
     let docs = cluster.len();
     logs.par_iter()
-        .map(|log| accumulate_file(log, cluster, cluster_size))
+        .map(|log| accumulate_file(log, cluster, cluster_size, values))
         .try_reduce(|| Accumulated::new(docs), |a, b| Ok(a.merge(b)))
 }
 
-fn accumulate_file(path: &Path, cluster: &[u32], cluster_size: &[u32]) -> Result<Accumulated> {
+fn accumulate_file(
+    path: &Path,
+    cluster: &[u32],
+    cluster_size: &[u32],
+    values: &Mutex<ModelValues>,
+) -> Result<Accumulated> {
     let mut acc = Accumulated::new(cluster.len());
+    let mut rows = LogRows::new(path, cluster.len(), false);
     let mut groups: HashMap<(u32, u32), GroupCell> = HashMap::new();
     let mut row = 0usize;
     schema::for_each_batch(path, |batch: LogTable| {
@@ -136,6 +150,7 @@ fn accumulate_file(path: &Path, cluster: &[u32], cluster_size: &[u32]) -> Result
             let accuracy = f64::from(batch.correct[i]) / tokens;
             let loss = batch.nll[i] / tokens;
             acc.docs[doc].push(batch.in_train[i], accuracy, loss);
+            rows.push(batch.model[i], doc, batch.in_train[i], accuracy, loss);
             let c = cluster[doc];
             if cluster_size[c as usize] > 1 {
                 let cell = groups.entry((batch.model[i], c)).or_default();
@@ -151,6 +166,7 @@ fn accumulate_file(path: &Path, cluster: &[u32], cluster_size: &[u32]) -> Result
         Ok(())
     })?;
     acc.rows = row as u64;
+    rows.finish(values)?;
     for ((_, c), cell) in groups {
         let whole = cell.members == cluster_size[c as usize];
         let uniform = cell.members_in == 0 || cell.members_in == cell.members;
@@ -166,6 +182,12 @@ fn accumulate_file(path: &Path, cluster: &[u32], cluster_size: &[u32]) -> Result
 mod tests {
     use super::*;
     use crate::stats;
+
+    /// `accumulate` with room for models 0 to 15.
+    fn accumulate_all(logs: &[PathBuf], cluster: &[u32], cluster_size: &[u32]) -> Result<Accumulated> {
+        let values = Mutex::new(ModelValues::all_documents((0..16).collect(), cluster.len()));
+        accumulate(logs, cluster, cluster_size, &values)
+    }
 
     fn write_log(dir: &Path, name: &str, rows: &[(u32, u32, bool, u32, f64, u32)]) -> PathBuf {
         let path = dir.join(name);
@@ -190,7 +212,7 @@ mod tests {
         // OUT for models 2 and 3 (accuracy 0.2, 0.4; loss 3.0, 5.0).
         let a = write_log(dir.path(), "a.parquet", &[(0, 0, true, 10, 10.0, 8), (1, 0, true, 10, 20.0, 6)]);
         let b = write_log(dir.path(), "b.parquet", &[(2, 0, false, 10, 30.0, 2), (3, 0, false, 10, 50.0, 4)]);
-        let result = accumulate(&[a, b], &[0], &[1]).unwrap();
+        let result = accumulate_all(&[a, b], &[0], &[1]).unwrap();
         let doc = result.docs[0];
         let (mem_acc, se) = stats::difference(&doc.acc.inside, &doc.acc.outside);
         assert!((mem_acc.unwrap() - 0.4).abs() < 1e-12);
@@ -220,7 +242,7 @@ mod tests {
             (2, 2, false, 4, 8.0, 0),
         ];
         let log = write_log(dir.path(), "log.parquet", &rows);
-        let result = accumulate(&[log], &[0, 0, 1], &[2, 1]).unwrap();
+        let result = accumulate_all(&[log], &[0, 0, 1], &[2, 1]).unwrap();
         let group = result.clusters[&0];
         assert_eq!(group.acc.inside.n, 1);
         assert_eq!(group.acc.outside.n, 1);
@@ -254,7 +276,7 @@ mod tests {
             logs.push(write_log(dir.path(), &format!("job{job}.parquet"), &rows));
         }
         assert_eq!(all_rows.len() as u32, docs * models);
-        let result = accumulate(
+        let result = accumulate_all(
             &logs,
             &vec![0; docs as usize].iter().enumerate().map(|(i, _)| i as u32).collect::<Vec<_>>(),
             &vec![1; docs as usize],
@@ -288,7 +310,7 @@ mod tests {
     fn a_row_naming_an_unknown_document_is_an_error_with_its_place() {
         let dir = tempfile::tempdir().unwrap();
         let log = write_log(dir.path(), "bad.parquet", &[(0, 0, true, 3, 1.0, 1), (0, 5, true, 3, 1.0, 1)]);
-        let err = accumulate(&[log], &[0, 1], &[1, 1]).unwrap_err().to_string();
+        let err = accumulate_all(&[log], &[0, 1], &[1, 1]).unwrap_err().to_string();
         assert!(err.contains("bad.parquet: row 2: doc 5 is not in corpus.parquet (2 documents)"), "{err}");
     }
 }

@@ -1,11 +1,12 @@
 //! The short text summary `cfmem analyze` prints.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use subsets::config::RunConfig;
 use subsets::schema::{ClusterTable, CopiesTable, CorpusTable, ScoreTable};
 
+use crate::reliability::Verdict;
 use crate::stats::quantile;
 
 /// How many of the most memorized documents are listed.
@@ -26,6 +27,7 @@ pub struct Summary {
     sources: BTreeMap<String, (usize, f64, f64)>,
     clusters: Vec<ClusterLine>,
     copies: CopiesTable,
+    reliability: Verdict,
 }
 
 #[derive(Debug, Clone)]
@@ -45,7 +47,7 @@ struct ClusterLine {
     member_mean: Option<f64>,
 }
 
-fn preview(text: &str) -> String {
+pub(crate) fn preview(text: &str) -> String {
     let flat: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     let mut cut: String = flat.chars().take(PREVIEW_CHARS).collect();
     if flat.chars().count() > PREVIEW_CHARS {
@@ -65,8 +67,8 @@ impl Summary {
         scores: &ScoreTable,
         clusters: &ClusterTable,
         copies: &CopiesTable,
-        models: usize,
         logs: (usize, usize),
+        reliability: Verdict,
     ) -> Summary {
         let scored: Vec<usize> = (0..scores.doc.len()).filter(|&d| scores.mem_acc[d].is_some()).collect();
         let mut values: Vec<f64> = scored.iter().filter_map(|&d| scores.mem_acc[d]).collect();
@@ -103,24 +105,24 @@ impl Summary {
             })
             .collect();
 
+        // One pass over the documents, not one per cluster.
+        let mut members: HashMap<u32, Vec<f64>> = HashMap::new();
+        for d in (0..scores.doc.len()).filter(|&d| scores.cluster_size[d] > 1) {
+            if let Some(m) = scores.mem_acc[d] {
+                members.entry(scores.cluster[d]).or_default().push(m);
+            }
+        }
         let clusters = (0..clusters.cluster.len())
-            .map(|i| {
-                let c = clusters.cluster[i];
-                let members: Vec<f64> = (0..scores.doc.len())
-                    .filter(|&d| scores.cluster[d] == c)
-                    .filter_map(|d| scores.mem_acc[d])
-                    .collect();
-                ClusterLine {
-                    cluster: c,
-                    size: clusters.cluster_size[i],
-                    group_mem_acc: clusters.group_mem_acc[i],
-                    member_mean: mean(&members),
-                }
+            .map(|i| ClusterLine {
+                cluster: clusters.cluster[i],
+                size: clusters.cluster_size[i],
+                group_mem_acc: clusters.group_mem_acc[i],
+                member_mean: members.get(&clusters.cluster[i]).and_then(|m| mean(m)),
             })
             .collect();
 
         Summary {
-            models,
+            models: reliability.models(),
             documents: corpus.doc.len(),
             holdout: corpus.holdout.iter().filter(|&&h| h).count(),
             logs,
@@ -130,6 +132,7 @@ impl Summary {
             sources,
             clusters,
             copies: copies.clone(),
+            reliability,
         }
     }
 }
@@ -151,6 +154,7 @@ impl fmt::Display for Summary {
         if let Some([min, p10, median, p90, max]) = self.quantiles {
             writeln!(f, "mem_acc: min {min:+.3}  10% {p10:+.3}  median {median:+.3}  90% {p90:+.3}  max {max:+.3}")?;
         }
+        writeln!(f, "{}", self.reliability)?;
         writeln!(f, "\nmost memorized (mem_acc ± se, source, id, text):")?;
         for (rank, doc) in self.top.iter().enumerate() {
             let se = doc.se.map_or_else(|| "-".to_string(), |s| format!("{s:.3}"));

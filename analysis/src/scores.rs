@@ -1,69 +1,77 @@
 //! `cfmem analyze`: from a run directory to `analysis/scores.parquet`,
-//! `analysis/clusters.parquet`, `analysis/copies.parquet`, `analysis/duplicates.parquet`
-//! and a printed summary.
+//! `analysis/clusters.parquet`, `analysis/copies.parquet`, `analysis/reliability.parquet`
+//! and a printed summary. The duplicate scores and clusters are the ones `plan` stored
+//! (`analysis/duplicates.parquet`), so there is one definition of clusters per run.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
 
-use subsets::config::RunConfig;
-use subsets::layout::{LogState, RunDir};
+use subsets::config::{RunConfig, Unit};
+use subsets::layout::RunDir;
 use subsets::plan::CANARY_SOURCE;
-use subsets::schema::{self, ClusterTable, CopiesTable, CorpusTable, DuplicateTable, JobTable, ScoreTable, Table};
+use subsets::schema::{self, ClusterTable, CopiesTable, CorpusTable, ReliabilityTable, ScoreTable, Table};
+use subsets::seeds;
 
-use crate::dups::{self, DupParams};
+use crate::bootstrap::{self, Weights};
 use crate::estimate::{self, Metrics};
+use crate::per_model::{ModelValues, RunLogs};
+use crate::reliability::{self, Verdict};
 use crate::report::Summary;
+use crate::run_duplicates;
 use crate::stats::Moments;
 use crate::{Error, Result};
+
+/// Settings of `cfmem analyze`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnalyzeSettings {
+    /// Bootstrap replicates (resamples of the models) behind `mem_acc_lo` and `mem_acc_hi`.
+    pub bootstrap: usize,
+}
+
+impl Default for AnalyzeSettings {
+    fn default() -> Self {
+        AnalyzeSettings { bootstrap: 200 }
+    }
+}
 
 /// Everything `cfmem analyze` writes.
 pub struct Analysis {
     pub scores: ScoreTable,
     pub clusters: ClusterTable,
     pub copies: CopiesTable,
-    pub duplicates: DuplicateTable,
+    pub reliability: ReliabilityTable,
     pub summary: Summary,
 }
 
-/// Reads the run's corpus and every complete log and computes all scores. Clusters use the
-/// run's near-duplicate threshold, so a `--unit cluster` run is analyzed with the clusters
-/// it was planned with.
-pub fn analyze(run: &RunDir) -> Result<Analysis> {
-    if !run.config().exists() {
-        return Err(Error::Message(format!(
-            "{} is not a planned run: no run.toml here (run `cfmem plan` first)",
-            run.root().display()
-        )));
-    }
+/// Reads the run's corpus, its stored duplicate scores and every complete log, and
+/// computes all scores.
+pub fn analyze(run: &RunDir, settings: AnalyzeSettings) -> Result<Analysis> {
+    let logs = RunLogs::open(run)?;
     let config = RunConfig::from_file(&run.config())?;
-    let params = DupParams { threshold: config.design.threshold, ..DupParams::default() };
     let corpus: CorpusTable = schema::read(&run.corpus())?;
-    let jobs: JobTable = schema::read(&run.jobs())?;
-    let mut job_ids = jobs.job.clone();
-    job_ids.dedup();
-    let mut logs = Vec::new();
-    for &job in &job_ids {
-        if run.log_state(job)? == LogState::Complete {
-            logs.push(run.log(job));
-        }
+    let found = run_duplicates::read(run, corpus.len())?;
+    if config.design.unit == Unit::Cluster {
+        check_units_are_clusters(&corpus.unit, &found.cluster)?;
     }
-    if logs.is_empty() {
-        return Err(Error::Message(format!(
-            "{}: no complete logs: run `cfmem run {}` first",
-            run.root().display(),
-            run.root().display()
-        )));
-    }
-
-    let texts: Vec<&str> = corpus.text.iter().map(String::as_str).collect();
-    let found = dups::find_duplicates(&texts, &params);
     let sizes = cluster_sizes(&found.cluster);
-    let accumulated = estimate::accumulate(&logs, &found.cluster, &sizes)?;
+    let values = Mutex::new(ModelValues::all_documents(logs.models.clone(), corpus.len()));
+    let accumulated = estimate::accumulate(&logs.logs, &found.cluster, &sizes, &values)?;
+    let values = values.into_inner().expect("no panics while locked");
+    values.check_complete()?;
+    let (intervals, reliability) = how_sure(&values, &config, settings);
+    drop(values);
 
     let mut scores = ScoreTable::default();
-    for doc in 0..corpus.len() {
+    for (doc, interval) in intervals.into_iter().enumerate() {
         let metrics = &accumulated.docs[doc];
         let cluster = found.cluster[doc];
-        let group = accumulated.clusters.get(&cluster).unwrap_or(metrics);
+        // A cluster's group score, null when no model had it all IN or all OUT; a
+        // singleton is its own group.
+        let group = if sizes[cluster as usize] > 1 {
+            accumulated.clusters.get(&cluster).copied().unwrap_or_default()
+        } else {
+            *metrics
+        };
         let (mem_acc, mem_acc_se) = metrics.mem_acc();
         let (mem_loss, mem_loss_se) = metrics.mem_loss();
         let (group_mem_acc, group_mem_acc_se) = group.mem_acc();
@@ -78,8 +86,9 @@ pub fn analyze(run: &RunDir) -> Result<Analysis> {
         scores.acc_out.push(metrics.acc.outside.mean());
         scores.mem_acc.push(mem_acc);
         scores.mem_acc_se.push(mem_acc_se);
-        scores.mem_acc_lo.push(None);
-        scores.mem_acc_hi.push(None);
+        let interval = interval.filter(|_| mem_acc.is_some());
+        scores.mem_acc_lo.push(interval.map(|(lo, _)| lo));
+        scores.mem_acc_hi.push(interval.map(|(_, hi)| hi));
         scores.loss_in.push(metrics.loss.inside.mean());
         scores.loss_out.push(metrics.loss.outside.mean());
         scores.mem_loss.push(mem_loss);
@@ -99,17 +108,45 @@ pub fn analyze(run: &RunDir) -> Result<Analysis> {
 
     let clusters = cluster_table(&accumulated.clusters, &sizes);
     let copies = copies_table(&config, &corpus, &scores);
-    let duplicates = found.to_table(&corpus.doc_id);
-    let summary = Summary::new(
-        &config,
-        &corpus,
-        &scores,
-        &clusters,
-        &copies,
-        accumulated.models.len(),
-        (logs.len(), job_ids.len()),
-    );
-    Ok(Analysis { scores, clusters, copies, duplicates, summary })
+    let verdict = Verdict::new(&reliability, accumulated.models.len());
+    let summary = Summary::new(&config, &corpus, &scores, &clusters, &copies, (logs.logs.len(), logs.jobs), verdict);
+    Ok(Analysis { scores, clusters, copies, reliability, summary })
+}
+
+/// Each document's bootstrap interval of mem_acc and the run's reliability measures, from
+/// one product of weight rows (bootstrap resamples, halves, first-m subsets) with the
+/// per-model values.
+fn how_sure(
+    values: &ModelValues,
+    config: &RunConfig,
+    settings: AnalyzeSettings,
+) -> (Vec<Option<(f64, f64)>>, ReliabilityTable) {
+    let replicates = settings.bootstrap;
+    let mut weights = Weights::new(values.models.len());
+    weights.push_bootstrap(replicates, |b| seeds::rng(config.seed, "bootstrap", b));
+    let layout = reliability::Layout::push_rows(&mut weights, config.seed);
+    let per_doc = bootstrap::map_documents(values, &weights, |_, rows| {
+        (bootstrap::percentile_interval(&rows[..replicates]), rows[replicates..].to_vec())
+    });
+    let (intervals, subsets): (Vec<_>, Vec<_>) = per_doc.into_iter().unzip();
+    (intervals, reliability::measure(&layout, &subsets))
+}
+
+/// In a `--unit cluster` run the sampling units are the plan's clusters: the same
+/// partition of the documents, or the stored files disagree.
+fn check_units_are_clusters(unit: &[u32], cluster: &[u32]) -> Result<()> {
+    let mut cluster_of_unit = HashMap::new();
+    let mut unit_of_cluster = HashMap::new();
+    for doc in 0..unit.len() {
+        let same_cluster = *cluster_of_unit.entry(unit[doc]).or_insert(cluster[doc]) == cluster[doc];
+        let same_unit = *unit_of_cluster.entry(cluster[doc]).or_insert(unit[doc]) == unit[doc];
+        if !(same_cluster && same_unit) {
+            return Err(Error::Message(format!(
+                "corpus.parquet's sampling units and analysis/duplicates.parquet's clusters differ at doc {doc}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn cluster_sizes(cluster: &[u32]) -> Vec<u32> {
@@ -174,14 +211,124 @@ fn copies_table(config: &RunConfig, corpus: &CorpusTable, scores: &ScoreTable) -
 }
 
 impl Analysis {
-    /// Writes every table under `RUN/analysis/`, each atomically.
+    /// Writes every table under `RUN/analysis/`, each atomically (`duplicates.parquet` is
+    /// the plan's and stays as it is).
     pub fn write(&self, run: &RunDir) -> Result<()> {
         let dir = run.analysis_dir();
         std::fs::create_dir_all(&dir).map_err(subsets::Error::io(&dir))?;
         schema::write(&run.scores(), &self.scores)?;
         schema::write(&run.clusters(), &self.clusters)?;
         schema::write(&run.copies(), &self.copies)?;
-        schema::write(&run.duplicates(), &self.duplicates)?;
+        schema::write(&run.reliability(), &self.reliability)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic_run::{self, Row, Spec};
+    use subsets::corpus::Document;
+
+    /// 16 distinct documents, then 6 copies of one text (one near-duplicate cluster).
+    fn spec(unit: Unit) -> Spec {
+        let mut documents = synthetic_run::documents(16, 1);
+        let text = "the same sentence copied six times over, word for word".to_string();
+        documents.extend((0..6).map(|i| Document { id: format!("copy-{i}"), text: text.clone(), source: None }));
+        Spec { documents, models: 8, stack: 4, seed: 3, unit, holdout_ids: vec![] }
+    }
+
+    /// Accuracy 0.3 + 0.05·(doc mod 10) when IN, 0.3 when OUT, plus a model's small offset.
+    fn row(model: u32, doc: usize, in_train: &[bool]) -> Row {
+        let correct = 30 + model % 3 + if in_train[doc] { 5 * (doc as u32 % 10) } else { 0 };
+        Row { tokens: 100, correct, nll: f64::from(100 - correct) }
+    }
+
+    fn analyzed(unit: Unit) -> (tempfile::TempDir, Analysis, subsets::plan::Plan) {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path().join("run"));
+        let plan = synthetic_run::write(&run, &spec(unit), row).unwrap();
+        let analysis = analyze(&run, AnalyzeSettings::default()).unwrap();
+        analysis.write(&run).unwrap();
+        (dir, analysis, plan)
+    }
+
+    /// Every document's group columns are its cluster's row of clusters.parquet (a
+    /// singleton's are its own scores); returns the copies' cluster row.
+    fn assert_scores_and_clusters_agree(a: &Analysis) -> usize {
+        let (scores, clusters) = (&a.scores, &a.clusters);
+        for doc in 0..scores.len() {
+            if scores.cluster_size[doc] == 1 {
+                assert_eq!(scores.group_mem_acc[doc], scores.mem_acc[doc], "doc {doc}");
+                continue;
+            }
+            let row = clusters.cluster.iter().position(|&c| c == scores.cluster[doc]).expect("a row per cluster");
+            assert_eq!(scores.group_mem_acc[doc], clusters.group_mem_acc[row], "doc {doc}");
+            assert_eq!(scores.group_mem_acc_se[doc], clusters.group_mem_acc_se[row], "doc {doc}");
+            assert_eq!(scores.group_mem_loss[doc], clusters.group_mem_loss[row], "doc {doc}");
+            assert_eq!(scores.group_mem_loss_se[doc], clusters.group_mem_loss_se[row], "doc {doc}");
+        }
+        assert_eq!(clusters.len(), 1);
+        0
+    }
+
+    #[test]
+    fn group_columns_of_a_document_run_are_the_clusters_null_score_not_the_documents_own() {
+        let (_dir, analysis, _) = analyzed(Unit::Document);
+        let row = assert_scores_and_clusters_agree(&analysis);
+        assert_eq!(analysis.clusters.cluster_size[row], 6);
+        // No model has all six copies IN or all OUT, so the group has no score...
+        assert_eq!(analysis.clusters.group_mem_acc[row], None);
+        // ...and the copies say so, although each has a score of its own.
+        let copy = 16;
+        assert!(analysis.scores.mem_acc[copy].is_some());
+        assert_eq!(analysis.scores.group_mem_acc[copy], None);
+    }
+
+    #[test]
+    fn group_columns_of_a_cluster_run_come_from_the_plans_units() {
+        let (_dir, analysis, plan) = analyzed(Unit::Cluster);
+        let row = assert_scores_and_clusters_agree(&analysis);
+        assert_eq!((analysis.clusters.n_in[row], analysis.clusters.n_out[row]), (4, 4));
+        // Copies 16..22 have doc mod 10 = 6..9, 0, 1: IN gains 0.05·that on average, plus
+        // the IN models' mean offset less the OUT models'.
+        let in_models: Vec<u32> = (0..plan.membership.doc.len())
+            .filter(|&i| plan.membership.doc[i] == 16)
+            .map(|i| plan.membership.model[i])
+            .collect();
+        let offset = |inside: bool| (0..8).filter(|m| in_models.contains(m) == inside).map(|m| m % 3).sum::<u32>();
+        let offsets = f64::from(offset(true)) / 400.0 - f64::from(offset(false)) / 400.0;
+        let expected = (6 + 7 + 8 + 9 + 1) as f64 * 0.05 / 6.0 + offsets;
+        let group = analysis.clusters.group_mem_acc[row].unwrap();
+        assert!((group - expected).abs() < 1e-9, "{group} vs {expected}");
+    }
+
+    #[test]
+    fn cluster_runs_whose_units_disagree_with_the_stored_clusters_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path().join("run"));
+        synthetic_run::write(&run, &spec(Unit::Cluster), row).unwrap();
+        let mut duplicates: subsets::schema::DuplicateTable = schema::read(&run.duplicates()).unwrap();
+        duplicates.cluster[16] = 0;
+        schema::write(&run.duplicates(), &duplicates).unwrap();
+        let err = analyze(&run, AnalyzeSettings::default()).err().unwrap().to_string();
+        assert!(err.contains("sampling units and analysis/duplicates.parquet's clusters differ at doc"), "{err}");
+    }
+
+    #[test]
+    fn bootstrap_intervals_and_reliability_of_a_clear_signal() {
+        let (_dir, analysis, _) = analyzed(Unit::Document);
+        let s = &analysis.scores;
+        for doc in 0..16 {
+            let (lo, hi, mem) = (s.mem_acc_lo[doc].unwrap(), s.mem_acc_hi[doc].unwrap(), s.mem_acc[doc].unwrap());
+            // The model offsets (0, 0.01, 0.02) are the only noise: the interval is narrow.
+            assert!(lo <= mem + 1e-6 && mem <= hi + 1e-6 && hi - lo < 0.03, "doc {doc}: {lo} {mem} {hi}");
+        }
+        let r = &analysis.reliability;
+        assert_eq!(r.measure, ["split-half", "convergence", "convergence"]);
+        assert_eq!(r.models, [4, 4, 8]);
+        assert!(r.spearman[0].unwrap() > 0.9 && r.predicted[0].unwrap() > r.spearman[0].unwrap(), "{r:?}");
+        assert_eq!(r.spearman[2], Some(1.0));
+        assert!(analysis.summary.to_string().contains("enough models for a stable ranking"));
     }
 }

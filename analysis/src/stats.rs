@@ -1,5 +1,5 @@
-//! Running mean and variance (Welford), mergeable across threads (Chan et al.), and the
-//! difference of two means with its standard error.
+//! Running mean and variance (Welford), mergeable across threads (Chan et al.), the
+//! difference of two means with its standard error, quantiles and rank correlation.
 
 /// Count, mean and sum of squared deviations of the values seen so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -70,6 +70,43 @@ pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     Some(sorted[below] * (1.0 - weight) + sorted[above] * weight)
 }
 
+/// Ranks from 1, ties sharing the mean of their ranks.
+fn ranks(values: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut ranks = vec![0.0; values.len()];
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() && values[order[end]] == values[order[start]] {
+            end += 1;
+        }
+        let shared = (start + end + 1) as f64 / 2.0;
+        order[start..end].iter().for_each(|&i| ranks[i] = shared);
+        start = end;
+    }
+    ranks
+}
+
+/// Spearman's rank correlation of the pairs (a[i], b[i]) where both are finite; None with
+/// fewer than two such pairs or when either side is constant.
+pub fn spearman(a: &[f64], b: &[f64]) -> Option<f64> {
+    let (a, b): (Vec<f64>, Vec<f64>) =
+        a.iter().zip(b).filter(|(x, y)| x.is_finite() && y.is_finite()).map(|(x, y)| (*x, *y)).unzip();
+    if a.len() < 2 {
+        return None;
+    }
+    let (ra, rb) = (ranks(&a), ranks(&b));
+    let mean = (a.len() + 1) as f64 / 2.0;
+    let (mut cov, mut var_a, mut var_b) = (0.0, 0.0, 0.0);
+    for (x, y) in ra.iter().zip(&rb) {
+        cov += (x - mean) * (y - mean);
+        var_a += (x - mean) * (x - mean);
+        var_b += (y - mean) * (y - mean);
+    }
+    (var_a > 0.0 && var_b > 0.0).then(|| cov / (var_a * var_b).sqrt())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +146,21 @@ mod tests {
         assert!((se.unwrap() - (0.02f64 / 2.0 + 0.01 / 3.0).sqrt()).abs() < 1e-12);
         assert_eq!(difference(&of(&[1.0]), &of(&[0.0, 1.0])), (Some(0.5), None));
         assert_eq!(difference(&Moments::default(), &of(&[1.0])), (None, None));
+    }
+
+    #[test]
+    fn spearman_matches_hand_computation() {
+        // Ranks 1 2 3 4 5 against 2 1 4 3 5: d² = 1+1+1+1+0, rho = 1 − 6·4/(5·24) = 0.8.
+        let rho = spearman(&[1.0, 2.0, 3.0, 4.0, 5.0], &[20.0, 10.0, 40.0, 30.0, 50.0]).unwrap();
+        assert!((rho - 0.8).abs() < 1e-12, "{rho}");
+        // Monotone but not linear: 1; reversed: −1; non-finite pairs are left out.
+        assert_eq!(spearman(&[1.0, 2.0, 3.0, f64::NAN], &[1.0, 8.0, 27.0, 0.0]), Some(1.0));
+        assert_eq!(spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]), Some(-1.0));
+        // Ties share ranks: (1, 2.5, 2.5, 4) against (1, 2, 3, 4).
+        let tied = spearman(&[1.0, 2.0, 2.0, 3.0], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert!((tied - 4.5 / (4.5f64 * 5.0).sqrt()).abs() < 1e-12, "{tied}");
+        assert_eq!(spearman(&[1.0, 1.0], &[1.0, 2.0]), None);
+        assert_eq!(spearman(&[1.0], &[1.0]), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod bench;
 mod duplicates;
+mod influence;
 mod progress;
 
 use std::path::{Path, PathBuf};
@@ -12,10 +13,12 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use analysis::dups::{self, DupParams, Shingling};
+use analysis::dups::{DupParams, Shingling};
+use analysis::run_duplicates::{self, parse_shingles, shingles_name};
+use analysis::scores::AnalyzeSettings;
 use jobs::{DeviceChoice, JobOutcome, RunJobs};
 use subsets::config::{DesignConfig, Hyperparameters, Unit};
-use subsets::corpus::{self, Document};
+use subsets::corpus;
 use subsets::demo;
 use subsets::layout::RunDir;
 use subsets::plan::{self, PlanRequest, Written};
@@ -41,6 +44,9 @@ enum Command {
     Dups(DupsArgs),
     /// Training throughput of model stacks against the device's matmul peak.
     Bench(bench::BenchArgs),
+    /// Counterfactual influence: for each target document, the training documents whose
+    /// presence changes the models' accuracy on it most.
+    Influence(influence::InfluenceArgs),
 }
 
 #[derive(Args)]
@@ -62,6 +68,9 @@ struct PlanArgs {
     /// Fraction of documents no model trains on.
     #[arg(long, default_value_t = 0.0)]
     holdout: f64,
+    /// Ids of documents no model trains on (e.g. a test set to audit), comma separated.
+    #[arg(long, value_delimiter = ',')]
+    holdout_ids: Vec<String>,
     /// TOML file with [model], [train] and [jobs] settings; see README.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -99,7 +108,7 @@ struct NearDupArgs {
     #[arg(long, default_value_t = DupParams::default().threshold)]
     threshold: f64,
     /// Shingles: words:N or chars:N.
-    #[arg(long, default_value = "words:5", value_parser = parse_shingling)]
+    #[arg(long, default_value = "words:5", value_parser = parse_shingles)]
     shingles: Shingling,
     /// Shortest repeated substring, in bytes, counted by repeat_fraction.
     #[arg(long, default_value_t = DupParams::default().min_repeat_bytes)]
@@ -130,6 +139,9 @@ struct ComputeArgs {
 #[derive(Args)]
 struct AnalyzeArgs {
     run: PathBuf,
+    /// Bootstrap replicates (resamples of the models) behind mem_acc_lo and mem_acc_hi.
+    #[arg(long, default_value_t = AnalyzeSettings::default().bootstrap)]
+    bootstrap: usize,
 }
 
 #[derive(Args)]
@@ -160,19 +172,6 @@ struct DupsArgs {
     /// (default: the memory available when the command starts).
     #[arg(long)]
     max_memory: Option<f64>,
-}
-
-fn parse_shingling(text: &str) -> Result<Shingling, String> {
-    let (kind, n) = text.split_once(':').ok_or_else(|| format!("expected words:N or chars:N, got {text:?}"))?;
-    let n: usize = n.parse().map_err(|_| format!("{n:?} is not a number"))?;
-    if n == 0 {
-        return Err("the shingle length must be at least 1".into());
-    }
-    match kind {
-        "words" => Ok(Shingling::Words(n)),
-        "chars" => Ok(Shingling::Chars(n)),
-        _ => Err(format!("expected words:N or chars:N, got {text:?}")),
-    }
 }
 
 impl NearDupArgs {
@@ -227,10 +226,11 @@ fn dispatch(command: Command) -> Result<()> {
             plan_run(&args.out, request, &args.near.params()?)
         }
         Command::Run(args) => run_jobs(&args.run, &args.compute),
-        Command::Analyze(args) => analyze(&args.run),
+        Command::Analyze(args) => analyze(&args.run, AnalyzeSettings { bootstrap: args.bootstrap }),
         Command::Demo(args) => run_demo(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Dups(args) => duplicates::run(&args),
+        Command::Influence(args) => influence::run(&args),
     }
 }
 
@@ -241,17 +241,17 @@ fn design(args: &PlanArgs, near: &NearDupArgs) -> Result<DesignConfig> {
         holdout: args.holdout,
         unit: args.design.unit.into(),
         threshold: near.threshold,
+        shingles: shingles_name(near.shingles),
+        min_repeat: near.min_repeat as u32,
         copies: args.design.copies.clone(),
         canaries: args.design.canaries,
         canary_ids: args.design.canary_ids.clone(),
+        holdout_ids: args.holdout_ids.clone(),
     })
 }
 
 fn plan_run(out: &Path, request: PlanRequest<'_>, params: &DupParams) -> Result<()> {
-    let plan = plan::build(request, |documents: &[Document]| {
-        let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
-        dups::find_duplicates(&texts, params).cluster
-    })?;
+    let plan = plan::build(request, |ids, texts| run_duplicates::score(ids, texts, params))?;
     let run = RunDir::new(out);
     match plan::write(&run, &plan)? {
         Written::Created => eprintln!(
@@ -289,9 +289,9 @@ fn run_jobs(run: &Path, compute: &ComputeArgs) -> Result<()> {
     Ok(())
 }
 
-fn analyze(run: &Path) -> Result<()> {
+fn analyze(run: &Path, settings: AnalyzeSettings) -> Result<()> {
     let run_dir = RunDir::new(run);
-    let analysis = analysis::scores::analyze(&run_dir)?;
+    let analysis = analysis::scores::analyze(&run_dir, settings)?;
     analysis.write(&run_dir)?;
     print!("{}", analysis.summary);
     eprintln!("wrote {}", run_dir.analysis_dir().display());
@@ -316,9 +316,11 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
         bail!("--models must be at least 2");
     }
     let params = DupParams::default();
+    let documents = demo::corpus(args.seed, &demo::DemoSizes::default());
+    let holdout_ids = demo::held_out_ids(&documents);
     let request = PlanRequest {
         corpus_path: "built-in demo corpus",
-        documents: demo::corpus(args.seed, &demo::DemoSizes::default()),
+        documents,
         seed: args.seed,
         design: DesignConfig {
             models: args.models,
@@ -326,13 +328,17 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
             holdout: 0.0,
             unit: args.unit.into(),
             threshold: params.threshold,
+            shingles: shingles_name(params.shingling),
+            min_repeat: params.min_repeat_bytes as u32,
             copies: vec![],
             canaries: 0,
             canary_ids: vec![],
+            holdout_ids,
         },
         hyperparameters: demo_hyperparameters(),
     };
     plan_run(&args.out, request, &params)?;
     run_jobs(&args.out, &args.compute)?;
-    analyze(&args.out)
+    analyze(&args.out, AnalyzeSettings::default())?;
+    influence::run(&influence::InfluenceArgs::holdout(args.out.clone()))
 }

@@ -49,14 +49,21 @@ pub struct DesignConfig {
     /// Fraction of documents no model trains on.
     pub holdout: f64,
     pub unit: Unit,
-    /// Jaccard threshold of the near-duplicate clusters when `unit = "cluster"`.
+    /// Near-duplicate settings, one definition of clusters per run: the Jaccard threshold,
+    /// the shingles (`words:N` or `chars:N`) and the shortest repeated substring in bytes
+    /// counted by `repeat_fraction`. The duplicate scores are computed with them once, at
+    /// plan time, on the bytes the models see.
     pub threshold: f64,
+    pub shingles: String,
+    pub min_repeat: u32,
     /// Copy counts planted for canaries; empty when there is no copy sweep.
     pub copies: Vec<u16>,
     /// Generated random-identifier canaries appended to the corpus.
     pub canaries: u32,
     /// Ids of corpus documents used as canaries.
     pub canary_ids: Vec<String>,
+    /// Ids of documents no model trains on, besides the `holdout` fraction.
+    pub holdout_ids: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,6 +11,12 @@
 //!   changed (Jaccard ≈ 0.85 on word 5-grams, one cluster); each copy scores low on its own
 //!   because its twins stay in training.
 //! - `exact-duplicate`: a few documents each present several times under different ids.
+//! - `twin` and `twin-target`: a list of random identifiers and a held-out copy of it with
+//!   its last identifier changed (one near-duplicate pair each). No model trains on the
+//!   target, and only its twin predicts it: the twin is the target's most influential
+//!   training document, the seed paper's finding that a test example's strongest
+//!   influences are its near-duplicates.
+//! - `unseen`: held-out sentences with no twin, whose influences are all small.
 //!
 //! Runs open sentences because these tiny models with learned absolute positions learn what
 //! follows what at each position rather than learning to copy in general: a pattern is
@@ -39,7 +45,12 @@ pub struct DemoSizes {
     pub near_duplicates: usize,
     pub exact_groups: usize,
     pub exact_copies: usize,
+    pub twins: usize,
+    pub unseen: usize,
 }
+
+/// Sources of the documents the demo holds out: no model trains on them.
+pub const HELD_OUT_SOURCES: [&str; 2] = ["twin-target", "unseen"];
 
 impl Default for DemoSizes {
     fn default() -> Self {
@@ -50,6 +61,8 @@ impl Default for DemoSizes {
             near_duplicates: 12,
             exact_groups: 3,
             exact_copies: 4,
+            twins: 3,
+            unseen: 3,
         }
     }
 }
@@ -118,7 +131,27 @@ pub fn corpus(seed: u64, sizes: &DemoSizes) -> Vec<Document> {
             push("exact-duplicate", group * sizes.exact_copies + copy, text.clone());
         }
     }
+    for i in 0..sizes.twins {
+        // 13 identifiers: 10 word 5-grams, 9 shared by the pair, Jaccard 9/11 ≈ 0.82.
+        let twin = random_ids(&mut rng, 110);
+        let kept = twin.rsplit_once(' ').expect("several identifiers").0;
+        let target = format!("{kept} {:08x}", rng.random::<u32>());
+        push("twin", i, twin);
+        push("twin-target", i, target);
+    }
+    for i in 0..sizes.unseen {
+        let refrain = REFRAINS[i % REFRAINS.len()];
+        push("unseen", i, sentence(&mut rng, refrain));
+    }
     docs
+}
+
+/// Ids of the documents the demo holds out (sources [`HELD_OUT_SOURCES`]).
+pub fn held_out_ids(docs: &[Document]) -> Vec<String> {
+    docs.iter()
+        .filter(|d| d.source.as_deref().is_some_and(|s| HELD_OUT_SOURCES.contains(&s)))
+        .map(|d| d.id.clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -147,6 +180,16 @@ mod tests {
             assert_eq!(words[..words.len() - 1], base[..base.len() - 1]);
             assert_ne!(words.last(), base.last());
         }
+        let (twins, targets) = (of("twin"), of("twin-target"));
+        assert_eq!((twins.len(), targets.len()), (sizes.twins, sizes.twins));
+        for (twin, target) in twins.iter().zip(&targets) {
+            let (kept, last) = twin.text.rsplit_once(' ').unwrap();
+            assert!(target.text.starts_with(kept) && !target.text.ends_with(last));
+            assert!(target.text.len() < 128, "the pair fits the demo's context");
+        }
+        let held = held_out_ids(&docs);
+        assert_eq!(held.len(), sizes.twins + sizes.unseen);
+        assert!(held.iter().all(|id| id.starts_with("twin-target-") || id.starts_with("unseen-")));
         // Each repetitive document's refrain opens sentences, every refrain equally often.
         let openers: Vec<&str> = of("sentence").iter().map(|d| d.text.split(' ').next().unwrap()).collect();
         for doc in of("repetitive") {

@@ -1,8 +1,9 @@
 //! Turning a corpus and a design into a run directory: `run.toml`, `corpus.parquet`,
-//! `membership.parquet` and `jobs.parquet`, all written into a temporary sibling directory
-//! that is renamed into place only when complete.
+//! `membership.parquet`, `jobs.parquet` and the duplicate scores
+//! (`analysis/duplicates.parquet`), all written into a temporary sibling directory that is
+//! renamed into place only when complete.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use rand::seq::SliceRandom;
@@ -10,7 +11,7 @@ use rand::seq::SliceRandom;
 use crate::config::{CorpusConfig, DesignConfig, Hyperparameters, RunConfig, Unit};
 use crate::corpus::{self, Document};
 use crate::layout::RunDir;
-use crate::schema::{self, CorpusTable, JobTable, MembershipTable};
+use crate::schema::{self, CorpusTable, DuplicateTable, JobTable, MembershipTable, Table};
 use crate::{Error, Result, atomic, demo, design, seeds};
 
 /// Source of generated canaries in `corpus.parquet`.
@@ -23,6 +24,8 @@ pub struct Plan {
     pub corpus: CorpusTable,
     pub membership: MembershipTable,
     pub jobs: JobTable,
+    /// Duplicate scores of the documents as the models see them (truncated).
+    pub duplicates: DuplicateTable,
 }
 
 /// What the request was, before any document is placed.
@@ -35,25 +38,44 @@ pub struct PlanRequest<'a> {
     pub hyperparameters: Hyperparameters,
 }
 
-/// Builds the plan. `cluster_of` gives each document's near-duplicate cluster; it is only
-/// called when the sampling unit is the cluster.
-pub fn build(request: PlanRequest<'_>, cluster_of: impl FnOnce(&[Document]) -> Vec<u32>) -> Result<Plan> {
+/// Builds the plan. `duplicates_of(ids, texts)` scores the documents' duplicates on
+/// `texts`, the bytes each model trains and evaluates on (the text cut to the context, an
+/// incomplete last character replaced), so that duplicates are what the models see; with
+/// `unit = cluster` its clusters are the sampling units.
+pub fn build(
+    request: PlanRequest<'_>,
+    duplicates_of: impl FnOnce(&[String], &[&str]) -> DuplicateTable,
+) -> Result<Plan> {
     let PlanRequest { corpus_path, mut documents, seed, design: design_config, hyperparameters } = request;
     hyperparameters.validate()?;
     design::in_count(design_config.models, design_config.keep)?;
     let corpus_sha256 = corpus_checksum(&documents);
     let input_documents = documents.len();
-    let copies = plant_canaries(&mut documents, &design_config, seed)?;
+    let Planted { copies, canary } = plant_canaries(&mut documents, &design_config, seed)?;
+    let held_by_id = held_out_ids(&documents, &canary, &design_config.holdout_ids)?;
+
+    let max_tokens = hyperparameters.model.max_tokens();
+    let seen: Vec<_> =
+        documents.iter().map(|d| String::from_utf8_lossy(corpus::byte_tokens(&d.text, max_tokens))).collect();
+    let ids: Vec<String> = documents.iter().map(|d| d.id.clone()).collect();
+    let texts: Vec<&str> = seen.iter().map(|t| t.as_ref()).collect();
+    let duplicates = duplicates_of(&ids, &texts);
+    if duplicates.len() != documents.len() {
+        return Err(Error::Invalid(format!(
+            "duplicate scores cover {} documents, the corpus has {}",
+            duplicates.len(),
+            documents.len()
+        )));
+    }
 
     let units = match design_config.unit {
         Unit::Document => (0..documents.len() as u32).collect(),
-        Unit::Cluster => dense(&cluster_of(&documents)),
+        Unit::Cluster => dense(&duplicates.cluster),
     };
     let unit_count = units.iter().max().map_or(0, |&u| u as usize + 1);
     let held_unit = design::holdout(unit_count, design_config.holdout, seed)?;
     let in_models = design::balanced(unit_count, design_config.models, design_config.keep, seed)?;
 
-    let max_tokens = hyperparameters.model.max_tokens();
     let mut table = CorpusTable::default();
     let mut truncated = 0;
     for (doc, document) in documents.iter().enumerate() {
@@ -63,7 +85,7 @@ pub fn build(request: PlanRequest<'_>, cluster_of: impl FnOnce(&[Document]) -> V
         }
         let unit = units[doc];
         // Canaries are the object of the copy sweep: they are never held out.
-        let holdout = held_unit[unit as usize] && copies[doc] == 1 && !is_canary(document);
+        let holdout = (held_unit[unit as usize] || held_by_id[doc]) && !canary[doc];
         table.doc.push(doc as u32);
         table.doc_id.push(document.id.clone());
         table.source.push(document.source.clone());
@@ -105,11 +127,7 @@ pub fn build(request: PlanRequest<'_>, cluster_of: impl FnOnce(&[Document]) -> V
         train: hyperparameters.train,
         jobs: hyperparameters.jobs,
     };
-    Ok(Plan { config, corpus: table, membership, jobs })
-}
-
-fn is_canary(document: &Document) -> bool {
-    document.source.as_deref() == Some(CANARY_SOURCE)
+    Ok(Plan { config, corpus: table, membership, jobs, duplicates })
 }
 
 /// Renumbers labels densely in order of first appearance.
@@ -135,15 +153,21 @@ fn corpus_checksum(documents: &[Document]) -> String {
     corpus::sha256_hex(&bytes)
 }
 
-/// Appends generated canaries, and returns every document's copy count: canaries get the
-/// planted counts, spread evenly over them in a seeded order; everything else gets 1.
-fn plant_canaries(documents: &mut Vec<Document>, design: &DesignConfig, seed: u64) -> Result<Vec<u16>> {
+/// Every document's copy count and whether it is a canary of the copy sweep.
+struct Planted {
+    copies: Vec<u16>,
+    canary: Vec<bool>,
+}
+
+/// Appends generated canaries: canaries get the planted copy counts, spread evenly over
+/// them in a seeded order; everything else gets 1.
+fn plant_canaries(documents: &mut Vec<Document>, design: &DesignConfig, seed: u64) -> Result<Planted> {
     let sweep = design.canaries > 0 || !design.canary_ids.is_empty();
     if design.copies.is_empty() {
         return if sweep {
             Err(Error::Invalid("canaries need --copies (the copy counts to plant)".into()))
         } else {
-            Ok(vec![1; documents.len()])
+            Ok(Planted { copies: vec![1; documents.len()], canary: vec![false; documents.len()] })
         };
     }
     if !sweep {
@@ -173,10 +197,29 @@ fn plant_canaries(documents: &mut Vec<Document>, design: &DesignConfig, seed: u6
     }
     canaries.shuffle(&mut rng);
     let mut copies = vec![1; documents.len()];
+    let mut canary = vec![false; documents.len()];
     for (i, &doc) in canaries.iter().enumerate() {
         copies[doc] = design.copies[i % design.copies.len()];
+        canary[doc] = true;
     }
-    Ok(copies)
+    Ok(Planted { copies, canary })
+}
+
+/// Which documents `holdout_ids` names; an unknown id or a canary is refused.
+fn held_out_ids(documents: &[Document], canary: &[bool], holdout_ids: &[String]) -> Result<Vec<bool>> {
+    let known: HashSet<&str> = documents.iter().map(|d| d.id.as_str()).collect();
+    if let Some(missing) = holdout_ids.iter().find(|id| !known.contains(id.as_str())) {
+        return Err(Error::Invalid(format!("--holdout-ids: no document has id {missing:?}")));
+    }
+    let wanted: HashSet<&str> = holdout_ids.iter().map(String::as_str).collect();
+    let held: Vec<bool> = documents.iter().map(|d| wanted.contains(d.id.as_str())).collect();
+    if let Some(doc) = (0..documents.len()).find(|&d| held[d] && canary[d]) {
+        return Err(Error::Invalid(format!(
+            "--holdout-ids: {:?} is a canary of the copy sweep, which is never held out",
+            documents[doc].id
+        )));
+    }
+    Ok(held)
 }
 
 /// What [`write`] did.
@@ -220,6 +263,8 @@ pub fn write(run: &RunDir, plan: &Plan) -> Result<Written> {
     schema::write(&staged.corpus(), &plan.corpus)?;
     schema::write(&staged.membership(), &plan.membership)?;
     schema::write(&staged.jobs(), &plan.jobs)?;
+    std::fs::create_dir(staged.analysis_dir()).map_err(Error::io(staged.analysis_dir()))?;
+    schema::write(&staged.duplicates(), &plan.duplicates)?;
     std::fs::create_dir(staged.logs_dir()).map_err(Error::io(staged.logs_dir()))?;
     std::fs::rename(staging.keep(), root).map_err(Error::io(root))?;
     atomic::sync_dir(parent)?;
@@ -271,9 +316,12 @@ mod tests {
             holdout: 0.0,
             unit: Unit::Document,
             threshold: 0.8,
+            shingles: "words:5".into(),
+            min_repeat: 50,
             copies: vec![],
             canaries: 0,
             canary_ids: vec![],
+            holdout_ids: vec![],
         }
     }
 
@@ -291,8 +339,24 @@ mod tests {
         }
     }
 
-    fn no_clusters(_: &[Document]) -> Vec<u32> {
-        unreachable!("document unit")
+    /// Duplicate scores where `cluster` gives each document's cluster.
+    fn clustered(cluster: Vec<u32>) -> DuplicateTable {
+        let n = cluster.len();
+        DuplicateTable {
+            doc: (0..n as u32).collect(),
+            doc_id: vec![String::new(); n],
+            exact_dup_count: vec![0; n],
+            near_dup_count: vec![0; n],
+            max_jaccard: vec![0.0; n],
+            near_dup_capped: vec![false; n],
+            cluster,
+            cluster_size: vec![1; n],
+            repeat_fraction: vec![0.0; n],
+        }
+    }
+
+    fn no_clusters(ids: &[String], _: &[&str]) -> DuplicateTable {
+        clustered((0..ids.len() as u32).collect())
     }
 
     #[test]
@@ -309,7 +373,7 @@ mod tests {
     fn cluster_unit_puts_members_in_together() {
         let mut d = design(6, 0.5);
         d.unit = Unit::Cluster;
-        let plan = build(request(docs(6), d), |_| vec![9, 9, 4, 9, 4, 7]).unwrap();
+        let plan = build(request(docs(6), d), |_, _| clustered(vec![9, 9, 4, 9, 4, 7])).unwrap();
         assert_eq!(plan.corpus.unit, [0, 0, 1, 0, 1, 2]);
         let models_of = |doc: u32| -> Vec<u32> {
             plan.membership
@@ -338,6 +402,45 @@ mod tests {
         assert_eq!(planted, [1, 1, 2, 2, 4, 4]);
         assert!(plan.corpus.copies[..5].iter().all(|&c| c == 1));
         assert!(plan.corpus.source[5..].iter().all(|s| s.as_deref() == Some(CANARY_SOURCE)));
+    }
+
+    #[test]
+    fn canaries_named_by_id_are_never_held_out() {
+        let mut d = design(4, 0.5);
+        d.holdout = 0.9;
+        d.copies = vec![1];
+        d.canary_ids = (0..10).map(|i| format!("d{i}")).collect();
+        let plan = build(request(docs(20), d), no_clusters).unwrap();
+        assert!(plan.corpus.holdout[..10].iter().all(|&h| !h), "{:?}", plan.corpus.holdout);
+        assert!(plan.corpus.holdout[10..].iter().filter(|&&h| h).count() >= 5, "{:?}", plan.corpus.holdout);
+        assert!(plan.membership.doc.iter().filter(|&&doc| doc < 10).count() == 10 * 2);
+    }
+
+    #[test]
+    fn holdout_ids_are_held_out_and_must_exist() {
+        let mut d = design(4, 0.5);
+        d.holdout_ids = vec!["d3".into(), "d5".into()];
+        let plan = build(request(docs(8), d.clone()), no_clusters).unwrap();
+        let held: Vec<usize> = (0..8).filter(|&i| plan.corpus.holdout[i]).collect();
+        assert_eq!(held, [3, 5]);
+        assert!(!plan.membership.doc.iter().any(|&doc| doc == 3 || doc == 5));
+        d.holdout_ids.push("d99".into());
+        let err = build(request(docs(8), d), no_clusters).unwrap_err().to_string();
+        assert!(err.contains("--holdout-ids: no document has id \"d99\""), "{err}");
+    }
+
+    #[test]
+    fn duplicates_are_scored_on_the_bytes_the_models_see() {
+        let mut documents = docs(2);
+        documents[0].text = format!("{}é tail", "a".repeat(126));
+        let mut seen = Vec::new();
+        build(request(documents, design(4, 0.5)), |ids, texts| {
+            seen = texts.iter().map(|t| t.to_string()).collect();
+            no_clusters(ids, texts)
+        })
+        .unwrap();
+        // context 128: 127 bytes, the last one half of "é".
+        assert_eq!(seen, [format!("{}\u{fffd}", "a".repeat(126)), "document number 1".to_string()]);
     }
 
     #[test]

@@ -1,0 +1,169 @@
+//! mem_acc recomputed under many weightings of the models at once: bootstrap resamples
+//! (each model weighted by how often a resample drew it), halves of the models, the first
+//! m models. One resample is shared by every document, as a bootstrap over models must be.
+//!
+//! For weights w (rows r) and a document d, with I the IN indicator and a the accuracy,
+//!
+//! ```text
+//! mem_r(d) = Σ_m w[r,m]·I[m,d]·a[m,d] / Σ_m w[r,m]·I[m,d]
+//!          − Σ_m w[r,m]·(1−I[m,d])·a[m,d] / Σ_m w[r,m]·(1−I[m,d])
+//! ```
+//!
+//! so all rows and documents are one product of the weights (R × M) with the stacked
+//! matrix [I∘a | I | a] (M × 3N), computed in blocks of documents: memory is a block per
+//! thread, never R × N.
+
+use rand::RngExt;
+use rayon::prelude::*;
+
+use crate::gemm;
+use crate::per_model::ModelValues;
+use crate::stats::quantile;
+
+/// Documents per block of the product.
+const BLOCK: usize = 256;
+
+/// Rows of non-negative weights over models (integer counts, exact in f32).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Weights {
+    pub models: usize,
+    /// `rows × models`, row-major.
+    pub values: Vec<f32>,
+}
+
+impl Weights {
+    pub fn new(models: usize) -> Weights {
+        Weights { models, values: Vec::new() }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.values.len() / self.models.max(1)
+    }
+
+    /// Adds a row with weight 1 for the models (rows of [`ModelValues`]) in `chosen`.
+    pub fn push_subset(&mut self, chosen: impl IntoIterator<Item = usize>) {
+        let mut row = vec![0.0; self.models];
+        chosen.into_iter().for_each(|m| row[m] = 1.0);
+        self.values.extend(row);
+    }
+
+    /// Adds `replicates` bootstrap rows: replicate b draws `models` models with
+    /// replacement, from the generator `rng_of(b)`.
+    pub fn push_bootstrap<R: rand::Rng>(&mut self, replicates: usize, rng_of: impl Fn(u64) -> R) {
+        for b in 0..replicates {
+            let mut rng = rng_of(b as u64);
+            let mut row = vec![0.0; self.models];
+            for _ in 0..self.models {
+                row[rng.random_range(0..self.models)] += 1.0;
+            }
+            self.values.extend(row);
+        }
+    }
+}
+
+/// Calls `each` with every document's mem_acc under every weight row (one value per row,
+/// NaN where a side has no weight) and returns the results in document order.
+pub fn map_documents<T: Send>(
+    values: &ModelValues,
+    weights: &Weights,
+    each: impl Fn(usize, &[f32]) -> T + Sync,
+) -> Vec<T> {
+    let (models, docs, rows) = (values.models.len(), values.docs, weights.rows());
+    assert_eq!(weights.models, models, "one weight per model");
+    assert_eq!(values.kept.len(), docs, "every document's accuracy is kept");
+    let totals: Vec<f32> = weights.values.chunks(models.max(1)).map(|row| row.iter().sum()).collect();
+    let starts: Vec<usize> = (0..docs).step_by(BLOCK).collect();
+    starts
+        .par_iter()
+        .flat_map_iter(|&start| {
+            let width = BLOCK.min(docs - start);
+            let mut stacked = vec![0.0f32; models * 3 * width];
+            for (m, row) in stacked.chunks_mut(3 * width).enumerate() {
+                let acc = &values.acc_row(m)[start..start + width];
+                let member = &values.member_row(m)[start..start + width];
+                for j in 0..width {
+                    let inside = if member[j] { 1.0 } else { 0.0 };
+                    row[j] = inside * acc[j];
+                    row[width + j] = inside;
+                    row[2 * width + j] = acc[j];
+                }
+            }
+            let mut product = vec![0.0f32; rows * 3 * width];
+            gemm::matmul(&weights.values, &stacked, &mut product, rows, models, 3 * width);
+            let mut per_row = vec![0.0f32; rows];
+            (0..width)
+                .map(|j| {
+                    for (r, value) in per_row.iter_mut().enumerate() {
+                        let out = &product[r * 3 * width..(r + 1) * 3 * width];
+                        let (sum_in, weight_in, sum_all) = (out[j], out[width + j], out[2 * width + j]);
+                        let weight_out = totals[r] - weight_in;
+                        *value = if weight_in > 0.5 && weight_out > 0.5 {
+                            sum_in / weight_in - (sum_all - sum_in) / weight_out
+                        } else {
+                            f32::NAN
+                        };
+                    }
+                    each(start + j, &per_row)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The 95% percentile interval of the finite replicate values, None when there are none.
+pub fn percentile_interval(replicates: &[f32]) -> Option<(f64, f64)> {
+    let mut finite: Vec<f64> = replicates.iter().filter(|v| v.is_finite()).map(|&v| f64::from(v)).collect();
+    finite.sort_by(f64::total_cmp);
+    Some((quantile(&finite, 0.025)?, quantile(&finite, 0.975)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two documents, four models: document 0 IN for models 0 and 1.
+    fn four_models() -> ModelValues {
+        let mut values = ModelValues::all_documents(vec![0, 1, 2, 3], 2);
+        values.acc = vec![0.8, 0.5, 0.6, 0.5, 0.2, 0.5, 0.4, 0.1];
+        values.member = vec![true, false, true, true, false, true, false, false];
+        values
+    }
+
+    #[test]
+    fn weighted_mem_acc_matches_hand_computation() {
+        let values = four_models();
+        let mut weights = Weights::new(4);
+        weights.push_subset(0..4);
+        weights.values.extend([2.0, 0.0, 1.0, 0.0]);
+        weights.push_subset([0, 1]);
+        let rows = map_documents(&values, &weights, |doc, row| (doc, row.to_vec()));
+        let (doc0, doc1) = (&rows[0].1, &rows[1].1);
+        assert_eq!((rows[0].0, rows[1].0), (0, 1));
+        // All models: doc 0 IN 0.8, 0.6 / OUT 0.2, 0.4 → 0.4; doc 1 IN 0.5, 0.5 / OUT 0.5, 0.1 → 0.2.
+        assert!((doc0[0] - 0.4).abs() < 1e-6 && (doc1[0] - 0.2).abs() < 1e-6, "{rows:?}");
+        // Model 0 twice, model 2 once: doc 0 IN 0.8, OUT 0.2; doc 1 IN 0.5 (model 1 has weight 0),
+        // OUT 0.5 (model 0 twice) → 0.6 and 0.0.
+        assert!((doc0[1] - 0.6).abs() < 1e-6 && doc1[1].abs() < 1e-6, "{rows:?}");
+        // Models 0 and 1 only: doc 0 has no OUT side.
+        assert!(doc0[2].is_nan() && (doc1[2] - 0.0).abs() < 1e-6, "{rows:?}");
+    }
+
+    #[test]
+    fn bootstrap_rows_draw_every_model_count_once_per_model() {
+        let mut weights = Weights::new(5);
+        weights.push_bootstrap(3, |b| subsets::seeds::rng(7, "bootstrap", b));
+        assert_eq!(weights.rows(), 3);
+        assert!(weights.values.chunks(5).all(|row| row.iter().sum::<f32>() == 5.0));
+        let mut again = Weights::new(5);
+        again.push_bootstrap(3, |b| subsets::seeds::rng(7, "bootstrap", b));
+        assert_eq!(weights, again);
+    }
+
+    #[test]
+    fn interval_of_uniform_replicates() {
+        let replicates: Vec<f32> = (0..=200).map(|i| i as f32 / 200.0).chain([f32::NAN]).collect();
+        let (lo, hi) = percentile_interval(&replicates).unwrap();
+        assert!((lo - 0.025).abs() < 1e-6 && (hi - 0.975).abs() < 1e-6, "{lo} {hi}");
+        assert_eq!(percentile_interval(&[f32::NAN]), None);
+    }
+}

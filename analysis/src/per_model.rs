@@ -1,0 +1,226 @@
+//! The complete logs of a run and, read from them, every model's metrics on chosen
+//! documents, one `f32` row per model, with whether each document was in the model's
+//! training set (from the logs' `in_train`, never from `membership.parquet`): the
+//! matrices that the bootstrap, the reliability measures and the influence GEMMs multiply.
+//!
+//! At M models, N documents and K documents whose metrics are kept that is M·N bytes of
+//! membership plus 4·M·K bytes of accuracy (and as many of loss when asked for): 500 MB
+//! at 1,000 × 100,000 with every accuracy kept. A log is read into rows of its own models
+//! (its stack: a few rows of N) and copied in when complete, so reading in parallel adds
+//! only a few rows per thread.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use subsets::layout::{LogState, RunDir};
+use subsets::schema::{self, JobTable, LogTable, Table};
+
+use crate::{Error, Result};
+
+/// The complete logs of a run and the models they hold.
+#[derive(Debug, Clone)]
+pub struct RunLogs {
+    pub logs: Vec<PathBuf>,
+    /// Models of the complete jobs, sorted.
+    pub models: Vec<u32>,
+    /// Jobs of the plan, complete or not.
+    pub jobs: usize,
+}
+
+impl RunLogs {
+    /// The complete logs of `run`; an unplanned run or one without a complete log is an
+    /// error that says what to do.
+    pub fn open(run: &RunDir) -> Result<RunLogs> {
+        if !run.config().exists() {
+            return Err(Error::Message(format!(
+                "{} is not a planned run: no run.toml here (run `cfmem plan` first)",
+                run.root().display()
+            )));
+        }
+        let jobs: JobTable = schema::read(&run.jobs())?;
+        let mut job_ids = jobs.job.clone();
+        job_ids.sort_unstable();
+        job_ids.dedup();
+        let mut logs = Vec::new();
+        let mut models = Vec::new();
+        for &job in &job_ids {
+            if run.log_state(job)? == LogState::Complete {
+                logs.push(run.log(job));
+                models.extend((0..jobs.len()).filter(|&i| jobs.job[i] == job).map(|i| jobs.model[i]));
+            }
+        }
+        if logs.is_empty() {
+            return Err(Error::Message(format!(
+                "{}: no complete logs: run `cfmem run {}` first",
+                run.root().display(),
+                run.root().display()
+            )));
+        }
+        models.sort_unstable();
+        models.dedup();
+        Ok(RunLogs { logs, models, jobs: job_ids.len() })
+    }
+}
+
+/// Metrics by model (rows, `models` order) and kept document (columns, `kept` order), and
+/// membership by model and document.
+#[derive(Debug, Clone, Default)]
+pub struct ModelValues {
+    /// Model ids, sorted: row r is model `models[r]`.
+    pub models: Vec<u32>,
+    pub docs: usize,
+    /// Documents whose metrics are kept: column c is document `kept[c]`.
+    pub kept: Vec<u32>,
+    /// Per-token accuracy, `models.len() × kept.len()`, row-major.
+    pub acc: Vec<f32>,
+    /// Per-token loss, same layout, only when asked for.
+    pub loss: Option<Vec<f32>>,
+    /// In the model's training set, `models.len() × docs`.
+    pub member: Vec<bool>,
+    /// Whether a model's rows were read.
+    filled: Vec<bool>,
+}
+
+impl ModelValues {
+    /// Room for `models` (any order) over `docs` documents, keeping the metrics of `kept`.
+    pub fn new(mut models: Vec<u32>, docs: usize, kept: Vec<u32>, with_loss: bool) -> ModelValues {
+        models.sort_unstable();
+        models.dedup();
+        let cells = models.len() * kept.len();
+        ModelValues {
+            filled: vec![false; models.len()],
+            member: vec![false; models.len() * docs],
+            acc: vec![f32::NAN; cells],
+            loss: with_loss.then(|| vec![f32::NAN; cells]),
+            models,
+            docs,
+            kept,
+        }
+    }
+
+    /// Room for `models` over `docs` documents, keeping every document's accuracy.
+    pub fn all_documents(models: Vec<u32>, docs: usize) -> ModelValues {
+        ModelValues::new(models, docs, (0..docs as u32).collect(), false)
+    }
+
+    /// Fails naming a model none of whose log rows was read.
+    pub fn check_complete(&self) -> Result<()> {
+        match self.filled.iter().position(|&filled| !filled) {
+            Some(r) => Err(Error::Message(format!("model {} has no rows in its job's log", self.models[r]))),
+            None => Ok(()),
+        }
+    }
+
+    pub fn row(&self, model: u32) -> Option<usize> {
+        self.models.binary_search(&model).ok()
+    }
+
+    /// The accuracies of model row `row` on the kept documents.
+    pub fn acc_row(&self, row: usize) -> &[f32] {
+        let width = self.kept.len();
+        &self.acc[row * width..(row + 1) * width]
+    }
+
+    pub fn member_row(&self, row: usize) -> &[bool] {
+        &self.member[row * self.docs..(row + 1) * self.docs]
+    }
+}
+
+/// The rows of one log, collected before they are copied into the shared [`ModelValues`].
+pub(crate) struct LogRows<'a> {
+    path: &'a Path,
+    docs: usize,
+    with_loss: bool,
+    rows: HashMap<u32, ModelRow>,
+}
+
+/// One model's rows of a log, over all documents.
+struct ModelRow {
+    acc: Vec<f32>,
+    /// Empty unless losses are kept.
+    loss: Vec<f32>,
+    member: Vec<bool>,
+    seen: usize,
+}
+
+impl<'a> LogRows<'a> {
+    pub(crate) fn new(path: &'a Path, docs: usize, with_loss: bool) -> LogRows<'a> {
+        LogRows { path, docs, with_loss, rows: HashMap::new() }
+    }
+
+    pub(crate) fn push(&mut self, model: u32, doc: usize, in_train: bool, acc: f64, loss: f64) {
+        let docs = self.docs;
+        let with_loss = self.with_loss;
+        let row = self.rows.entry(model).or_insert_with(|| ModelRow {
+            acc: vec![f32::NAN; docs],
+            loss: if with_loss { vec![f32::NAN; docs] } else { Vec::new() },
+            member: vec![false; docs],
+            seen: 0,
+        });
+        row.acc[doc] = acc as f32;
+        if with_loss {
+            row.loss[doc] = loss as f32;
+        }
+        row.member[doc] = in_train;
+        row.seen += 1;
+    }
+
+    /// Copies the rows in; every model of the log must have one row per document.
+    pub(crate) fn finish(self, target: &Mutex<ModelValues>) -> Result<()> {
+        let mut values = target.lock().expect("no panics while locked");
+        for (model, ModelRow { acc, loss, member, seen }) in self.rows {
+            let bad = |what: String| Error::Message(format!("{}: model {model} {what}", self.path.display()));
+            if seen != self.docs || acc.iter().any(|a| a.is_nan()) {
+                return Err(bad(format!("has {seen} rows, not one per document ({})", self.docs)));
+            }
+            let row = values.row(model).ok_or_else(|| bad("is not a model of its job in jobs.parquet".into()))?;
+            let width = values.kept.len();
+            for c in 0..width {
+                let doc = values.kept[c] as usize;
+                values.acc[row * width + c] = acc[doc];
+                if let Some(all) = values.loss.as_mut() {
+                    all[row * width + c] = loss[doc];
+                }
+            }
+            values.member[row * self.docs..(row + 1) * self.docs].copy_from_slice(&member);
+            values.filled[row] = true;
+        }
+        Ok(())
+    }
+}
+
+/// Reads `logs` into `values` (their rows name only its models).
+pub fn read(logs: &[PathBuf], values: ModelValues) -> Result<ModelValues> {
+    let (docs, with_loss) = (values.docs, values.loss.is_some());
+    let target = Mutex::new(values);
+    logs.par_iter().try_for_each(|path| {
+        let mut rows = LogRows::new(path, docs, with_loss);
+        let mut row = 0usize;
+        schema::for_each_batch(path, |batch: LogTable| {
+            for i in 0..batch.len() {
+                row += 1;
+                let doc = batch.doc[i] as usize;
+                let tokens = f64::from(batch.tokens[i]);
+                if doc >= docs || tokens == 0.0 {
+                    let message = format!("doc {doc} of {docs} documents with {tokens} tokens");
+                    return Err(subsets::Error::Row { path: path.to_path_buf(), row, message });
+                }
+                rows.push(
+                    batch.model[i],
+                    doc,
+                    batch.in_train[i],
+                    f64::from(batch.correct[i]) / tokens,
+                    batch.nll[i] / tokens,
+                );
+            }
+            Ok(())
+        })?;
+        rows.finish(&target)
+    })?;
+    let values = target.into_inner().expect("no panics while locked");
+    values.check_complete()?;
+    Ok(values)
+}

@@ -1,0 +1,106 @@
+//! Planned runs with synthetic logs, for tests and benchmarks of the analysis: a real plan
+//! (`subsets::plan`, duplicate scores included) of given documents, and for every model
+//! and document a log row whose numbers a caller-given function chooses from the model's
+//! training set, so that the right answer is known. Logs are written with completion
+//! records, as `cfmem run` writes them.
+
+use rayon::prelude::*;
+
+use subsets::config::{DesignConfig, Hyperparameters, Unit};
+use subsets::corpus::Document;
+use subsets::layout::{Completion, RunDir};
+use subsets::plan::{self, Plan, PlanRequest};
+use subsets::schema::{self, LogTable, Table};
+
+use crate::Result;
+use crate::dups::DupParams;
+use crate::run_duplicates::{self, shingles_name};
+
+/// What to plan.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub documents: Vec<Document>,
+    pub models: u32,
+    /// Models per job (one log each).
+    pub stack: u32,
+    pub seed: u64,
+    pub unit: Unit,
+    pub holdout_ids: Vec<String>,
+}
+
+/// A log row's numbers: predicted positions, correct ones and summed loss (nats).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Row {
+    pub tokens: u32,
+    pub correct: u32,
+    pub nll: f64,
+}
+
+/// Plans `spec` into `run` and writes every job's log, row (model, doc) from
+/// `row(model, doc, in_train)` where `in_train[d]` says whether document d is in the
+/// model's training set. Returns the plan.
+pub fn write(run: &RunDir, spec: &Spec, row: impl Fn(u32, usize, &[bool]) -> Row + Sync) -> Result<Plan> {
+    let params = DupParams::default();
+    let mut hyperparameters = Hyperparameters::default();
+    hyperparameters.jobs.stack = spec.stack;
+    let request = PlanRequest {
+        corpus_path: "synthetic",
+        documents: spec.documents.clone(),
+        seed: spec.seed,
+        design: DesignConfig {
+            models: spec.models,
+            keep: 0.5,
+            holdout: 0.0,
+            unit: spec.unit,
+            threshold: params.threshold,
+            shingles: shingles_name(params.shingling),
+            min_repeat: params.min_repeat_bytes as u32,
+            copies: vec![],
+            canaries: 0,
+            canary_ids: vec![],
+            holdout_ids: spec.holdout_ids.clone(),
+        },
+        hyperparameters,
+    };
+    let plan = plan::build(request, |ids, texts| run_duplicates::score(ids, texts, &params))?;
+    plan::write(run, &plan)?;
+    let docs = plan.corpus.len();
+    let mut starts = vec![0usize; spec.models as usize + 1];
+    plan.membership.model.iter().for_each(|&m| starts[m as usize + 1] += 1);
+    (0..spec.models as usize).for_each(|m| starts[m + 1] += starts[m]);
+    let jobs = spec.models.div_ceil(spec.stack);
+    (0..jobs).into_par_iter().try_for_each(|job| -> Result<()> {
+        let mut log = LogTable::default();
+        for model in job * spec.stack..((job + 1) * spec.stack).min(spec.models) {
+            let mut in_train = vec![false; docs];
+            let members = &plan.membership.doc[starts[model as usize]..starts[model as usize + 1]];
+            members.iter().for_each(|&d| in_train[d as usize] = true);
+            for (doc, &inside) in in_train.iter().enumerate() {
+                let Row { tokens, correct, nll } = row(model, doc, &in_train);
+                log.model.push(model);
+                log.doc.push(doc as u32);
+                log.in_train.push(inside);
+                log.tokens.push(tokens);
+                log.nll.push(nll);
+                log.correct.push(correct);
+                log.copies.push(u16::from(inside));
+            }
+        }
+        schema::write(&run.log(job), &log)?;
+        Completion::of_file(&run.log(job), log.model.len() as u64)?.write(&run.log_done(job))?;
+        Ok(())
+    })?;
+    Ok(plan)
+}
+
+/// `n` distinct documents, `doc-N`, of about 60 bytes of words drawn from `seed`.
+pub fn documents(n: usize, seed: u64) -> Vec<Document> {
+    use rand::RngExt;
+    let mut rng = subsets::seeds::rng(seed, "synthetic-run", 0);
+    (0..n)
+        .map(|i| {
+            let words: Vec<String> = (0..8).map(|_| format!("w{:x}", rng.random::<u32>())).collect();
+            Document { id: format!("doc-{i}"), text: words.join(" "), source: None }
+        })
+        .collect()
+}
