@@ -3,12 +3,16 @@
 //! - [`device`] resolves `auto|cpu|cuda|cuda:N` to a torch device.
 //! - [`model`] is the tiny decoder-only byte-level transformer.
 //! - [`train`] trains one model on its subset and evaluates it on every document.
-//! - [`runner`] reads a run's plan, lists its jobs, skips the complete ones (checked against
-//!   the checksum recorded at completion) and writes each job's log atomically.
+//! - [`claim`] makes sure each job is trained by one worker at a time: create-exclusive
+//!   claim files with a heartbeat, taken over when stale.
+//! - [`runner`] reads a run's plan, claims its jobs one by one, skips the complete ones
+//!   (checked against the record written at completion), streams each job's log and
+//!   publishes it atomically.
 //!
 //! Results leave through [`subsets::schema::LogTable`] and progress through the [`Progress`]
 //! trait; this crate draws nothing on a terminal and computes no statistics.
 
+pub mod claim;
 pub mod device;
 pub mod model;
 pub mod progress;
@@ -17,7 +21,7 @@ pub mod train;
 
 pub use device::DeviceChoice;
 pub use progress::{Progress, Silent};
-pub use runner::{JobOutcome, RunJobs};
+pub use runner::{JobOutcome, RunJobs, Selection};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -31,4 +35,6 @@ pub enum Error {
     Device(String),
     #[error("{path}: {message}")]
     Plan { path: std::path::PathBuf, message: String },
+    #[error("job {job}: another worker took over its claim")]
+    ClaimLost { job: u32 },
 }

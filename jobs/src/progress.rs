@@ -9,9 +9,12 @@ pub trait Progress {
     fn training_step(&self, _model: u32, _step: usize, _loss: Option<f64>) {}
     fn evaluating(&self, _model: u32) {}
     fn job_finished(&self, _job: u32, _outcome: &JobOutcome) {}
+    /// A stale claim of `holder`, `age` seconds since its last heartbeat, was broken.
+    fn claim_taken_over(&self, _job: u32, _holder: &str, _age: f64) {}
+    /// These jobs are claimed by other workers; the runner polls until they are done.
+    fn waiting_for_claims(&self, _jobs: &[u32]) {}
 }
 
 /// A progress sink that reports nothing.
 pub struct Silent;
 impl Progress for Silent {}
-

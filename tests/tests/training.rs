@@ -118,8 +118,7 @@ fn memorization_grows_with_copies() {
         .collect();
     std::fs::write(&corpus, lines).unwrap();
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, "[model]\nd_model = 64\ncontext = 128\n[train]\nepochs = 8\n[jobs]\nstack = 4\n")
-        .unwrap();
+    std::fs::write(&config, "[model]\nd_model = 64\ncontext = 128\n[train]\nepochs = 8\n[jobs]\nstack = 4\n").unwrap();
     let run = dir.path().join("run");
     let config = config.to_str().unwrap();
     cfmem_ok(&plan_args(&corpus, &run, "8", "4", &["--config", config, "--copies", "1,4,16", "--canaries", "12"]));
