@@ -129,7 +129,9 @@ impl RunJobs {
                 if selection.max_jobs.is_some_and(|max| trained >= max) {
                     return Ok(outcomes);
                 }
-                if self.run.quick_log_state(job)? == LogState::Complete {
+                // A complete job whose claim is still there goes through the claim: its
+                // holder is releasing it, or died after publishing and the claim goes stale.
+                if self.run.quick_log_state(job)? == LogState::Complete && !self.run.claim(job).exists() {
                     progress.job_finished(job, &JobOutcome::Skipped);
                     outcomes.push((job, JobOutcome::Skipped));
                     continue;

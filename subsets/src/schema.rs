@@ -349,10 +349,11 @@ impl<T: Table, W: std::io::Write + Send> TableWriter<T, W> {
         Ok(TableWriter { writer, path: path.to_path_buf(), table: std::marker::PhantomData })
     }
 
-    /// Writes `part` as one row group.
+    /// Writes `part` as one row group and hands its bytes to the output.
     pub fn write(&mut self, part: &T) -> Result<()> {
         self.writer.write(&part.to_batch()).map_err(Error::parquet(&self.path))?;
-        self.writer.flush().map_err(Error::parquet(&self.path))
+        self.writer.flush().map_err(Error::parquet(&self.path))?;
+        self.writer.sync().map_err(Error::io(&self.path))
     }
 
     /// Writes the footer and returns the output.
