@@ -14,6 +14,9 @@ use serde::Serialize;
 use jobs::RunJobs;
 use subsets::layout::{Completion, LogState, RunDir, unix_now};
 
+/// Job states, in the order they are reported.
+const STATES: [&str; 5] = ["complete", "claimed", "stale", "damaged", "not started"];
+
 #[derive(Serialize)]
 struct JobStatus {
     job: u32,
@@ -88,7 +91,7 @@ pub fn status(run: &Path, json: bool) -> Result<()> {
         });
     }
     let mut counts = BTreeMap::new();
-    for state in ["complete", "claimed", "stale", "damaged", "not started"] {
+    for state in STATES {
         counts.insert(state, jobs.iter().filter(|j| j.state == state).count());
     }
     let models: u32 = jobs.iter().map(|j| j.models).sum();
@@ -117,7 +120,7 @@ pub fn status(run: &Path, json: bool) -> Result<()> {
 
 fn render(status: &RunStatus) -> String {
     let mut out = format!("{}: {} jobs: ", status.run, status.jobs.len());
-    let counts: Vec<String> = status.counts.iter().map(|(state, n)| format!("{n} {state}")).collect();
+    let counts: Vec<String> = STATES.iter().map(|state| format!("{} {state}", status.counts[state])).collect();
     out += &counts.join(", ");
     out += &format!("\nmodels: {} of {} done", status.models_done, status.models);
     if let (Some(rate), Some(eta)) = (status.models_per_hour, status.eta_s) {
@@ -156,7 +159,8 @@ fn duration(seconds: f64) -> String {
     }
 }
 
-/// The task states of the latest recorded Slurm submission, if any.
+/// The task states of the latest recorded Slurm submission, if any: from `sacct` (needs
+/// accounting), else `scontrol` (finished tasks for a few minutes), else `squeue`.
 fn slurm_status(run: &RunDir) -> Result<Option<SlurmStatus>> {
     let path = run.slurm_submissions();
     let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
@@ -164,14 +168,19 @@ fn slurm_status(run: &RunDir) -> Result<Option<SlurmStatus>> {
         return Ok(None);
     };
     let sacct = ["-n", "-X", "-P", "-j", &job_id, "-o", "JobID,State"];
+    let scontrol = ["-o", "show", "job", &job_id];
     let squeue = ["-h", "-r", "-j", &job_id, "-o", "%i|%T"];
     let mut notes = Vec::new();
-    for (program, args) in [("sacct", &sacct[..]), ("squeue", &squeue[..])] {
+    for (program, args) in [("sacct", &sacct[..]), ("scontrol", &scontrol[..]), ("squeue", &squeue[..])] {
         match Command::new(program).args(args).output() {
             Ok(out) if out.status.success() => {
                 let mut states = BTreeMap::new();
                 for line in String::from_utf8_lossy(&out.stdout).lines() {
-                    if let Some((_, state)) = line.split_once('|') {
+                    let state = match program {
+                        "scontrol" => line.split_whitespace().find_map(|field| field.strip_prefix("JobState=")),
+                        _ => line.split_once('|').map(|(_, state)| state),
+                    };
+                    if let Some(state) = state {
                         let state = state.split_whitespace().next().unwrap_or(state).to_string();
                         *states.entry(state).or_default() += 1;
                     }
