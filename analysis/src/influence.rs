@@ -418,10 +418,7 @@ mod tests {
         assert_eq!((t.source_doc[0], t.source_id[0].as_str(), t.target_id[0].as_str()), (3, "doc-3", "target"));
 
         // By hand: accuracy on the target is 0.2 + 0.6·[doc-3 IN] + (model mod 4)/100.
-        let inside: Vec<u32> = (0..plan.membership.doc.len())
-            .filter(|&i| plan.membership.doc[i] == 3)
-            .map(|i| plan.membership.model[i])
-            .collect();
+        let inside: Vec<u32> = (0..plan.membership.models()).filter(|&m| plan.membership.contains(m, 3)).collect();
         let side = |is_in: bool| -> Moments {
             let mut m = Moments::default();
             (0..12u32)

@@ -292,10 +292,7 @@ mod tests {
         assert_eq!((analysis.clusters.n_in[row], analysis.clusters.n_out[row]), (4, 4));
         // Copies 16..22 have doc mod 10 = 6..9, 0, 1: IN gains 0.05·that on average, plus
         // the IN models' mean offset less the OUT models'.
-        let in_models: Vec<u32> = (0..plan.membership.doc.len())
-            .filter(|&i| plan.membership.doc[i] == 16)
-            .map(|i| plan.membership.model[i])
-            .collect();
+        let in_models: Vec<u32> = (0..plan.membership.models()).filter(|&m| plan.membership.contains(m, 16)).collect();
         let offset = |inside: bool| (0..8).filter(|m| in_models.contains(m) == inside).map(|m| m % 3).sum::<u32>();
         let offsets = f64::from(offset(true)) / 400.0 - f64::from(offset(false)) / 400.0;
         let expected = (6 + 7 + 8 + 9 + 1) as f64 * 0.05 / 6.0 + offsets;

@@ -8,9 +8,9 @@ use rayon::prelude::*;
 
 use subsets::config::{DesignConfig, Hyperparameters, Unit};
 use subsets::corpus::Document;
-use subsets::layout::{Completion, RunDir};
+use subsets::layout::{JobRecord, LogWriter, RunDir};
 use subsets::plan::{self, Plan, PlanRequest};
-use subsets::schema::{self, LogTable, Table};
+use subsets::schema::{LogTable, Table};
 
 use crate::Result;
 use crate::dups::DupParams;
@@ -65,16 +65,11 @@ pub fn write(run: &RunDir, spec: &Spec, row: impl Fn(u32, usize, &[bool]) -> Row
     let plan = plan::build(request, |ids, texts| run_duplicates::score(ids, texts, &params))?;
     plan::write(run, &plan)?;
     let docs = plan.corpus.len();
-    let mut starts = vec![0usize; spec.models as usize + 1];
-    plan.membership.model.iter().for_each(|&m| starts[m as usize + 1] += 1);
-    (0..spec.models as usize).for_each(|m| starts[m + 1] += starts[m]);
     let jobs = spec.models.div_ceil(spec.stack);
     (0..jobs).into_par_iter().try_for_each(|job| -> Result<()> {
         let mut log = LogTable::default();
         for model in job * spec.stack..((job + 1) * spec.stack).min(spec.models) {
-            let mut in_train = vec![false; docs];
-            let members = &plan.membership.doc[starts[model as usize]..starts[model as usize + 1]];
-            members.iter().for_each(|&d| in_train[d as usize] = true);
+            let in_train: Vec<bool> = (0..docs as u32).map(|doc| plan.membership.contains(model, doc)).collect();
             for (doc, &inside) in in_train.iter().enumerate() {
                 let Row { tokens, correct, nll } = row(model, doc, &in_train);
                 log.model.push(model);
@@ -86,8 +81,10 @@ pub fn write(run: &RunDir, spec: &Spec, row: impl Fn(u32, usize, &[bool]) -> Row
                 log.copies.push(u16::from(inside));
             }
         }
-        schema::write(&run.log(job), &log)?;
-        Completion::of_file(&run.log(job), log.model.len() as u64)?.write(&run.log_done(job))?;
+        let mut writer = LogWriter::create(run, job)?;
+        writer.write(&log)?;
+        let models = log.model.len() / docs;
+        writer.publish(JobRecord { models: models as u32, host: "synthetic".into(), started: 0.0 })?;
         Ok(())
     })?;
     Ok(plan)

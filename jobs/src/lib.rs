@@ -6,13 +6,17 @@
 //!   set of tensors.
 //! - [`train`] trains a stack of models, each on its own subset, and evaluates every model
 //!   on every document.
-//! - [`runner`] reads a run's plan, lists its jobs, skips the complete ones (checked against
-//!   the checksum recorded at completion) and writes each job's log atomically.
+//! - [`claim`] makes sure each job is trained by one worker at a time: create-exclusive
+//!   claim files with a heartbeat, taken over when stale.
+//! - [`runner`] reads a run's plan, claims its jobs one by one, skips the complete ones
+//!   (checked against the record written at completion), streams each job's log and
+//!   publishes it atomically.
 //!
 //! Results leave through [`subsets::schema::LogTable`] and progress through the [`Progress`]
 //! trait; this crate draws nothing on a terminal and computes no statistics.
 
 pub mod bench;
+pub mod claim;
 pub mod device;
 pub mod model;
 pub mod progress;
@@ -21,7 +25,7 @@ pub mod train;
 
 pub use device::DeviceChoice;
 pub use progress::{Progress, Silent};
-pub use runner::{JobOutcome, RunJobs};
+pub use runner::{JobOutcome, RunJobs, Selection};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -35,4 +39,6 @@ pub enum Error {
     Device(String),
     #[error("{path}: {message}")]
     Plan { path: std::path::PathBuf, message: String },
+    #[error("job {job}: another worker took over its claim")]
+    ClaimLost { job: u32 },
 }

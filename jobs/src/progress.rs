@@ -11,6 +11,10 @@ pub trait Progress {
     fn training_step(&self, _step: usize, _loss: Option<f64>) {}
     fn evaluating(&self, _models: &[u32]) {}
     fn job_finished(&self, _job: u32, _outcome: &JobOutcome) {}
+    /// A stale claim of `holder`, `age` seconds since its last heartbeat, was broken.
+    fn claim_taken_over(&self, _job: u32, _holder: &str, _age: f64) {}
+    /// These jobs are claimed by other workers; the runner polls until they are done.
+    fn waiting_for_claims(&self, _jobs: &[u32]) {}
 }
 
 /// A progress sink that reports nothing.

@@ -1,28 +1,40 @@
-//! Choosing and running the jobs of a planned run. A job is one stack of models: the runner
-//! hands the stack to [`train::train_and_evaluate`] and writes the rows it returns to the
-//! job's own log file atomically, then a completion record with the log's checksum. A job
-//! never touches another job's files, so jobs can run in separate processes.
+//! Choosing, claiming, running and publishing the jobs of a planned run. A job is one stack
+//! of models: a worker claims it ([`crate::claim`]), reads only its models' membership rows,
+//! hands the stack to [`train::train_and_evaluate`] and streams the rows it returns into the
+//! job's log, row group by row group; the log is published (renamed into place, then its
+//! completion record written) only when the whole stack is done, so a killed worker loses
+//! at most the stack it was training. A job never touches another job's files, so any number
+//! of workers can share a run.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use tch::Device;
 
 use subsets::config::RunConfig;
-use subsets::corpus;
-use subsets::layout::{Completion, LogState, RunDir};
-use subsets::schema::{self, CorpusTable, JobTable, LogTable, MembershipTable, Table};
+use subsets::layout::{JobRecord, LogState, LogWriter, RunDir};
+use subsets::schema::{self, CorpusTable, JobTable};
+use subsets::{corpus, membership};
 
+use crate::claim::{Acquired, Claim};
 use crate::progress::Progress;
 use crate::train::{self, StackInput};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobOutcome {
-    /// The log was already complete and matched its checksum.
+    /// The log was already complete.
     Skipped,
     Ran,
-    /// The log was missing its completion record or failed its checksum; it was redone.
+    /// The log was damaged (the reason says how); it was redone.
     Redone(&'static str),
+}
+
+/// Which jobs a worker runs: all (None) or the listed ones, and at most `max_jobs` of them.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub jobs: Option<Vec<u32>>,
+    pub max_jobs: Option<usize>,
 }
 
 /// A planned run, loaded once, whose jobs can be run.
@@ -33,8 +45,6 @@ pub struct RunJobs {
     texts: Vec<Vec<u8>>,
     copies: Vec<u16>,
     holdout: Vec<bool>,
-    /// For each model, the documents it trains on, sorted.
-    in_docs: Vec<Vec<u32>>,
     jobs: BTreeMap<u32, Vec<u32>>,
 }
 
@@ -54,27 +64,25 @@ impl RunJobs {
         let corpus: CorpusTable = schema::read(&run.corpus())?;
         let max_tokens = config.model.max_tokens();
         let texts = corpus.text.iter().map(|text| corpus::byte_tokens(text, max_tokens).to_vec()).collect();
-        let membership: MembershipTable = schema::read(&run.membership())?;
-        let mut in_docs = vec![Vec::new(); config.design.models as usize];
-        for (&model, &doc) in membership.model.iter().zip(&membership.doc) {
-            let docs = in_docs.get_mut(model as usize).ok_or_else(|| {
-                plan_error(
-                    run.membership(),
-                    format!("model {model} is not among the {} models of run.toml", config.design.models),
-                )
-            })?;
-            if doc as usize >= corpus.doc.len() {
-                return Err(plan_error(run.membership(), format!("document {doc} is not in corpus.parquet")));
-            }
-            docs.push(doc);
-        }
-        in_docs.iter_mut().for_each(|docs| docs.sort_unstable());
         let job_table: JobTable = schema::read(&run.jobs())?;
         let mut jobs: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         for (&job, &model) in job_table.job.iter().zip(&job_table.model) {
             jobs.entry(job).or_default().push(model);
         }
-        Ok(RunJobs { run, config, texts, copies: corpus.copies, holdout: corpus.holdout, in_docs, jobs })
+        let (models, documents) = membership::header(&run.membership())?;
+        if documents as usize != corpus.doc.len() {
+            return Err(plan_error(
+                run.membership(),
+                format!("covers {documents} documents, but corpus.parquet has {}", corpus.doc.len()),
+            ));
+        }
+        if let Some(model) = job_table.model.iter().find(|&&m| m >= models) {
+            return Err(plan_error(
+                run.jobs(),
+                format!("model {model} has no row in membership.bin ({models} models)"),
+            ));
+        }
+        Ok(RunJobs { run, config, texts, copies: corpus.copies, holdout: corpus.holdout, jobs })
     }
 
     pub fn config(&self) -> &RunConfig {
@@ -85,37 +93,100 @@ impl RunJobs {
         self.jobs.keys().copied().collect()
     }
 
-    /// Runs every job whose log is not complete; returns each job's outcome.
-    pub fn run_all(&self, device: Device, progress: &dyn Progress) -> Result<Vec<(u32, JobOutcome)>> {
-        let mut outcomes = Vec::new();
-        for job in self.job_ids() {
-            let outcome = match self.run.log_state(job)? {
-                LogState::Complete => JobOutcome::Skipped,
-                LogState::NotRun => {
-                    self.run_job(job, device, progress)?;
-                    JobOutcome::Ran
-                }
-                LogState::Damaged(reason) => {
-                    self.run_job(job, device, progress)?;
-                    JobOutcome::Redone(reason)
-                }
-            };
-            progress.job_finished(job, &outcome);
-            outcomes.push((job, outcome));
-        }
-        Ok(outcomes)
+    /// The models of each job.
+    pub fn jobs(&self) -> &BTreeMap<u32, Vec<u32>> {
+        &self.jobs
     }
 
-    /// Trains and evaluates the models of `job` and writes its log and completion record.
-    pub fn run_job(&self, job: u32, device: Device, progress: &dyn Progress) -> Result<()> {
-        let models =
-            self.jobs.get(&job).ok_or_else(|| plan_error(self.run.jobs(), format!("there is no job {job}")))?;
-        let done = self.run.log_done(job);
-        if done.exists() {
-            std::fs::remove_file(&done).map_err(subsets::Error::io(&done))?;
+    /// Runs the selected jobs whose logs are not complete, claiming each first; returns each
+    /// job's outcome. Jobs another worker holds are waited for, polling, until they are
+    /// complete or their claims go stale and are taken over, so on return every selected job
+    /// is complete (unless `max_jobs` stopped the worker first).
+    pub fn run(
+        &self,
+        selection: &Selection,
+        device: Device,
+        progress: &dyn Progress,
+    ) -> Result<Vec<(u32, JobOutcome)>> {
+        let mut pending = match &selection.jobs {
+            None => self.job_ids(),
+            Some(jobs) => {
+                if let Some(job) = jobs.iter().find(|job| !self.jobs.contains_key(job)) {
+                    return Err(plan_error(
+                        self.run.jobs(),
+                        format!("there is no job {job}: the run has jobs 0 to {}", self.jobs.len().saturating_sub(1)),
+                    ));
+                }
+                jobs.clone()
+            }
+        };
+        let timeout = self.config.jobs.claim_timeout;
+        self.run.remove_old_temporaries(timeout)?;
+        let mut outcomes = Vec::new();
+        let mut trained = 0;
+        loop {
+            let mut waiting = Vec::new();
+            for job in pending {
+                if selection.max_jobs.is_some_and(|max| trained >= max) {
+                    return Ok(outcomes);
+                }
+                // A complete job whose claim is still there goes through the claim: its
+                // holder is releasing it, or died after publishing and the claim goes stale.
+                if self.run.quick_log_state(job)? == LogState::Complete && !self.run.claim(job).exists() {
+                    progress.job_finished(job, &JobOutcome::Skipped);
+                    outcomes.push((job, JobOutcome::Skipped));
+                    continue;
+                }
+                let claim = match Claim::acquire(&self.run, job, timeout)? {
+                    Acquired::Held(_) => {
+                        waiting.push(job);
+                        continue;
+                    }
+                    Acquired::Ours { claim, broke } => {
+                        if let Some(stale) = broke {
+                            progress.claim_taken_over(job, &stale.describe(), stale.heartbeat_age);
+                        }
+                        claim
+                    }
+                };
+                // Checked again now that the job is ours: another worker may have finished
+                // it between the first check and the claim.
+                let outcome = match self.run.quick_log_state(job)? {
+                    LogState::Complete => JobOutcome::Skipped,
+                    LogState::NotRun => JobOutcome::Ran,
+                    LogState::Damaged(reason) => JobOutcome::Redone(reason),
+                };
+                if outcome != JobOutcome::Skipped {
+                    match self.run_job(job, &claim, device, progress) {
+                        Ok(()) => trained += 1,
+                        Err(Error::ClaimLost { .. }) => {
+                            waiting.push(job);
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                claim.release()?;
+                progress.job_finished(job, &outcome);
+                outcomes.push((job, outcome));
+            }
+            if waiting.is_empty() {
+                return Ok(outcomes);
+            }
+            progress.waiting_for_claims(&waiting);
+            std::thread::sleep(Duration::from_secs_f64((timeout / 4.0).clamp(0.1, 10.0)));
+            pending = waiting;
         }
+    }
+
+    /// Trains and evaluates the models of `job`, which `claim` holds, streaming the log and
+    /// publishing it with its completion record.
+    fn run_job(&self, job: u32, claim: &Claim, device: Device, progress: &dyn Progress) -> Result<()> {
+        let models = &self.jobs[&job];
+        self.run.remove_log_temporaries(job)?;
+        let in_docs = membership::read_models(&self.run.membership(), models)?;
         progress.job_started(job, models.len());
-        let stack: Vec<(u32, &[u32])> = models.iter().map(|&m| (m, self.in_docs[m as usize].as_slice())).collect();
+        let stack: Vec<(u32, &[u32])> = models.iter().zip(&in_docs).map(|(&m, docs)| (m, docs.as_slice())).collect();
         let input = StackInput {
             config: &self.config,
             documents: &self.texts,
@@ -123,14 +194,19 @@ impl RunJobs {
             holdout: &self.holdout,
             models: &stack,
         };
-        let mut log = LogTable::default();
+        let mut log = LogWriter::create(&self.run, job)?;
         train::train_and_evaluate(&input, device, progress, &mut |part| {
-            log.append(part);
-            Ok(())
+            if !claim.is_ours() {
+                return Err(Error::ClaimLost { job });
+            }
+            Ok(log.write(&part)?)
         })?;
-        let path = self.run.log(job);
-        schema::write(&path, &log)?;
-        Completion::of_file(&path, log.model.len() as u64)?.write(&done)?;
+        if !claim.is_ours() {
+            return Err(Error::ClaimLost { job });
+        }
+        let record =
+            JobRecord { models: models.len() as u32, host: claim.holder.host.clone(), started: claim.holder.started };
+        log.publish(record)?;
         Ok(())
     }
 }

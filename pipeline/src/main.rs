@@ -6,6 +6,9 @@ mod bench;
 mod duplicates;
 mod influence;
 mod progress;
+mod queue;
+mod slurm;
+mod status;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,7 +19,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use analysis::dups::{DupParams, Shingling};
 use analysis::run_duplicates::{self, parse_shingles, shingles_name};
 use analysis::scores::AnalyzeSettings;
-use jobs::{DeviceChoice, JobOutcome, RunJobs};
+use jobs::{DeviceChoice, JobOutcome, RunJobs, Selection};
 use subsets::config::{DesignConfig, Hyperparameters, Unit};
 use subsets::corpus;
 use subsets::demo;
@@ -47,24 +50,31 @@ enum Command {
     /// Counterfactual influence: for each target document, the training documents whose
     /// presence changes the models' accuracy on it most.
     Influence(influence::InfluenceArgs),
+    /// Jobs complete, claimed, stale, damaged or not started; models done, throughput, ETA.
+    Status(StatusArgs),
+    /// Write (and with --submit, submit) a Slurm job array that runs the run's jobs.
+    Slurm(SlurmArgs),
 }
 
 #[derive(Args)]
 struct PlanArgs {
     /// JSONL file, Parquet file, or directory of .txt files.
-    #[arg(long)]
-    corpus: PathBuf,
+    #[arg(long, required_unless_present = "extend")]
+    corpus: Option<PathBuf>,
     /// Run directory to create.
-    #[arg(long)]
-    out: PathBuf,
-    /// Number of models to train.
+    #[arg(long, required_unless_present = "extend")]
+    out: Option<PathBuf>,
+    /// Number of models to train (with --extend: the new total).
     #[arg(long)]
     models: u32,
     /// Fraction of models each document (or cluster) is IN for, strictly between 0 and 1.
-    #[arg(long)]
-    keep: f64,
-    #[arg(long)]
-    seed: u64,
+    #[arg(long, required_unless_present = "extend")]
+    keep: Option<f64>,
+    #[arg(long, required_unless_present = "extend")]
+    seed: Option<u64>,
+    /// Grow this planned run to --models models, keeping its models, jobs and logs.
+    #[arg(long, conflicts_with_all = ["corpus", "out", "keep", "seed", "config"])]
+    extend: Option<PathBuf>,
     /// Fraction of documents no model trains on.
     #[arg(long, default_value_t = 0.0)]
     holdout: f64,
@@ -123,6 +133,55 @@ struct RunArgs {
     run: PathBuf,
     #[command(flatten)]
     compute: ComputeArgs,
+    /// Only these jobs: numbers and ranges, e.g. 3,7-9 (repeatable).
+    #[arg(long = "job", value_parser = queue::parse_jobs)]
+    jobs: Vec<Vec<u32>>,
+    /// Stop after training this many jobs.
+    #[arg(long)]
+    max_jobs: Option<usize>,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    run: PathBuf,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SlurmArgs {
+    run: PathBuf,
+    #[arg(long)]
+    partition: Option<String>,
+    #[arg(long)]
+    gpus_per_task: Option<u32>,
+    /// Also the --threads of each task.
+    #[arg(long, default_value_t = 1)]
+    cpus_per_task: u32,
+    /// Memory per task, e.g. 16G.
+    #[arg(long)]
+    mem: Option<String>,
+    /// Time limit per task, e.g. 2:00:00.
+    #[arg(long)]
+    time: Option<String>,
+    /// At most this many array tasks at once.
+    #[arg(long)]
+    max_parallel: Option<u32>,
+    #[arg(long)]
+    account: Option<String>,
+    /// More sbatch options, e.g. "--qos=high --constraint=a100".
+    #[arg(long, allow_hyphen_values = true)]
+    extra: Option<String>,
+    /// Consecutive jobs each array task runs.
+    #[arg(long, default_value_t = 1)]
+    jobs_per_task: u32,
+    /// The --device of each task.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Submit the array with sbatch and record its job id in the run.
+    #[arg(long)]
+    submit: bool,
 }
 
 #[derive(Args)]
@@ -142,6 +201,9 @@ struct AnalyzeArgs {
     /// Bootstrap replicates (resamples of the models) behind mem_acc_lo and mem_acc_hi.
     #[arg(long, default_value_t = AnalyzeSettings::default().bootstrap)]
     bootstrap: usize,
+    /// Analyze the complete jobs of a run whose jobs are not all complete.
+    #[arg(long)]
+    partial: bool,
 }
 
 #[derive(Args)]
@@ -209,24 +271,34 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> Result<()> {
     match command {
+        Command::Plan(PlanArgs { extend: Some(run), models, .. }) => queue::extend(&run, models),
         Command::Plan(args) => {
-            let documents = corpus::read(&args.corpus)?;
+            let (Some(corpus_path), Some(out), Some(_), Some(seed)) = (&args.corpus, &args.out, args.keep, args.seed)
+            else {
+                bail!("plan needs --corpus, --out, --keep and --seed (or --extend RUN)");
+            };
+            let documents = corpus::read(corpus_path)?;
             let hyperparameters = match &args.config {
                 Some(path) => Hyperparameters::from_file(path)?,
                 None => Hyperparameters::default(),
             };
-            let corpus_name = args.corpus.display().to_string();
+            let corpus_name = corpus_path.display().to_string();
             let request = PlanRequest {
                 corpus_path: &corpus_name,
                 documents,
-                seed: args.seed,
+                seed,
                 design: design(&args, &args.near)?,
                 hyperparameters,
             };
-            plan_run(&args.out, request, &args.near.params()?)
+            plan_run(out, request, &args.near.params()?)
         }
-        Command::Run(args) => run_jobs(&args.run, &args.compute),
-        Command::Analyze(args) => analyze(&args.run, AnalyzeSettings { bootstrap: args.bootstrap }),
+        Command::Run(args) => {
+            let jobs = (!args.jobs.is_empty()).then(|| args.jobs.concat());
+            run_jobs(&args.run, &args.compute, &Selection { jobs, max_jobs: args.max_jobs })
+        }
+        Command::Analyze(args) => analyze(&args.run, args.partial, AnalyzeSettings { bootstrap: args.bootstrap }),
+        Command::Status(args) => status::status(&args.run, args.json),
+        Command::Slurm(args) => slurm::slurm(&args.run.clone(), &slurm_settings(args)),
         Command::Demo(args) => run_demo(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Dups(args) => duplicates::run(&args),
@@ -237,7 +309,7 @@ fn dispatch(command: Command) -> Result<()> {
 fn design(args: &PlanArgs, near: &NearDupArgs) -> Result<DesignConfig> {
     Ok(DesignConfig {
         models: args.models,
-        keep: args.keep,
+        keep: args.keep.unwrap_or_default(),
         holdout: args.holdout,
         unit: args.design.unit.into(),
         threshold: near.threshold,
@@ -270,14 +342,30 @@ fn plan_run(out: &Path, request: PlanRequest<'_>, params: &DupParams) -> Result<
     Ok(())
 }
 
-fn run_jobs(run: &Path, compute: &ComputeArgs) -> Result<()> {
+fn slurm_settings(args: SlurmArgs) -> slurm::ArraySettings {
+    slurm::ArraySettings {
+        partition: args.partition,
+        gpus_per_task: args.gpus_per_task,
+        cpus_per_task: args.cpus_per_task,
+        mem: args.mem,
+        time: args.time,
+        max_parallel: args.max_parallel,
+        account: args.account,
+        extra: args.extra.iter().flat_map(|e| e.split_whitespace().map(String::from)).collect(),
+        jobs_per_task: args.jobs_per_task,
+        device: args.device,
+        submit: args.submit,
+    }
+}
+
+fn run_jobs(run: &Path, compute: &ComputeArgs, selection: &Selection) -> Result<()> {
     let jobs = RunJobs::open(RunDir::new(run))?;
     let device = compute.device.resolve()?;
     jobs::device::set_cpu_threads(compute.threads);
-    let ids = jobs.job_ids();
-    eprintln!("running {} jobs on {}", ids.len(), jobs::device::describe(device));
-    let bars = progress::Bars::new(ids.len());
-    let outcomes = jobs.run_all(device, &bars)?;
+    let count = selection.jobs.as_ref().map_or(jobs.job_ids().len(), Vec::len);
+    eprintln!("running {count} jobs on {}", jobs::device::describe(device));
+    let bars = progress::Bars::new(count);
+    let outcomes = jobs.run(selection, device, &bars)?;
     bars.finish();
     let count = |f: fn(&JobOutcome) -> bool| outcomes.iter().filter(|(_, o)| f(o)).count();
     eprintln!(
@@ -289,11 +377,12 @@ fn run_jobs(run: &Path, compute: &ComputeArgs) -> Result<()> {
     Ok(())
 }
 
-fn analyze(run: &Path, settings: AnalyzeSettings) -> Result<()> {
+fn analyze(run: &Path, partial: bool, settings: AnalyzeSettings) -> Result<()> {
+    let notice = queue::completeness(run, partial)?;
     let run_dir = RunDir::new(run);
     let analysis = analysis::scores::analyze(&run_dir, settings)?;
     analysis.write(&run_dir)?;
-    print!("{}", analysis.summary);
+    print!("{}{}", notice.unwrap_or_default(), analysis.summary);
     eprintln!("wrote {}", run_dir.analysis_dir().display());
     Ok(())
 }
@@ -338,7 +427,7 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
         hyperparameters: demo_hyperparameters(),
     };
     plan_run(&args.out, request, &params)?;
-    run_jobs(&args.out, &args.compute)?;
-    analyze(&args.out, AnalyzeSettings::default())?;
+    run_jobs(&args.out, &args.compute, &Selection::default())?;
+    analyze(&args.out, false, AnalyzeSettings::default())?;
     influence::run(&influence::InfluenceArgs::holdout(args.out.clone()))
 }

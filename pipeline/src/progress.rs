@@ -1,4 +1,6 @@
 //! Progress bars for `cfmem run`: jobs done with an ETA, and the current stack's steps.
+//! Events that say what this worker does (a job started, a claim taken over, waiting for
+//! other workers) are also printed as lines, which stay in logs where no bar is drawn.
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use jobs::JobOutcome;
@@ -7,6 +9,8 @@ pub struct Bars {
     multi: MultiProgress,
     jobs: ProgressBar,
     stack: ProgressBar,
+    /// The jobs last reported as claimed elsewhere, so each wait is told once.
+    waiting: std::sync::Mutex<Vec<u32>>,
 }
 
 impl Bars {
@@ -18,7 +22,12 @@ impl Bars {
                 .with_style(style("jobs  {bar:30} {pos}/{len} {msg} elapsed {elapsed} eta {eta}")),
         );
         let stack = multi.add(ProgressBar::new(0).with_style(style("steps {bar:30} {pos}/{len} {msg}")));
-        Bars { multi, jobs: job_bar, stack }
+        Bars { multi, jobs: job_bar, stack, waiting: Default::default() }
+    }
+
+    /// Prints `line` above the bars (or alone when there are none).
+    fn say(&self, line: String) {
+        self.multi.suspend(|| eprintln!("{line}"));
     }
 
     pub fn finish(&self) {
@@ -29,7 +38,20 @@ impl Bars {
 
 impl jobs::Progress for Bars {
     fn job_started(&self, job: u32, models: usize) {
+        self.say(format!("job {job}: training {models} models (pid {})", std::process::id()));
         self.jobs.set_message(format!("job {job} ({models} models)"));
+    }
+
+    fn claim_taken_over(&self, job: u32, holder: &str, age: f64) {
+        self.say(format!("job {job}: took over the stale claim of {holder} (no heartbeat for {age:.1} s)"));
+    }
+
+    fn waiting_for_claims(&self, jobs: &[u32]) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *waiting != jobs {
+            self.say(format!("waiting for jobs {jobs:?}, claimed by other workers"));
+            *waiting = jobs.to_vec();
+        }
     }
 
     fn stack_started(&self, models: &[u32], steps: usize) {
@@ -51,8 +73,7 @@ impl jobs::Progress for Bars {
 
     fn job_finished(&self, job: u32, outcome: &JobOutcome) {
         if let JobOutcome::Redone(reason) = outcome {
-            // Printed above the bars so it stays on screen.
-            let _ = self.multi.println(format!("job {job}: {reason}; ran it again"));
+            self.say(format!("job {job}: {reason}; ran it again"));
         }
         self.jobs.inc(1);
     }

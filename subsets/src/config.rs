@@ -145,11 +145,14 @@ pub struct JobsConfig {
     /// `models_per_job`, its name before stacks, is read as the same setting.
     #[serde(alias = "models_per_job")]
     pub stack: u32,
+    /// Seconds after its last heartbeat when a worker's claim on a job is stale and another
+    /// worker may take the job over. Workers refresh their heartbeat every quarter of it.
+    pub claim_timeout: f64,
 }
 
 impl Default for JobsConfig {
     fn default() -> Self {
-        JobsConfig { stack: 4 }
+        JobsConfig { stack: 4, claim_timeout: 600.0 }
     }
 }
 
@@ -191,6 +194,10 @@ impl Hyperparameters {
             ),
             (t.grad_clip >= 0.0, "train.grad_clip must not be negative"),
             (self.jobs.stack >= 1, "jobs.stack must be at least 1"),
+            (
+                self.jobs.claim_timeout > 0.0 && self.jobs.claim_timeout.is_finite(),
+                "jobs.claim_timeout must be a positive number of seconds",
+            ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, message)) => Err(Error::Invalid(message.to_string())),

@@ -38,13 +38,39 @@ pub fn balanced(units: usize, models: u32, keep: f64, seed: u64) -> Result<Vec<V
     let k = in_count(models, keep)?;
     Ok((0..units)
         .map(|unit| {
-            let mut rng = seeds::rng(seed, "design", unit as u64);
-            let mut chosen: Vec<u32> =
-                index::sample(&mut rng, models as usize, k as usize).into_iter().map(|m| m as u32).collect();
+            let mut chosen = in_models(unit, models, k, seed);
             chosen.sort_unstable();
             chosen
         })
         .collect())
+}
+
+/// The `k` of `models` models unit `unit` is IN for, in draw order: the draw of
+/// [`balanced`] for one unit, so a plan never holds the whole design as lists.
+pub fn in_models(unit: usize, models: u32, k: u32, seed: u64) -> Vec<u32> {
+    let mut rng = seeds::rng(seed, "design", unit as u64);
+    index::sample(&mut rng, models as usize, k as usize).into_iter().map(|m| m as u32).collect()
+}
+
+/// How a run planned with `old` models grows to `new`: each unit keeps its round(keep × old)
+/// IN models and gains the returned number among the new ones, so that it is IN for exactly
+/// round(keep × new) models. Since round(keep × new) − round(keep × old) is never negative
+/// nor above new − old for keep in (0, 1), the balance is always exact.
+pub fn extension_in_count(old: u32, new: u32, keep: f64) -> Result<u32> {
+    if new <= old {
+        return Err(Error::Invalid(format!("--models {new} must be more than the run's {old} models")));
+    }
+    let added = in_count(new, keep)? - in_count(old, keep)?;
+    debug_assert!(added <= new - old);
+    Ok(added)
+}
+
+/// The new models (numbered from `old`) that unit `unit` is IN for when a run of `old`
+/// models grows to `new`, `added` of them ([`extension_in_count`]), seeded by
+/// (run seed, old, unit) so that each extension step draws its own.
+pub fn extension_models(unit: usize, old: u32, new: u32, added: u32, seed: u64) -> Vec<u32> {
+    let mut rng = seeds::rng(seed, &format!("design-extend-from-{old}"), unit as u64);
+    index::sample(&mut rng, (new - old) as usize, added as usize).into_iter().map(|m| old + m as u32).collect()
 }
 
 /// Which of `units` units are held out: round(fraction × units) of them, seeded.
@@ -96,6 +122,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    proptest! {
+        #[test]
+        fn an_extension_keeps_every_unit_exactly_balanced(
+            old in 2u32..40, more in 1u32..40, keep in 0.05f64..0.95, seed: u64, unit in 0usize..1000
+        ) {
+            let new = old + more;
+            if let (Ok(k_old), Ok(k_new)) = (in_count(old, keep), in_count(new, keep)) {
+                let added = extension_in_count(old, new, keep).unwrap();
+                let chosen = extension_models(unit, old, new, added, seed);
+                prop_assert_eq!(k_old + chosen.len() as u32, k_new);
+                prop_assert!(chosen.iter().all(|&m| (old..new).contains(&m)));
+                let mut distinct = chosen.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                prop_assert_eq!(distinct.len(), chosen.len());
+            }
+        }
+    }
+
+    #[test]
+    fn an_extension_must_add_models() {
+        let err = extension_in_count(8, 8, 0.5).unwrap_err().to_string();
+        assert!(err.contains("--models 8 must be more than the run's 8 models"), "{err}");
     }
 
     #[test]

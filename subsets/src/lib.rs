@@ -3,6 +3,7 @@
 //! - [`corpus`] reads a user's corpus (JSONL, Parquet or a folder of `.txt` files) into
 //!   validated [`corpus::Document`]s with stable ids, and turns text into byte tokens.
 //! - [`design`] draws the balanced membership design: which model trains on which unit.
+//! - [`membership`] stores that design as one bit per (model, document), model by model.
 //! - [`config`] is the resolved run configuration written to `run.toml`.
 //! - [`schema`] defines every Parquet file of a run (columns, types, readers, writers) and
 //!   [`layout`] where each file lives in the run directory. No other crate names a column.
@@ -18,6 +19,7 @@ pub mod demo;
 pub mod design;
 pub mod error;
 pub mod layout;
+pub mod membership;
 pub mod plan;
 pub mod schema;
 pub mod seeds;

@@ -1,7 +1,7 @@
 //! Turning a corpus and a design into a run directory: `run.toml`, `corpus.parquet`,
-//! `membership.parquet`, `jobs.parquet` and the duplicate scores
-//! (`analysis/duplicates.parquet`), all written into a temporary sibling directory that is
-//! renamed into place only when complete.
+//! `membership.bin`, `jobs.parquet` and the duplicate scores (`analysis/duplicates.parquet`),
+//! all written into a temporary sibling directory that is renamed into place only when
+//! complete; and growing a planned run to more models ([`extend`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -11,7 +11,8 @@ use rand::seq::SliceRandom;
 use crate::config::{CorpusConfig, DesignConfig, Hyperparameters, RunConfig, Unit};
 use crate::corpus::{self, Document};
 use crate::layout::RunDir;
-use crate::schema::{self, CorpusTable, DuplicateTable, JobTable, MembershipTable, Table};
+use crate::membership::Membership;
+use crate::schema::{self, CorpusTable, DuplicateTable, JobTable, Table};
 use crate::{Error, Result, atomic, demo, design, seeds};
 
 /// Source of generated canaries in `corpus.parquet`.
@@ -22,7 +23,7 @@ pub const CANARY_SOURCE: &str = "canary";
 pub struct Plan {
     pub config: RunConfig,
     pub corpus: CorpusTable,
-    pub membership: MembershipTable,
+    pub membership: Membership,
     pub jobs: JobTable,
     /// Duplicate scores of the documents as the models see them (truncated).
     pub duplicates: DuplicateTable,
@@ -48,7 +49,7 @@ pub fn build(
 ) -> Result<Plan> {
     let PlanRequest { corpus_path, mut documents, seed, design: design_config, hyperparameters } = request;
     hyperparameters.validate()?;
-    design::in_count(design_config.models, design_config.keep)?;
+    let in_count = design::in_count(design_config.models, design_config.keep)?;
     let corpus_sha256 = corpus_checksum(&documents);
     let input_documents = documents.len();
     let Planted { copies, canary } = plant_canaries(&mut documents, &design_config, seed)?;
@@ -74,7 +75,6 @@ pub fn build(
     };
     let unit_count = units.iter().max().map_or(0, |&u| u as usize + 1);
     let held_unit = design::holdout(unit_count, design_config.holdout, seed)?;
-    let in_models = design::balanced(unit_count, design_config.models, design_config.keep, seed)?;
 
     let mut table = CorpusTable::default();
     let mut truncated = 0;
@@ -97,13 +97,11 @@ pub fn build(
         table.copies.push(copies[doc]);
     }
 
-    let mut membership = MembershipTable::default();
-    for model in 0..design_config.models {
-        for doc in 0..documents.len() {
-            let unit = table.unit[doc] as usize;
-            if !table.holdout[doc] && in_models[unit].binary_search(&model).is_ok() {
-                membership.model.push(model);
-                membership.doc.push(doc as u32);
+    let mut membership = Membership::new(design_config.models, documents.len() as u32);
+    for (unit, docs) in trained_docs_by_unit(&table).iter().enumerate() {
+        if !docs.is_empty() {
+            for model in design::in_models(unit, design_config.models, in_count, seed) {
+                docs.iter().for_each(|&doc| membership.set(model, doc));
             }
         }
     }
@@ -128,6 +126,18 @@ pub fn build(
         jobs: hyperparameters.jobs,
     };
     Ok(Plan { config, corpus: table, membership, jobs, duplicates })
+}
+
+/// For each sampling unit, its documents that are not held out.
+fn trained_docs_by_unit(corpus: &CorpusTable) -> Vec<Vec<u32>> {
+    let units = corpus.unit.iter().max().map_or(0, |&u| u as usize + 1);
+    let mut docs = vec![Vec::new(); units];
+    for (doc, (&unit, &holdout)) in corpus.unit.iter().zip(&corpus.holdout).enumerate() {
+        if !holdout {
+            docs[unit as usize].push(doc as u32);
+        }
+    }
+    docs
 }
 
 /// Renumbers labels densely in order of first appearance.
@@ -261,7 +271,7 @@ pub fn write(run: &RunDir, plan: &Plan) -> Result<Written> {
     let staged = RunDir::new(staging.path());
     atomic::write_bytes(&staged.config(), plan.config.to_toml().as_bytes())?;
     schema::write(&staged.corpus(), &plan.corpus)?;
-    schema::write(&staged.membership(), &plan.membership)?;
+    plan.membership.write(&staged.membership())?;
     schema::write(&staged.jobs(), &plan.jobs)?;
     std::fs::create_dir(staged.analysis_dir()).map_err(Error::io(staged.analysis_dir()))?;
     schema::write(&staged.duplicates(), &plan.duplicates)?;
@@ -269,6 +279,69 @@ pub fn write(run: &RunDir, plan: &Plan) -> Result<Written> {
     std::fs::rename(staging.keep(), root).map_err(Error::io(root))?;
     atomic::sync_dir(parent)?;
     Ok(Written::Created)
+}
+
+/// What [`extend`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extension {
+    pub old_models: u32,
+    pub models: u32,
+    /// The jobs appended for the new models.
+    pub new_jobs: std::ops::Range<u32>,
+}
+
+/// Grows the planned run `run` to `models` models. Existing models keep their membership
+/// rows, jobs and logs untouched; each unit gets [`design::extension_in_count`] of the new
+/// models, so it is IN for exactly round(keep × models); the new models form new jobs of
+/// `jobs.stack` models after the last existing job. `membership.bin`, then `jobs.parquet`,
+/// then `run.toml` are replaced atomically; an extension cut short is redone the same way
+/// by running it again, since `run.toml` still names the old model count.
+pub fn extend(run: &RunDir, models: u32) -> Result<Extension> {
+    if !run.config().exists() {
+        return Err(Error::file(run.root(), "no run.toml here: not a planned run (run `cfmem plan` first)"));
+    }
+    let mut config = RunConfig::from_file(&run.config())?;
+    let old = config.design.models;
+    let added = design::extension_in_count(old, models, config.design.keep)?;
+    let corpus: CorpusTable = schema::read(&run.corpus())?;
+    let mut membership = Membership::read(&run.membership())?;
+    if membership.models() < old || membership.documents() as usize != corpus.len() {
+        return Err(Error::file(
+            run.membership(),
+            format!(
+                "holds {} models × {} documents, but run.toml has {old} models and corpus.parquet {} documents",
+                membership.models(),
+                membership.documents(),
+                corpus.len()
+            ),
+        ));
+    }
+    membership.truncate_models(old);
+    membership.add_models(models - old);
+    for (unit, docs) in trained_docs_by_unit(&corpus).iter().enumerate() {
+        if !docs.is_empty() {
+            for model in design::extension_models(unit, old, models, added, config.seed) {
+                docs.iter().for_each(|&doc| membership.set(model, doc));
+            }
+        }
+    }
+    let planned: JobTable = schema::read(&run.jobs())?;
+    let mut jobs = JobTable::default();
+    for (&job, &model) in planned.job.iter().zip(&planned.model).filter(|(_, model)| **model < old) {
+        jobs.job.push(job);
+        jobs.model.push(model);
+    }
+    let first_new = jobs.job.iter().max().map_or(0, |&j| j + 1);
+    for model in old..models {
+        jobs.job.push(first_new + (model - old) / config.jobs.stack);
+        jobs.model.push(model);
+    }
+    let end = jobs.job.last().map_or(first_new, |&j| j + 1);
+    membership.write(&run.membership())?;
+    schema::write(&run.jobs(), &jobs)?;
+    config.design.models = models;
+    atomic::write_bytes(&run.config(), config.to_toml().as_bytes())?;
+    Ok(Extension { old_models: old, models, new_jobs: first_new..end })
 }
 
 /// The keys whose values differ, as `design.models: 8 -> 16`.
@@ -363,7 +436,7 @@ mod tests {
     fn membership_is_balanced_per_document_and_jobs_cover_models() {
         let plan = build(request(docs(30), design(10, 0.3)), no_clusters).unwrap();
         let mut per_doc = [0; 30];
-        plan.membership.doc.iter().for_each(|&d| per_doc[d as usize] += 1);
+        (0..10).flat_map(|m| plan.membership.docs_of(m)).for_each(|d| per_doc[d as usize] += 1);
         assert!(per_doc.iter().all(|&n| n == 3), "{per_doc:?}");
         assert_eq!(plan.jobs.model, (0..10).collect::<Vec<_>>());
         assert_eq!(plan.jobs.job, [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]);
@@ -375,15 +448,7 @@ mod tests {
         d.unit = Unit::Cluster;
         let plan = build(request(docs(6), d), |_, _| clustered(vec![9, 9, 4, 9, 4, 7])).unwrap();
         assert_eq!(plan.corpus.unit, [0, 0, 1, 0, 1, 2]);
-        let models_of = |doc: u32| -> Vec<u32> {
-            plan.membership
-                .doc
-                .iter()
-                .zip(&plan.membership.model)
-                .filter(|(d, _)| **d == doc)
-                .map(|(_, m)| *m)
-                .collect()
-        };
+        let models_of = |doc: u32| -> Vec<u32> { (0..6).filter(|&m| plan.membership.contains(m, doc)).collect() };
         assert_eq!(models_of(0), models_of(1));
         assert_eq!(models_of(0), models_of(3));
         assert_eq!(models_of(2), models_of(4));
@@ -413,7 +478,9 @@ mod tests {
         let plan = build(request(docs(20), d), no_clusters).unwrap();
         assert!(plan.corpus.holdout[..10].iter().all(|&h| !h), "{:?}", plan.corpus.holdout);
         assert!(plan.corpus.holdout[10..].iter().filter(|&&h| h).count() >= 5, "{:?}", plan.corpus.holdout);
-        assert!(plan.membership.doc.iter().filter(|&&doc| doc < 10).count() == 10 * 2);
+        let in_pairs =
+            (0..4).map(|m| plan.membership.docs_of(m).iter().filter(|&&doc| doc < 10).count()).sum::<usize>();
+        assert_eq!(in_pairs, 10 * 2);
     }
 
     #[test]
@@ -423,7 +490,7 @@ mod tests {
         let plan = build(request(docs(8), d.clone()), no_clusters).unwrap();
         let held: Vec<usize> = (0..8).filter(|&i| plan.corpus.holdout[i]).collect();
         assert_eq!(held, [3, 5]);
-        assert!(!plan.membership.doc.iter().any(|&doc| doc == 3 || doc == 5));
+        assert!((0..4).all(|m| !plan.membership.contains(m, 3) && !plan.membership.contains(m, 5)));
         d.holdout_ids.push("d99".into());
         let err = build(request(docs(8), d), no_clusters).unwrap_err().to_string();
         assert!(err.contains("--holdout-ids: no document has id \"d99\""), "{err}");
@@ -452,6 +519,32 @@ mod tests {
         d.canary_ids = vec!["nope".into()];
         let err = build(request(docs(3), d), no_clusters).unwrap_err().to_string();
         assert!(err.contains("no document has id \"nope\""), "{err}");
+    }
+
+    #[test]
+    fn extending_keeps_old_rows_and_jobs_and_balances_every_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path().join("run"));
+        let mut d = design(10, 0.3);
+        d.holdout = 0.2;
+        let plan = build(request(docs(20), d), no_clusters).unwrap();
+        write(&run, &plan).unwrap();
+        let extension = extend(&run, 17).unwrap();
+        assert_eq!(extension, Extension { old_models: 10, models: 17, new_jobs: 3..5 });
+        let grown = Membership::read(&run.membership()).unwrap();
+        for model in 0..10 {
+            assert_eq!(grown.docs_of(model), plan.membership.docs_of(model));
+        }
+        for doc in 0..20 {
+            let n_in = (0..17).filter(|&m| grown.contains(m, doc)).count();
+            assert_eq!(n_in, if plan.corpus.holdout[doc as usize] { 0 } else { 5 }, "round(0.3 × 17) for doc {doc}");
+        }
+        let jobs: JobTable = schema::read(&run.jobs()).unwrap();
+        assert_eq!(jobs.job, [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 3, 3, 3, 3, 4, 4, 4]);
+        assert_eq!(jobs.model, (0..17).collect::<Vec<_>>());
+        assert_eq!(RunConfig::from_file(&run.config()).unwrap().design.models, 17);
+        let err = extend(&run, 17).unwrap_err().to_string();
+        assert!(err.contains("--models 17 must be more than the run's 17 models"), "{err}");
     }
 
     #[test]

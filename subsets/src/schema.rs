@@ -190,14 +190,6 @@ table! {
 }
 
 table! {
-    /// `membership.parquet`: one row per (model, document) pair where the document is IN.
-    pub struct MembershipTable {
-        pub model: Vec<u32>,
-        pub doc: Vec<u32>,
-    }
-}
-
-table! {
     /// `jobs.parquet`: which models each job trains.
     pub struct JobTable {
         pub job: Vec<u32>,
@@ -343,6 +335,35 @@ pub fn write<T: Table>(path: &Path, table: &T) -> Result<()> {
     })
 }
 
+/// Writes a table in parts, each part one row group, so that the whole table is never held
+/// in memory (a job's log grows this way as its models are evaluated).
+pub struct TableWriter<T: Table, W: std::io::Write + Send> {
+    writer: ArrowWriter<W>,
+    /// Only for error messages.
+    path: std::path::PathBuf,
+    table: std::marker::PhantomData<T>,
+}
+
+impl<T: Table, W: std::io::Write + Send> TableWriter<T, W> {
+    pub fn new(out: W, path: &Path) -> Result<Self> {
+        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+        let writer = ArrowWriter::try_new(out, T::schema(), Some(props)).map_err(Error::parquet(path))?;
+        Ok(TableWriter { writer, path: path.to_path_buf(), table: std::marker::PhantomData })
+    }
+
+    /// Writes `part` as one row group and hands its bytes to the output.
+    pub fn write(&mut self, part: &T) -> Result<()> {
+        self.writer.write(&part.to_batch()).map_err(Error::parquet(&self.path))?;
+        self.writer.flush().map_err(Error::parquet(&self.path))?;
+        self.writer.sync().map_err(Error::io(&self.path))
+    }
+
+    /// Writes the footer and returns the output.
+    pub fn finish(self) -> Result<W> {
+        self.writer.into_inner().map_err(Error::parquet(&self.path))
+    }
+}
+
 /// Calls `each` with every record batch of `path` as a table, without reading the whole
 /// file into memory.
 pub fn for_each_batch<T: Table>(path: &Path, mut each: impl FnMut(T) -> Result<()>) -> Result<()> {
@@ -408,7 +429,12 @@ mod tests {
     fn wrong_column_type_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jobs.parquet");
-        let wrong = MembershipTable { model: vec![1], doc: vec![2] };
+        let wrong = ReliabilityTable {
+            measure: vec!["split-half".into()],
+            models: vec![2],
+            spearman: vec![None],
+            predicted: vec![None],
+        };
         write(&path, &wrong).unwrap();
         let err = read::<JobTable>(&path).unwrap_err().to_string();
         assert!(err.ends_with("jobs.parquet: no column `job`"), "{err}");

@@ -97,21 +97,21 @@ fn replanning_is_a_no_op_and_a_different_plan_is_refused() {
     let config = config.to_str().unwrap();
     let args = plan_args(&corpus, &out, "4", "3", &["--config", config]);
     cfmem_ok(&args);
-    let before = std::fs::read(out.join("membership.parquet")).unwrap();
+    let before = std::fs::read(out.join("membership.bin")).unwrap();
     cfmem_ok(&args);
-    assert_eq!(std::fs::read(out.join("membership.parquet")).unwrap(), before);
+    assert_eq!(std::fs::read(out.join("membership.bin")).unwrap(), before);
     let stderr = cfmem_err(&plan_args(&corpus, &out, "6", "3", &["--config", config]));
     assert!(stderr.contains("already holds a plan with a different configuration (design.models: 4 -> 6)"), "{stderr}");
-    assert_eq!(std::fs::read(out.join("membership.parquet")).unwrap(), before);
+    assert_eq!(std::fs::read(out.join("membership.bin")).unwrap(), before);
 }
 
 #[test]
 fn parquet_corpus_errors_name_the_row() {
-    use subsets::schema::{self, MembershipTable};
+    use subsets::schema::{self, JobTable};
     let case = Case::new();
     // A Parquet file without a `text` column.
     let path = case.dir.path().join("corpus.parquet");
-    schema::write(&path, &MembershipTable { model: vec![1], doc: vec![2] }).unwrap();
+    schema::write(&path, &JobTable { job: vec![1], model: vec![2] }).unwrap();
     case.plan_fails(&path, &[], "corpus.parquet: no column `text`");
 }
 
