@@ -22,6 +22,8 @@ pub struct Analysis {
     pub copies: CopiesTable,
     pub duplicates: DuplicateTable,
     pub summary: Summary,
+    /// The run's seed, written into every table's metadata.
+    pub run_seed: u64,
 }
 
 /// Reads the run's corpus and every complete log and computes all scores. Clusters use the
@@ -109,7 +111,7 @@ pub fn analyze(run: &RunDir) -> Result<Analysis> {
         accumulated.models.len(),
         (logs.len(), job_ids.len()),
     );
-    Ok(Analysis { scores, clusters, copies, duplicates, summary })
+    Ok(Analysis { scores, clusters, copies, duplicates, summary, run_seed: config.seed })
 }
 
 fn cluster_sizes(cluster: &[u32]) -> Vec<u32> {
@@ -178,10 +180,10 @@ impl Analysis {
     pub fn write(&self, run: &RunDir) -> Result<()> {
         let dir = run.analysis_dir();
         std::fs::create_dir_all(&dir).map_err(subsets::Error::io(&dir))?;
-        schema::write(&run.scores(), &self.scores)?;
-        schema::write(&run.clusters(), &self.clusters)?;
-        schema::write(&run.copies(), &self.copies)?;
-        schema::write(&run.duplicates(), &self.duplicates)?;
+        schema::write(&run.scores(), &self.scores, Some(self.run_seed))?;
+        schema::write(&run.clusters(), &self.clusters, Some(self.run_seed))?;
+        schema::write(&run.copies(), &self.copies, Some(self.run_seed))?;
+        schema::write(&run.duplicates(), &self.duplicates, Some(self.run_seed))?;
         Ok(())
     }
 }

@@ -122,7 +122,7 @@ impl RunJobs {
             Ok(())
         })?;
         let path = self.run.log(job);
-        schema::write(&path, &log)?;
+        schema::write(&path, &log, Some(self.config.seed))?;
         Completion::of_file(&path, log.model.len() as u64)?.write(&done)?;
         Ok(())
     }

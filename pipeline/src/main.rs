@@ -3,6 +3,7 @@
 //! here, from the events the job runner reports.
 
 mod progress;
+mod report;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -33,10 +34,12 @@ enum Command {
     Run(RunArgs),
     /// Compute per-document memorization from a run's logs and print a summary.
     Analyze(AnalyzeArgs),
-    /// Plan, run and analyze the built-in demo corpus.
+    /// Plan, run and analyze the built-in demo corpus, and write its report.
     Demo(DemoArgs),
     /// Exact, near-duplicate and repeated-substring scores of every document of a corpus.
     Dups(DupsArgs),
+    /// Write a self-contained HTML report of an analyzed run.
+    Report(ReportArgs),
 }
 
 #[derive(Args)]
@@ -151,6 +154,17 @@ struct DupsArgs {
     near: NearDupArgs,
 }
 
+#[derive(Args)]
+struct ReportArgs {
+    run: PathBuf,
+    /// HTML file to write (default RUN/analysis/report.html).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// How many of the most and of the least memorized documents to list.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    top: u32,
+}
+
 fn parse_shingling(text: &str) -> Result<Shingling, String> {
     let (kind, n) = text.split_once(':').ok_or_else(|| format!("expected words:N or chars:N, got {text:?}"))?;
     let n: usize = n.parse().map_err(|_| format!("{n:?} is not a number"))?;
@@ -217,13 +231,14 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Run(args) => run_jobs(&args.run, &args.compute),
         Command::Analyze(args) => analyze(&args.run),
         Command::Demo(args) => run_demo(&args),
+        Command::Report(args) => report::write(&args.run, args.out.as_deref(), args.top as usize).map(drop),
         Command::Dups(args) => {
             let params = args.near.params()?;
             let documents = corpus::read(&args.corpus)?;
             let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
             let found = dups::find_duplicates(&texts, &params);
             let ids: Vec<String> = documents.into_iter().map(|d| d.id).collect();
-            schema::write(&args.out, &found.to_table(&ids))?;
+            schema::write(&args.out, &found.to_table(&ids), None)?;
             let in_clusters = found.cluster_size.iter().filter(|&&s| s > 1).count();
             let exact = found.exact_dup_count.iter().filter(|&&c| c > 0).count();
             println!(
@@ -338,5 +353,6 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
     };
     plan_run(&args.out, request, &params)?;
     run_jobs(&args.out, &args.compute)?;
-    analyze(&args.out)
+    analyze(&args.out)?;
+    report::write(&args.out, None, 20).map(drop)
 }

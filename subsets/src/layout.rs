@@ -8,6 +8,7 @@
 //! RUN/logs/job-NNNNN.parquet   one evaluation row per (model, doc) of a job
 //! RUN/logs/job-NNNNN.done      checksum of that log, written when the job completed
 //! RUN/analysis/*.parquet       scores, clusters, copies, duplicates, influence, reliability
+//! RUN/analysis/report.html     the HTML report (`cfmem report`)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -80,6 +81,10 @@ impl RunDir {
 
     pub fn reliability(&self) -> PathBuf {
         self.analysis_dir().join("reliability.parquet")
+    }
+
+    pub fn report(&self) -> PathBuf {
+        self.analysis_dir().join("report.html")
     }
 }
 

@@ -217,9 +217,9 @@ pub fn write(run: &RunDir, plan: &Plan) -> Result<Written> {
     let staging = tempfile::Builder::new().prefix(".cfmem-plan-").tempdir_in(parent).map_err(Error::io(parent))?;
     let staged = RunDir::new(staging.path());
     atomic::write_bytes(&staged.config(), plan.config.to_toml().as_bytes())?;
-    schema::write(&staged.corpus(), &plan.corpus)?;
-    schema::write(&staged.membership(), &plan.membership)?;
-    schema::write(&staged.jobs(), &plan.jobs)?;
+    schema::write(&staged.corpus(), &plan.corpus, Some(plan.config.seed))?;
+    schema::write(&staged.membership(), &plan.membership, Some(plan.config.seed))?;
+    schema::write(&staged.jobs(), &plan.jobs, Some(plan.config.seed))?;
     std::fs::create_dir(staged.logs_dir()).map_err(Error::io(staged.logs_dir()))?;
     std::fs::rename(staging.keep(), root).map_err(Error::io(root))?;
     atomic::sync_dir(parent)?;
