@@ -80,7 +80,7 @@ fn the_demo_report_shows_the_numbers_of_its_parquet_files_and_renders_cleanly_in
     let most = section(&html, "most");
     let first_row = &most[most.find("<tbody><tr>").unwrap()..];
     let expected = format!(
-        "<td class=\"id\">{}</td><td>{}</td><td class=\"num\">{:+.3}</td>",
+        "<td class=\"id\">{}<br><span class=\"source\">{}</span></td><td class=\"num\">{:+.3}</td>",
         scores.doc_id[best],
         scores.source[best].as_deref().unwrap(),
         scores.mem_acc[best].unwrap()
@@ -148,7 +148,8 @@ fn document_text_is_shown_as_text_never_as_markup() {
     assert_eq!(lower.matches("<svg").count(), plots(&html).len(), "only the page's own plots");
     assert!(html.contains("&lt;script&gt;document.title='pwned'&lt;/script&gt;"), "the text is shown, escaped");
     assert!(html.contains("&lt;/textarea&gt;&lt;img src=x onerror=alert(3)&gt; and &quot;double&quot;"));
-    assert!(html.contains("<td class=\"id\">&quot;&gt;&lt;img src=x onerror=alert(2)&gt;</td>"));
+    assert!(html.contains("<td class=\"id\">&quot;&gt;&lt;img src=x onerror=alert(2)&gt;<br>"));
+    assert!(html.contains("<span class=\"source\">&lt;b&gt;bold&quot;source&lt;/b&gt;</span>"), "sources too");
     assert!(html.contains("a&amp;amp;b"), "an id that looks like an entity is shown as written");
 
     let Some(browser) = chromium() else { return };

@@ -460,6 +460,7 @@ fn clusters(data: &ReportData) -> Markup {
     let axis = |label: &str| Axis::fit(label, Scale::Linear, values.clone());
     html! {
         (summary)
+        p { (points.len()) " of them have a group score: enough models trained on the whole cluster, and enough on none of it." }
         figure class="single" {
             (plot::scatter("clusters", "group mem_acc against the members' mean mem_acc",
                 &points, &axis("members' mean mem_acc"), &axis("group mem_acc"), true))
@@ -583,17 +584,17 @@ fn documents(data: &ReportData, docs: impl Iterator<Item = usize>) -> Markup {
         div class="table-wrap" {
             table class="documents" {
                 thead { tr {
-                    th { "id" } th { "source" } th { "mem_acc" } th { "95% interval" } th { "IN/OUT models" } th { "mem_loss" }
-                    th { "near-dups" } th { "exact dups" } th { "cluster size" } th { "repeat" } th { "text" }
+                    th { "document" } th { "mem_acc" } th { "95% interval" } th { "IN/OUT" } th { "mem_loss" }
+                    th { "near/exact dups" } th { "cluster" } th { "repeat" } th { "text" }
                 } }
                 tbody {
                     @for d in docs {
                         @let text = &data.texts[d];
                         tr {
-                            td class="id" { (s.doc_id[d]) } td { (source_name(&s.source[d])) }
+                            td class="id" { (s.doc_id[d]) br; span class="source" { (source_name(&s.source[d])) } }
                             td class="num" { (signed(s.mem_acc[d])) } td class="num" { (interval(s, d)) }
-                            td class="num" { (s.n_in[d]) " / " (s.n_out[d]) } td class="num" { (signed(s.mem_loss[d])) }
-                            td class="num" { (s.near_dup_count[d]) } td class="num" { (s.exact_dup_count[d]) }
+                            td class="num" { (s.n_in[d]) "/" (s.n_out[d]) } td class="num" { (signed(s.mem_loss[d])) }
+                            td class="num" { (s.near_dup_count[d]) " / " (s.exact_dup_count[d]) }
                             td class="num" { (s.cluster_size[d]) } td class="num" { (format!("{:.2}", s.repeat_fraction[d])) }
                             td class="text" {
                                 details {

@@ -11,8 +11,10 @@ use crate::stats::quantile;
 
 /// Drawing area of every chart, in SVG user units (the page scales it).
 const WIDTH: f64 = 640.0;
-/// Left margin: room for tick labels, or for the group names of a box plot.
-const LEFT: f64 = 120.0;
+/// Left margin: room for the tick labels and the axis label.
+const LEFT: f64 = 64.0;
+/// Left margin of a box plot and of the histogram beside it: room for the group names.
+const BOX_LEFT: f64 = 120.0;
 const RIGHT: f64 = 16.0;
 const TOP: f64 = 12.0;
 const BOTTOM: f64 = 46.0;
@@ -129,11 +131,12 @@ struct Frame<'a> {
     x: &'a Axis,
     y: &'a Axis,
     height: f64,
+    left: f64,
 }
 
 impl Frame<'_> {
     fn px(&self, v: f64) -> f64 {
-        LEFT + self.x.fraction(v) * (WIDTH - LEFT - RIGHT)
+        self.left + self.x.fraction(v) * (WIDTH - self.left - RIGHT)
     }
 
     fn py(&self, v: f64) -> f64 {
@@ -150,21 +153,21 @@ impl Frame<'_> {
         html! {
             g class="grid" {
                 @for &t in &self.y.ticks {
-                    line x1=(LEFT) x2=(right) y1=(fmt(self.py(t))) y2=(fmt(self.py(t))) {}
+                    line x1=(self.left) x2=(right) y1=(fmt(self.py(t))) y2=(fmt(self.py(t))) {}
                 }
             }
             g class="axis" {
-                line x1=(LEFT) x2=(right) y1=(fmt(self.bottom())) y2=(fmt(self.bottom())) {}
-                line x1=(LEFT) x2=(LEFT) y1=(TOP) y2=(fmt(self.bottom())) {}
+                line x1=(self.left) x2=(right) y1=(fmt(self.bottom())) y2=(fmt(self.bottom())) {}
+                line x1=(self.left) x2=(self.left) y1=(TOP) y2=(fmt(self.bottom())) {}
                 @for &t in &self.x.ticks {
                     line x1=(fmt(self.px(t))) x2=(fmt(self.px(t))) y1=(fmt(self.bottom())) y2=(fmt(self.bottom() + 4.0)) {}
                     text x=(fmt(self.px(t))) y=(fmt(self.bottom() + 16.0)) text-anchor="middle" { (tick_label(t)) }
                 }
                 @for &t in &self.y.ticks {
-                    text x=(LEFT - 6.0) y=(fmt(self.py(t) + 4.0)) text-anchor="end" { (tick_label(t)) }
+                    text x=(self.left - 6.0) y=(fmt(self.py(t) + 4.0)) text-anchor="end" { (tick_label(t)) }
                 }
-                text class="label" x=(fmt((LEFT + right) / 2.0)) y=(fmt(self.height - 8.0)) text-anchor="middle" { (self.x.label) }
-                text class="label" transform=(format!("translate({},{}) rotate(-90)", LEFT - 44.0, fmt((TOP + self.bottom()) / 2.0))) text-anchor="middle" { (self.y.label) }
+                text class="label" x=(fmt((self.left + right) / 2.0)) y=(fmt(self.height - 8.0)) text-anchor="middle" { (self.x.label) }
+                text class="label" transform=(format!("translate({},{}) rotate(-90)", self.left - 44.0, fmt((TOP + self.bottom()) / 2.0))) text-anchor="middle" { (self.y.label) }
             }
         }
     }
@@ -185,9 +188,9 @@ fn svg(kind: &str, title: &str, height: f64, body: Markup) -> Markup {
     }
 }
 
-/// A histogram of `values` in about √n equal bins (10 to 40) across `x`.
+/// A histogram of `values` in about 2√n equal bins (10 to 40) across `x`.
 pub fn histogram(title: &str, values: &[f64], x: &Axis) -> Markup {
-    let bins = ((values.len() as f64).sqrt().round() as usize).clamp(10, 40);
+    let bins = ((2.0 * (values.len() as f64).sqrt()).round() as usize).clamp(10, 40);
     let (lo, hi) = (x.lo, x.hi);
     let width = (hi - lo) / bins as f64;
     let mut counts = vec![0usize; bins];
@@ -195,8 +198,8 @@ pub fn histogram(title: &str, values: &[f64], x: &Axis) -> Markup {
         counts[(((v - lo) / width) as usize).min(bins - 1)] += 1;
     }
     let y = Axis::from_zero("documents", counts.iter().copied().max().unwrap_or(0) as f64);
-    let frame = Frame { x, y: &y, height: 300.0 };
-    let left = |i: usize| LEFT + i as f64 / bins as f64 * (WIDTH - LEFT - RIGHT);
+    let frame = Frame { x, y: &y, height: 300.0, left: BOX_LEFT };
+    let left = |i: usize| BOX_LEFT + i as f64 / bins as f64 * (WIDTH - BOX_LEFT - RIGHT);
     svg(
         "histogram",
         title,
@@ -228,7 +231,7 @@ pub fn box_plot(title: &str, groups: &[BoxGroup<'_>], x: &Axis) -> Markup {
     const ROW: f64 = 30.0;
     let height = TOP + BOTTOM + ROW * groups.len() as f64;
     let rows = Axis { label: String::new(), scale: Scale::Linear, lo: 0.0, hi: groups.len() as f64, ticks: vec![] };
-    let frame = Frame { x, y: &rows, height };
+    let frame = Frame { x, y: &rows, height, left: BOX_LEFT };
     svg(
         "box",
         title,
@@ -244,7 +247,7 @@ pub fn box_plot(title: &str, groups: &[BoxGroup<'_>], x: &Axis) -> Markup {
                     g fill=(group.color) stroke=(group.color) {
                         title { (format!("{}: {} documents, median {:+.3}, quartiles {:+.3} to {:+.3}",
                             group.name, sorted.len(), stats.median, stats.q1, stats.q3)) }
-                        text class="group" x=(LEFT - 8.0) y=(fmt(mid + 4.0)) text-anchor="end" stroke="none" fill="currentColor" { (name) }
+                        text class="group" x=(BOX_LEFT - 8.0) y=(fmt(mid + 4.0)) text-anchor="end" stroke="none" fill="currentColor" { (name) }
                         line x1=(fmt(frame.px(stats.low))) x2=(fmt(frame.px(stats.high))) y1=(fmt(mid)) y2=(fmt(mid)) {}
                         rect class="box" x=(fmt(frame.px(stats.q1))) width=(fmt((frame.px(stats.q3) - frame.px(stats.q1)).max(1.0)))
                             y=(fmt(mid - ROW * 0.3)) height=(fmt(ROW * 0.6)) {}
@@ -289,7 +292,7 @@ pub struct Point<'a> {
 
 /// Points on `x` and `y`; with `diagonal`, the line y = x is drawn for reference.
 pub fn scatter(kind: &str, title: &str, points: &[Point<'_>], x: &Axis, y: &Axis, diagonal: bool) -> Markup {
-    let frame = Frame { x, y, height: 360.0 };
+    let frame = Frame { x, y, height: 360.0, left: LEFT };
     let (lo, hi) = (x.lo.max(y.lo), x.hi.min(y.hi));
     svg(
         kind,
@@ -319,7 +322,7 @@ pub struct Step {
 
 /// Points joined in order of x, with their error bars.
 pub fn line_chart(kind: &str, title: &str, steps: &[Step], x: &Axis, y: &Axis) -> Markup {
-    let frame = Frame { x, y, height: 320.0 };
+    let frame = Frame { x, y, height: 320.0, left: LEFT };
     let path: Vec<String> = steps.iter().map(|s| format!("{},{}", fmt(frame.px(s.x)), fmt(frame.py(s.y)))).collect();
     svg(
         kind,
@@ -363,7 +366,7 @@ mod tests {
     fn axes_map_their_range_onto_the_drawing_area() {
         let x = Axis::between("x", Scale::Linear, 0.0, 1.0);
         let y = Axis::from_zero("y", 10.0);
-        let frame = Frame { x: &x, y: &y, height: 300.0 };
+        let frame = Frame { x: &x, y: &y, height: 300.0, left: LEFT };
         let inner = WIDTH - LEFT - RIGHT;
         assert!((frame.px(0.5) - (LEFT + inner / 2.0)).abs() < 1e-9);
         assert!((frame.py(0.0) - (300.0 - BOTTOM)).abs() < 1e-9);
