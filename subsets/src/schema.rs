@@ -439,7 +439,11 @@ mod tests {
         write(&path, &JobTable { job: vec![0], model: vec![1] }, Some(42)).unwrap();
         let file = std::fs::File::open(&path).unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
-        let pairs: HashMap<String, Option<String>> = reader.metadata().file_metadata().key_value_metadata().unwrap()
+        let pairs: HashMap<String, Option<String>> = reader
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .unwrap()
             .iter()
             .map(|kv| (kv.key.clone(), kv.value.clone()))
             .collect();

@@ -52,7 +52,8 @@ fn the_demo_report_shows_the_numbers_of_its_parquet_files_and_renders_cleanly_in
     let run = dir.path().join("demo");
     let stdout = {
         let _one_at_a_time = training_lock();
-        cfmem_ok(&["demo", "--out", run.to_str().unwrap(), "--device", "cpu", "--seed", "0"])
+        // Half the default models: the same report, in half the time.
+        cfmem_ok(&["demo", "--out", run.to_str().unwrap(), "--device", "cpu", "--seed", "0", "--models", "8"])
     };
     let report = run.join("analysis/report.html");
     assert!(stdout.contains(&format!("report: {}", report.display())), "the demo prints the report's path:\n{stdout}");
@@ -69,10 +70,8 @@ fn the_demo_report_shows_the_numbers_of_its_parquet_files_and_renders_cleanly_in
         values.sort_by(f64::total_cmp);
         let mean = values.iter().sum::<f64>() / values.len() as f64;
         let median = quantile(&values, 0.5).unwrap();
-        let row = format!(
-            "{source}</td><td>{n}</td><td>{n}</td><td>{mean:+.3}</td><td>{median:+.3}</td>",
-            n = values.len()
-        );
+        let row =
+            format!("{source}</td><td>{n}</td><td>{n}</td><td>{mean:+.3}</td><td>{median:+.3}</td>", n = values.len());
         assert!(sources.contains(&row), "per-source row {row} in\n{sources}");
     }
     let best = (0..scores.doc.len()).max_by(|&a, &b| scores.mem_acc[a].unwrap().total_cmp(&scores.mem_acc[b].unwrap()));
@@ -85,9 +84,12 @@ fn the_demo_report_shows_the_numbers_of_its_parquet_files_and_renders_cleanly_in
         scores.source[best].as_deref().unwrap(),
         scores.mem_acc[best].unwrap()
     );
-    assert!(first_row.starts_with(&format!("<tbody><tr>{expected}")), "top document {expected} first in\n{first_row:.400}");
+    assert!(
+        first_row.starts_with(&format!("<tbody><tr>{expected}")),
+        "top document {expected} first in\n{first_row:.400}"
+    );
     assert_eq!(most.matches("<details>").count(), 20, "--top defaults to 20");
-    assert!(html.contains("16 of 16 models in the analysis"), "completeness is shown");
+    assert!(html.contains("2 of 2 jobs complete · 8 of 8 models in the analysis"), "completeness is shown");
     assert_eq!(plots(&html), expected_plots(&run));
 
     let Some(browser) = chromium() else { return };
@@ -321,7 +323,8 @@ impl Chromium {
         };
         let screenshot = work.join("screenshot.png");
         let net_log = work.join("net-log.json");
-        let shot = run(&[format!("--screenshot={}", screenshot.display()), format!("--log-net-log={}", net_log.display())]);
+        let shot =
+            run(&[format!("--screenshot={}", screenshot.display()), format!("--log-net-log={}", net_log.display())]);
         let console = String::from_utf8_lossy(&shot.stderr)
             .lines()
             .filter(|line| line.contains(":CONSOLE"))
@@ -368,6 +371,11 @@ impl Rendered {
         let pixels: Vec<&[u8]> = pixels[..info.buffer_size()].chunks(channels).collect();
         let background = pixels[0];
         let ink = pixels.iter().filter(|p| p[..3] != background[..3]).count();
-        assert!(ink * 50 > pixels.len(), "screenshot {} is blank ({ink} of {} pixels)", self.screenshot.display(), pixels.len());
+        assert!(
+            ink * 50 > pixels.len(),
+            "screenshot {} is blank ({ink} of {} pixels)",
+            self.screenshot.display(),
+            pixels.len()
+        );
     }
 }

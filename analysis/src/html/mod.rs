@@ -75,7 +75,9 @@ impl ReportData {
             return Err(Error::Message(format!("{root} is not a planned run: no run.toml here")));
         }
         if !run.scores().exists() {
-            return Err(Error::Message(format!("{root}: no analysis/scores.parquet: run `cfmem analyze {root}` first")));
+            return Err(Error::Message(format!(
+                "{root}: no analysis/scores.parquet: run `cfmem analyze {root}` first"
+            )));
         }
         let config = RunConfig::from_file(&run.config())?;
         let corpus: CorpusTable = schema::read(&run.corpus())?;
@@ -481,12 +483,21 @@ fn copy_sweep(copies: &CopiesTable) -> Markup {
                 x: f64::from(copies.copies[row]),
                 y: mem,
                 bar: se.map(|se| (mem - Z95 * se, mem + Z95 * se)),
-                label: format!("{} copies, {} canaries: mem_acc {mem:+.3} ± {}", copies.copies[row], copies.canaries[row], unsigned(se)),
+                label: format!(
+                    "{} copies, {} canaries: mem_acc {mem:+.3} ± {}",
+                    copies.copies[row],
+                    copies.canaries[row],
+                    unsigned(se)
+                ),
             })
         })
         .collect();
     let x = Axis::fit("copies in a training set (log scale)", Scale::Log2, steps.iter().map(|s| s.x));
-    let y = Axis::fit("mem_acc", Scale::Linear, steps.iter().flat_map(|s| [s.y, s.bar.map_or(s.y, |b| b.0), s.bar.map_or(s.y, |b| b.1)]));
+    let y = Axis::fit(
+        "mem_acc",
+        Scale::Linear,
+        steps.iter().flat_map(|s| [s.y, s.bar.map_or(s.y, |b| b.0), s.bar.map_or(s.y, |b| b.1)]),
+    );
     html! {
         @if !steps.is_empty() {
             figure class="single" {

@@ -232,16 +232,22 @@ pub fn box_plot(title: &str, groups: &[BoxGroup<'_>], x: &Axis) -> Markup {
     let height = TOP + BOTTOM + ROW * groups.len() as f64;
     let rows = Axis { label: String::new(), scale: Scale::Linear, lo: 0.0, hi: groups.len() as f64, ticks: vec![] };
     let frame = Frame { x, y: &rows, height, left: BOX_LEFT };
+    let sorted_values: Vec<Vec<f64>> = groups
+        .iter()
+        .map(|group| {
+            let mut values = group.values.clone();
+            values.sort_by(f64::total_cmp);
+            values
+        })
+        .collect();
     svg(
         "box",
         title,
         height,
         html! {
             (frame.axes())
-            @for (row, group) in groups.iter().enumerate() {
-                @let mut sorted = group.values.clone();
-                @let _ = sorted.sort_by(f64::total_cmp);
-                @if let Some(stats) = BoxStats::of(&sorted) {
+            @for (row, (group, sorted)) in groups.iter().zip(&sorted_values).enumerate() {
+                @if let Some(stats) = BoxStats::of(sorted) {
                     @let mid = TOP + ROW * (row as f64 + 0.5);
                     @let name: String = group.name.chars().take(16).collect();
                     g fill=(group.color) stroke=(group.color) {
