@@ -636,6 +636,90 @@ fn preview_block(text: &str) -> String {
 mod tests {
     use super::*;
 
+    use subsets::config::{CorpusConfig, DesignConfig, JobsConfig, ModelConfig, TrainConfig};
+
+    /// Three documents of two sources, the third held out; one cluster of the first two.
+    fn data(texts: [&str; 3]) -> ReportData {
+        let design = DesignConfig {
+            models: 4,
+            keep: 0.5,
+            holdout: 0.3,
+            unit: Unit::Cluster,
+            threshold: 0.8,
+            copies: vec![],
+            canaries: 0,
+            canary_ids: vec![],
+        };
+        let corpus = CorpusConfig { path: "c.jsonl".into(), sha256: "ab".repeat(32), documents: 3, truncated: 0 };
+        let config = RunConfig {
+            seed: 5,
+            corpus,
+            design,
+            model: ModelConfig::default(),
+            train: TrainConfig::default(),
+            jobs: JobsConfig::default(),
+        };
+        let scores = ScoreTable {
+            doc: vec![0, 1, 2],
+            doc_id: vec!["a".into(), "<b>".into(), "c".into()],
+            source: vec![Some("x".into()), Some("y".into()), None],
+            holdout: vec![false, false, true],
+            n_in: vec![2, 2, 0],
+            n_out: vec![2, 2, 4],
+            mem_acc: vec![Some(0.5), Some(-0.25), None],
+            mem_acc_se: vec![Some(0.1), None, None],
+            mem_acc_lo: vec![None; 3],
+            mem_acc_hi: vec![None; 3],
+            mem_loss: vec![Some(1.0), Some(0.0), None],
+            exact_dup_count: vec![0, 0, 0],
+            near_dup_count: vec![1, 1, 0],
+            max_jaccard: vec![0.9, 0.9, 0.0],
+            cluster: vec![0, 0, 2],
+            cluster_size: vec![2, 2, 1],
+            repeat_fraction: vec![0.0, 0.5, 0.0],
+            ..ScoreTable::default()
+        };
+        let clusters = ClusterTable {
+            cluster: vec![0],
+            cluster_size: vec![2],
+            group_mem_acc: vec![Some(0.75)],
+            ..ClusterTable::default()
+        };
+        ReportData {
+            name: "run".into(),
+            config,
+            texts: texts.map(String::from).to_vec(),
+            scores,
+            clusters,
+            copies: CopiesTable::default(),
+            influence: None,
+            reliability: None,
+            jobs_complete: (2, 2),
+            planned: None,
+            last_log: None,
+            analyzed: None,
+        }
+    }
+
+    #[test]
+    fn a_page_has_its_sections_numbers_and_escaped_text() {
+        let page = render(&data(["<script>x()</script>", "a \"quoted\" & <i>marked</i> text", "held out"]), 1);
+        for id in ["glance", "distribution", "duplicates", "clusters", "most", "least"] {
+            assert!(page.contains(&format!("<section id=\"{id}\">")), "section {id}");
+        }
+        assert!(!page.contains("id=\"copies\"") && !page.contains("id=\"influence\""));
+        assert!(!page.contains("<script") && !page.contains("<i>") && !page.contains("<b>"));
+        assert!(page.contains("&lt;script&gt;x()&lt;/script&gt;"));
+        assert!(page.contains("a &quot;quoted&quot; &amp; &lt;i&gt;marked&lt;/i&gt; text"));
+        assert!(page.contains("2 scored documents: median +0.125"), "the median of +0.5 and -0.25");
+        assert!(page.contains("1 of them have a group score"));
+        assert!(page.contains("2 of 2 jobs complete · 4 of 4 models in the analysis · 2 of 3 documents scored"));
+        let most = &page[page.find("<section id=\"most\">").unwrap()..page.find("<section id=\"least\">").unwrap()];
+        assert!(most.contains("≈[+0.304, +0.696]") && !most.contains("&lt;b&gt;"), "--top 1: only the best");
+        let kinds = page.matches("<svg class=\"plot\"").count();
+        assert_eq!(kinds, 5, "histogram, box plot, two scatters and the cluster plot");
+    }
+
     #[test]
     fn previews_flatten_and_cut() {
         assert_eq!(preview("a\nb\tc", 10), "a b c");

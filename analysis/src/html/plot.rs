@@ -88,12 +88,16 @@ impl Axis {
     }
 }
 
-/// About five ticks at 1, 2 or 5 times a power of ten, inside [min, max].
+/// Ticks at 1, 2 or 5 times a power of ten, the step giving closest to five, inside [min, max].
 fn linear_ticks(min: f64, max: f64) -> Vec<f64> {
     let span = if max > min { max - min } else { 1.0 };
-    let raw = span / 5.0;
-    let power = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * power).find(|s| *s >= raw).unwrap_or(10.0 * power);
+    let power = 10f64.powf((span / 5.0).log10().floor());
+    let ticks_with = |step: f64| (span / step - 5.0).abs();
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * power)
+        .min_by(|a, b| ticks_with(*a).total_cmp(&ticks_with(*b)))
+        .expect("four candidates");
     let first = (min / step).ceil() as i64;
     let last = (max / step).floor() as i64;
     (first..=last).map(|i| i as f64 * step).collect()
@@ -355,7 +359,8 @@ mod tests {
 
     #[test]
     fn linear_ticks_are_round_numbers_inside_the_range() {
-        assert_eq!(linear_ticks(-0.13, 0.92), [0.0, 0.2, 0.4, 0.6, 0.8]);
+        let rounded = |ticks: Vec<f64>| ticks.iter().map(|t| (t * 1e9).round() / 1e9).collect::<Vec<_>>();
+        assert_eq!(rounded(linear_ticks(-0.13, 0.92)), [0.0, 0.2, 0.4, 0.6, 0.8]);
         assert_eq!(linear_ticks(0.0, 37.0), [0.0, 10.0, 20.0, 30.0]);
         assert_eq!(count_ticks(60.0), [0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0]);
         assert_eq!(power_of_two_ticks(1.0, 16.0), [1.0, 2.0, 4.0, 8.0, 16.0]);
