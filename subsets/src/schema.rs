@@ -22,6 +22,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
 use crate::{Error, Result, atomic};
@@ -361,8 +362,16 @@ pub fn metadata<T: Table>(run_seed: Option<u64>) -> HashMap<String, String> {
 /// is the seed of the run the file belongs to, None outside a run.
 pub fn write<T: Table>(path: &Path, table: &T, run_seed: Option<u64>) -> Result<()> {
     atomic::write_with(path, |file| {
-        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-        let schema = Arc::new(T::schema().as_ref().clone().with_metadata(metadata::<T>(run_seed)));
+        let metadata = metadata::<T>(run_seed);
+        // In the file's key-value metadata for Parquet readers, and in the Arrow schema for
+        // Arrow readers (pyarrow's `schema.metadata`).
+        let mut pairs: Vec<KeyValue> = metadata.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())).collect();
+        pairs.sort_by(|a, b| a.key.cmp(&b.key));
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_key_value_metadata(Some(pairs))
+            .build();
+        let schema = Arc::new(T::schema().as_ref().clone().with_metadata(metadata));
         let batch = table.to_batch().with_schema(schema.clone()).map_err(Error::arrow(path))?;
         let mut writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(Error::parquet(path))?;
         writer.write(&batch).map_err(Error::parquet(path))?;
