@@ -88,16 +88,16 @@ def check_file(path, pattern, table, columns, version):
         assert meta.get(key) == value, f"{path}: metadata {key} = {meta.get(key)!r}, expected {value!r}"
     frame = pd.read_parquet(path)
     assert list(frame.columns) == [c[0] for c in columns], f"{path}: pandas columns {list(frame.columns)}"
-    rows = duckdb.sql(f"SELECT count(*) FROM read_parquet('{path}')").fetchone()[0]
+    rows = duckdb.execute(f"SELECT count(*) FROM read_parquet('{path}')").fetchone()[0]
     assert rows == len(frame) == pf.metadata.num_rows, f"{path}: row counts differ"
-    kv = duckdb.sql(f"SELECT decode(key), decode(value) FROM parquet_kv_metadata('{path}')").fetchall()
+    kv = duckdb.execute(f"SELECT decode(key), decode(value) FROM parquet_kv_metadata('{path}')").fetchall()
     assert ("cfmem.schema", table) in kv, f"{path}: DuckDB does not see the metadata: {kv}"
     return rows
 
 
 def check_mem_acc(run):
     """mem_acc recomputed from the logs in SQL equals scores.parquet within 1e-12."""
-    recomputed = duckdb.sql(f"""
+    recomputed = duckdb.execute(f"""
         WITH per_model AS (
             SELECT doc, in_train, correct::DOUBLE / tokens AS acc
             FROM read_parquet('{run}/logs/job-*.parquet'))
@@ -120,7 +120,7 @@ def check_mem_acc(run):
 def check_readme_queries(run):
     """The README's DuckDB query and pandas one-liner, as a user would run them, agree."""
     scores = run / "analysis/scores.parquet"
-    sql = dict(duckdb.sql(
+    sql = dict(duckdb.execute(
         f"SELECT source, median(mem_acc) FROM '{scores}' WHERE source IS NOT NULL GROUP BY source").fetchall())
     frame = pd.read_parquet(scores).groupby("source").mem_acc.median()
     assert set(sql) == set(frame.index) and {"news", "code", "chat", "canary"} <= set(sql), sql
