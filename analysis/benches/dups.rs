@@ -72,7 +72,7 @@ fn main() {
         let found = find_duplicates(&texts, &params);
         let scored = start.elapsed();
         let ids: Vec<String> = documents.iter().map(|d| d.id.clone()).collect();
-        schema::write(&out, &found.to_table(&ids)).expect("write");
+        schema::write(&out, &found.to_table(&ids), None).expect("write");
         let total = start.elapsed();
         println!(
             "  run: {:.2} s (read {:.2} s, scores {:.2} s, write {:.2} s)",

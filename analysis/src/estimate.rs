@@ -201,7 +201,7 @@ mod tests {
             log.correct.push(correct);
             log.copies.push(u16::from(in_train));
         }
-        schema::write(&path, &log).unwrap();
+        schema::write(&path, &log, None).unwrap();
         path
     }
 

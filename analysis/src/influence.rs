@@ -61,13 +61,15 @@ pub struct InfluenceSettings {
 pub struct Influence {
     pub table: InfluenceTable,
     pub summary: InfluenceSummary,
+    /// The run's seed, written into the table's metadata.
+    pub run_seed: u64,
 }
 
 impl Influence {
     pub fn write(&self, run: &RunDir) -> Result<()> {
         let dir = run.analysis_dir();
         std::fs::create_dir_all(&dir).map_err(subsets::Error::io(&dir))?;
-        schema::write(&run.influence(), &self.table)?;
+        schema::write(&run.influence(), &self.table, Some(self.run_seed))?;
         Ok(())
     }
 }
@@ -75,6 +77,7 @@ impl Influence {
 /// Computes the influence table of `run`.
 pub fn influence(run: &RunDir, settings: &InfluenceSettings) -> Result<Influence> {
     let logs = RunLogs::open(run)?;
+    let run_seed = subsets::config::RunConfig::from_file(&run.config())?.seed;
     let corpus: CorpusTable = schema::read(&run.corpus())?;
     let targets = target_docs(&corpus, &settings.targets)?;
     let values = per_model::read(&logs.logs, ModelValues::new(logs.models, corpus.len(), targets.clone(), true))?;
@@ -106,7 +109,7 @@ pub fn influence(run: &RunDir, settings: &InfluenceSettings) -> Result<Influence
         }
     }
     let summary = InfluenceSummary::new(&table, &corpus, targets.len(), sources.docs.len(), values.models.len());
-    Ok(Influence { table, summary })
+    Ok(Influence { table, summary, run_seed })
 }
 
 fn target_docs(corpus: &CorpusTable, targets: &Targets) -> Result<Vec<u32>> {

@@ -4,7 +4,7 @@
 //! per-model matrices ([`per_model`]) that the bootstrap intervals ([`bootstrap`]), the
 //! reliability measures ([`reliability`]) and counterfactual influence ([`influence`])
 //! multiply with one GEMM ([`gemm`]), the score tables ([`scores`]) and the printed
-//! summary ([`report`]). [`synthetic_run`] writes runs with known answers for tests and
+//! summary ([`report`]), the HTML report ([`html`]). [`synthetic_run`] writes runs with known answers for tests and
 //! benchmarks.
 //!
 //! It reads logs and the corpus only through `subsets::schema` and never depends on tch:
@@ -14,6 +14,7 @@ pub mod bootstrap;
 pub mod dups;
 pub mod estimate;
 pub mod gemm;
+pub mod html;
 pub mod influence;
 pub mod per_model;
 pub mod reliability;

@@ -41,6 +41,8 @@ pub struct Analysis {
     pub copies: CopiesTable,
     pub reliability: ReliabilityTable,
     pub summary: Summary,
+    /// The run's seed, written into every table's metadata.
+    pub run_seed: u64,
 }
 
 /// Reads the run's corpus, its stored duplicate scores and every complete log, and
@@ -110,7 +112,7 @@ pub fn analyze(run: &RunDir, settings: AnalyzeSettings) -> Result<Analysis> {
     let copies = copies_table(&config, &corpus, &scores);
     let verdict = Verdict::new(&reliability, accumulated.models.len());
     let summary = Summary::new(&config, &corpus, &scores, &clusters, &copies, (logs.logs.len(), logs.jobs), verdict);
-    Ok(Analysis { scores, clusters, copies, reliability, summary })
+    Ok(Analysis { scores, clusters, copies, reliability, summary, run_seed: config.seed })
 }
 
 /// Each document's bootstrap interval of mem_acc and the run's reliability measures, from
@@ -216,10 +218,11 @@ impl Analysis {
     pub fn write(&self, run: &RunDir) -> Result<()> {
         let dir = run.analysis_dir();
         std::fs::create_dir_all(&dir).map_err(subsets::Error::io(&dir))?;
-        schema::write(&run.scores(), &self.scores)?;
-        schema::write(&run.clusters(), &self.clusters)?;
-        schema::write(&run.copies(), &self.copies)?;
-        schema::write(&run.reliability(), &self.reliability)?;
+        let seed = Some(self.run_seed);
+        schema::write(&run.scores(), &self.scores, seed)?;
+        schema::write(&run.clusters(), &self.clusters, seed)?;
+        schema::write(&run.copies(), &self.copies, seed)?;
+        schema::write(&run.reliability(), &self.reliability, seed)?;
         Ok(())
     }
 }
@@ -307,7 +310,7 @@ mod tests {
         synthetic_run::write(&run, &spec(Unit::Cluster), row).unwrap();
         let mut duplicates: subsets::schema::DuplicateTable = schema::read(&run.duplicates()).unwrap();
         duplicates.cluster[16] = 0;
-        schema::write(&run.duplicates(), &duplicates).unwrap();
+        schema::write(&run.duplicates(), &duplicates, None).unwrap();
         let err = analyze(&run, AnalyzeSettings::default()).err().unwrap().to_string();
         assert!(err.contains("sampling units and analysis/duplicates.parquet's clusters differ at doc"), "{err}");
     }

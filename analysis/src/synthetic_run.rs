@@ -81,7 +81,7 @@ pub fn write(run: &RunDir, spec: &Spec, row: impl Fn(u32, usize, &[bool]) -> Row
                 log.copies.push(u16::from(inside));
             }
         }
-        let mut writer = LogWriter::create(run, job)?;
+        let mut writer = LogWriter::create(run, job, plan.config.seed)?;
         writer.write(&log)?;
         let models = log.model.len() / docs;
         writer.publish(JobRecord { models: models as u32, host: "synthetic".into(), started: 0.0 })?;

@@ -194,7 +194,7 @@ impl RunJobs {
             holdout: &self.holdout,
             models: &stack,
         };
-        let mut log = LogWriter::create(&self.run, job)?;
+        let mut log = LogWriter::create(&self.run, job, self.config.seed)?;
         train::train_and_evaluate(&input, device, progress, &mut |part| {
             if !claim.is_ours() {
                 return Err(Error::ClaimLost { job });

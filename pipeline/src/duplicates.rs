@@ -37,7 +37,7 @@ pub fn run(args: &DupsArgs) -> Result<()> {
     }
     let found = dups::find_duplicates(&texts, &params);
     let ids: Vec<String> = documents.into_iter().map(|d| d.id).collect();
-    schema::write(&args.out, &found.to_table(&ids))?;
+    schema::write(&args.out, &found.to_table(&ids), None)?;
     let in_clusters = found.cluster_size.iter().filter(|&&s| s > 1).count();
     let exact = found.exact_dup_count.iter().filter(|&&c| c > 0).count();
     let capped = found.near_dup_capped.iter().filter(|&&c| c).count();

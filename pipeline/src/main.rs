@@ -7,6 +7,7 @@ mod duplicates;
 mod influence;
 mod progress;
 mod queue;
+mod report;
 mod slurm;
 mod status;
 
@@ -41,7 +42,7 @@ enum Command {
     Run(RunArgs),
     /// Compute per-document memorization from a run's logs and print a summary.
     Analyze(AnalyzeArgs),
-    /// Plan, run and analyze the built-in demo corpus.
+    /// Plan, run and analyze the built-in demo corpus, and write its report.
     Demo(DemoArgs),
     /// Exact, near-duplicate and repeated-substring scores of every document of a corpus.
     Dups(DupsArgs),
@@ -54,6 +55,8 @@ enum Command {
     Status(StatusArgs),
     /// Write (and with --submit, submit) a Slurm job array that runs the run's jobs.
     Slurm(SlurmArgs),
+    /// Write a self-contained HTML report of an analyzed run.
+    Report(ReportArgs),
 }
 
 #[derive(Args)]
@@ -236,6 +239,17 @@ struct DupsArgs {
     max_memory: Option<f64>,
 }
 
+#[derive(Args)]
+struct ReportArgs {
+    run: PathBuf,
+    /// HTML file to write (default RUN/analysis/report.html).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// How many of the most and of the least memorized documents to list.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    top: u32,
+}
+
 impl NearDupArgs {
     fn params(&self) -> Result<DupParams> {
         let params = DupParams {
@@ -303,6 +317,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Bench(args) => bench::run(&args),
         Command::Dups(args) => duplicates::run(&args),
         Command::Influence(args) => influence::run(&args),
+        Command::Report(args) => report::write(&args.run, args.out.as_deref(), args.top as usize).map(drop),
     }
 }
 
@@ -429,5 +444,6 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
     plan_run(&args.out, request, &params)?;
     run_jobs(&args.out, &args.compute, &Selection::default())?;
     analyze(&args.out, false, AnalyzeSettings::default())?;
-    influence::run(&influence::InfluenceArgs::holdout(args.out.clone()))
+    influence::run(&influence::InfluenceArgs::holdout(args.out.clone()))?;
+    report::write(&args.out, None, 20).map(drop)
 }

@@ -11,6 +11,7 @@
 //! RUN/logs/job-NNNNN.done      checksum, size and mtime of that log, written when the job completed
 //! RUN/slurm/                   array.sbatch, the Slurm job ids submitted, task output
 //! RUN/analysis/*.parquet       scores, clusters, copies, duplicates, influence, reliability
+//! RUN/analysis/report.html     the HTML report (`cfmem report`)
 //! ```
 //!
 //! A log is written by [`LogWriter`] row group by row group into a temporary file, hashed as
@@ -119,6 +120,10 @@ impl RunDir {
 
     pub fn reliability(&self) -> PathBuf {
         self.analysis_dir().join("reliability.parquet")
+    }
+
+    pub fn report(&self) -> PathBuf {
+        self.analysis_dir().join("report.html")
     }
 }
 
@@ -340,14 +345,15 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    pub fn create(run: &RunDir, job: u32) -> Result<LogWriter> {
+    /// A log for `job` of the run whose seed is `run_seed` (written into its metadata).
+    pub fn create(run: &RunDir, job: u32, run_seed: u64) -> Result<LogWriter> {
         let dir = run.logs_dir();
         std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
         let prefix = run.log_temp_prefix(job);
         let temp =
             tempfile::Builder::new().prefix(&prefix).suffix(".tmp").tempfile_in(&dir).map_err(Error::io(&dir))?;
         let (file, temp) = temp.into_parts();
-        let writer = TableWriter::new(HashingFile { file, hasher: Sha256::new(), bytes: 0 }, &temp)?;
+        let writer = TableWriter::new(HashingFile { file, hasher: Sha256::new(), bytes: 0 }, &temp, Some(run_seed))?;
         Ok(LogWriter { run: run.clone(), job, writer, temp, rows: 0 })
     }
 
@@ -412,7 +418,7 @@ mod tests {
     fn a_streamed_log_is_published_with_the_checksum_of_its_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::new(dir.path());
-        let mut log = LogWriter::create(&run, 3).unwrap();
+        let mut log = LogWriter::create(&run, 3, 0).unwrap();
         log.write(&rows(0, 5)).unwrap();
         assert_eq!(run.quick_log_state(3).unwrap(), LogState::NotRun, "nothing is published before the end");
         log.write(&rows(1, 5)).unwrap();
@@ -440,7 +446,7 @@ mod tests {
         let run = RunDir::new(dir.path());
         std::fs::create_dir_all(run.logs_dir()).unwrap();
         assert_eq!(run.log_state(3).unwrap(), LogState::NotRun);
-        let mut log = LogWriter::create(&run, 3).unwrap();
+        let mut log = LogWriter::create(&run, 3, 0).unwrap();
         log.write(&rows(0, 4)).unwrap();
         let completion = log.publish(record()).unwrap();
 
@@ -476,7 +482,7 @@ mod tests {
     fn an_unpublished_log_leaves_nothing_and_leftovers_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::new(dir.path());
-        let mut log = LogWriter::create(&run, 7).unwrap();
+        let mut log = LogWriter::create(&run, 7, 0).unwrap();
         log.write(&rows(0, 3)).unwrap();
         drop(log);
         assert_eq!(std::fs::read_dir(run.logs_dir()).unwrap().count(), 0);

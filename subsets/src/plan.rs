@@ -270,11 +270,12 @@ pub fn write(run: &RunDir, plan: &Plan) -> Result<Written> {
     let staging = tempfile::Builder::new().prefix(".cfmem-plan-").tempdir_in(parent).map_err(Error::io(parent))?;
     let staged = RunDir::new(staging.path());
     atomic::write_bytes(&staged.config(), plan.config.to_toml().as_bytes())?;
-    schema::write(&staged.corpus(), &plan.corpus)?;
+    let seed = Some(plan.config.seed);
+    schema::write(&staged.corpus(), &plan.corpus, seed)?;
     plan.membership.write(&staged.membership())?;
-    schema::write(&staged.jobs(), &plan.jobs)?;
+    schema::write(&staged.jobs(), &plan.jobs, seed)?;
     std::fs::create_dir(staged.analysis_dir()).map_err(Error::io(staged.analysis_dir()))?;
-    schema::write(&staged.duplicates(), &plan.duplicates)?;
+    schema::write(&staged.duplicates(), &plan.duplicates, seed)?;
     std::fs::create_dir(staged.logs_dir()).map_err(Error::io(staged.logs_dir()))?;
     std::fs::rename(staging.keep(), root).map_err(Error::io(root))?;
     atomic::sync_dir(parent)?;
@@ -338,7 +339,7 @@ pub fn extend(run: &RunDir, models: u32) -> Result<Extension> {
     }
     let end = jobs.job.last().map_or(first_new, |&j| j + 1);
     membership.write(&run.membership())?;
-    schema::write(&run.jobs(), &jobs)?;
+    schema::write(&run.jobs(), &jobs, Some(config.seed))?;
     config.design.models = models;
     atomic::write_bytes(&run.config(), config.to_toml().as_bytes())?;
     Ok(Extension { old_models: old, models, new_jobs: first_new..end })

@@ -4,7 +4,13 @@
 //! A table is a struct of column vectors; [`table!`] derives its Arrow schema and the
 //! conversions from the field names and types, so a column's name is written in one place.
 //! Readers ignore extra columns, so files stay readable when later versions add some.
+//!
+//! Every file also carries Parquet key-value metadata saying what it holds, for readers
+//! outside cfmem (pyarrow, pandas, DuckDB): `cfmem.version`, `cfmem.schema` (the table's
+//! name, e.g. `ScoreTable`), `cfmem.schema_version` ([`SCHEMA_VERSION`]) and, for files of
+//! a run, `cfmem.run_seed`.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,6 +22,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
 use crate::{Error, Result, atomic};
@@ -119,8 +126,14 @@ pub fn string_at(array: &dyn Array, i: usize) -> std::result::Result<Option<Stri
     Ok(Some(value.to_owned()))
 }
 
+/// The version of the on-disk contract: raised whenever a column of any table is removed,
+/// renamed or changes type (adding a column does not break readers).
+pub const SCHEMA_VERSION: u32 = 1;
+
 /// A Parquet table of a run: a struct of equally long column vectors.
 pub trait Table: Default + Sized {
+    /// The struct's name, written as `cfmem.schema` into every file of this table.
+    const NAME: &'static str;
     fn schema() -> SchemaRef;
     fn to_batch(&self) -> RecordBatch;
     /// Reads the table's columns from `batch`; `path` is only for error messages.
@@ -147,6 +160,7 @@ macro_rules! table {
         pub struct $name { $($(#[$field_meta])* pub $field: Vec<$ty>,)* }
 
         impl Table for $name {
+            const NAME: &'static str = stringify!($name);
             fn schema() -> SchemaRef {
                 Arc::new(Schema::new(vec![
                     $(Field::new(stringify!($field), <$ty as ColumnType>::DATA_TYPE, <$ty as ColumnType>::NULLABLE),)*
@@ -324,36 +338,67 @@ table! {
     }
 }
 
-/// Writes `table` to `path` atomically, as one Parquet file.
-pub fn write<T: Table>(path: &Path, table: &T) -> Result<()> {
+/// The key-value metadata of a file of table `T`; `run_seed` is the seed of the run the file
+/// belongs to (None for a file outside a run, such as `cfmem dups` output).
+pub fn metadata<T: Table>(run_seed: Option<u64>) -> HashMap<String, String> {
+    let mut metadata = HashMap::from([
+        ("cfmem.version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ("cfmem.schema".to_string(), T::NAME.to_string()),
+        ("cfmem.schema_version".to_string(), SCHEMA_VERSION.to_string()),
+    ]);
+    if let Some(seed) = run_seed {
+        metadata.insert("cfmem.run_seed".to_string(), seed.to_string());
+    }
+    metadata
+}
+
+/// The Arrow schema of `T` carrying [`metadata`] (for Arrow readers: pyarrow's
+/// `schema.metadata`) and writer properties carrying it as the file's key-value metadata
+/// (for Parquet readers).
+fn schema_and_properties<T: Table>(run_seed: Option<u64>) -> (SchemaRef, WriterProperties) {
+    let metadata = metadata::<T>(run_seed);
+    let mut pairs: Vec<KeyValue> = metadata.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())).collect();
+    pairs.sort_by(|a, b| a.key.cmp(&b.key));
+    let props =
+        WriterProperties::builder().set_compression(Compression::SNAPPY).set_key_value_metadata(Some(pairs)).build();
+    (Arc::new(T::schema().as_ref().clone().with_metadata(metadata)), props)
+}
+
+/// Writes `table` to `path` atomically, as one Parquet file carrying [`metadata`]; `run_seed`
+/// is the seed of the run the file belongs to, None outside a run.
+pub fn write<T: Table>(path: &Path, table: &T, run_seed: Option<u64>) -> Result<()> {
     atomic::write_with(path, |file| {
-        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-        let mut writer = ArrowWriter::try_new(file, T::schema(), Some(props)).map_err(Error::parquet(path))?;
-        writer.write(&table.to_batch()).map_err(Error::parquet(path))?;
+        let (schema, props) = schema_and_properties::<T>(run_seed);
+        let batch = table.to_batch().with_schema(schema.clone()).map_err(Error::arrow(path))?;
+        let mut writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(Error::parquet(path))?;
+        writer.write(&batch).map_err(Error::parquet(path))?;
         writer.close().map_err(Error::parquet(path))?;
         Ok(())
     })
 }
 
 /// Writes a table in parts, each part one row group, so that the whole table is never held
-/// in memory (a job's log grows this way as its models are evaluated).
+/// in memory (a job's log grows this way as its models are evaluated). The file carries
+/// [`metadata`] like one written by [`write`].
 pub struct TableWriter<T: Table, W: std::io::Write + Send> {
     writer: ArrowWriter<W>,
+    schema: SchemaRef,
     /// Only for error messages.
     path: std::path::PathBuf,
     table: std::marker::PhantomData<T>,
 }
 
 impl<T: Table, W: std::io::Write + Send> TableWriter<T, W> {
-    pub fn new(out: W, path: &Path) -> Result<Self> {
-        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-        let writer = ArrowWriter::try_new(out, T::schema(), Some(props)).map_err(Error::parquet(path))?;
-        Ok(TableWriter { writer, path: path.to_path_buf(), table: std::marker::PhantomData })
+    pub fn new(out: W, path: &Path, run_seed: Option<u64>) -> Result<Self> {
+        let (schema, props) = schema_and_properties::<T>(run_seed);
+        let writer = ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(Error::parquet(path))?;
+        Ok(TableWriter { writer, schema, path: path.to_path_buf(), table: std::marker::PhantomData })
     }
 
     /// Writes `part` as one row group and hands its bytes to the output.
     pub fn write(&mut self, part: &T) -> Result<()> {
-        self.writer.write(&part.to_batch()).map_err(Error::parquet(&self.path))?;
+        let batch = part.to_batch().with_schema(self.schema.clone()).map_err(Error::arrow(&self.path))?;
+        self.writer.write(&batch).map_err(Error::parquet(&self.path))?;
         self.writer.flush().map_err(Error::parquet(&self.path))?;
         self.writer.sync().map_err(Error::io(&self.path))
     }
@@ -405,7 +450,7 @@ mod tests {
             correct: vec![5, 0, 2],
             copies: vec![1, 0, u16::MAX],
         };
-        write(&path, &table).unwrap();
+        write(&path, &table, None).unwrap();
         assert_eq!(read::<LogTable>(&path).unwrap(), table);
     }
 
@@ -421,8 +466,37 @@ mod tests {
             mem_loss: vec![Some(-1.0), Some(2.0)],
             mem_loss_se: vec![None, None],
         };
-        write(&path, &table).unwrap();
+        write(&path, &table, None).unwrap();
         assert_eq!(read::<CopiesTable>(&path).unwrap(), table);
+    }
+
+    #[test]
+    fn files_say_what_they_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.parquet");
+        write(&path, &JobTable { job: vec![0], model: vec![1] }, Some(42)).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let pairs: HashMap<String, Option<String>> = reader
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .unwrap()
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.clone()))
+            .collect();
+        let value = |key: &str| pairs[key].as_deref().unwrap();
+        assert_eq!(value("cfmem.version"), env!("CARGO_PKG_VERSION"));
+        assert_eq!(value("cfmem.schema"), "JobTable");
+        assert_eq!(value("cfmem.schema_version"), "1");
+        assert_eq!(value("cfmem.run_seed"), "42");
+
+        write(&path, &JobTable::default(), None).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let keys: Vec<&str> =
+            reader.metadata().file_metadata().key_value_metadata().unwrap().iter().map(|kv| kv.key.as_str()).collect();
+        assert!(keys.contains(&"cfmem.schema") && !keys.contains(&"cfmem.run_seed"), "{keys:?}");
     }
 
     #[test]
@@ -435,7 +509,7 @@ mod tests {
             spearman: vec![None],
             predicted: vec![None],
         };
-        write(&path, &wrong).unwrap();
+        write(&path, &wrong, None).unwrap();
         let err = read::<JobTable>(&path).unwrap_err().to_string();
         assert!(err.ends_with("jobs.parquet: no column `job`"), "{err}");
         let err = read::<CopiesTable>(&path).unwrap_err().to_string();

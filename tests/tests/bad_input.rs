@@ -111,7 +111,7 @@ fn parquet_corpus_errors_name_the_row() {
     let case = Case::new();
     // A Parquet file without a `text` column.
     let path = case.dir.path().join("corpus.parquet");
-    schema::write(&path, &JobTable { job: vec![1], model: vec![2] }).unwrap();
+    schema::write(&path, &JobTable { job: vec![1], model: vec![2] }, None).unwrap();
     case.plan_fails(&path, &[], "corpus.parquet: no column `text`");
 }
 

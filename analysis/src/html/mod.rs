@@ -1,0 +1,747 @@
+//! The HTML report of an analyzed run (`cfmem report`): one self-contained page with inline
+//! CSS and SVG, no script, and a Content-Security-Policy that forbids every request, so it
+//! opens offline (from a mail attachment too) and nothing in it can run.
+//!
+//! It is drawn from the run's `run.toml`, `corpus.parquet` (texts for the previews), the
+//! completion records of its logs and `analysis/*.parquet`. It never trains or estimates:
+//! every number shown is a value of those files or a plain summary (count, mean, quantile)
+//! of one of their columns. Sections for files another analysis adds (influence,
+//! reliability) appear when the file exists. Document text and ids are untrusted input:
+//! every interpolated string goes through maud, which escapes it.
+
+pub mod plot;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::SystemTime;
+
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use subsets::config::{RunConfig, Unit};
+use subsets::layout::RunDir;
+use subsets::schema::{
+    self, ClusterTable, CopiesTable, CorpusTable, InfluenceTable, JobTable, ReliabilityTable, ScoreTable, Table,
+};
+
+use crate::stats::quantile;
+use crate::{Error, Result};
+use plot::{Axis, BoxGroup, Point, Scale, Step};
+
+/// Scatter plots draw at most this many documents (every k-th beyond), to keep pages light.
+const MAX_POINTS: usize = 4000;
+const PREVIEW_CHARS: usize = 120;
+/// Text shown when a document's row is opened; longer documents are cut here.
+const FULL_TEXT_CHARS: usize = 2000;
+/// Okabe–Ito colours, told apart with colour-vision deficiencies too.
+const PALETTE: [&str; 8] = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#8C7A00", "#000000"];
+const NO_SOURCE: &str = "(no source)";
+/// The normal quantile of a two-sided 95% interval.
+const Z95: f64 = 1.96;
+
+const STYLE: &str = include_str!("report.css");
+
+/// Everything the report shows, read from a run directory.
+pub struct ReportData {
+    /// The run directory's name.
+    pub name: String,
+    pub config: RunConfig,
+    /// Document texts, by `doc`.
+    pub texts: Vec<String>,
+    pub scores: ScoreTable,
+    pub clusters: ClusterTable,
+    pub copies: CopiesTable,
+    pub influence: Option<InfluenceTable>,
+    pub reliability: Option<ReliabilityTable>,
+    /// Jobs with a completion record, of all jobs.
+    pub jobs_complete: (usize, usize),
+    pub planned: Option<SystemTime>,
+    pub last_log: Option<SystemTime>,
+    pub analyzed: Option<SystemTime>,
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn read_if_present<T: Table>(path: &Path) -> Result<Option<T>> {
+    Ok(if path.exists() { Some(schema::read(path)?) } else { None })
+}
+
+impl ReportData {
+    /// Reads an analyzed run; a run that was not analyzed, or whose scores no longer match
+    /// its corpus, is refused with the command to run.
+    pub fn load(run: &RunDir) -> Result<ReportData> {
+        let root = run.root().display();
+        if !run.config().exists() {
+            return Err(Error::Message(format!("{root} is not a planned run: no run.toml here")));
+        }
+        if !run.scores().exists() {
+            return Err(Error::Message(format!(
+                "{root}: no analysis/scores.parquet: run `cfmem analyze {root}` first"
+            )));
+        }
+        let config = RunConfig::from_file(&run.config())?;
+        let corpus: CorpusTable = schema::read(&run.corpus())?;
+        let scores: ScoreTable = schema::read(&run.scores())?;
+        if scores.doc.len() != corpus.len() || scores.doc.iter().enumerate().any(|(row, &doc)| doc as usize != row) {
+            return Err(Error::Message(format!(
+                "{}: its {} rows do not match the {} documents of corpus.parquet: run `cfmem analyze {root}` again",
+                run.scores().display(),
+                scores.doc.len(),
+                corpus.len()
+            )));
+        }
+        let jobs: JobTable = schema::read(&run.jobs())?;
+        let mut job_ids = jobs.job;
+        job_ids.sort_unstable();
+        job_ids.dedup();
+        let records: Vec<SystemTime> = job_ids.iter().filter_map(|&job| modified(&run.log_done(job))).collect();
+        let name = std::fs::canonicalize(run.root())
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| root.to_string());
+        Ok(ReportData {
+            name,
+            texts: corpus.text,
+            clusters: schema::read(&run.clusters())?,
+            copies: schema::read(&run.copies())?,
+            influence: read_if_present(&run.influence())?,
+            reliability: read_if_present(&run.reliability())?,
+            jobs_complete: (records.len(), job_ids.len()),
+            planned: modified(&run.config()),
+            last_log: records.iter().max().copied(),
+            analyzed: modified(&run.scores()),
+            config,
+            scores,
+        })
+    }
+}
+
+/// A colour per source, in the order of their names.
+struct SourceColors {
+    names: Vec<String>,
+}
+
+impl SourceColors {
+    fn new(scores: &ScoreTable) -> SourceColors {
+        let mut names: Vec<String> = scores.source.iter().map(|s| source_name(s).to_string()).collect();
+        names.sort();
+        names.dedup();
+        SourceColors { names }
+    }
+
+    fn of(&self, name: &str) -> &'static str {
+        let index = self.names.iter().position(|n| n == name).unwrap_or(0);
+        PALETTE[index % PALETTE.len()]
+    }
+
+    fn legend(&self) -> Markup {
+        html! {
+            ul class="legend" {
+                @for name in &self.names {
+                    li { span class="swatch" style=(format!("background:{}", self.of(name))) {} (name) }
+                }
+            }
+        }
+    }
+}
+
+fn source_name(source: &Option<String>) -> &str {
+    source.as_deref().unwrap_or(NO_SOURCE)
+}
+
+fn signed(value: Option<f64>) -> String {
+    value.map_or_else(|| "–".to_string(), |v| format!("{v:+.3}"))
+}
+
+fn unsigned(value: Option<f64>) -> String {
+    value.map_or_else(|| "–".to_string(), |v| format!("{v:.3}"))
+}
+
+fn time(value: Option<SystemTime>) -> String {
+    value.map_or_else(
+        || "–".to_string(),
+        |t| chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    )
+}
+
+/// The first characters of a text on one line: control characters become spaces.
+fn preview(text: &str, chars: usize) -> String {
+    let flat: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let mut cut: String = flat.chars().take(chars).collect();
+    if flat.chars().count() > chars {
+        cut.push('…');
+    }
+    cut
+}
+
+/// One section of the page: its anchor, heading and content.
+struct Section {
+    id: &'static str,
+    title: &'static str,
+    body: Markup,
+}
+
+/// The whole report page for `data`, with the `top` most and least memorized documents.
+pub fn render(data: &ReportData, top: usize) -> String {
+    let colors = SourceColors::new(&data.scores);
+    let mut sections = vec![
+        Section { id: "glance", title: "The run at a glance", body: glance(data) },
+        Section { id: "distribution", title: "Distribution of mem_acc", body: distribution(data, &colors) },
+        Section { id: "duplicates", title: "Memorization and duplication", body: duplication(data, &colors) },
+        Section { id: "clusters", title: "Near-duplicate clusters", body: clusters(data) },
+    ];
+    if !data.copies.copies.is_empty() {
+        sections.push(Section { id: "copies", title: "Copy sweep", body: copy_sweep(&data.copies) });
+    }
+    if let Some(reliability) = &data.reliability {
+        sections.push(Section { id: "reliability", title: "Reliability of the ranking", body: stability(reliability) });
+    }
+    if let Some(influence) = &data.influence {
+        sections.push(Section { id: "influence", title: "Strongest influence", body: influence_pairs(influence, top) });
+    }
+    let ranked = ranked_documents(&data.scores);
+    sections.push(Section {
+        id: "most",
+        title: "Most memorized documents",
+        body: documents(data, ranked.iter().copied().take(top)),
+    });
+    sections.push(Section {
+        id: "least",
+        title: "Least memorized documents",
+        body: documents(data, ranked.iter().rev().copied().take(top)),
+    });
+
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'";
+                title { "cfmem report: " (data.name) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    h1 { "Counterfactual memorization of " code { (data.name) } }
+                    p class="meta" {
+                        "cfmem " (env!("CARGO_PKG_VERSION")) " · mem_acc = mean accuracy of models trained on a \
+                         document − mean accuracy of models not trained on it"
+                    }
+                    nav {
+                        @for section in &sections {
+                            a href=(format!("#{}", section.id)) { (section.title) }
+                        }
+                    }
+                }
+                main {
+                    @for section in &sections {
+                        section id=(section.id) {
+                            h2 { (section.title) }
+                            (section.body)
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page.into_string()
+}
+
+fn glance(data: &ReportData) -> Markup {
+    let c = &data.config;
+    let s = &data.scores;
+    let documents = s.doc.len();
+    let held_out = s.holdout.iter().filter(|&&h| h).count();
+    let scored = s.mem_acc.iter().flatten().count();
+    let models_seen = (0..documents).map(|d| s.n_in[d] + s.n_out[d]).max().unwrap_or(0);
+    let unit = match c.design.unit {
+        Unit::Document => "document",
+        Unit::Cluster => "near-duplicate cluster",
+    };
+    let t = &c.train;
+    html! {
+        dl class="glance" {
+            dt { "Corpus" } dd { code { (c.corpus.path) } " · " (documents) " documents · sha256 " code { (c.corpus.sha256.chars().take(12).collect::<String>()) } }
+            @if c.corpus.truncated > 0 {
+                dt { "Truncated" } dd { (c.corpus.truncated) " documents cut to " (c.model.max_tokens()) " bytes" }
+            }
+            dt { "Models" } dd { (c.design.models) " models, each trained on a keep fraction of " (c.design.keep) " of the units" }
+            dt { "Unit" } dd { (unit) " (what is IN or OUT together)" }
+            dt { "Holdout" } dd { (c.design.holdout) " · " (held_out) " documents no model trains on" }
+            dt { "Model" } dd { (c.model.n_layer) " layers · " (c.model.n_head) " heads · d_model " (c.model.d_model) " · context " (c.model.context) }
+            dt { "Training" } dd {
+                (t.epochs) " epochs · batch " (t.batch_size) " · AdamW lr " (t.lr) " (warmup " (t.warmup_fraction) ", weight decay "
+                (t.weight_decay) ", betas " (t.beta1) "/" (t.beta2) ", clip " (t.grad_clip) ") · " (c.jobs.stack) " models per job"
+            }
+            dt { "Completeness" } dd {
+                (data.jobs_complete.0) " of " (data.jobs_complete.1) " jobs complete · " (models_seen) " of " (c.design.models)
+                " models in the analysis · " (scored) " of " (documents) " documents scored"
+            }
+            dt { "Seed" } dd { (c.seed) }
+            dt { "Time" } dd { "planned " (time(data.planned)) " · last log " (time(data.last_log)) " · analyzed " (time(data.analyzed)) }
+        }
+    }
+}
+
+/// Scored documents, most memorized first (ties by document order).
+fn ranked_documents(scores: &ScoreTable) -> Vec<usize> {
+    let mut ranked: Vec<usize> = (0..scores.doc.len()).filter(|&d| scores.mem_acc[d].is_some()).collect();
+    ranked.sort_by(|&a, &b| scores.mem_acc[b].unwrap().total_cmp(&scores.mem_acc[a].unwrap()).then(a.cmp(&b)));
+    ranked
+}
+
+fn sorted(mut values: Vec<f64>) -> Vec<f64> {
+    values.sort_by(f64::total_cmp);
+    values
+}
+
+fn mem_acc_axis(scores: &ScoreTable) -> Axis {
+    Axis::fit("mem_acc", Scale::Linear, scores.mem_acc.iter().flatten().copied())
+}
+
+fn distribution(data: &ReportData, colors: &SourceColors) -> Markup {
+    let s = &data.scores;
+    let all = sorted(s.mem_acc.iter().flatten().copied().collect());
+    if all.is_empty() {
+        return html! { p { "No document has a score: each needs models on both sides (IN and OUT)." } };
+    }
+    let mut by_source: BTreeMap<&str, (usize, Vec<f64>)> = BTreeMap::new();
+    for d in 0..s.doc.len() {
+        let entry = by_source.entry(source_name(&s.source[d])).or_default();
+        entry.0 += 1;
+        entry.1.extend(s.mem_acc[d]);
+    }
+    let by_source: Vec<(&str, usize, Vec<f64>)> =
+        by_source.into_iter().map(|(name, (count, values))| (name, count, sorted(values))).collect();
+    let x = mem_acc_axis(s);
+    let groups: Vec<BoxGroup<'_>> = by_source
+        .iter()
+        .filter(|(_, _, values)| !values.is_empty())
+        .map(|(name, _, values)| BoxGroup { name, color: colors.of(name), values: values.clone() })
+        .collect();
+    let q = |values: &[f64], p: f64| quantile(values, p);
+    html! {
+        p {
+            (all.len()) " scored documents: median " (signed(q(&all, 0.5))) ", middle 80% from " (signed(q(&all, 0.1)))
+            " to " (signed(q(&all, 0.9))) "."
+        }
+        div class="figures" {
+            figure { (plot::histogram("Histogram of mem_acc over all scored documents", &all, &x)) figcaption { "All scored documents." } }
+            figure {
+                (plot::box_plot("mem_acc by source", &groups, &x))
+                figcaption { "By source, on the same scale: box from the 25% to the 75% quantile, bar at the median, \
+                              whiskers to the furthest value within 1.5 box lengths, points beyond." }
+            }
+        }
+        div class="table-wrap" {
+            table class="numbers" id="sources" {
+                thead { tr { th { "source" } th { "documents" } th { "scored" } th { "mean" } th { "median" } th { "10%" } th { "90%" } th { "min" } th { "max" } } }
+                tbody {
+                    @for (name, count, values) in &by_source {
+                        @let mean = (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
+                        tr {
+                            td { span class="swatch" style=(format!("background:{}", colors.of(name))) {} (name) }
+                            td { (count) } td { (values.len()) } td { (signed(mean)) } td { (signed(q(values, 0.5))) }
+                            td { (signed(q(values, 0.1))) } td { (signed(q(values, 0.9))) }
+                            td { (signed(values.first().copied())) } td { (signed(values.last().copied())) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Scored documents to draw: all of them, or every k-th when there are more than
+/// [`MAX_POINTS`]; the note says which.
+fn sampled_documents(scores: &ScoreTable) -> (Vec<usize>, Option<String>) {
+    let scored: Vec<usize> = (0..scores.doc.len()).filter(|&d| scores.mem_acc[d].is_some()).collect();
+    if scored.len() <= MAX_POINTS {
+        return (scored, None);
+    }
+    let step = scored.len().div_ceil(MAX_POINTS);
+    let drawn: Vec<usize> = scored.iter().copied().step_by(step).collect();
+    let note = format!("Showing every {step}th of {} scored documents ({} points).", scored.len(), drawn.len());
+    (drawn, Some(note))
+}
+
+fn duplication(data: &ReportData, colors: &SourceColors) -> Markup {
+    let s = &data.scores;
+    let (drawn, note) = sampled_documents(s);
+    if drawn.is_empty() {
+        return html! { p { "No document has a score." } };
+    }
+    let label = |d: usize| {
+        format!(
+            "{} ({}): mem_acc {}, {} near-duplicates, repeat fraction {:.3}",
+            s.doc_id[d],
+            source_name(&s.source[d]),
+            signed(s.mem_acc[d]),
+            s.near_dup_count[d],
+            s.repeat_fraction[d]
+        )
+    };
+    let points = |x: &dyn Fn(usize) -> f64| -> Vec<Point<'_>> {
+        drawn
+            .iter()
+            .map(|&d| Point {
+                x: x(d),
+                y: s.mem_acc[d].expect("scored"),
+                color: colors.of(source_name(&s.source[d])),
+                label: label(d),
+            })
+            .collect()
+    };
+    let y = mem_acc_axis(s);
+    let max_near = drawn.iter().map(|&d| s.near_dup_count[d]).max().unwrap_or(0);
+    let near_axis = Axis::between("near_dup_count (log scale, 0 included)", Scale::LogCount, 0.0, f64::from(max_near));
+    let repeat_axis = Axis::between("repeat_fraction", Scale::Linear, 0.0, 1.0);
+    html! {
+        p { "A document with many near-duplicates and a low mem_acc is not safe: its twins carry it (see the clusters below)." }
+        div class="figures" {
+            figure {
+                (plot::scatter("near-dups", "mem_acc against near_dup_count",
+                    &points(&|d| f64::from(s.near_dup_count[d])), &near_axis, &y, false))
+                figcaption { "Other documents within the near-duplicate threshold." }
+            }
+            figure {
+                (plot::scatter("repeats", "mem_acc against repeat_fraction", &points(&|d| s.repeat_fraction[d]), &repeat_axis, &y, false))
+                figcaption { "Share of the document's bytes in substrings that occur in another document." }
+            }
+        }
+        (colors.legend())
+        @if let Some(note) = note { p class="note" { (note) } }
+    }
+}
+
+fn clusters(data: &ReportData) -> Markup {
+    let (s, c) = (&data.scores, &data.clusters);
+    if c.cluster.is_empty() {
+        return html! { p { "No near-duplicate clusters of two or more documents." } };
+    }
+    let mut member_scores: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
+    for d in 0..s.doc.len() {
+        if let Some(m) = s.mem_acc[d] {
+            member_scores.entry(s.cluster[d]).or_default().push(m);
+        }
+    }
+    let points: Vec<Point<'_>> = (0..c.cluster.len())
+        .filter_map(|row| {
+            let group = c.group_mem_acc[row]?;
+            let members = member_scores.get(&c.cluster[row])?;
+            let mean = members.iter().sum::<f64>() / members.len() as f64;
+            Some(Point {
+                x: mean,
+                y: group,
+                color: PALETTE[0],
+                label: format!(
+                    "cluster {} of {} documents: group mem_acc {group:+.3}, members' mean mem_acc {mean:+.3}",
+                    c.cluster[row], c.cluster_size[row]
+                ),
+            })
+        })
+        .collect();
+    let sizes = sorted(c.cluster_size.iter().map(|&n| f64::from(n)).collect());
+    let summary = html! {
+        p {
+            (c.cluster.len()) " clusters of two or more documents (largest " (sizes.last().copied().unwrap_or(0.0)) ")."
+        }
+    };
+    if points.is_empty() {
+        return html! {
+            (summary)
+            p class="note" {
+                "None has a group score: a model counts for a cluster only when all its members are IN or all OUT, \
+                 which a " code { "--unit document" } " run rarely gives. Plan with " code { "--unit cluster" }
+                " to see whether a group is memorized while each twin looks safe."
+            }
+        };
+    }
+    let values = points.iter().flat_map(|p| [p.x, p.y]);
+    let axis = |label: &str| Axis::fit(label, Scale::Linear, values.clone());
+    html! {
+        (summary)
+        p { (points.len()) " of them have a group score: enough models trained on the whole cluster, and enough on none of it." }
+        figure class="single" {
+            (plot::scatter("clusters", "group mem_acc against the members' mean mem_acc",
+                &points, &axis("members' mean mem_acc"), &axis("group mem_acc"), true))
+            figcaption {
+                "One point per cluster. Above the dashed line y = x, the group is memorized more than any single \
+                 twin shows: each twin is low because the others carry it."
+            }
+        }
+    }
+}
+
+fn copy_sweep(copies: &CopiesTable) -> Markup {
+    let steps: Vec<Step> = (0..copies.copies.len())
+        .filter_map(|row| {
+            let mem = copies.mem_acc[row]?;
+            let se = copies.mem_acc_se[row];
+            Some(Step {
+                x: f64::from(copies.copies[row]),
+                y: mem,
+                bar: se.map(|se| (mem - Z95 * se, mem + Z95 * se)),
+                label: format!(
+                    "{} copies, {} canaries: mem_acc {mem:+.3} ± {}",
+                    copies.copies[row],
+                    copies.canaries[row],
+                    unsigned(se)
+                ),
+            })
+        })
+        .collect();
+    let x = Axis::fit("copies in a training set (log scale)", Scale::Log2, steps.iter().map(|s| s.x));
+    let y = Axis::fit(
+        "mem_acc",
+        Scale::Linear,
+        steps.iter().flat_map(|s| [s.y, s.bar.map_or(s.y, |b| b.0), s.bar.map_or(s.y, |b| b.1)]),
+    );
+    html! {
+        @if !steps.is_empty() {
+            figure class="single" {
+                (plot::line_chart("copies", "mem_acc of canaries against their copies", &steps, &x, &y))
+                figcaption { "Mean mem_acc of the canaries planted with each copy count; bars: 95% interval (± 1.96 standard errors across canaries)." }
+            }
+        }
+        div class="table-wrap" {
+            table class="numbers" {
+                thead { tr { th { "copies" } th { "canaries" } th { "mem_acc" } th { "se" } th { "mem_loss" } th { "se" } } }
+                tbody {
+                    @for row in 0..copies.copies.len() {
+                        tr {
+                            td { (copies.copies[row]) } td { (copies.canaries[row]) } td { (signed(copies.mem_acc[row])) }
+                            td { (unsigned(copies.mem_acc_se[row])) } td { (signed(copies.mem_loss[row])) } td { (unsigned(copies.mem_loss_se[row])) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn stability(reliability: &ReliabilityTable) -> Markup {
+    let rows = 0..reliability.measure.len();
+    let steps: Vec<Step> = rows
+        .clone()
+        .filter(|&r| reliability.measure[r] == "convergence")
+        .filter_map(|r| {
+            let rho = reliability.spearman[r]?;
+            let models = reliability.models[r];
+            Some(Step {
+                x: f64::from(models),
+                y: rho,
+                bar: None,
+                label: format!("first {models} models: Spearman {rho:.3} with the ranking of all models"),
+            })
+        })
+        .collect();
+    let split_half: Vec<usize> = rows.filter(|&r| reliability.measure[r] == "split-half").collect();
+    let x = Axis::fit("models", Scale::Linear, steps.iter().map(|s| s.x));
+    let y = Axis::fit("Spearman with all models", Scale::Linear, steps.iter().map(|s| s.y).chain([1.0]));
+    html! {
+        @for &r in &split_half {
+            p {
+                "Split-half: the mem_acc rankings of two halves of " (reliability.models[r]) " models agree with Spearman "
+                (unsigned(reliability.spearman[r])) "; the Spearman–Brown prediction for all models is "
+                (unsigned(reliability.predicted[r])) "."
+            }
+        }
+        @if !steps.is_empty() {
+            figure class="single" {
+                (plot::line_chart("convergence", "Convergence of the mem_acc ranking", &steps, &x, &y))
+                figcaption { "Spearman correlation between the ranking from the first m models and the ranking from all of them." }
+            }
+        }
+    }
+}
+
+fn influence_pairs(influence: &InfluenceTable, top: usize) -> Markup {
+    let mut rows: Vec<usize> = (0..influence.target.len()).collect();
+    rows.sort_by(|&a, &b| influence.infl_acc[b].total_cmp(&influence.infl_acc[a]).then(a.cmp(&b)));
+    html! {
+        p { "The " (top.min(rows.len())) " strongest pairs: how much training on the first document raises the accuracy on the second." }
+        div class="table-wrap" {
+            table class="numbers" id="influence-pairs" {
+                thead { tr { th { "training document" } th { "⇒ target" } th { "rank" } th { "infl_acc" } th { "se" } th { "infl_loss" } th { "se" } } }
+                tbody {
+                    @for &r in rows.iter().take(top) {
+                        tr {
+                            td class="id" { (influence.source_id[r]) } td class="id" { (influence.target_id[r]) } td { (influence.rank[r]) }
+                            td { (signed(Some(influence.infl_acc[r]))) } td { (unsigned(influence.infl_acc_se[r])) }
+                            td { (signed(Some(influence.infl_loss[r]))) } td { (unsigned(influence.infl_loss_se[r])) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The 95% interval of a document's mem_acc: the bootstrap interval of the analysis when it
+/// has one, else ± 1.96 standard errors (marked ≈).
+fn interval(s: &ScoreTable, d: usize) -> String {
+    match (s.mem_acc_lo[d], s.mem_acc_hi[d], s.mem_acc[d], s.mem_acc_se[d]) {
+        (Some(lo), Some(hi), _, _) => format!("[{lo:+.3}, {hi:+.3}]"),
+        (_, _, Some(m), Some(se)) => format!("≈[{:+.3}, {:+.3}]", m - Z95 * se, m + Z95 * se),
+        _ => "–".to_string(),
+    }
+}
+
+fn documents(data: &ReportData, docs: impl Iterator<Item = usize>) -> Markup {
+    let s = &data.scores;
+    html! {
+        div class="table-wrap" {
+            table class="documents" {
+                thead { tr {
+                    th { "document" } th { "mem_acc" } th { "95% interval" } th { "IN/OUT" } th { "mem_loss" }
+                    th { "near/exact dups" } th { "cluster" } th { "repeat" } th { "text" }
+                } }
+                tbody {
+                    @for d in docs {
+                        @let text = &data.texts[d];
+                        tr {
+                            td class="id" { (s.doc_id[d]) br; span class="source" { (source_name(&s.source[d])) } }
+                            td class="num" { (signed(s.mem_acc[d])) } td class="num" { (interval(s, d)) }
+                            td class="num" { (s.n_in[d]) "/" (s.n_out[d]) } td class="num" { (signed(s.mem_loss[d])) }
+                            td class="num" { (s.near_dup_count[d]) " / " (s.exact_dup_count[d]) }
+                            td class="num" { (s.cluster_size[d]) } td class="num" { (format!("{:.2}", s.repeat_fraction[d])) }
+                            td class="text" {
+                                details {
+                                    summary { (preview(text, PREVIEW_CHARS)) }
+                                    pre { (preview_block(text)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        p class="note" { "Interval: the bootstrap interval of the analysis, or ≈ ± 1.96 standard errors where it has none. Open a row's text to read the whole document." }
+    }
+}
+
+/// The document as written (line breaks kept), cut at [`FULL_TEXT_CHARS`].
+fn preview_block(text: &str) -> String {
+    let total = text.chars().count();
+    if total <= FULL_TEXT_CHARS {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(FULL_TEXT_CHARS).collect();
+    format!("{cut}\n… ({} more characters)", total - FULL_TEXT_CHARS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use subsets::config::{CorpusConfig, DesignConfig, JobsConfig, ModelConfig, TrainConfig};
+
+    /// Three documents of two sources, the third held out; one cluster of the first two.
+    fn data(texts: [&str; 3]) -> ReportData {
+        let design = DesignConfig {
+            models: 4,
+            keep: 0.5,
+            holdout: 0.3,
+            unit: Unit::Cluster,
+            threshold: 0.8,
+            shingles: "words:5".into(),
+            min_repeat: 50,
+            copies: vec![],
+            canaries: 0,
+            canary_ids: vec![],
+            holdout_ids: vec![],
+        };
+        let corpus = CorpusConfig { path: "c.jsonl".into(), sha256: "ab".repeat(32), documents: 3, truncated: 0 };
+        let config = RunConfig {
+            seed: 5,
+            corpus,
+            design,
+            model: ModelConfig::default(),
+            train: TrainConfig::default(),
+            jobs: JobsConfig::default(),
+        };
+        let scores = ScoreTable {
+            doc: vec![0, 1, 2],
+            doc_id: vec!["a".into(), "<b>".into(), "c".into()],
+            source: vec![Some("x".into()), Some("y".into()), None],
+            holdout: vec![false, false, true],
+            n_in: vec![2, 2, 0],
+            n_out: vec![2, 2, 4],
+            mem_acc: vec![Some(0.5), Some(-0.25), None],
+            mem_acc_se: vec![Some(0.1), None, None],
+            mem_acc_lo: vec![None; 3],
+            mem_acc_hi: vec![None; 3],
+            mem_loss: vec![Some(1.0), Some(0.0), None],
+            exact_dup_count: vec![0, 0, 0],
+            near_dup_count: vec![1, 1, 0],
+            max_jaccard: vec![0.9, 0.9, 0.0],
+            cluster: vec![0, 0, 2],
+            cluster_size: vec![2, 2, 1],
+            repeat_fraction: vec![0.0, 0.5, 0.0],
+            ..ScoreTable::default()
+        };
+        let clusters = ClusterTable {
+            cluster: vec![0],
+            cluster_size: vec![2],
+            group_mem_acc: vec![Some(0.75)],
+            ..ClusterTable::default()
+        };
+        ReportData {
+            name: "run".into(),
+            config,
+            texts: texts.map(String::from).to_vec(),
+            scores,
+            clusters,
+            copies: CopiesTable::default(),
+            influence: None,
+            reliability: None,
+            jobs_complete: (2, 2),
+            planned: None,
+            last_log: None,
+            analyzed: None,
+        }
+    }
+
+    #[test]
+    fn a_page_has_its_sections_numbers_and_escaped_text() {
+        let page = render(&data(["<script>x()</script>", "a \"quoted\" & <i>marked</i> text", "held out"]), 1);
+        for id in ["glance", "distribution", "duplicates", "clusters", "most", "least"] {
+            assert!(page.contains(&format!("<section id=\"{id}\">")), "section {id}");
+        }
+        assert!(!page.contains("id=\"copies\"") && !page.contains("id=\"influence\""));
+        assert!(!page.contains("<script") && !page.contains("<i>") && !page.contains("<b>"));
+        assert!(page.contains("&lt;script&gt;x()&lt;/script&gt;"));
+        assert!(page.contains("a &quot;quoted&quot; &amp; &lt;i&gt;marked&lt;/i&gt; text"));
+        assert!(page.contains("2 scored documents: median +0.125"), "the median of +0.5 and -0.25");
+        assert!(page.contains("1 of them have a group score"));
+        assert!(page.contains("2 of 2 jobs complete · 4 of 4 models in the analysis · 2 of 3 documents scored"));
+        let most = &page[page.find("<section id=\"most\">").unwrap()..page.find("<section id=\"least\">").unwrap()];
+        assert!(most.contains("≈[+0.304, +0.696]") && !most.contains("&lt;b&gt;"), "--top 1: only the best");
+        let kinds = page.matches("<svg class=\"plot\"").count();
+        assert_eq!(kinds, 5, "histogram, box plot, two scatters and the cluster plot");
+    }
+
+    #[test]
+    fn previews_flatten_and_cut() {
+        assert_eq!(preview("a\nb\tc", 10), "a b c");
+        assert_eq!(preview("abcdef", 3), "abc…");
+        assert_eq!(preview_block(&"x".repeat(FULL_TEXT_CHARS + 5)).lines().last(), Some("… (5 more characters)"));
+    }
+
+    #[test]
+    fn intervals_prefer_the_bootstrap() {
+        let mut s = ScoreTable {
+            mem_acc: vec![Some(0.5)],
+            mem_acc_se: vec![Some(0.1)],
+            mem_acc_lo: vec![None],
+            mem_acc_hi: vec![None],
+            ..ScoreTable::default()
+        };
+        assert_eq!(interval(&s, 0), "≈[+0.304, +0.696]");
+        s.mem_acc_lo[0] = Some(0.25);
+        s.mem_acc_hi[0] = Some(0.75);
+        assert_eq!(interval(&s, 0), "[+0.250, +0.750]");
+    }
+}

@@ -1,0 +1,23 @@
+//! `cfmem report`: draws the HTML report of an analyzed run and writes it atomically.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Result;
+
+use analysis::html::{self, ReportData};
+use subsets::atomic;
+use subsets::layout::RunDir;
+
+/// Writes the report of `run` to `out` (default `RUN/analysis/report.html`) with the `top`
+/// most and least memorized documents, prints its path and returns it.
+pub fn write(run: &Path, out: Option<&Path>, top: usize) -> Result<PathBuf> {
+    let started = Instant::now();
+    let run = RunDir::new(run);
+    let page = html::render(&ReportData::load(&run)?, top);
+    let path = out.map_or_else(|| run.report(), Path::to_path_buf);
+    atomic::write_bytes(&path, page.as_bytes())?;
+    println!("report: {}", path.display());
+    eprintln!("wrote {} KB in {:.2} s", page.len().div_ceil(1024), started.elapsed().as_secs_f64());
+    Ok(path)
+}

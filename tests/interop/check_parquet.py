@@ -1,0 +1,155 @@
+"""Interop test: every Parquet file a cfmem run writes is ordinary Parquet for pyarrow, pandas
+and DuckDB.
+
+Plans, trains (tiny models) and analyzes a small corpus with a holdout and a copy sweep with
+the real binary, then checks each file of the run against the README's column types and its
+key-value metadata, and recomputes mem_acc of every document from the logs with DuckDB SQL.
+
+    python check_parquet.py CFMEM_BINARY WORK_DIR
+"""
+
+import fnmatch
+import json
+import math
+import pathlib
+import re
+import subprocess
+import sys
+import tomllib
+
+import duckdb
+import pandas as pd
+import pyarrow.parquet as pq
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SEED = 7
+TINY = """[model]
+n_layer = 1
+n_head = 2
+d_model = 32
+context = 64
+[train]
+epochs = 3
+batch_size = 8
+[jobs]
+stack = 2
+"""
+
+
+def readme_schemas():
+    """{file pattern: (table name, [(column, type, nullable)])} from the README's schema block."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- parquet-schemas -->\n```text\n(.*?)```", text, re.S)
+    assert block, "README.md has no parquet-schemas block"
+    entries = re.sub(r"\n\s+", " ", block.group(1).strip()).splitlines()
+    schemas = {}
+    for entry in entries:
+        m = re.fullmatch(r"(\S+) \((\w+)\): (.*)", entry)
+        assert m, f"README schema line not understood: {entry!r}"
+        columns = []
+        for column in m.group(3).split(", "):
+            name, kind = column.split(" ")
+            columns.append((name, kind.rstrip("?"), kind.endswith("?")))
+        schemas[m.group(1)] = (m.group(2), columns)
+    return schemas
+
+
+def make_run(cfmem, work):
+    corpus = work / "corpus.jsonl"
+    with corpus.open("w") as f:
+        for i in range(24):
+            source = ["news", "code", "chat"][i % 3]
+            text = f"document {i} from {source}: " + " ".join(f"w{(i * 7 + k) % 13}" for k in range(12))
+            f.write(json.dumps({"id": f"doc-{i}", "text": text, "source": source}) + "\n")
+        f.write(json.dumps({"text": "a document without id or source"}) + "\n")
+    config = work / "tiny.toml"
+    config.write_text(TINY)
+    run = work / "run"
+    steps = [
+        ["plan", "--corpus", str(corpus), "--out", str(run), "--models", "6", "--keep", "0.5",
+         "--seed", str(SEED), "--holdout", "0.1", "--config", str(config), "--copies", "1,4", "--canaries", "4"],
+        ["run", str(run), "--device", "cpu"],
+        ["analyze", str(run)],
+    ]
+    for step in steps:
+        subprocess.run([cfmem, *step], check=True, stdout=subprocess.DEVNULL)
+    return run
+
+
+def check_file(path, pattern, table, columns, version):
+    pf = pq.ParquetFile(path)
+    schema = pf.schema_arrow
+    found = [(f.name, str(f.type), f.nullable) for f in schema]
+    assert found == columns, f"{path}: columns {found}\n  README says {columns}"
+    meta = {k.decode(): v.decode() for k, v in (pf.metadata.metadata or {}).items()}
+    expected = {"cfmem.version": version, "cfmem.schema": table, "cfmem.schema_version": "1",
+                "cfmem.run_seed": str(SEED)}
+    for key, value in expected.items():
+        assert meta.get(key) == value, f"{path}: metadata {key} = {meta.get(key)!r}, expected {value!r}"
+    frame = pd.read_parquet(path)
+    assert list(frame.columns) == [c[0] for c in columns], f"{path}: pandas columns {list(frame.columns)}"
+    rows = duckdb.execute(f"SELECT count(*) FROM read_parquet('{path}')").fetchone()[0]
+    assert rows == len(frame) == pf.metadata.num_rows, f"{path}: row counts differ"
+    kv = duckdb.execute(f"SELECT decode(key), decode(value) FROM parquet_kv_metadata('{path}')").fetchall()
+    assert ("cfmem.schema", table) in kv, f"{path}: DuckDB does not see the metadata: {kv}"
+    return rows
+
+
+def check_mem_acc(run):
+    """mem_acc recomputed from the logs in SQL equals scores.parquet within 1e-12."""
+    recomputed = duckdb.execute(f"""
+        WITH per_model AS (
+            SELECT doc, in_train, correct::DOUBLE / tokens AS acc
+            FROM read_parquet('{run}/logs/job-*.parquet'))
+        SELECT doc,
+               avg(acc) FILTER (WHERE in_train) - avg(acc) FILTER (WHERE NOT in_train) AS mem_acc
+        FROM per_model GROUP BY doc ORDER BY doc""").df()
+    scores = pd.read_parquet(run / "analysis/scores.parquet", columns=["doc", "mem_acc"])
+    assert len(recomputed) == len(scores), "every document has log rows"
+    nulls = 0
+    for doc, mine, theirs in zip(scores.doc, scores.mem_acc, recomputed.mem_acc):
+        if pd.isna(mine) or pd.isna(theirs):
+            assert pd.isna(mine) and pd.isna(theirs), f"doc {doc}: {mine} vs {theirs}"
+            nulls += 1
+        else:
+            assert math.fabs(mine - theirs) <= 1e-12, f"doc {doc}: scores {mine!r}, SQL {theirs!r}"
+    assert nulls > 0 and nulls < len(scores), "the holdout documents (and only they) have no mem_acc"
+    return len(scores) - nulls
+
+
+def check_readme_queries(run):
+    """The README's DuckDB query and pandas one-liner, as a user would run them, agree."""
+    scores = run / "analysis/scores.parquet"
+    sql = dict(duckdb.execute(
+        f"SELECT source, median(mem_acc) FROM '{scores}' WHERE source IS NOT NULL GROUP BY source").fetchall())
+    frame = pd.read_parquet(scores).groupby("source").mem_acc.median()
+    assert set(sql) == set(frame.index) and {"news", "code", "chat", "canary"} <= set(sql), sql
+    for source, median in frame.items():
+        assert math.isclose(sql[source], median, rel_tol=0, abs_tol=1e-12), (source, sql[source], median)
+
+
+def main():
+    cfmem, work = sys.argv[1], pathlib.Path(sys.argv[2])
+    version = subprocess.run([cfmem, "--version"], check=True, capture_output=True, text=True).stdout.split()[-1]
+    schemas = readme_schemas()
+    run = make_run(cfmem, work)
+    assert tomllib.loads((run / "run.toml").read_text())["seed"] == SEED
+    files = sorted(p.relative_to(run).as_posix() for p in run.rglob("*.parquet"))
+    seen = set()
+    for name in files:
+        patterns = [p for p in schemas if fnmatch.fnmatch(name, p)]
+        assert len(patterns) == 1, f"{name}: no schema in the README"
+        table, columns = schemas[patterns[0]]
+        rows = check_file(run / name, patterns[0], table, columns, version)
+        seen.add(patterns[0])
+        print(f"  {name}: {table}, {len(columns)} columns, {rows} rows")
+    required = {p for p in schemas if not p.endswith(("influence.parquet", "reliability.parquet"))}
+    assert required <= seen, f"the run lacks {required - seen}"
+    scored = check_mem_acc(run)
+    check_readme_queries(run)
+    print(f"interop: {len(files)} Parquet files read by pyarrow, pandas and DuckDB; "
+          f"mem_acc of {scored} documents recomputed in SQL within 1e-12")
+
+
+if __name__ == "__main__":
+    main()

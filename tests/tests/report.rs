@@ -1,0 +1,381 @@
+//! `cfmem report`: the page's numbers against the Parquet files, hostile document text shown
+//! as text, the influence/reliability/interval sections from files written here, and the
+//! demo's report rendered in headless Chromium (no console error, no request, a screenshot
+//! that is not blank, one plot per section the run has).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use analysis::stats::quantile;
+use subsets::schema::{self, ClusterTable, CopiesTable, InfluenceTable, ReliabilityTable};
+use tests::{TINY_CONFIG, cfmem_err, cfmem_ok, plan_args, scores, training_lock};
+
+/// The text between `<section id="ID">` and its end.
+fn section<'a>(html: &'a str, id: &str) -> &'a str {
+    let start = html.find(&format!("<section id=\"{id}\">")).unwrap_or_else(|| panic!("no section {id}"));
+    let end = html[start..].find("</section>").expect("section ends") + start;
+    &html[start..end]
+}
+
+/// Plots in `html`, by their `data-plot` kind.
+fn plots(html: &str) -> Vec<String> {
+    html.split("<svg class=\"plot\" data-plot=\"")
+        .skip(1)
+        .map(|rest| rest[..rest.find('"').unwrap()].to_string())
+        .collect()
+}
+
+/// The plots a report of `run` must draw, from its Parquet files.
+fn expected_plots(run: &Path) -> Vec<String> {
+    let mut kinds = vec!["histogram", "box", "near-dups", "repeats"];
+    let clusters: ClusterTable = schema::read(&run.join("analysis/clusters.parquet")).unwrap();
+    if clusters.group_mem_acc.iter().any(Option::is_some) {
+        kinds.push("clusters");
+    }
+    let copies: CopiesTable = schema::read(&run.join("analysis/copies.parquet")).unwrap();
+    if copies.mem_acc.iter().any(Option::is_some) {
+        kinds.push("copies");
+    }
+    let reliability = run.join("analysis/reliability.parquet");
+    if reliability.exists() {
+        let table: ReliabilityTable = schema::read(&reliability).unwrap();
+        if table.measure.iter().zip(&table.spearman).any(|(m, s)| m == "convergence" && s.is_some()) {
+            kinds.push("convergence");
+        }
+    }
+    kinds.into_iter().map(String::from).collect()
+}
+
+#[test]
+fn the_demo_report_shows_the_numbers_of_its_parquet_files_and_renders_cleanly_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("demo");
+    let stdout = {
+        let _one_at_a_time = training_lock();
+        // Half the default models: the same report, in half the time.
+        cfmem_ok(&["demo", "--out", run.to_str().unwrap(), "--device", "cpu", "--seed", "0", "--models", "8"])
+    };
+    let report = run.join("analysis/report.html");
+    assert!(stdout.contains(&format!("report: {}", report.display())), "the demo prints the report's path:\n{stdout}");
+    let html = std::fs::read_to_string(&report).unwrap();
+
+    // Numbers on the page, recomputed from scores.parquet.
+    let scores = scores(&run);
+    let mut by_source = std::collections::BTreeMap::<String, Vec<f64>>::new();
+    for d in 0..scores.doc.len() {
+        by_source.entry(scores.source[d].clone().unwrap()).or_default().extend(scores.mem_acc[d]);
+    }
+    let sources = section(&html, "distribution");
+    for (source, mut values) in by_source {
+        values.sort_by(f64::total_cmp);
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        let median = quantile(&values, 0.5).unwrap();
+        let row =
+            format!("{source}</td><td>{n}</td><td>{n}</td><td>{mean:+.3}</td><td>{median:+.3}</td>", n = values.len());
+        assert!(sources.contains(&row), "per-source row {row} in\n{sources}");
+    }
+    let best = (0..scores.doc.len()).max_by(|&a, &b| scores.mem_acc[a].unwrap().total_cmp(&scores.mem_acc[b].unwrap()));
+    let best = best.unwrap();
+    let most = section(&html, "most");
+    let first_row = &most[most.find("<tbody><tr>").unwrap()..];
+    let expected = format!(
+        "<td class=\"id\">{}<br><span class=\"source\">{}</span></td><td class=\"num\">{:+.3}</td>",
+        scores.doc_id[best],
+        scores.source[best].as_deref().unwrap(),
+        scores.mem_acc[best].unwrap()
+    );
+    assert!(
+        first_row.starts_with(&format!("<tbody><tr>{expected}")),
+        "top document {expected} first in\n{first_row:.400}"
+    );
+    assert_eq!(most.matches("<details>").count(), 20, "--top defaults to 20");
+    assert!(html.contains("2 of 2 jobs complete · 8 of 8 models in the analysis"), "completeness is shown");
+    assert_eq!(plots(&html), expected_plots(&run));
+
+    let Some(browser) = chromium() else { return };
+    let page = browser.render(&report, 1280, &dir.path().join("wide"));
+    page.assert_clean();
+    assert_eq!(plots(&page.dom), expected_plots(&run), "the browser's DOM has one plot per section");
+    page.assert_screenshot_not_blank();
+    let narrow = browser.render(&report, 390, &dir.path().join("narrow"));
+    narrow.assert_clean();
+    narrow.assert_screenshot_not_blank();
+}
+
+/// Documents a report must show as text: markup, script, quotes, a closing textarea.
+const HOSTILE: [(&str, &str); 5] = [
+    ("<script>alert(1)</script>", "<script>document.title='pwned'</script> then ordinary words follow here"),
+    ("\"><img src=x onerror=alert(2)>", "</textarea><img src=x onerror=alert(3)> and \"double\" 'single' quotes"),
+    ("a&amp;b", "<!-- an unclosed comment <style>body{display:none}</style> ]]> <svg onload=alert(4)>"),
+    ("plain-1", "<iframe src=\"https://example.com/\"></iframe> & a lone ampersand < and a lone bracket"),
+    ("plain-2", "just a sentence about a small cat that sits on a warm mat all day long"),
+];
+
+/// Plans, trains (tiny models) and analyzes a corpus of hostile and ordinary documents.
+fn hostile_run(dir: &Path) -> PathBuf {
+    let corpus = dir.join("corpus.jsonl");
+    let mut lines = String::new();
+    for (i, (id, text)) in HOSTILE.iter().enumerate() {
+        let source = if i % 2 == 0 { "<b>bold\"source</b>" } else { "web" };
+        lines += &serde_json::json!({ "id": id, "text": text, "source": source }).to_string();
+        lines.push('\n');
+    }
+    for i in 0..7 {
+        lines += &serde_json::json!({ "id": format!("filler-{i}"), "text": format!("filler document {i}: {}", "abc ".repeat(i + 2)) }).to_string();
+        lines.push('\n');
+    }
+    std::fs::write(&corpus, lines).unwrap();
+    let config = dir.join("tiny.toml");
+    std::fs::write(&config, TINY_CONFIG).unwrap();
+    let run = dir.join("run");
+    let _one_at_a_time = training_lock();
+    cfmem_ok(&plan_args(&corpus, &run, "4", "3", &["--config", config.to_str().unwrap()]));
+    cfmem_ok(&["run", run.to_str().unwrap(), "--device", "cpu", "--threads", "1"]);
+    cfmem_ok(&["analyze", run.to_str().unwrap()]);
+    run
+}
+
+#[test]
+fn document_text_is_shown_as_text_never_as_markup() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = hostile_run(dir.path());
+    let out = dir.path().join("page.html");
+    cfmem_ok(&["report", run.to_str().unwrap(), "--out", out.to_str().unwrap(), "--top", "12"]);
+    let html = std::fs::read_to_string(&out).unwrap();
+    let lower = html.to_lowercase();
+    for tag in ["<script", "<img", "<iframe", "<textarea", "<!--", "<b>"] {
+        assert!(!lower.contains(tag), "{tag} must appear only escaped");
+    }
+    assert_eq!(lower.matches("<style").count(), 1, "only the page's own style element");
+    assert_eq!(lower.matches("<svg").count(), plots(&html).len(), "only the page's own plots");
+    assert!(html.contains("&lt;script&gt;document.title='pwned'&lt;/script&gt;"), "the text is shown, escaped");
+    assert!(html.contains("&lt;/textarea&gt;&lt;img src=x onerror=alert(3)&gt; and &quot;double&quot;"));
+    assert!(html.contains("<td class=\"id\">&quot;&gt;&lt;img src=x onerror=alert(2)&gt;<br>"));
+    assert!(html.contains("<span class=\"source\">&lt;b&gt;bold&quot;source&lt;/b&gt;</span>"), "sources too");
+    assert!(html.contains("a&amp;amp;b"), "an id that looks like an entity is shown as written");
+
+    let Some(browser) = chromium() else { return };
+    let page = browser.render(&out, 1280, &dir.path().join("browser"));
+    page.assert_clean();
+    let dom = page.dom.to_lowercase();
+    for tag in ["<script", "<img", "<iframe", "<textarea", "<b>"] {
+        assert!(!dom.contains(tag), "the browser built no {tag} element");
+    }
+    assert!(page.dom.contains("<title>cfmem report: run</title>"), "the page title was not changed by a script");
+    assert!(page.dom.contains("&lt;script&gt;document.title='pwned'&lt;/script&gt;"), "the text is text in the DOM");
+}
+
+#[test]
+fn influence_reliability_and_bootstrap_intervals_appear_when_the_analysis_has_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = hostile_run(dir.path());
+    let run_arg = run.to_str().unwrap();
+    let html = {
+        cfmem_ok(&["report", run_arg]);
+        std::fs::read_to_string(run.join("analysis/report.html")).unwrap()
+    };
+    for id in ["influence", "reliability"] {
+        assert!(!html.contains(&format!("<section id=\"{id}\">")), "no {id} section without its file");
+    }
+    assert!(html.contains("≈["), "without bootstrap columns the interval is ± 1.96 se");
+
+    let mut scores = scores(&run);
+    let top = (0..scores.doc.len()).max_by(|&a, &b| scores.mem_acc[a].unwrap().total_cmp(&scores.mem_acc[b].unwrap()));
+    let top = top.unwrap();
+    scores.mem_acc_lo = scores.mem_acc.iter().map(|m| m.map(|m| m - 0.125)).collect();
+    scores.mem_acc_hi = scores.mem_acc.iter().map(|m| m.map(|m| m + 0.25)).collect();
+    schema::write(&run.join("analysis/scores.parquet"), &scores, Some(3)).unwrap();
+    let influence = InfluenceTable {
+        target: vec![4, 1],
+        target_id: vec!["plain-2".into(), "\"><img src=x onerror=alert(2)>".into()],
+        source_doc: vec![3, 0],
+        source_id: vec!["plain-1".into(), "<script>alert(1)</script>".into()],
+        rank: vec![1, 1],
+        infl_acc: vec![0.07, 0.5],
+        infl_acc_se: vec![Some(0.02), None],
+        infl_loss: vec![-0.25, 1.5],
+        infl_loss_se: vec![None, Some(0.125)],
+    };
+    schema::write(&run.join("analysis/influence.parquet"), &influence, Some(3)).unwrap();
+    let reliability = ReliabilityTable {
+        measure: vec!["split-half".into(), "convergence".into(), "convergence".into(), "convergence".into()],
+        models: vec![2, 2, 3, 4],
+        spearman: vec![Some(0.625), Some(0.5), Some(0.75), Some(1.0)],
+        predicted: vec![Some(0.769), None, None, None],
+    };
+    schema::write(&run.join("analysis/reliability.parquet"), &reliability, Some(3)).unwrap();
+
+    cfmem_ok(&["report", run_arg]);
+    let html = std::fs::read_to_string(run.join("analysis/report.html")).unwrap();
+    let pairs = section(&html, "influence");
+    let strongest = "<td class=\"id\">&lt;script&gt;alert(1)&lt;/script&gt;</td>\
+                     <td class=\"id\">&quot;&gt;&lt;img src=x onerror=alert(2)&gt;</td><td>1</td><td>+0.500</td><td>–</td>\
+                     <td>+1.500</td><td>0.125</td>";
+    assert!(pairs.contains(strongest), "the strongest pair first:\n{pairs}");
+    assert!(pairs.find(strongest).unwrap() < pairs.find("plain-1").unwrap());
+    assert!(pairs.contains("<td>+0.070</td><td>0.020</td><td>-0.250</td><td>–</td>"), "{pairs}");
+    let stable = section(&html, "reliability");
+    assert!(stable.contains("two halves of 2 models agree with Spearman 0.625"), "{stable}");
+    assert!(stable.contains("prediction for all models is 0.769"), "{stable}");
+    assert!(stable.contains("first 3 models: Spearman 0.750"), "{stable}");
+    let m = scores.mem_acc[top].unwrap();
+    let interval = format!("[{:+.3}, {:+.3}]", m - 0.125, m + 0.25);
+    assert!(section(&html, "most").contains(&format!("<td class=\"num\">{interval}</td>")), "bootstrap interval shown");
+    assert!(!html.contains("≈["), "every interval is the bootstrap one");
+    assert_eq!(plots(&html), expected_plots(&run));
+    assert!(plots(&html).contains(&"convergence".to_string()));
+
+    let Some(browser) = chromium() else { return };
+    let page = browser.render(&run.join("analysis/report.html"), 1280, &dir.path().join("browser"));
+    page.assert_clean();
+    assert_eq!(plots(&page.dom), expected_plots(&run));
+}
+
+#[test]
+fn report_refuses_a_run_that_was_not_analyzed() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    std::fs::write(&corpus, "{\"text\":\"one\"}\n{\"text\":\"two\"}\n").unwrap();
+    let run = dir.path().join("run");
+    cfmem_ok(&plan_args(&corpus, &run, "4", "1", &[]));
+    let err = cfmem_err(&["report", run.to_str().unwrap()]);
+    assert!(err.contains("no analysis/scores.parquet: run `cfmem analyze"), "{err}");
+    assert!(!run.join("analysis/report.html").exists(), "nothing written");
+    let err = cfmem_err(&["report", dir.path().to_str().unwrap()]);
+    assert!(err.contains("is not a planned run"), "{err}");
+    let err = cfmem_err(&["report", run.to_str().unwrap(), "--top", "0"]);
+    assert!(err.contains("--top"), "{err}");
+}
+
+/// The checks below must be able to fail: a page with a console error and a request to the
+/// network is caught by both.
+#[test]
+fn the_browser_checks_catch_console_errors_and_requests() {
+    let Some(browser) = chromium() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("bad.html");
+    std::fs::write(
+        &page,
+        "<!DOCTYPE html><html><body><p>x</p><img src=\"http://example.com/pixel.png\">\
+         <script>console.error('broken page')</script></body></html>",
+    )
+    .unwrap();
+    let rendered = browser.render(&page, 800, &dir.path().join("browser"));
+    assert!(rendered.console.iter().any(|line| line.contains("broken page")), "{:?}", rendered.console);
+    assert_eq!(rendered.requests, ["http://example.com/pixel.png"]);
+}
+
+/// Headless Chromium, or None (printing why) where it is not installed and this is not CI.
+struct Chromium {
+    binary: PathBuf,
+}
+
+fn chromium() -> Option<Chromium> {
+    let binary = std::env::var_os("CFMEM_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("chromium"));
+    if Command::new(&binary).arg("--version").output().is_ok_and(|o| o.status.success()) {
+        return Some(Chromium { binary });
+    }
+    assert!(
+        std::env::var_os("CFMEM_REQUIRE_BROWSER").is_none(),
+        "{} is missing where scripts/test.sh can install it (as root with apt): install Debian's chromium",
+        binary.display()
+    );
+    eprintln!("skipping the browser checks: no {} (scripts/test.sh installs it with apt as root)", binary.display());
+    None
+}
+
+/// What the browser made of a page.
+struct Rendered {
+    /// Console messages: errors, warnings, CSP violations, uncaught exceptions.
+    console: Vec<String>,
+    /// URLs the page asked for, other than its own file.
+    requests: Vec<String>,
+    dom: String,
+    screenshot: PathBuf,
+}
+
+impl Chromium {
+    /// Loads `page` in a window `width` pixels wide, behind a proxy that leads nowhere, in a
+    /// fresh profile under `work`: one pass for the screenshot, console and network log, one
+    /// for the DOM.
+    fn render(&self, page: &Path, width: u32, work: &Path) -> Rendered {
+        std::fs::create_dir_all(work).unwrap();
+        let url = format!("file://{}", page.canonicalize().unwrap().display());
+        let run = |extra: &[String]| {
+            let output = Command::new(&self.binary)
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--no-first-run",
+                    "--proxy-server=http://127.0.0.1:9",
+                    "--enable-logging=stderr",
+                    "--v=0",
+                    &format!("--user-data-dir={}", work.join("profile").display()),
+                    &format!("--window-size={width},1000"),
+                ])
+                .args(extra)
+                .arg(&url)
+                .output()
+                .expect("chromium runs");
+            assert!(output.status.success(), "chromium failed: {}", String::from_utf8_lossy(&output.stderr));
+            output
+        };
+        let screenshot = work.join("screenshot.png");
+        let net_log = work.join("net-log.json");
+        let shot =
+            run(&[format!("--screenshot={}", screenshot.display()), format!("--log-net-log={}", net_log.display())]);
+        let console = String::from_utf8_lossy(&shot.stderr)
+            .lines()
+            .filter(|line| line.contains(":CONSOLE"))
+            .map(String::from)
+            .collect();
+        let dom = String::from_utf8(run(&["--dump-dom".to_string()]).stdout).unwrap();
+        Rendered { console, requests: page_requests(&net_log), dom, screenshot }
+    }
+}
+
+/// URLs requested on behalf of a page in a Chromium net log. The browser's own background
+/// requests carry the initiator "not an origin"; a page's carry its origin ("null" for a file).
+fn page_requests(net_log: &Path) -> Vec<String> {
+    let log: serde_json::Value = serde_json::from_slice(&std::fs::read(net_log).unwrap()).unwrap();
+    let start_job = &log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"];
+    assert!(start_job.is_u64(), "the net log names its event types");
+    let mut urls: Vec<String> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| &event["type"] == start_job)
+        .filter(|event| event["params"]["initiator"] != "not an origin")
+        .filter_map(|event| event["params"]["url"].as_str())
+        .filter(|url| !url.starts_with("file:"))
+        .map(String::from)
+        .collect();
+    urls.dedup();
+    urls
+}
+
+impl Rendered {
+    fn assert_clean(&self) {
+        assert!(self.console.is_empty(), "console messages: {:#?}", self.console);
+        assert!(self.requests.is_empty(), "the page made requests: {:?}", self.requests);
+    }
+
+    /// The screenshot has ink: over 2% of its pixels are not the background colour.
+    fn assert_screenshot_not_blank(&self) {
+        let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&self.screenshot).unwrap()));
+        let mut reader = decoder.read_info().unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut pixels).unwrap();
+        let channels = info.color_type.samples();
+        let pixels: Vec<&[u8]> = pixels[..info.buffer_size()].chunks(channels).collect();
+        let background = pixels[0];
+        let ink = pixels.iter().filter(|p| p[..3] != background[..3]).count();
+        assert!(
+            ink * 50 > pixels.len(),
+            "screenshot {} is blank ({ink} of {} pixels)",
+            self.screenshot.display(),
+            pixels.len()
+        );
+    }
+}
