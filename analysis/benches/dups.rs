@@ -1,105 +1,214 @@
-//! Throughput, memory and recall of `analysis::dups::find_duplicates` on a synthetic corpus
-//! with planted near-duplicates, against all-pairs comparison measured in the same run.
+//! Throughput, peak memory and recall of duplicate detection end to end (read a JSONL
+//! corpus, every score, write the Parquet table) on generated corpora shaped like web
+//! text, with recall of near-duplicate pairs measured against brute force in the same run.
 //!
-//! `cargo bench -p analysis --bench dups [-- DOCS]` (default 20,000 documents).
+//! `cargo bench -p analysis --bench dups -- SHAPE [DOCS] [--runs N] [--sample N] [--jsonl PATH]`
+//!
+//! Shapes (DOCS ordinary documents of ~550 bytes, 10% of them in planted near-duplicate
+//! groups and 3% in exact-duplicate groups, as `Spec::with_docs`):
+//! - `a`: DOCS documents (default 1,000,000).
+//! - `b`: `a` plus one boilerplate text copied 100,000 times and one templated family of
+//!   10,000 documents.
+//! - `footer`: DOCS / 2 copies of one footer and DOCS / 2 documents without planted
+//!   groups (default DOCS 10,000).
+//!
+//! `--jsonl PATH` only writes the corpus, for timing a `cfmem dups` binary by hand.
+//! Peak memory is the process's VmHWM, reset (through /proc/self/clear_refs) after the
+//! corpus is generated and written, so it covers the end-to-end runs alone.
 
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use analysis::dups::synthetic::{Spec, generate};
-use analysis::dups::{DupParams, brute_force_pairs, find_duplicates, near_duplicates, repeat_fractions};
-
-const RUNS: usize = 5;
+use analysis::dups::{DupParams, Duplicates, brute_force_near_duplicates_of, find_duplicates};
+use rand::SeedableRng;
+use rand::seq::index;
+use rand_chacha::ChaCha8Rng;
+use subsets::corpus::{self, Document};
+use subsets::schema;
 
 fn main() {
-    let docs = std::env::args().skip(1).find_map(|arg| arg.parse::<usize>().ok()).unwrap_or(20_000);
-    let corpus = generate(&Spec::with_docs(docs, 2024));
-    let texts = corpus.texts();
-    let bytes: usize = texts.iter().map(|t| t.len()).sum();
-    let params = DupParams::default();
-    let banding = params.banding();
-    let threads = rayon::current_num_threads();
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let flag = |name: &str| args.iter().position(|a| a == name).map(|i| args[i + 1].clone());
+    let shape = args.first().map(String::as_str).unwrap_or("a");
+    let docs: Option<usize> = args.get(1).and_then(|a| a.parse().ok());
+    let runs: usize = flag("--runs").map_or(3, |r| r.parse().expect("--runs N"));
+    let sample: usize = flag("--sample").map_or(300, |s| s.parse().expect("--sample N"));
+
+    let spec = shape_spec(shape, docs);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let jsonl = flag("--jsonl").map_or_else(|| dir.path().join("corpus.jsonl"), Into::into);
+    let bytes = write_jsonl(&spec, &jsonl);
     println!(
-        "corpus: {docs} documents, {:.1} MB ({} bytes/doc), {} planted near-duplicate groups, {} exact groups",
+        "shape {shape}: {} documents, {:.1} MB of text ({} planted near groups, {} exact groups, \
+         boilerplate x{}, templated family of {})",
+        spec.docs,
         bytes as f64 / 1e6,
-        bytes / docs.max(1),
-        corpus.near_groups.len(),
-        corpus.exact_groups.len()
+        spec.near_groups,
+        spec.exact_groups,
+        spec.boilerplate_copies,
+        spec.template_family
     );
-    println!(
-        "params: {:?}, t = {}, {} bands x {} rows (catch probability at t: {:.4}), {} rayon threads",
-        params.shingling,
-        params.threshold,
-        banding.bands,
-        banding.rows,
-        banding.catch_probability(params.threshold),
-        threads
-    );
+    if flag("--jsonl").is_some() {
+        println!("wrote {}", jsonl.display());
+        return;
+    }
+    let params = DupParams::default();
+    println!("params: {params:?}, {} rayon threads", rayon::current_num_threads());
 
-    // VmHWM only grows, so the cheaper stage runs first to have its own peak.
-    let near = median_time(|| {
-        near_duplicates(&texts, &params);
-    });
-    report("near_duplicates (normalize, shingle, MinHash, LSH, verify, cluster)", near, docs, threads);
-    println!("  peak memory so far (VmHWM): {}", peak_memory());
-    let substr = median_time(|| {
-        repeat_fractions(&texts, params.min_repeat_bytes);
-    });
-    report("repeat_fractions (suffix array and LCP on 1 thread, then passes)", substr, docs, threads);
-    let mut result = None;
-    let full = median_time(|| result = Some(find_duplicates(&texts, &params)));
-    report("find_duplicates (all scores, the two above side by side)", full, docs, threads);
-    println!("  peak memory (VmHWM): {} for {:.1} MB of text", peak_memory(), bytes as f64 / 1e6);
-    let found = result.map(|r| r.pairs).unwrap_or_default();
-
-    let start = Instant::now();
-    let expected = brute_force_pairs(&texts, &params);
-    let brute = start.elapsed();
-    let caught =
-        expected.iter().filter(|&&(i, j, _)| found.binary_search_by_key(&(i, j), |&(a, b, _)| (a, b)).is_ok()).count();
-    println!(
-        "brute force (all pairs, {threads} threads): {:.2} s, {} pairs with J >= {}",
-        brute.as_secs_f64(),
-        expected.len(),
-        params.threshold
-    );
-    println!(
-        "recall: {caught}/{} = {:.4}; false pairs reported: {}",
-        expected.len(),
-        caught as f64 / expected.len().max(1) as f64,
-        found.len() - caught
-    );
-    println!(
-        "brute force time / find_duplicates time: {:.1}x (/ near_duplicates time: {:.0}x)",
-        brute.as_secs_f64() / full.as_secs_f64(),
-        brute.as_secs_f64() / near.as_secs_f64()
-    );
-}
-
-fn median_time(mut run: impl FnMut()) -> Duration {
-    let mut times: Vec<Duration> = (0..RUNS)
-        .map(|_| {
-            let start = Instant::now();
-            run();
-            start.elapsed()
-        })
-        .collect();
+    reset_peak_memory();
+    let out = dir.path().join("duplicates.parquet");
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..runs {
+        // The previous run's results go first, so that runs do not add up in the peak.
+        drop(last.take());
+        let start = Instant::now();
+        let documents = corpus::read(&jsonl).expect("corpus");
+        let read = start.elapsed();
+        let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
+        let found = find_duplicates(&texts, &params);
+        let scored = start.elapsed();
+        let ids: Vec<String> = documents.iter().map(|d| d.id.clone()).collect();
+        schema::write(&out, &found.to_table(&ids)).expect("write");
+        let total = start.elapsed();
+        println!(
+            "  run: {:.2} s (read {:.2} s, scores {:.2} s, write {:.2} s)",
+            total.as_secs_f64(),
+            read.as_secs_f64(),
+            (scored - read).as_secs_f64(),
+            (total - scored).as_secs_f64()
+        );
+        times.push(total);
+        last = Some((documents, found));
+    }
+    let peak = peak_memory();
     times.sort();
-    times[RUNS / 2]
+    let median: Duration = times[runs / 2];
+    let (documents, found) = last.expect("at least one run");
+    println!(
+        "end to end: median of {runs} {:.2} s, {:.0} docs/s, {:.1} MB/s",
+        median.as_secs_f64(),
+        spec.docs as f64 / median.as_secs_f64(),
+        bytes as f64 / 1e6 / median.as_secs_f64()
+    );
+    let budget = 12 * bytes as u64 + (1 << 30);
+    println!(
+        "peak memory (VmHWM): {:.0} MB = {:.2} bytes per corpus byte; target 12 x text + 1 GiB = {:.0} MB: {}",
+        peak as f64 / 1e6,
+        peak as f64 / bytes as f64,
+        budget as f64 / 1e6,
+        if peak <= budget { "met" } else { "MISSED" }
+    );
+    let capped = found.near_dup_capped.iter().filter(|&&c| c).count();
+    println!(
+        "{} near-duplicate document pairs ({} between representatives), {capped} documents capped",
+        found.pair_count(),
+        found.rep_pairs.len()
+    );
+    recall(&documents, &found, &params, sample);
 }
 
-fn report(what: &str, time: Duration, docs: usize, cores: usize) {
-    let per_second = docs as f64 / time.as_secs_f64();
+fn shape_spec(shape: &str, docs: Option<usize>) -> Spec {
+    match shape {
+        "a" => Spec::with_docs(docs.unwrap_or(1_000_000), 2024),
+        "b" => {
+            let base = Spec::with_docs(docs.unwrap_or(1_000_000), 2024);
+            Spec { docs: base.docs + 110_000, boilerplate_copies: 100_000, template_family: 10_000, ..base }
+        }
+        "footer" => {
+            let docs = docs.unwrap_or(10_000);
+            Spec { near_groups: 0, exact_groups: 0, boilerplate_copies: docs / 2, ..Spec::with_docs(docs, 2024) }
+        }
+        _ => panic!("unknown shape {shape:?}: a, b or footer"),
+    }
+}
+
+/// Writes the corpus `spec` describes as JSONL with ids; returns its bytes of text.
+fn write_jsonl(spec: &Spec, path: &Path) -> usize {
+    let corpus = generate(spec);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("create the corpus file"));
+    for (i, text) in corpus.texts.iter().enumerate() {
+        // Generated texts hold letters, spaces, tabs and newlines only.
+        let escaped = text.replace('\n', "\\n").replace('\t', "\\t");
+        writeln!(out, "{{\"id\":\"doc-{i}\",\"text\":\"{escaped}\"}}").expect("write the corpus file");
+    }
+    out.flush().expect("write the corpus file");
+    corpus.texts.iter().map(String::len).sum()
+}
+
+/// Recall of near-duplicate pairs on a uniform sample of documents: for each, every
+/// document brute force finds at J >= t against what `found` reports, split by whether
+/// the sampled document is capped.
+fn recall(documents: &[Document], found: &Duplicates, params: &DupParams, sample: usize) {
+    let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let sampled: Vec<u32> =
+        index::sample(&mut rng, texts.len(), sample.min(texts.len())).iter().map(|i| i as u32).collect();
+    let start = Instant::now();
+    let expected = brute_force_near_duplicates_of(&texts, params, &sampled);
+    let brute = start.elapsed();
+
+    // Found neighbours of the sampled documents, expanded from representatives.
+    let reps: HashSet<u32> = sampled.iter().map(|&d| found.representative[d as usize]).collect();
+    let mut partners: HashMap<u32, Vec<u32>> = HashMap::new();
+    for &(a, b, _) in &found.rep_pairs {
+        if reps.contains(&a) {
+            partners.entry(a).or_default().push(b);
+        }
+        if reps.contains(&b) {
+            partners.entry(b).or_default().push(a);
+        }
+    }
+    let wanted: HashSet<u32> = reps.iter().chain(partners.values().flatten()).copied().collect();
+    let mut members: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (doc, &rep) in found.representative.iter().enumerate() {
+        if wanted.contains(&rep) {
+            members.entry(rep).or_default().push(doc as u32);
+        }
+    }
+    let (mut caught, mut total, mut caught_capped, mut total_capped, mut false_pairs) = (0, 0, 0, 0, 0);
+    for (&doc, truth) in sampled.iter().zip(&expected) {
+        let rep = found.representative[doc as usize];
+        let reported: HashSet<u32> = std::iter::once(rep)
+            .chain(partners.get(&rep).into_iter().flatten().copied())
+            .flat_map(|r| members[&r].iter().copied())
+            .filter(|&d| d != doc)
+            .collect();
+        let hits = truth.iter().filter(|(j, _)| reported.contains(j)).count();
+        false_pairs += reported.len() - hits;
+        if found.near_dup_capped[doc as usize] {
+            (caught_capped, total_capped) = (caught_capped + hits, total_capped + truth.len());
+        } else {
+            (caught, total) = (caught + hits, total + truth.len());
+        }
+    }
     println!(
-        "{what}: median of {RUNS} {:.3} s, {:.0} docs/s, {:.0} docs/s per core",
-        time.as_secs_f64(),
-        per_second,
-        per_second / cores as f64
+        "recall against brute force on {} sampled documents ({:.1} s): {caught}/{total} = {:.4} of the pairs of \
+         uncapped documents; {caught_capped}/{total_capped} of the pairs of capped documents (lower bounds by \
+         design); {false_pairs} reported pairs brute force lacks",
+        sampled.len(),
+        brute.as_secs_f64(),
+        caught as f64 / total.max(1) as f64
     );
 }
 
-fn peak_memory() -> String {
+fn reset_peak_memory() {
+    // "5" resets the peak resident set size (Linux 4.0 and later).
+    if std::fs::write("/proc/self/clear_refs", "5").is_err() {
+        println!("  (could not reset the peak memory counter: it includes corpus generation)");
+    }
+}
+
+/// VmHWM, in bytes.
+fn peak_memory() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|status| status.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l[6..].trim().to_string()))
-        .unwrap_or_else(|| "unavailable".into())
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?.to_owned();
+            line[6..].trim().trim_end_matches("kB").trim().parse::<u64>().ok()
+        })
+        .map_or(0, |kb| kb * 1024)
 }

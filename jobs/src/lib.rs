@@ -1,14 +1,18 @@
 //! Training and evaluating the models of a planned run: the only crate that links libtorch.
 //!
+//! - [`bench`] measures the trainer against the device's matmul peak (`cfmem bench`).
 //! - [`device`] resolves `auto|cpu|cuda|cuda:N` to a torch device.
-//! - [`model`] is the tiny decoder-only byte-level transformer.
-//! - [`train`] trains one model on its subset and evaluates it on every document.
+//! - [`model`] is the tiny decoder-only byte-level transformer, G of them stacked in one
+//!   set of tensors.
+//! - [`train`] trains a stack of models, each on its own subset, and evaluates every model
+//!   on every document.
 //! - [`runner`] reads a run's plan, lists its jobs, skips the complete ones (checked against
 //!   the checksum recorded at completion) and writes each job's log atomically.
 //!
 //! Results leave through [`subsets::schema::LogTable`] and progress through the [`Progress`]
 //! trait; this crate draws nothing on a terminal and computes no statistics.
 
+pub mod bench;
 pub mod device;
 pub mod model;
 pub mod progress;

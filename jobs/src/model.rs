@@ -1,92 +1,274 @@
-//! A tiny decoder-only transformer over byte tokens: learned token and position
-//! embeddings, pre-LayerNorm blocks of causal self-attention and a GELU MLP, a final
-//! LayerNorm and a linear head over the vocabulary.
+//! A stack of G tiny decoder-only transformers held in one set of tensors: every weight has
+//! a leading model dimension, so each kernel does the work of all G models at once.
+//!
+//! Each model is the same byte-level transformer: learned token and position embeddings,
+//! pre-LayerNorm blocks of causal self-attention and a GELU MLP, a final LayerNorm and a
+//! linear head over the vocabulary. All weights of the stack live in one `[G, P]` tensor
+//! (row g is model g's P parameters), so the optimizer, the per-model gradient norms and
+//! the weight decay are a few elementwise kernels over it; the forward pass reads the
+//! individual weights as views of it. Models never mix: every operation is batched over
+//! the model dimension, and nothing reduces across it.
 
-use tch::nn::{self, Module};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
-use subsets::config::ModelConfig;
+use subsets::config::{ModelConfig, Precision};
 use subsets::corpus::VOCAB;
 
-#[derive(Debug)]
-struct Block {
-    ln_attn: nn::LayerNorm,
-    qkv: nn::Linear,
-    attn_out: nn::Linear,
-    ln_mlp: nn::LayerNorm,
-    mlp_in: nn::Linear,
-    mlp_out: nn::Linear,
-    n_head: i64,
+/// How a parameter starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Init {
+    Normal(f64),
+    /// Uniform in ±bound.
+    Uniform(f64),
+    Ones,
+    Zeros,
 }
 
-impl Block {
-    fn new(p: nn::Path, config: &ModelConfig) -> Block {
+/// One parameter tensor of a model: its shape, its initialization and whether AdamW
+/// decays it (matrices only: not embeddings, LayerNorm weights or biases).
+#[derive(Debug, Clone)]
+struct ParamSpec {
+    shape: Vec<i64>,
+    init: Init,
+    decay: bool,
+}
+
+impl ParamSpec {
+    fn numel(&self) -> i64 {
+        self.shape.iter().product()
+    }
+}
+
+/// The architecture of every model of a stack, and the layout of a model's parameters in
+/// its row of the stacked tensor.
+#[derive(Debug, Clone)]
+pub struct Architecture {
+    n_layer: i64,
+    n_head: i64,
+    d_model: i64,
+    context: i64,
+    specs: Vec<ParamSpec>,
+}
+
+/// Parameter tensors per block, in layout order.
+const BLOCK_PARAMS: usize = 12;
+
+impl Architecture {
+    pub fn new(config: &ModelConfig) -> Architecture {
         let d = i64::from(config.d_model);
-        Block {
-            ln_attn: nn::layer_norm(&p / "ln_attn", vec![d], Default::default()),
-            qkv: nn::linear(&p / "qkv", d, 3 * d, Default::default()),
-            attn_out: nn::linear(&p / "attn_out", d, d, Default::default()),
-            ln_mlp: nn::layer_norm(&p / "ln_mlp", vec![d], Default::default()),
-            mlp_in: nn::linear(&p / "mlp_in", d, 4 * d, Default::default()),
-            mlp_out: nn::linear(&p / "mlp_out", 4 * d, d, Default::default()),
+        let context = i64::from(config.context);
+        // As tch's nn::linear and nn::embedding start: weights Kaiming-uniform (ReLU gain,
+        // ±sqrt(6/fan_in)), biases uniform in ±1/sqrt(fan_in), embeddings standard normal.
+        let kaiming = |fan_in: i64| (6.0 / fan_in as f64).sqrt();
+        let linear = |fan_in: i64, fan_out: i64| {
+            [
+                ParamSpec { shape: vec![fan_in, fan_out], init: Init::Uniform(kaiming(fan_in)), decay: true },
+                ParamSpec { shape: vec![fan_out], init: Init::Uniform(1.0 / (fan_in as f64).sqrt()), decay: false },
+            ]
+        };
+        let layer_norm = || {
+            [
+                ParamSpec { shape: vec![d], init: Init::Ones, decay: false },
+                ParamSpec { shape: vec![d], init: Init::Zeros, decay: false },
+            ]
+        };
+        let mut specs = vec![
+            ParamSpec { shape: vec![VOCAB, d], init: Init::Normal(1.0), decay: false },
+            ParamSpec { shape: vec![context, d], init: Init::Normal(1.0), decay: false },
+        ];
+        for _ in 0..config.n_layer {
+            specs.extend(layer_norm());
+            specs.extend(linear(d, 3 * d));
+            specs.extend(linear(d, d));
+            specs.extend(layer_norm());
+            specs.extend(linear(d, 4 * d));
+            specs.extend(linear(4 * d, d));
+        }
+        specs.extend(layer_norm());
+        specs.push(ParamSpec { shape: vec![d, VOCAB], init: Init::Uniform(kaiming(d)), decay: true });
+        Architecture {
+            n_layer: i64::from(config.n_layer),
             n_head: i64::from(config.n_head),
+            d_model: d,
+            context,
+            specs,
         }
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let (batch, time, d) = x.size3().expect("activations are [batch, time, d_model]");
-        let heads = |t: &Tensor| t.view([batch, time, self.n_head, d / self.n_head]).transpose(1, 2);
-        let qkv = self.qkv.forward(&x.apply(&self.ln_attn)).split(d, 2);
+    /// Positions a model reads, BOS included.
+    pub fn context(&self) -> i64 {
+        self.context
+    }
+
+    /// Parameters of one model.
+    pub fn parameters(&self) -> i64 {
+        self.specs.iter().map(ParamSpec::numel).sum()
+    }
+
+    /// Parameters of one model outside the embeddings: the N of the 6·N·tokens rule.
+    pub fn non_embedding_parameters(&self) -> i64 {
+        self.parameters() - self.specs[0].numel() - self.specs[1].numel()
+    }
+
+    /// Training FLOPs of one model per predicted token at sequence length `time`: 6·N for
+    /// the weights, and 6·n_layer·time·d_model for attention scores and values (two
+    /// matrix products of 2·time·d each per token, forward, times three with backward).
+    pub fn training_flops_per_token(&self, time: i64) -> f64 {
+        6.0 * self.non_embedding_parameters() as f64 + 6.0 * (self.n_layer * time * self.d_model) as f64
+    }
+
+    /// The initial weights of one model, `[P]` on the CPU, drawn from `seed` alone.
+    pub fn initial_weights(&self, seed: u64) -> Tensor {
+        tch::manual_seed(seed as i64);
+        let parts: Vec<Tensor> = self
+            .specs
+            .iter()
+            .map(|spec| {
+                let mut values = Tensor::empty([spec.numel()], (Kind::Float, Device::Cpu));
+                match spec.init {
+                    Init::Normal(std) => values.normal_(0.0, std),
+                    Init::Uniform(bound) => values.uniform_(-bound, bound),
+                    Init::Ones => values.fill_(1.0),
+                    Init::Zeros => values.fill_(0.0),
+                }
+            })
+            .collect();
+        Tensor::cat(&parts, 0)
+    }
+
+    /// `[1, P]`: 1 where AdamW decays the weight, 0 elsewhere.
+    pub fn decay_mask(&self, device: Device) -> Tensor {
+        let parts: Vec<Tensor> = self
+            .specs
+            .iter()
+            .map(|spec| Tensor::full([spec.numel()], if spec.decay { 1.0 } else { 0.0 }, (Kind::Float, device)))
+            .collect();
+        Tensor::cat(&parts, 0).unsqueeze(0)
+    }
+
+    /// Next-token logits `[G, batch, time, VOCAB]` (fp32) of the stacked models whose
+    /// weights are `weights` `[G, P]`, for token ids `[G, batch, time]` (each model reads
+    /// its own rows).
+    #[expect(clippy::assign_op_pattern, reason = "tch's += adds in place, and autograd still needs the old x")]
+    pub fn forward(&self, weights: &Tensor, tokens: &Tensor, precision: Precision) -> Tensor {
+        let (models, batch, time) = tokens.size3().expect("tokens are [models, batch, time]");
+        assert!(time <= self.context, "{time} positions exceed the context of {}", self.context);
+        let d = self.d_model;
+        let sizes: Vec<i64> = self.specs.iter().map(ParamSpec::numel).collect();
+        let params: Vec<Tensor> = weights
+            .split_with_sizes(&sizes, 1)
+            .into_iter()
+            .zip(&self.specs)
+            .map(|(flat, spec)| flat.view([&[models], spec.shape.as_slice()].concat().as_slice()))
+            .collect();
+        let rows = batch * time;
+
+        // Embeddings: model g's token t is row g·VOCAB + t of the stacked token tables
+        // (torch's embedding backward sums rows without atomics, unlike a gather's).
+        let offsets = (Tensor::arange(models, (Kind::Int64, tokens.device())) * VOCAB).view([models, 1, 1]);
+        let table = params[0].reshape([models * VOCAB, d]);
+        let embedded = Tensor::embedding(&table, &(tokens + offsets), -1, false, false);
+        let positions = params[1].narrow(1, 0, time).unsqueeze(1);
+        let mut x = (embedded + positions).view([models, rows, d]);
+
+        for block in params[2..2 + BLOCK_PARAMS * self.n_layer as usize].chunks(BLOCK_PARAMS) {
+            let [ln_attn_w, ln_attn_b, qkv_w, qkv_b, out_w, out_b, ln_mlp_w, ln_mlp_b, in_w, in_b, mlp_w, mlp_b] =
+                block
+            else {
+                unreachable!("a block has {BLOCK_PARAMS} parameters")
+            };
+            let qkv = linear(&layer_norm(&x, ln_attn_w, ln_attn_b), qkv_w, qkv_b, precision);
+            let attended = self.attention(&qkv, models * batch, time, precision).view([models, rows, d]);
+            x = x + linear(&attended, out_w, out_b, precision);
+            let hidden = linear(&layer_norm(&x, ln_mlp_w, ln_mlp_b), in_w, in_b, precision).gelu("none");
+            x = x + linear(&hidden, mlp_w, mlp_b, precision);
+        }
+        let n = params.len();
+        let x = layer_norm(&x, &params[n - 3], &params[n - 2]);
+        matmul(&x, &params[n - 1], precision).to_kind(Kind::Float).view([models, batch, time, VOCAB])
+    }
+
+    /// Causal self-attention of `[G, rows, 3·d]` projections, as `[G·batch, time, d]` in the
+    /// precision's kind.
+    fn attention(&self, qkv: &Tensor, sequences: i64, time: i64, precision: Precision) -> Tensor {
+        let (heads, d) = (self.n_head, self.d_model);
+        let qkv = match precision {
+            Precision::Fp32 => qkv.shallow_clone(),
+            Precision::Bf16 => qkv.to_kind(Kind::BFloat16),
+        };
+        // [3, sequences, heads, time, head_dim]
+        let qkv = qkv.view([sequences, time, 3, heads, d / heads]).permute([2, 0, 3, 1, 4]);
         // Causal: position t attends to positions <= t only. Padding sits at the end of a
         // row, so no real position ever attends to it.
         let attended = Tensor::scaled_dot_product_attention(
-            &heads(&qkv[0]),
-            &heads(&qkv[1]),
-            &heads(&qkv[2]),
+            &qkv.get(0),
+            &qkv.get(1),
+            &qkv.get(2),
             None::<Tensor>,
             0.0,
             true,
             None,
             false,
-        )
-        .transpose(1, 2)
-        .contiguous()
-        .view([batch, time, d]);
-        let x = x + self.attn_out.forward(&attended);
-        let mlp = self.mlp_out.forward(&self.mlp_in.forward(&x.apply(&self.ln_mlp)).gelu("none"));
-        x + mlp
+        );
+        attended.transpose(1, 2).reshape([sequences, time, d])
     }
 }
 
-#[derive(Debug)]
-pub struct Transformer {
-    token: nn::Embedding,
-    position: nn::Embedding,
-    blocks: Vec<Block>,
-    ln_final: nn::LayerNorm,
-    head: nn::Linear,
+/// `x [G, rows, in] · w [G, in, out]` in the precision's kind: bf16 products come out in
+/// bf16 (as under autocast), and adding them to the fp32 residual stream promotes them.
+fn matmul(x: &Tensor, w: &Tensor, precision: Precision) -> Tensor {
+    match precision {
+        Precision::Fp32 => x.bmm(w),
+        Precision::Bf16 => x.to_kind(Kind::BFloat16).bmm(&w.to_kind(Kind::BFloat16)),
+    }
 }
 
-impl Transformer {
-    pub fn new(p: &nn::Path, config: &ModelConfig) -> Transformer {
-        let d = i64::from(config.d_model);
-        Transformer {
-            token: nn::embedding(p / "token", VOCAB, d, Default::default()),
-            position: nn::embedding(p / "position", i64::from(config.context), d, Default::default()),
-            blocks: (0..config.n_layer).map(|i| Block::new(p / format!("block{i}"), config)).collect(),
-            ln_final: nn::layer_norm(p / "ln_final", vec![d], Default::default()),
-            head: nn::linear(p / "head", d, VOCAB, nn::LinearConfig { bias: false, ..Default::default() }),
-        }
+/// `x · w + b` per model: `x [G, rows, in]`, `w [G, in, out]`, `b [G, out]`, one fused
+/// product-and-add.
+fn linear(x: &Tensor, w: &Tensor, b: &Tensor, precision: Precision) -> Tensor {
+    let kind = match precision {
+        Precision::Fp32 => Kind::Float,
+        Precision::Bf16 => Kind::BFloat16,
+    };
+    b.to_kind(kind).unsqueeze(1).baddbmm(&x.to_kind(kind), &w.to_kind(kind), 1.0, 1.0)
+}
+
+/// LayerNorm over the last dimension with each model's own scale and shift `[G, d]`.
+fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
+    let d = x.size().last().copied().expect("activations have a feature dimension");
+    let normed = x.layer_norm([d], None::<Tensor>, None::<Tensor>, 1e-5, true);
+    bias.unsqueeze(1).addcmul(&normed, &weight.unsqueeze(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> Architecture {
+        Architecture::new(&ModelConfig { n_layer: 1, n_head: 2, d_model: 8, context: 6 })
     }
 
-    /// Next-token logits `[batch, time, VOCAB]` for token ids `[batch, time]`.
-    pub fn forward(&self, tokens: &Tensor) -> Tensor {
-        let time = tokens.size()[1];
-        let positions = Tensor::arange(time, (Kind::Int64, tokens.device()));
-        let mut x = tokens.apply(&self.token) + positions.apply(&self.position);
-        for block in &self.blocks {
-            x = block.forward(&x);
-        }
-        x.apply(&self.ln_final).apply(&self.head)
+    #[test]
+    fn parameter_count_and_decay_mask_follow_the_layout() {
+        let arch = tiny();
+        let (d, v, c) = (8, VOCAB, 6);
+        let block = 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + 2 * d + (d * 4 * d + 4 * d) + (4 * d * d + d);
+        assert_eq!(arch.parameters(), v * d + c * d + block + 2 * d + d * v);
+        let decayed = f64::try_from(arch.decay_mask(Device::Cpu).sum(Kind::Double)).unwrap() as i64;
+        assert_eq!(decayed, d * 3 * d + d * d + d * 4 * d + 4 * d * d + d * v, "matrices only");
+    }
+
+    #[test]
+    fn models_of_a_stack_do_not_see_each_other() {
+        let arch = tiny();
+        let a = arch.initial_weights(1);
+        let b = arch.initial_weights(2);
+        assert_eq!(a, arch.initial_weights(1), "weights come from the seed alone");
+        let tokens = Tensor::from_slice(&[1i64, 2, 3, 4, 5, 6, 7, 8]).view([2, 1, 4]);
+        let stacked = arch.forward(&Tensor::stack(&[&a, &b], 0), &tokens, Precision::Fp32);
+        let alone_a = arch.forward(&a.unsqueeze(0), &tokens.narrow(0, 0, 1), Precision::Fp32);
+        let alone_b = arch.forward(&b.unsqueeze(0), &tokens.narrow(0, 1, 1), Precision::Fp32);
+        assert!(stacked.get(0).allclose(&alone_a.get(0), 1e-5, 1e-6, false));
+        assert!(stacked.get(1).allclose(&alone_b.get(0), 1e-5, 1e-6, false));
     }
 }

@@ -5,9 +5,11 @@ use crate::runner::JobOutcome;
 /// What a front end is told while jobs run. Every method has an empty default.
 pub trait Progress {
     fn job_started(&self, _job: u32, _models: usize) {}
-    fn model_started(&self, _model: u32, _steps: usize) {}
-    fn training_step(&self, _model: u32, _step: usize, _loss: Option<f64>) {}
-    fn evaluating(&self, _model: u32) {}
+    /// A stack of these models starts training for `steps` steps.
+    fn stack_started(&self, _models: &[u32], _steps: usize) {}
+    /// After each step; `loss` (the stack's mean) every [`crate::train::LOSS_EVERY`] steps.
+    fn training_step(&self, _step: usize, _loss: Option<f64>) {}
+    fn evaluating(&self, _models: &[u32]) {}
     fn job_finished(&self, _job: u32, _outcome: &JobOutcome) {}
 }
 

@@ -32,6 +32,7 @@ pub struct RunJobs {
     /// Byte tokens of every document, truncated to the model's context.
     texts: Vec<Vec<u8>>,
     copies: Vec<u16>,
+    holdout: Vec<bool>,
     /// For each model, the documents it trains on, sorted.
     in_docs: Vec<Vec<u32>>,
     jobs: BTreeMap<u32, Vec<u32>>,
@@ -73,7 +74,7 @@ impl RunJobs {
         for (&job, &model) in job_table.job.iter().zip(&job_table.model) {
             jobs.entry(job).or_default().push(model);
         }
-        Ok(RunJobs { run, config, texts, copies: corpus.copies, in_docs, jobs })
+        Ok(RunJobs { run, config, texts, copies: corpus.copies, holdout: corpus.holdout, in_docs, jobs })
     }
 
     pub fn config(&self) -> &RunConfig {
@@ -115,7 +116,13 @@ impl RunJobs {
         }
         progress.job_started(job, models.len());
         let stack: Vec<(u32, &[u32])> = models.iter().map(|&m| (m, self.in_docs[m as usize].as_slice())).collect();
-        let input = StackInput { config: &self.config, documents: &self.texts, copies: &self.copies, models: &stack };
+        let input = StackInput {
+            config: &self.config,
+            documents: &self.texts,
+            copies: &self.copies,
+            holdout: &self.holdout,
+            models: &stack,
+        };
         let mut log = LogTable::default();
         train::train_and_evaluate(&input, device, progress, &mut |part| {
             log.append(part);

@@ -1,21 +1,50 @@
-//! Training one model on its subset and evaluating it, teacher-forced, on documents.
+//! Training a stack of models together and evaluating them, teacher-forced, on every
+//! document.
 //!
-//! A document of n byte tokens is the sequence `[BOS, b0, …, b(n-1)]`: the model reads
-//! `[BOS, b0, …, b(n-2)]` and predicts `[b0, …, b(n-1)]`, so n positions are predicted.
-//! Rows of a batch are padded at the end with PAD, which is never a target.
+//! A document of n tokens `[b0, …, b(n-1)]` is cut into consecutive windows of at most
+//! `context − 1` tokens that together cover it ([`Window`]); each window is one row of a
+//! batch. The model reads the token just before the window (BOS for the first) and the
+//! window less its last token, and predicts the window, so every one of the n tokens is
+//! predicted exactly once, and a document's evaluation is the sum over its windows. Rows
+//! of a batch are padded at the end with PAD, which is never a target.
+//!
+//! Each model of a stack is an independent model: its initial weights come from (run seed,
+//! model id), its data order from its own seeded generator, its loss is its own mean over
+//! its own batch (the stack's loss is the sum of the models' losses, so each model gets
+//! exactly its own gradient), its gradient norm is clipped on its own, and AdamW, being
+//! elementwise, keeps its own moments. A stack of G and G stacks of 1 are the same
+//! computation.
+//!
+//! Every model of a run takes the same number of steps, [`steps`], computed from the
+//! design's nominal training-set size; a model draws its batches from an endless stream
+//! of its own reshuffled passes over its training set, so a model whose set is a little
+//! smaller than nominal sees its documents a little more often, and IN and OUT stay
+//! comparable.
+//!
+//! The data path keeps the device busy: the stack's training documents are uploaded once
+//! as one token table, each step's batches are gathered on the device from indices
+//! uploaded a chunk of steps at a time, and the loss is read back (a host synchronization)
+//! only every [`LOSS_EVERY`] steps.
 
 use rand::seq::SliceRandom;
-use tch::nn::{self, OptimizerConfig};
+use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Reduction, Tensor};
 
-use subsets::config::RunConfig;
+use subsets::config::{Precision, RunConfig};
 use subsets::corpus::{BOS, PAD, VOCAB};
 use subsets::schema::LogTable;
-use subsets::seeds;
+use subsets::{design, seeds};
 
-use crate::Result;
-use crate::model::Transformer;
+use crate::model::Architecture;
 use crate::progress::Progress;
+use crate::{Error, Result};
+
+/// Steps between two readings of the loss.
+pub const LOSS_EVERY: usize = 10;
+/// Training steps whose batch indices are uploaded together.
+const STEPS_PER_UPLOAD: usize = 256;
+/// Documents evaluated between two copies of results back to the host.
+const EVAL_CHUNK: usize = 8192;
 
 /// What one job trains: a stack of models over the run's documents.
 pub struct StackInput<'a> {
@@ -24,55 +53,48 @@ pub struct StackInput<'a> {
     pub documents: &'a [Vec<u8>],
     /// Copies of each document in a training set that includes it.
     pub copies: &'a [u16],
+    /// Documents no model trains on.
+    pub holdout: &'a [bool],
     /// Each model of the stack with the sorted documents it trains on.
     pub models: &'a [(u32, &'a [u32])],
 }
 
-/// Trains every model of the stack and evaluates each on every document. The log rows of
-/// the job go to `rows` in parts, as evaluation proceeds: model by model, documents in
-/// corpus order.
+/// Trains every model of the stack, then evaluates each on every document. The log rows go
+/// to `rows` in parts, one per chunk of documents in corpus order, model-major within it.
 pub fn train_and_evaluate(
     input: &StackInput<'_>,
     device: Device,
     progress: &dyn Progress,
     rows: &mut dyn FnMut(LogTable) -> Result<()>,
 ) -> Result<()> {
-    let all_docs: Vec<&[u8]> = input.documents.iter().map(Vec::as_slice).collect();
-    for &(model, in_docs) in input.models {
-        let examples: Vec<&[u8]> = in_docs
-            .iter()
-            .flat_map(|&doc| std::iter::repeat_n(all_docs[doc as usize], input.copies[doc as usize].into()))
-            .collect();
-        progress.model_started(model, total_steps(input.config, examples.len()));
-        let trained =
-            train(input.config, model, &examples, device, |step, _, loss| progress.training_step(model, step, loss))?;
-        progress.evaluating(model);
-        let evals = trained.evaluate(&all_docs, input.config.train.eval_batch_size as usize)?;
+    let stack = train(input, device, progress)?;
+    let models: Vec<u32> = input.models.iter().map(|&(model, _)| model).collect();
+    progress.evaluating(&models);
+    let all: Vec<&[u8]> = input.documents.iter().map(Vec::as_slice).collect();
+    let mut first = 0;
+    for chunk in all.chunks(EVAL_CHUNK) {
+        let evals = stack.evaluate(chunk, input.config.train.eval_batch_size as usize)?;
         let mut log = LogTable::default();
-        for (doc, DocEval { tokens, nll, correct }) in evals.into_iter().enumerate() {
-            let in_train = in_docs.binary_search(&(doc as u32)).is_ok();
-            log.model.push(model);
-            log.doc.push(doc as u32);
-            log.in_train.push(in_train);
-            log.tokens.push(tokens);
-            log.nll.push(nll);
-            log.correct.push(correct);
-            log.copies.push(if in_train { input.copies[doc] } else { 0 });
+        for (&(model, in_docs), evals) in input.models.iter().zip(evals) {
+            for (i, DocEval { tokens, nll, correct }) in evals.into_iter().enumerate() {
+                let doc = first + i;
+                let in_train = in_docs.binary_search(&(doc as u32)).is_ok();
+                log.model.push(model);
+                log.doc.push(doc as u32);
+                log.in_train.push(in_train);
+                log.tokens.push(tokens);
+                log.nll.push(nll);
+                log.correct.push(correct);
+                log.copies.push(if in_train { input.copies[doc] } else { 0 });
+            }
         }
         rows(log)?;
+        first += chunk.len();
     }
     Ok(())
 }
 
-/// A trained model with the variables it lives in.
-pub struct Trained {
-    // Owns the weights `model` refers to; dropped with it.
-    _vars: nn::VarStore,
-    model: Transformer,
-    device: Device,
-}
-
-/// One document's evaluation.
+/// One document's evaluation by one model.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DocEval {
     /// Predicted positions.
@@ -94,110 +116,309 @@ pub fn learning_rate(step: usize, total: usize, warmup: usize, peak: f64) -> f64
     }
 }
 
-/// Input and target token tensors `[rows, longest]` for the documents `docs`.
-fn batch(docs: &[&[u8]], device: Device) -> (Tensor, Tensor) {
-    let longest = docs.iter().map(|d| d.len()).max().unwrap_or(0);
-    let mut inputs = Vec::with_capacity(docs.len() * longest);
-    let mut targets = Vec::with_capacity(docs.len() * longest);
-    for doc in docs {
-        inputs.push(BOS);
-        inputs.extend(doc[..doc.len() - 1].iter().map(|&b| i64::from(b)));
-        targets.extend(doc.iter().map(|&b| i64::from(b)));
-        let padding = longest - doc.len();
+/// Optimizer steps every model of the run takes: `epochs` passes over the design's nominal
+/// training set, round(keep·M)/M of every non-held-out document's windows times copies.
+pub fn steps(config: &RunConfig, documents: &[Vec<u8>], copies: &[u16], holdout: &[bool]) -> Result<usize> {
+    let models = config.design.models;
+    let in_count = design::in_count(models, config.design.keep)?;
+    let span = config.model.max_tokens();
+    let examples: u64 = (0..documents.len())
+        .filter(|&doc| !holdout[doc])
+        .map(|doc| u64::from(copies[doc]) * documents[doc].len().div_ceil(span) as u64)
+        .sum();
+    let nominal = examples as f64 * f64::from(in_count) / f64::from(models);
+    let passes = f64::from(config.train.epochs) * nominal / f64::from(config.train.batch_size);
+    Ok((passes.ceil() as usize).max(1))
+}
+
+/// At most `context − 1` consecutive tokens `doc[start..end]` of a document, one batch row.
+#[derive(Debug, Clone, Copy)]
+struct Window<'a> {
+    doc: &'a [u8],
+    start: usize,
+    end: usize,
+}
+
+impl Window<'_> {
+    fn len(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+/// The windows of `doc`, `span` tokens each but the last.
+fn windows(doc: &[u8], span: usize) -> impl Iterator<Item = Window<'_>> {
+    (0..doc.len()).step_by(span).map(move |start| Window { doc, start, end: (start + span).min(doc.len()) })
+}
+
+/// Padded `[rows, longest]` inputs and targets of `windows`, on the host.
+fn padded(windows: &[Window<'_>], longest: usize) -> (Vec<i64>, Vec<i64>) {
+    let mut inputs = Vec::with_capacity(windows.len() * longest);
+    let mut targets = Vec::with_capacity(windows.len() * longest);
+    for w in windows {
+        inputs.push(if w.start == 0 { BOS } else { i64::from(w.doc[w.start - 1]) });
+        inputs.extend(w.doc[w.start..w.end - 1].iter().map(|&b| i64::from(b)));
+        targets.extend(w.doc[w.start..w.end].iter().map(|&b| i64::from(b)));
+        let padding = longest - w.len();
         inputs.extend(std::iter::repeat_n(PAD, padding));
         targets.extend(std::iter::repeat_n(PAD, padding));
     }
-    let shape = [docs.len() as i64, longest as i64];
+    (inputs, targets)
+}
+
+/// Input and target token tensors `[rows, longest]` of `windows` on `device`.
+fn token_table(windows: &[Window<'_>], device: Device) -> (Tensor, Tensor) {
+    let longest = windows.iter().map(Window::len).max().unwrap_or(0);
+    let (inputs, targets) = padded(windows, longest);
+    let shape = [windows.len() as i64, longest as i64];
     (Tensor::from_slice(&inputs).view(shape).to(device), Tensor::from_slice(&targets).view(shape).to(device))
 }
 
-/// Number of optimizer steps a model with `examples` training sequences takes.
-pub fn total_steps(config: &RunConfig, examples: usize) -> usize {
-    config.train.epochs as usize * examples.div_ceil(config.train.batch_size as usize)
+/// A model's training examples (rows of its documents' windows, repeated by copies) served
+/// as an endless stream of reshuffled passes.
+struct ExampleStream {
+    examples: Vec<i64>,
+    next: usize,
+    rng: ChaCha8Rng,
 }
 
-/// Trains model `model_id` on `examples` (a document appears once per copy). Weights and
-/// data order come from seeds derived from (run seed, model id); on the CPU the result is
-/// the same bit for bit on every run. `on_step(step, steps, loss)` is called after steps.
-pub fn train(
-    config: &RunConfig,
-    model_id: u32,
-    examples: &[&[u8]],
-    device: Device,
-    mut on_step: impl FnMut(usize, usize, Option<f64>),
-) -> Result<Trained> {
-    tch::manual_seed(seeds::derive(config.seed, "model-init", model_id.into()) as i64);
-    let vars = nn::VarStore::new(device);
-    let model = Transformer::new(&vars.root(), &config.model);
-    let train = &config.train;
-    let mut optimizer =
-        nn::AdamW { beta1: train.beta1, beta2: train.beta2, wd: train.weight_decay, eps: 1e-8, amsgrad: false }
-            .build(&vars, train.lr)?;
-
-    let steps = total_steps(config, examples.len());
-    let warmup = (train.warmup_fraction * steps as f64).round() as usize;
-    let mut order: Vec<usize> = (0..examples.len()).collect();
-    let mut rng = seeds::rng(config.seed, "model-data", model_id.into());
-    let mut step = 0;
-    for _epoch in 0..train.epochs {
-        order.shuffle(&mut rng);
-        for chunk in order.chunks(train.batch_size as usize) {
-            let docs: Vec<&[u8]> = chunk.iter().map(|&i| examples[i]).collect();
-            let (inputs, targets) = batch(&docs, device);
-            let logits = model.forward(&inputs);
-            let loss = logits.view([-1, VOCAB]).cross_entropy_loss(
-                &targets.view([-1]),
-                None::<Tensor>,
-                Reduction::Mean,
-                PAD,
-                0.0,
-            );
-            optimizer.set_lr(learning_rate(step, steps, warmup, train.lr));
-            optimizer.zero_grad();
-            loss.backward();
-            if train.grad_clip > 0.0 {
-                optimizer.clip_grad_norm(train.grad_clip);
-            }
-            optimizer.step();
-            step += 1;
-            // Reading the loss waits for the device; on a GPU do it now and then only.
-            let report = step % 10 == 0 || step == steps || device == Device::Cpu;
-            on_step(step, steps, report.then(|| loss.double_value(&[])));
+impl ExampleStream {
+    fn take(&mut self) -> i64 {
+        if self.next == self.examples.len() {
+            self.examples.shuffle(&mut self.rng);
+            self.next = 0;
         }
+        self.next += 1;
+        self.examples[self.next - 1]
     }
-    Ok(Trained { _vars: vars, model, device })
 }
 
-impl Trained {
-    /// Teacher-forced evaluation of every document, `batch_size` documents at a time.
-    pub fn evaluate(&self, docs: &[&[u8]], batch_size: usize) -> Result<Vec<DocEval>> {
+/// G models' weights `[G, P]` with their AdamW moments.
+pub struct Stack {
+    architecture: Architecture,
+    pub(crate) weights: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    decay_mask: Tensor,
+    precision: Precision,
+    steps_taken: i32,
+}
+
+impl Stack {
+    /// The initial stack of `models`, each initialized from (run seed, model id).
+    pub fn new(config: &RunConfig, models: &[u32], device: Device) -> Result<Stack> {
+        if config.train.precision == Precision::Bf16 && !device.is_cuda() {
+            return Err(Error::Device(
+                "train.precision = \"bf16\" needs a CUDA device; set it to \"fp32\" to train on the CPU".into(),
+            ));
+        }
+        let architecture = Architecture::new(&config.model);
+        let rows: Vec<Tensor> = models
+            .iter()
+            .map(|&model| architecture.initial_weights(seeds::derive(config.seed, "model-init", model.into())))
+            .collect();
+        let weights = Tensor::stack(&rows, 0).to(device).set_requires_grad(true);
+        Ok(Stack {
+            exp_avg: weights.zeros_like(),
+            exp_avg_sq: weights.zeros_like(),
+            decay_mask: architecture.decay_mask(device),
+            architecture,
+            weights,
+            precision: config.train.precision,
+            steps_taken: 0,
+        })
+    }
+
+    pub fn models(&self) -> i64 {
+        self.weights.size()[0]
+    }
+
+    pub fn architecture(&self) -> &Architecture {
+        &self.architecture
+    }
+
+    /// Each model's mean loss `[G]` over the non-PAD targets of its own batch
+    /// (`inputs`, `targets`: `[G, batch, time]`).
+    fn losses(&self, inputs: &Tensor, targets: &Tensor) -> Tensor {
+        let models = self.models();
+        let logits = self.architecture.forward(&self.weights, inputs, self.precision);
+        let nll = logits
+            .view([-1, VOCAB])
+            .cross_entropy_loss(&targets.view([-1]), None::<Tensor>, Reduction::None, PAD, 0.0)
+            .view([models, -1]);
+        let counts = targets.ne(PAD).view([models, -1]).sum_dim_intlist(1, false, Kind::Float);
+        nll.sum_dim_intlist(1, false, Kind::Float) / counts
+    }
+
+    /// One training step on each model's batch at learning rate `lr`; returns the models'
+    /// losses `[G]`, left on the device.
+    pub fn step(&mut self, inputs: &Tensor, targets: &Tensor, lr: f64, train: &subsets::config::TrainConfig) -> Tensor {
+        let losses = self.losses(inputs, targets);
+        self.weights.zero_grad();
+        losses.sum(Kind::Float).backward();
+        tch::no_grad(|| self.update(lr, train));
+        losses.detach()
+    }
+
+    /// Per-model gradient clipping, then AdamW (torch's formulation, decoupled weight decay
+    /// on matrices only), all on the device without reading anything back.
+    fn update(&mut self, lr: f64, train: &subsets::config::TrainConfig) {
+        let mut grad = self.weights.grad();
+        if train.grad_clip > 0.0 {
+            clip_per_model(&mut grad, train.grad_clip);
+        }
+        self.steps_taken += 1;
+        let (b1, b2) = (train.beta1, train.beta2);
+        let _ = self.exp_avg.lerp_(&grad, 1.0 - b1);
+        let _ = self.exp_avg_sq.g_mul_scalar_(b2);
+        let _ = self.exp_avg_sq.g_add_(&(grad.square() * (1.0 - b2)));
+        if train.weight_decay > 0.0 {
+            let keep = &self.decay_mask * (-lr * train.weight_decay) + 1.0;
+            let _ = self.weights.g_mul_(&keep);
+        }
+        let correction1 = 1.0 - b1.powi(self.steps_taken);
+        let correction2 = 1.0 - b2.powi(self.steps_taken);
+        let denominator = self.exp_avg_sq.sqrt() / correction2.sqrt() + 1e-8;
+        let _ = self.weights.addcdiv_(&(&self.exp_avg * (-lr / correction1)), &denominator);
+    }
+
+    /// Teacher-forced evaluation of `docs` by every model, `batch_size` windows a forward:
+    /// per model, one [`DocEval`] per document in the order given, summed over the
+    /// document's windows. Windows are batched by length to cut padding; results stay on
+    /// the device until every batch is done.
+    pub fn evaluate(&self, docs: &[&[u8]], batch_size: usize) -> Result<Vec<Vec<DocEval>>> {
         let _no_grad = tch::no_grad_guard();
-        let mut evals = Vec::with_capacity(docs.len());
-        for chunk in docs.chunks(batch_size) {
-            let (inputs, targets) = batch(chunk, self.device);
-            let log_probs = self.model.forward(&inputs).log_softmax(-1, Kind::Float);
+        let device = self.weights.device();
+        let models = self.models();
+        let span = self.architecture.context() as usize - 1;
+        let mut windows: Vec<(usize, Window<'_>)> =
+            docs.iter().enumerate().flat_map(|(d, doc)| windows(doc, span).map(move |w| (d, w))).collect();
+        windows.sort_by_key(|(_, w)| std::cmp::Reverse(w.len()));
+        let sorted: Vec<Window<'_>> = windows.iter().map(|&(_, w)| w).collect();
+        let (inputs, targets) = token_table(&sorted, device);
+        let mut nll_parts = Vec::new();
+        let mut correct_parts = Vec::new();
+        for (b, batch) in sorted.chunks(batch_size).enumerate() {
+            let (start, rows, time) = ((b * batch_size) as i64, batch.len() as i64, batch[0].len() as i64);
+            let take = |t: &Tensor| {
+                t.narrow(0, start, rows).narrow(1, 0, time).unsqueeze(0).expand([models, rows, time], false)
+            };
+            let (inputs, targets) = (take(&inputs), take(&targets));
+            let log_probs = self
+                .architecture
+                .forward(&self.weights, &inputs.contiguous(), self.precision)
+                .log_softmax(-1, Kind::Float);
             let mask = targets.ne(PAD);
-            let target_log_probs = log_probs.gather(2, &targets.unsqueeze(-1), false).squeeze_dim(-1);
-            let nll = -(target_log_probs.to_kind(Kind::Double) * mask.to_kind(Kind::Double)).sum_dim_intlist(
-                1,
+            let target_log_probs = log_probs.gather(3, &targets.unsqueeze(-1), false).squeeze_dim(-1);
+            nll_parts.push(-(target_log_probs.to_kind(Kind::Double) * mask.to_kind(Kind::Double)).sum_dim_intlist(
+                2,
                 false,
                 Kind::Double,
-            );
+            ));
             let hits = log_probs.argmax(-1, false).eq_tensor(&targets).logical_and(&mask);
-            let correct = hits.sum_dim_intlist(1, false, Kind::Int64);
-            let nll = Vec::<f64>::try_from(nll.to_device(Device::Cpu))?;
-            let correct = Vec::<i64>::try_from(correct.to_device(Device::Cpu))?;
-            for ((doc, nll), correct) in chunk.iter().zip(nll).zip(correct) {
-                evals.push(DocEval { tokens: doc.len() as u32, nll, correct: correct as u32 });
+            correct_parts.push(hits.sum_dim_intlist(2, false, Kind::Int64));
+        }
+        let nll = Tensor::cat(&nll_parts, 1).to_device(Device::Cpu);
+        let correct = Tensor::cat(&correct_parts, 1).to_device(Device::Cpu);
+        (0..models)
+            .map(|g| {
+                let nll = Vec::<f64>::try_from(nll.get(g))?;
+                let correct = Vec::<i64>::try_from(correct.get(g))?;
+                let mut evals: Vec<DocEval> =
+                    docs.iter().map(|doc| DocEval { tokens: doc.len() as u32, nll: 0.0, correct: 0 }).collect();
+                for (position, &(doc, _)) in windows.iter().enumerate() {
+                    evals[doc].nll += nll[position];
+                    evals[doc].correct += correct[position] as u32;
+                }
+                Ok(evals)
+            })
+            .collect()
+    }
+}
+
+/// Scales each model's row of `grad` `[G, P]` so that its L2 norm is at most `max_norm`, as
+/// torch's clip_grad_norm_ does for one model (coefficient max/(norm + 1e-6), capped at 1).
+fn clip_per_model(grad: &mut Tensor, max_norm: f64) {
+    let norms = grad.norm_scalaropt_dim(2.0, [1], true);
+    let coefficients = ((norms + 1e-6).reciprocal() * max_norm).clamp_max(1.0);
+    let _ = grad.g_mul_(&coefficients);
+}
+
+/// Trains the stack of `input.models`; `progress` hears every step.
+pub fn train(input: &StackInput<'_>, device: Device, progress: &dyn Progress) -> Result<Stack> {
+    let config = input.config;
+    let models: Vec<u32> = input.models.iter().map(|&(model, _)| model).collect();
+    let mut stack = Stack::new(config, &models, device)?;
+    let total = steps(config, input.documents, input.copies, input.holdout)?;
+    progress.stack_started(&models, total);
+
+    // The stack's token table holds the windows of every document some model of it trains
+    // on; `first_row[doc]` is the row of a document's first window.
+    let mut table_docs: Vec<u32> = input.models.iter().flat_map(|&(_, docs)| docs.iter().copied()).collect();
+    table_docs.sort_unstable();
+    table_docs.dedup();
+    let span = config.model.max_tokens();
+    let mut table = Vec::new();
+    let mut first_row = std::collections::HashMap::with_capacity(table_docs.len());
+    for &doc in &table_docs {
+        first_row.insert(doc, (table.len() as i64, input.documents[doc as usize].len().div_ceil(span) as i64));
+        table.extend(windows(&input.documents[doc as usize], span));
+    }
+    let (inputs, targets) = token_table(&table, device);
+    let mut streams = Vec::with_capacity(models.len());
+    for &(model, docs) in input.models {
+        let mut examples = Vec::new();
+        for &doc in docs {
+            let (first, count) = first_row[&doc];
+            for _ in 0..input.copies[doc as usize] {
+                examples.extend(first..first + count);
             }
         }
-        Ok(evals)
+        if examples.is_empty() {
+            return Err(Error::Device(format!("model {model} has no training document")));
+        }
+        let rng = seeds::rng(config.seed, "model-data", model.into());
+        streams.push(ExampleStream { next: examples.len(), examples, rng });
     }
+
+    let train = &config.train;
+    let batch = train.batch_size as usize;
+    let warmup = (train.warmup_fraction * total as f64).round() as usize;
+    let g = models.len() as i64;
+    let mut step = 0;
+    while step < total {
+        let chunk = STEPS_PER_UPLOAD.min(total - step);
+        let mut indices = Vec::with_capacity(chunk * models.len() * batch);
+        let mut longest = Vec::with_capacity(chunk);
+        for _ in 0..chunk {
+            let mut step_longest = 0;
+            for stream in &mut streams {
+                for _ in 0..batch {
+                    let row = stream.take();
+                    step_longest = step_longest.max(table[row as usize].len());
+                    indices.push(row);
+                }
+            }
+            longest.push(step_longest as i64);
+        }
+        let indices = Tensor::from_slice(&indices).view([chunk as i64, -1]).to(device);
+        for (i, &time) in longest.iter().enumerate() {
+            let rows = indices.get(i as i64);
+            let gather = |t: &Tensor| t.narrow(1, 0, time).index_select(0, &rows).view([g, batch as i64, time]);
+            let lr = learning_rate(step, total, warmup, train.lr);
+            let losses = stack.step(&gather(&inputs), &gather(&targets), lr, train);
+            step += 1;
+            // Reading the loss waits for the device: now and then only.
+            let report = step % LOSS_EVERY == 0 || step == total;
+            progress.training_step(step, report.then(|| losses.mean(Kind::Float).double_value(&[])));
+        }
+    }
+    Ok(stack)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::progress::Silent;
     use subsets::config::{CorpusConfig, DesignConfig, Hyperparameters, ModelConfig, Unit};
 
     fn tiny_config(epochs: u32) -> RunConfig {
@@ -241,32 +462,214 @@ mod tests {
     }
 
     #[test]
-    fn batch_shifts_targets_and_pads_the_end() {
-        let (inputs, targets) = batch(&[b"abc", b"d"], Device::Cpu);
-        let inputs = Vec::<i64>::try_from(inputs.view([-1])).unwrap();
-        let targets = Vec::<i64>::try_from(targets.view([-1])).unwrap();
+    fn padding_shifts_targets_and_pads_the_end() {
+        let (abc, d) = (&b"abc"[..], &b"d"[..]);
+        let (inputs, targets) =
+            padded(&[Window { doc: abc, start: 0, end: 3 }, Window { doc: d, start: 0, end: 1 }], 3);
         assert_eq!(inputs, [BOS, 97, 98, BOS, PAD, PAD]);
         assert_eq!(targets, [97, 98, 99, 100, PAD, PAD]);
     }
 
     #[test]
+    fn steps_follow_the_nominal_set_size() {
+        let config = tiny_config(3);
+        // 10 documents, one held out, one with 3 copies: 11 examples, half of them IN.
+        let mut copies = vec![1; 10];
+        copies[2] = 3;
+        let mut holdout = vec![false; 10];
+        holdout[9] = true;
+        let mut documents = vec![b"short".to_vec(); 10];
+        assert_eq!(steps(&config, &documents, &copies, &holdout).unwrap(), (3.0f64 * 5.5 / 4.0).ceil() as usize);
+        // A document of two windows (context 32: 31 tokens a window) counts twice.
+        documents[0] = vec![b'x'; 40];
+        assert_eq!(steps(&config, &documents, &copies, &holdout).unwrap(), (3.0f64 * 6.0 / 4.0).ceil() as usize);
+    }
+
+    #[test]
     fn training_memorizes_and_is_reproducible_on_cpu() {
-        let config = tiny_config(60);
-        let seen: &[&[u8]] = &[b"7f3a9c01 e2b4d6f8", b"hello world"];
-        let unseen: &[u8] = b"0c5e1a9b 44d2f7e3";
-        let first = train(&config, 0, seen, Device::Cpu, |_, _, _| {}).unwrap();
-        let docs = [seen[0], seen[1], unseen];
-        let evals = first.evaluate(&docs, 2).unwrap();
+        // Nominal set: half of the two trainable documents, so 240 epochs are 60 steps.
+        let config = tiny_config(240);
+        let documents: Vec<Vec<u8>> =
+            [&b"7f3a9c01 e2b4d6f8"[..], b"hello world", b"0c5e1a9b 44d2f7e3"].iter().map(|d| d.to_vec()).collect();
+        let seen: &[u32] = &[0, 1];
+        let copies = [1, 1, 1];
+        let holdout = [false, false, true];
+        let input = StackInput {
+            config: &config,
+            documents: &documents,
+            copies: &copies,
+            holdout: &holdout,
+            models: &[(0, seen)],
+        };
+        let docs: Vec<&[u8]> = documents.iter().map(Vec::as_slice).collect();
+        let first = train(&input, Device::Cpu, &Silent).unwrap();
+        let evals = first.evaluate(&docs, 2).unwrap().remove(0);
         assert_eq!(evals[0].tokens, 17);
         assert!(evals[0].nll / 17.0 < 0.5, "trained document still hard: {:?}", evals[0]);
         assert!(evals[2].nll > 3.0 * evals[0].nll, "{evals:?}");
-        let again = train(&config, 0, seen, Device::Cpu, |_, _, _| {}).unwrap();
-        assert_eq!(again.evaluate(&docs, 2).unwrap(), evals, "same seed, same numbers");
-        for (alone, batched) in again.evaluate(&docs, 1).unwrap().iter().zip(&evals) {
+        let again = train(&input, Device::Cpu, &Silent).unwrap();
+        assert_eq!(again.evaluate(&docs, 2).unwrap()[0], evals, "same seed, same numbers");
+        for (alone, batched) in again.evaluate(&docs, 1).unwrap()[0].iter().zip(&evals) {
             assert_eq!(alone.correct, batched.correct, "padding changes nothing");
             assert!((alone.nll - batched.nll).abs() < 1e-4);
         }
-        let other = train(&config, 1, seen, Device::Cpu, |_, _, _| {}).unwrap();
-        assert_ne!(other.evaluate(&docs, 2).unwrap(), evals, "another model id, another init");
+        let other = StackInput { models: &[(1, seen)], ..input };
+        assert_ne!(
+            train(&other, Device::Cpu, &Silent).unwrap().evaluate(&docs, 2).unwrap()[0],
+            evals,
+            "another model id, another init"
+        );
+    }
+
+    /// The devices to check on: the CPU, and CUDA device 0 when there is one.
+    fn devices() -> Vec<Device> {
+        let mut devices = vec![Device::Cpu];
+        if tch::Cuda::is_available() {
+            devices.push(Device::Cuda(0));
+        }
+        devices
+    }
+
+    /// Documents 0..12 of a made-up corpus and, per model, the documents it trains on.
+    fn corpus() -> (Vec<Vec<u8>>, Vec<Vec<u32>>) {
+        let documents =
+            (0..12).map(|i| format!("doc {i}: {} {}", "ab".repeat(i % 5 + 1), 7919 * (i + 3)).into_bytes()).collect();
+        let in_docs = (0..4u32).map(|m| (0..12).filter(|d| (d + m) % 2 == 0 || d % 5 == m).collect()).collect();
+        (documents, in_docs)
+    }
+
+    /// Every (model, document) row of a stack's log, keyed by model.
+    fn rows_by_model(input: &StackInput<'_>, device: Device) -> std::collections::BTreeMap<u32, Vec<(f64, u32)>> {
+        let mut by_model = std::collections::BTreeMap::<u32, Vec<(f64, u32)>>::new();
+        train_and_evaluate(input, device, &Silent, &mut |log| {
+            for i in 0..log.model.len() {
+                by_model.entry(log.model[i]).or_default().push((log.nll[i], log.correct[i]));
+            }
+            Ok(())
+        })
+        .unwrap();
+        by_model
+    }
+
+    /// Asserts per-document nll within 1e-4 relative and correct counts equal on at least
+    /// 99.9% of (model, document) pairs.
+    fn assert_same_models(
+        a: &std::collections::BTreeMap<u32, Vec<(f64, u32)>>,
+        b: &std::collections::BTreeMap<u32, Vec<(f64, u32)>>,
+    ) {
+        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+        let (mut pairs, mut same_correct) = (0, 0);
+        for (model, rows) in a {
+            for (doc, (&(nll_a, correct_a), &(nll_b, correct_b))) in rows.iter().zip(&b[model]).enumerate() {
+                assert!(
+                    (nll_a - nll_b).abs() <= 1e-4 * nll_a.abs().max(nll_b.abs()),
+                    "model {model} doc {doc}: {nll_a} vs {nll_b}"
+                );
+                pairs += 1;
+                same_correct += usize::from(correct_a == correct_b);
+            }
+        }
+        assert!(same_correct as f64 >= 0.999 * pairs as f64, "{same_correct} of {pairs} correct counts agree");
+    }
+
+    #[test]
+    fn a_stack_of_four_is_four_models_trained_alone() {
+        let config = tiny_config(8);
+        let (documents, in_docs) = corpus();
+        let copies = vec![1; documents.len()];
+        let holdout = vec![false; documents.len()];
+        let models: Vec<(u32, &[u32])> = in_docs.iter().enumerate().map(|(m, d)| (m as u32, d.as_slice())).collect();
+        for device in devices() {
+            let input = StackInput {
+                config: &config,
+                documents: &documents,
+                copies: &copies,
+                holdout: &holdout,
+                models: &models,
+            };
+            let together = rows_by_model(&input, device);
+            let mut alone = std::collections::BTreeMap::new();
+            for model in &models {
+                alone.extend(rows_by_model(&StackInput { models: std::slice::from_ref(model), ..input }, device));
+            }
+            assert_same_models(&together, &alone);
+        }
+    }
+
+    #[test]
+    fn models_are_independent_of_their_place_in_the_stack() {
+        let config = tiny_config(8);
+        let (documents, in_docs) = corpus();
+        let copies = vec![1; documents.len()];
+        let holdout = vec![false; documents.len()];
+        let forward: Vec<(u32, &[u32])> = vec![(0, &in_docs[0]), (1, &in_docs[0])];
+        let backward: Vec<(u32, &[u32])> = forward.iter().rev().copied().collect();
+        for device in devices() {
+            let input = StackInput {
+                config: &config,
+                documents: &documents,
+                copies: &copies,
+                holdout: &holdout,
+                models: &forward,
+            };
+            let stack = train(&input, device, &Silent).unwrap();
+            let weights = stack.weights.detach().to_device(Device::Cpu);
+            assert!(!weights.get(0).allclose(&weights.get(1), 1e-3, 1e-3, false), "different seeds, different weights");
+            assert_same_models(
+                &rows_by_model(&input, device),
+                &rows_by_model(&StackInput { models: &backward, ..input }, device),
+            );
+        }
+    }
+
+    #[test]
+    fn clipping_scales_only_the_model_whose_gradient_is_too_large() {
+        let mut grad = Tensor::from_slice(&[0.3f32, 0.4, 300.0, 400.0, 0.0, 0.1]).view([3, 2]);
+        clip_per_model(&mut grad, 1.0);
+        let clipped = Vec::<f32>::try_from(grad.view([-1])).unwrap();
+        assert_eq!(&clipped[..2], &[0.3, 0.4], "a norm of 0.5 stays");
+        assert!(
+            (clipped[2] - 0.6).abs() < 1e-6 && (clipped[3] - 0.8).abs() < 1e-6,
+            "a norm of 500 becomes 1: {clipped:?}"
+        );
+        assert_eq!(&clipped[4..], &[0.0, 0.1]);
+    }
+
+    #[test]
+    fn a_long_document_is_every_token_once_in_windows() {
+        let doc: Vec<u8> = (0..70u8).map(|i| b'a' + i % 26).collect();
+        let cut: Vec<(usize, usize)> = windows(&doc, 31).map(|w| (w.start, w.end)).collect();
+        assert_eq!(cut, [(0, 31), (31, 62), (62, 70)]);
+        let (inputs, targets) = padded(&windows(&doc, 31).collect::<Vec<_>>(), 31);
+        assert_eq!(inputs[31], i64::from(doc[30]), "a later window reads the token before it");
+        assert_eq!(&targets[62..70], doc[62..70].iter().map(|&b| i64::from(b)).collect::<Vec<_>>().as_slice());
+
+        // The document's evaluation is the sum of its windows', each computed by hand.
+        let config = tiny_config(1);
+        let documents = vec![doc.clone()];
+        let input = StackInput {
+            config: &config,
+            documents: &documents,
+            copies: &[1],
+            holdout: &[false],
+            models: &[(0, &[0])],
+        };
+        let stack = train(&input, Device::Cpu, &Silent).unwrap();
+        let eval = stack.evaluate(&[&doc], 2).unwrap()[0][0];
+        assert_eq!(eval.tokens, 70);
+        let (mut nll, mut correct) = (0.0, 0);
+        for w in windows(&doc, 31) {
+            let (inputs, targets) = padded(&[w], w.len());
+            let inputs = Tensor::from_slice(&inputs).view([1, 1, -1]);
+            let log_probs =
+                stack.architecture.forward(&stack.weights, &inputs, Precision::Fp32).log_softmax(-1, Kind::Double);
+            for (t, &target) in targets.iter().enumerate() {
+                let row = log_probs.get(0).get(0).get(t as i64);
+                nll -= row.double_value(&[target]);
+                correct += u32::from(row.argmax(0, false).int64_value(&[]) == target);
+            }
+        }
+        assert!((eval.nll - nll).abs() < 1e-3, "{} vs {nll}", eval.nll);
+        assert_eq!(eval.correct, correct);
     }
 }

@@ -2,6 +2,8 @@
 //! crates (`subsets`, `jobs`, `analysis`), which never see a clap type; progress is drawn
 //! here, from the events the job runner reports.
 
+mod bench;
+mod duplicates;
 mod influence;
 mod progress;
 
@@ -11,15 +13,15 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use analysis::dups::{self, DupParams, Shingling};
+use analysis::dups::{DupParams, Shingling};
 use analysis::run_duplicates::{self, parse_shingles, shingles_name};
 use analysis::scores::AnalyzeSettings;
 use jobs::{DeviceChoice, JobOutcome, RunJobs};
 use subsets::config::{DesignConfig, Hyperparameters, Unit};
 use subsets::corpus;
+use subsets::demo;
 use subsets::layout::RunDir;
 use subsets::plan::{self, PlanRequest, Written};
-use subsets::{demo, schema};
 
 #[derive(Parser)]
 #[command(name = "cfmem", version, about = "Counterfactual memorization of the documents of a training corpus")]
@@ -40,6 +42,8 @@ enum Command {
     Demo(DemoArgs),
     /// Exact, near-duplicate and repeated-substring scores of every document of a corpus.
     Dups(DupsArgs),
+    /// Training throughput of model stacks against the device's matmul peak.
+    Bench(bench::BenchArgs),
     /// Counterfactual influence: for each target document, the training documents whose
     /// presence changes the models' accuracy on it most.
     Influence(influence::InfluenceArgs),
@@ -109,6 +113,9 @@ struct NearDupArgs {
     /// Shortest repeated substring, in bytes, counted by repeat_fraction.
     #[arg(long, default_value_t = DupParams::default().min_repeat_bytes)]
     min_repeat: usize,
+    /// Most distinct candidates examined per document; beyond, near_dup_capped is set.
+    #[arg(long, default_value_t = DupParams::default().max_candidates)]
+    max_candidates: usize,
 }
 
 #[derive(Args)]
@@ -161,6 +168,10 @@ struct DupsArgs {
     out: PathBuf,
     #[command(flatten)]
     near: NearDupArgs,
+    /// Refuse, before allocating, a corpus whose scores need more memory than this, in GiB
+    /// (default: the memory available when the command starts).
+    #[arg(long)]
+    max_memory: Option<f64>,
 }
 
 impl NearDupArgs {
@@ -169,6 +180,7 @@ impl NearDupArgs {
             shingling: self.shingles,
             threshold: self.threshold,
             min_repeat_bytes: self.min_repeat,
+            max_candidates: self.max_candidates,
             ..DupParams::default()
         };
         params.validate().map_err(anyhow::Error::msg)?;
@@ -216,25 +228,9 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Run(args) => run_jobs(&args.run, &args.compute),
         Command::Analyze(args) => analyze(&args.run, AnalyzeSettings { bootstrap: args.bootstrap }),
         Command::Demo(args) => run_demo(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Influence(args) => influence::run(&args),
-        Command::Dups(args) => {
-            let params = args.near.params()?;
-            let documents = corpus::read(&args.corpus)?;
-            let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
-            let found = dups::find_duplicates(&texts, &params);
-            let ids: Vec<String> = documents.into_iter().map(|d| d.id).collect();
-            schema::write(&args.out, &found.to_table(&ids))?;
-            let in_clusters = found.cluster_size.iter().filter(|&&s| s > 1).count();
-            let exact = found.exact_dup_count.iter().filter(|&&c| c > 0).count();
-            println!(
-                "{} documents: {} near-duplicate pairs, {in_clusters} documents in clusters of two or more, \
-                 {exact} with exact duplicates; wrote {}",
-                ids.len(),
-                found.pairs.len(),
-                args.out.display()
-            );
-            Ok(())
-        }
+        Command::Dups(args) => duplicates::run(&args),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Progress bars for `cfmem run`: jobs done with an ETA, and the current model's steps.
+//! Progress bars for `cfmem run`: jobs done with an ETA, and the current stack's steps.
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use jobs::JobOutcome;
@@ -6,7 +6,7 @@ use jobs::JobOutcome;
 pub struct Bars {
     multi: MultiProgress,
     jobs: ProgressBar,
-    model: ProgressBar,
+    stack: ProgressBar,
 }
 
 impl Bars {
@@ -17,12 +17,12 @@ impl Bars {
             ProgressBar::new(jobs as u64)
                 .with_style(style("jobs  {bar:30} {pos}/{len} {msg} elapsed {elapsed} eta {eta}")),
         );
-        let model = multi.add(ProgressBar::new(0).with_style(style("steps {bar:30} {pos}/{len} {msg}")));
-        Bars { multi, jobs: job_bar, model }
+        let stack = multi.add(ProgressBar::new(0).with_style(style("steps {bar:30} {pos}/{len} {msg}")));
+        Bars { multi, jobs: job_bar, stack }
     }
 
     pub fn finish(&self) {
-        self.model.finish_and_clear();
+        self.stack.finish_and_clear();
         self.jobs.finish();
     }
 }
@@ -32,21 +32,21 @@ impl jobs::Progress for Bars {
         self.jobs.set_message(format!("job {job} ({models} models)"));
     }
 
-    fn model_started(&self, model: u32, steps: usize) {
-        self.model.reset();
-        self.model.set_length(steps as u64);
-        self.model.set_message(format!("model {model} training"));
+    fn stack_started(&self, models: &[u32], steps: usize) {
+        self.stack.reset();
+        self.stack.set_length(steps as u64);
+        self.stack.set_message(format!("{} training", models_label(models)));
     }
 
-    fn training_step(&self, model: u32, step: usize, loss: Option<f64>) {
-        self.model.set_position(step as u64);
+    fn training_step(&self, step: usize, loss: Option<f64>) {
+        self.stack.set_position(step as u64);
         if let Some(loss) = loss {
-            self.model.set_message(format!("model {model} loss {loss:.3}"));
+            self.stack.set_message(format!("mean loss {loss:.3}"));
         }
     }
 
-    fn evaluating(&self, model: u32) {
-        self.model.set_message(format!("model {model} evaluating"));
+    fn evaluating(&self, models: &[u32]) {
+        self.stack.set_message(format!("{} evaluating", models_label(models)));
     }
 
     fn job_finished(&self, job: u32, outcome: &JobOutcome) {
@@ -55,5 +55,14 @@ impl jobs::Progress for Bars {
             let _ = self.multi.println(format!("job {job}: {reason}; ran it again"));
         }
         self.jobs.inc(1);
+    }
+}
+
+/// "models 4–7" for a stack, "model 3" for one model.
+fn models_label(models: &[u32]) -> String {
+    match models {
+        [one] => format!("model {one}"),
+        [first, .., last] => format!("models {first}–{last}"),
+        [] => "no models".to_string(),
     }
 }

@@ -92,7 +92,8 @@ impl ModelConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
-    /// Passes over a model's training set (each document repeated by its copy count).
+    /// Passes over a model's training set (each document repeated by its copy count), at
+    /// the design's nominal set size: every model of a run takes the same number of steps.
     pub epochs: u32,
     pub batch_size: u32,
     /// Peak learning rate of AdamW, reached after warmup, then cosine decay to 0.
@@ -105,6 +106,19 @@ pub struct TrainConfig {
     pub grad_clip: f64,
     /// Documents per evaluation batch.
     pub eval_batch_size: u32,
+    /// Arithmetic of the forward pass; bf16 needs a CUDA device.
+    pub precision: Precision,
+}
+
+/// The arithmetic a model computes in. Master weights and optimizer state are fp32 either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    /// Matrix products, attention and the MLP activation in bf16 (as under torch's
+    /// autocast); the residual stream, LayerNorm, softmax and the loss in fp32.
+    Bf16,
 }
 
 impl Default for TrainConfig {
@@ -119,6 +133,7 @@ impl Default for TrainConfig {
             beta2: 0.99,
             grad_clip: 1.0,
             eval_batch_size: 64,
+            precision: Precision::Fp32,
         }
     }
 }

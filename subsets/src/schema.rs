@@ -297,6 +297,8 @@ table! {
         pub cluster: Vec<u32>,
         pub cluster_size: Vec<u32>,
         pub repeat_fraction: Vec<f64>,
+        /// True where `near_dup_count` and `max_jaccard` are lower bounds (see README).
+        pub near_dup_capped: Vec<bool>,
     }
 }
 

@@ -123,3 +123,16 @@ fn run_and_analyze_refuse_a_directory_that_is_no_run() {
     assert!(cfmem_err(&["analyze", dir]).contains("is not a planned run"));
     assert!(cfmem_err(&["run", dir, "--device", "tpu"]).contains("unknown device \"tpu\""));
 }
+
+#[test]
+fn bf16_on_the_cpu_is_refused_before_training() {
+    let case = Case::new();
+    let corpus = case.file("corpus.jsonl", b"{\"text\":\"one\"}\n{\"text\":\"two\"}\n{\"text\":\"three\"}\n");
+    let config =
+        case.file("bf16.toml", b"[model]\nd_model = 32\ncontext = 16\n[train]\nepochs = 1\nprecision = \"bf16\"\n");
+    let out = case.run_dir();
+    cfmem_ok(&plan_args(&corpus, &out, "4", "1", &["--config", config.to_str().unwrap()]));
+    let stderr = cfmem_err(&["run", out.to_str().unwrap(), "--device", "cpu"]);
+    assert!(stderr.contains("train.precision = \"bf16\" needs a CUDA device"), "{stderr}");
+    assert!(!out.join("logs/job-00000.parquet").exists(), "nothing written");
+}

@@ -1,19 +1,26 @@
-//! `cfmem dups` on a generated corpus finds exactly the planted duplicate structure.
+//! `cfmem dups` on generated corpora: exactly the planted duplicate structure, web-shaped
+//! boilerplate against brute force, and the refusals.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use analysis::dups::synthetic::{self, Spec};
+use analysis::dups::{DupParams, brute_force_pairs};
 use subsets::schema::{self, DuplicateTable};
 use tests::{cfmem_err, cfmem_ok};
+
+/// Writes `texts` as JSONL with ids doc-0, doc-1, …
+fn write_corpus(path: &Path, texts: &[String]) {
+    let lines: String = texts.iter().enumerate().map(|(i, text)| format!("{}\n", serde_like_json(i, text))).collect();
+    std::fs::write(path, lines).unwrap();
+}
 
 #[test]
 fn finds_exactly_the_planted_structure() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = synthetic::generate(&Spec::with_docs(1500, 21));
-    let lines: String =
-        corpus.texts.iter().enumerate().map(|(i, text)| format!("{}\n", serde_like_json(i, text))).collect();
     let path = dir.path().join("corpus.jsonl");
-    std::fs::write(&path, lines).unwrap();
+    write_corpus(&path, &corpus.texts);
     let out = dir.path().join("dups.parquet");
     let printed = cfmem_ok(&["dups", "--corpus", path.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(printed.contains("1500 documents"), "{printed}");
@@ -37,6 +44,54 @@ fn finds_exactly_the_planted_structure() {
         assert_eq!(table.near_dup_count[doc as usize], 0, "unique document {doc}");
         assert_eq!(table.cluster_size[doc as usize], 1);
     }
+}
+
+/// The footer case: 5,000 copies of one newsletter footer and 5,000 ordinary
+/// documents, whose 12.5 million near-duplicate pairs are one group of exact copies.
+#[test]
+fn boilerplate_footer_matches_brute_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec { near_groups: 0, exact_groups: 0, boilerplate_copies: 5000, ..Spec::with_docs(10_000, 22) };
+    let corpus = synthetic::generate(&spec);
+    let path = dir.path().join("corpus.jsonl");
+    write_corpus(&path, &corpus.texts);
+    let out = dir.path().join("dups.parquet");
+    let printed = cfmem_ok(&["dups", "--corpus", path.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(printed.contains("12497500 near-duplicate pairs"), "{printed}");
+    let table: DuplicateTable = schema::read(&out).unwrap();
+
+    let texts = corpus.texts();
+    let mut counts = vec![0u32; texts.len()];
+    for (i, j, _) in brute_force_pairs(&texts, &DupParams::default()) {
+        counts[i as usize] += 1;
+        counts[j as usize] += 1;
+    }
+    assert_eq!(table.near_dup_count, counts);
+    let footer: BTreeSet<u32> = corpus.exact_groups[0].iter().copied().collect();
+    for doc in 0..texts.len() {
+        let in_footer = footer.contains(&(doc as u32));
+        let (copies, size, fraction) = if in_footer { (4999, 5000, 1.0) } else { (0, 1, 0.0) };
+        assert_eq!(table.exact_dup_count[doc], copies);
+        assert_eq!(table.cluster_size[doc], size);
+        assert_eq!(table.repeat_fraction[doc], fraction, "document {doc}");
+        assert!(!table.near_dup_capped[doc]);
+    }
+}
+
+#[test]
+fn a_corpus_larger_than_the_memory_allowed_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.jsonl");
+    write_corpus(&path, &synthetic::generate(&Spec::with_docs(200, 23)).texts);
+    let out = dir.path().join("d.parquet");
+    let args = ["dups", "--corpus", path.to_str().unwrap(), "--out", out.to_str().unwrap(), "--max-memory"];
+    let err = cfmem_err(&[&args[..], &["0.0001"]].concat());
+    assert!(err.contains("need about") && err.contains("--max-memory"), "{err}");
+    assert!(!out.exists());
+    let err = cfmem_err(&[&args[..], &["0"]].concat());
+    assert!(err.contains("--max-memory"), "{err}");
+    cfmem_ok(&[&args[..], &["1"]].concat());
+    assert!(out.exists());
 }
 
 /// One JSONL line with an explicit id (exact duplicates need ids to be distinct documents).

@@ -2,7 +2,6 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 
 /// LSH banding of a MinHash signature: `bands` bands of `rows` values each; two documents
 /// become a candidate pair when they agree on every value of some band.
@@ -22,6 +21,11 @@ impl Banding {
     /// least one band, i.e. becomes a candidate: 1 - (1 - J^rows)^bands.
     pub fn catch_probability(&self, jaccard: f64) -> f64 {
         1.0 - (1.0 - jaccard.powi(self.rows as i32)).powi(self.bands as i32)
+    }
+
+    /// The key of each band of `signature` (at least [`Self::signature_len`] values).
+    pub fn keys(&self, signature: &[u32]) -> Vec<u64> {
+        signature.chunks_exact(self.rows).take(self.bands).map(band_key).collect()
     }
 
     /// The banding with the most rows per band (fewest false candidates) whose catch
@@ -97,31 +101,40 @@ fn band_key(values: &[u32]) -> u64 {
         .fold(0x9e37_79b9_7f4a_7c15, |key, &v| (key ^ u64::from(v)).wrapping_mul(0xff51_afd7_ed55_8ccd).rotate_left(29))
 }
 
-/// Sorted, distinct pairs (i, j), i < j, of documents that agree on every row of at least
-/// one band. `signatures[k]` belongs to document `docs[k]`; `docs` is increasing.
-pub fn candidate_pairs(docs: &[u32], signatures: &[Vec<u32>], banding: &Banding) -> Vec<(u32, u32)> {
-    let mut pairs: Vec<(u32, u32)> = (0..banding.bands)
-        .into_par_iter()
-        .flat_map_iter(|band| {
-            let rows = band * banding.rows..(band + 1) * banding.rows;
-            let mut keyed: Vec<(u64, u32)> = docs
-                .iter()
-                .zip(signatures)
-                .map(|(&doc, signature)| (band_key(&signature[rows.clone()]), doc))
-                .collect();
-            keyed.sort_unstable();
-            let mut pairs = Vec::new();
-            for bucket in keyed.chunk_by(|x, y| x.0 == y.0) {
-                for (k, &(_, i)) in bucket.iter().enumerate() {
-                    pairs.extend(bucket[k + 1..].iter().map(|&(_, j)| (i, j)));
-                }
-            }
-            pairs
-        })
-        .collect();
-    pairs.par_sort_unstable();
-    pairs.dedup();
-    pairs
+/// The buckets of one band that hold two or more documents: documents whose signatures
+/// agree on every row of the band (or whose band keys collide, which only adds candidates
+/// that verification rejects).
+pub struct BandBuckets {
+    /// Band keys, increasing.
+    keys: Vec<u64>,
+    /// Bucket k holds `members[starts[k]..starts[k + 1]]`, increasing.
+    starts: Vec<usize>,
+    members: Vec<u32>,
+}
+
+impl BandBuckets {
+    /// The buckets of band `band`, where `band_keys[d]` are the band keys of document d
+    /// (empty for a document without a signature).
+    pub fn new(band_keys: &[Vec<u64>], band: usize) -> BandBuckets {
+        let mut keyed: Vec<(u64, u32)> =
+            band_keys.iter().enumerate().filter_map(|(doc, keys)| Some((*keys.get(band)?, doc as u32))).collect();
+        keyed.sort_unstable();
+        let mut buckets = BandBuckets { keys: Vec::new(), starts: vec![0], members: Vec::new() };
+        for bucket in keyed.chunk_by(|x, y| x.0 == y.0).filter(|bucket| bucket.len() > 1) {
+            buckets.keys.push(bucket[0].0);
+            buckets.members.extend(bucket.iter().map(|&(_, doc)| doc));
+            buckets.starts.push(buckets.members.len());
+        }
+        buckets
+    }
+
+    /// The documents of the bucket with `key`, none when it holds fewer than two.
+    pub fn members(&self, key: u64) -> &[u32] {
+        match self.keys.binary_search(&key) {
+            Ok(k) => &self.members[self.starts[k]..self.starts[k + 1]],
+            Err(_) => &[],
+        }
+    }
 }
 
 #[cfg(test)]
@@ -163,9 +176,16 @@ mod tests {
     }
 
     #[test]
-    fn candidates_are_documents_sharing_a_band() {
+    fn buckets_hold_documents_sharing_a_band() {
         let banding = Banding { bands: 2, rows: 2 };
-        let signatures = vec![vec![1, 2, 3, 4], vec![1, 2, 9, 9], vec![5, 5, 3, 4], vec![7, 7, 7, 7]];
-        assert_eq!(candidate_pairs(&[0, 1, 4, 5], &signatures, &banding), vec![(0, 1), (0, 4)]);
+        let signatures = [vec![1, 2, 3, 4], vec![1, 2, 9, 9], vec![5, 5, 3, 4], vec![7, 7, 7, 7]];
+        let mut keys: Vec<Vec<u64>> = signatures.iter().map(|s| banding.keys(s)).collect();
+        keys.push(Vec::new());
+        let first = BandBuckets::new(&keys, 0);
+        assert_eq!(first.members(keys[0][0]), &[0, 1]);
+        assert_eq!(first.members(keys[2][0]), &[] as &[u32], "a bucket of one is no bucket");
+        let second = BandBuckets::new(&keys, 1);
+        assert_eq!(second.members(keys[2][1]), &[0, 2]);
+        assert_eq!(second.members(keys[3][1]), &[] as &[u32]);
     }
 }

@@ -33,13 +33,21 @@
 //! - `repeat_fraction`: the fraction of the document's bytes covered by a substring of
 //!   at least `min_repeat_bytes` bytes (default 50) that also occurs in another document:
 //!   the ExactSubstr measure of Lee et al. 2021 (who used 50 tokens), on the raw texts,
-//!   from a suffix array of the whole corpus. Repeats within one document alone do not
-//!   count; empty documents score 0.
+//!   from suffix arrays over shards of the corpus (see [`repeat_fractions`]). Repeats
+//!   within one document alone do not count; empty documents score 0.
+//! - `near_dup_capped`: whether `near_dup_count` and `max_jaccard` are lower bounds,
+//!   below.
 //!
 //! # Finding near-duplicates
 //!
-//! Each shingle is hashed once to 64 bits; a document is the sorted set of its hashes.
-//! MinHash signatures and LSH banding propose candidate pairs: the banding is chosen so
+//! Exact duplicates collapse first: documents with the same normalized text (equal
+//! SHA-256) are one *representative*, the first of them, with a multiplicity, and
+//! everything after exact matching works on representatives, so k copies of a footer
+//! cost O(k), not O(k²). A copy's `near_dup_count` still counts its k − 1 twins, which
+//! are at Jaccard 1.
+//!
+//! Each shingle is hashed once to 64 bits; a representative is the sorted set of its
+//! hashes. MinHash signatures and LSH banding propose candidates: the banding is chosen so
 //! that a pair with J exactly t becomes a candidate with probability at least
 //! `min_recall` (default 0.99; more similar pairs are caught more often). With the
 //! default 128 values that is 21 bands of 6 rows, catching 99.8% of pairs at J = 0.8,
@@ -49,22 +57,46 @@
 //! distinct shingles). Results depend only on the texts and the parameters, not on the
 //! number of threads.
 //!
-//! A band shared by k documents costs k² / 2 candidate pairs, so a corpus with thousands
-//! of copies of one text spends quadratic time (and `pairs` quadratic space) on them.
+//! # Large near-duplicate families
+//!
+//! Each representative examines at most `max_candidates` distinct candidates (default
+//! 1,000), taken band by band and, within a band, in document order. A templated family
+//! of 10,000 pages, all near-duplicates of each other, thus costs 10,000 × 1,000
+//! verifications instead of 50 million. Where a representative has more candidates than
+//! that, its documents get `near_dup_capped = true` and then `near_dup_count` and
+//! `max_jaccard` are lower bounds (the near-duplicates among the examined candidates)
+//! and links of the cluster may be missing; every document of the family still links to
+//! the family's first documents, so the family stays one cluster. Where the flag is
+//! false, every score is exact (up to LSH recall).
+//!
+//! # Pairs
+//!
+//! [`Duplicates::rep_pairs`] lists verified near-duplicate pairs between representatives
+//! and [`Duplicates::representative`] each document's representative: every document
+//! pair is the product of two groups (or two members of one group, at J = 1), which
+//! [`Duplicates::near_pairs`] expands, and [`Duplicates::pair_count`] counts without
+//! expanding.
+//!
+//! # Memory
+//!
+//! The near-duplicate stage holds about 8 bytes per word of shingle hashes and 200 bytes
+//! per document; the repeated-substring stage, which runs after it, holds a copy of the
+//! distinct texts and 4 bytes of suffix array per byte (see [`repeat_fractions`]).
+//! [`memory_estimate`] gives their peak before anything is allocated.
 
 mod minhash;
 mod shingle;
 mod substr;
 pub mod synthetic;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use subsets::schema::DuplicateTable;
 
 pub use minhash::Banding;
-use minhash::{Permutations, candidate_pairs};
+use minhash::{BandBuckets, Permutations};
 pub use shingle::normalize;
 use shingle::{jaccard, jaccard_at_least, shingle_hashes};
 pub use substr::repeat_fractions;
@@ -98,6 +130,11 @@ pub struct DupParams {
     pub min_repeat_bytes: usize,
     /// Seed of the MinHash hash functions.
     pub seed: u64,
+    /// Most distinct candidates one representative examines (see the module documentation).
+    pub max_candidates: usize,
+    /// Most bytes of text in one suffix array; None splits the corpus evenly over the
+    /// threads. Changes memory and time, not the scores.
+    pub shard_bytes: Option<usize>,
 }
 
 impl Default for DupParams {
@@ -109,10 +146,11 @@ impl Default for DupParams {
             min_recall: 0.99,
             min_repeat_bytes: 50,
             seed: 0,
+            max_candidates: 1000,
+            shard_bytes: None,
         }
     }
 }
-
 impl DupParams {
     /// The banding with the most rows per band, within `num_perm` values, that catches a
     /// pair at J = t with probability at least `min_recall`.
@@ -140,6 +178,12 @@ impl DupParams {
         if self.min_repeat_bytes == 0 {
             return Err("min_repeat_bytes: must be at least 1".into());
         }
+        if self.max_candidates == 0 {
+            return Err("max_candidates: must be at least 1".into());
+        }
+        if self.shard_bytes == Some(0) {
+            return Err("shard_bytes: must be at least 1".into());
+        }
         let banding = self.banding();
         if banding.catch_probability(self.threshold) < self.min_recall {
             return Err(format!(
@@ -165,8 +209,14 @@ pub struct Duplicates {
     pub cluster: Vec<u32>,
     pub cluster_size: Vec<u32>,
     pub repeat_fraction: Vec<f64>,
-    /// Verified near-duplicate pairs (i, j, J), i < j, J >= t, sorted.
-    pub pairs: Vec<(u32, u32, f64)>,
+    /// Whether the document's representative had more than `max_candidates` candidates, so
+    /// that its `near_dup_count` and `max_jaccard` are lower bounds.
+    pub near_dup_capped: Vec<bool>,
+    /// The first document with the same normalized text; an empty document (which has no
+    /// near-duplicates) is its own.
+    pub representative: Vec<u32>,
+    /// Verified near-duplicate pairs of representatives (i, j, J), i < j, J >= t, sorted.
+    pub rep_pairs: Vec<(u32, u32, f64)>,
 }
 
 impl Duplicates {
@@ -186,8 +236,68 @@ impl Duplicates {
             cluster: self.cluster.clone(),
             cluster_size: self.cluster_size.clone(),
             repeat_fraction: self.repeat_fraction.clone(),
+            near_dup_capped: self.near_dup_capped.clone(),
         }
     }
+
+    /// Documents per representative (0 for documents that are not one).
+    fn group_sizes(&self) -> Vec<u64> {
+        let mut sizes = vec![0u64; self.representative.len()];
+        for &rep in &self.representative {
+            sizes[rep as usize] += 1;
+        }
+        sizes
+    }
+
+    /// How many document pairs are near-duplicates: the length of [`Self::near_pairs`],
+    /// without listing them.
+    pub fn pair_count(&self) -> u64 {
+        let sizes = self.group_sizes();
+        let within: u64 = sizes.iter().map(|&k| k * k.saturating_sub(1) / 2).sum();
+        let across: u64 = self.rep_pairs.iter().map(|&(i, j, _)| sizes[i as usize] * sizes[j as usize]).sum();
+        within + across
+    }
+
+    /// Every near-duplicate document pair (i, j, J), i < j, sorted: the members of each
+    /// group of exact duplicates paired at J = 1, and the members of the groups of every
+    /// pair in [`Self::rep_pairs`]. Quadratic in group sizes: see [`Self::pair_count`]
+    /// first.
+    pub fn near_pairs(&self) -> Vec<(u32, u32, f64)> {
+        let mut members: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (doc, &rep) in self.representative.iter().enumerate() {
+            members.entry(rep).or_default().push(doc as u32);
+        }
+        let mut pairs = Vec::new();
+        for group in members.values() {
+            for (k, &i) in group.iter().enumerate() {
+                pairs.extend(group[k + 1..].iter().map(|&j| (i, j, 1.0)));
+            }
+        }
+        for &(a, b, similarity) in &self.rep_pairs {
+            for &i in &members[&a] {
+                pairs.extend(members[&b].iter().map(|&j| (i.min(j), i.max(j), similarity)));
+            }
+        }
+        pairs.sort_unstable_by_key(|&(i, j, _)| (i, j));
+        pairs
+    }
+}
+
+/// Bytes [`find_duplicates`] allocates at its peak on `texts` with `params`, roughly:
+/// the larger of its two stages (see the module documentation), so that a caller can
+/// refuse a corpus too large for the memory at hand before allocating.
+pub fn memory_estimate(texts: &[&str], params: &DupParams) -> u64 {
+    let bytes: u64 = texts.iter().map(|t| t.len() as u64 + 1).sum();
+    let docs = texts.len() as u64;
+    let shingles_per_byte = match params.shingling {
+        // Words average over 4 bytes with their space.
+        Shingling::Words(_) => 2,
+        Shingling::Chars(_) => 8,
+    };
+    let near = bytes * shingles_per_byte + docs * (200 + 8 * params.banding().bands as u64);
+    // Distinct-text copy, suffix arrays, bitmap; per document: hashes and indices.
+    let substr = bytes * 5 + bytes / 8 + docs * 48;
+    near.max(substr)
 }
 
 /// Duplicate scores of `texts`. `params` should pass [`DupParams::validate`]: other
@@ -195,13 +305,13 @@ impl Duplicates {
 ///
 /// # Panics
 ///
-/// If the corpus has more than `u32::MAX` documents or, with one separator per document,
-/// more than `i32::MAX` bytes (the suffix array's limit).
+/// If the corpus has more than `u32::MAX` documents or one document exceeds `i32::MAX`
+/// bytes (the suffix array's limit).
 pub fn find_duplicates(texts: &[&str], params: &DupParams) -> Duplicates {
-    // The suffix array is built on one thread, so it runs beside the parallel MinHash work.
-    let (mut duplicates, repeat_fraction) =
-        rayon::join(|| near_duplicates(texts, params), || repeat_fractions(texts, params.min_repeat_bytes));
-    duplicates.repeat_fraction = repeat_fraction;
+    // One stage after the other, so that their peaks of memory do not add up; each uses
+    // every thread.
+    let mut duplicates = near_duplicates(texts, params);
+    duplicates.repeat_fraction = repeat_fractions(texts, params.min_repeat_bytes, params.shard_bytes);
     duplicates
 }
 
@@ -226,12 +336,43 @@ pub fn brute_force_pairs(texts: &[&str], params: &DupParams) -> Vec<(u32, u32, f
         .collect()
 }
 
+/// For each document of `sample`, every other document (j, J) with exact Jaccard
+/// J >= t, by comparing it with all documents: the reference for recall on a corpus too
+/// large for all pairs.
+pub fn brute_force_near_duplicates_of(texts: &[&str], params: &DupParams, sample: &[u32]) -> Vec<Vec<(u32, f64)>> {
+    assert_document_count(texts);
+    let shingles = shingle_all(texts, params.shingling);
+    sample
+        .par_iter()
+        .map(|&i| {
+            (0..shingles.len() as u32)
+                .filter(|&j| j != i)
+                .filter_map(|j| {
+                    jaccard_at_least(&shingles[i as usize], &shingles[j as usize], params.threshold)
+                        .map(|similarity| (j, similarity))
+                })
+                .collect()
+        })
+        .collect()
+}
+
 fn assert_document_count(texts: &[&str]) {
     assert!(u32::try_from(texts.len()).is_ok(), "more than u32::MAX documents");
 }
 
 fn shingle_all(texts: &[&str], shingling: Shingling) -> Vec<Vec<u64>> {
     texts.par_iter().map(|text| shingle_hashes(&normalize(text), shingling)).collect()
+}
+
+/// What the examination of one representative's candidates found.
+#[derive(Default)]
+struct Examined {
+    /// Documents (with multiplicity) of the verified near-duplicate representatives.
+    near_docs: u32,
+    max_jaccard: f64,
+    capped: bool,
+    /// Verified near-duplicate pairs (a, b, J), a < b, of representative indices.
+    pairs: Vec<(u32, u32, f64)>,
 }
 
 /// Every score of [`find_duplicates`] but `repeat_fraction`, which is left empty: the
@@ -245,7 +386,10 @@ pub fn near_duplicates(texts: &[&str], params: &DupParams) -> Duplicates {
     let n = texts.len();
     let banding = params.banding();
     let permutations = Permutations::new(banding.signature_len(), params.seed);
-    let (digests, shingles): (Vec<[u8; 32]>, Vec<Vec<u64>>) = texts
+
+    // Exact matching: representative r (an index into `first_doc`) stands for the
+    // documents with its normalized text.
+    let (digests, mut doc_shingles): (Vec<[u8; 32]>, Vec<Vec<u64>>) = texts
         .par_iter()
         .map(|text| {
             let normalized = normalize(text);
@@ -253,45 +397,104 @@ pub fn near_duplicates(texts: &[&str], params: &DupParams) -> Duplicates {
             (digest, shingle_hashes(&normalized, params.shingling))
         })
         .unzip();
+    let mut rep_of_digest: HashMap<[u8; 32], u32> = HashMap::with_capacity(n);
+    let (mut first_doc, mut multiplicity, mut rep_of_doc) = (Vec::new(), Vec::<u32>::new(), Vec::with_capacity(n));
+    for (doc, digest) in digests.into_iter().enumerate() {
+        let rep = *rep_of_digest.entry(digest).or_insert_with(|| {
+            first_doc.push(doc as u32);
+            multiplicity.push(0);
+            first_doc.len() as u32 - 1
+        });
+        multiplicity[rep as usize] += 1;
+        rep_of_doc.push(rep);
+    }
+    drop(rep_of_digest);
+    let shingles: Vec<Vec<u64>> =
+        first_doc.iter().map(|&doc| std::mem::take(&mut doc_shingles[doc as usize])).collect();
+    drop(doc_shingles);
 
-    let docs: Vec<u32> = (0..n as u32).filter(|&i| !shingles[i as usize].is_empty()).collect();
-    let signatures: Vec<Vec<u32>> = docs.par_iter().map(|&i| permutations.signature(&shingles[i as usize])).collect();
-    let verified: Vec<(u32, u32, f64)> = candidate_pairs(&docs, &signatures, &banding)
+    // Candidates: representatives sharing an LSH band; the empty text has no signature.
+    let band_keys: Vec<Vec<u64>> = shingles
+        .par_iter()
+        .map(|set| if set.is_empty() { Vec::new() } else { banding.keys(&permutations.signature(set)) })
+        .collect();
+    let buckets: Vec<BandBuckets> =
+        (0..banding.bands).into_par_iter().map(|band| BandBuckets::new(&band_keys, band)).collect();
+
+    let reps = shingles.len();
+    let examined: Vec<Examined> = (0..reps as u32)
         .into_par_iter()
-        .map(|(i, j)| (i, j, jaccard(&shingles[i as usize], &shingles[j as usize])))
+        .map(|r| {
+            let mut found = Examined::default();
+            let mut seen = HashSet::new();
+            for (band, buckets) in buckets.iter().enumerate() {
+                let Some(&key) = band_keys[r as usize].get(band) else { break };
+                for &m in buckets.members(key) {
+                    if m == r || seen.contains(&m) {
+                        continue;
+                    }
+                    if seen.len() == params.max_candidates {
+                        found.capped = true;
+                        return found;
+                    }
+                    seen.insert(m);
+                    let similarity = jaccard(&shingles[r as usize], &shingles[m as usize]);
+                    found.max_jaccard = found.max_jaccard.max(similarity);
+                    if similarity >= params.threshold {
+                        found.near_docs += multiplicity[m as usize];
+                        found.pairs.push((r.min(m), r.max(m), similarity));
+                    }
+                }
+            }
+            found
+        })
         .collect();
 
-    let mut max_jaccard = vec![0.0f64; n];
-    let mut near_dup_count = vec![0u32; n];
-    let mut clusters = UnionFind::new(n);
-    for &(i, j, similarity) in &verified {
-        for doc in [i as usize, j as usize] {
-            max_jaccard[doc] = max_jaccard[doc].max(similarity);
-        }
-        if similarity >= params.threshold {
-            near_dup_count[i as usize] += 1;
-            near_dup_count[j as usize] += 1;
-            clusters.union(i as usize, j as usize);
-        }
+    let mut rep_pairs: Vec<(u32, u32, f64)> = examined.iter().flat_map(|e| e.pairs.iter().copied()).collect();
+    rep_pairs.par_sort_unstable_by_key(|&(a, b, _)| (a, b));
+    // A pair found from both of its ends is listed twice.
+    rep_pairs.dedup_by_key(|&mut (a, b, _)| (a, b));
+    let mut clusters = UnionFind::new(reps);
+    for &(a, b, _) in &rep_pairs {
+        clusters.union(a as usize, b as usize);
     }
-    let (cluster, cluster_size) = clusters.dense_ids();
-    Duplicates {
-        exact_dup_count: exact_dup_counts(&digests),
-        near_dup_count,
-        max_jaccard,
-        cluster,
-        cluster_size,
-        repeat_fraction: Vec::new(),
-        pairs: verified.into_iter().filter(|&(_, _, similarity)| similarity >= params.threshold).collect(),
-    }
-}
+    let (rep_cluster, rep_cluster_docs) = clusters.sets(&multiplicity);
 
-fn exact_dup_counts(digests: &[[u8; 32]]) -> Vec<u32> {
-    let mut counts: HashMap<&[u8; 32], u32> = HashMap::with_capacity(digests.len());
-    for digest in digests {
-        *counts.entry(digest).or_default() += 1;
+    let mut duplicates = Duplicates::default();
+    let mut cluster_id = vec![u32::MAX; reps];
+    let mut clusters = 0;
+    let mut new_cluster = || {
+        clusters += 1;
+        clusters - 1
+    };
+    for (doc, &rep) in rep_of_doc.iter().enumerate() {
+        let r = rep as usize;
+        let copies = multiplicity[r];
+        duplicates.exact_dup_count.push(copies - 1);
+        duplicates.near_dup_capped.push(examined[r].capped);
+        if shingles[r].is_empty() {
+            duplicates.near_dup_count.push(0);
+            duplicates.max_jaccard.push(0.0);
+            duplicates.representative.push(doc as u32);
+            duplicates.cluster.push(new_cluster());
+            duplicates.cluster_size.push(1);
+            continue;
+        }
+        duplicates.near_dup_count.push(copies - 1 + examined[r].near_docs);
+        duplicates.max_jaccard.push(if copies > 1 { 1.0 } else { examined[r].max_jaccard });
+        duplicates.representative.push(first_doc[r]);
+        let root = rep_cluster[r] as usize;
+        if cluster_id[root] == u32::MAX {
+            cluster_id[root] = new_cluster();
+        }
+        duplicates.cluster.push(cluster_id[root]);
+        duplicates.cluster_size.push(rep_cluster_docs[root]);
     }
-    digests.iter().map(|digest| counts[digest] - 1).collect()
+    duplicates.rep_pairs = rep_pairs
+        .into_iter()
+        .map(|(a, b, similarity)| (first_doc[a as usize], first_doc[b as usize], similarity))
+        .collect();
+    duplicates
 }
 
 /// Disjoint sets of 0..n with path halving and union by size.
@@ -325,23 +528,16 @@ impl UnionFind {
         self.size[a] += self.size[b];
     }
 
-    /// Each element's set id, dense and numbered in order of the sets' smallest elements,
-    /// and its set's size.
-    fn dense_ids(mut self) -> (Vec<u32>, Vec<u32>) {
+    /// Each element's set, named by its root, and for each root the total weight of its
+    /// set (unused entries for other elements).
+    fn sets(mut self, weights: &[u32]) -> (Vec<u32>, Vec<u32>) {
         let n = self.parent.len();
-        let mut id_of_root = vec![u32::MAX; n];
-        let mut next = 0;
-        let (mut ids, mut sizes) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        for x in 0..n {
-            let root = self.find(x);
-            if id_of_root[root] == u32::MAX {
-                id_of_root[root] = next;
-                next += 1;
-            }
-            ids.push(id_of_root[root]);
-            sizes.push(self.size[root]);
+        let roots: Vec<u32> = (0..n).map(|x| self.find(x) as u32).collect();
+        let mut totals = vec![0u32; n];
+        for (x, &root) in roots.iter().enumerate() {
+            totals[root as usize] += weights[x];
         }
-        (ids, sizes)
+        (roots, totals)
     }
 }
 
@@ -369,6 +565,8 @@ mod tests {
         bad(DupParams { min_recall: 0.0, ..DupParams::default() }, "min_recall");
         bad(DupParams { min_repeat_bytes: 0, ..DupParams::default() }, "min_repeat_bytes");
         bad(DupParams { shingling: Shingling::Chars(0), ..DupParams::default() }, "shingling");
+        bad(DupParams { max_candidates: 0, ..DupParams::default() }, "max_candidates");
+        bad(DupParams { shard_bytes: Some(0), ..DupParams::default() }, "shard_bytes");
     }
 
     #[test]
@@ -392,7 +590,7 @@ mod tests {
         assert_eq!(dups.max_jaccard[0], 1.0);
         assert_eq!(dups.max_jaccard[5], 6.0 / 7.0);
         assert_eq!(dups.max_jaccard[3], 0.0);
-        assert_eq!(dups.pairs, vec![(0, 2, 1.0), (0, 4, 1.0), (2, 4, 1.0), (5, 6, 6.0 / 7.0)]);
+        assert_eq!(dups.near_pairs(), vec![(0, 2, 1.0), (0, 4, 1.0), (2, 4, 1.0), (5, 6, 6.0 / 7.0)]);
         assert_eq!(dups.repeat_fraction[0], 1.0);
         assert_eq!(dups.repeat_fraction[1], 0.0);
         assert_eq!(dups.repeat_fraction[3], 0.0);
@@ -410,7 +608,7 @@ mod tests {
         let texts = ["two words", "Two  Words", "two words more", "", ""];
         let dups = find_duplicates(&texts, &words_params(5));
         assert_eq!(dups.near_dup_count, vec![1, 1, 0, 0, 0]);
-        assert_eq!(dups.pairs, vec![(0, 1, 1.0)]);
+        assert_eq!(dups.near_pairs(), vec![(0, 1, 1.0)]);
         assert_eq!(dups.cluster, vec![0, 0, 1, 2, 3]);
         assert_eq!(dups.max_jaccard[3], 0.0);
         assert_eq!(brute_force_pairs(&texts, &words_params(5)), vec![(0, 1, 1.0)]);
@@ -423,7 +621,7 @@ mod tests {
         let params = DupParams { seed: 5, ..DupParams::default() };
         let expected = brute_force_pairs(&texts, &params);
         assert!(expected.len() > 200, "the corpus has planted pairs: {}", expected.len());
-        assert_eq!(find_duplicates(&texts, &params).pairs, expected);
+        assert_eq!(find_duplicates(&texts, &params).near_pairs(), expected);
     }
 
     #[test]
@@ -469,5 +667,148 @@ mod tests {
             pool.install(|| find_duplicates(&texts, &DupParams::default()))
         };
         assert_eq!(run(1), run(3));
+    }
+
+    /// Per-document scores from all-pairs comparison: near_dup_count, and the clusters as
+    /// sets of documents.
+    fn brute_force_scores(texts: &[&str], params: &DupParams) -> (Vec<u32>, Vec<Vec<u32>>) {
+        let mut counts = vec![0u32; texts.len()];
+        let mut clusters = UnionFind::new(texts.len());
+        for (i, j, _) in brute_force_pairs(texts, params) {
+            counts[i as usize] += 1;
+            counts[j as usize] += 1;
+            clusters.union(i as usize, j as usize);
+        }
+        (counts, clusters_as_sets(&clusters.sets(&vec![1; texts.len()]).0))
+    }
+
+    fn clusters_as_sets(cluster: &[u32]) -> Vec<Vec<u32>> {
+        let mut sets: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
+        for (doc, &c) in cluster.iter().enumerate() {
+            sets.entry(c).or_default().push(doc as u32);
+        }
+        let mut sets: Vec<Vec<u32>> = sets.into_values().collect();
+        sets.sort();
+        sets
+    }
+
+    #[test]
+    fn exact_groups_with_near_duplicates_of_their_text_count_as_brute_force() {
+        // Three exact groups (restyled copies), near-duplicates of each group's text and of
+        // each other, and unrelated documents; one exact group of the empty text.
+        let mut spec = Spec::with_docs(300, 31);
+        (spec.near_groups, spec.exact_groups) = (0, 0);
+        let unrelated = generate(&spec).texts;
+        let mut texts: Vec<String> = Vec::new();
+        for (g, base) in unrelated[..3].iter().enumerate() {
+            let words: Vec<&str> = base.split(' ').collect();
+            for copy in 0..4 + g {
+                texts.push(if copy % 2 == 0 { base.clone() } else { base.to_uppercase().replace(' ', "\n ") });
+            }
+            for edit in 0..3 {
+                let mut edited = words.clone();
+                edited[10 + 7 * edit] = "zzz";
+                texts.push(edited.join(" "));
+            }
+        }
+        texts.extend(["", " ", "\t"].map(String::from));
+        texts.extend(unrelated[3..].iter().cloned());
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let params = DupParams::default();
+        let dups = find_duplicates(&texts, &params);
+        let (counts, clusters) = brute_force_scores(&texts, &params);
+        assert_eq!(dups.near_dup_count, counts);
+        assert_eq!(clusters_as_sets(&dups.cluster), clusters);
+        assert_eq!(dups.near_pairs(), brute_force_pairs(&texts, &params));
+        assert_eq!(dups.pair_count(), dups.near_pairs().len() as u64);
+        assert!(dups.near_dup_capped.iter().all(|&c| !c));
+        // The first group: 4 copies and 3 edits of its text.
+        assert_eq!(dups.exact_dup_count[..7], [3, 3, 3, 3, 0, 0, 0]);
+        assert_eq!(dups.near_dup_count[0], 6);
+        assert_eq!(dups.representative[..7], [0, 0, 0, 0, 4, 5, 6]);
+        // Empty texts are exact duplicates of each other, never near-duplicates.
+        let empty = texts.iter().position(|t| t.is_empty()).expect("an empty text");
+        assert_eq!(dups.exact_dup_count[empty..empty + 3], [2, 2, 2]);
+        assert_eq!(dups.near_dup_count[empty..empty + 3], [0, 0, 0]);
+        assert_eq!(dups.cluster_size[empty..empty + 3], [1, 1, 1]);
+    }
+
+    #[test]
+    fn boilerplate_copies_collapse_to_one_representative() {
+        let spec = Spec { near_groups: 0, exact_groups: 0, boilerplate_copies: 2000, ..Spec::with_docs(2500, 32) };
+        let corpus = generate(&spec);
+        let texts = corpus.texts();
+        let dups = find_duplicates(&texts, &DupParams::default());
+        let footer = corpus.exact_groups.last().expect("the boilerplate group");
+        assert_eq!(footer.len(), 2000);
+        for &doc in footer {
+            let doc = doc as usize;
+            assert_eq!(
+                (dups.exact_dup_count[doc], dups.near_dup_count[doc], dups.cluster_size[doc]),
+                (1999, 1999, 2000)
+            );
+            assert_eq!((dups.max_jaccard[doc], dups.repeat_fraction[doc]), (1.0, 1.0));
+            assert_eq!(dups.representative[doc], footer[0]);
+        }
+        assert!(dups.rep_pairs.is_empty());
+        assert_eq!(dups.pair_count(), 2000 * 1999 / 2);
+    }
+
+    #[test]
+    fn a_templated_family_is_capped_and_flagged_never_silently_truncated() {
+        let spec = Spec { near_groups: 0, exact_groups: 0, template_family: 600, ..Spec::with_docs(800, 33) };
+        let corpus = generate(&spec);
+        let texts = corpus.texts();
+        let family = corpus.near_groups.last().expect("the family");
+        let (counts, clusters) = brute_force_scores(&texts, &DupParams::default());
+        assert!(family.iter().all(|&d| counts[d as usize] == 599), "the family is a clique");
+
+        // Enough candidates: unflagged, and exact up to LSH recall (each family pair, at
+        // J = 70/80, is missed with probability 4e-6: one of the 179,700 is).
+        let uncapped = find_duplicates(&texts, &DupParams::default());
+        assert!(uncapped.near_dup_capped.iter().all(|&c| !c));
+        let missed: u32 = counts.iter().zip(&uncapped.near_dup_count).map(|(&truth, &found)| truth - found).sum();
+        assert!(missed <= 2 * 2, "{missed} pair ends missed");
+
+        // Fewer candidates than the family has members: lower bounds, flagged, one cluster.
+        let params = DupParams { max_candidates: 50, ..DupParams::default() };
+        let capped = find_duplicates(&texts, &params);
+        for (doc, &truth) in counts.iter().enumerate() {
+            let in_family = family.binary_search(&(doc as u32)).is_ok();
+            assert_eq!(capped.near_dup_capped[doc], in_family, "document {doc}");
+            assert!(capped.near_dup_count[doc] <= truth);
+            if in_family {
+                assert!(capped.near_dup_count[doc] >= 50);
+                assert_eq!(capped.cluster_size[doc], 600);
+            } else {
+                assert_eq!(capped.near_dup_count[doc], truth);
+            }
+        }
+        assert_eq!(clusters_as_sets(&capped.cluster), clusters);
+        assert!(capped.pair_count() < uncapped.pair_count());
+    }
+
+    #[test]
+    fn shard_size_changes_nothing() {
+        let corpus = generate(&Spec::with_docs(300, 34));
+        let texts = corpus.texts();
+        let whole = find_duplicates(&texts, &DupParams { shard_bytes: Some(usize::MAX), ..DupParams::default() });
+        for shard_bytes in [None, Some(1), Some(5000)] {
+            let sharded = find_duplicates(&texts, &DupParams { shard_bytes, ..DupParams::default() });
+            assert_eq!(sharded.repeat_fraction, whole.repeat_fraction, "{shard_bytes:?}");
+        }
+        // The 7 planted near-duplicate groups of 4 share nearly all their text.
+        assert!(whole.repeat_fraction.iter().filter(|&&f| f > 0.9).count() >= 28);
+    }
+
+    #[test]
+    fn memory_estimate_is_the_larger_stage() {
+        // 1,000 texts of 19 bytes (20 with the separator), 21 bands: shingles 2 x 20,000
+        // bytes plus 1,000 x (200 + 8 x 21), against 5 x 20,000 + 20,000 / 8 + 48 x 1,000.
+        let texts = ["a few words of text"; 1000];
+        assert_eq!(memory_estimate(&texts, &DupParams::default()), 40_000 + 368_000);
+        let long = ["a few words of text ".repeat(100)];
+        let long: Vec<&str> = long.iter().map(String::as_str).collect();
+        assert_eq!(memory_estimate(&long, &DupParams::default()), 2001 * 5 + 2001 / 8 + 48);
     }
 }

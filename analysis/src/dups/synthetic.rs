@@ -5,8 +5,12 @@
 //! each: with 5-word shingles a substitution in a ~70-word document changes at most 5 of
 //! ~67 shingles, so a copy has Jaccard ≈ 0.86 with its base (two copies may fall below
 //! 0.8 with each other, but the group stays one connected cluster). An exact-duplicate
-//! group is a document and copies differing only in letter case and whitespace. Every
-//! other document is unique, and the order of all documents is shuffled.
+//! group is a document and copies differing only in letter case and whitespace. Web-shaped
+//! corpora add a boilerplate group (one text copied verbatim many times, like a footer)
+//! and a templated family (one text with the word at one fixed position filled by a
+//! different token in each member, like generated pages), whose members are all
+//! near-duplicates of each other. Every other document is unique, and the order of all
+//! documents is shuffled.
 
 use std::collections::HashSet;
 
@@ -24,6 +28,12 @@ pub struct Spec {
     pub exact_groups: usize,
     /// Documents per exact-duplicate group (at least 2).
     pub exact_group_size: usize,
+    /// Verbatim copies of one boilerplate text (0: none; else at least 2), listed last in
+    /// [`Corpus::exact_groups`].
+    pub boilerplate_copies: usize,
+    /// Members of one templated family (0: none; else at least 2), listed last in
+    /// [`Corpus::near_groups`].
+    pub template_family: usize,
     /// Distinct random words documents draw from.
     pub vocabulary: usize,
     /// Each document's length: words are added until it has at least this many bytes.
@@ -41,6 +51,8 @@ impl Spec {
             near_group_size: 4,
             exact_groups: docs / 100,
             exact_group_size: 3,
+            boilerplate_copies: 0,
+            template_family: 0,
             vocabulary: 3000,
             doc_chars: 500,
             seed,
@@ -49,7 +61,8 @@ impl Spec {
 }
 
 /// A generated corpus and its planted structure. Groups list document indices in
-/// increasing order and are ordered by their first document.
+/// increasing order and are ordered by their first document, except that the templated
+/// family comes last in `near_groups` and the boilerplate group last in `exact_groups`.
 #[derive(Debug, Clone)]
 pub struct Corpus {
     pub texts: Vec<String>,
@@ -67,6 +80,8 @@ impl Corpus {
 enum Planted {
     Near(usize),
     Exact(usize),
+    Boilerplate,
+    Template,
     Unique,
 }
 
@@ -77,10 +92,15 @@ enum Planted {
 /// If the planted groups need more than `spec.docs` documents, a group size is below 2,
 /// or the vocabulary is empty.
 pub fn generate(spec: &Spec) -> Corpus {
-    let planted = spec.near_groups * spec.near_group_size + spec.exact_groups * spec.exact_group_size;
+    let planted = spec.near_groups * spec.near_group_size
+        + spec.exact_groups * spec.exact_group_size
+        + spec.boilerplate_copies
+        + spec.template_family;
     assert!(planted <= spec.docs, "{planted} planted documents do not fit in {}", spec.docs);
     assert!(spec.near_group_size >= 2 && spec.exact_group_size >= 2, "groups need at least 2 documents");
+    assert!(spec.boilerplate_copies != 1 && spec.template_family != 1, "groups need at least 2 documents");
     assert!(spec.vocabulary >= 2, "the vocabulary needs at least 2 words");
+    assert!(spec.template_family <= spec.vocabulary * spec.vocabulary, "too few distinct template tokens");
 
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let vocabulary = vocabulary(&mut rng, spec.vocabulary);
@@ -99,6 +119,26 @@ pub fn generate(spec: &Spec) -> Corpus {
         }
         docs.push((base.join(" "), Planted::Exact(group)));
     }
+    if spec.boilerplate_copies > 0 {
+        let footer = document(&mut rng, &vocabulary, spec.doc_chars).join(" ");
+        docs.extend(std::iter::repeat_n((footer, Planted::Boilerplate), spec.boilerplate_copies));
+    }
+    if spec.template_family > 0 {
+        let template = document(&mut rng, &vocabulary, spec.doc_chars);
+        let slot = template.len() / 2;
+        for member in 0..spec.template_family {
+            // Token `member` in base V: two vocabulary words run together, distinct for
+            // every member and never a vocabulary word itself.
+            let token = format!(
+                "{}{}",
+                vocabulary[member % spec.vocabulary],
+                vocabulary[member / spec.vocabulary % spec.vocabulary]
+            );
+            let mut words = template.clone();
+            words[slot] = &token;
+            docs.push((words.join(" "), Planted::Template));
+        }
+    }
     while docs.len() < spec.docs {
         docs.push((document(&mut rng, &vocabulary, spec.doc_chars).join(" "), Planted::Unique));
     }
@@ -106,15 +146,20 @@ pub fn generate(spec: &Spec) -> Corpus {
 
     let mut near_groups = vec![Vec::new(); spec.near_groups];
     let mut exact_groups = vec![Vec::new(); spec.exact_groups];
+    let (mut boilerplate, mut family) = (Vec::new(), Vec::new());
     for (index, (_, planted)) in docs.iter().enumerate() {
         match *planted {
             Planted::Near(group) => near_groups[group].push(index as u32),
             Planted::Exact(group) => exact_groups[group].push(index as u32),
+            Planted::Boilerplate => boilerplate.push(index as u32),
+            Planted::Template => family.push(index as u32),
             Planted::Unique => {}
         }
     }
     near_groups.sort();
     exact_groups.sort();
+    near_groups.extend((!family.is_empty()).then_some(family));
+    exact_groups.extend((!boilerplate.is_empty()).then_some(boilerplate));
     Corpus { texts: docs.into_iter().map(|(text, _)| text).collect(), near_groups, exact_groups }
 }
 

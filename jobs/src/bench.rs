@@ -1,0 +1,224 @@
+//! `cfmem bench`: how close the stacked trainer comes to the device. It measures the
+//! device's dense matrix-product peak, then trains stacks of several sizes with the real
+//! trainer ([`train::train`]) on synthetic full-context documents and reports throughput,
+//! model FLOP/s against that peak, evaluation speed and peak memory.
+//!
+//! Every number comes from this process, so ratios between rows compare work done on the
+//! same machine at the same time: stack G against the same G models trained one at a time
+//! is the ratio of their total tokens/s.
+
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+use tch::{Device, Kind, Tensor};
+
+use subsets::config::{CorpusConfig, DesignConfig, Hyperparameters, Precision, RunConfig, Unit};
+use subsets::seeds;
+
+use crate::Result;
+use crate::progress::Progress;
+use crate::train::{self, LOSS_EVERY, StackInput};
+
+/// Dense matrix-product peak of a device, FLOP/s.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct MatmulPeak {
+    pub fp32: f64,
+    /// CUDA only.
+    pub bf16: Option<f64>,
+}
+
+/// One stack size's measurement.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StackRun {
+    pub stack: usize,
+    pub precision: Precision,
+    /// Median seconds per training step, over the measured steps.
+    pub step_seconds: f64,
+    /// Predicted training tokens per second, all models together.
+    pub tokens_per_second: f64,
+    pub tokens_per_second_per_model: f64,
+    /// Model FLOP/s ([`crate::model::Architecture::training_flops_per_token`]).
+    pub flops_per_second: f64,
+    /// Of the measured matmul peak of the precision trained in.
+    pub fraction_of_peak: f64,
+    /// Documents evaluated per second by each model, times the models of the stack.
+    pub eval_documents_per_second: f64,
+    /// CPU: the process's peak resident memory during this stack's run. CUDA: device
+    /// memory in use after the run (the allocator keeps what it reserved, so this is the
+    /// peak of this and every smaller stack before it).
+    pub peak_memory_bytes: Option<u64>,
+}
+
+/// What `cfmem bench` is asked to measure for one stack size.
+pub struct BenchRequest {
+    pub hyperparameters: Hyperparameters,
+    /// Training steps timed per stack size (rounded up to a multiple of
+    /// [`LOSS_EVERY`]), after [`WARMUP_STEPS`] untimed ones.
+    pub steps: usize,
+}
+
+/// Steps trained before timing starts (allocator, kernels' first calls).
+pub const WARMUP_STEPS: usize = LOSS_EVERY;
+
+/// Times `a · b` for square matrices of side `n`, median of several runs, as FLOP/s.
+fn matmul_flops(n: i64, kind: Kind, device: Device) -> f64 {
+    let a = Tensor::randn([n, n], (kind, device));
+    let b = Tensor::randn([n, n], (kind, device));
+    let sync = || {
+        if let Device::Cuda(index) = device {
+            tch::Cuda::synchronize(index as i64);
+        }
+    };
+    let _ = a.mm(&b);
+    sync();
+    let mut times = Vec::new();
+    let started = Instant::now();
+    while times.len() < 5 || (started.elapsed() < Duration::from_secs(2) && times.len() < 50) {
+        let t = Instant::now();
+        let _ = a.mm(&b);
+        sync();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    2.0 * (n as f64).powi(3) / median(&mut times)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The device's fp32 (and on CUDA bf16) dense matmul peak.
+pub fn matmul_peak(device: Device) -> MatmulPeak {
+    match device {
+        Device::Cuda(_) => MatmulPeak {
+            fp32: matmul_flops(8192, Kind::Float, device),
+            bf16: Some(matmul_flops(8192, Kind::BFloat16, device)),
+        },
+        _ => MatmulPeak { fp32: matmul_flops(1024, Kind::Float, device), bf16: None },
+    }
+}
+
+/// Records when each training step ended, to time a stretch of them.
+struct StepClock {
+    ended: std::cell::RefCell<Vec<Instant>>,
+}
+
+impl Progress for StepClock {
+    fn training_step(&self, _step: usize, _loss: Option<f64>) {
+        self.ended.borrow_mut().push(Instant::now());
+    }
+}
+
+/// A run configuration whose stacks train exactly `steps` steps on `2 × batch_size`
+/// documents (keep 0.5: the nominal set is one batch, so one epoch is one step).
+fn bench_config(hyperparameters: &Hyperparameters, steps: usize) -> RunConfig {
+    let mut train = hyperparameters.train.clone();
+    train.epochs = steps as u32;
+    RunConfig {
+        seed: 0,
+        corpus: CorpusConfig { path: "synthetic".into(), sha256: String::new(), documents: 0, truncated: 0 },
+        design: DesignConfig {
+            models: 2,
+            keep: 0.5,
+            holdout: 0.0,
+            unit: Unit::Document,
+            threshold: 0.8,
+            shingles: "words:5".into(),
+            min_repeat: 50,
+            copies: vec![],
+            canaries: 0,
+            canary_ids: vec![],
+            holdout_ids: vec![],
+        },
+        model: hyperparameters.model.clone(),
+        train,
+        jobs: hyperparameters.jobs.clone(),
+    }
+}
+
+/// Trains and evaluates a stack of `stack` models and measures it against `peak`.
+pub fn measure_stack(request: &BenchRequest, stack: usize, device: Device, peak: &MatmulPeak) -> Result<StackRun> {
+    let total_steps = WARMUP_STEPS + request.steps.div_ceil(LOSS_EVERY).max(1) * LOSS_EVERY;
+    let config = bench_config(&request.hyperparameters, total_steps);
+    let length = config.model.max_tokens();
+    let batch = config.train.batch_size as usize;
+    let mut rng = seeds::rng(0, "bench-documents", stack as u64);
+    let documents: Vec<Vec<u8>> =
+        (0..2 * batch).map(|_| (0..length).map(|_| rng.random_range(b'a'..=b'z')).collect()).collect();
+    let copies = vec![1; documents.len()];
+    let holdout = vec![false; documents.len()];
+    let every_document: Vec<u32> = (0..documents.len() as u32).collect();
+    let models: Vec<(u32, &[u32])> = (0..stack as u32).map(|m| (m, every_document.as_slice())).collect();
+    let input =
+        StackInput { config: &config, documents: &documents, copies: &copies, holdout: &holdout, models: &models };
+
+    reset_peak_memory();
+    let clock = StepClock { ended: Default::default() };
+    let trained = train::train(&input, device, &clock)?;
+    let ended = clock.ended.into_inner();
+    // Steps between two loss readings run asynchronously on a GPU: time from one reading
+    // (a synchronization) to the next, per step, from the end of the warmup on.
+    let readings: Vec<Instant> = ended.iter().skip(WARMUP_STEPS - 1).step_by(LOSS_EVERY).copied().collect();
+    let mut per_step: Vec<f64> = readings.windows(2).map(|w| (w[1] - w[0]).as_secs_f64() / LOSS_EVERY as f64).collect();
+    let step_seconds = median(&mut per_step);
+
+    let eval_docs: Vec<&[u8]> = documents.iter().map(Vec::as_slice).cycle().take(256).collect();
+    let eval_batch = config.train.eval_batch_size as usize;
+    let _ = trained.evaluate(&eval_docs[..eval_batch.min(eval_docs.len())], eval_batch)?;
+    let started = Instant::now();
+    let _ = trained.evaluate(&eval_docs, eval_batch)?;
+    let eval_seconds = started.elapsed().as_secs_f64();
+
+    let tokens_per_step = (stack * batch * length) as f64;
+    let tokens_per_second = tokens_per_step / step_seconds;
+    let flops_per_second = tokens_per_second * trained.architecture().training_flops_per_token(length as i64);
+    let peak_flops = match config.train.precision {
+        Precision::Bf16 => peak.bf16.unwrap_or(peak.fp32),
+        Precision::Fp32 => peak.fp32,
+    };
+    Ok(StackRun {
+        stack,
+        precision: config.train.precision,
+        step_seconds,
+        tokens_per_second,
+        tokens_per_second_per_model: tokens_per_second / stack as f64,
+        flops_per_second,
+        fraction_of_peak: flops_per_second / peak_flops,
+        eval_documents_per_second: (eval_docs.len() * stack) as f64 / eval_seconds,
+        peak_memory_bytes: peak_memory(device),
+    })
+}
+
+/// Starts a new peak-RSS window (Linux: writing 5 to clear_refs resets VmHWM).
+fn reset_peak_memory() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_memory(device: Device) -> Option<u64> {
+    match device {
+        Device::Cuda(_) => cuda_memory_in_use(),
+        _ => {
+            let status = std::fs::read_to_string("/proc/self/status").ok()?;
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        }
+    }
+}
+
+/// Device memory in use (total − free) from the CUDA runtime libtorch has loaded.
+fn cuda_memory_in_use() -> Option<u64> {
+    type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
+    // SAFETY: looks up a symbol of a library already loaded by libtorch; a null result
+    // means the runtime is not there and is handled.
+    let symbol = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"cudaMemGetInfo".as_ptr()) };
+    if symbol.is_null() {
+        return None;
+    }
+    // SAFETY: cudaMemGetInfo has this signature in every CUDA runtime.
+    let get_info: MemGetInfo = unsafe { std::mem::transmute(symbol) };
+    let (mut free, mut total) = (0usize, 0usize);
+    // SAFETY: both pointers are valid for writes.
+    let status = unsafe { get_info(&mut free, &mut total) };
+    (status == 0).then(|| (total - free) as u64)
+}

@@ -1,0 +1,164 @@
+//! `cfmem bench`: the stacked trainer's throughput against the device's matmul peak, as a
+//! table on stdout (or JSON), progress on stderr.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use jobs::DeviceChoice;
+use jobs::bench::{self, BenchRequest, MatmulPeak, StackRun};
+use subsets::config::{Hyperparameters, Precision};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    /// TOML file with [model] and [train] settings (default: the defaults of `cfmem plan`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Stack sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    stacks: Vec<usize>,
+    /// Precisions to measure: fp32 and/or bf16 (CUDA only). Default: fp32 on the CPU,
+    /// both on CUDA.
+    #[arg(long, value_delimiter = ',', value_parser = parse_precision)]
+    precisions: Vec<Precision>,
+    /// Timed training steps per stack size, after 10 untimed ones.
+    #[arg(long, default_value_t = 30)]
+    steps: usize,
+    /// CPU threads of libtorch; 0 keeps libtorch's default (one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: u32,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_precision(text: &str) -> Result<Precision, String> {
+    match text {
+        "fp32" => Ok(Precision::Fp32),
+        "bf16" => Ok(Precision::Bf16),
+        _ => Err(format!("expected fp32 or bf16, got {text:?}")),
+    }
+}
+
+fn precision_name(precision: Precision) -> &'static str {
+    match precision {
+        Precision::Fp32 => "fp32",
+        Precision::Bf16 => "bf16",
+    }
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let device = args.device.resolve()?;
+    jobs::device::set_cpu_threads(args.threads);
+    let hyperparameters = match &args.config {
+        Some(path) => Hyperparameters::from_file(path)?,
+        None => Hyperparameters::default(),
+    };
+    hyperparameters.validate()?;
+    if args.stacks.is_empty() || args.stacks.contains(&0) {
+        anyhow::bail!("--stacks: give stack sizes of at least 1, e.g. 1,4,16");
+    }
+    let precisions = match (args.precisions.is_empty(), device.is_cuda()) {
+        (false, _) => args.precisions.clone(),
+        (true, true) => vec![Precision::Fp32, Precision::Bf16],
+        (true, false) => vec![Precision::Fp32],
+    };
+    if precisions.contains(&Precision::Bf16) && !device.is_cuda() {
+        anyhow::bail!("--precisions bf16 needs a CUDA device");
+    }
+
+    eprintln!("measuring the matmul peak of {}", jobs::device::describe(device));
+    let peak = bench::matmul_peak(device);
+    let mut runs = Vec::new();
+    for &precision in &precisions {
+        for &stack in &args.stacks {
+            eprintln!("training a stack of {stack} in {}", precision_name(precision));
+            let mut request = BenchRequest { hyperparameters: hyperparameters.clone(), steps: args.steps };
+            request.hyperparameters.train.precision = precision;
+            runs.push(bench::measure_stack(&request, stack, device, &peak)?);
+        }
+    }
+    let architecture = jobs::model::Architecture::new(&hyperparameters.model);
+    if args.json {
+        let report = serde_json::json!({
+            "device": jobs::device::describe(device),
+            "matmul_peak_flops": peak,
+            "non_embedding_parameters": architecture.non_embedding_parameters(),
+            "runs": runs,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&jobs::device::describe(device), &hyperparameters, &architecture, &peak, &runs);
+    }
+    Ok(())
+}
+
+fn print_table(
+    device: &str,
+    h: &Hyperparameters,
+    architecture: &jobs::model::Architecture,
+    peak: &MatmulPeak,
+    runs: &[StackRun],
+) {
+    let tera = |flops: f64| flops / 1e12;
+    print!("device {device}: dense matmul peak fp32 {:.3} TFLOP/s", tera(peak.fp32));
+    if let Some(bf16) = peak.bf16 {
+        print!(", bf16 {:.1} TFLOP/s", tera(bf16));
+    }
+    println!();
+    let m = &h.model;
+    let time = m.max_tokens();
+    println!(
+        "model: {} layers, d_model {}, context {}, batch {} per model, full-length documents ({time} tokens)",
+        m.n_layer, m.d_model, m.context, h.train.batch_size
+    );
+    println!(
+        "model FLOPs per token = 6·N + 6·n_layer·time·d_model = 6·{} + 6·{}·{time}·{} = {:.3e}",
+        architecture.non_embedding_parameters(),
+        m.n_layer,
+        m.d_model,
+        architecture.training_flops_per_token(time as i64)
+    );
+    println!(
+        "\n{:<5} {:>5} {:>9} {:>12} {:>12} {:>8} {:>9} {:>8} {:>12} {:>10}",
+        "prec", "stack", "step ms", "tokens/s", "per model", "vs 1×G", "TFLOP/s", "of peak", "eval docs/s", "peak mem"
+    );
+    for run in runs {
+        let single = runs.iter().find(|r| r.stack == 1 && r.precision == run.precision);
+        let ratio =
+            single.map_or_else(|| "-".to_string(), |s| format!("{:.2}×", run.tokens_per_second / s.tokens_per_second));
+        let memory =
+            run.peak_memory_bytes.map_or_else(|| "-".to_string(), |b| format!("{:.0} MiB", b as f64 / 1048576.0));
+        println!(
+            "{:<5} {:>5} {:>9.2} {:>12.0} {:>12.0} {:>8} {:>9.3} {:>7.1}% {:>12.0} {:>10}",
+            precision_name(run.precision),
+            run.stack,
+            run.step_seconds * 1e3,
+            run.tokens_per_second,
+            run.tokens_per_second_per_model,
+            ratio,
+            tera(run.flops_per_second),
+            100.0 * run.fraction_of_peak,
+            run.eval_documents_per_second,
+            memory
+        );
+    }
+    for run in runs.iter().filter(|r| r.precision == Precision::Bf16) {
+        if let Some(fp32) = runs.iter().find(|r| r.stack == run.stack && r.precision == Precision::Fp32) {
+            println!(
+                "stack {}: bf16 trains {:.2}× as fast as fp32",
+                run.stack,
+                run.tokens_per_second / fp32.tokens_per_second
+            );
+        }
+    }
+    println!(
+        "\nvs 1×G: tokens/s of the stack against the same models trained one at a time (stack 1); \
+         of peak: model FLOP/s over the measured matmul peak of the same precision; \
+         eval docs/s: documents × models evaluated per second."
+    );
+}

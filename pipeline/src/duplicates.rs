@@ -1,0 +1,60 @@
+//! `cfmem dups`: every duplicate score of a corpus, written as one Parquet table, after
+//! checking that the corpus fits in memory.
+
+use anyhow::{Result, bail};
+
+use analysis::dups;
+use subsets::{corpus, schema};
+
+use crate::DupsArgs;
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+pub fn run(args: &DupsArgs) -> Result<()> {
+    let params = args.near.params()?;
+    if let Some(limit) = args.max_memory
+        && (limit.is_nan() || limit <= 0.0)
+    {
+        bail!("--max-memory: must be a positive number of GiB, got {limit}");
+    }
+    let limit = args.max_memory.map(|gib| gib * GIB).or_else(available_memory);
+    let documents = corpus::read(&args.corpus)?;
+    let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
+    let corpus_bytes: usize = documents.iter().map(|d| d.text.len() + d.id.len() + 64).sum();
+    let needed = (dups::memory_estimate(&texts, &params) as usize + corpus_bytes) as f64;
+    if let Some(limit) = limit
+        && needed > limit
+    {
+        bail!(
+            "{}: the duplicate scores of {} documents need about {:.2} GiB (the corpus included), more than the {:.2} GiB \
+             {}; raise --max-memory if more is free, or split the corpus",
+            args.corpus.display(),
+            texts.len(),
+            needed / GIB,
+            limit / GIB,
+            if args.max_memory.is_some() { "allowed by --max-memory" } else { "of memory available" }
+        );
+    }
+    let found = dups::find_duplicates(&texts, &params);
+    let ids: Vec<String> = documents.into_iter().map(|d| d.id).collect();
+    schema::write(&args.out, &found.to_table(&ids))?;
+    let in_clusters = found.cluster_size.iter().filter(|&&s| s > 1).count();
+    let exact = found.exact_dup_count.iter().filter(|&&c| c > 0).count();
+    let capped = found.near_dup_capped.iter().filter(|&&c| c).count();
+    println!(
+        "{} documents: {} near-duplicate pairs, {in_clusters} documents in clusters of two or more, \
+         {exact} with exact duplicates, {capped} with near_dup_capped; wrote {}",
+        ids.len(),
+        found.pair_count(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// MemAvailable of /proc/meminfo in bytes, where there is one.
+fn available_memory() -> Option<f64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: f64 = line.trim_start_matches("MemAvailable:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024.0)
+}
