@@ -224,19 +224,24 @@ fn offer_source_block(matrix: &TargetMatrix, sources: &Sources, targets: &[u32],
     let range = start..(start + SOURCE_BLOCK).min(sources.docs.len());
     let width = range.len();
     let z = sources.block(range);
+    let (inv_in, inv_out) = (&sources.inv_in[start..start + width], &sources.inv_out[start..start + width]);
     let mut product = vec![0.0f32; TARGET_BLOCK * width];
+    let mut infl = vec![0.0f32; width];
     for first in (0..targets.len()).step_by(TARGET_BLOCK) {
         let rows = TARGET_BLOCK.min(targets.len() - first);
         let a = &matrix.centered[first * models..(first + rows) * models];
         gemm::matmul(a, &z, &mut product[..rows * width], rows, models, width);
         for r in 0..rows {
             let (t, total) = (first + r, matrix.totals[first + r]);
+            // A branch-free pass the compiler vectorizes, then a scan that rarely offers.
+            let sums = &product[r * width..(r + 1) * width];
+            for j in 0..width {
+                infl[j] = sums[j] * inv_in[j] - (total - sums[j]) * inv_out[j];
+            }
             let keep = &mut best[t];
-            for (j, &sum_in) in product[r * width..(r + 1) * width].iter().enumerate() {
-                let s = start + j;
-                let infl = sum_in * sources.inv_in[s] - (total - sum_in) * sources.inv_out[s];
-                if infl.abs() > keep.floor && sources.docs[s] != targets[t] as usize {
-                    keep.offer(sources.docs[s], infl);
+            for (j, &value) in infl.iter().enumerate() {
+                if value.abs() > keep.floor && sources.docs[start + j] != targets[t] as usize {
+                    keep.offer(sources.docs[start + j], value);
                 }
             }
         }
