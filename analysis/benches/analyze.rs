@@ -6,9 +6,11 @@
 //! ```
 //!
 //! Defaults: 1,000 models × 100,000 documents (10⁸ log rows) and 10,000 target documents
-//! for influence, 3 runs each (medians reported). The run is written once into
-//! `target/bench-runs/` and reused. Each measured stage runs in a child process of its own,
-//! so that its peak resident memory (VmHWM) is its own.
+//! for influence, 3 runs each (medians reported). The run is written into a scratch
+//! directory under `target/` (about 1.5 GB at the defaults), removed at the end. Each
+//! measured stage runs in a child process of its own, so that its peak resident memory
+//! (VmHWM) is its own. With `CFMEM_BENCH_KEEP=1` the run is kept, and `analyze-stage RUN`
+//! and `influence-stage RUN IDS` run one stage on it, e.g. under `/usr/bin/time -v`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -37,22 +39,21 @@ fn main() {
 fn drive(models: usize, docs: usize, targets: usize, runs: usize) {
     println!("{} rayon threads", rayon::current_num_threads());
     gemm_throughput(models);
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../target/bench-runs/{models}x{docs}"));
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
+    let scratch = tempfile::Builder::new().prefix("bench-run-").tempdir_in(&target).expect("scratch directory");
+    let dir = scratch.path().join("run");
     let run = RunDir::new(&dir);
-    if !run.log_done(models.div_ceil(4) as u32 - 1).exists() {
-        let _ = std::fs::remove_dir_all(&dir);
-        let start = Instant::now();
-        let spec = Spec {
-            documents: synthetic_run::documents(docs, 1),
-            models: models as u32,
-            stack: 4,
-            seed: 1,
-            unit: Unit::Document,
-            holdout_ids: vec![],
-        };
-        synthetic_run::write(&run, &spec, synthetic_row).expect("synthetic run");
-        println!("wrote {} rows into {} in {:.1?}", models * docs, dir.display(), start.elapsed());
-    }
+    let start = Instant::now();
+    let spec = Spec {
+        documents: synthetic_run::documents(docs, 1),
+        models: models as u32,
+        stack: 4,
+        seed: 1,
+        unit: Unit::Document,
+        holdout_ids: vec![],
+    };
+    synthetic_run::write(&run, &spec, synthetic_row).expect("synthetic run");
+    println!("wrote {} log rows in {:.1?}", models * docs, start.elapsed());
     let ids = dir.join("targets.txt");
     let listed: String = (0..targets).map(|i| format!("doc-{}\n", i * (docs / targets.max(1)).max(1))).collect();
     std::fs::write(&ids, listed).expect("targets file");
@@ -74,6 +75,10 @@ fn drive(models: usize, docs: usize, targets: usize, runs: usize) {
     summarize(&format!("influence, {models} models × {docs} training documents × {targets} targets"), &influence_runs);
     let median = median_seconds(&influence_runs);
     println!("  GEMM work {:.2e} flop: {:.1} GFLOP/s over the whole command", flops, flops / median / 1e9);
+    if std::env::var_os("CFMEM_BENCH_KEEP").is_some() {
+        println!("kept the run in {} (targets in {})", dir.display(), ids.display());
+        let _ = scratch.keep();
+    }
 }
 
 /// Accuracy 0.3 + a document's memorization (0 to 0.5) when IN, plus noise of about 0.05.

@@ -9,9 +9,10 @@
 //! For a block of targets, their accuracies (centered per target) form a (targets ×
 //! models) matrix A; with Z the (models × sources) membership of a block of training
 //! documents, A·Z holds every pair's IN sum, and the OUT sum is the target's total less
-//! it. Blocks of targets run in parallel, each multiplying its A with one source block at
-//! a time and keeping its targets' top K sources by |infl_acc|; memory is a block pair per
-//! thread, never the targets × sources matrix. The products are in `f32`; the K pairs kept
+//! it. Blocks of sources run in parallel: each expands its Z once, multiplies every block
+//! of targets with it, and offers each target its sources; every thread keeps each
+//! target's top K by |infl_acc|, and the threads' lists are merged. Memory is a block pair
+//! and K candidates per target per thread, never the targets × sources matrix. The products are in `f32`; the K pairs kept
 //! per target are then recomputed exactly (`f64`) from the per-model values, with their
 //! standard errors sqrt(s²_in/n_in + s²_out/n_out) and the loss version, and re-ranked.
 //! Self-influence (x = y, which is mem) is left out, as are training documents without
@@ -84,15 +85,24 @@ pub fn influence(run: &RunDir, settings: &InfluenceSettings) -> Result<Influence
     let matrix = TargetMatrix::new(&values);
     let sources = Sources::new(&values);
     let top = settings.top;
-    let candidates: Vec<Vec<(usize, f32)>> = (0..targets.len())
-        .collect::<Vec<_>>()
-        .par_chunks(TARGET_BLOCK)
-        .flat_map_iter(|block| candidates(&matrix, &sources, &targets, block, top, settings.min_abs as f32))
-        .collect();
+    let min_abs = settings.min_abs as f32;
+    let fresh = || -> Vec<TopK> { (0..targets.len()).map(|_| TopK::new(top, min_abs)).collect() };
+    let candidates = (0..sources.docs.len().div_ceil(SOURCE_BLOCK))
+        .into_par_iter()
+        .fold(fresh, |mut best, block| {
+            offer_source_block(&matrix, &sources, &targets, block * SOURCE_BLOCK, &mut best);
+            best
+        })
+        .reduce(fresh, |mut best, other| {
+            for (mine, theirs) in best.iter_mut().zip(other) {
+                theirs.kept.into_iter().for_each(|(doc, value)| mine.offer(doc, value));
+            }
+            best
+        });
 
     let mut table = InfluenceTable::default();
     for (t, found) in candidates.into_iter().enumerate() {
-        let mut pairs: Vec<Pair> = found.into_iter().map(|(source, _)| exact_pair(&values, t, source)).collect();
+        let mut pairs: Vec<Pair> = found.kept.into_iter().map(|(source, _)| exact_pair(&values, t, source)).collect();
         pairs.retain(|p| p.infl_acc.abs() >= settings.min_abs);
         pairs.sort_by(|a, b| b.infl_acc.abs().total_cmp(&a.infl_acc.abs()).then(a.source.cmp(&b.source)));
         let target = targets[t] as usize;
@@ -155,6 +165,8 @@ struct TargetMatrix {
     models: usize,
     /// `targets × models`: accuracy minus the target's mean over models.
     centered: Vec<f32>,
+    /// Sum of each target's row (about 0), the IN plus OUT sum.
+    totals: Vec<f32>,
 }
 
 impl TargetMatrix {
@@ -167,7 +179,8 @@ impl TargetMatrix {
             let mean = row.iter().map(|&a| f64::from(a)).sum::<f64>() / models.max(1) as f64;
             row.iter_mut().for_each(|a| *a = (f64::from(*a) - mean) as f32);
         }
-        TargetMatrix { models, centered }
+        let totals = centered.chunks(models.max(1)).map(|row| row.iter().sum()).collect();
+        TargetMatrix { models, centered, totals }
     }
 }
 
@@ -207,42 +220,35 @@ impl<'a> Sources<'a> {
     }
 }
 
-/// The top `top` sources by |infl_acc| (f32) of each target in `block` (indices into
-/// `targets`), as (source document, infl_acc).
-fn candidates(
-    matrix: &TargetMatrix,
-    sources: &Sources,
-    targets: &[u32],
-    block: &[usize],
-    top: usize,
-    min_abs: f32,
-) -> Vec<Vec<(usize, f32)>> {
+/// Offers every target the sources of the block starting at source `start`: the
+/// block's membership is expanded once and multiplied with each block of targets.
+fn offer_source_block(matrix: &TargetMatrix, sources: &Sources, targets: &[u32], start: usize, best: &mut [TopK]) {
     let models = matrix.models;
-    let rows = block.len();
-    let a = &matrix.centered[block[0] * models..(block[0] + rows) * models];
-    let totals: Vec<f32> = a.chunks(models).map(|row| row.iter().sum()).collect();
-    let mut best: Vec<TopK> = (0..rows).map(|_| TopK::new(top, min_abs)).collect();
-    let mut product = Vec::new();
-    for start in (0..sources.docs.len()).step_by(SOURCE_BLOCK) {
-        let range = start..(start + SOURCE_BLOCK).min(sources.docs.len());
-        let width = range.len();
-        let z = sources.block(range.clone());
-        product.resize(rows * width, 0.0);
-        gemm::matmul(a, &z, &mut product, rows, models, width);
-        for (r, keep) in best.iter_mut().enumerate() {
-            let target = targets[block[r]] as usize;
+    let range = start..(start + SOURCE_BLOCK).min(sources.docs.len());
+    let width = range.len();
+    let z = sources.block(range);
+    let (inv_in, inv_out) = (&sources.inv_in[start..start + width], &sources.inv_out[start..start + width]);
+    let mut product = vec![0.0f32; TARGET_BLOCK * width];
+    let mut infl = vec![0.0f32; width];
+    for first in (0..targets.len()).step_by(TARGET_BLOCK) {
+        let rows = TARGET_BLOCK.min(targets.len() - first);
+        let a = &matrix.centered[first * models..(first + rows) * models];
+        gemm::matmul(a, &z, &mut product[..rows * width], rows, models, width);
+        for r in 0..rows {
+            let (t, total) = (first + r, matrix.totals[first + r]);
+            // A branch-free pass the compiler vectorizes, then a scan that rarely offers.
             let sums = &product[r * width..(r + 1) * width];
-            for (j, &sum_in) in sums.iter().enumerate() {
-                let s = start + j;
-                let infl = sum_in * sources.inv_in[s] - (totals[r] - sum_in) * sources.inv_out[s];
-                let doc = sources.docs[s];
-                if infl.abs() > keep.floor && doc != target {
-                    keep.offer(doc, infl);
+            for j in 0..width {
+                infl[j] = sums[j] * inv_in[j] - (total - sums[j]) * inv_out[j];
+            }
+            let keep = &mut best[t];
+            for (j, &value) in infl.iter().enumerate() {
+                if value.abs() > keep.floor && sources.docs[start + j] != targets[t] as usize {
+                    keep.offer(sources.docs[start + j], value);
                 }
             }
         }
     }
-    best.into_iter().map(|keep| keep.kept).collect()
 }
 
 /// The `k` largest |value| offered, with |value| at least `min_abs` less [`SLACK`].
@@ -264,7 +270,11 @@ impl TopK {
         TopK { k, kept: Vec::with_capacity(k), floor, min_abs }
     }
 
+    /// Keeps `value` if it beats the floor (callers in hot loops check the floor first).
     fn offer(&mut self, doc: usize, value: f32) {
+        if value.abs() <= self.floor {
+            return;
+        }
         if self.kept.len() < self.k {
             self.kept.push((doc, value));
         } else {
@@ -312,7 +322,7 @@ fn exact_pair(values: &ModelValues, t: usize, source: usize) -> Pair {
     }
 }
 
-/// What `cfmem influence` prints: the strongest pairs, with previews.
+/// What `cfmem influence` prints: the strongest pairs, each target's top one, with previews.
 #[derive(Debug, Clone)]
 pub struct InfluenceSummary {
     targets: usize,
@@ -334,7 +344,8 @@ struct SummaryPair {
 
 impl InfluenceSummary {
     fn new(table: &InfluenceTable, corpus: &CorpusTable, targets: usize, sources: usize, models: usize) -> Self {
-        let mut order: Vec<usize> = (0..table.target.len()).collect();
+        // Each target's strongest source, strongest targets first.
+        let mut order: Vec<usize> = (0..table.target.len()).filter(|&i| table.rank[i] == 1).collect();
         order.sort_by(|&a, &b| table.infl_acc[b].abs().total_cmp(&table.infl_acc[a].abs()));
         let strongest = order
             .iter()
@@ -360,7 +371,7 @@ impl fmt::Display for InfluenceSummary {
             self.sources, self.targets, self.models, self.pairs
         )?;
         if !self.strongest.is_empty() {
-            writeln!(f, "strongest pairs (infl_acc ± se: training document ⇒ target):")?;
+            writeln!(f, "strongest pairs, one per target (infl_acc ± se: training document ⇒ target):")?;
         }
         for pair in &self.strongest {
             let se = pair.se.map_or_else(|| "-".to_string(), |s| format!("{s:.3}"));
@@ -444,6 +455,20 @@ mod tests {
         let summary = found.summary.to_string();
         assert!(summary.contains("influence of 20 training documents on 2 targets over 12 models: 6 pairs kept"));
         assert!(summary.contains("doc-3 ⇒ target"), "{summary}");
+    }
+
+    #[test]
+    fn top_k_keeps_the_largest_magnitudes_above_the_threshold() {
+        let mut top = TopK::new(2, 0.1);
+        for (doc, value) in [(0, 0.05), (1, -0.3), (2, 0.2), (3, 0.25), (4, -0.1), (5, 0.21)] {
+            top.offer(doc, value);
+        }
+        let mut kept = top.kept.clone();
+        kept.sort_by_key(|&(doc, _)| doc);
+        assert_eq!(kept, [(1, -0.3), (3, 0.25)]);
+        let mut empty = TopK::new(0, 0.0);
+        empty.offer(0, 1.0);
+        assert!(empty.kept.is_empty());
     }
 
     #[test]

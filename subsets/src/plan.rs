@@ -426,6 +426,7 @@ mod tests {
             cluster,
             cluster_size: vec![1; n],
             repeat_fraction: vec![0.0; n],
+            near_dup_capped: vec![false; n],
         }
     }
 
