@@ -315,7 +315,6 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Slurm(args) => slurm::slurm(&args.run.clone(), &slurm_settings(args)),
         Command::Demo(args) => run_demo(&args),
         Command::Bench(args) => bench::run(&args),
-        Command::Influence(args) => influence::run(&args),
         Command::Dups(args) => duplicates::run(&args),
         Command::Influence(args) => influence::run(&args),
         Command::Report(args) => report::write(&args.run, args.out.as_deref(), args.top as usize).map(drop),

@@ -13,11 +13,22 @@ where
     F: FnOnce(&mut std::fs::File) -> Result<()>,
 {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".cfmem-").suffix(".tmp").tempfile_in(dir).map_err(Error::io(dir))?;
+    let mut tmp = builder(".cfmem-", ".tmp", false).tempfile_in(dir).map_err(Error::io(dir))?;
     fill(tmp.as_file_mut())?;
     tmp.as_file().sync_all().map_err(Error::io(path))?;
     tmp.persist(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e.error })?;
     sync_dir(dir)
+}
+
+/// A temporary-file builder for outputs: named `prefix…suffix`, and created with the
+/// permissions of an ordinary file or folder (0666 or 0777 less the umask), not tempfile's
+/// owner-only default, since runs and reports are shared.
+pub fn builder<'a>(prefix: &'a str, suffix: &'a str, folder: bool) -> tempfile::Builder<'a, 'a> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = if folder { 0o777 } else { 0o666 };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix).suffix(suffix).permissions(std::fs::Permissions::from_mode(mode));
+    builder
 }
 
 /// Writes `bytes` to `path` atomically.
@@ -54,5 +65,23 @@ mod tests {
         assert!(err.is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"kept");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn outputs_get_an_ordinary_files_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.txt");
+        write_bytes(&path, b"x").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o044, 0o044 & !umask(), "group and others read it unless the umask says no: {mode:o}");
+    }
+
+    /// The process's umask (read by setting and restoring it).
+    fn umask() -> u32 {
+        // SAFETY: umask only swaps the process's file-mode mask.
+        let mask = unsafe { libc::umask(0o022) };
+        unsafe { libc::umask(mask) };
+        mask as u32
     }
 }

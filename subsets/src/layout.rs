@@ -350,8 +350,7 @@ impl LogWriter {
         let dir = run.logs_dir();
         std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
         let prefix = run.log_temp_prefix(job);
-        let temp =
-            tempfile::Builder::new().prefix(&prefix).suffix(".tmp").tempfile_in(&dir).map_err(Error::io(&dir))?;
+        let temp = atomic::builder(&prefix, ".tmp", false).tempfile_in(&dir).map_err(Error::io(&dir))?;
         let (file, temp) = temp.into_parts();
         let writer = TableWriter::new(HashingFile { file, hasher: Sha256::new(), bytes: 0 }, &temp, Some(run_seed))?;
         Ok(LogWriter { run: run.clone(), job, writer, temp, rows: 0 })

@@ -267,7 +267,7 @@ pub fn write(run: &RunDir, plan: &Plan) -> Result<Written> {
     }
     let parent = root.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
-    let staging = tempfile::Builder::new().prefix(".cfmem-plan-").tempdir_in(parent).map_err(Error::io(parent))?;
+    let staging = atomic::builder(".cfmem-plan-", "", true).tempdir_in(parent).map_err(Error::io(parent))?;
     let staged = RunDir::new(staging.path());
     atomic::write_bytes(&staged.config(), plan.config.to_toml().as_bytes())?;
     let seed = Some(plan.config.seed);
