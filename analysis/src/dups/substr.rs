@@ -156,7 +156,11 @@ impl Corpus {
     /// also occurs in another document. `suffixes[s]` is the suffix array of `shards[s]`.
     fn shared_windows(&self, shards: &[std::ops::Range<usize>], suffixes: &[Vec<i32>], len: usize) -> Bitmap {
         let marked = Bitmap::new(self.text.len());
-        let window = |shard: usize, suffix: i32| Window::at(&self.text, shards[shard].start + suffix as usize, len);
+        // A shard's suffix array ends where the shard does, so its windows must too: read
+        // past the shard's end, they would not be in the suffix array's order.
+        let window = |shard: usize, suffix: i32| {
+            Window::at(&self.text[..shards[shard].end], shards[shard].start + suffix as usize, len)
+        };
         // Splitters: windows at even ranks of the largest shard. Suffixes are compared
         // on their first `len` bytes only, so all suffixes of one window fall on one side.
         let largest = (0..shards.len()).max_by_key(|&s| suffixes[s].len()).unwrap_or(0);
@@ -179,7 +183,7 @@ impl Corpus {
         (0..=splitters.len()).into_par_iter().for_each(|range| {
             let mut cursors: Vec<Windows> = (0..shards.len())
                 .map(|s| Windows {
-                    text: &self.text,
+                    text: &self.text[..shards[s].end],
                     offset: shards[s].start,
                     suffixes: &suffixes[s][bounds[s][range]..bounds[s][range + 1]],
                     next: 0,
@@ -474,10 +478,16 @@ mod tests {
             "mat too, said the dog",
             "zz the mat zz",
         ];
-        for len in [1, 3, 6, 10, 30] {
-            let expected = brute_force(&texts, len);
-            for shard_bytes in [None, Some(1), Some(16), Some(40), Some(1 << 20)] {
-                assert_eq!(repeat_fractions(&texts, len, shard_bytes), expected, "L = {len}, shards {shard_bytes:?}");
+        // Many threads mean many splitters of the merge, each compared with windows near
+        // the end of a shard (a 16-core machine once failed here, 2 cores did not).
+        for threads in [1, 2, 16] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            for len in [1, 3, 6, 10, 30] {
+                let expected = brute_force(&texts, len);
+                for shard_bytes in [None, Some(1), Some(16), Some(40), Some(1 << 20)] {
+                    let got = pool.install(|| repeat_fractions(&texts, len, shard_bytes));
+                    assert_eq!(got, expected, "L = {len}, shards {shard_bytes:?}, {threads} threads");
+                }
             }
         }
         let corpus = Corpus::new(&texts);
