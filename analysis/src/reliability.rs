@@ -107,7 +107,10 @@ impl Verdict {
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (Some(halves), Some(predicted)) = (self.halves, self.predicted) else {
-            return write!(f, "reliability: too few models or scored documents to tell; plan more --models");
+            return write!(
+                f,
+                "reliability: too few models or scored documents to tell; grow the run with `cfmem plan --extend RUN --models M2`"
+            );
         };
         write!(
             f,
@@ -120,7 +123,10 @@ impl fmt::Display for Verdict {
         if predicted >= STABLE {
             write!(f, "; enough models for a stable ranking")
         } else {
-            write!(f, "; not enough models for a stable ranking (below {STABLE}): plan more --models")
+            write!(
+                f,
+                "; not enough models for a stable ranking (below {STABLE}): grow the run with `cfmem plan --extend RUN --models M2`"
+            )
         }
     }
 }
@@ -164,7 +170,7 @@ mod tests {
         assert_eq!(
             line,
             "reliability: halves of 4 models agree at Spearman 0.80, 0.89 estimated for all 8 \
-             (first 4 vs all: 1.00); not enough models for a stable ranking (below 0.9): plan more --models"
+             (first 4 vs all: 1.00); not enough models for a stable ranking (below 0.9): grow the run with `cfmem plan --extend RUN --models M2`"
         );
     }
 }
