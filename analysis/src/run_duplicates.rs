@@ -84,4 +84,9 @@ mod tests {
         assert_eq!(parse_shingles("lines:3").unwrap_err(), "expected words:N or chars:N, got \"lines:3\"");
         assert_eq!(parse_shingles("words:0").unwrap_err(), "the shingle length must be at least 1");
     }
+
+    #[test]
+    fn default_shingles_are_the_plan_default() {
+        assert_eq!(shingles_name(DupParams::default().shingling), subsets::config::NEAR_DUP_SHINGLES);
+    }
 }

@@ -14,7 +14,7 @@ use subsets::schema::{LogTable, Table};
 
 use crate::Result;
 use crate::dups::DupParams;
-use crate::run_duplicates::{self, shingles_name};
+use crate::run_duplicates;
 
 /// What to plan.
 #[derive(Debug, Clone)]
@@ -48,17 +48,9 @@ pub fn write(run: &RunDir, spec: &Spec, row: impl Fn(u32, usize, &[bool]) -> Row
         documents: spec.documents.clone(),
         seed: spec.seed,
         design: DesignConfig {
-            models: spec.models,
-            keep: 0.5,
-            holdout: 0.0,
             unit: spec.unit,
-            threshold: params.threshold,
-            shingles: shingles_name(params.shingling),
-            min_repeat: params.min_repeat_bytes as u32,
-            copies: vec![],
-            canaries: 0,
-            canary_ids: vec![],
             holdout_ids: spec.holdout_ids.clone(),
+            ..DesignConfig::documents(spec.models, 0.5)
         },
         hyperparameters,
     };

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 use tch::{Device, Kind, Tensor};
 
-use subsets::config::{CorpusConfig, DesignConfig, Hyperparameters, Precision, RunConfig, Unit};
+use subsets::config::{CorpusConfig, DesignConfig, Hyperparameters, Precision, RunConfig};
 use subsets::seeds;
 
 use crate::Result;
@@ -117,19 +117,7 @@ fn bench_config(hyperparameters: &Hyperparameters, steps: usize) -> RunConfig {
     RunConfig {
         seed: 0,
         corpus: CorpusConfig { path: "synthetic".into(), sha256: String::new(), documents: 0, truncated: 0 },
-        design: DesignConfig {
-            models: 2,
-            keep: 0.5,
-            holdout: 0.0,
-            unit: Unit::Document,
-            threshold: 0.8,
-            shingles: "words:5".into(),
-            min_repeat: 50,
-            copies: vec![],
-            canaries: 0,
-            canary_ids: vec![],
-            holdout_ids: vec![],
-        },
+        design: DesignConfig::documents(2, 0.5),
         model: hyperparameters.model.clone(),
         train,
         jobs: hyperparameters.jobs.clone(),

@@ -419,7 +419,7 @@ pub fn train(input: &StackInput<'_>, device: Device, progress: &dyn Progress) ->
 mod tests {
     use super::*;
     use crate::progress::Silent;
-    use subsets::config::{CorpusConfig, DesignConfig, Hyperparameters, ModelConfig, Unit};
+    use subsets::config::{CorpusConfig, DesignConfig, Hyperparameters, ModelConfig};
 
     fn tiny_config(epochs: u32) -> RunConfig {
         let mut h = Hyperparameters {
@@ -432,19 +432,7 @@ mod tests {
         RunConfig {
             seed: 11,
             corpus: CorpusConfig { path: String::new(), sha256: String::new(), documents: 0, truncated: 0 },
-            design: DesignConfig {
-                models: 2,
-                keep: 0.5,
-                holdout: 0.0,
-                unit: Unit::Document,
-                threshold: 0.8,
-                shingles: "words:5".into(),
-                min_repeat: 50,
-                copies: vec![],
-                canaries: 0,
-                canary_ids: vec![],
-                holdout_ids: vec![],
-            },
+            design: DesignConfig::documents(2, 0.5),
             model: h.model,
             train: h.train,
             jobs: h.jobs,

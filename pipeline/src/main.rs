@@ -426,19 +426,7 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
         corpus_path: "built-in demo corpus",
         documents,
         seed: args.seed,
-        design: DesignConfig {
-            models: args.models,
-            keep: 0.5,
-            holdout: 0.0,
-            unit: args.unit.into(),
-            threshold: params.threshold,
-            shingles: shingles_name(params.shingling),
-            min_repeat: params.min_repeat_bytes as u32,
-            copies: vec![],
-            canaries: 0,
-            canary_ids: vec![],
-            holdout_ids,
-        },
+        design: DesignConfig { unit: args.unit.into(), holdout_ids, ..DesignConfig::documents(args.models, 0.5) },
         hyperparameters: demo_hyperparameters(),
     };
     plan_run(&args.out, request, &params)?;

@@ -40,6 +40,12 @@ pub enum Unit {
     Cluster,
 }
 
+/// `cfmem plan`'s default near-duplicate settings (analysis's `DupParams::default()` is
+/// built from them): Jaccard threshold, shingles, shortest counted repeat in bytes.
+pub const NEAR_DUP_THRESHOLD: f64 = 0.8;
+pub const NEAR_DUP_SHINGLES: &str = "words:5";
+pub const MIN_REPEAT_BYTES: u32 = 50;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DesignConfig {
@@ -64,6 +70,27 @@ pub struct DesignConfig {
     pub canary_ids: Vec<String>,
     /// Ids of documents no model trains on, besides the `holdout` fraction.
     pub holdout_ids: Vec<String>,
+}
+
+impl DesignConfig {
+    /// A design of `models` models in which every document is its own unit, IN for
+    /// round(keep × models) of them: nothing held out, no copy sweep, and the default
+    /// near-duplicate settings.
+    pub fn documents(models: u32, keep: f64) -> DesignConfig {
+        DesignConfig {
+            models,
+            keep,
+            holdout: 0.0,
+            unit: Unit::Document,
+            threshold: NEAR_DUP_THRESHOLD,
+            shingles: NEAR_DUP_SHINGLES.into(),
+            min_repeat: MIN_REPEAT_BYTES,
+            copies: vec![],
+            canaries: 0,
+            canary_ids: vec![],
+            holdout_ids: vec![],
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

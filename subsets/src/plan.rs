@@ -384,19 +384,7 @@ mod tests {
     use super::*;
 
     fn design(models: u32, keep: f64) -> DesignConfig {
-        DesignConfig {
-            models,
-            keep,
-            holdout: 0.0,
-            unit: Unit::Document,
-            threshold: 0.8,
-            shingles: "words:5".into(),
-            min_repeat: 50,
-            copies: vec![],
-            canaries: 0,
-            canary_ids: vec![],
-            holdout_ids: vec![],
-        }
+        DesignConfig::documents(models, keep)
     }
 
     fn docs(n: usize) -> Vec<Document> {
@@ -422,7 +410,6 @@ mod tests {
             exact_dup_count: vec![0; n],
             near_dup_count: vec![0; n],
             max_jaccard: vec![0.0; n],
-            near_dup_capped: vec![false; n],
             cluster,
             cluster_size: vec![1; n],
             repeat_fraction: vec![0.0; n],

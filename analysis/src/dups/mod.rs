@@ -142,10 +142,10 @@ impl Default for DupParams {
     fn default() -> Self {
         DupParams {
             shingling: Shingling::default(),
-            threshold: 0.8,
+            threshold: subsets::config::NEAR_DUP_THRESHOLD,
             num_perm: 128,
             min_recall: 0.99,
-            min_repeat_bytes: 50,
+            min_repeat_bytes: subsets::config::MIN_REPEAT_BYTES as usize,
             seed: 0,
             max_candidates: 1000,
             shard_bytes: None,

@@ -640,19 +640,7 @@ mod tests {
 
     /// Three documents of two sources, the third held out; one cluster of the first two.
     fn data(texts: [&str; 3]) -> ReportData {
-        let design = DesignConfig {
-            models: 4,
-            keep: 0.5,
-            holdout: 0.3,
-            unit: Unit::Cluster,
-            threshold: 0.8,
-            shingles: "words:5".into(),
-            min_repeat: 50,
-            copies: vec![],
-            canaries: 0,
-            canary_ids: vec![],
-            holdout_ids: vec![],
-        };
+        let design = DesignConfig { holdout: 0.3, unit: Unit::Cluster, ..DesignConfig::documents(4, 0.5) };
         let corpus = CorpusConfig { path: "c.jsonl".into(), sha256: "ab".repeat(32), documents: 3, truncated: 0 };
         let config = RunConfig {
             seed: 5,
