@@ -66,7 +66,8 @@ fn the_demo_report_shows_the_numbers_of_its_parquet_files_and_renders_cleanly_in
         by_source.entry(scores.source[d].clone().unwrap()).or_default().extend(scores.mem_acc[d]);
     }
     let sources = section(&html, "distribution");
-    for (source, mut values) in by_source {
+    // Held-out sources (the demo's influence targets) have no mem_acc and no row.
+    for (source, mut values) in by_source.into_iter().filter(|(_, values)| !values.is_empty()) {
         values.sort_by(f64::total_cmp);
         let mean = values.iter().sum::<f64>() / values.len() as f64;
         let median = quantile(&values, 0.5).unwrap();
@@ -76,8 +77,10 @@ fn the_demo_report_shows_the_numbers_of_its_parquet_files_and_renders_cleanly_in
     }
     // max_by keeps the last of equal maxima; scanning backwards makes that the first document,
     // as the page breaks ties.
-    let best =
-        (0..scores.doc.len()).rev().max_by(|&a, &b| scores.mem_acc[a].unwrap().total_cmp(&scores.mem_acc[b].unwrap()));
+    let best = (0..scores.doc.len())
+        .rev()
+        .filter(|&d| scores.mem_acc[d].is_some())
+        .max_by(|&a, &b| scores.mem_acc[a].unwrap().total_cmp(&scores.mem_acc[b].unwrap()));
     let best = best.unwrap();
     let most = section(&html, "most");
     let first_row = &most[most.find("<tbody><tr>").unwrap()..];
@@ -173,6 +176,12 @@ fn influence_reliability_and_bootstrap_intervals_appear_when_the_analysis_has_th
     let dir = tempfile::tempdir().unwrap();
     let run = hostile_run(dir.path());
     let run_arg = run.to_str().unwrap();
+    // First an analysis without its optional parts, as older runs have them.
+    std::fs::remove_file(run.join("analysis/reliability.parquet")).unwrap();
+    let mut bare = scores(&run);
+    bare.mem_acc_lo = vec![None; bare.doc.len()];
+    bare.mem_acc_hi = vec![None; bare.doc.len()];
+    schema::write(&run.join("analysis/scores.parquet"), &bare, Some(3)).unwrap();
     let html = {
         cfmem_ok(&["report", run_arg]);
         std::fs::read_to_string(run.join("analysis/report.html")).unwrap()
