@@ -19,7 +19,8 @@ pub struct Summary {
     documents: usize,
     holdout: usize,
     logs: (usize, usize),
-    truncated: u32,
+    /// Documents cut to `max_tokens_per_doc`, and the cap.
+    capped: (u32, Option<u32>),
     /// min, 10%, median, 90%, max of mem_acc over scored documents.
     quantiles: Option<[f64; 5]>,
     top: Vec<TopDoc>,
@@ -126,7 +127,7 @@ impl Summary {
             documents: corpus.doc.len(),
             holdout: corpus.holdout.iter().filter(|&&h| h).count(),
             logs,
-            truncated: config.corpus.truncated,
+            capped: (config.tokens.capped, config.model.max_tokens_per_doc),
             quantiles,
             top,
             sources,
@@ -148,8 +149,8 @@ impl fmt::Display for Summary {
             "{} models, {} documents ({} held out), logs of {} of {} jobs",
             self.models, self.documents, self.holdout, self.logs.0, self.logs.1
         )?;
-        if self.truncated > 0 {
-            writeln!(f, "{} documents were truncated to the model's context", self.truncated)?;
+        if let (capped @ 1.., Some(cap)) = self.capped {
+            writeln!(f, "{capped} documents were cut to model.max_tokens_per_doc = {cap} tokens")?;
         }
         if let Some([min, p10, median, p90, max]) = self.quantiles {
             writeln!(f, "mem_acc: min {min:+.3}  10% {p10:+.3}  median {median:+.3}  90% {p90:+.3}  max {max:+.3}")?;

@@ -53,6 +53,7 @@ pub fn write(run: &RunDir, spec: &Spec, row: impl Fn(u32, usize, &[bool]) -> Row
             ..DesignConfig::documents(spec.models, 0.5)
         },
         hyperparameters,
+        background: None,
     };
     let plan = plan::build(request, |ids, texts| run_duplicates::score(ids, texts, &params))?;
     plan::write(run, &plan)?;

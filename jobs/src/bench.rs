@@ -1,6 +1,7 @@
 //! `cfmem bench`: how close the stacked trainer comes to the device. It measures the
 //! device's dense matrix-product peak, then trains stacks of several sizes with the real
-//! trainer ([`train::train`]) on synthetic full-context documents and reports throughput,
+//! trainer ([`train::train`]) on synthetic full-window documents of random token ids (the
+//! vocabulary is the configuration's tokenizer's) and reports throughput,
 //! model FLOP/s against that peak, evaluation speed and peak memory.
 //!
 //! Every number comes from this process, so ratios between rows compare work done on the
@@ -12,8 +13,9 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 use tch::{Device, Kind, Tensor};
 
-use subsets::config::{CorpusConfig, DesignConfig, Hyperparameters, Precision, RunConfig};
+use subsets::config::{CorpusConfig, DesignConfig, Hyperparameters, Precision, RunConfig, TokensConfig};
 use subsets::seeds;
+use subsets::tokenizer::Tokenizer;
 
 use crate::Result;
 use crate::progress::Progress;
@@ -110,35 +112,47 @@ impl Progress for StepClock {
 }
 
 /// A run configuration whose stacks train exactly `steps` steps on `2 × batch_size`
-/// documents (keep 0.5: the nominal set is one batch, so one epoch is one step).
-fn bench_config(hyperparameters: &Hyperparameters, steps: usize) -> RunConfig {
+/// documents (keep 0.5: the nominal set is one batch, so one epoch is one step), over the
+/// vocabulary the configuration's tokenizer would have.
+fn bench_config(hyperparameters: &Hyperparameters, steps: usize) -> Result<RunConfig> {
     let mut train = hyperparameters.train.clone();
     train.epochs = steps as u32;
-    RunConfig {
+    let vocab = Tokenizer::planned_vocab(&hyperparameters.model)?;
+    Ok(RunConfig {
         seed: 0,
-        corpus: CorpusConfig { path: "synthetic".into(), sha256: String::new(), documents: 0, truncated: 0 },
+        corpus: CorpusConfig { path: "synthetic".into(), sha256: String::new(), documents: 0 },
         design: DesignConfig::documents(2, 0.5),
         model: hyperparameters.model.clone(),
         train,
         jobs: hyperparameters.jobs.clone(),
-    }
+        tokens: TokensConfig { vocab, tokenizer_sha256: None, corpus: 0, capped: 0, background: 0 },
+        background: None,
+    })
 }
 
 /// Trains and evaluates a stack of `stack` models and measures it against `peak`.
 pub fn measure_stack(request: &BenchRequest, stack: usize, device: Device, peak: &MatmulPeak) -> Result<StackRun> {
     let total_steps = WARMUP_STEPS + request.steps.div_ceil(LOSS_EVERY).max(1) * LOSS_EVERY;
-    let config = bench_config(&request.hyperparameters, total_steps);
-    let length = config.model.max_tokens();
+    let config = bench_config(&request.hyperparameters, total_steps)?;
+    let length = config.model.window();
     let batch = config.train.batch_size as usize;
     let mut rng = seeds::rng(0, "bench-documents", stack as u64);
-    let documents: Vec<Vec<u8>> =
-        (0..2 * batch).map(|_| (0..length).map(|_| rng.random_range(b'a'..=b'z')).collect()).collect();
+    // Random token ids: the cost of a step depends on the vocabulary's size only.
+    let vocab = config.tokens.vocab;
+    let documents: Vec<Vec<u32>> =
+        (0..2 * batch).map(|_| (0..length).map(|_| rng.random_range(0..vocab)).collect()).collect();
     let copies = vec![1; documents.len()];
     let holdout = vec![false; documents.len()];
     let every_document: Vec<u32> = (0..documents.len() as u32).collect();
     let models: Vec<(u32, &[u32])> = (0..stack as u32).map(|m| (m, every_document.as_slice())).collect();
-    let input =
-        StackInput { config: &config, documents: &documents, copies: &copies, holdout: &holdout, models: &models };
+    let input = StackInput {
+        config: &config,
+        documents: &documents,
+        copies: &copies,
+        holdout: &holdout,
+        background: &[],
+        models: &models,
+    };
 
     reset_peak_memory();
     let clock = StepClock { ended: Default::default() };
@@ -150,7 +164,7 @@ pub fn measure_stack(request: &BenchRequest, stack: usize, device: Device, peak:
     let mut per_step: Vec<f64> = readings.windows(2).map(|w| (w[1] - w[0]).as_secs_f64() / LOSS_EVERY as f64).collect();
     let step_seconds = median(&mut per_step);
 
-    let eval_docs: Vec<&[u8]> = documents.iter().map(Vec::as_slice).cycle().take(256).collect();
+    let eval_docs: Vec<&[u32]> = documents.iter().map(Vec::as_slice).cycle().take(256).collect();
     let eval_batch = config.train.eval_batch_size as usize;
     let _ = trained.evaluate(&eval_docs[..eval_batch.min(eval_docs.len())], eval_batch)?;
     let started = Instant::now();

@@ -1,7 +1,7 @@
 //! A stack of G tiny decoder-only transformers held in one set of tensors: every weight has
 //! a leading model dimension, so each kernel does the work of all G models at once.
 //!
-//! Each model is the same byte-level transformer: learned token and position embeddings,
+//! Each model is the same small transformer: learned token and position embeddings,
 //! pre-LayerNorm blocks of causal self-attention and a GELU MLP, a final LayerNorm and a
 //! linear head over the vocabulary. All weights of the stack live in one `[G, P]` tensor
 //! (row g is model g's P parameters), so the optimizer, the per-model gradient norms and
@@ -12,7 +12,6 @@
 use tch::{Device, Kind, Tensor};
 
 use subsets::config::{ModelConfig, Precision};
-use subsets::corpus::VOCAB;
 
 /// How a parameter starts.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,6 +46,9 @@ pub struct Architecture {
     n_head: i64,
     d_model: i64,
     context: i64,
+    /// Rows of the token embedding and columns of the head: the tokenizer's vocabulary,
+    /// BOS and PAD.
+    embedding_rows: i64,
     specs: Vec<ParamSpec>,
 }
 
@@ -54,8 +56,11 @@ pub struct Architecture {
 const BLOCK_PARAMS: usize = 12;
 
 impl Architecture {
-    pub fn new(config: &ModelConfig) -> Architecture {
+    /// The architecture of `config` over a tokenizer of `vocab` token ids (BOS and PAD come
+    /// after them).
+    pub fn new(config: &ModelConfig, vocab: u32) -> Architecture {
         let d = i64::from(config.d_model);
+        let rows = i64::from(vocab) + 2;
         let context = i64::from(config.context);
         // As tch's nn::linear and nn::embedding start: weights Kaiming-uniform (ReLU gain,
         // ±sqrt(6/fan_in)), biases uniform in ±1/sqrt(fan_in), embeddings standard normal.
@@ -73,7 +78,7 @@ impl Architecture {
             ]
         };
         let mut specs = vec![
-            ParamSpec { shape: vec![VOCAB, d], init: Init::Normal(1.0), decay: false },
+            ParamSpec { shape: vec![rows, d], init: Init::Normal(1.0), decay: false },
             ParamSpec { shape: vec![context, d], init: Init::Normal(1.0), decay: false },
         ];
         for _ in 0..config.n_layer {
@@ -85,19 +90,35 @@ impl Architecture {
             specs.extend(linear(4 * d, d));
         }
         specs.extend(layer_norm());
-        specs.push(ParamSpec { shape: vec![d, VOCAB], init: Init::Uniform(kaiming(d)), decay: true });
+        specs.push(ParamSpec { shape: vec![d, rows], init: Init::Uniform(kaiming(d)), decay: true });
         Architecture {
             n_layer: i64::from(config.n_layer),
             n_head: i64::from(config.n_head),
             d_model: d,
             context,
+            embedding_rows: rows,
             specs,
         }
     }
 
-    /// Positions a model reads, BOS included.
+    /// Positions a model reads: a window and the token before it.
     pub fn context(&self) -> i64 {
         self.context
+    }
+
+    /// The token that starts every document: the first id after the tokenizer's.
+    pub fn bos(&self) -> i64 {
+        self.embedding_rows - 2
+    }
+
+    /// The token that fills a batch row after its document ends; never a target.
+    pub fn pad(&self) -> i64 {
+        self.embedding_rows - 1
+    }
+
+    /// Logits per position: one per embedding row.
+    pub fn outputs(&self) -> i64 {
+        self.embedding_rows
     }
 
     /// Parameters of one model.
@@ -146,7 +167,7 @@ impl Architecture {
         Tensor::cat(&parts, 0).unsqueeze(0)
     }
 
-    /// Next-token logits `[G, batch, time, VOCAB]` (fp32) of the stacked models whose
+    /// Next-token logits `[G, batch, time, outputs]` (fp32) of the stacked models whose
     /// weights are `weights` `[G, P]`, for token ids `[G, batch, time]` (each model reads
     /// its own rows).
     #[expect(clippy::assign_op_pattern, reason = "tch's += adds in place, and autograd still needs the old x")]
@@ -163,10 +184,11 @@ impl Architecture {
             .collect();
         let rows = batch * time;
 
-        // Embeddings: model g's token t is row g·VOCAB + t of the stacked token tables
+        // Embeddings: model g's token t is row g·rows + t of the stacked token tables
         // (torch's embedding backward sums rows without atomics, unlike a gather's).
-        let offsets = (Tensor::arange(models, (Kind::Int64, tokens.device())) * VOCAB).view([models, 1, 1]);
-        let table = params[0].reshape([models * VOCAB, d]);
+        let rows_per_model = self.embedding_rows;
+        let offsets = (Tensor::arange(models, (Kind::Int64, tokens.device())) * rows_per_model).view([models, 1, 1]);
+        let table = params[0].reshape([models * rows_per_model, d]);
         let embedded = Tensor::embedding(&table, &(tokens + offsets), -1, false, false);
         let positions = params[1].narrow(1, 0, time).unsqueeze(1);
         let mut x = (embedded + positions).view([models, rows, d]);
@@ -185,7 +207,7 @@ impl Architecture {
         }
         let n = params.len();
         let x = layer_norm(&x, &params[n - 3], &params[n - 2]);
-        matmul(&x, &params[n - 1], precision).to_kind(Kind::Float).view([models, batch, time, VOCAB])
+        matmul(&x, &params[n - 1], precision).to_kind(Kind::Float).view([models, batch, time, rows_per_model])
     }
 
     /// Causal self-attention of `[G, rows, 3·d]` projections, as `[G·batch, time, d]` in the
@@ -245,13 +267,13 @@ mod tests {
     use super::*;
 
     fn tiny() -> Architecture {
-        Architecture::new(&ModelConfig { n_layer: 1, n_head: 2, d_model: 8, context: 6 })
+        Architecture::new(&ModelConfig { n_layer: 1, n_head: 2, d_model: 8, context: 6, ..Default::default() }, 256)
     }
 
     #[test]
     fn parameter_count_and_decay_mask_follow_the_layout() {
         let arch = tiny();
-        let (d, v, c) = (8, VOCAB, 6);
+        let (d, v, c) = (8, 258, 6);
         let block = 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + 2 * d + (d * 4 * d + 4 * d) + (4 * d * d + d);
         assert_eq!(arch.parameters(), v * d + c * d + block + 2 * d + d * v);
         let decayed = f64::try_from(arch.decay_mask(Device::Cpu).sum(Kind::Double)).unwrap() as i64;

@@ -1,9 +1,10 @@
-//! Choosing, claiming, running and publishing the jobs of a planned run. A job is one stack
-//! of models: a worker claims it ([`crate::claim`]), reads only its models' membership rows,
-//! hands the stack to [`train::train_and_evaluate`] and streams the rows it returns into the
-//! job's log, row group by row group; the log is published (renamed into place, then its
-//! completion record written) only when the whole stack is done, so a killed worker loses
-//! at most the stack it was training. A job never touches another job's files, so any number
+//! Choosing, claiming, running and publishing the jobs of a planned run. A worker tokenizes
+//! the run's documents (and background) once. A job is one stack of models: a worker claims
+//! it ([`crate::claim`]), reads only its models' membership rows, hands the stack to
+//! [`train::train_and_evaluate`] and streams the rows it returns into the job's log, row
+//! group by row group; the log is published (renamed into place, then its completion record
+//! written) only when the whole stack is done, so a killed worker loses at most the stack it
+//! was training. A job never touches another job's files, so any number
 //! of workers can share a run.
 
 use std::collections::BTreeMap;
@@ -13,8 +14,9 @@ use tch::Device;
 
 use subsets::config::RunConfig;
 use subsets::layout::{JobRecord, LogState, LogWriter, RunDir};
-use subsets::schema::{self, CorpusTable, JobTable};
-use subsets::{corpus, membership};
+use subsets::membership;
+use subsets::schema::{self, BackgroundTable, CorpusTable, JobTable};
+use subsets::tokenizer::Tokenizer;
 
 use crate::claim::{Acquired, Claim};
 use crate::progress::Progress;
@@ -41,8 +43,9 @@ pub struct Selection {
 pub struct RunJobs {
     run: RunDir,
     config: RunConfig,
-    /// Byte tokens of every document, truncated to the model's context.
-    texts: Vec<Vec<u8>>,
+    /// Token ids of every document, whole or cut to `max_tokens_per_doc`.
+    documents: Vec<Vec<u32>>,
+    background: Vec<Vec<u32>>,
     copies: Vec<u16>,
     holdout: Vec<bool>,
     jobs: BTreeMap<u32, Vec<u32>>,
@@ -62,18 +65,16 @@ impl RunJobs {
         }
         let config = RunConfig::from_file(&run.config())?;
         let corpus: CorpusTable = schema::read(&run.corpus())?;
-        let max_tokens = config.model.max_tokens();
-        let texts = corpus.text.iter().map(|text| corpus::byte_tokens(text, max_tokens).to_vec()).collect();
         let job_table: JobTable = schema::read(&run.jobs())?;
         let mut jobs: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         for (&job, &model) in job_table.job.iter().zip(&job_table.model) {
             jobs.entry(job).or_default().push(model);
         }
-        let (models, documents) = membership::header(&run.membership())?;
-        if documents as usize != corpus.doc.len() {
+        let (models, members) = membership::header(&run.membership())?;
+        if members as usize != corpus.doc.len() {
             return Err(plan_error(
                 run.membership(),
-                format!("covers {documents} documents, but corpus.parquet has {}", corpus.doc.len()),
+                format!("covers {members} documents, but corpus.parquet has {}", corpus.doc.len()),
             ));
         }
         if let Some(model) = job_table.model.iter().find(|&&m| m >= models) {
@@ -82,7 +83,17 @@ impl RunJobs {
                 format!("model {model} has no row in membership.bin ({models} models)"),
             ));
         }
-        Ok(RunJobs { run, config, texts, copies: corpus.copies, holdout: corpus.holdout, jobs })
+        let tokenizer = Tokenizer::for_run(&run, &config)?;
+        let cap = config.model.max_tokens_per_doc;
+        let documents = token_ids(&tokenizer, &corpus.text, cap, &corpus.tokens, &run.corpus())?;
+        let background = match config.background {
+            None => Vec::new(),
+            Some(_) => {
+                let table: BackgroundTable = schema::read(&run.background())?;
+                token_ids(&tokenizer, &table.text, cap, &table.tokens, &run.background())?
+            }
+        };
+        Ok(RunJobs { run, config, documents, background, copies: corpus.copies, holdout: corpus.holdout, jobs })
     }
 
     pub fn config(&self) -> &RunConfig {
@@ -189,9 +200,10 @@ impl RunJobs {
         let stack: Vec<(u32, &[u32])> = models.iter().zip(&in_docs).map(|(&m, docs)| (m, docs.as_slice())).collect();
         let input = StackInput {
             config: &self.config,
-            documents: &self.texts,
+            documents: &self.documents,
             copies: &self.copies,
             holdout: &self.holdout,
+            background: &self.background,
             models: &stack,
         };
         let mut log = LogWriter::create(&self.run, job, self.config.seed)?;
@@ -209,4 +221,27 @@ impl RunJobs {
         log.publish(record)?;
         Ok(())
     }
+}
+
+/// The token ids of `texts`, which must be as many as the plan counted (`planned`): a
+/// different count means the tokenizer or the text changed since planning.
+fn token_ids(
+    tokenizer: &Tokenizer,
+    texts: &[String],
+    cap: Option<u32>,
+    planned: &[u32],
+    table: &std::path::Path,
+) -> Result<Vec<Vec<u32>>> {
+    let tokens = tokenizer.encode_all(texts, cap)?;
+    if let Some(row) = tokens.iter().zip(planned).position(|(tokens, &planned)| tokens.ids.len() != planned as usize) {
+        return Err(plan_error(
+            table.to_path_buf(),
+            format!(
+                "row {row}: the text has {} tokens, but the plan counted {}: the tokenizer or the text changed since planning",
+                tokens[row].ids.len(),
+                planned[row]
+            ),
+        ));
+    }
+    Ok(tokens.into_iter().map(|tokens| tokens.ids).collect())
 }

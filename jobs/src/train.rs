@@ -6,7 +6,11 @@
 //! batch. The model reads the token just before the window (BOS for the first) and the
 //! window less its last token, and predicts the window, so every one of the n tokens is
 //! predicted exactly once, and a document's evaluation is the sum over its windows. Rows
-//! of a batch are padded at the end with PAD, which is never a target.
+//! of a batch are padded at the end with PAD, which is never a target. A long document
+//! thus weighs in training by its number of windows: it is that many examples.
+//!
+//! A model's training set is its subset of the corpus, each document repeated by its copy
+//! count, plus every background document once; background documents are never evaluated.
 //!
 //! Each model of a stack is an independent model: its initial weights come from (run seed,
 //! model id), its data order from its own seeded generator, its loss is its own mean over
@@ -16,7 +20,7 @@
 //! computation.
 //!
 //! Every model of a run takes the same number of steps, [`steps`], computed from the
-//! design's nominal training-set size; a model draws its batches from an endless stream
+//! design's nominal training-set size (the background included); a model draws its batches from an endless stream
 //! of its own reshuffled passes over its training set, so a model whose set is a little
 //! smaller than nominal sees its documents a little more often, and IN and OUT stay
 //! comparable.
@@ -31,7 +35,6 @@ use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Reduction, Tensor};
 
 use subsets::config::{Precision, RunConfig};
-use subsets::corpus::{BOS, PAD, VOCAB};
 use subsets::schema::LogTable;
 use subsets::{design, seeds};
 
@@ -49,12 +52,15 @@ const EVAL_CHUNK: usize = 8192;
 /// What one job trains: a stack of models over the run's documents.
 pub struct StackInput<'a> {
     pub config: &'a RunConfig,
-    /// Tokens of every document of the run, in corpus order.
-    pub documents: &'a [Vec<u8>],
+    /// Token ids (below `config.tokens.vocab`) of every document of the run, in corpus order.
+    pub documents: &'a [Vec<u32>],
     /// Copies of each document in a training set that includes it.
     pub copies: &'a [u16],
     /// Documents no model trains on.
     pub holdout: &'a [bool],
+    /// Token ids of the background documents: every model trains on each of them once a
+    /// pass, and none is evaluated.
+    pub background: &'a [Vec<u32>],
     /// Each model of the stack with the sorted documents it trains on.
     pub models: &'a [(u32, &'a [u32])],
 }
@@ -70,7 +76,7 @@ pub fn train_and_evaluate(
     let stack = train(input, device, progress)?;
     let models: Vec<u32> = input.models.iter().map(|&(model, _)| model).collect();
     progress.evaluating(&models);
-    let all: Vec<&[u8]> = input.documents.iter().map(Vec::as_slice).collect();
+    let all: Vec<&[u32]> = input.documents.iter().map(Vec::as_slice).collect();
     let mut first = 0;
     for chunk in all.chunks(EVAL_CHUNK) {
         let evals = stack.evaluate(chunk, input.config.train.eval_batch_size as usize)?;
@@ -117,16 +123,20 @@ pub fn learning_rate(step: usize, total: usize, warmup: usize, peak: f64) -> f64
 }
 
 /// Optimizer steps every model of the run takes: `epochs` passes over the design's nominal
-/// training set, round(keep·M)/M of every non-held-out document's windows times copies.
-pub fn steps(config: &RunConfig, documents: &[Vec<u8>], copies: &[u16], holdout: &[bool]) -> Result<usize> {
+/// training set, round(keep·M)/M of every non-held-out document's windows times copies,
+/// plus every background window.
+pub fn steps(input: &StackInput<'_>) -> Result<usize> {
+    let config = input.config;
     let models = config.design.models;
     let in_count = design::in_count(models, config.design.keep)?;
-    let span = config.model.max_tokens();
-    let examples: u64 = (0..documents.len())
-        .filter(|&doc| !holdout[doc])
-        .map(|doc| u64::from(copies[doc]) * documents[doc].len().div_ceil(span) as u64)
+    let span = config.model.window();
+    let windows_of = |doc: &Vec<u32>| doc.len().div_ceil(span) as u64;
+    let examples: u64 = (0..input.documents.len())
+        .filter(|&doc| !input.holdout[doc])
+        .map(|doc| u64::from(input.copies[doc]) * windows_of(&input.documents[doc]))
         .sum();
-    let nominal = examples as f64 * f64::from(in_count) / f64::from(models);
+    let background: u64 = input.background.iter().map(windows_of).sum();
+    let nominal = examples as f64 * f64::from(in_count) / f64::from(models) + background as f64;
     let passes = f64::from(config.train.epochs) * nominal / f64::from(config.train.batch_size);
     Ok((passes.ceil() as usize).max(1))
 }
@@ -134,7 +144,7 @@ pub fn steps(config: &RunConfig, documents: &[Vec<u8>], copies: &[u16], holdout:
 /// At most `context − 1` consecutive tokens `doc[start..end]` of a document, one batch row.
 #[derive(Debug, Clone, Copy)]
 struct Window<'a> {
-    doc: &'a [u8],
+    doc: &'a [u32],
     start: usize,
     end: usize,
 }
@@ -146,29 +156,42 @@ impl Window<'_> {
 }
 
 /// The windows of `doc`, `span` tokens each but the last.
-fn windows(doc: &[u8], span: usize) -> impl Iterator<Item = Window<'_>> {
+fn windows(doc: &[u32], span: usize) -> impl Iterator<Item = Window<'_>> {
     (0..doc.len()).step_by(span).map(move |start| Window { doc, start, end: (start + span).min(doc.len()) })
 }
 
+/// The two tokens a model reads besides the text's.
+#[derive(Debug, Clone, Copy)]
+struct Specials {
+    bos: i64,
+    pad: i64,
+}
+
+impl Specials {
+    fn of(architecture: &Architecture) -> Specials {
+        Specials { bos: architecture.bos(), pad: architecture.pad() }
+    }
+}
+
 /// Padded `[rows, longest]` inputs and targets of `windows`, on the host.
-fn padded(windows: &[Window<'_>], longest: usize) -> (Vec<i64>, Vec<i64>) {
+fn padded(windows: &[Window<'_>], longest: usize, specials: Specials) -> (Vec<i64>, Vec<i64>) {
     let mut inputs = Vec::with_capacity(windows.len() * longest);
     let mut targets = Vec::with_capacity(windows.len() * longest);
     for w in windows {
-        inputs.push(if w.start == 0 { BOS } else { i64::from(w.doc[w.start - 1]) });
-        inputs.extend(w.doc[w.start..w.end - 1].iter().map(|&b| i64::from(b)));
-        targets.extend(w.doc[w.start..w.end].iter().map(|&b| i64::from(b)));
+        inputs.push(if w.start == 0 { specials.bos } else { i64::from(w.doc[w.start - 1]) });
+        inputs.extend(w.doc[w.start..w.end - 1].iter().map(|&t| i64::from(t)));
+        targets.extend(w.doc[w.start..w.end].iter().map(|&t| i64::from(t)));
         let padding = longest - w.len();
-        inputs.extend(std::iter::repeat_n(PAD, padding));
-        targets.extend(std::iter::repeat_n(PAD, padding));
+        inputs.extend(std::iter::repeat_n(specials.pad, padding));
+        targets.extend(std::iter::repeat_n(specials.pad, padding));
     }
     (inputs, targets)
 }
 
 /// Input and target token tensors `[rows, longest]` of `windows` on `device`.
-fn token_table(windows: &[Window<'_>], device: Device) -> (Tensor, Tensor) {
+fn token_table(windows: &[Window<'_>], specials: Specials, device: Device) -> (Tensor, Tensor) {
     let longest = windows.iter().map(Window::len).max().unwrap_or(0);
-    let (inputs, targets) = padded(windows, longest);
+    let (inputs, targets) = padded(windows, longest, specials);
     let shape = [windows.len() as i64, longest as i64];
     (Tensor::from_slice(&inputs).view(shape).to(device), Tensor::from_slice(&targets).view(shape).to(device))
 }
@@ -211,7 +234,7 @@ impl Stack {
                 "train.precision = \"bf16\" needs a CUDA device; set it to \"fp32\" to train on the CPU".into(),
             ));
         }
-        let architecture = Architecture::new(&config.model);
+        let architecture = Architecture::new(&config.model, config.tokens.vocab);
         let rows: Vec<Tensor> = models
             .iter()
             .map(|&model| architecture.initial_weights(seeds::derive(config.seed, "model-init", model.into())))
@@ -240,12 +263,13 @@ impl Stack {
     /// (`inputs`, `targets`: `[G, batch, time]`).
     fn losses(&self, inputs: &Tensor, targets: &Tensor) -> Tensor {
         let models = self.models();
+        let pad = self.architecture.pad();
         let logits = self.architecture.forward(&self.weights, inputs, self.precision);
         let nll = logits
-            .view([-1, VOCAB])
-            .cross_entropy_loss(&targets.view([-1]), None::<Tensor>, Reduction::None, PAD, 0.0)
+            .view([-1, self.architecture.outputs()])
+            .cross_entropy_loss(&targets.view([-1]), None::<Tensor>, Reduction::None, pad, 0.0)
             .view([models, -1]);
-        let counts = targets.ne(PAD).view([models, -1]).sum_dim_intlist(1, false, Kind::Float);
+        let counts = targets.ne(pad).view([models, -1]).sum_dim_intlist(1, false, Kind::Float);
         nll.sum_dim_intlist(1, false, Kind::Float) / counts
     }
 
@@ -285,7 +309,7 @@ impl Stack {
     /// per model, one [`DocEval`] per document in the order given, summed over the
     /// document's windows. Windows are batched by length to cut padding; results stay on
     /// the device until every batch is done.
-    pub fn evaluate(&self, docs: &[&[u8]], batch_size: usize) -> Result<Vec<Vec<DocEval>>> {
+    pub fn evaluate(&self, docs: &[&[u32]], batch_size: usize) -> Result<Vec<Vec<DocEval>>> {
         let _no_grad = tch::no_grad_guard();
         let device = self.weights.device();
         let models = self.models();
@@ -294,7 +318,8 @@ impl Stack {
             docs.iter().enumerate().flat_map(|(d, doc)| windows(doc, span).map(move |w| (d, w))).collect();
         windows.sort_by_key(|(_, w)| std::cmp::Reverse(w.len()));
         let sorted: Vec<Window<'_>> = windows.iter().map(|&(_, w)| w).collect();
-        let (inputs, targets) = token_table(&sorted, device);
+        let specials = Specials::of(&self.architecture);
+        let (inputs, targets) = token_table(&sorted, specials, device);
         let mut nll_parts = Vec::new();
         let mut correct_parts = Vec::new();
         for (b, batch) in sorted.chunks(batch_size).enumerate() {
@@ -307,7 +332,7 @@ impl Stack {
                 .architecture
                 .forward(&self.weights, &inputs.contiguous(), self.precision)
                 .log_softmax(-1, Kind::Float);
-            let mask = targets.ne(PAD);
+            let mask = targets.ne(specials.pad);
             let target_log_probs = log_probs.gather(3, &targets.unsqueeze(-1), false).squeeze_dim(-1);
             nll_parts.push(-(target_log_probs.to_kind(Kind::Double) * mask.to_kind(Kind::Double)).sum_dim_intlist(
                 2,
@@ -348,25 +373,26 @@ pub fn train(input: &StackInput<'_>, device: Device, progress: &dyn Progress) ->
     let config = input.config;
     let models: Vec<u32> = input.models.iter().map(|&(model, _)| model).collect();
     let mut stack = Stack::new(config, &models, device)?;
-    let total = steps(config, input.documents, input.copies, input.holdout)?;
+    let total = steps(input)?;
     progress.stack_started(&models, total);
 
-    // The stack's token table holds the windows of every document some model of it trains
-    // on; `first_row[doc]` is the row of a document's first window.
+    // The stack's token table holds the background's windows, then those of every document
+    // some model of it trains on; `first_row[doc]` is the row of a document's first window.
     let mut table_docs: Vec<u32> = input.models.iter().flat_map(|&(_, docs)| docs.iter().copied()).collect();
     table_docs.sort_unstable();
     table_docs.dedup();
-    let span = config.model.max_tokens();
-    let mut table = Vec::new();
+    let span = config.model.window();
+    let mut table: Vec<Window<'_>> = input.background.iter().flat_map(|doc| windows(doc, span)).collect();
+    let background_rows = table.len() as i64;
     let mut first_row = std::collections::HashMap::with_capacity(table_docs.len());
     for &doc in &table_docs {
         first_row.insert(doc, (table.len() as i64, input.documents[doc as usize].len().div_ceil(span) as i64));
         table.extend(windows(&input.documents[doc as usize], span));
     }
-    let (inputs, targets) = token_table(&table, device);
+    let (inputs, targets) = token_table(&table, Specials::of(stack.architecture()), device);
     let mut streams = Vec::with_capacity(models.len());
     for &(model, docs) in input.models {
-        let mut examples = Vec::new();
+        let mut examples: Vec<i64> = (0..background_rows).collect();
         for &doc in docs {
             let (first, count) = first_row[&doc];
             for _ in 0..input.copies[doc as usize] {
@@ -419,11 +445,11 @@ pub fn train(input: &StackInput<'_>, device: Device, progress: &dyn Progress) ->
 mod tests {
     use super::*;
     use crate::progress::Silent;
-    use subsets::config::{CorpusConfig, DesignConfig, Hyperparameters, ModelConfig};
+    use subsets::config::{CorpusConfig, DesignConfig, Hyperparameters, ModelConfig, TokensConfig};
 
     fn tiny_config(epochs: u32) -> RunConfig {
         let mut h = Hyperparameters {
-            model: ModelConfig { n_layer: 1, n_head: 2, d_model: 32, context: 32 },
+            model: ModelConfig { n_layer: 1, n_head: 2, d_model: 32, context: 32, ..Default::default() },
             ..Default::default()
         };
         h.train.epochs = epochs;
@@ -431,12 +457,34 @@ mod tests {
         h.train.lr = 1e-2;
         RunConfig {
             seed: 11,
-            corpus: CorpusConfig { path: String::new(), sha256: String::new(), documents: 0, truncated: 0 },
+            corpus: CorpusConfig { path: String::new(), sha256: String::new(), documents: 0 },
             design: DesignConfig::documents(2, 0.5),
             model: h.model,
             train: h.train,
             jobs: h.jobs,
+            tokens: TokensConfig { vocab: 256, tokenizer_sha256: None, corpus: 0, capped: 0, background: 0 },
+            background: None,
         }
+    }
+
+    const BYTES: Specials = Specials { bos: 256, pad: 257 };
+
+    fn tokens(text: &[u8]) -> Vec<u32> {
+        text.iter().map(|&b| u32::from(b)).collect()
+    }
+
+    /// A stack input of `models` over `documents`, nothing held out, one copy each.
+    fn input<'a>(
+        config: &'a RunConfig,
+        documents: &'a [Vec<u32>],
+        models: &'a [(u32, &'a [u32])],
+        flags: &'a (Vec<u16>, Vec<bool>),
+    ) -> StackInput<'a> {
+        StackInput { config, documents, copies: &flags.0, holdout: &flags.1, background: &[], models }
+    }
+
+    fn one_copy_none_held(documents: usize) -> (Vec<u16>, Vec<bool>) {
+        (vec![1; documents], vec![false; documents])
     }
 
     #[test]
@@ -451,11 +499,11 @@ mod tests {
 
     #[test]
     fn padding_shifts_targets_and_pads_the_end() {
-        let (abc, d) = (&b"abc"[..], &b"d"[..]);
+        let (abc, d) = (tokens(b"abc"), tokens(b"d"));
         let (inputs, targets) =
-            padded(&[Window { doc: abc, start: 0, end: 3 }, Window { doc: d, start: 0, end: 1 }], 3);
-        assert_eq!(inputs, [BOS, 97, 98, BOS, PAD, PAD]);
-        assert_eq!(targets, [97, 98, 99, 100, PAD, PAD]);
+            padded(&[Window { doc: &abc, start: 0, end: 3 }, Window { doc: &d, start: 0, end: 1 }], 3, BYTES);
+        assert_eq!(inputs, [256, 97, 98, 256, 257, 257]);
+        assert_eq!(targets, [97, 98, 99, 100, 257, 257]);
     }
 
     #[test]
@@ -466,30 +514,31 @@ mod tests {
         copies[2] = 3;
         let mut holdout = vec![false; 10];
         holdout[9] = true;
-        let mut documents = vec![b"short".to_vec(); 10];
-        assert_eq!(steps(&config, &documents, &copies, &holdout).unwrap(), (3.0f64 * 5.5 / 4.0).ceil() as usize);
+        let mut documents = vec![tokens(b"short"); 10];
+        let steps_of = |documents: &[Vec<u32>], background: &[Vec<u32>]| {
+            let flags = (copies.clone(), holdout.clone());
+            steps(&StackInput { background, ..input(&config, documents, &[], &flags) }).unwrap()
+        };
+        assert_eq!(steps_of(&documents, &[]), (3.0f64 * 5.5 / 4.0).ceil() as usize);
         // A document of two windows (context 32: 31 tokens a window) counts twice.
-        documents[0] = vec![b'x'; 40];
-        assert_eq!(steps(&config, &documents, &copies, &holdout).unwrap(), (3.0f64 * 6.0 / 4.0).ceil() as usize);
+        documents[0] = vec![120; 40];
+        assert_eq!(steps_of(&documents, &[]), (3.0f64 * 6.0 / 4.0).ceil() as usize);
+        // Every model trains on the whole background: 2 + 1 windows more.
+        let background = [vec![1; 62], vec![2; 5]];
+        assert_eq!(steps_of(&documents, &background), (3.0f64 * 9.0 / 4.0).ceil() as usize);
     }
 
     #[test]
     fn training_memorizes_and_is_reproducible_on_cpu() {
         // Nominal set: half of the two trainable documents, so 240 epochs are 60 steps.
         let config = tiny_config(240);
-        let documents: Vec<Vec<u8>> =
-            [&b"7f3a9c01 e2b4d6f8"[..], b"hello world", b"0c5e1a9b 44d2f7e3"].iter().map(|d| d.to_vec()).collect();
+        let documents: Vec<Vec<u32>> =
+            [&b"7f3a9c01 e2b4d6f8"[..], b"hello world", b"0c5e1a9b 44d2f7e3"].iter().map(|d| tokens(d)).collect();
         let seen: &[u32] = &[0, 1];
-        let copies = [1, 1, 1];
-        let holdout = [false, false, true];
-        let input = StackInput {
-            config: &config,
-            documents: &documents,
-            copies: &copies,
-            holdout: &holdout,
-            models: &[(0, seen)],
-        };
-        let docs: Vec<&[u8]> = documents.iter().map(Vec::as_slice).collect();
+        let flags = (vec![1; 3], vec![false, false, true]);
+        let models = [(0, seen)];
+        let input = input(&config, &documents, &models, &flags);
+        let docs: Vec<&[u32]> = documents.iter().map(Vec::as_slice).collect();
         let first = train(&input, Device::Cpu, &Silent).unwrap();
         let evals = first.evaluate(&docs, 2).unwrap().remove(0);
         assert_eq!(evals[0].tokens, 17);
@@ -501,7 +550,8 @@ mod tests {
             assert_eq!(alone.correct, batched.correct, "padding changes nothing");
             assert!((alone.nll - batched.nll).abs() < 1e-4);
         }
-        let other = StackInput { models: &[(1, seen)], ..input };
+        let other_models = [(1, seen)];
+        let other = StackInput { models: &other_models, ..input };
         assert_ne!(
             train(&other, Device::Cpu, &Silent).unwrap().evaluate(&docs, 2).unwrap()[0],
             evals,
@@ -519,9 +569,10 @@ mod tests {
     }
 
     /// Documents 0..12 of a made-up corpus and, per model, the documents it trains on.
-    fn corpus() -> (Vec<Vec<u8>>, Vec<Vec<u32>>) {
-        let documents =
-            (0..12).map(|i| format!("doc {i}: {} {}", "ab".repeat(i % 5 + 1), 7919 * (i + 3)).into_bytes()).collect();
+    fn corpus() -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+        let documents = (0..12)
+            .map(|i| tokens(format!("doc {i}: {} {}", "ab".repeat(i % 5 + 1), 7919 * (i + 3)).as_bytes()))
+            .collect();
         let in_docs = (0..4u32).map(|m| (0..12).filter(|d| (d + m) % 2 == 0 || d % 5 == m).collect()).collect();
         (documents, in_docs)
     }
@@ -564,17 +615,10 @@ mod tests {
     fn a_stack_of_four_is_four_models_trained_alone() {
         let config = tiny_config(8);
         let (documents, in_docs) = corpus();
-        let copies = vec![1; documents.len()];
-        let holdout = vec![false; documents.len()];
+        let flags = one_copy_none_held(documents.len());
         let models: Vec<(u32, &[u32])> = in_docs.iter().enumerate().map(|(m, d)| (m as u32, d.as_slice())).collect();
         for device in devices() {
-            let input = StackInput {
-                config: &config,
-                documents: &documents,
-                copies: &copies,
-                holdout: &holdout,
-                models: &models,
-            };
+            let input = input(&config, &documents, &models, &flags);
             let together = rows_by_model(&input, device);
             let mut alone = std::collections::BTreeMap::new();
             for model in &models {
@@ -588,18 +632,11 @@ mod tests {
     fn models_are_independent_of_their_place_in_the_stack() {
         let config = tiny_config(8);
         let (documents, in_docs) = corpus();
-        let copies = vec![1; documents.len()];
-        let holdout = vec![false; documents.len()];
+        let flags = one_copy_none_held(documents.len());
         let forward: Vec<(u32, &[u32])> = vec![(0, &in_docs[0]), (1, &in_docs[0])];
         let backward: Vec<(u32, &[u32])> = forward.iter().rev().copied().collect();
         for device in devices() {
-            let input = StackInput {
-                config: &config,
-                documents: &documents,
-                copies: &copies,
-                holdout: &holdout,
-                models: &forward,
-            };
+            let input = input(&config, &documents, &forward, &flags);
             let stack = train(&input, device, &Silent).unwrap();
             let weights = stack.weights.detach().to_device(Device::Cpu);
             assert!(!weights.get(0).allclose(&weights.get(1), 1e-3, 1e-3, false), "different seeds, different weights");
@@ -625,29 +662,23 @@ mod tests {
 
     #[test]
     fn a_long_document_is_every_token_once_in_windows() {
-        let doc: Vec<u8> = (0..70u8).map(|i| b'a' + i % 26).collect();
+        let doc: Vec<u32> = (0..70).map(|i| 97 + i % 26).collect();
         let cut: Vec<(usize, usize)> = windows(&doc, 31).map(|w| (w.start, w.end)).collect();
         assert_eq!(cut, [(0, 31), (31, 62), (62, 70)]);
-        let (inputs, targets) = padded(&windows(&doc, 31).collect::<Vec<_>>(), 31);
+        let (inputs, targets) = padded(&windows(&doc, 31).collect::<Vec<_>>(), 31, BYTES);
         assert_eq!(inputs[31], i64::from(doc[30]), "a later window reads the token before it");
-        assert_eq!(&targets[62..70], doc[62..70].iter().map(|&b| i64::from(b)).collect::<Vec<_>>().as_slice());
+        assert_eq!(&targets[62..70], doc[62..70].iter().map(|&t| i64::from(t)).collect::<Vec<_>>().as_slice());
 
         // The document's evaluation is the sum of its windows', each computed by hand.
         let config = tiny_config(1);
         let documents = vec![doc.clone()];
-        let input = StackInput {
-            config: &config,
-            documents: &documents,
-            copies: &[1],
-            holdout: &[false],
-            models: &[(0, &[0])],
-        };
-        let stack = train(&input, Device::Cpu, &Silent).unwrap();
+        let flags = one_copy_none_held(1);
+        let stack = train(&input(&config, &documents, &[(0, &[0])], &flags), Device::Cpu, &Silent).unwrap();
         let eval = stack.evaluate(&[&doc], 2).unwrap()[0][0];
         assert_eq!(eval.tokens, 70);
         let (mut nll, mut correct) = (0.0, 0);
         for w in windows(&doc, 31) {
-            let (inputs, targets) = padded(&[w], w.len());
+            let (inputs, targets) = padded(&[w], w.len(), BYTES);
             let inputs = Tensor::from_slice(&inputs).view([1, 1, -1]);
             let log_probs =
                 stack.architecture.forward(&stack.weights, &inputs, Precision::Fp32).log_softmax(-1, Kind::Double);

@@ -82,17 +82,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             runs.push(bench::measure_stack(&request, stack, device, &peak)?);
         }
     }
-    let architecture = jobs::model::Architecture::new(&hyperparameters.model);
+    let vocab = subsets::tokenizer::Tokenizer::planned_vocab(&hyperparameters.model)?;
+    let architecture = jobs::model::Architecture::new(&hyperparameters.model, vocab);
     if args.json {
         let report = serde_json::json!({
             "device": jobs::device::describe(device),
             "matmul_peak_flops": peak,
+            "tokenizer": hyperparameters.model.tokenizer,
+            "vocab": vocab,
             "non_embedding_parameters": architecture.non_embedding_parameters(),
             "runs": runs,
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_table(&jobs::device::describe(device), &hyperparameters, &architecture, &peak, &runs);
+        print_table(&jobs::device::describe(device), &hyperparameters, (vocab, &architecture), &peak, &runs);
     }
     Ok(())
 }
@@ -100,7 +103,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 fn print_table(
     device: &str,
     h: &Hyperparameters,
-    architecture: &jobs::model::Architecture,
+    (vocab, architecture): (u32, &jobs::model::Architecture),
     peak: &MatmulPeak,
     runs: &[StackRun],
 ) {
@@ -111,10 +114,11 @@ fn print_table(
     }
     println!();
     let m = &h.model;
-    let time = m.max_tokens();
+    let time = m.window();
     println!(
-        "model: {} layers, d_model {}, context {}, batch {} per model, full-length documents ({time} tokens)",
-        m.n_layer, m.d_model, m.context, h.train.batch_size
+        "model: {} layers, d_model {}, context {}, tokenizer {} (vocabulary {vocab}), batch {} per model, \
+         full-length documents ({time} tokens)",
+        m.n_layer, m.d_model, m.context, m.tokenizer, h.train.batch_size
     );
     println!(
         "model FLOPs per token = 6·N + 6·n_layer·time·d_model = 6·{} + 6·{}·{time}·{} = {:.3e}",

@@ -21,11 +21,12 @@ use analysis::dups::{DupParams, Shingling};
 use analysis::run_duplicates::{self, parse_shingles, shingles_name};
 use analysis::scores::AnalyzeSettings;
 use jobs::{DeviceChoice, JobOutcome, RunJobs, Selection};
-use subsets::config::{DesignConfig, Hyperparameters, Unit};
+use subsets::config::{DesignConfig, Hyperparameters, RunConfig, Unit};
 use subsets::corpus;
 use subsets::demo;
 use subsets::layout::RunDir;
-use subsets::plan::{self, PlanRequest, Written};
+use subsets::plan::{self, Background, PlanRequest, Written};
+use subsets::tokenizer::Tokenizer;
 
 #[derive(Parser)]
 #[command(name = "cfmem", version, about = "Counterfactual memorization of the documents of a training corpus")]
@@ -48,6 +49,9 @@ enum Command {
     Dups(DupsArgs),
     /// Training throughput of model stacks against the device's matmul peak.
     Bench(bench::BenchArgs),
+    /// Train a byte-level BPE tokenizer on a corpus and write it as tokenizer.json, for
+    /// `[model] tokenizer = "PATH"` in later plans.
+    Tokenizer(TokenizerArgs),
     /// Counterfactual influence: for each target document, the training documents whose
     /// presence changes the models' accuracy on it most.
     Influence(influence::InfluenceArgs),
@@ -76,7 +80,7 @@ struct PlanArgs {
     #[arg(long, required_unless_present = "extend")]
     seed: Option<u64>,
     /// Grow this planned run to --models models, keeping its models, jobs and logs.
-    #[arg(long, conflicts_with_all = ["corpus", "out", "keep", "seed", "config"])]
+    #[arg(long, conflicts_with_all = ["corpus", "out", "keep", "seed", "config", "background"])]
     extend: Option<PathBuf>,
     /// Fraction of documents no model trains on.
     #[arg(long, default_value_t = 0.0)]
@@ -87,6 +91,10 @@ struct PlanArgs {
     /// TOML file with [model], [train] and [jobs] settings; see README.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Documents every model trains on besides its subset, never scored (same formats as
+    /// --corpus): the realistic training mix that the audited documents sit in.
+    #[arg(long)]
+    background: Option<PathBuf>,
     #[command(flatten)]
     design: DesignArgs,
     #[command(flatten)]
@@ -297,12 +305,18 @@ fn dispatch(command: Command) -> Result<()> {
                 None => Hyperparameters::default(),
             };
             let corpus_name = corpus_path.display().to_string();
+            let background_name = args.background.as_ref().map(|path| path.display().to_string());
+            let background = match (&args.background, &background_name) {
+                (Some(path), Some(name)) => Some(Background { path: name, documents: corpus::read(path)? }),
+                _ => None,
+            };
             let request = PlanRequest {
                 corpus_path: &corpus_name,
                 documents,
                 seed,
                 design: design(&args, &args.near)?,
                 hyperparameters,
+                background,
             };
             plan_run(out, request, &args.near.params()?)
         }
@@ -315,6 +329,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Slurm(args) => slurm::slurm(&args.run.clone(), &slurm_settings(args)),
         Command::Demo(args) => run_demo(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Tokenizer(args) => train_tokenizer(&args),
         Command::Dups(args) => duplicates::run(&args),
         Command::Influence(args) => influence::run(&args),
         Command::Report(args) => report::write(&args.run, args.out.as_deref(), args.top as usize).map(drop),
@@ -347,13 +362,64 @@ fn plan_run(out: &Path, request: PlanRequest<'_>, params: &DupParams) -> Result<
             plan.corpus.doc.len(),
             plan.jobs.job.iter().max().map_or(0, |j| j + 1),
             out.display(),
-            match plan.config.corpus.truncated {
-                0 => String::new(),
-                n => format!(" ({n} documents truncated to {} bytes)", plan.config.model.max_tokens()),
-            }
+            describe_tokens(&plan.config)
         ),
         Written::Unchanged => eprintln!("{} already holds this plan; nothing to do", out.display()),
     }
+    Ok(())
+}
+
+/// The plan's token counts, as `: 123456 tokens (vocabulary 256), …`.
+fn describe_tokens(config: &RunConfig) -> String {
+    let t = &config.tokens;
+    let mut text = format!(": {} tokens (tokenizer {}, vocabulary {})", t.corpus, config.model.tokenizer, t.vocab);
+    if let Some(background) = &config.background {
+        text += &format!(", background of {} documents, {} tokens", background.documents, t.background);
+    }
+    if let (capped @ 1.., Some(cap)) = (t.capped, config.model.max_tokens_per_doc) {
+        text += &format!(", {capped} documents cut to {cap} tokens");
+    }
+    text
+}
+
+#[derive(Args)]
+struct TokenizerArgs {
+    /// JSONL file, Parquet file, or directory of .txt files.
+    #[arg(long)]
+    corpus: PathBuf,
+    /// More text to train on (a background corpus), same formats.
+    #[arg(long)]
+    background: Option<PathBuf>,
+    /// Vocabulary, the 256 bytes included.
+    #[arg(long, default_value_t = Hyperparameters::default().model.vocab_size)]
+    vocab_size: u32,
+    /// The tokenizer.json to write.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn train_tokenizer(args: &TokenizerArgs) -> Result<()> {
+    let mut documents = corpus::read(&args.corpus)?;
+    if let Some(path) = &args.background {
+        documents.extend(corpus::read(path)?);
+    }
+    let mut hyperparameters = Hyperparameters::default();
+    hyperparameters.model.tokenizer = subsets::tokenizer::BPE_TRAINED.into();
+    hyperparameters.model.vocab_size = args.vocab_size;
+    hyperparameters.validate()?;
+    let bytes: usize = documents.iter().map(|d| d.text.len()).sum();
+    let started = std::time::Instant::now();
+    let tokenizer = Tokenizer::train(documents.iter().map(|d| d.text.as_str()), args.vocab_size)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let json = tokenizer.to_json().expect("a trained BPE has a file");
+    subsets::atomic::write_bytes(&args.out, json.as_bytes())?;
+    eprintln!(
+        "trained a BPE of {} tokens on {} documents ({:.1} MB) in {seconds:.1} s; wrote {}",
+        tokenizer.vocab(),
+        documents.len(),
+        bytes as f64 / 1e6,
+        args.out.display()
+    );
     Ok(())
 }
 
@@ -402,6 +468,9 @@ fn analyze(run: &Path, partial: bool, settings: AnalyzeSettings) -> Result<()> {
     Ok(())
 }
 
+/// Sentences of the demo's generated background corpus.
+const DEMO_BACKGROUND: usize = 400;
+
 /// Settings of the demo: small enough to finish in under two minutes on two CPU cores.
 fn demo_hyperparameters() -> Hyperparameters {
     let mut h = Hyperparameters::default();
@@ -428,6 +497,10 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
         seed: args.seed,
         design: DesignConfig { unit: args.unit.into(), holdout_ids, ..DesignConfig::documents(args.models, 0.5) },
         hyperparameters: demo_hyperparameters(),
+        background: Some(Background {
+            path: "built-in demo background",
+            documents: demo::background(args.seed, DEMO_BACKGROUND),
+        }),
     };
     plan_run(&args.out, request, &params)?;
     run_jobs(&args.out, &args.compute, &Selection::default())?;

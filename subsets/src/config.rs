@@ -17,6 +17,10 @@ pub struct RunConfig {
     pub model: ModelConfig,
     pub train: TrainConfig,
     pub jobs: JobsConfig,
+    pub tokens: TokensConfig,
+    /// Documents every model trains on besides its subset, if any (`plan --background`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background: Option<BackgroundConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,8 +31,34 @@ pub struct CorpusConfig {
     /// sha256 over the documents' ids and texts, in order.
     pub sha256: String,
     pub documents: u32,
-    /// Documents longer than the model's context were cut to `model.context - 1` bytes.
-    pub truncated: u32,
+}
+
+/// What the tokenizer made of the text, recorded at plan time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensConfig {
+    /// Token ids a text can hold, `0..vocab`; BOS is `vocab` and PAD `vocab + 1`.
+    pub vocab: u32,
+    /// sha256 of `RUN/tokenizer.json`; absent for byte tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer_sha256: Option<String>,
+    /// Tokens of the corpus's documents (canaries included), after the cap.
+    pub corpus: u64,
+    /// Documents of the user's corpus cut to `model.max_tokens_per_doc` tokens.
+    pub capped: u32,
+    /// Tokens of the background documents, after the cap.
+    pub background: u64,
+}
+
+/// The background corpus, copied into `RUN/background.parquet`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackgroundConfig {
+    /// As given on the command line (informational: `background.parquet` holds it).
+    pub path: String,
+    /// sha256 over the documents' ids and texts, in order, as for the corpus.
+    pub sha256: String,
+    pub documents: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,19 +129,38 @@ pub struct ModelConfig {
     pub n_layer: u32,
     pub n_head: u32,
     pub d_model: u32,
-    /// Positions per sequence, the BOS token included.
+    /// Positions per sequence: a window of `context − 1` tokens and the token before it.
     pub context: u32,
+    /// `"bytes"` (each byte a token), `"bpe"` (a byte-level BPE of `vocab_size` tokens
+    /// trained on the corpus and background at plan time) or the path of a Hugging Face
+    /// `tokenizer.json`. Scores are per token of this tokenizer.
+    pub tokenizer: String,
+    /// Vocabulary of the trained BPE, the 256 bytes included.
+    pub vocab_size: u32,
+    /// Tokens of a document beyond this are dropped, to bound the cost of long documents;
+    /// absent: whole documents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens_per_doc: Option<u32>,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { n_layer: 2, n_head: 4, d_model: 128, context: 128 }
+        ModelConfig {
+            n_layer: 2,
+            n_head: 4,
+            d_model: 128,
+            context: 128,
+            tokenizer: crate::tokenizer::BYTES.into(),
+            vocab_size: 4096,
+            max_tokens_per_doc: None,
+        }
     }
 }
 
 impl ModelConfig {
-    /// Byte tokens of a document the model sees: the context less the BOS position.
-    pub fn max_tokens(&self) -> usize {
+    /// Tokens of one window, the unit of training and evaluation: the context less the
+    /// position of the token before the window.
+    pub fn window(&self) -> usize {
         self.context as usize - 1
     }
 }
@@ -209,6 +258,11 @@ impl Hyperparameters {
                 "model.d_model must be a positive multiple of model.n_head",
             ),
             (m.context >= 2, "model.context must be at least 2"),
+            (
+                m.tokenizer != crate::tokenizer::BPE_TRAINED || (256..=1 << 20).contains(&m.vocab_size),
+                "model.vocab_size must be between 256 and 1048576",
+            ),
+            (m.max_tokens_per_doc != Some(0), "model.max_tokens_per_doc must be at least 1"),
             (t.epochs >= 1, "train.epochs must be at least 1"),
             (t.batch_size >= 1, "train.batch_size must be at least 1"),
             (t.eval_batch_size >= 1, "train.eval_batch_size must be at least 1"),

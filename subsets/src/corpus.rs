@@ -1,4 +1,4 @@
-//! Reading a corpus and turning its documents into byte tokens.
+//! Reading a corpus (the audited one, or a background corpus) into validated documents.
 //!
 //! Three formats, chosen by the path: a directory of `.txt` files (one document per file,
 //! id = path relative to the directory), a `.parquet` file (`text` column, optional `id` and
@@ -16,13 +16,6 @@ use sha2::{Digest, Sha256};
 use crate::schema::string_at;
 use crate::{Error, Result};
 
-/// Token id that starts every sequence; bytes are tokens 0..=255.
-pub const BOS: i64 = 256;
-/// Token id that fills a batch row after its document ends; never predicted.
-pub const PAD: i64 = 257;
-/// Number of token ids a model must embed.
-pub const VOCAB: i64 = 258;
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct Document {
     pub id: String,
@@ -34,12 +27,6 @@ pub struct Document {
 /// Hex sha256 of a text: the id of a document that has none, and the corpus checksum.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
-}
-
-/// The bytes of `text` a model sees: at most `max_tokens` of them.
-pub fn byte_tokens(text: &str, max_tokens: usize) -> &[u8] {
-    let bytes = text.as_bytes();
-    &bytes[..bytes.len().min(max_tokens)]
 }
 
 /// Reads and validates the corpus at `path`.
@@ -264,11 +251,5 @@ mod tests {
         std::fs::write(dir.path().join("sub/bad.txt"), b"\xc3\x28").unwrap();
         let err = read(dir.path()).unwrap_err().to_string();
         assert!(err.contains("sub/bad.txt: invalid UTF-8 at byte 0"), "{err}");
-    }
-
-    #[test]
-    fn byte_tokens_truncate() {
-        assert_eq!(byte_tokens("héllo", 3), "hé".as_bytes());
-        assert_eq!(byte_tokens("hi", 10), b"hi");
     }
 }

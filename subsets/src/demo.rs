@@ -18,6 +18,10 @@
 //!   influences are its near-duplicates.
 //! - `unseen`: held-out sentences with no twin, whose influences are all small.
 //!
+//! The demo also has a background corpus ([`background`]): more sentences of the same
+//! grammar, which every model trains on, as a real model trains on far more text of a
+//! language than the documents being audited.
+//!
 //! Runs open sentences because these tiny models with learned absolute positions learn what
 //! follows what at each position rather than learning to copy in general: a pattern is
 //! predictable at the start of a document only if other documents start with it.
@@ -144,6 +148,20 @@ pub fn corpus(seed: u64, sizes: &DemoSizes) -> Vec<Document> {
         push("unseen", i, sentence(&mut rng, refrain));
     }
     docs
+}
+
+/// The demo's background corpus for `seed`: `count` sentences of the same grammar as the
+/// corpus's, which every model trains on, so that the models know the language and an
+/// ordinary sentence they did not train on is still predictable.
+pub fn background(seed: u64, count: usize) -> Vec<Document> {
+    let mut rng = seeds::rng(seed, "demo-background", 0);
+    (0..count)
+        .map(|i| Document {
+            id: format!("background-{i:04}"),
+            text: sentence(&mut rng, REFRAINS[i % REFRAINS.len()]),
+            source: None,
+        })
+        .collect()
 }
 
 /// Ids of the documents the demo holds out (sources [`HELD_OUT_SOURCES`]).

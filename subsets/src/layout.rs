@@ -4,6 +4,8 @@
 //! ```text
 //! RUN/run.toml                 resolved configuration (the run is reproducible from it)
 //! RUN/corpus.parquet           documents, tokens counts, holdout flags, units, copies
+//! RUN/tokenizer.json           the run's tokenizer (Hugging Face format), unless tokens are bytes
+//! RUN/background.parquet       documents every model trains on and none is scored on (optional)
 //! RUN/membership.bin           one bit per (model, doc): IN or OUT, stored model by model
 //! RUN/jobs.parquet             (job, model): which models each job trains
 //! RUN/claims/job-NNNNN.claim   the worker training a job (host, pid); its mtime is the heartbeat
@@ -11,6 +13,7 @@
 //! RUN/logs/job-NNNNN.done      checksum, size and mtime of that log, written when the job completed
 //! RUN/slurm/                   array.sbatch, the Slurm job ids submitted, task output
 //! RUN/analysis/*.parquet       scores, clusters, copies, duplicates, influence, reliability
+//! RUN/analysis/summary.json    the printed summary's numbers, the diagnosis of the regime included
 //! RUN/analysis/report.html     the HTML report (`cfmem report`)
 //! ```
 //!
@@ -46,6 +49,14 @@ impl RunDir {
 
     pub fn corpus(&self) -> PathBuf {
         self.root.join("corpus.parquet")
+    }
+
+    pub fn tokenizer(&self) -> PathBuf {
+        self.root.join("tokenizer.json")
+    }
+
+    pub fn background(&self) -> PathBuf {
+        self.root.join("background.parquet")
     }
 
     pub fn membership(&self) -> PathBuf {
@@ -96,6 +107,10 @@ impl RunDir {
 
     pub fn analysis_dir(&self) -> PathBuf {
         self.root.join("analysis")
+    }
+
+    pub fn summary(&self) -> PathBuf {
+        self.analysis_dir().join("summary.json")
     }
 
     pub fn scores(&self) -> PathBuf {

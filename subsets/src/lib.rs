@@ -1,7 +1,9 @@
 //! The plan side of cfmem and the on-disk contract every other crate reads and writes.
 //!
 //! - [`corpus`] reads a user's corpus (JSONL, Parquet or a folder of `.txt` files) into
-//!   validated [`corpus::Document`]s with stable ids, and turns text into byte tokens.
+//!   validated [`corpus::Document`]s with stable ids.
+//! - [`tokenizer`] turns text into token ids: bytes, a BPE trained at plan time, or a
+//!   user's `tokenizer.json`.
 //! - [`design`] draws the balanced membership design: which model trains on which unit.
 //! - [`membership`] stores that design as one bit per (model, document), model by model.
 //! - [`config`] is the resolved run configuration written to `run.toml`.
@@ -23,5 +25,6 @@ pub mod membership;
 pub mod plan;
 pub mod schema;
 pub mod seeds;
+pub mod tokenizer;
 
 pub use error::{Error, Result};

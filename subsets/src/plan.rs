@@ -1,5 +1,7 @@
 //! Turning a corpus and a design into a run directory: `run.toml`, `corpus.parquet`,
-//! `membership.bin`, `jobs.parquet` and the duplicate scores (`analysis/duplicates.parquet`),
+//! `membership.bin`, `jobs.parquet`, the tokenizer (`tokenizer.json`, unless tokens are
+//! bytes), the background documents (`background.parquet`, if any) and the duplicate scores
+//! (`analysis/duplicates.parquet`),
 //! all written into a temporary sibling directory that is renamed into place only when
 //! complete; and growing a planned run to more models ([`extend`]).
 
@@ -8,11 +10,12 @@ use std::path::Path;
 
 use rand::seq::SliceRandom;
 
-use crate::config::{CorpusConfig, DesignConfig, Hyperparameters, RunConfig, Unit};
+use crate::config::{BackgroundConfig, CorpusConfig, DesignConfig, Hyperparameters, RunConfig, TokensConfig, Unit};
 use crate::corpus::{self, Document};
 use crate::layout::RunDir;
 use crate::membership::Membership;
-use crate::schema::{self, CorpusTable, DuplicateTable, JobTable, Table};
+use crate::schema::{self, BackgroundTable, CorpusTable, DuplicateTable, JobTable, Table};
+use crate::tokenizer::Tokenizer;
 use crate::{Error, Result, atomic, demo, design, seeds};
 
 /// Source of generated canaries in `corpus.parquet`.
@@ -25,8 +28,17 @@ pub struct Plan {
     pub corpus: CorpusTable,
     pub membership: Membership,
     pub jobs: JobTable,
-    /// Duplicate scores of the documents as the models see them (truncated).
+    /// Duplicate scores of the text the models see (up to `max_tokens_per_doc`).
     pub duplicates: DuplicateTable,
+    /// `tokenizer.json`, unless tokens are bytes.
+    pub tokenizer_json: Option<String>,
+    pub background: Option<BackgroundTable>,
+}
+
+/// Documents every model trains on besides its subset, as the user named them.
+pub struct Background<'a> {
+    pub path: &'a str,
+    pub documents: Vec<Document>,
 }
 
 /// What the request was, before any document is placed.
@@ -37,17 +49,18 @@ pub struct PlanRequest<'a> {
     pub seed: u64,
     pub design: DesignConfig,
     pub hyperparameters: Hyperparameters,
+    pub background: Option<Background<'a>>,
 }
 
 /// Builds the plan. `duplicates_of(ids, texts)` scores the documents' duplicates on
-/// `texts`, the bytes each model trains and evaluates on (the text cut to the context, an
-/// incomplete last character replaced), so that duplicates are what the models see; with
-/// `unit = cluster` its clusters are the sampling units.
+/// `texts`, the text each model trains and evaluates on (all of it, or what
+/// `max_tokens_per_doc` leaves, an incomplete last character replaced), so that duplicates
+/// are what the models see; with `unit = cluster` its clusters are the sampling units.
 pub fn build(
     request: PlanRequest<'_>,
     duplicates_of: impl FnOnce(&[String], &[&str]) -> DuplicateTable,
 ) -> Result<Plan> {
-    let PlanRequest { corpus_path, mut documents, seed, design: design_config, hyperparameters } = request;
+    let PlanRequest { corpus_path, mut documents, seed, design: design_config, hyperparameters, background } = request;
     hyperparameters.validate()?;
     let in_count = design::in_count(design_config.models, design_config.keep)?;
     let corpus_sha256 = corpus_checksum(&documents);
@@ -55,9 +68,18 @@ pub fn build(
     let Planted { copies, canary } = plant_canaries(&mut documents, &design_config, seed)?;
     let held_by_id = held_out_ids(&documents, &canary, &design_config.holdout_ids)?;
 
-    let max_tokens = hyperparameters.model.max_tokens();
-    let seen: Vec<_> =
-        documents.iter().map(|d| String::from_utf8_lossy(corpus::byte_tokens(&d.text, max_tokens))).collect();
+    let background_documents = background.as_ref().map_or(&[][..], |b| &b.documents[..]);
+    let all_texts = documents.iter().chain(background_documents).map(|d| d.text.as_str());
+    let tokenizer = Tokenizer::for_plan(&hyperparameters.model, all_texts)?;
+    let cap = hyperparameters.model.max_tokens_per_doc;
+    let texts: Vec<String> = documents.iter().map(|d| d.text.clone()).collect();
+    let tokens = tokenizer.encode_all(&texts, cap)?;
+    drop(texts);
+    let seen: Vec<_> = documents
+        .iter()
+        .zip(&tokens)
+        .map(|(d, tokens)| String::from_utf8_lossy(&d.text.as_bytes()[..tokens.bytes]))
+        .collect();
     let ids: Vec<String> = documents.iter().map(|d| d.id.clone()).collect();
     let texts: Vec<&str> = seen.iter().map(|t| t.as_ref()).collect();
     let duplicates = duplicates_of(&ids, &texts);
@@ -77,12 +99,7 @@ pub fn build(
     let held_unit = design::holdout(unit_count, design_config.holdout, seed)?;
 
     let mut table = CorpusTable::default();
-    let mut truncated = 0;
     for (doc, document) in documents.iter().enumerate() {
-        let tokens = corpus::byte_tokens(&document.text, max_tokens).len();
-        if tokens < document.text.len() && doc < input_documents {
-            truncated += 1;
-        }
         let unit = units[doc];
         // Canaries are the object of the copy sweep: they are never held out.
         let holdout = (held_unit[unit as usize] || held_by_id[doc]) && !canary[doc];
@@ -90,7 +107,7 @@ pub fn build(
         table.doc_id.push(document.id.clone());
         table.source.push(document.source.clone());
         table.text.push(document.text.clone());
-        table.tokens.push(tokens as u32);
+        table.tokens.push(tokens[doc].ids.len() as u32);
         table.sha256.push(corpus::sha256_hex(document.text.as_bytes()));
         table.holdout.push(holdout);
         table.unit.push(unit);
@@ -112,20 +129,45 @@ pub fn build(
         jobs.model.push(model);
     }
 
+    let background_table = match &background {
+        None => None,
+        Some(background) => {
+            let texts: Vec<String> = background.documents.iter().map(|d| d.text.clone()).collect();
+            let tokens = tokenizer.encode_all(&texts, cap)?;
+            let ids = background.documents.iter().map(|d| d.id.clone()).collect();
+            Some(BackgroundTable {
+                doc_id: ids,
+                tokens: tokens.iter().map(|t| t.ids.len() as u32).collect(),
+                text: texts,
+            })
+        }
+    };
+    let tokenizer_json = tokenizer.to_json();
     let config = RunConfig {
         seed,
         corpus: CorpusConfig {
             path: corpus_path.to_string(),
             sha256: corpus_sha256,
             documents: input_documents as u32,
-            truncated,
         },
         design: design_config,
         model: hyperparameters.model,
         train: hyperparameters.train,
         jobs: hyperparameters.jobs,
+        tokens: TokensConfig {
+            vocab: tokenizer.vocab(),
+            tokenizer_sha256: tokenizer_json.as_ref().map(|json| corpus::sha256_hex(json.as_bytes())),
+            corpus: table.tokens.iter().map(|&t| u64::from(t)).sum(),
+            capped: tokens[..input_documents].iter().filter(|t| t.capped).count() as u32,
+            background: background_table.as_ref().map_or(0, |b| b.tokens.iter().map(|&t| u64::from(t)).sum()),
+        },
+        background: background.map(|b| BackgroundConfig {
+            path: b.path.to_string(),
+            sha256: corpus_checksum(&b.documents),
+            documents: b.documents.len() as u32,
+        }),
     };
-    Ok(Plan { config, corpus: table, membership, jobs, duplicates })
+    Ok(Plan { config, corpus: table, membership, jobs, duplicates, tokenizer_json, background: background_table })
 }
 
 /// For each sampling unit, its documents that are not held out.
@@ -272,6 +314,12 @@ pub fn write(run: &RunDir, plan: &Plan) -> Result<Written> {
     atomic::write_bytes(&staged.config(), plan.config.to_toml().as_bytes())?;
     let seed = Some(plan.config.seed);
     schema::write(&staged.corpus(), &plan.corpus, seed)?;
+    if let Some(json) = &plan.tokenizer_json {
+        atomic::write_bytes(&staged.tokenizer(), json.as_bytes())?;
+    }
+    if let Some(background) = &plan.background {
+        schema::write(&staged.background(), background, seed)?;
+    }
     plan.membership.write(&staged.membership())?;
     schema::write(&staged.jobs(), &plan.jobs, seed)?;
     std::fs::create_dir(staged.analysis_dir()).map_err(Error::io(staged.analysis_dir()))?;
@@ -398,6 +446,7 @@ mod tests {
             seed: 5,
             design,
             hyperparameters: Hyperparameters::default(),
+            background: None,
         }
     }
 
@@ -486,17 +535,68 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_are_scored_on_the_bytes_the_models_see() {
-        let mut documents = docs(2);
+    fn duplicates_are_scored_on_the_text_the_models_see() {
+        let mut documents = docs(3);
         documents[0].text = format!("{}é tail", "a".repeat(126));
+        documents[1].text = "b".repeat(300);
+        let mut request = request(documents, design(4, 0.5));
+        request.hyperparameters.model.max_tokens_per_doc = Some(200);
         let mut seen = Vec::new();
-        build(request(documents, design(4, 0.5)), |ids, texts| {
+        let plan = build(request, |ids, texts| {
             seen = texts.iter().map(|t| t.to_string()).collect();
             no_clusters(ids, texts)
         })
         .unwrap();
-        // context 128: 127 bytes, the last one half of "é".
-        assert_eq!(seen, [format!("{}\u{fffd}", "a".repeat(126)), "document number 1".to_string()]);
+        // Whole documents beyond the context; the cap of 200 byte tokens cuts the second.
+        assert_eq!(seen, [format!("{}é tail", "a".repeat(126)), "b".repeat(200), "document number 2".to_string()]);
+        assert_eq!(plan.corpus.tokens, [133, 200, 17]);
+        assert_eq!((plan.config.tokens.capped, plan.config.tokens.corpus), (1, 350));
+        let mut capped_mid_character = docs(1);
+        capped_mid_character[0].text = format!("{}é", "a".repeat(199));
+        let mut request = super::tests::request(capped_mid_character, design(4, 0.5));
+        request.hyperparameters.model.max_tokens_per_doc = Some(200);
+        build(request, |ids, texts| {
+            seen = texts.iter().map(|t| t.to_string()).collect();
+            no_clusters(ids, texts)
+        })
+        .unwrap();
+        assert_eq!(seen, [format!("{}\u{fffd}", "a".repeat(199))]);
+    }
+
+    #[test]
+    fn a_trained_tokenizer_and_the_background_are_part_of_the_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let background = |text: &str| Background {
+            path: "background.jsonl",
+            documents: (0..30)
+                .map(|i| Document { id: format!("b{i}"), text: format!("{text} {i}"), source: None })
+                .collect(),
+        };
+        let plan_with = |text: &str| {
+            let mut request = request(docs(20), design(4, 0.5));
+            request.hyperparameters.model.tokenizer = crate::tokenizer::BPE_TRAINED.into();
+            request.hyperparameters.model.vocab_size = 300;
+            request.background = Some(background(text));
+            build(request, no_clusters).unwrap()
+        };
+        let plan = plan_with("the background sentence number");
+        assert_eq!(plan.tokenizer_json, plan_with("the background sentence number").tokenizer_json);
+        let background_config = plan.config.background.clone().unwrap();
+        assert_eq!((background_config.path.as_str(), background_config.documents), ("background.jsonl", 30));
+        assert!(plan.config.tokens.vocab > 256 && plan.config.tokens.background > 0, "{:?}", plan.config.tokens);
+        // The background is not in the membership table: it holds the corpus's 20 documents.
+        assert_eq!(plan.membership.documents(), 20);
+        assert_eq!((0..4).map(|m| plan.membership.docs_of(m).len()).sum::<usize>(), 20 * 2);
+
+        let run = RunDir::new(dir.path().join("run"));
+        write(&run, &plan).unwrap();
+        let json = std::fs::read_to_string(run.tokenizer()).unwrap();
+        assert_eq!(Some(&corpus::sha256_hex(json.as_bytes())), plan.config.tokens.tokenizer_sha256.as_ref());
+        let stored: BackgroundTable = schema::read(&run.background()).unwrap();
+        assert_eq!(Some(&stored), plan.background.as_ref());
+        let other = plan_with("another background altogether");
+        let err = write(&run, &other).unwrap_err().to_string();
+        assert!(err.contains("background.sha256"), "{err}");
     }
 
     #[test]

@@ -191,7 +191,7 @@ table! {
         pub doc_id: Vec<String>,
         pub source: Vec<Option<String>>,
         pub text: Vec<String>,
-        /// Byte tokens the models see, after truncation.
+        /// Tokens the models see (after `max_tokens_per_doc`, if set).
         pub tokens: Vec<u32>,
         pub sha256: Vec<String>,
         /// Set aside: no model trains on it.
@@ -200,6 +200,17 @@ table! {
         pub unit: Vec<u32>,
         /// Times the document appears in a training set that includes it.
         pub copies: Vec<u16>,
+    }
+}
+
+table! {
+    /// `background.parquet`: documents every model trains on besides its subset; never
+    /// scored, not in the membership table.
+    pub struct BackgroundTable {
+        pub doc_id: Vec<String>,
+        pub text: Vec<String>,
+        /// Tokens the models see (after `max_tokens_per_doc`, if set).
+        pub tokens: Vec<u32>,
     }
 }
 

@@ -263,13 +263,16 @@ fn glance(data: &ReportData) -> Markup {
     html! {
         dl class="glance" {
             dt { "Corpus" } dd { code { (c.corpus.path) } " · " (documents) " documents · sha256 " code { (c.corpus.sha256.chars().take(12).collect::<String>()) } }
-            @if c.corpus.truncated > 0 {
-                dt { "Truncated" } dd { (c.corpus.truncated) " documents cut to " (c.model.max_tokens()) " bytes" }
+            @if let (capped @ 1.., Some(cap)) = (c.tokens.capped, c.model.max_tokens_per_doc) {
+                dt { "Capped" } dd { (capped) " documents cut to " (cap) " tokens (model.max_tokens_per_doc)" }
+            }
+            @if let Some(background) = &c.background {
+                dt { "Background" } dd { code { (background.path) } " · " (background.documents) " documents · " (c.tokens.background) " tokens every model trains on" }
             }
             dt { "Models" } dd { (c.design.models) " models, each trained on a keep fraction of " (c.design.keep) " of the units" }
             dt { "Unit" } dd { (unit) " (what is IN or OUT together)" }
             dt { "Holdout" } dd { (c.design.holdout) " · " (held_out) " documents no model trains on" }
-            dt { "Model" } dd { (c.model.n_layer) " layers · " (c.model.n_head) " heads · d_model " (c.model.d_model) " · context " (c.model.context) }
+            dt { "Model" } dd { (c.model.n_layer) " layers · " (c.model.n_head) " heads · d_model " (c.model.d_model) " · context " (c.model.context) " · tokenizer " (c.model.tokenizer) " (vocabulary " (c.tokens.vocab) ")" }
             dt { "Training" } dd {
                 (t.epochs) " epochs · batch " (t.batch_size) " · AdamW lr " (t.lr) " (warmup " (t.warmup_fraction) ", weight decay "
                 (t.weight_decay) ", betas " (t.beta1) "/" (t.beta2) ", clip " (t.grad_clip) ") · " (c.jobs.stack) " models per job"
@@ -636,12 +639,12 @@ fn preview_block(text: &str) -> String {
 mod tests {
     use super::*;
 
-    use subsets::config::{CorpusConfig, DesignConfig, JobsConfig, ModelConfig, TrainConfig};
+    use subsets::config::{CorpusConfig, DesignConfig, JobsConfig, ModelConfig, TokensConfig, TrainConfig};
 
     /// Three documents of two sources, the third held out; one cluster of the first two.
     fn data(texts: [&str; 3]) -> ReportData {
         let design = DesignConfig { holdout: 0.3, unit: Unit::Cluster, ..DesignConfig::documents(4, 0.5) };
-        let corpus = CorpusConfig { path: "c.jsonl".into(), sha256: "ab".repeat(32), documents: 3, truncated: 0 };
+        let corpus = CorpusConfig { path: "c.jsonl".into(), sha256: "ab".repeat(32), documents: 3 };
         let config = RunConfig {
             seed: 5,
             corpus,
@@ -649,6 +652,8 @@ mod tests {
             model: ModelConfig::default(),
             train: TrainConfig::default(),
             jobs: JobsConfig::default(),
+            tokens: TokensConfig { vocab: 256, tokenizer_sha256: None, corpus: 60, capped: 0, background: 0 },
+            background: None,
         };
         let scores = ScoreTable {
             doc: vec![0, 1, 2],

@@ -1,0 +1,265 @@
+//! Turning text into the token ids a model reads: bytes, a byte-level BPE trained on the
+//! run's text at plan time, or a user's Hugging Face `tokenizer.json`.
+//!
+//! Token ids `0..vocab` are the tokenizer's; every model embeds two more, [`Tokenizer::bos`]
+//! (`vocab`), which starts every document, and [`Tokenizer::pad`] (`vocab + 1`), which fills
+//! a batch row and is never a target. The tokenizer's own special tokens are never added:
+//! a document is exactly its text's tokens.
+//!
+//! Training the BPE on the whole corpus, documents that some models leave out included,
+//! does not bias IN − OUT: the tokenizer is one fixed function of the corpus that every
+//! model shares, whatever its subset, so a document is cut into the same tokens for the
+//! models that train on it and for those that do not. What differs between IN and OUT
+//! models is only whether they trained on the document, which is what mem(x) compares.
+
+use std::path::Path;
+
+use rayon::prelude::*;
+use tokenizers::decoders::DecoderWrapper;
+use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
+use tokenizers::normalizers::NormalizerWrapper;
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::processors::PostProcessorWrapper;
+use tokenizers::{TokenizerBuilder, TokenizerImpl};
+
+use crate::config::{ModelConfig, RunConfig};
+use crate::layout::RunDir;
+use crate::{Error, Result, corpus};
+
+/// `[model] tokenizer` for byte tokens.
+pub const BYTES: &str = "bytes";
+/// `[model] tokenizer` for a byte-level BPE trained at plan time.
+pub const BPE_TRAINED: &str = "bpe";
+/// Pairs seen fewer times than this are never merged, so the trained vocabulary can be
+/// smaller than `vocab_size` on a small corpus.
+const MIN_PAIR_FREQUENCY: u64 = 2;
+
+type BpeTokenizer = TokenizerImpl<BPE, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper>;
+
+pub enum Tokenizer {
+    /// Each byte of the UTF-8 text is a token: vocabulary 256.
+    Bytes,
+    Bpe {
+        tokenizer: Box<tokenizers::Tokenizer>,
+        /// One more than the largest id the tokenizer can produce.
+        vocab: u32,
+    },
+}
+
+/// A document's tokens, at most the cap, and how many bytes of its text they cover.
+pub struct Tokens {
+    pub ids: Vec<u32>,
+    /// Bytes of the text the tokens stand for: all of it unless the cap cut it.
+    pub bytes: usize,
+    pub capped: bool,
+}
+
+impl Tokenizer {
+    /// The tokenizer `model` asks for, before a run exists: a BPE is trained on `texts`,
+    /// a `tokenizer.json` path is read.
+    pub fn for_plan<'a>(model: &ModelConfig, texts: impl Iterator<Item = &'a str> + Send) -> Result<Tokenizer> {
+        match model.tokenizer.as_str() {
+            BYTES => Ok(Tokenizer::Bytes),
+            BPE_TRAINED => Tokenizer::train(texts, model.vocab_size),
+            path => Tokenizer::from_file(Path::new(path)),
+        }
+    }
+
+    /// The vocabulary `model` asks for, without a run or a corpus: a BPE still to train is
+    /// taken at its full `vocab_size`.
+    pub fn planned_vocab(model: &ModelConfig) -> Result<u32> {
+        match model.tokenizer.as_str() {
+            BYTES => Ok(Tokenizer::Bytes.vocab()),
+            BPE_TRAINED => Ok(model.vocab_size),
+            path => Ok(Tokenizer::from_file(Path::new(path))?.vocab()),
+        }
+    }
+
+    /// The tokenizer of a planned run: bytes, or `RUN/tokenizer.json`, which must be the
+    /// file the plan wrote.
+    pub fn for_run(run: &RunDir, config: &RunConfig) -> Result<Tokenizer> {
+        let Some(expected) = &config.tokens.tokenizer_sha256 else {
+            return Ok(Tokenizer::Bytes);
+        };
+        let path = run.tokenizer();
+        let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
+        let found = corpus::sha256_hex(&bytes);
+        if &found != expected {
+            return Err(Error::file(
+                &path,
+                format!("sha256 {found} is not the {expected} run.toml recorded: the file was changed after planning"),
+            ));
+        }
+        Tokenizer::from_json(&path, &bytes)
+    }
+
+    /// A byte-level BPE of at most `vocab_size` tokens (the 256 bytes included) trained on
+    /// `texts`. Training is deterministic: the same texts give the same file.
+    pub fn train<'a>(texts: impl Iterator<Item = &'a str> + Send, vocab_size: u32) -> Result<Tokenizer> {
+        let mut trainer = BpeTrainerBuilder::new()
+            .vocab_size(vocab_size as usize)
+            .min_frequency(MIN_PAIR_FREQUENCY)
+            .show_progress(false)
+            .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+            .build();
+        let mut tokenizer: BpeTokenizer = TokenizerBuilder::new()
+            .with_model(BPE::default())
+            .with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false).into()))
+            .with_decoder(Some(ByteLevel::default().into()))
+            .build()
+            .map_err(|e| Error::Invalid(format!("building the BPE tokenizer: {e}")))?;
+        tokenizer.train(&mut trainer, texts).map_err(|e| Error::Invalid(format!("training the BPE tokenizer: {e}")))?;
+        Ok(Tokenizer::bpe(tokenizer.into()))
+    }
+
+    /// A Hugging Face `tokenizer.json` file.
+    pub fn from_file(path: &Path) -> Result<Tokenizer> {
+        let bytes = std::fs::read(path).map_err(Error::io(path))?;
+        Tokenizer::from_json(path, &bytes)
+    }
+
+    fn from_json(path: &Path, bytes: &[u8]) -> Result<Tokenizer> {
+        let tokenizer = tokenizers::Tokenizer::from_bytes(bytes)
+            .map_err(|e| Error::file(path, format!("not a Hugging Face tokenizer.json: {e}")))?;
+        if tokenizer.get_vocab_size(true) == 0 {
+            return Err(Error::file(path, "the tokenizer has an empty vocabulary"));
+        }
+        Ok(Tokenizer::bpe(tokenizer))
+    }
+
+    fn bpe(tokenizer: tokenizers::Tokenizer) -> Tokenizer {
+        let vocab = tokenizer.get_vocab(true).values().max().map_or(0, |&id| id + 1);
+        Tokenizer::Bpe { tokenizer: Box::new(tokenizer), vocab }
+    }
+
+    /// The tokenizer's file, for `RUN/tokenizer.json`; None for bytes.
+    pub fn to_json(&self) -> Option<String> {
+        match self {
+            Tokenizer::Bytes => None,
+            Tokenizer::Bpe { tokenizer, .. } => {
+                Some(tokenizer.to_string(false).expect("a loaded tokenizer always serializes"))
+            }
+        }
+    }
+
+    /// Token ids a text can hold: `0..vocab`.
+    pub fn vocab(&self) -> u32 {
+        match self {
+            Tokenizer::Bytes => 256,
+            Tokenizer::Bpe { vocab, .. } => *vocab,
+        }
+    }
+
+    /// The token that starts every document.
+    pub fn bos(&self) -> u32 {
+        self.vocab()
+    }
+
+    /// The token that fills a batch row after its document ends.
+    pub fn pad(&self) -> u32 {
+        self.vocab() + 1
+    }
+
+    /// Rows of a model's embedding: the vocabulary, BOS and PAD.
+    pub fn embedding_rows(&self) -> u32 {
+        self.vocab() + 2
+    }
+
+    /// The tokens of `text`, at most `cap` of them.
+    pub fn encode(&self, text: &str, cap: Option<u32>) -> Result<Tokens> {
+        let cap = cap.map_or(usize::MAX, |c| c as usize);
+        match self {
+            Tokenizer::Bytes => {
+                let ids: Vec<u32> = text.bytes().take(cap).map(u32::from).collect();
+                Ok(Tokens { bytes: ids.len(), capped: ids.len() < text.len(), ids })
+            }
+            Tokenizer::Bpe { tokenizer, .. } => {
+                let encoding = tokenizer.encode(text, false).map_err(|e| Error::Invalid(format!("tokenizer: {e}")))?;
+                let mut ids = encoding.get_ids().to_vec();
+                if ids.len() <= cap {
+                    return Ok(Tokens { ids, bytes: text.len(), capped: false });
+                }
+                ids.truncate(cap);
+                // Offsets are byte offsets into `text`; tokens of one multi-byte character
+                // share its span, so the cut never splits a character.
+                let bytes = cap.checked_sub(1).map_or(0, |last| encoding.get_offsets()[last].1);
+                Ok(Tokens { ids, bytes, capped: true })
+            }
+        }
+    }
+
+    /// The tokens of every text, in parallel; an error names the text's index.
+    pub fn encode_all(&self, texts: &[String], cap: Option<u32>) -> Result<Vec<Tokens>> {
+        texts
+            .par_iter()
+            .enumerate()
+            .map(|(i, text)| self.encode(text, cap).map_err(|e| Error::Invalid(format!("document {i}: {e}"))))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "The cat sat on the mat. The cat sat on the hat. The dog sat on the log. ";
+
+    fn trained() -> Tokenizer {
+        Tokenizer::train(std::iter::repeat_n(TEXT, 20), 300).unwrap()
+    }
+
+    #[test]
+    fn bytes_are_tokens_and_the_cap_cuts_bytes() {
+        let tokens = Tokenizer::Bytes.encode("héllo", Some(3)).unwrap();
+        assert_eq!(tokens.ids, [104, 195, 169]);
+        assert_eq!((tokens.bytes, tokens.capped), (3, true));
+        let all = Tokenizer::Bytes.encode("hi", None).unwrap();
+        assert_eq!((all.ids, all.bytes, all.capped), (vec![104, 105], 2, false));
+        assert_eq!(
+            (Tokenizer::Bytes.bos(), Tokenizer::Bytes.pad(), Tokenizer::Bytes.embedding_rows()),
+            (256, 257, 258)
+        );
+    }
+
+    #[test]
+    fn bpe_training_is_deterministic_and_merges_frequent_words() {
+        let a = trained();
+        assert_eq!(a.to_json(), trained().to_json());
+        let tokens = a.encode("The cat sat on the mat.", None).unwrap();
+        assert!(tokens.ids.len() < 12, "{:?}", tokens.ids);
+        assert!(tokens.ids.iter().all(|&id| id < a.vocab()));
+        assert!(a.vocab() > 256 && a.vocab() <= 300, "{}", a.vocab());
+    }
+
+    #[test]
+    fn bpe_cap_keeps_whole_characters() {
+        let bpe = trained();
+        let text = "é€ cat";
+        let all = bpe.encode(text, None).unwrap();
+        let capped = bpe.encode(text, Some(2)).unwrap();
+        assert_eq!(capped.ids, all.ids[..2]);
+        assert!(capped.capped);
+        assert!(text.is_char_boundary(capped.bytes), "{}", capped.bytes);
+    }
+
+    #[test]
+    fn a_saved_tokenizer_reads_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        let bpe = trained();
+        std::fs::write(&path, bpe.to_json().unwrap()).unwrap();
+        let read = Tokenizer::from_file(&path).unwrap();
+        assert_eq!(read.to_json(), bpe.to_json());
+        assert_eq!(read.encode(TEXT, None).unwrap().ids, bpe.encode(TEXT, None).unwrap().ids);
+    }
+
+    #[test]
+    fn a_malformed_tokenizer_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broken.json");
+        std::fs::write(&path, "{\"model\": 3}").unwrap();
+        let err = Tokenizer::from_file(&path).err().unwrap().to_string();
+        assert!(err.contains("broken.json: not a Hugging Face tokenizer.json"), "{err}");
+    }
+}
