@@ -4,13 +4,15 @@
 //! per-model matrices ([`per_model`]) that the bootstrap intervals ([`bootstrap`]), the
 //! reliability measures ([`reliability`]) and counterfactual influence ([`influence`])
 //! multiply with one GEMM ([`gemm`]), the score tables ([`scores`]) and the printed
-//! summary ([`report`]), the HTML report ([`html`]). [`synthetic_run`] writes runs with known answers for tests and
-//! benchmarks.
+//! summary ([`report`]), the HTML report ([`html`]), and whether the models generalize
+//! beyond a leave-one-out bigram baseline ([`diagnosis`]). [`synthetic_run`] writes runs
+//! with known answers for tests and benchmarks.
 //!
 //! It reads logs and the corpus only through `subsets::schema` and never depends on tch:
 //! it builds and tests without libtorch.
 
 pub mod bootstrap;
+pub mod diagnosis;
 pub mod dups;
 pub mod estimate;
 pub mod gemm;
