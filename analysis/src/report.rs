@@ -1,4 +1,4 @@
-//! The short text summary `cfmem analyze` prints.
+//! The short text summary `cfmem analyze` prints, and its numbers as `summary.json`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -6,6 +6,7 @@ use std::fmt;
 use subsets::config::RunConfig;
 use subsets::schema::{ClusterTable, CopiesTable, CorpusTable, ScoreTable};
 
+use crate::diagnosis::Diagnosis;
 use crate::reliability::Verdict;
 use crate::stats::quantile;
 
@@ -29,6 +30,7 @@ pub struct Summary {
     clusters: Vec<ClusterLine>,
     copies: CopiesTable,
     reliability: Verdict,
+    diagnosis: Diagnosis,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +64,7 @@ fn mean(values: &[f64]) -> Option<f64> {
 }
 
 impl Summary {
+    #[expect(clippy::too_many_arguments, reason = "one per part of the analysis the summary reports")]
     pub fn new(
         config: &RunConfig,
         corpus: &CorpusTable,
@@ -70,6 +73,7 @@ impl Summary {
         copies: &CopiesTable,
         logs: (usize, usize),
         reliability: Verdict,
+        diagnosis: Diagnosis,
     ) -> Summary {
         let scored: Vec<usize> = (0..scores.doc.len()).filter(|&d| scores.mem_acc[d].is_some()).collect();
         let mut values: Vec<f64> = scored.iter().filter_map(|&d| scores.mem_acc[d]).collect();
@@ -134,7 +138,38 @@ impl Summary {
             clusters,
             copies: copies.clone(),
             reliability,
+            diagnosis,
         }
+    }
+
+    pub fn diagnosis(&self) -> &Diagnosis {
+        &self.diagnosis
+    }
+
+    /// `summary.json`: `models`, `documents`, `holdout`, `jobs_analyzed`, `jobs`,
+    /// `mem_acc_quantiles` (`min`, `p10`, `median`, `p90`, `max`, or null), `sources`
+    /// (`{source: {count, median, mean}}` of mem_acc) and `diagnosis` ([`Diagnosis`]).
+    pub fn to_json(&self) -> serde_json::Value {
+        let quantiles = self.quantiles.map(|[min, p10, median, p90, max]| {
+            serde_json::json!({"min": min, "p10": p10, "median": median, "p90": p90, "max": max})
+        });
+        let sources: serde_json::Map<String, serde_json::Value> = self
+            .sources
+            .iter()
+            .map(|(source, (count, median, mean))| {
+                (source.clone(), serde_json::json!({"count": count, "median": median, "mean": mean}))
+            })
+            .collect();
+        serde_json::json!({
+            "models": self.models,
+            "documents": self.documents,
+            "holdout": self.holdout,
+            "jobs_analyzed": self.logs.0,
+            "jobs": self.logs.1,
+            "mem_acc_quantiles": quantiles,
+            "sources": sources,
+            "diagnosis": self.diagnosis,
+        })
     }
 }
 
@@ -194,6 +229,6 @@ impl fmt::Display for Summary {
                 )?;
             }
         }
-        Ok(())
+        write!(f, "\n{}", self.diagnosis)
     }
 }

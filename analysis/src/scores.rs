@@ -1,6 +1,7 @@
 //! `cfmem analyze`: from a run directory to `analysis/scores.parquet`,
-//! `analysis/clusters.parquet`, `analysis/copies.parquet`, `analysis/reliability.parquet`
-//! and a printed summary. The duplicate scores and clusters are the ones `plan` stored
+//! `analysis/clusters.parquet`, `analysis/copies.parquet`, `analysis/reliability.parquet`,
+//! a printed summary and its numbers in `analysis/summary.json`, the diagnosis of whether the
+//! models generalize ([`crate::diagnosis`]) included. The duplicate scores and clusters are the ones `plan` stored
 //! (`analysis/duplicates.parquet`), so there is one definition of clusters per run.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -9,10 +10,14 @@ use std::sync::Mutex;
 use subsets::config::{RunConfig, Unit};
 use subsets::layout::RunDir;
 use subsets::plan::CANARY_SOURCE;
-use subsets::schema::{self, ClusterTable, CopiesTable, CorpusTable, ReliabilityTable, ScoreTable, Table};
+use subsets::schema::{
+    self, BackgroundTable, ClusterTable, CopiesTable, CorpusTable, ReliabilityTable, ScoreTable, Table,
+};
 use subsets::seeds;
+use subsets::tokenizer::Tokenizer;
 
 use crate::bootstrap::{self, Weights};
+use crate::diagnosis::{self, Diagnosis, DocumentAccuracy};
 use crate::estimate::{self, Metrics};
 use crate::per_model::{ModelValues, RunLogs};
 use crate::reliability::{self, Verdict};
@@ -111,8 +116,46 @@ pub fn analyze(run: &RunDir, settings: AnalyzeSettings) -> Result<Analysis> {
     let clusters = cluster_table(&accumulated.clusters, &sizes);
     let copies = copies_table(&config, &corpus, &scores);
     let verdict = Verdict::new(&reliability, accumulated.models.len());
-    let summary = Summary::new(&config, &corpus, &scores, &clusters, &copies, (logs.logs.len(), logs.jobs), verdict);
+    let diagnosis = diagnose_regime(run, &config, &corpus, &scores)?;
+    let summary =
+        Summary::new(&config, &corpus, &scores, &clusters, &copies, (logs.logs.len(), logs.jobs), verdict, diagnosis);
     Ok(Analysis { scores, clusters, copies, reliability, summary, run_seed: config.seed })
+}
+
+/// Whether the models generalize: each document's IN and OUT accuracy against a bigram
+/// model fit on the training pool (the documents some model trains on, by their copies, and
+/// the background) without the document, tokenized as the models saw it.
+fn diagnose_regime(run: &RunDir, config: &RunConfig, corpus: &CorpusTable, scores: &ScoreTable) -> Result<Diagnosis> {
+    let tokenizer = Tokenizer::for_run(run, config)?;
+    let cap = config.model.max_tokens_per_doc;
+    let ids = |texts: &[String]| -> Result<Vec<Vec<u32>>> {
+        Ok(tokenizer.encode_all(texts, cap)?.into_iter().map(|tokens| tokens.ids).collect())
+    };
+    let documents = ids(&corpus.text)?;
+    let background = match config.background {
+        None => Vec::new(),
+        Some(_) => ids(&schema::read::<BackgroundTable>(&run.background())?.text)?,
+    };
+    let weights: Vec<u32> = corpus
+        .copies
+        .iter()
+        .zip(&corpus.holdout)
+        .map(|(&copies, &held)| if held { 0 } else { copies.into() })
+        .collect();
+    let baselines = diagnosis::leave_one_out_baselines(&documents, &weights, &background, tokenizer.bos())?;
+    let accuracies: Vec<DocumentAccuracy> = baselines
+        .iter()
+        .enumerate()
+        .map(|(doc, baseline)| DocumentAccuracy {
+            source: scores.source[doc].clone(),
+            holdout: scores.holdout[doc],
+            acc_in: scores.acc_in[doc],
+            acc_out: scores.acc_out[doc],
+            bigram: baseline.bigram_accuracy(),
+            unigram: baseline.unigram_accuracy(),
+        })
+        .collect();
+    Ok(diagnosis::diagnose(&accuracies))
 }
 
 /// Each document's bootstrap interval of mem_acc and the run's reliability measures, from
@@ -223,6 +266,8 @@ impl Analysis {
         schema::write(&run.clusters(), &self.clusters, seed)?;
         schema::write(&run.copies(), &self.copies, seed)?;
         schema::write(&run.reliability(), &self.reliability, seed)?;
+        let json = serde_json::to_string_pretty(&self.summary.to_json()).expect("numbers and strings serialize");
+        subsets::atomic::write_bytes(&run.summary(), json.as_bytes())?;
         Ok(())
     }
 }

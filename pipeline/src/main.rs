@@ -469,7 +469,7 @@ fn analyze(run: &Path, partial: bool, settings: AnalyzeSettings) -> Result<()> {
 }
 
 /// Sentences of the demo's generated background corpus.
-const DEMO_BACKGROUND: usize = 400;
+const DEMO_BACKGROUND: usize = 300;
 
 /// Settings of the demo: small enough to finish in under two minutes on two CPU cores.
 fn demo_hyperparameters() -> Hyperparameters {
@@ -478,9 +478,9 @@ fn demo_hyperparameters() -> Hyperparameters {
     h.model.n_head = 4;
     h.model.d_model = 64;
     h.model.context = 128;
-    h.train.epochs = 40;
+    h.train.epochs = 16;
     h.train.batch_size = 16;
-    h.train.lr = 5e-3;
+    h.train.lr = 1e-2;
     h
 }
 
