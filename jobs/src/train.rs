@@ -691,4 +691,33 @@ mod tests {
         assert!((eval.nll - nll).abs() < 1e-3, "{} vs {nll}", eval.nll);
         assert_eq!(eval.correct, correct);
     }
+
+    #[test]
+    fn every_model_trains_on_the_background_and_no_log_row_scores_it() {
+        let config = tiny_config(120);
+        let documents = vec![tokens(b"first document"), tokens(b"second document")];
+        let background = vec![tokens(b"9f2c 71ab e403 5d88 c1f0")];
+        let flags = one_copy_none_held(2);
+        let models: [(u32, &[u32]); 2] = [(0, &[0]), (1, &[1])];
+        let with = StackInput { background: &background, ..input(&config, &documents, &models, &flags) };
+        let nll_on_background = |input: &StackInput<'_>| -> Vec<f64> {
+            let stack = train(input, Device::Cpu, &Silent).unwrap();
+            stack.evaluate(&[&background[0]], 1).unwrap().iter().map(|evals| evals[0].nll).collect()
+        };
+        let trained = nll_on_background(&with);
+        let without = nll_on_background(&input(&config, &documents, &models, &flags));
+        for (model, (trained, without)) in trained.iter().zip(&without).enumerate() {
+            assert!(
+                trained * 3.0 < *without,
+                "model {model}: nll {trained:.2} with the background, {without:.2} without"
+            );
+        }
+        let mut rows = Vec::new();
+        train_and_evaluate(&with, Device::Cpu, &Silent, &mut |log| {
+            rows.extend(log.model.iter().zip(&log.doc).map(|(&m, &d)| (m, d)));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(rows, [(0, 0), (0, 1), (1, 0), (1, 1)], "the corpus's documents only");
+    }
 }

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use subsets::schema::{self, ClusterTable, DuplicateTable, InfluenceTable, ReliabilityTable};
-use tests::{TINY_CONFIG, cfmem_err, cfmem_ok, plan_args, scores, training_lock};
+use tests::{TINY_CONFIG, cfmem, cfmem_err, cfmem_ok, plan_args, scores, training_lock};
 
 fn write_corpus(dir: &Path, texts: &[String]) -> std::path::PathBuf {
     let path = dir.join("corpus.jsonl");
@@ -16,9 +16,9 @@ fn write_corpus(dir: &Path, texts: &[String]) -> std::path::PathBuf {
 }
 
 #[test]
-fn a_runs_duplicates_are_scored_on_the_truncated_text_and_its_settings_are_its_configuration() {
+fn a_runs_duplicates_are_scored_on_the_text_the_models_see_and_its_settings_are_its_configuration() {
     let dir = tempfile::tempdir().unwrap();
-    // The tiny config's context is 64: the models see the first 63 bytes.
+    // Capped at 63 tokens, the models see the first 63 bytes.
     let head = "x".repeat(63);
     let texts: Vec<String> = vec![
         format!("{head} and one ending"),
@@ -28,9 +28,11 @@ fn a_runs_duplicates_are_scored_on_the_truncated_text_and_its_settings_are_its_c
     ];
     let corpus = write_corpus(dir.path(), &texts);
     let config = dir.path().join("tiny.toml");
-    std::fs::write(&config, TINY_CONFIG).unwrap();
+    std::fs::write(&config, TINY_CONFIG.replace("[model]\n", "[model]\nmax_tokens_per_doc = 63\n")).unwrap();
     let run = dir.path().join("run");
-    cfmem_ok(&plan_args(&corpus, &run, "4", "1", &["--config", config.to_str().unwrap()]));
+    let planned = cfmem(&plan_args(&corpus, &run, "4", "1", &["--config", config.to_str().unwrap()]));
+    let said = String::from_utf8_lossy(&planned.stderr);
+    assert!(said.contains("2 documents cut to 63 tokens"), "{said}");
     let planned: DuplicateTable = schema::read(&run.join("analysis/duplicates.parquet")).unwrap();
     assert_eq!(planned.exact_dup_count, [1, 1, 0, 0], "identical in what the models see");
     assert_eq!(planned.cluster[0], planned.cluster[1]);

@@ -136,11 +136,13 @@ fn memorization_grows_with_copies() {
 }
 
 #[test]
-fn cpu_runs_are_reproducible_from_the_seed() {
+fn cpu_runs_are_reproducible_from_the_seed_and_score_whole_documents() {
     let _one_at_a_time = training_lock();
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.jsonl");
-    let lines: String = (0..12).map(|i| format!("{{\"text\":\"document {i}: {}\"}}\n", "xyz".repeat(i + 1))).collect();
+    // Up to 300 bytes: documents of one to five windows of 63 bytes (context 64).
+    let texts: Vec<String> = (0..12).map(|i| format!("document {i}: {}", "xyz".repeat(8 * i + 1))).collect();
+    let lines: String = texts.iter().map(|text| format!("{{\"text\":\"{text}\"}}\n")).collect();
     std::fs::write(&corpus, lines).unwrap();
     let config = dir.path().join("tiny.toml");
     std::fs::write(&config, TINY_CONFIG).unwrap();
@@ -154,5 +156,10 @@ fn cpu_runs_are_reproducible_from_the_seed() {
     };
     let first = plan_and_run("a");
     assert_eq!(first[0].model.len(), 2 * 12);
+    for log in &first {
+        for (&doc, &tokens) in log.doc.iter().zip(&log.tokens) {
+            assert_eq!(tokens as usize, texts[doc as usize].len(), "every byte of document {doc} is evaluated");
+        }
+    }
     assert_eq!(first, plan_and_run("b"), "same seed, same logs bit for bit");
 }
