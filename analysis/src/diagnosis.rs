@@ -18,7 +18,7 @@ use std::fmt;
 use std::ops::Range;
 
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use subsets::plan::CANARY_SOURCE;
 
@@ -333,7 +333,7 @@ pub struct DocumentAccuracy {
 /// JSON fields: `documents`, `holdout`, `acc_in`, `acc_out`, `bigram_baseline`,
 /// `unigram_baseline`, `generalization_gap`, `memorization_gap` (numbers or null) and
 /// `memorizing` (bool).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupAccuracy {
     pub documents: usize,
     /// Held-out documents among them (only OUT accuracy).
@@ -354,7 +354,7 @@ pub struct GroupAccuracy {
 
 /// A source's row: JSON is `source` (a string, null for documents without a source) next
 /// to the fields of [`GroupAccuracy`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceAccuracy {
     pub source: Option<String>,
     #[serde(flatten)]
@@ -376,7 +376,7 @@ pub struct SourceAccuracy {
 /// "warning": string or null}`, `overall` covering every document but the canaries,
 /// `sources` ordered by name with documents without a source first, the canaries (source
 /// `"canary"`) included, and `memorizing` the overall flag.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Diagnosis {
     pub overall: GroupAccuracy,
     pub sources: Vec<SourceAccuracy>,

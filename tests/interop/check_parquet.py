@@ -62,12 +62,17 @@ def make_run(cfmem, work):
             text = f"document {i} from {source}: " + " ".join(f"w{(i * 7 + k) % 13}" for k in range(12))
             f.write(json.dumps({"id": f"doc-{i}", "text": text, "source": source}) + "\n")
         f.write(json.dumps({"text": "a document without id or source"}) + "\n")
+    background = work / "background.jsonl"
+    with background.open("w") as f:
+        for i in range(10):
+            f.write(json.dumps({"id": f"bg-{i}", "text": f"background text number {i}, trained on, never scored"}) + "\n")
     config = work / "tiny.toml"
     config.write_text(TINY)
     run = work / "run"
     steps = [
         ["plan", "--corpus", str(corpus), "--out", str(run), "--models", "6", "--keep", "0.5",
-         "--seed", str(SEED), "--holdout", "0.1", "--config", str(config), "--copies", "1,4", "--canaries", "4"],
+         "--seed", str(SEED), "--holdout", "0.1", "--config", str(config), "--copies", "1,4", "--canaries", "4",
+         "--background", str(background)],
         ["run", str(run), "--device", "cpu"],
         ["analyze", str(run)],
     ]

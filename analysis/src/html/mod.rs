@@ -22,6 +22,7 @@ use subsets::schema::{
     self, ClusterTable, CopiesTable, CorpusTable, InfluenceTable, JobTable, ReliabilityTable, ScoreTable, Table,
 };
 
+use crate::diagnosis::Diagnosis;
 use crate::stats::quantile;
 use crate::{Error, Result};
 use plot::{Axis, BoxGroup, Point, Scale, Step};
@@ -51,6 +52,8 @@ pub struct ReportData {
     pub copies: CopiesTable,
     pub influence: Option<InfluenceTable>,
     pub reliability: Option<ReliabilityTable>,
+    /// The diagnosis of `analysis/summary.json`, when the analysis wrote one.
+    pub diagnosis: Option<Diagnosis>,
     /// Jobs with a completion record, of all jobs.
     pub jobs_complete: (usize, usize),
     pub planned: Option<SystemTime>,
@@ -106,6 +109,7 @@ impl ReportData {
             copies: schema::read(&run.copies())?,
             influence: read_if_present(&run.influence())?,
             reliability: read_if_present(&run.reliability())?,
+            diagnosis: read_diagnosis(&run.summary())?,
             jobs_complete: (records.len(), job_ids.len()),
             planned: modified(&run.config()),
             last_log: records.iter().max().copied(),
@@ -114,6 +118,17 @@ impl ReportData {
             scores,
         })
     }
+}
+
+/// The `"diagnosis"` of a `summary.json`, if the file is there.
+fn read_diagnosis(path: &Path) -> Result<Option<Diagnosis>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(subsets::Error::io(path))?;
+    let malformed = |e: serde_json::Error| Error::Message(format!("{}: no diagnosis in it: {e}", path.display()));
+    let mut summary: serde_json::Value = serde_json::from_str(&text).map_err(malformed)?;
+    serde_json::from_value(summary["diagnosis"].take()).map(Some).map_err(malformed)
 }
 
 /// A colour per source, in the order of their names.
@@ -190,6 +205,9 @@ pub fn render(data: &ReportData, top: usize) -> String {
         Section { id: "duplicates", title: "Memorization and duplication", body: duplication(data, &colors) },
         Section { id: "clusters", title: "Near-duplicate clusters", body: clusters(data) },
     ];
+    if let Some(diagnosis) = &data.diagnosis {
+        sections.push(Section { id: "regime", title: "Do the models generalize?", body: regime(diagnosis) });
+    }
     if !data.copies.copies.is_empty() {
         sections.push(Section { id: "copies", title: "Copy sweep", body: copy_sweep(&data.copies) });
     }
@@ -524,6 +542,40 @@ fn copy_sweep(copies: &CopiesTable) -> Markup {
     }
 }
 
+fn regime(diagnosis: &Diagnosis) -> Markup {
+    let rows = std::iter::once(("all documents but canaries", &diagnosis.overall))
+        .chain(diagnosis.sources.iter().map(|s| (s.source.as_deref().unwrap_or(NO_SOURCE), &s.accuracy)));
+    html! {
+        @if let Some(warning) = &diagnosis.warning {
+            p class="warning" { (warning) }
+        }
+        div class="table-wrap" {
+            table class="numbers" {
+                thead { tr {
+                    th { "source" } th { "documents" } th { "accuracy IN" } th { "accuracy OUT" }
+                    th { "bigram baseline" } th { "unigram baseline" } th { "regime" }
+                } }
+                tbody {
+                    @for (name, group) in rows {
+                        tr {
+                            td { (name) } td class="num" { (group.documents) }
+                            td class="num" { (unsigned(group.acc_in)) } td class="num" { (unsigned(group.acc_out)) }
+                            td class="num" { (unsigned(group.bigram_baseline)) } td class="num" { (unsigned(group.unigram_baseline)) }
+                            td { @if group.memorizing { "memorizing" } @else { "–" } }
+                        }
+                    }
+                }
+            }
+        }
+        p class="note" {
+            "Mean per-token accuracy over documents. The baselines predict each token from the one before it (bigram) \
+             or from nothing (unigram), fit on the training pool without the document itself, as if it were OUT. \
+             A group is memorizing when its OUT accuracy is less than " (diagnosis.generalization_margin)
+            " above the bigram baseline while IN accuracy is more than " (diagnosis.memorization_margin) " above OUT."
+        }
+    }
+}
+
 fn stability(reliability: &ReliabilityTable) -> Markup {
     let rows = 0..reliability.measure.len();
     let steps: Vec<Step> = rows
@@ -690,6 +742,7 @@ mod tests {
             copies: CopiesTable::default(),
             influence: None,
             reliability: None,
+            diagnosis: None,
             jobs_complete: (2, 2),
             planned: None,
             last_log: None,
@@ -714,6 +767,27 @@ mod tests {
         assert!(most.contains("≈[+0.304, +0.696]") && !most.contains("&lt;b&gt;"), "--top 1: only the best");
         let kinds = page.matches("<svg class=\"plot\"").count();
         assert_eq!(kinds, 5, "histogram, box plot, two scatters and the cluster plot");
+    }
+
+    #[test]
+    fn a_memorizing_regime_is_shown_with_its_warning() {
+        let memorizing = |source: &str| crate::diagnosis::DocumentAccuracy {
+            source: Some(source.into()),
+            acc_in: Some(0.9),
+            acc_out: Some(0.2),
+            bigram: Some(0.25),
+            unigram: Some(0.1),
+            ..Default::default()
+        };
+        let mut report = data(["a", "b", "c"]);
+        report.diagnosis = Some(crate::diagnosis::diagnose(&[memorizing("x"), memorizing("<y>")]));
+        let page = render(&report, 1);
+        let regime = &page[page.find("<section id=\"regime\">").unwrap()..];
+        let regime = &regime[..regime.find("</section>").unwrap()];
+        assert!(regime.contains("<p class=\"warning\">warning: the models do not generalize"), "{regime}");
+        assert!(regime.contains("<td>&lt;y&gt;</td>"), "source names are escaped: {regime}");
+        assert_eq!(regime.matches("<td>memorizing</td>").count(), 3, "overall and both sources: {regime}");
+        assert!(!render(&data(["a", "b", "c"]), 1).contains("id=\"regime\""), "no summary.json, no section");
     }
 
     #[test]
