@@ -18,6 +18,7 @@ use std::time::SystemTime;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use subsets::config::{RunConfig, Unit};
 use subsets::layout::RunDir;
+use subsets::plan::CANARY_SOURCE;
 use subsets::schema::{
     self, ClusterTable, CopiesTable, CorpusTable, InfluenceTable, JobTable, ReliabilityTable, ScoreTable, Table,
 };
@@ -543,7 +544,9 @@ fn copy_sweep(copies: &CopiesTable) -> Markup {
 }
 
 fn regime(diagnosis: &Diagnosis) -> Markup {
-    let rows = std::iter::once(("all documents but canaries", &diagnosis.overall))
+    let has_canaries = diagnosis.sources.iter().any(|s| s.source.as_deref() == Some(CANARY_SOURCE));
+    let overall = if has_canaries { "all documents but canaries" } else { "all documents" };
+    let rows = std::iter::once((overall, &diagnosis.overall))
         .chain(diagnosis.sources.iter().map(|s| (s.source.as_deref().unwrap_or(NO_SOURCE), &s.accuracy)));
     html! {
         @if let Some(warning) = &diagnosis.warning {
