@@ -58,6 +58,21 @@ impl DeviceChoice {
     }
 }
 
+/// Keeps the memory libtorch frees in the process, for the next step to reuse, instead of
+/// handing it back to the kernel: every training step allocates and frees the same
+/// activations, and glibc serves blocks over 32 MB (and, once it trims, smaller ones too)
+/// from fresh mappings whose pages the kernel must fault in and zero again each step. On
+/// this project's 2-core VM that made a stack of 16 train at 0.70× the tokens/s of one
+/// model, 1.14× with this (`cfmem bench --device cpu --stacks 1,16`). The cost: a training
+/// process keeps its peak memory until it exits. Call it before libtorch allocates.
+pub fn keep_freed_memory() {
+    // SAFETY: mallopt only sets allocator parameters; glibc reads them on later calls.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
 /// Sets the CPU threads libtorch uses in this process; 0 keeps its default.
 pub fn set_cpu_threads(threads: u32) {
     if threads > 0 {

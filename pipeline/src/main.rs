@@ -292,6 +292,9 @@ fn main() -> ExitCode {
 }
 
 fn dispatch(command: Command) -> Result<()> {
+    if matches!(command, Command::Run(_) | Command::Demo(_) | Command::Bench(_)) {
+        jobs::device::keep_freed_memory();
+    }
     match command {
         Command::Plan(PlanArgs { extend: Some(run), models, .. }) => queue::extend(&run, models),
         Command::Plan(args) => {
