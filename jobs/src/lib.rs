@@ -1,14 +1,15 @@
 //! Training and evaluating the models of a planned run: the only crate that links libtorch.
 //!
 //! - [`bench`] measures the trainer against the device's matmul peak (`cfmem bench`).
-//! - [`device`] resolves `auto|cpu|cuda|cuda:N` to a torch device.
-//! - [`model`] is the tiny decoder-only byte-level transformer, G of them stacked in one
-//!   set of tensors.
+//! - [`device`] resolves `auto|cpu|cuda|cuda:N` to a torch device, and keeps freed CPU
+//!   memory for reuse.
+//! - [`model`] is the tiny decoder-only transformer over the run's tokens, G of them
+//!   stacked in one set of tensors.
 //! - [`train`] trains a stack of models, each on its own subset, and evaluates every model
 //!   on every document.
 //! - [`claim`] makes sure each job is trained by one worker at a time: create-exclusive
 //!   claim files with a heartbeat, taken over when stale.
-//! - [`runner`] reads a run's plan, claims its jobs one by one, skips the complete ones
+//! - [`runner`] reads a run's plan, tokenizes its documents, claims its jobs one by one, skips the complete ones
 //!   (checked against the record written at completion), streams each job's log and
 //!   publishes it atomically.
 //!
