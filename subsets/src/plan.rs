@@ -72,9 +72,8 @@ pub fn build(
     let all_texts = documents.iter().chain(background_documents).map(|d| d.text.as_str());
     let tokenizer = Tokenizer::for_plan(&hyperparameters.model, all_texts)?;
     let cap = hyperparameters.model.max_tokens_per_doc;
-    let texts: Vec<String> = documents.iter().map(|d| d.text.clone()).collect();
+    let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
     let tokens = tokenizer.encode_all(&texts, cap)?;
-    drop(texts);
     let seen: Vec<_> = documents
         .iter()
         .zip(&tokens)

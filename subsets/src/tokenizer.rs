@@ -190,11 +190,11 @@ impl Tokenizer {
     }
 
     /// The tokens of every text, in parallel; an error names the text's index.
-    pub fn encode_all(&self, texts: &[String], cap: Option<u32>) -> Result<Vec<Tokens>> {
+    pub fn encode_all<S: AsRef<str> + Sync>(&self, texts: &[S], cap: Option<u32>) -> Result<Vec<Tokens>> {
         texts
             .par_iter()
             .enumerate()
-            .map(|(i, text)| self.encode(text, cap).map_err(|e| Error::Invalid(format!("document {i}: {e}"))))
+            .map(|(i, text)| self.encode(text.as_ref(), cap).map_err(|e| Error::Invalid(format!("document {i}: {e}"))))
             .collect()
     }
 }
