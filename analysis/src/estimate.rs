@@ -182,6 +182,7 @@ fn accumulate_file(
 mod tests {
     use super::*;
     use crate::stats;
+    use subsets::schema::LogRow;
 
     /// `accumulate` with room for models 0 to 15.
     fn accumulate_all(logs: &[PathBuf], cluster: &[u32], cluster_size: &[u32]) -> Result<Accumulated> {
@@ -193,13 +194,7 @@ mod tests {
         let path = dir.join(name);
         let mut log = LogTable::default();
         for &(model, doc, in_train, tokens, nll, correct) in rows {
-            log.model.push(model);
-            log.doc.push(doc);
-            log.in_train.push(in_train);
-            log.tokens.push(tokens);
-            log.nll.push(nll);
-            log.correct.push(correct);
-            log.copies.push(u16::from(in_train));
+            log.push(LogRow { model, doc, in_train, tokens, nll, correct, copies: u16::from(in_train) });
         }
         schema::write(&path, &log, None).unwrap();
         path

@@ -10,7 +10,7 @@ use subsets::config::{DesignConfig, Hyperparameters, Unit};
 use subsets::corpus::Document;
 use subsets::layout::{JobRecord, LogWriter, RunDir};
 use subsets::plan::{self, Plan, PlanRequest};
-use subsets::schema::{LogTable, Table};
+use subsets::schema::{LogRow, LogTable, Table};
 
 use crate::Result;
 use crate::dups::DupParams;
@@ -65,13 +65,8 @@ pub fn write(run: &RunDir, spec: &Spec, row: impl Fn(u32, usize, &[bool]) -> Row
             let in_train: Vec<bool> = (0..docs as u32).map(|doc| plan.membership.contains(model, doc)).collect();
             for (doc, &inside) in in_train.iter().enumerate() {
                 let Row { tokens, correct, nll } = row(model, doc, &in_train);
-                log.model.push(model);
-                log.doc.push(doc as u32);
-                log.in_train.push(inside);
-                log.tokens.push(tokens);
-                log.nll.push(nll);
-                log.correct.push(correct);
-                log.copies.push(u16::from(inside));
+                let copies = u16::from(inside);
+                log.push(LogRow { model, doc: doc as u32, in_train: inside, tokens, nll, correct, copies });
             }
         }
         let mut writer = LogWriter::create(run, job, plan.config.seed)?;

@@ -35,7 +35,7 @@ use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Reduction, Tensor};
 
 use subsets::config::{Precision, RunConfig};
-use subsets::schema::LogTable;
+use subsets::schema::{LogRow, LogTable};
 use subsets::{design, seeds};
 
 use crate::model::Architecture;
@@ -85,13 +85,8 @@ pub fn train_and_evaluate(
             for (i, DocEval { tokens, nll, correct }) in evals.into_iter().enumerate() {
                 let doc = first + i;
                 let in_train = in_docs.binary_search(&(doc as u32)).is_ok();
-                log.model.push(model);
-                log.doc.push(doc as u32);
-                log.in_train.push(in_train);
-                log.tokens.push(tokens);
-                log.nll.push(nll);
-                log.correct.push(correct);
-                log.copies.push(if in_train { input.copies[doc] } else { 0 });
+                let copies = if in_train { input.copies[doc] } else { 0 };
+                log.push(LogRow { model, doc: doc as u32, in_train, tokens, nll, correct, copies });
             }
         }
         rows(log)?;

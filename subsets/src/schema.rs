@@ -239,6 +239,30 @@ table! {
     }
 }
 
+/// One row of a [`LogTable`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LogRow {
+    pub model: u32,
+    pub doc: u32,
+    pub in_train: bool,
+    pub tokens: u32,
+    pub nll: f64,
+    pub correct: u32,
+    pub copies: u16,
+}
+
+impl LogTable {
+    pub fn push(&mut self, row: LogRow) {
+        self.model.push(row.model);
+        self.doc.push(row.doc);
+        self.in_train.push(row.in_train);
+        self.tokens.push(row.tokens);
+        self.nll.push(row.nll);
+        self.correct.push(row.correct);
+        self.copies.push(row.copies);
+    }
+}
+
 table! {
     /// `analysis/scores.parquet`: one row per document.
     pub struct ScoreTable {
