@@ -10,11 +10,9 @@ use std::sync::Mutex;
 use subsets::config::{RunConfig, Unit};
 use subsets::layout::RunDir;
 use subsets::plan::CANARY_SOURCE;
-use subsets::schema::{
-    self, BackgroundTable, ClusterTable, CopiesTable, CorpusTable, ReliabilityTable, ScoreTable, Table,
-};
+use subsets::schema::{self, ClusterTable, CopiesTable, CorpusTable, ReliabilityTable, ScoreTable, Table};
 use subsets::seeds;
-use subsets::tokenizer::Tokenizer;
+use subsets::tokenizer::{RunTokens, Tokenizer};
 
 use crate::bootstrap::{self, Weights};
 use crate::diagnosis::{self, Diagnosis, DocumentAccuracy};
@@ -127,15 +125,7 @@ pub fn analyze(run: &RunDir, settings: AnalyzeSettings) -> Result<Analysis> {
 /// the background) without the document, tokenized as the models saw it.
 fn diagnose_regime(run: &RunDir, config: &RunConfig, corpus: &CorpusTable, scores: &ScoreTable) -> Result<Diagnosis> {
     let tokenizer = Tokenizer::for_run(run, config)?;
-    let cap = config.model.max_tokens_per_doc;
-    let ids = |texts: &[String]| -> Result<Vec<Vec<u32>>> {
-        Ok(tokenizer.encode_all(texts, cap)?.into_iter().map(|tokens| tokens.ids).collect())
-    };
-    let documents = ids(&corpus.text)?;
-    let background = match config.background {
-        None => Vec::new(),
-        Some(_) => ids(&schema::read::<BackgroundTable>(&run.background())?.text)?,
-    };
+    let RunTokens { documents, background } = tokenizer.encode_run(run, config, corpus)?;
     let weights: Vec<u32> = corpus
         .copies
         .iter()

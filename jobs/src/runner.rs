@@ -15,8 +15,8 @@ use tch::Device;
 use subsets::config::RunConfig;
 use subsets::layout::{JobRecord, LogState, LogWriter, RunDir};
 use subsets::membership;
-use subsets::schema::{self, BackgroundTable, CorpusTable, JobTable};
-use subsets::tokenizer::Tokenizer;
+use subsets::schema::{self, CorpusTable, JobTable};
+use subsets::tokenizer::{RunTokens, Tokenizer};
 
 use crate::claim::{Acquired, Claim};
 use crate::progress::Progress;
@@ -83,16 +83,8 @@ impl RunJobs {
                 format!("model {model} has no row in membership.bin ({models} models)"),
             ));
         }
-        let tokenizer = Tokenizer::for_run(&run, &config)?;
-        let cap = config.model.max_tokens_per_doc;
-        let documents = token_ids(&tokenizer, &corpus.text, cap, &corpus.tokens, &run.corpus())?;
-        let background = match config.background {
-            None => Vec::new(),
-            Some(_) => {
-                let table: BackgroundTable = schema::read(&run.background())?;
-                token_ids(&tokenizer, &table.text, cap, &table.tokens, &run.background())?
-            }
-        };
+        let RunTokens { documents, background } =
+            Tokenizer::for_run(&run, &config)?.encode_run(&run, &config, &corpus)?;
         Ok(RunJobs { run, config, documents, background, copies: corpus.copies, holdout: corpus.holdout, jobs })
     }
 
@@ -221,27 +213,4 @@ impl RunJobs {
         log.publish(record)?;
         Ok(())
     }
-}
-
-/// The token ids of `texts`, which must be as many as the plan counted (`planned`): a
-/// different count means the tokenizer or the text changed since planning.
-fn token_ids(
-    tokenizer: &Tokenizer,
-    texts: &[String],
-    cap: Option<u32>,
-    planned: &[u32],
-    table: &std::path::Path,
-) -> Result<Vec<Vec<u32>>> {
-    let tokens = tokenizer.encode_all(texts, cap)?;
-    if let Some(row) = tokens.iter().zip(planned).position(|(tokens, &planned)| tokens.ids.len() != planned as usize) {
-        return Err(plan_error(
-            table.to_path_buf(),
-            format!(
-                "row {row}: the text has {} tokens, but the plan counted {}: the tokenizer or the text changed since planning",
-                tokens[row].ids.len(),
-                planned[row]
-            ),
-        ));
-    }
-    Ok(tokens.into_iter().map(|tokens| tokens.ids).collect())
 }

@@ -73,11 +73,11 @@ pub fn build(
     let tokenizer = Tokenizer::for_plan(&hyperparameters.model, all_texts)?;
     let cap = hyperparameters.model.max_tokens_per_doc;
     let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
-    let tokens = tokenizer.encode_all(&texts, cap)?;
+    let extents = tokenizer.measure_all(&texts, cap)?;
     let seen: Vec<_> = documents
         .iter()
-        .zip(&tokens)
-        .map(|(d, tokens)| String::from_utf8_lossy(&d.text.as_bytes()[..tokens.bytes]))
+        .zip(&extents)
+        .map(|(d, extent)| String::from_utf8_lossy(&d.text.as_bytes()[..extent.bytes]))
         .collect();
     let ids: Vec<String> = documents.iter().map(|d| d.id.clone()).collect();
     let texts: Vec<&str> = seen.iter().map(|t| t.as_ref()).collect();
@@ -106,7 +106,7 @@ pub fn build(
         table.doc_id.push(document.id.clone());
         table.source.push(document.source.clone());
         table.text.push(document.text.clone());
-        table.tokens.push(tokens[doc].ids.len() as u32);
+        table.tokens.push(extents[doc].tokens);
         table.sha256.push(corpus::sha256_hex(document.text.as_bytes()));
         table.holdout.push(holdout);
         table.unit.push(unit);
@@ -132,13 +132,9 @@ pub fn build(
         None => None,
         Some(background) => {
             let texts: Vec<String> = background.documents.iter().map(|d| d.text.clone()).collect();
-            let tokens = tokenizer.encode_all(&texts, cap)?;
+            let extents = tokenizer.measure_all(&texts, cap)?;
             let ids = background.documents.iter().map(|d| d.id.clone()).collect();
-            Some(BackgroundTable {
-                doc_id: ids,
-                tokens: tokens.iter().map(|t| t.ids.len() as u32).collect(),
-                text: texts,
-            })
+            Some(BackgroundTable { doc_id: ids, tokens: extents.iter().map(|e| e.tokens).collect(), text: texts })
         }
     };
     let tokenizer_json = tokenizer.to_json();
@@ -157,7 +153,7 @@ pub fn build(
             vocab: tokenizer.vocab(),
             tokenizer_sha256: tokenizer_json.as_ref().map(|json| corpus::sha256_hex(json.as_bytes())),
             corpus: table.tokens.iter().map(|&t| u64::from(t)).sum(),
-            capped: tokens[..input_documents].iter().filter(|t| t.capped).count() as u32,
+            capped: extents[..input_documents].iter().filter(|e| e.capped).count() as u32,
             background: background_table.as_ref().map_or(0, |b| b.tokens.iter().map(|&t| u64::from(t)).sum()),
         },
         background: background.map(|b| BackgroundConfig {

@@ -25,6 +25,7 @@ use tokenizers::{TokenizerBuilder, TokenizerImpl};
 
 use crate::config::{ModelConfig, RunConfig};
 use crate::layout::RunDir;
+use crate::schema::{self, BackgroundTable, CorpusTable};
 use crate::{Error, Result, corpus};
 
 /// `[model] tokenizer` for byte tokens.
@@ -189,14 +190,91 @@ impl Tokenizer {
         }
     }
 
-    /// The tokens of every text, in parallel; an error names the text's index.
-    pub fn encode_all<S: AsRef<str> + Sync>(&self, texts: &[S], cap: Option<u32>) -> Result<Vec<Tokens>> {
+    /// `each` of the tokens of every text, computed in parallel; an error names the text's
+    /// index.
+    fn map_all<S: AsRef<str> + Sync, T: Send>(
+        &self,
+        texts: &[S],
+        cap: Option<u32>,
+        each: impl Fn(Tokens) -> T + Sync,
+    ) -> Result<Vec<T>> {
         texts
             .par_iter()
             .enumerate()
-            .map(|(i, text)| self.encode(text.as_ref(), cap).map_err(|e| Error::Invalid(format!("document {i}: {e}"))))
+            .map(|(i, text)| {
+                self.encode(text.as_ref(), cap).map(&each).map_err(|e| Error::Invalid(format!("document {i}: {e}")))
+            })
             .collect()
     }
+
+    /// The token ids of every text.
+    pub fn encode_all<S: AsRef<str> + Sync>(&self, texts: &[S], cap: Option<u32>) -> Result<Vec<Vec<u32>>> {
+        self.map_all(texts, cap, |tokens| tokens.ids)
+    }
+
+    /// How many tokens every text has, without keeping them.
+    pub fn measure_all<S: AsRef<str> + Sync>(&self, texts: &[S], cap: Option<u32>) -> Result<Vec<Extent>> {
+        self.map_all(texts, cap, |tokens| Extent {
+            tokens: tokens.ids.len() as u32,
+            bytes: tokens.bytes,
+            capped: tokens.capped,
+        })
+    }
+
+    /// The token ids of a planned run's documents (`corpus`, its `corpus.parquet`) and of its
+    /// background, each checked against the count the plan stored: a different count means
+    /// the text changed since planning.
+    pub fn encode_run(&self, run: &RunDir, config: &RunConfig, corpus: &CorpusTable) -> Result<RunTokens> {
+        let cap = config.model.max_tokens_per_doc;
+        let documents = self.encode_planned(&corpus.text, cap, &corpus.tokens, &run.corpus())?;
+        let background = match config.background {
+            None => Vec::new(),
+            Some(_) => {
+                let table: BackgroundTable = schema::read(&run.background())?;
+                self.encode_planned(&table.text, cap, &table.tokens, &run.background())?
+            }
+        };
+        Ok(RunTokens { documents, background })
+    }
+
+    fn encode_planned(
+        &self,
+        texts: &[String],
+        cap: Option<u32>,
+        planned: &[u32],
+        table: &Path,
+    ) -> Result<Vec<Vec<u32>>> {
+        let ids = self.encode_all(texts, cap)?;
+        match ids.iter().zip(planned).position(|(ids, &planned)| ids.len() != planned as usize) {
+            None => Ok(ids),
+            Some(row) => Err(Error::Row {
+                path: table.to_path_buf(),
+                row,
+                message: format!(
+                    "the text has {} tokens, but the plan counted {}: the tokenizer or the text changed since planning",
+                    ids[row].len(),
+                    planned[row]
+                ),
+            }),
+        }
+    }
+}
+
+/// A text's token count, and how many bytes of it those tokens cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    pub tokens: u32,
+    /// Bytes of the text the tokens stand for: all of it unless the cap cut it.
+    pub bytes: usize,
+    pub capped: bool,
+}
+
+/// The token ids a run's models train and are evaluated on.
+pub struct RunTokens {
+    /// Every document of `corpus.parquet`, in order.
+    pub documents: Vec<Vec<u32>>,
+    /// Every document of `background.parquet`; empty without a background.
+    pub background: Vec<Vec<u32>>,
 }
 
 #[cfg(test)]
@@ -252,6 +330,21 @@ mod tests {
         let read = Tokenizer::from_file(&path).unwrap();
         assert_eq!(read.to_json(), bpe.to_json());
         assert_eq!(read.encode(TEXT, None).unwrap().ids, bpe.encode(TEXT, None).unwrap().ids);
+    }
+
+    #[test]
+    fn a_text_that_is_not_the_planned_tokens_is_refused_with_its_row() {
+        let texts = ["abc".to_string(), "changed".to_string()];
+        let err = Tokenizer::Bytes.encode_planned(&texts, None, &[3, 4], Path::new("corpus.parquet")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "corpus.parquet: row 1: the text has 7 tokens, but the plan counted 4: \
+             the tokenizer or the text changed since planning"
+        );
+        assert_eq!(
+            Tokenizer::Bytes.encode_planned(&texts, Some(3), &[3, 3], Path::new("c")).unwrap()[1],
+            [99, 104, 97]
+        );
     }
 
     #[test]
