@@ -323,5 +323,18 @@ mod tests {
         h.model.n_head = 4;
         let err = h.validate().unwrap_err().to_string();
         assert!(err.contains("model.d_model"), "{err}");
+        let mut h = Hyperparameters::default();
+        h.model.tokenizer = crate::tokenizer::BPE_TRAINED.into();
+        h.model.vocab_size = 100;
+        assert_eq!(
+            h.validate().unwrap_err().to_string(),
+            "invalid setting: model.vocab_size must be between 256 and 1048576"
+        );
+        let mut h = Hyperparameters::default();
+        h.model.max_tokens_per_doc = Some(0);
+        assert_eq!(
+            h.validate().unwrap_err().to_string(),
+            "invalid setting: model.max_tokens_per_doc must be at least 1"
+        );
     }
 }

@@ -354,5 +354,10 @@ mod tests {
         std::fs::write(&path, "{\"model\": 3}").unwrap();
         let err = Tokenizer::from_file(&path).err().unwrap().to_string();
         assert!(err.contains("broken.json: not a Hugging Face tokenizer.json"), "{err}");
+        let empty = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
+            "pre_tokenizer":null,"post_processor":null,"decoder":null,"model":{"type":"BPE","vocab":{},"merges":[]}}"#;
+        std::fs::write(&path, empty).unwrap();
+        let err = Tokenizer::from_file(&path).err().unwrap().to_string();
+        assert!(err.ends_with("broken.json: the tokenizer has an empty vocabulary"), "{err}");
     }
 }

@@ -1,5 +1,5 @@
 //! Tokenizers end to end: a BPE trained at plan time, a user's tokenizer.json, and the
-//! errors a bad or changed tokenizer file gets.
+//! errors a bad or changed tokenizer file, or a bad background corpus, gets.
 
 use std::path::Path;
 
@@ -78,7 +78,7 @@ fn a_bpe_trained_at_plan_time_is_stable_and_a_users_tokenizer_file_is_used_as_gi
 }
 
 #[test]
-fn a_malformed_tokenizer_file_is_named_and_nothing_is_planned() {
+fn a_malformed_tokenizer_or_background_file_is_named_and_nothing_is_planned() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = write_corpus(dir.path());
     let bad = dir.path().join("bad-tokenizer.json");
@@ -87,6 +87,11 @@ fn a_malformed_tokenizer_file_is_named_and_nothing_is_planned() {
     let run = dir.path().join("run");
     let err = cfmem_err(&plan_args(&corpus, &run, "4", "3", &["--config", config.to_str().unwrap()]));
     assert!(err.contains(&format!("{}: not a Hugging Face tokenizer.json", bad.display())), "{err}");
+    assert!(!run.exists());
+    let background = dir.path().join("background.jsonl");
+    std::fs::write(&background, "{\"text\": \"fine\"}\n{\"txt\": \"no text\"}\n").unwrap();
+    let err = cfmem_err(&plan_args(&corpus, &run, "4", "3", &["--background", background.to_str().unwrap()]));
+    assert!(err.contains(&format!("{}: line 2:", background.display())), "a bad background is named: {err}");
     assert!(!run.exists());
     let missing = dir.path().join("missing.json");
     let config = self::config(dir.path(), "missing.toml", missing.to_str().unwrap());

@@ -794,6 +794,16 @@ mod tests {
     }
 
     #[test]
+    fn a_summary_without_a_diagnosis_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("summary.json");
+        assert!(read_diagnosis(&path).unwrap().is_none(), "no file, no section");
+        std::fs::write(&path, r#"{"models": 4}"#).unwrap();
+        let err = read_diagnosis(&path).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}: no diagnosis in it: ", path.display())), "{err}");
+    }
+
+    #[test]
     fn previews_flatten_and_cut() {
         assert_eq!(preview("a\nb\tc", 10), "a b c");
         assert_eq!(preview("abcdef", 3), "abc…");
