@@ -308,10 +308,9 @@ fn dispatch(command: Command) -> Result<()> {
                 None => Hyperparameters::default(),
             };
             let corpus_name = corpus_path.display().to_string();
-            let background_name = args.background.as_ref().map(|path| path.display().to_string());
-            let background = match (&args.background, &background_name) {
-                (Some(path), Some(name)) => Some(Background { path: name, documents: corpus::read(path)? }),
-                _ => None,
+            let background = match &args.background {
+                Some(path) => Some(Background { path: path.display().to_string(), documents: corpus::read(path)? }),
+                None => None,
             };
             let request = PlanRequest {
                 corpus_path: &corpus_name,
@@ -402,14 +401,14 @@ struct TokenizerArgs {
 }
 
 fn train_tokenizer(args: &TokenizerArgs) -> Result<()> {
+    let sizes = subsets::tokenizer::BPE_VOCAB_SIZES;
+    if !sizes.contains(&args.vocab_size) {
+        bail!("--vocab-size must be between {} and {}", sizes.start(), sizes.end());
+    }
     let mut documents = corpus::read(&args.corpus)?;
     if let Some(path) = &args.background {
         documents.extend(corpus::read(path)?);
     }
-    let mut hyperparameters = Hyperparameters::default();
-    hyperparameters.model.tokenizer = subsets::tokenizer::BPE_TRAINED.into();
-    hyperparameters.model.vocab_size = args.vocab_size;
-    hyperparameters.validate()?;
     let bytes: usize = documents.iter().map(|d| d.text.len()).sum();
     let started = std::time::Instant::now();
     let tokenizer = Tokenizer::train(documents.iter().map(|d| d.text.as_str()), args.vocab_size)?;
@@ -501,7 +500,7 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
         design: DesignConfig { unit: args.unit.into(), holdout_ids, ..DesignConfig::documents(args.models, 0.5) },
         hyperparameters: demo_hyperparameters(),
         background: Some(Background {
-            path: "built-in demo background",
+            path: "built-in demo background".into(),
             documents: demo::background(args.seed, DEMO_BACKGROUND),
         }),
     };

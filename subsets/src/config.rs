@@ -259,7 +259,8 @@ impl Hyperparameters {
             ),
             (m.context >= 2, "model.context must be at least 2"),
             (
-                m.tokenizer != crate::tokenizer::BPE_TRAINED || (256..=1 << 20).contains(&m.vocab_size),
+                m.tokenizer != crate::tokenizer::BPE_TRAINED
+                    || crate::tokenizer::BPE_VOCAB_SIZES.contains(&m.vocab_size),
                 "model.vocab_size must be between 256 and 1048576",
             ),
             (m.max_tokens_per_doc != Some(0), "model.max_tokens_per_doc must be at least 1"),

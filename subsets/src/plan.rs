@@ -35,9 +35,9 @@ pub struct Plan {
     pub background: Option<BackgroundTable>,
 }
 
-/// Documents every model trains on besides its subset, as the user named them.
-pub struct Background<'a> {
-    pub path: &'a str,
+/// Documents every model trains on besides its subset, and where the user named them.
+pub struct Background {
+    pub path: String,
     pub documents: Vec<Document>,
 }
 
@@ -49,7 +49,7 @@ pub struct PlanRequest<'a> {
     pub seed: u64,
     pub design: DesignConfig,
     pub hyperparameters: Hyperparameters,
-    pub background: Option<Background<'a>>,
+    pub background: Option<Background>,
 }
 
 /// Builds the plan. `duplicates_of(ids, texts)` scores the documents' duplicates on
@@ -157,7 +157,7 @@ pub fn build(
             background: background_table.as_ref().map_or(0, |b| b.tokens.iter().map(|&t| u64::from(t)).sum()),
         },
         background: background.map(|b| BackgroundConfig {
-            path: b.path.to_string(),
+            path: b.path,
             sha256: corpus_checksum(&b.documents),
             documents: b.documents.len() as u32,
         }),
@@ -562,7 +562,7 @@ mod tests {
     fn a_trained_tokenizer_and_the_background_are_part_of_the_plan() {
         let dir = tempfile::tempdir().unwrap();
         let background = |text: &str| Background {
-            path: "background.jsonl",
+            path: "background.jsonl".into(),
             documents: (0..30)
                 .map(|i| Document { id: format!("b{i}"), text: format!("{text} {i}"), source: None })
                 .collect(),

@@ -32,6 +32,8 @@ use crate::{Error, Result, corpus};
 pub const BYTES: &str = "bytes";
 /// `[model] tokenizer` for a byte-level BPE trained at plan time.
 pub const BPE_TRAINED: &str = "bpe";
+/// Vocabularies a BPE may be trained to: the 256 bytes at least.
+pub const BPE_VOCAB_SIZES: std::ops::RangeInclusive<u32> = 256..=1 << 20;
 /// Pairs seen fewer times than this are never merged, so the trained vocabulary can be
 /// smaller than `vocab_size` on a small corpus.
 const MIN_PAIR_FREQUENCY: u64 = 2;

@@ -60,9 +60,14 @@ fn a_bpe_trained_at_plan_time_is_stable_and_a_users_tokenizer_file_is_used_as_gi
     }
     assert_eq!(scores(&first).doc.len(), 24);
 
-    // The trained file, named as a user's tokenizer, is used as given.
+    // `cfmem tokenizer` trains the same file; named as a user's tokenizer, it is used as given.
     let users = dir.path().join("users-tokenizer.json");
-    std::fs::write(&users, &trained).unwrap();
+    let (corpus_arg, users_arg) = (corpus.to_str().unwrap(), users.to_str().unwrap());
+    let err = cfmem_err(&["tokenizer", "--corpus", corpus_arg, "--vocab-size", "100", "--out", users_arg]);
+    assert!(err.contains("--vocab-size must be between 256 and 1048576"), "{err}");
+    assert!(!users.exists());
+    cfmem_ok(&["tokenizer", "--corpus", corpus_arg, "--vocab-size", "400", "--out", users_arg]);
+    assert_eq!(std::fs::read(&users).unwrap(), trained, "cfmem tokenizer trains what plan trains");
     let given = config(dir.path(), "given.toml", users.to_str().unwrap());
     let third = dir.path().join("third");
     cfmem_ok(&plan_args(&corpus, &third, "4", "3", &["--config", given.to_str().unwrap()]));
