@@ -1,7 +1,9 @@
 //! Which torch device a run trains on.
 
+use std::ffi::CStr;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use tch::Device;
 
@@ -44,18 +46,51 @@ impl fmt::Display for DeviceChoice {
 }
 
 impl DeviceChoice {
-    /// The torch device, or an error when CUDA is asked for and absent.
+    /// The torch device, or an error when CUDA is asked for and absent. `cpu` never loads
+    /// libtorch's CUDA backend; `auto` and `cuda` do (see [`cuda_device_count`]).
     pub fn resolve(self) -> Result<Device> {
-        let available = tch::Cuda::device_count() as usize;
         match self {
-            DeviceChoice::Auto if available > 0 => Ok(Device::Cuda(0)),
-            DeviceChoice::Auto | DeviceChoice::Cpu => Ok(Device::Cpu),
-            DeviceChoice::Cuda(n) if n < available => Ok(Device::Cuda(n)),
-            DeviceChoice::Cuda(n) => {
-                Err(Error::Device(format!("cuda:{n} was asked for but libtorch sees {available} CUDA device(s)")))
-            }
+            DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Auto => Ok(if cuda_device_count().unwrap_or(0) > 0 { Device::Cuda(0) } else { Device::Cpu }),
+            DeviceChoice::Cuda(n) => match cuda_device_count() {
+                Ok(available) if n < available => Ok(Device::Cuda(n)),
+                Ok(available) => {
+                    Err(Error::Device(format!("cuda:{n} was asked for but libtorch sees {available} CUDA device(s)")))
+                }
+                Err(why) => Err(Error::Device(format!("cuda:{n} was asked for but {why}"))),
+            },
         }
     }
+}
+
+/// How many CUDA devices libtorch sees, once its CUDA backend is loaded, or why it could
+/// not be loaded.
+///
+/// `cfmem` is not linked against libtorch_cuda: that library and the CUDA libraries it
+/// pulls in (cuBLAS, cuDNN, NCCL, ...) cost every process about 350 MB of memory and a
+/// quarter of a second to load, which the commands that never train (`dups`, `analyze`,
+/// `report`, ...) would pay for nothing. It is loaded here instead, from the rpath's
+/// libtorch folder (or LD_LIBRARY_PATH), the first time a device that may be CUDA is
+/// resolved. Its static initializers register the CUDA kernels and hooks with libtorch_cpu
+/// exactly as at program start, because nothing asks libtorch about CUDA before this.
+pub fn cuda_device_count() -> std::result::Result<usize, String> {
+    static LOADED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            // SAFETY: a constant, NUL-terminated name; the handle is never closed, so the
+            // library stays loaded for the life of the process, as a linked one would.
+            let handle = unsafe { libc::dlopen(c"libtorch_cuda.so".as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+            if handle.is_null() {
+                // SAFETY: dlerror returns the message of the failed dlopen on this thread,
+                // a valid C string until the next dl* call here.
+                let why = unsafe { CStr::from_ptr(libc::dlerror()) };
+                Err(format!("libtorch's CUDA backend could not be loaded: {}", why.to_string_lossy()))
+            } else {
+                Ok(())
+            }
+        })
+        .clone()?;
+    Ok(tch::Cuda::device_count() as usize)
 }
 
 /// Keeps the memory libtorch frees in the process, for the next step to reuse, instead of
@@ -107,11 +142,24 @@ mod tests {
     #[test]
     fn cpu_resolves_and_missing_cuda_is_an_error() {
         assert_eq!(DeviceChoice::Cpu.resolve().unwrap(), Device::Cpu);
-        let count = tch::Cuda::device_count() as usize;
+        let count = cuda_device_count().unwrap_or(0);
         let err = DeviceChoice::Cuda(count).resolve().unwrap_err().to_string();
         assert!(err.contains(&format!("cuda:{count} was asked for")), "{err}");
         if count == 0 {
             assert_eq!(DeviceChoice::Auto.resolve().unwrap(), Device::Cpu);
         }
+    }
+
+    #[test]
+    fn the_cuda_backend_is_loaded_from_the_libtorch_built_against() {
+        let backend = std::path::Path::new(env!("CFMEM_LIBTORCH_LIB")).join("libtorch_cuda.so");
+        if !backend.exists() {
+            assert!(cuda_device_count().unwrap_err().contains("libtorch_cuda.so"));
+            return;
+        }
+        cuda_device_count().expect("libtorch_cuda.so loads through the rpath");
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let backend = backend.canonicalize().unwrap();
+        assert!(maps.contains(backend.to_str().unwrap()), "{} is not mapped", backend.display());
     }
 }

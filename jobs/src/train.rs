@@ -557,8 +557,8 @@ mod tests {
     /// The devices to check on: the CPU, and CUDA device 0 when there is one.
     fn devices() -> Vec<Device> {
         let mut devices = vec![Device::Cpu];
-        if tch::Cuda::is_available() {
-            devices.push(Device::Cuda(0));
+        if let Ok(cuda @ Device::Cuda(_)) = crate::DeviceChoice::Auto.resolve() {
+            devices.push(cuda);
         }
         devices
     }

@@ -94,6 +94,28 @@ fn a_corpus_larger_than_the_memory_allowed_is_refused_before_any_work() {
     assert!(out.exists());
 }
 
+/// The dynamic loader's record of the libraries `cfmem args…` loaded (glibc's LD_DEBUG),
+/// and whether it succeeded.
+fn libraries_loaded_by(args: &[&str]) -> (String, bool) {
+    let out = std::process::Command::new(tests::cfmem_path()).args(args).env("LD_DEBUG", "files").output().unwrap();
+    (String::from_utf8_lossy(&out.stderr).into_owned(), out.status.success())
+}
+
+/// CUDA's libraries cost a process about 350 MB before any work; a command that never
+/// trains must not load them, and one that asks for CUDA must.
+#[test]
+fn only_a_cuda_device_loads_libtorch_cuda() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.jsonl");
+    write_corpus(&path, &synthetic::generate(&Spec::with_docs(50, 29)).texts);
+    let out = dir.path().join("d.parquet");
+    let (loaded, ok) = libraries_loaded_by(&["dups", "--corpus", path.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(ok && loaded.contains("libtorch_cpu.so"), "{loaded}");
+    assert!(!loaded.contains("libtorch_cuda.so"), "cfmem dups loaded CUDA");
+    let (loaded, _) = libraries_loaded_by(&["bench", "--device", "cuda", "--stacks", "1", "--steps", "1"]);
+    assert!(loaded.contains("libtorch_cuda.so"), "{loaded}");
+}
+
 /// One JSONL line with an explicit id (exact duplicates need ids to be distinct documents).
 fn serde_like_json(i: usize, text: &str) -> String {
     let escaped: String = text
