@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::schema::string_at;
@@ -99,40 +100,45 @@ fn document(text: String, id: Option<String>, source: Option<String>) -> Documen
     Document { id, text, source }
 }
 
+/// Lines are parsed in parallel (JSON parsing is most of the time of reading a large
+/// corpus); the first bad line, in file order, is the one reported.
 fn read_jsonl(path: &Path) -> Result<Vec<Located>> {
     let bytes = std::fs::read(path).map_err(Error::io(path))?;
-    let mut docs = Vec::new();
-    for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        let place = Place::Line(index + 1);
-        let line = std::str::from_utf8(raw)
-            .map_err(|e| error_at(path, &place, format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let value: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| error_at(path, &place, format!("malformed JSON: {e}")))?;
-        let object = value.as_object().ok_or_else(|| error_at(path, &place, "expected a JSON object".into()))?;
-        let text = match object.get("text") {
-            Some(serde_json::Value::String(text)) => text.clone(),
-            Some(_) => return Err(error_at(path, &place, "field `text` is not a string".into())),
-            None => return Err(error_at(path, &place, "missing field `text`".into())),
-        };
-        let id = match object.get("id") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(id)) => Some(id.clone()),
-            Some(serde_json::Value::Number(id)) => Some(id.to_string()),
-            Some(_) => {
-                return Err(error_at(path, &place, "field `id` is not a string or number".into()));
-            }
-        };
-        let source = match object.get("source") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(source)) => Some(source.clone()),
-            Some(_) => return Err(error_at(path, &place, "field `source` is not a string".into())),
-        };
-        docs.push(Located { doc: document(text, id, source), place });
+    let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    let parsed: Vec<Result<Option<Located>>> =
+        lines.par_iter().enumerate().map(|(index, raw)| parse_jsonl_line(path, raw, Place::Line(index + 1))).collect();
+    parsed.into_iter().filter_map(Result::transpose).collect()
+}
+
+/// One JSONL line as a document, or None for a blank line.
+fn parse_jsonl_line(path: &Path, raw: &[u8], place: Place) -> Result<Option<Located>> {
+    let line = std::str::from_utf8(raw)
+        .map_err(|e| error_at(path, &place, format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+    if line.trim().is_empty() {
+        return Ok(None);
     }
-    Ok(docs)
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| error_at(path, &place, format!("malformed JSON: {e}")))?;
+    let serde_json::Value::Object(mut object) = value else {
+        return Err(error_at(path, &place, "expected a JSON object".into()));
+    };
+    let text = match object.remove("text") {
+        Some(serde_json::Value::String(text)) => text,
+        Some(_) => return Err(error_at(path, &place, "field `text` is not a string".into())),
+        None => return Err(error_at(path, &place, "missing field `text`".into())),
+    };
+    let id = match object.remove("id") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(id)) => Some(id),
+        Some(serde_json::Value::Number(id)) => Some(id.to_string()),
+        Some(_) => return Err(error_at(path, &place, "field `id` is not a string or number".into())),
+    };
+    let source = match object.remove("source") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(source)) => Some(source),
+        Some(_) => return Err(error_at(path, &place, "field `source` is not a string".into())),
+    };
+    Ok(Some(Located { doc: document(text, id, source), place }))
 }
 
 fn read_parquet(path: &Path) -> Result<Vec<Located>> {
@@ -230,6 +236,14 @@ mod tests {
         let dup = error_of(b"{\"text\":\"a\",\"id\":\"x\"}\n{\"text\":\"b\",\"id\":\"x\"}\n");
         assert!(dup.contains("line 2: duplicate document id \"x\" (first seen at line 1)"), "{dup}");
         assert!(error_of(b"\n\n").contains("the corpus has no documents"));
+        // Lines are parsed in parallel, yet the first bad one is reported.
+        let mut many: Vec<u8> = (1..=20_000).flat_map(|i| format!("{{\"text\":\"doc {i}\"}}\n").into_bytes()).collect();
+        let line_start = |line: usize| many.split(|&b| b == b'\n').take(line - 1).map(|l| l.len() + 1).sum::<usize>();
+        let (first, later) = (line_start(7_000), line_start(19_000));
+        many[later] = b'[';
+        many[first] = b'[';
+        let err = error_of(&many);
+        assert!(err.contains("line 7000: malformed JSON"), "{err}");
     }
 
     #[test]
