@@ -109,7 +109,8 @@ fn only_a_cuda_device_loads_libtorch_cuda() {
     let path = dir.path().join("c.jsonl");
     write_corpus(&path, &synthetic::generate(&Spec::with_docs(50, 29)).texts);
     let out = dir.path().join("d.parquet");
-    let (loaded, ok) = libraries_loaded_by(&["dups", "--corpus", path.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let (loaded, ok) =
+        libraries_loaded_by(&["dups", "--corpus", path.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(ok && loaded.contains("libtorch_cpu.so"), "{loaded}");
     assert!(!loaded.contains("libtorch_cuda.so"), "cfmem dups loaded CUDA");
     let (loaded, _) = libraries_loaded_by(&["bench", "--device", "cuda", "--stacks", "1", "--steps", "1"]);
