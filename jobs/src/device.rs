@@ -81,10 +81,14 @@ pub fn cuda_device_count() -> std::result::Result<usize, String> {
             // library stays loaded for the life of the process, as a linked one would.
             let handle = unsafe { libc::dlopen(c"libtorch_cuda.so".as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
             if handle.is_null() {
-                // SAFETY: dlerror returns the message of the failed dlopen on this thread,
-                // a valid C string until the next dl* call here.
-                let why = unsafe { CStr::from_ptr(libc::dlerror()) };
-                Err(format!("libtorch's CUDA backend could not be loaded: {}", why.to_string_lossy()))
+                // SAFETY: dlerror returns the message of the failed dlopen on this thread, a
+                // valid C string until the next dl* call here, or null when it has none.
+                let why = unsafe {
+                    let message = libc::dlerror();
+                    (!message.is_null()).then(|| CStr::from_ptr(message).to_string_lossy().into_owned())
+                };
+                let why = why.unwrap_or_else(|| "libtorch_cuda.so: no reason given".into());
+                Err(format!("libtorch's CUDA backend could not be loaded: {why}"))
             } else {
                 Ok(())
             }

@@ -1,5 +1,6 @@
 //! `cfmem dups` on generated corpora: exactly the planted duplicate structure, web-shaped
-//! boilerplate against brute force, and the refusals.
+//! boilerplate against brute force, the refusals, and that it starts without CUDA's
+//! libraries.
 
 use std::collections::BTreeSet;
 use std::path::Path;
