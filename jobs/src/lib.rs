@@ -9,9 +9,9 @@
 //!   on every document.
 //! - [`claim`] makes sure each job is trained by one worker at a time: create-exclusive
 //!   claim files with a heartbeat, taken over when stale.
-//! - [`runner`] reads a run's plan, tokenizes its documents, claims its jobs one by one, skips the complete ones
-//!   (checked against the record written at completion), streams each job's log and
-//!   publishes it atomically.
+//! - [`runner`] reads a run's plan, tokenizes its documents, claims its jobs one by one,
+//!   skips the complete ones (checked against the record written at completion), streams
+//!   each job's log and publishes it atomically.
 //!
 //! Results leave through [`subsets::schema::LogTable`] and progress through the [`Progress`]
 //! trait; this crate draws nothing on a terminal and computes no statistics.
