@@ -4,17 +4,20 @@
 //! id = path relative to the directory), a `.parquet` file (`text` column, optional `id` and
 //! `source`), or anything else read as JSONL (one object per line, `text` required, `id` and
 //! `source` optional). A document without an id gets the sha256 hex of its text.
+//! What users' tools write is read as it comes: a leading UTF-8 byte-order mark (JSONL and
+//! `.txt`), and Parquet string columns in any Arrow encoding, dictionary-encoded ones
+//! (pandas' categoricals) included.
 //! Every problem is reported with the file and the line or row where it is.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use arrow_array::{Array, RecordBatch};
+use arrow_array::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::schema::string_at;
+use crate::schema::string_values;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -100,11 +103,17 @@ fn document(text: String, id: Option<String>, source: Option<String>) -> Documen
     Document { id, text, source }
 }
 
+/// `bytes` without the UTF-8 byte-order mark that some editors and exporters (Excel,
+/// Notepad, .NET) put at the start of a file: it is not part of the text.
+fn without_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
+}
+
 /// Lines are parsed in parallel (JSON parsing is most of the time of reading a large
 /// corpus); the first bad line, in file order, is the one reported.
 fn read_jsonl(path: &Path) -> Result<Vec<Located>> {
     let bytes = std::fs::read(path).map_err(Error::io(path))?;
-    let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    let lines: Vec<&[u8]> = without_bom(&bytes).split(|&b| b == b'\n').collect();
     let parsed: Vec<Result<Option<Located>>> =
         lines.par_iter().enumerate().map(|(index, raw)| parse_jsonl_line(path, raw, Place::Line(index + 1))).collect();
     parsed.into_iter().filter_map(Result::transpose).collect()
@@ -150,18 +159,22 @@ fn read_parquet(path: &Path) -> Result<Vec<Located>> {
     let mut docs = Vec::new();
     for batch in reader {
         let batch: RecordBatch = batch.map_err(Error::arrow(path))?;
-        let text = batch.column_by_name("text").ok_or_else(|| Error::file(path, "no column `text`"))?;
-        let id = batch.column_by_name("id");
-        let source = batch.column_by_name("source");
-        for i in 0..batch.num_rows() {
+        // A column of another type is named with the first row of the batch that holds it.
+        let place = Place::Row(docs.len() + 1);
+        let strings = |name: &str| -> Result<Option<Vec<Option<String>>>> {
+            let Some(column) = batch.column_by_name(name) else { return Ok(None) };
+            let values = string_values(column.as_ref())
+                .map_err(|found| error_at(path, &place, format!("column `{name}`: {found}")))?;
+            Ok(Some(values))
+        };
+        let texts = strings("text")?.ok_or_else(|| Error::file(path, "no column `text`"))?;
+        let mut ids = strings("id")?.map(Vec::into_iter);
+        let mut sources = strings("source")?.map(Vec::into_iter);
+        for text in texts {
             let place = Place::Row(docs.len() + 1);
-            let column_text = |column: &dyn Array, name: &str| {
-                string_at(column, i).map_err(|found| error_at(path, &place, format!("column `{name}`: {found}")))
-            };
-            let text = column_text(text.as_ref(), "text")?
-                .ok_or_else(|| error_at(path, &place, "missing `text` (null)".into()))?;
-            let id = id.map(|c| column_text(c.as_ref(), "id")).transpose()?.flatten();
-            let source = source.map(|c| column_text(c.as_ref(), "source")).transpose()?.flatten();
+            let text = text.ok_or_else(|| error_at(path, &place, "missing `text` (null)".into()))?;
+            let id = ids.as_mut().and_then(|ids| ids.next().flatten());
+            let source = sources.as_mut().and_then(|sources| sources.next().flatten());
             docs.push(Located { doc: document(text, id, source), place });
         }
     }
@@ -174,7 +187,8 @@ fn read_txt_dir(root: &Path) -> Result<Vec<Located>> {
     files.sort();
     let mut docs = Vec::new();
     for file in files {
-        let bytes = std::fs::read(&file).map_err(Error::io(&file))?;
+        let mut bytes = std::fs::read(&file).map_err(Error::io(&file))?;
+        bytes.drain(..bytes.len() - without_bom(&bytes).len());
         let text = String::from_utf8(bytes).map_err(|e| {
             let at = e.utf8_error().valid_up_to();
             Error::file(&file, format!("invalid UTF-8 at byte {at}"))
@@ -200,6 +214,14 @@ fn collect_txt(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::types::Int8Type;
+    use arrow_array::{
+        ArrayRef, DictionaryArray, Int8Array, Int64Array, LargeStringArray, StringArray, StringViewArray,
+    };
+    use parquet::arrow::ArrowWriter;
+
     use super::*;
 
     fn jsonl(content: &[u8]) -> (tempfile::TempDir, PathBuf) {
@@ -244,6 +266,70 @@ mod tests {
         many[first] = b'[';
         let err = error_of(&many);
         assert!(err.contains("line 7000: malformed JSON"), "{err}");
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_not_text() {
+        let (_dir, path) = jsonl(b"\xEF\xBB\xBF{\"text\":\"abc\",\"id\":\"a\"}\n{\"text\":\"d\"}\n");
+        let docs = read(&path).unwrap();
+        assert_eq!((docs[0].id.as_str(), docs[0].text.as_str()), ("a", "abc"));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), b"\xEF\xBB\xBFbee").unwrap();
+        assert_eq!(read(dir.path()).unwrap()[0].text, "bee");
+        // Only at the start: elsewhere it is a character of the text.
+        let (_dir, path) = jsonl(b"{\"text\":\"x\"}\n\xEF\xBB\xBF{\"text\":\"y\"}\n");
+        assert!(read(&path).unwrap_err().to_string().contains("line 2: malformed JSON"));
+    }
+
+    /// A Parquet corpus of `text` and `source` columns as given.
+    fn parquet_corpus(text: ArrayRef, source: ArrayRef) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corpus.parquet");
+        let batch = RecordBatch::try_from_iter([("text", text), ("source", source)]).unwrap();
+        let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn parquet_string_columns_are_read_in_every_arrow_encoding() {
+        let texts = ["one text", "another text", "a third"];
+        let sources = [Some("web"), None, Some("web")];
+        let dictionary = |keys: Vec<Option<i8>>, values: &[&str]| -> ArrayRef {
+            let values = Arc::new(LargeStringArray::from(values.to_vec()));
+            Arc::new(DictionaryArray::<Int8Type>::try_new(Int8Array::from(keys), values).unwrap())
+        };
+        let encodings: [(&str, ArrayRef, ArrayRef); 4] = [
+            ("Utf8", Arc::new(StringArray::from(texts.to_vec())), Arc::new(StringArray::from(sources.to_vec()))),
+            (
+                "LargeUtf8",
+                Arc::new(LargeStringArray::from(texts.to_vec())),
+                Arc::new(LargeStringArray::from(sources.to_vec())),
+            ),
+            (
+                "Utf8View",
+                Arc::new(StringViewArray::from(texts.to_vec())),
+                Arc::new(StringViewArray::from(sources.to_vec())),
+            ),
+            (
+                "Dictionary(Int8, LargeUtf8), as pandas writes a categorical",
+                dictionary(vec![Some(2), Some(0), Some(1)], &["another text", "a third", "one text"]),
+                dictionary(vec![Some(0), None, Some(0)], &["web"]),
+            ),
+        ];
+        for (encoding, text, source) in encodings {
+            let (_dir, path) = parquet_corpus(text, source);
+            let docs = read(&path).unwrap_or_else(|e| panic!("{encoding}: {e}"));
+            let read_texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+            let read_sources: Vec<Option<&str>> = docs.iter().map(|d| d.source.as_deref()).collect();
+            assert_eq!(read_texts, texts, "{encoding}");
+            assert_eq!(read_sources, sources, "{encoding}");
+        }
+        let (_dir, path) =
+            parquet_corpus(Arc::new(Int64Array::from(vec![1, 2, 3])), Arc::new(StringArray::from(sources.to_vec())));
+        let err = read(&path).unwrap_err().to_string();
+        assert!(err.ends_with("corpus.parquet: row 1: column `text`: expected a string, found Int64"), "{err}");
     }
 
     #[test]

@@ -95,7 +95,7 @@ impl ColumnType for Option<String> {
         Arc::new(builder.finish())
     }
     fn from_array(array: &dyn Array) -> Option<Vec<Self>> {
-        (0..array.len()).map(|i| string_at(array, i).ok()).collect()
+        string_values(array).ok()
     }
 }
 
@@ -108,22 +108,29 @@ impl ColumnType for String {
         Arc::new(builder.finish())
     }
     fn from_array(array: &dyn Array) -> Option<Vec<Self>> {
-        (0..array.len()).map(|i| string_at(array, i).ok().flatten()).collect()
+        string_values(array).ok()?.into_iter().collect()
     }
 }
 
-/// Row `i` of a string column of any Arrow string type; Err names the type found.
-pub fn string_at(array: &dyn Array, i: usize) -> std::result::Result<Option<String>, String> {
-    if array.is_null(i) {
-        return Ok(None);
+/// The values of a string column in any of the encodings Arrow writers use (`Utf8`,
+/// `LargeUtf8`, `Utf8View`, or a dictionary of those, as pandas writes a categorical column);
+/// Err names the type found.
+pub fn string_values(array: &dyn Array) -> std::result::Result<Vec<Option<String>>, String> {
+    let owned = |values: &mut dyn Iterator<Item = Option<&str>>| values.map(|v| v.map(str::to_owned)).collect();
+    match array.data_type() {
+        DataType::Utf8 => Ok(owned(&mut array.as_string::<i32>().iter())),
+        DataType::LargeUtf8 => Ok(owned(&mut array.as_string::<i64>().iter())),
+        DataType::Utf8View => Ok(owned(&mut array.as_string_view().iter())),
+        DataType::Dictionary(_, value_type)
+            if matches!(**value_type, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) =>
+        {
+            let dictionary = array.as_any_dictionary();
+            let values = string_values(dictionary.values().as_ref())?;
+            let keys = dictionary.normalized_keys();
+            Ok((0..array.len()).map(|i| if array.is_null(i) { None } else { values[keys[i]].clone() }).collect())
+        }
+        other => Err(format!("expected a string, found {other}")),
     }
-    let value = match array.data_type() {
-        DataType::Utf8 => array.as_string::<i32>().value(i),
-        DataType::LargeUtf8 => array.as_string::<i64>().value(i),
-        DataType::Utf8View => array.as_string_view().value(i),
-        other => return Err(format!("expected a string, found {other}")),
-    };
-    Ok(Some(value.to_owned()))
 }
 
 /// The version of the on-disk contract: raised whenever a column of any table is removed,

@@ -133,6 +133,29 @@ def check_readme_queries(run):
         assert math.isclose(sql[source], median, rel_tol=0, abs_tol=1e-12), (source, sql[source], median)
 
 
+def check_users_files(cfmem, work):
+    """Corpora as users' tools write them are read: pandas categoricals (dictionary-encoded
+    Parquet columns), pyarrow-backed strings, and JSONL with a UTF-8 byte-order mark."""
+    texts = [f"text number {i} of a corpus exported by pandas" for i in range(6)]
+    frame = pd.DataFrame({"id": [f"p{i}" for i in range(6)], "text": texts, "source": ["a", "b", "a", "b", "a", "b"]})
+    corpora = {
+        "categorical.parquet": frame.astype({"text": "category", "source": "category"}),
+        "pyarrow-strings.parquet": frame.astype({"text": "string[pyarrow]", "source": "string[pyarrow]"}),
+    }
+    for name, data in corpora.items():
+        data.to_parquet(work / name, index=False)
+    with (work / "excel.jsonl").open("w", encoding="utf-8-sig") as f:
+        for i, text in enumerate(texts):
+            f.write(json.dumps({"id": f"p{i}", "text": text, "source": "ab"[i % 2]}) + "\n")
+    for name in [*corpora, "excel.jsonl"]:
+        out = work / f"dups-{name}.parquet"
+        subprocess.run([cfmem, "dups", "--corpus", str(work / name), "--out", str(out)], check=True,
+                       stdout=subprocess.DEVNULL)
+        ids = pd.read_parquet(out).doc_id.tolist()
+        assert ids == list(frame.id), f"{name}: read ids {ids}"
+    return [*corpora, "excel.jsonl"]
+
+
 def main():
     cfmem, work = sys.argv[1], pathlib.Path(sys.argv[2])
     version = subprocess.run([cfmem, "--version"], check=True, capture_output=True, text=True).stdout.split()[-1]
@@ -152,6 +175,8 @@ def main():
     assert required <= seen, f"the run lacks {required - seen}"
     scored = check_mem_acc(run)
     check_readme_queries(run)
+    read = check_users_files(cfmem, work)
+    print(f"interop: {', '.join(read)} read by cfmem")
     print(f"interop: {len(files)} Parquet files read by pyarrow, pandas and DuckDB; "
           f"mem_acc of {scored} documents recomputed in SQL within 1e-12")
 
