@@ -81,3 +81,13 @@ pub fn training_lock() -> MutexGuard<'static, ()> {
     static TRAINING: Mutex<()> = Mutex::new(());
     TRAINING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// Whether a test must run where something it needs is missing (chromium, root for the local
+/// Slurm): on CI (`CI` set) and wherever `scripts/test.sh` could install it
+/// (`CFMEM_REQUIRE_ALL`, set there when it runs as root), a missing part fails the test;
+/// elsewhere the test is skipped, saying why.
+pub fn skip_or_fail(missing: &str) {
+    let required = ["CI", "CFMEM_REQUIRE_ALL"].iter().any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()));
+    assert!(!required, "{missing} (CI and scripts/test.sh as root run every test)");
+    eprintln!("skipped: {missing}");
+}
