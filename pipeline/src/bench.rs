@@ -88,7 +88,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let report = serde_json::json!({
             "device": jobs::device::describe(device),
             "matmul_peak_flops": peak,
-            "tokenizer": hyperparameters.model.tokenizer,
+            "tokenizer": hyperparameters.model.tokenizer.to_string(),
             "vocab": vocab,
             "non_embedding_parameters": architecture.non_embedding_parameters(),
             "runs": runs,

@@ -393,7 +393,7 @@ struct TokenizerArgs {
     #[arg(long)]
     background: Option<PathBuf>,
     /// Vocabulary, the 256 bytes included.
-    #[arg(long, default_value_t = Hyperparameters::default().model.vocab_size)]
+    #[arg(long, default_value_t = subsets::config::DEFAULT_BPE_VOCAB)]
     vocab_size: u32,
     /// The tokenizer.json to write.
     #[arg(long)]
@@ -401,7 +401,7 @@ struct TokenizerArgs {
 }
 
 fn train_tokenizer(args: &TokenizerArgs) -> Result<()> {
-    let sizes = subsets::tokenizer::BPE_VOCAB_SIZES;
+    let sizes = subsets::config::BPE_VOCAB_SIZES;
     if !sizes.contains(&args.vocab_size) {
         bail!("--vocab-size must be between {} and {}", sizes.start(), sizes.end());
     }

@@ -124,23 +124,114 @@ impl DesignConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(try_from = "ModelToml", into = "ModelToml")]
 pub struct ModelConfig {
     pub n_layer: u32,
     pub n_head: u32,
     pub d_model: u32,
     /// Positions per sequence: a window of `context − 1` tokens and the token before it.
     pub context: u32,
-    /// `"bytes"` (each byte a token), `"bpe"` (a byte-level BPE of `vocab_size` tokens
-    /// trained on the corpus and background at plan time) or the path of a Hugging Face
-    /// `tokenizer.json`. Scores are per token of this tokenizer.
-    pub tokenizer: String,
-    /// Vocabulary of the trained BPE, the 256 bytes included.
-    pub vocab_size: u32,
+    /// How text becomes tokens. Scores are per token of this tokenizer.
+    pub tokenizer: TokenizerChoice,
     /// Tokens of a document beyond this are dropped, to bound the cost of long documents;
     /// absent: whole documents.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens_per_doc: Option<u32>,
+}
+
+/// How a run's text becomes tokens. In TOML (`[model]`): `tokenizer = "bytes"`,
+/// `tokenizer = "bpe"` with `vocab_size = N`, or `tokenizer = "PATH"` of a `tokenizer.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenizerChoice {
+    /// Each byte of the UTF-8 text is a token: vocabulary 256.
+    Bytes,
+    /// A byte-level BPE of at most `vocab_size` tokens (the 256 bytes included), trained on
+    /// the corpus and background at plan time.
+    Bpe { vocab_size: u32 },
+    /// A Hugging Face `tokenizer.json`, read at plan time and copied into the run.
+    File(String),
+}
+
+/// Vocabularies a BPE may be trained to: the 256 bytes at least.
+pub const BPE_VOCAB_SIZES: std::ops::RangeInclusive<u32> = 256..=1 << 20;
+/// The vocabulary of a BPE whose size is not given.
+pub const DEFAULT_BPE_VOCAB: u32 = 4096;
+
+/// `[model] tokenizer` for byte tokens and for a BPE trained at plan time; anything else is
+/// a path.
+const BYTES: &str = "bytes";
+const BPE: &str = "bpe";
+
+impl std::fmt::Display for TokenizerChoice {
+    /// As written in TOML: `bytes`, `bpe` or the path.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenizerChoice::Bytes => f.write_str(BYTES),
+            TokenizerChoice::Bpe { .. } => f.write_str(BPE),
+            TokenizerChoice::File(path) => f.write_str(path),
+        }
+    }
+}
+
+/// `[model]` as written in TOML, where the tokenizer is a string and `vocab_size` a key of its
+/// own. Files written before [`TokenizerChoice`] existed hold a `vocab_size` whatever the
+/// tokenizer; it is read, and kept only for a BPE.
+#[derive(Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ModelToml {
+    n_layer: u32,
+    n_head: u32,
+    d_model: u32,
+    context: u32,
+    tokenizer: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vocab_size: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens_per_doc: Option<u32>,
+}
+
+impl Default for ModelToml {
+    fn default() -> Self {
+        ModelConfig::default().into()
+    }
+}
+
+impl From<ModelConfig> for ModelToml {
+    fn from(m: ModelConfig) -> ModelToml {
+        let vocab_size = match m.tokenizer {
+            TokenizerChoice::Bpe { vocab_size } => Some(vocab_size),
+            TokenizerChoice::Bytes | TokenizerChoice::File(_) => None,
+        };
+        ModelToml {
+            n_layer: m.n_layer,
+            n_head: m.n_head,
+            d_model: m.d_model,
+            context: m.context,
+            tokenizer: m.tokenizer.to_string(),
+            vocab_size,
+            max_tokens_per_doc: m.max_tokens_per_doc,
+        }
+    }
+}
+
+impl TryFrom<ModelToml> for ModelConfig {
+    type Error = String;
+
+    fn try_from(m: ModelToml) -> std::result::Result<ModelConfig, String> {
+        let tokenizer = match m.tokenizer.as_str() {
+            BYTES => TokenizerChoice::Bytes,
+            BPE => TokenizerChoice::Bpe { vocab_size: m.vocab_size.unwrap_or(DEFAULT_BPE_VOCAB) },
+            "" => return Err("model.tokenizer: expected \"bytes\", \"bpe\" or the path of a tokenizer.json".into()),
+            path => TokenizerChoice::File(path.to_string()),
+        };
+        Ok(ModelConfig {
+            n_layer: m.n_layer,
+            n_head: m.n_head,
+            d_model: m.d_model,
+            context: m.context,
+            tokenizer,
+            max_tokens_per_doc: m.max_tokens_per_doc,
+        })
+    }
 }
 
 impl Default for ModelConfig {
@@ -150,8 +241,7 @@ impl Default for ModelConfig {
             n_head: 4,
             d_model: 128,
             context: 128,
-            tokenizer: crate::tokenizer::BYTES.into(),
-            vocab_size: 4096,
+            tokenizer: TokenizerChoice::Bytes,
             max_tokens_per_doc: None,
         }
     }
@@ -259,8 +349,7 @@ impl Hyperparameters {
             ),
             (m.context >= 2, "model.context must be at least 2"),
             (
-                m.tokenizer != crate::tokenizer::BPE_TRAINED
-                    || crate::tokenizer::BPE_VOCAB_SIZES.contains(&m.vocab_size),
+                !matches!(m.tokenizer, TokenizerChoice::Bpe { vocab_size } if !BPE_VOCAB_SIZES.contains(&vocab_size)),
                 "model.vocab_size must be between 256 and 1048576",
             ),
             (m.max_tokens_per_doc != Some(0), "model.max_tokens_per_doc must be at least 1"),
@@ -318,6 +407,44 @@ mod tests {
     }
 
     #[test]
+    fn the_tokenizer_choice_reads_and_writes_itself_and_vocab_size_only_means_something_for_a_bpe() {
+        let model = |text: &str| toml::from_str::<Hyperparameters>(text).map(|h| h.model.tokenizer);
+        assert_eq!(model("").unwrap(), TokenizerChoice::Bytes);
+        assert_eq!(model("[model]\ntokenizer = \"bpe\"\n").unwrap(), TokenizerChoice::Bpe { vocab_size: 4096 });
+        assert_eq!(
+            model("[model]\ntokenizer = \"bpe\"\nvocab_size = 512\n").unwrap(),
+            TokenizerChoice::Bpe { vocab_size: 512 }
+        );
+        assert_eq!(
+            model("[model]\ntokenizer = \"t/tokenizer.json\"\n").unwrap(),
+            TokenizerChoice::File("t/tokenizer.json".into())
+        );
+        let err = model("[model]\ntokenizer = \"\"\n").unwrap_err().to_string();
+        assert!(err.contains("model.tokenizer: expected \"bytes\", \"bpe\" or the path of a tokenizer.json"), "{err}");
+        let written = |tokenizer| {
+            let h = Hyperparameters {
+                model: ModelConfig { tokenizer, ..ModelConfig::default() },
+                ..Hyperparameters::default()
+            };
+            toml::to_string(&h).unwrap()
+        };
+        assert!(!written(TokenizerChoice::Bytes).contains("vocab_size"));
+        assert!(written(TokenizerChoice::Bpe { vocab_size: 512 }).contains("tokenizer = \"bpe\"\nvocab_size = 512\n"));
+    }
+
+    /// `[model]` of a run.toml written before the tokenizer was a type: `vocab_size` is
+    /// there whatever the tokenizer.
+    #[test]
+    fn model_tables_written_by_earlier_versions_still_read() {
+        let earlier =
+            "n_layer = 2\nn_head = 4\nd_model = 128\ncontext = 128\ntokenizer = \"bytes\"\nvocab_size = 4096\n";
+        let model: ModelConfig = toml::from_str(earlier).unwrap();
+        assert_eq!(model, ModelConfig::default());
+        let bpe: ModelConfig = toml::from_str(&earlier.replace("\"bytes\"", "\"bpe\"")).unwrap();
+        assert_eq!(bpe.tokenizer, TokenizerChoice::Bpe { vocab_size: 4096 });
+    }
+
+    #[test]
     fn invalid_hyperparameters_name_the_field() {
         let mut h = Hyperparameters::default();
         h.model.d_model = 30;
@@ -325,8 +452,7 @@ mod tests {
         let err = h.validate().unwrap_err().to_string();
         assert!(err.contains("model.d_model"), "{err}");
         let mut h = Hyperparameters::default();
-        h.model.tokenizer = crate::tokenizer::BPE_TRAINED.into();
-        h.model.vocab_size = 100;
+        h.model.tokenizer = TokenizerChoice::Bpe { vocab_size: 100 };
         assert_eq!(
             h.validate().unwrap_err().to_string(),
             "invalid setting: model.vocab_size must be between 256 and 1048576"

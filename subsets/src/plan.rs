@@ -569,8 +569,7 @@ mod tests {
         };
         let plan_with = |text: &str| {
             let mut request = request(docs(20), design(4, 0.5));
-            request.hyperparameters.model.tokenizer = crate::tokenizer::BPE_TRAINED.into();
-            request.hyperparameters.model.vocab_size = 300;
+            request.hyperparameters.model.tokenizer = crate::config::TokenizerChoice::Bpe { vocab_size: 300 };
             request.background = Some(background(text));
             build(request, no_clusters).unwrap()
         };

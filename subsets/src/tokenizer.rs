@@ -23,17 +23,11 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::{TokenizerBuilder, TokenizerImpl};
 
-use crate::config::{ModelConfig, RunConfig};
+use crate::config::{ModelConfig, RunConfig, TokenizerChoice};
 use crate::layout::RunDir;
 use crate::schema::{self, BackgroundTable, CorpusTable};
 use crate::{Error, Result, corpus};
 
-/// `[model] tokenizer` for byte tokens.
-pub const BYTES: &str = "bytes";
-/// `[model] tokenizer` for a byte-level BPE trained at plan time.
-pub const BPE_TRAINED: &str = "bpe";
-/// Vocabularies a BPE may be trained to: the 256 bytes at least.
-pub const BPE_VOCAB_SIZES: std::ops::RangeInclusive<u32> = 256..=1 << 20;
 /// Pairs seen fewer times than this are never merged, so the trained vocabulary can be
 /// smaller than `vocab_size` on a small corpus.
 const MIN_PAIR_FREQUENCY: u64 = 2;
@@ -62,20 +56,20 @@ impl Tokenizer {
     /// The tokenizer `model` asks for, before a run exists: a BPE is trained on `texts`,
     /// a `tokenizer.json` path is read.
     pub fn for_plan<'a>(model: &ModelConfig, texts: impl Iterator<Item = &'a str> + Send) -> Result<Tokenizer> {
-        match model.tokenizer.as_str() {
-            BYTES => Ok(Tokenizer::Bytes),
-            BPE_TRAINED => Tokenizer::train(texts, model.vocab_size),
-            path => Tokenizer::from_file(Path::new(path)),
+        match &model.tokenizer {
+            TokenizerChoice::Bytes => Ok(Tokenizer::Bytes),
+            &TokenizerChoice::Bpe { vocab_size } => Tokenizer::train(texts, vocab_size),
+            TokenizerChoice::File(path) => Tokenizer::from_file(Path::new(path)),
         }
     }
 
     /// The vocabulary `model` asks for, without a run or a corpus: a BPE still to train is
     /// taken at its full `vocab_size`.
     pub fn planned_vocab(model: &ModelConfig) -> Result<u32> {
-        match model.tokenizer.as_str() {
-            BYTES => Ok(Tokenizer::Bytes.vocab()),
-            BPE_TRAINED => Ok(model.vocab_size),
-            path => Ok(Tokenizer::from_file(Path::new(path))?.vocab()),
+        match &model.tokenizer {
+            TokenizerChoice::Bytes => Ok(Tokenizer::Bytes.vocab()),
+            &TokenizerChoice::Bpe { vocab_size } => Ok(vocab_size),
+            TokenizerChoice::File(path) => Ok(Tokenizer::from_file(Path::new(path))?.vocab()),
         }
     }
 
