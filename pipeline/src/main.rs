@@ -291,37 +291,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// Design settings as `run.toml` names them, and the `plan` flags that set them.
+const DESIGN_FLAGS: [(&str, &str); 7] = [
+    ("design.models", "--models"),
+    ("design.keep", "--keep"),
+    ("design.holdout", "--holdout"),
+    ("design.holdout_ids", "--holdout-ids"),
+    ("design.copies", "--copies"),
+    ("design.canaries", "--canaries"),
+    ("design.canary_ids", "--canary-ids"),
+];
+
+/// A library error about a design setting, said in terms of the flag that gave it.
+fn name_the_flag(error: anyhow::Error) -> anyhow::Error {
+    let flag_said = match error.downcast_ref::<subsets::Error>() {
+        Some(subsets::Error::Setting { field, message }) => {
+            DESIGN_FLAGS.iter().find(|(name, _)| name == field).map(|(_, flag)| anyhow::anyhow!("{flag}: {message}"))
+        }
+        _ => None,
+    };
+    flag_said.unwrap_or(error)
+}
+
 fn dispatch(command: Command) -> Result<()> {
     if matches!(command, Command::Run(_) | Command::Demo(_) | Command::Bench(_)) {
         jobs::device::keep_freed_memory();
     }
     match command {
-        Command::Plan(PlanArgs { extend: Some(run), models, .. }) => queue::extend(&run, models),
-        Command::Plan(args) => {
-            let (Some(corpus_path), Some(out), Some(_), Some(seed)) = (&args.corpus, &args.out, args.keep, args.seed)
-            else {
-                bail!("plan needs --corpus, --out, --keep and --seed (or --extend RUN)");
-            };
-            let documents = corpus::read(corpus_path)?;
-            let hyperparameters = match &args.config {
-                Some(path) => Hyperparameters::from_file(path)?,
-                None => Hyperparameters::default(),
-            };
-            let corpus_name = corpus_path.display().to_string();
-            let background = match &args.background {
-                Some(path) => Some(Background { path: path.display().to_string(), documents: corpus::read(path)? }),
-                None => None,
-            };
-            let request = PlanRequest {
-                corpus_path: &corpus_name,
-                documents,
-                seed,
-                design: design(&args, &args.near)?,
-                hyperparameters,
-                background,
-            };
-            plan_run(out, request, &args.near.params()?)
-        }
+        Command::Plan(args) => plan(args).map_err(name_the_flag),
         Command::Run(args) => {
             let jobs = (!args.jobs.is_empty()).then(|| args.jobs.concat());
             run_jobs(&args.run, &args.compute, &Selection { jobs, max_jobs: args.max_jobs })
@@ -336,6 +333,34 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Influence(args) => influence::run(&args),
         Command::Report(args) => report::write(&args.run, args.out.as_deref(), args.top as usize).map(drop),
     }
+}
+
+fn plan(args: PlanArgs) -> Result<()> {
+    if let Some(run) = &args.extend {
+        return queue::extend(run, args.models);
+    }
+    let (Some(corpus_path), Some(out), Some(_), Some(seed)) = (&args.corpus, &args.out, args.keep, args.seed) else {
+        bail!("plan needs --corpus, --out, --keep and --seed (or --extend RUN)");
+    };
+    let documents = corpus::read(corpus_path)?;
+    let hyperparameters = match &args.config {
+        Some(path) => Hyperparameters::from_file(path)?,
+        None => Hyperparameters::default(),
+    };
+    let corpus_name = corpus_path.display().to_string();
+    let background = match &args.background {
+        Some(path) => Some(Background { path: path.display().to_string(), documents: corpus::read(path)? }),
+        None => None,
+    };
+    let request = PlanRequest {
+        corpus_path: &corpus_name,
+        documents,
+        seed,
+        design: design(&args, &args.near)?,
+        hyperparameters,
+        background,
+    };
+    plan_run(out, request, &args.near.params()?)
 }
 
 fn design(args: &PlanArgs, near: &NearDupArgs) -> Result<DesignConfig> {

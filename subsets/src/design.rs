@@ -14,7 +14,7 @@ use crate::{Error, Result, seeds};
 /// and OUT at least once.
 pub fn in_count(models: u32, keep: f64) -> Result<u32> {
     if !(keep > 0.0 && keep < 1.0) {
-        return Err(Error::Invalid(format!("--keep must be strictly between 0 and 1, got {keep}")));
+        return Err(Error::setting("design.keep", format!("must be strictly between 0 and 1, got {keep}")));
     }
     let k = (keep * f64::from(models)).round() as u32;
     if k == 0 || k >= models {
@@ -24,11 +24,14 @@ pub fn in_count(models: u32, keep: f64) -> Result<u32> {
                 k >= 1 && k < m
             })
             .expect("some model count works for keep in (0, 1)");
-        return Err(Error::Invalid(format!(
-            "too few models: with --models {models} and --keep {keep} each document would be IN for \
-             {k} of {models} models, but it must be IN at least once and OUT at least once; \
-             use --models {needed} or more"
-        )));
+        return Err(Error::setting(
+            "design.models",
+            format!(
+                "too few models: with {models} models and keep {keep} each document would be IN for \
+                 {k} of {models} models, but it must be IN at least once and OUT at least once; \
+                 {needed} models or more are needed"
+            ),
+        ));
     }
     Ok(k)
 }
@@ -58,7 +61,7 @@ pub fn in_models(unit: usize, models: u32, k: u32, seed: u64) -> Vec<u32> {
 /// nor above new − old for keep in (0, 1), the balance is always exact.
 pub fn extension_in_count(old: u32, new: u32, keep: f64) -> Result<u32> {
     if new <= old {
-        return Err(Error::Invalid(format!("--models {new} must be more than the run's {old} models")));
+        return Err(Error::setting("design.models", format!("{new} must be more than the run's {old} models")));
     }
     let added = in_count(new, keep)? - in_count(old, keep)?;
     debug_assert!(added <= new - old);
@@ -76,13 +79,14 @@ pub fn extension_models(unit: usize, old: u32, new: u32, added: u32, seed: u64) 
 /// Which of `units` units are held out: round(fraction × units) of them, seeded.
 pub fn holdout(units: usize, fraction: f64, seed: u64) -> Result<Vec<bool>> {
     if !(0.0..1.0).contains(&fraction) {
-        return Err(Error::Invalid(format!("--holdout must be in [0, 1), got {fraction}")));
+        return Err(Error::setting("design.holdout", format!("must be in [0, 1), got {fraction}")));
     }
     let count = (fraction * units as f64).round() as usize;
     if count >= units {
-        return Err(Error::Invalid(format!(
-            "--holdout {fraction} would hold out all {units} units, leaving nothing to train on"
-        )));
+        return Err(Error::setting(
+            "design.holdout",
+            format!("{fraction} would hold out all {units} units, leaving nothing to train on"),
+        ));
     }
     let mut order: Vec<usize> = (0..units).collect();
     order.shuffle(&mut seeds::rng(seed, "holdout", 0));
@@ -146,7 +150,7 @@ mod tests {
     #[test]
     fn an_extension_must_add_models() {
         let err = extension_in_count(8, 8, 0.5).unwrap_err().to_string();
-        assert!(err.contains("--models 8 must be more than the run's 8 models"), "{err}");
+        assert_eq!(err, "design.models: 8 must be more than the run's 8 models");
     }
 
     #[test]
@@ -162,7 +166,7 @@ mod tests {
     fn keep_outside_open_interval_is_refused() {
         for keep in [0.0, 1.0, -0.5, 1.5, f64::NAN] {
             let err = balanced(3, 8, keep, 0).unwrap_err().to_string();
-            assert!(err.contains("--keep must be strictly between 0 and 1"), "{err}");
+            assert!(err.starts_with("design.keep: must be strictly between 0 and 1"), "{err}");
         }
     }
 

@@ -32,6 +32,10 @@ pub enum Error {
     },
     #[error("invalid setting: {0}")]
     Invalid(String),
+    /// A setting of the run's design (`design.keep`, …), named as in `run.toml`; the
+    /// binary names the flag instead where a flag gave it.
+    #[error("{field}: {message}")]
+    Setting { field: &'static str, message: String },
 }
 
 impl Error {
@@ -52,5 +56,9 @@ impl Error {
 
     pub fn file(path: impl Into<PathBuf>, message: impl Into<String>) -> Error {
         Error::File { path: path.into(), message: message.into() }
+    }
+
+    pub fn setting(field: &'static str, message: impl Into<String>) -> Error {
+        Error::Setting { field, message: message.into() }
     }
 }

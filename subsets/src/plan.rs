@@ -212,23 +212,26 @@ fn plant_canaries(documents: &mut Vec<Document>, design: &DesignConfig, seed: u6
     let sweep = design.canaries > 0 || !design.canary_ids.is_empty();
     if design.copies.is_empty() {
         return if sweep {
-            Err(Error::Invalid("canaries need --copies (the copy counts to plant)".into()))
+            Err(Error::setting("design.copies", "canaries need copy counts to plant"))
         } else {
             Ok(Planted { copies: vec![1; documents.len()], canary: vec![false; documents.len()] })
         };
     }
     if !sweep {
-        return Err(Error::Invalid("--copies needs canaries: --canaries N or --canary-ids ID,...".into()));
+        return Err(Error::setting(
+            "design.copies",
+            "copy counts need canaries: generated ones, or corpus documents named as canaries",
+        ));
     }
     if design.copies.contains(&0) {
-        return Err(Error::Invalid("--copies values must be at least 1".into()));
+        return Err(Error::setting("design.copies", "copy counts must be at least 1"));
     }
     let mut canaries = Vec::new();
     for id in &design.canary_ids {
         let index = documents
             .iter()
             .position(|d| &d.id == id)
-            .ok_or_else(|| Error::Invalid(format!("--canary-ids: no document has id {id:?}")))?;
+            .ok_or_else(|| Error::setting("design.canary_ids", format!("no document has id {id:?}")))?;
         canaries.push(index);
     }
     let mut rng = seeds::rng(seed, "canaries", 0);
@@ -256,15 +259,15 @@ fn plant_canaries(documents: &mut Vec<Document>, design: &DesignConfig, seed: u6
 fn held_out_ids(documents: &[Document], canary: &[bool], holdout_ids: &[String]) -> Result<Vec<bool>> {
     let known: HashSet<&str> = documents.iter().map(|d| d.id.as_str()).collect();
     if let Some(missing) = holdout_ids.iter().find(|id| !known.contains(id.as_str())) {
-        return Err(Error::Invalid(format!("--holdout-ids: no document has id {missing:?}")));
+        return Err(Error::setting("design.holdout_ids", format!("no document has id {missing:?}")));
     }
     let wanted: HashSet<&str> = holdout_ids.iter().map(String::as_str).collect();
     let held: Vec<bool> = documents.iter().map(|d| wanted.contains(d.id.as_str())).collect();
     if let Some(doc) = (0..documents.len()).find(|&d| held[d] && canary[d]) {
-        return Err(Error::Invalid(format!(
-            "--holdout-ids: {:?} is a canary of the copy sweep, which is never held out",
-            documents[doc].id
-        )));
+        return Err(Error::setting(
+            "design.holdout_ids",
+            format!("{:?} is a canary of the copy sweep, which is never held out", documents[doc].id),
+        ));
     }
     Ok(held)
 }
@@ -526,7 +529,7 @@ mod tests {
         assert!((0..4).all(|m| !plan.membership.contains(m, 3) && !plan.membership.contains(m, 5)));
         d.holdout_ids.push("d99".into());
         let err = build(request(docs(8), d), no_clusters).unwrap_err().to_string();
-        assert!(err.contains("--holdout-ids: no document has id \"d99\""), "{err}");
+        assert!(err.contains("design.holdout_ids: no document has id \"d99\""), "{err}");
     }
 
     #[test]
@@ -598,7 +601,7 @@ mod tests {
         let mut d = design(4, 0.5);
         d.copies = vec![1, 2];
         let err = build(request(docs(3), d.clone()), no_clusters).unwrap_err().to_string();
-        assert!(err.contains("--copies needs canaries"), "{err}");
+        assert!(err.contains("design.copies: copy counts need canaries"), "{err}");
         d.canary_ids = vec!["nope".into()];
         let err = build(request(docs(3), d), no_clusters).unwrap_err().to_string();
         assert!(err.contains("no document has id \"nope\""), "{err}");
@@ -627,7 +630,7 @@ mod tests {
         assert_eq!(jobs.model, (0..17).collect::<Vec<_>>());
         assert_eq!(RunConfig::from_file(&run.config()).unwrap().design.models, 17);
         let err = extend(&run, 17).unwrap_err().to_string();
-        assert!(err.contains("--models 17 must be more than the run's 17 models"), "{err}");
+        assert!(err.contains("design.models: 17 must be more than the run's 17 models"), "{err}");
     }
 
     #[test]

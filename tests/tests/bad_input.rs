@@ -73,10 +73,10 @@ fn corpus_errors_name_file_and_line() {
 fn design_errors_say_what_to_change() {
     let case = Case::new();
     let corpus = case.file("good.jsonl", GOOD);
-    case.plan_fails(&corpus, &["--keep", "1.0"], "--keep must be strictly between 0 and 1, got 1");
-    case.plan_fails(&corpus, &["--keep", "0"], "--keep must be strictly between 0 and 1, got 0");
-    case.plan_fails(&corpus, &["--models", "1"], "too few models: with --models 1 and --keep 0.5");
-    case.plan_fails(&corpus, &["--holdout", "1.5"], "--holdout must be in [0, 1), got 1.5");
+    case.plan_fails(&corpus, &["--keep", "1.0"], "--keep: must be strictly between 0 and 1, got 1");
+    case.plan_fails(&corpus, &["--keep", "0"], "--keep: must be strictly between 0 and 1, got 0");
+    case.plan_fails(&corpus, &["--models", "1"], "--models: too few models: with 1 models and keep 0.5");
+    case.plan_fails(&corpus, &["--holdout", "1.5"], "--holdout: must be in [0, 1), got 1.5");
     let config = case.file("bad.toml", b"[model]\nlayers = 2\n");
     case.plan_fails(&corpus, &["--config", config.to_str().unwrap()], "bad.toml: TOML parse error at line 2, column 1");
     let config = case.file("heads.toml", b"[model]\nd_model = 30\nn_head = 4\n");
@@ -85,7 +85,7 @@ fn design_errors_say_what_to_change() {
         &["--config", config.to_str().unwrap()],
         "model.d_model must be a positive multiple of model.n_head",
     );
-    case.plan_fails(&corpus, &["--copies", "1,2"], "--copies needs canaries");
+    case.plan_fails(&corpus, &["--copies", "1,2"], "--copies: copy counts need canaries");
 }
 
 #[test]

@@ -210,7 +210,7 @@ fn extending_a_run_keeps_its_logs_and_the_balance() {
     assert!(scores.n_in.iter().zip(&scores.n_out).all(|(i, o)| (*i, *o) == (8, 8)));
 
     let err = cfmem_err(&["plan", "--extend", run_arg, "--models", "12"]);
-    assert!(err.contains("--models 12 must be more than the run's 16 models"), "{err}");
+    assert!(err.contains("--models: 12 must be more than the run's 16 models"), "{err}");
 }
 
 #[test]
