@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use subsets::plan::CANARY_SOURCE;
 
+use crate::summary::source_label;
 use crate::{Error, Result};
 
 /// The generalization gap (mean OUT accuracy − mean bigram baseline) below which the models
@@ -36,9 +37,6 @@ pub const MEMORIZATION_MARGIN: f64 = 0.2;
 const SHARDS_PER_THREAD: usize = 4;
 /// Fewest bigram positions worth a shard of their own; a small pool is one shard.
 const MIN_SHARD_POSITIONS: u64 = 1 << 20;
-
-/// Label of documents without a source in the table.
-const NO_SOURCE: &str = "(none)";
 
 /// What the leave-one-out baselines predict of one corpus document.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -475,7 +473,7 @@ fn warning(overall: &GroupAccuracy, sources: &[SourceAccuracy]) -> Option<String
     let flagged: Vec<String> = sources
         .iter()
         .filter(|s| s.accuracy.memorizing)
-        .map(|s| format!("{}: {}", s.source.as_deref().unwrap_or(NO_SOURCE), numbers(&s.accuracy)))
+        .map(|s| format!("{}: {}", source_label(s.source.as_deref()), numbers(&s.accuracy)))
         .collect();
     (!flagged.is_empty()).then(|| {
         format!(
@@ -509,7 +507,7 @@ impl fmt::Display for Diagnosis {
         let has_canaries = self.sources.iter().any(|s| is_canary(s.source.as_deref()));
         row(f, if has_canaries { "all but canaries" } else { "all" }, &self.overall)?;
         for source in &self.sources {
-            row(f, source.source.as_deref().unwrap_or(NO_SOURCE), &source.accuracy)?;
+            row(f, source_label(source.source.as_deref()), &source.accuracy)?;
         }
         if let Some(warning) = &self.warning {
             writeln!(f, "{warning}")?;

@@ -28,8 +28,9 @@ use subsets::layout::RunDir;
 use subsets::schema::{self, CorpusTable, InfluenceTable, Table};
 
 use crate::per_model::{self, ModelValues, RunLogs};
-use crate::report::preview;
+use crate::printed_summary::PREVIEW_CHARS;
 use crate::stats::{self, Moments};
+use crate::summary::preview;
 use crate::{Error, Result, gemm};
 
 /// Targets per block of the product.
@@ -354,9 +355,9 @@ impl InfluenceSummary {
                 infl_acc: table.infl_acc[i],
                 se: table.infl_acc_se[i],
                 target: table.target_id[i].clone(),
-                target_preview: preview(&corpus.text[table.target[i] as usize]),
+                target_preview: preview(&corpus.text[table.target[i] as usize], PREVIEW_CHARS),
                 source: table.source_id[i].clone(),
-                source_preview: preview(&corpus.text[table.source_doc[i] as usize]),
+                source_preview: preview(&corpus.text[table.source_doc[i] as usize], PREVIEW_CHARS),
             })
             .collect();
         InfluenceSummary { targets, sources, models, pairs: table.target.len(), strongest }

@@ -3,9 +3,10 @@
 //! detection ([`dups`]) and a run's stored duplicate scores ([`run_duplicates`]), the
 //! per-model matrices ([`per_model`]) that the bootstrap intervals ([`bootstrap`]), the
 //! reliability measures ([`reliability`]) and counterfactual influence ([`influence`])
-//! multiply with one GEMM ([`gemm`]), the score tables ([`scores`]) and the printed
-//! summary ([`report`]), the HTML report ([`html`]), and whether the models generalize
-//! beyond a leave-one-out bigram baseline ([`diagnosis`]). [`synthetic_run`] writes runs
+//! multiply with one GEMM ([`gemm`]), the score tables ([`scores`]), the run's summary
+//! numbers ([`summary`]) and their two views, the printed summary ([`printed_summary`]) and
+//! the HTML report ([`html_report`]), and whether the models generalize beyond a
+//! leave-one-out bigram baseline ([`diagnosis`]). [`synthetic_run`] writes runs
 //! with known answers for tests and benchmarks.
 //!
 //! It reads logs and the corpus only through `subsets::schema` and never depends on tch:
@@ -16,14 +17,15 @@ pub mod diagnosis;
 pub mod dups;
 pub mod estimate;
 pub mod gemm;
-pub mod html;
+pub mod html_report;
 pub mod influence;
 pub mod per_model;
+pub mod printed_summary;
 pub mod reliability;
-pub mod report;
 pub mod run_duplicates;
 pub mod scores;
 pub mod stats;
+pub mod summary;
 pub mod synthetic_run;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

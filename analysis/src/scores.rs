@@ -1,8 +1,9 @@
 //! `cfmem analyze`: from a run directory to `analysis/scores.parquet`,
 //! `analysis/clusters.parquet`, `analysis/copies.parquet`, `analysis/reliability.parquet`,
-//! a printed summary and its numbers in `analysis/summary.json`, the diagnosis of whether the
-//! models generalize ([`crate::diagnosis`]) included. The duplicate scores and clusters are the ones `plan` stored
-//! (`analysis/duplicates.parquet`), so there is one definition of clusters per run.
+//! the printed summary ([`crate::printed_summary`]) and its numbers in `analysis/summary.json`,
+//! the diagnosis of whether the models generalize ([`crate::diagnosis`]) included. The
+//! duplicate scores and clusters are the ones `plan` stored (`analysis/duplicates.parquet`),
+//! so there is one definition of clusters per run.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
@@ -18,10 +19,11 @@ use crate::bootstrap::{self, Weights};
 use crate::diagnosis::{self, Diagnosis, DocumentAccuracy};
 use crate::estimate::{self, Metrics};
 use crate::per_model::{ModelValues, RunLogs};
+use crate::printed_summary::PrintedSummary;
 use crate::reliability::{self, Verdict};
-use crate::report::Summary;
 use crate::run_duplicates;
 use crate::stats::Moments;
+use crate::summary::Summary;
 use crate::{Error, Result};
 
 /// Settings of `cfmem analyze`.
@@ -43,7 +45,7 @@ pub struct Analysis {
     pub clusters: ClusterTable,
     pub copies: CopiesTable,
     pub reliability: ReliabilityTable,
-    pub summary: Summary,
+    pub summary: PrintedSummary,
     /// The run's seed, written into every table's metadata.
     pub run_seed: u64,
 }
@@ -115,8 +117,9 @@ pub fn analyze(run: &RunDir, settings: AnalyzeSettings) -> Result<Analysis> {
     let copies = copies_table(&config, &corpus, &scores);
     let verdict = Verdict::new(&reliability, accumulated.models.len());
     let diagnosis = diagnose_regime(run, &config, &corpus, &scores)?;
-    let summary =
-        Summary::new(&config, &corpus, &scores, &clusters, &copies, (logs.logs.len(), logs.jobs), verdict, diagnosis);
+    let numbers = Summary::new(&scores, &clusters, &copies);
+    let logs = (logs.logs.len(), logs.jobs);
+    let summary = PrintedSummary::new(&config, &corpus, &scores, numbers, logs, verdict, diagnosis);
     Ok(Analysis { scores, clusters, copies, reliability, summary, run_seed: config.seed })
 }
 

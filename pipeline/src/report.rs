@@ -1,11 +1,12 @@
-//! `cfmem report`: draws the HTML report of an analyzed run and writes it atomically.
+//! `cfmem report`: draws the HTML report of an analyzed run (`analysis::html_report`) and
+//! writes it atomically.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
 
-use analysis::html::{self, ReportData};
+use analysis::html_report::{self, ReportData};
 use subsets::atomic;
 use subsets::layout::RunDir;
 
@@ -14,7 +15,7 @@ use subsets::layout::RunDir;
 pub fn write(run: &Path, out: Option<&Path>, top: usize) -> Result<PathBuf> {
     let started = Instant::now();
     let run = RunDir::new(run);
-    let page = html::render(&ReportData::load(&run)?, top);
+    let page = html_report::render(&ReportData::load(&run)?, top);
     let path = out.map_or_else(|| run.report(), Path::to_path_buf);
     atomic::write_bytes(&path, page.as_bytes())?;
     println!("report: {}", path.display());

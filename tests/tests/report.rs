@@ -1,12 +1,16 @@
-//! `cfmem report`: the page's numbers against the Parquet files, hostile document text shown
-//! as text, the influence/reliability/interval sections from files written here, and the
-//! demo's report rendered in headless Chromium (no console error, no request, a screenshot
-//! that is not blank, one plot per section the run has).
+//! `cfmem report`: the page's numbers against the Parquet files and against the summary
+//! `cfmem analyze` prints, hostile document text shown as text, the
+//! influence/reliability/interval sections from files written here, and the demo's report
+//! rendered in headless Chromium (no console error, no request, a screenshot that is not
+//! blank, one plot per section the run has).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use analysis::stats::quantile;
+use analysis::synthetic_run::{self, Row, Spec};
+use subsets::config::Unit;
+use subsets::layout::RunDir;
 use subsets::schema::{self, ClusterTable, CopiesTable, InfluenceTable, ReliabilityTable};
 use tests::{TINY_CONFIG, cfmem_err, cfmem_ok, plan_args, scores, training_lock};
 
@@ -106,6 +110,106 @@ fn the_demo_report_shows_the_numbers_of_its_parquet_files_and_renders_cleanly_in
     let narrow = browser.render(&report, 390, &dir.path().join("narrow"));
     narrow.assert_clean();
     narrow.assert_screenshot_not_blank();
+}
+
+/// The text of each cell of each row of `table`'s body: tags removed, a line break as "\n".
+fn body_rows(table: &str) -> Vec<Vec<String>> {
+    let body = &table[table.find("<tbody>").expect("a table body")..];
+    body.split("<tr>")
+        .skip(1)
+        .map(|row| {
+            row.split("<td")
+                .skip(1)
+                .map(|cell| {
+                    let cell = &cell[cell.find('>').unwrap() + 1..cell.find("</td>").unwrap()];
+                    // The tags inside a cell: a line break, a source's span, a colour swatch.
+                    let mut text = String::new();
+                    let mut in_tag = false;
+                    for c in cell.replace("<br>", "\n").chars() {
+                        match c {
+                            '<' => in_tag = true,
+                            '>' => in_tag = false,
+                            _ if !in_tag => text.push(c),
+                            _ => {}
+                        }
+                    }
+                    text
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The lines of `summary` after the line starting with `heading`, up to the next empty line.
+fn block<'a>(summary: &'a str, heading: &str) -> Vec<&'a str> {
+    let lines = summary.lines().skip_while(|line| !line.starts_with(heading)).skip(1);
+    lines.take_while(|line| !line.is_empty()).collect()
+}
+
+#[test]
+fn the_printed_summary_and_the_report_show_the_same_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    // Sources "alpha", "beta" and none in turn, six copies of one text as a cluster, and
+    // accuracies that tie across documents (no training: the logs are written here).
+    let mut documents = synthetic_run::documents(40, 7);
+    for (i, document) in documents.iter_mut().enumerate() {
+        document.source = [Some("alpha".to_string()), Some("beta".to_string()), None][i % 3].clone();
+    }
+    let text = "the same sentence copied six times over, word for word";
+    documents.extend((0..6).map(|i| subsets::corpus::Document {
+        id: format!("copy-{i}"),
+        text: text.to_string(),
+        source: (i % 2 == 1).then(|| "beta".to_string()),
+    }));
+    let spec = Spec { documents, models: 8, stack: 4, seed: 3, unit: Unit::Cluster, holdout_ids: vec!["doc-5".into()] };
+    synthetic_run::write(&RunDir::new(&run), &spec, |model, doc, in_train| {
+        let correct = 30 + model % 3 + if in_train[doc] { 5 * (doc as u32 % 7) } else { 0 };
+        Row { tokens: 100, correct, nll: f64::from(100 - correct) }
+    })
+    .unwrap();
+    let printed = cfmem_ok(&["analyze", run.to_str().unwrap()]);
+    cfmem_ok(&["report", run.to_str().unwrap(), "--top", "10"]);
+    let html = std::fs::read_to_string(run.join("analysis/report.html")).unwrap();
+
+    // The ten most memorized documents: the same ids, sources and mem_acc in the same order.
+    let printed_top: Vec<Vec<&str>> = block(&printed, "most memorized")
+        .iter()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .map(|words| vec![words[5], words[4], words[1]])
+        .collect();
+    let page_top: Vec<Vec<String>> = body_rows(section(&html, "most"))
+        .into_iter()
+        .map(|cells| {
+            let (id, source) = cells[0].split_once('\n').expect("id, then source");
+            vec![id.to_string(), source.to_string(), cells[1].clone()]
+        })
+        .collect();
+    assert_eq!(printed_top.len(), 10);
+    assert_eq!(page_top, printed_top, "printed:\n{printed}");
+    assert!(printed_top.iter().any(|doc| doc[1] == "(none)"), "a document without a source is among them");
+    assert!(!html.contains("(no source)"), "one label for a document without a source");
+
+    // Per source: count of scored documents, median and mean.
+    let page_sources = body_rows(section(&html, "distribution"));
+    let by_source = block(&printed, "by source:");
+    assert_eq!(by_source.len(), 2, "alpha and beta; documents without a source have no printed row:\n{printed}");
+    for line in by_source {
+        let [source, count, median, mean] = line.split_whitespace().collect::<Vec<_>>()[..] else { panic!("{line}") };
+        let row = page_sources.iter().find(|cells| cells[0] == source).expect("a row per source");
+        assert_eq!([&row[2], &row[4], &row[3]], [count, median, mean], "{source}");
+    }
+    assert!(page_sources.iter().any(|cells| cells[0] == "(none)"), "the page has a row for them");
+
+    // The median of all scored documents, and the cluster's group and member mean.
+    let median = printed.split("median ").nth(1).unwrap().split_whitespace().next().unwrap();
+    assert!(section(&html, "distribution").contains(&format!("scored documents: median {median},")), "{median}");
+    let cluster = block(&printed, "near-duplicate clusters")[0].split_whitespace().collect::<Vec<_>>();
+    let point = format!(
+        "cluster {} of {} documents: group mem_acc {}, members' mean mem_acc {}",
+        cluster[1], cluster[3], cluster[5], cluster[7]
+    );
+    assert!(section(&html, "clusters").contains(&point), "{point}");
 }
 
 /// Documents a report must show as text: markup, script, quotes, a closing textarea.

@@ -4,14 +4,15 @@
 //!
 //! It is drawn from the run's `run.toml`, `corpus.parquet` (texts for the previews), the
 //! completion records of its logs and `analysis/*.parquet`. It never trains or estimates:
-//! every number shown is a value of those files or a plain summary (count, mean, quantile)
-//! of one of their columns. Sections for files another analysis adds (influence,
-//! reliability) appear when the file exists. Document text and ids are untrusted input:
-//! every interpolated string goes through maud, which escapes it.
+//! every number shown is a value of those files or one of the run's [`Summary`] numbers,
+//! the same ones the printed summary ([`crate::printed_summary`]) shows (ranking, quantiles,
+//! per-source table, cluster means, copy sweep, previews and the label of a document
+//! without a source). Sections for files another analysis adds (influence, reliability)
+//! appear when the file exists. Document text and ids are untrusted input: every
+//! interpolated string goes through maud, which escapes it.
 
 pub mod plot;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -24,18 +25,19 @@ use subsets::schema::{
 };
 
 use crate::diagnosis::Diagnosis;
-use crate::stats::quantile;
+use crate::summary::{CopyRow, SourceRow, Summary, preview, source_label};
 use crate::{Error, Result};
 use plot::{Axis, BoxGroup, Point, Scale, Step};
 
 /// Scatter plots draw at most this many documents (every k-th beyond), to keep pages light.
 const MAX_POINTS: usize = 4000;
+/// Characters of a document's text in its row, before it is opened: a page has room for
+/// twice the printed summary's.
 const PREVIEW_CHARS: usize = 120;
 /// Text shown when a document's row is opened; longer documents are cut here.
 const FULL_TEXT_CHARS: usize = 2000;
 /// Okabe–Ito colours, told apart with colour-vision deficiencies too.
 const PALETTE: [&str; 8] = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#8C7A00", "#000000"];
-const NO_SOURCE: &str = "(no source)";
 /// The normal quantile of a two-sided 95% interval.
 const Z95: f64 = 1.96;
 
@@ -132,21 +134,18 @@ fn read_diagnosis(path: &Path) -> Result<Option<Diagnosis>> {
     serde_json::from_value(summary["diagnosis"].take()).map(Some).map_err(malformed)
 }
 
-/// A colour per source, in the order of their names.
-struct SourceColors {
-    names: Vec<String>,
+/// A colour per source, in the order of the summary's sources.
+struct SourceColors<'a> {
+    names: Vec<&'a str>,
 }
 
-impl SourceColors {
-    fn new(scores: &ScoreTable) -> SourceColors {
-        let mut names: Vec<String> = scores.source.iter().map(|s| source_name(s).to_string()).collect();
-        names.sort();
-        names.dedup();
-        SourceColors { names }
+impl<'a> SourceColors<'a> {
+    fn new(summary: &'a Summary) -> SourceColors<'a> {
+        SourceColors { names: summary.sources.iter().map(SourceRow::label).collect() }
     }
 
     fn of(&self, name: &str) -> &'static str {
-        let index = self.names.iter().position(|n| n == name).unwrap_or(0);
+        let index = self.names.iter().position(|&n| n == name).unwrap_or(0);
         PALETTE[index % PALETTE.len()]
     }
 
@@ -159,10 +158,6 @@ impl SourceColors {
             }
         }
     }
-}
-
-fn source_name(source: &Option<String>) -> &str {
-    source.as_deref().unwrap_or(NO_SOURCE)
 }
 
 fn signed(value: Option<f64>) -> String {
@@ -180,16 +175,6 @@ fn time(value: Option<SystemTime>) -> String {
     )
 }
 
-/// The first characters of a text on one line: control characters become spaces.
-fn preview(text: &str, chars: usize) -> String {
-    let flat: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    let mut cut: String = flat.chars().take(chars).collect();
-    if flat.chars().count() > chars {
-        cut.push('…');
-    }
-    cut
-}
-
 /// One section of the page: its anchor, heading and content.
 struct Section {
     id: &'static str,
@@ -199,18 +184,19 @@ struct Section {
 
 /// The whole report page for `data`, with the `top` most and least memorized documents.
 pub fn render(data: &ReportData, top: usize) -> String {
-    let colors = SourceColors::new(&data.scores);
+    let summary = Summary::new(&data.scores, &data.clusters, &data.copies);
+    let colors = SourceColors::new(&summary);
     let mut sections = vec![
-        Section { id: "glance", title: "The run at a glance", body: glance(data) },
-        Section { id: "distribution", title: "Distribution of mem_acc", body: distribution(data, &colors) },
+        Section { id: "glance", title: "The run at a glance", body: glance(data, &summary) },
+        Section { id: "distribution", title: "Distribution of mem_acc", body: distribution(data, &summary, &colors) },
         Section { id: "duplicates", title: "Memorization and duplication", body: duplication(data, &colors) },
-        Section { id: "clusters", title: "Near-duplicate clusters", body: clusters(data) },
+        Section { id: "clusters", title: "Near-duplicate clusters", body: clusters(&summary) },
     ];
     if let Some(diagnosis) = &data.diagnosis {
         sections.push(Section { id: "regime", title: "Do the models generalize?", body: regime(diagnosis) });
     }
-    if !data.copies.copies.is_empty() {
-        sections.push(Section { id: "copies", title: "Copy sweep", body: copy_sweep(&data.copies) });
+    if !summary.copies.is_empty() {
+        sections.push(Section { id: "copies", title: "Copy sweep", body: copy_sweep(&summary.copies) });
     }
     if let Some(reliability) = &data.reliability {
         sections.push(Section { id: "reliability", title: "Reliability of the ranking", body: stability(reliability) });
@@ -218,16 +204,15 @@ pub fn render(data: &ReportData, top: usize) -> String {
     if let Some(influence) = &data.influence {
         sections.push(Section { id: "influence", title: "Strongest influence", body: influence_pairs(influence, top) });
     }
-    let ranked = ranked_documents(&data.scores);
     sections.push(Section {
         id: "most",
         title: "Most memorized documents",
-        body: documents(data, ranked.iter().copied().take(top)),
+        body: documents(data, summary.most_memorized(top)),
     });
     sections.push(Section {
         id: "least",
         title: "Least memorized documents",
-        body: documents(data, ranked.iter().rev().copied().take(top)),
+        body: documents(data, summary.least_memorized(top)),
     });
 
     let page = html! {
@@ -267,12 +252,12 @@ pub fn render(data: &ReportData, top: usize) -> String {
     page.into_string()
 }
 
-fn glance(data: &ReportData) -> Markup {
+fn glance(data: &ReportData, summary: &Summary) -> Markup {
     let c = &data.config;
     let s = &data.scores;
-    let documents = s.doc.len();
-    let held_out = s.holdout.iter().filter(|&&h| h).count();
-    let scored = s.mem_acc.iter().flatten().count();
+    let documents = summary.documents;
+    let held_out = summary.held_out;
+    let scored = summary.ranking.len();
     let models_seen = (0..documents).map(|d| s.n_in[d] + s.n_out[d]).max().unwrap_or(0);
     let unit = match c.design.unit {
         Unit::Document => "document",
@@ -306,50 +291,28 @@ fn glance(data: &ReportData) -> Markup {
     }
 }
 
-/// Scored documents, most memorized first (ties by document order).
-fn ranked_documents(scores: &ScoreTable) -> Vec<usize> {
-    let mut ranked: Vec<usize> = (0..scores.doc.len()).filter(|&d| scores.mem_acc[d].is_some()).collect();
-    ranked.sort_by(|&a, &b| scores.mem_acc[b].unwrap().total_cmp(&scores.mem_acc[a].unwrap()).then(a.cmp(&b)));
-    ranked
-}
-
-fn sorted(mut values: Vec<f64>) -> Vec<f64> {
-    values.sort_by(f64::total_cmp);
-    values
-}
-
 fn mem_acc_axis(scores: &ScoreTable) -> Axis {
     Axis::fit("mem_acc", Scale::Linear, scores.mem_acc.iter().flatten().copied())
 }
 
-fn distribution(data: &ReportData, colors: &SourceColors) -> Markup {
-    let s = &data.scores;
-    let all = sorted(s.mem_acc.iter().flatten().copied().collect());
-    if all.is_empty() {
+fn distribution(data: &ReportData, summary: &Summary, colors: &SourceColors<'_>) -> Markup {
+    let Some(quantiles) = summary.quantiles else {
         return html! { p { "No document has a score: each needs models on both sides (IN and OUT)." } };
-    }
-    let mut by_source: BTreeMap<&str, (usize, Vec<f64>)> = BTreeMap::new();
-    for d in 0..s.doc.len() {
-        let entry = by_source.entry(source_name(&s.source[d])).or_default();
-        entry.0 += 1;
-        entry.1.extend(s.mem_acc[d]);
-    }
-    let by_source: Vec<(&str, usize, Vec<f64>)> =
-        by_source.into_iter().map(|(name, (count, values))| (name, count, sorted(values))).collect();
-    let x = mem_acc_axis(s);
-    let groups: Vec<BoxGroup<'_>> = by_source
+    };
+    let x = mem_acc_axis(&data.scores);
+    let groups: Vec<BoxGroup<'_>> = summary
+        .sources
         .iter()
-        .filter(|(_, _, values)| !values.is_empty())
-        .map(|(name, _, values)| BoxGroup { name, color: colors.of(name), values: values.clone() })
+        .filter(|row| !row.mem_acc.is_empty())
+        .map(|row| BoxGroup { name: row.label(), color: colors.of(row.label()), values: row.mem_acc.clone() })
         .collect();
-    let q = |values: &[f64], p: f64| quantile(values, p);
     html! {
         p {
-            (all.len()) " scored documents: median " (signed(q(&all, 0.5))) ", middle 80% from " (signed(q(&all, 0.1)))
-            " to " (signed(q(&all, 0.9))) "."
+            (summary.mem_acc.len()) " scored documents: median " (signed(Some(quantiles.median))) ", middle 80% from "
+            (signed(Some(quantiles.p10))) " to " (signed(Some(quantiles.p90))) "."
         }
         div class="figures" {
-            figure { (plot::histogram("Histogram of mem_acc over all scored documents", &all, &x)) figcaption { "All scored documents." } }
+            figure { (plot::histogram("Histogram of mem_acc over all scored documents", &summary.mem_acc, &x)) figcaption { "All scored documents." } }
             figure {
                 (plot::box_plot("mem_acc by source", &groups, &x))
                 figcaption { "By source, on the same scale: box from the 25% to the 75% quantile, bar at the median, \
@@ -360,13 +323,12 @@ fn distribution(data: &ReportData, colors: &SourceColors) -> Markup {
             table class="numbers" id="sources" {
                 thead { tr { th { "source" } th { "documents" } th { "scored" } th { "mean" } th { "median" } th { "10%" } th { "90%" } th { "min" } th { "max" } } }
                 tbody {
-                    @for (name, count, values) in &by_source {
-                        @let mean = (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
+                    @for row in &summary.sources {
                         tr {
-                            td { span class="swatch" style=(format!("background:{}", colors.of(name))) {} (name) }
-                            td { (count) } td { (values.len()) } td { (signed(mean)) } td { (signed(q(values, 0.5))) }
-                            td { (signed(q(values, 0.1))) } td { (signed(q(values, 0.9))) }
-                            td { (signed(values.first().copied())) } td { (signed(values.last().copied())) }
+                            td { span class="swatch" style=(format!("background:{}", colors.of(row.label()))) {} (row.label()) }
+                            td { (row.documents) } td { (row.mem_acc.len()) } td { (signed(row.mean)) } td { (signed(row.median)) }
+                            td { (signed(row.quantile(0.1))) } td { (signed(row.quantile(0.9))) }
+                            td { (signed(row.mem_acc.first().copied())) } td { (signed(row.mem_acc.last().copied())) }
                         }
                     }
                 }
@@ -388,7 +350,7 @@ fn sampled_documents(scores: &ScoreTable) -> (Vec<usize>, Option<String>) {
     (drawn, Some(note))
 }
 
-fn duplication(data: &ReportData, colors: &SourceColors) -> Markup {
+fn duplication(data: &ReportData, colors: &SourceColors<'_>) -> Markup {
     let s = &data.scores;
     let (drawn, note) = sampled_documents(s);
     if drawn.is_empty() {
@@ -398,7 +360,7 @@ fn duplication(data: &ReportData, colors: &SourceColors) -> Markup {
         format!(
             "{} ({}): mem_acc {}, {} near-duplicates, repeat fraction {:.3}",
             s.doc_id[d],
-            source_name(&s.source[d]),
+            source_label(s.source[d].as_deref()),
             signed(s.mem_acc[d]),
             s.near_dup_count[d],
             s.repeat_fraction[d]
@@ -410,7 +372,7 @@ fn duplication(data: &ReportData, colors: &SourceColors) -> Markup {
             .map(|&d| Point {
                 x: x(d),
                 y: s.mem_acc[d].expect("scored"),
-                color: colors.of(source_name(&s.source[d])),
+                color: colors.of(source_label(s.source[d].as_deref())),
                 label: label(d),
             })
             .collect()
@@ -437,38 +399,28 @@ fn duplication(data: &ReportData, colors: &SourceColors) -> Markup {
     }
 }
 
-fn clusters(data: &ReportData) -> Markup {
-    let (s, c) = (&data.scores, &data.clusters);
-    if c.cluster.is_empty() {
+fn clusters(summary: &Summary) -> Markup {
+    let rows = &summary.clusters;
+    let Some(largest) = rows.iter().map(|row| row.size).max() else {
         return html! { p { "No near-duplicate clusters of two or more documents." } };
-    }
-    let mut member_scores: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
-    for d in 0..s.doc.len() {
-        if let Some(m) = s.mem_acc[d] {
-            member_scores.entry(s.cluster[d]).or_default().push(m);
-        }
-    }
-    let points: Vec<Point<'_>> = (0..c.cluster.len())
+    };
+    let points: Vec<Point<'_>> = rows
+        .iter()
         .filter_map(|row| {
-            let group = c.group_mem_acc[row]?;
-            let members = member_scores.get(&c.cluster[row])?;
-            let mean = members.iter().sum::<f64>() / members.len() as f64;
+            let (group, mean) = (row.group_mem_acc?, row.member_mean?);
             Some(Point {
                 x: mean,
                 y: group,
                 color: PALETTE[0],
                 label: format!(
                     "cluster {} of {} documents: group mem_acc {group:+.3}, members' mean mem_acc {mean:+.3}",
-                    c.cluster[row], c.cluster_size[row]
+                    row.cluster, row.size
                 ),
             })
         })
         .collect();
-    let sizes = sorted(c.cluster_size.iter().map(|&n| f64::from(n)).collect());
     let summary = html! {
-        p {
-            (c.cluster.len()) " clusters of two or more documents (largest " (sizes.last().copied().unwrap_or(0.0)) ")."
-        }
+        p { (rows.len()) " clusters of two or more documents (largest " (largest) ")." }
     };
     if points.is_empty() {
         return html! {
@@ -496,19 +448,20 @@ fn clusters(data: &ReportData) -> Markup {
     }
 }
 
-fn copy_sweep(copies: &CopiesTable) -> Markup {
-    let steps: Vec<Step> = (0..copies.copies.len())
+fn copy_sweep(rows: &[CopyRow]) -> Markup {
+    let steps: Vec<Step> = rows
+        .iter()
         .filter_map(|row| {
-            let mem = copies.mem_acc[row]?;
-            let se = copies.mem_acc_se[row];
+            let mem = row.mem_acc?;
+            let se = row.mem_acc_se;
             Some(Step {
-                x: f64::from(copies.copies[row]),
+                x: f64::from(row.copies),
                 y: mem,
                 bar: se.map(|se| (mem - Z95 * se, mem + Z95 * se)),
                 label: format!(
                     "{} copies, {} canaries: mem_acc {mem:+.3} ± {}",
-                    copies.copies[row],
-                    copies.canaries[row],
+                    row.copies,
+                    row.canaries,
                     unsigned(se)
                 ),
             })
@@ -531,10 +484,10 @@ fn copy_sweep(copies: &CopiesTable) -> Markup {
             table class="numbers" {
                 thead { tr { th { "copies" } th { "canaries" } th { "mem_acc" } th { "se" } th { "mem_loss" } th { "se" } } }
                 tbody {
-                    @for row in 0..copies.copies.len() {
+                    @for row in rows {
                         tr {
-                            td { (copies.copies[row]) } td { (copies.canaries[row]) } td { (signed(copies.mem_acc[row])) }
-                            td { (unsigned(copies.mem_acc_se[row])) } td { (signed(copies.mem_loss[row])) } td { (unsigned(copies.mem_loss_se[row])) }
+                            td { (row.copies) } td { (row.canaries) } td { (signed(row.mem_acc)) }
+                            td { (unsigned(row.mem_acc_se)) } td { (signed(row.mem_loss)) } td { (unsigned(row.mem_loss_se)) }
                         }
                     }
                 }
@@ -547,7 +500,7 @@ fn regime(diagnosis: &Diagnosis) -> Markup {
     let has_canaries = diagnosis.sources.iter().any(|s| s.source.as_deref() == Some(CANARY_SOURCE));
     let overall = if has_canaries { "all documents but canaries" } else { "all documents" };
     let rows = std::iter::once((overall, &diagnosis.overall))
-        .chain(diagnosis.sources.iter().map(|s| (s.source.as_deref().unwrap_or(NO_SOURCE), &s.accuracy)));
+        .chain(diagnosis.sources.iter().map(|s| (source_label(s.source.as_deref()), &s.accuracy)));
     html! {
         @if let Some(warning) = &diagnosis.warning {
             p class="warning" { (warning) }
@@ -660,7 +613,7 @@ fn documents(data: &ReportData, docs: impl Iterator<Item = usize>) -> Markup {
                     @for d in docs {
                         @let text = &data.texts[d];
                         tr {
-                            td class="id" { (s.doc_id[d]) br; span class="source" { (source_name(&s.source[d])) } }
+                            td class="id" { (s.doc_id[d]) br; span class="source" { (source_label(s.source[d].as_deref())) } }
                             td class="num" { (signed(s.mem_acc[d])) } td class="num" { (interval(s, d)) }
                             td class="num" { (s.n_in[d]) "/" (s.n_out[d]) } td class="num" { (signed(s.mem_loss[d])) }
                             td class="num" { (s.near_dup_count[d]) " / " (s.exact_dup_count[d]) }
@@ -764,6 +717,8 @@ mod tests {
         assert!(page.contains("&lt;script&gt;x()&lt;/script&gt;"));
         assert!(page.contains("a &quot;quoted&quot; &amp; &lt;i&gt;marked&lt;/i&gt; text"));
         assert!(page.contains("2 scored documents: median +0.125"), "the median of +0.5 and -0.25");
+        assert!(page.contains("(none)</td><td>1</td><td>0</td>"), "the held-out document has no source: {page}");
+        assert!(!page.contains("(no source)"), "one label for a document without a source");
         assert!(page.contains("1 of them have a group score"));
         assert!(page.contains("2 of 2 jobs complete · 4 of 4 models in the analysis · 2 of 3 documents scored"));
         let most = &page[page.find("<section id=\"most\">").unwrap()..page.find("<section id=\"least\">").unwrap()];
@@ -804,9 +759,7 @@ mod tests {
     }
 
     #[test]
-    fn previews_flatten_and_cut() {
-        assert_eq!(preview("a\nb\tc", 10), "a b c");
-        assert_eq!(preview("abcdef", 3), "abc…");
+    fn whole_texts_are_cut_with_a_count() {
         assert_eq!(preview_block(&"x".repeat(FULL_TEXT_CHARS + 5)).lines().last(), Some("… (5 more characters)"));
     }
 
