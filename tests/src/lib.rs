@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests in `tests/`: locating and running the real `cfmem`
 //! binary and reading what it wrote.
 
+pub mod page;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};

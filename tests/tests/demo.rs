@@ -1,0 +1,248 @@
+//! The demo, trained once and read by several tests: the planted kinds rank as theory
+//! predicts, each twin is its target's top influence, the report shows the run's numbers and
+//! renders cleanly; a copy of it redoes a damaged log with the same numbers; and a demo
+//! sampled by cluster memorizes the near-duplicate group. Real libtorch training on the CPU.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use analysis::stats::quantile;
+use subsets::schema::{self, ClusterTable, InfluenceTable, LogTable, ReliabilityTable};
+use tests::page::{chromium, expected_plots, plots, section};
+use tests::{cfmem, cfmem_ok, mean, mem_acc_of, scores, training_lock};
+
+fn demo(out: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["demo", "--out", out.to_str().unwrap(), "--device", "cpu", "--seed", "0"];
+    args.extend_from_slice(extra);
+    cfmem_ok(&args)
+}
+
+/// The demo every test here reads: 32 models (with fewer, a source whose membership happens
+/// to overlap a twin's inherits much of the twin's influence), seed 0.
+struct Demo {
+    run: PathBuf,
+    /// What `cfmem demo` printed.
+    printed: String,
+}
+
+/// The shared demo, trained by its first caller. Call it before taking the training lock,
+/// which that first caller takes while it trains.
+fn shared_demo() -> &'static Demo {
+    static DEMO: OnceLock<Demo> = OnceLock::new();
+    DEMO.get_or_init(|| {
+        let _one_at_a_time = training_lock();
+        let run = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shared-demo");
+        if run.exists() {
+            std::fs::remove_dir_all(&run).unwrap();
+        }
+        let printed = demo(&run, &["--models", "32"]);
+        Demo { run, printed }
+    })
+}
+
+#[test]
+fn demo_ranks_the_planted_kinds_as_theory_predicts() {
+    let demo = shared_demo();
+    let summary = &demo.printed;
+    assert!(summary.contains("most memorized"), "{summary}");
+    assert!(summary.contains("by source:"), "{summary}");
+
+    let scores = scores(&demo.run);
+    let random = mem_acc_of(&scores, "random-id");
+    let lowest_random = random.iter().copied().fold(f64::INFINITY, f64::min);
+    for other in ["sentence", "repetitive", "near-duplicate", "exact-duplicate"] {
+        for m in mem_acc_of(&scores, other) {
+            assert!(
+                lowest_random > m,
+                "every random-id document ({lowest_random:.3} at least) is above every {other} one ({m:.3})"
+            );
+        }
+    }
+    let sentence = mean(&mem_acc_of(&scores, "sentence"));
+    assert!(mean(&random) > sentence + 0.2, "random-id {:.3} clearly above sentences {sentence:.3}", mean(&random));
+    let repetitive = mem_acc_of(&scores, "repetitive");
+    assert!(mean(&repetitive) < 0.1, "repetitive documents are near zero: mean {:.3}", mean(&repetitive));
+    for m in repetitive.iter().chain(&mem_acc_of(&scores, "near-duplicate")) {
+        assert!(*m < 0.15, "each repetitive or near-duplicate document is low: {m:.3}");
+    }
+    let exact = mean(&mem_acc_of(&scores, "exact-duplicate"));
+    assert!(exact < 0.15, "exact duplicates are low: mean {exact:.3}");
+}
+
+#[test]
+fn a_corrupted_or_missing_log_is_redone_with_the_same_numbers() {
+    let demo = shared_demo();
+    let _one_at_a_time = training_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("demo");
+    let copied = Command::new("cp").arg("-a").arg(&demo.run).arg(&run).status().unwrap();
+    assert!(copied.success());
+    // Everything is complete: a second run does nothing.
+    let run_arg = run.to_str().unwrap();
+    let again = cfmem(&["run", run_arg, "--device", "cpu"]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("0 jobs ran, 0 redone, 8 already complete"), "{stderr}");
+
+    // A corrupted log fails its checksum and is redone, with the same numbers (CPU runs
+    // are reproducible).
+    let log = run.join("logs/job-00001.parquet");
+    let original: LogTable = schema::read(&log).unwrap();
+    let mut bytes = std::fs::read(&log).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&log, bytes).unwrap();
+    let again = cfmem(&["run", run_arg, "--device", "cpu"]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("0 jobs ran, 1 redone, 7 already complete"), "{stderr}");
+    assert_eq!(schema::read::<LogTable>(&log).unwrap(), original);
+
+    // A missing log is run again.
+    std::fs::remove_file(&log).unwrap();
+    let again = cfmem(&["run", run_arg, "--device", "cpu"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("1 redone"));
+    cfmem_ok(&["analyze", run_arg]);
+}
+
+#[test]
+fn near_duplicate_cluster_is_memorized_as_a_group() {
+    let documents = &shared_demo().run;
+    let _one_at_a_time = training_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let clusters = dir.path().join("clusters");
+    demo(&clusters, &["--unit", "cluster"]);
+
+    let by_document = scores(documents);
+    let members = mem_acc_of(&by_document, "near-duplicate");
+    let cluster_of_member = (0..by_document.doc.len())
+        .find(|&d| by_document.source[d].as_deref() == Some("near-duplicate"))
+        .map(|d| by_document.cluster[d])
+        .unwrap();
+    assert!(
+        members.len() >= 10 && by_document.cluster_size[cluster_of_member as usize] as usize >= members.len() - 1,
+        "the planted near-duplicates form one cluster"
+    );
+
+    let groups: ClusterTable = schema::read(&clusters.join("analysis/clusters.parquet")).unwrap();
+    let grouped = scores(&clusters);
+    let member_doc = (0..grouped.doc.len()).find(|&d| grouped.source[d].as_deref() == Some("near-duplicate")).unwrap();
+    let row = groups.cluster.iter().position(|&c| c == grouped.cluster[member_doc]).unwrap();
+    let group_mem = groups.group_mem_acc[row].expect("every model has the cluster all IN or all OUT");
+    assert!(groups.n_in[row] >= 4 && groups.n_out[row] >= 4);
+    let member_mean = mean(&members);
+    assert!(
+        group_mem > member_mean + 0.1,
+        "group memorization {group_mem:.3} should be clearly above the members' own {member_mean:.3}"
+    );
+    assert_eq!(grouped.group_mem_acc[member_doc], Some(group_mem), "document rows carry their cluster's value");
+}
+
+#[test]
+fn demo_twins_are_their_targets_top_influence_and_the_tables_agree() {
+    let Demo { run, printed, .. } = shared_demo();
+    assert!(printed.contains("reliability: halves of 16 models agree at Spearman"), "{printed}");
+    assert!(printed.contains("strongest pairs"), "{printed}");
+
+    let influence: InfluenceTable = schema::read(&run.join("analysis/influence.parquet")).unwrap();
+    let of_target =
+        |id: &str| -> Vec<usize> { (0..influence.target.len()).filter(|&i| influence.target_id[i] == id).collect() };
+    let mut weakest_twin = f64::INFINITY;
+    for i in 0..3 {
+        let rows = of_target(&format!("twin-target-{i:03}"));
+        assert_eq!(rows.len(), 10, "top 10 by default");
+        let (first, second) = (rows[0], rows[1]);
+        assert_eq!(influence.source_id[first], format!("twin-{i:03}"), "the twin is the top influence");
+        let (top, next) = (influence.infl_acc[first], influence.infl_acc[second].abs());
+        assert!(top > next + 0.2, "twin {i}: {top:.3} clearly above the next {next:.3}");
+        weakest_twin = weakest_twin.min(top);
+    }
+    for i in 0..3 {
+        let rows = of_target(&format!("unseen-{i:03}"));
+        let top = influence.infl_acc[rows[0]].abs();
+        assert!(top < weakest_twin / 2.0, "an ordinary target's top influence {top:.3} is small");
+    }
+
+    let scores = scores(run);
+    let clusters: ClusterTable = schema::read(&run.join("analysis/clusters.parquet")).unwrap();
+    for doc in (0..scores.doc.len()).filter(|&d| scores.cluster_size[d] > 1) {
+        let row = clusters.cluster.iter().position(|&c| c == scores.cluster[doc]).unwrap();
+        assert_eq!(scores.group_mem_acc[doc], clusters.group_mem_acc[row], "{}", scores.doc_id[doc]);
+    }
+    let twin = scores.doc_id.iter().position(|id| id == "twin-000").unwrap();
+    assert_eq!(scores.cluster_size[twin], 2, "a twin and its target are one near-duplicate cluster");
+
+    let mut inside = 0;
+    for doc in 0..scores.doc.len() {
+        match (scores.mem_acc_lo[doc], scores.mem_acc[doc], scores.mem_acc_hi[doc]) {
+            (Some(lo), Some(mem), Some(hi)) => {
+                assert!(lo <= hi, "{lo} {hi}");
+                inside += usize::from(lo <= mem && mem <= hi);
+            }
+            (None, None, None) => assert!(scores.holdout[doc]),
+            other => panic!("interval and score disagree: {other:?}"),
+        }
+    }
+    assert!(inside * 10 >= scores.mem_acc.iter().flatten().count() * 9, "intervals hold their estimates");
+
+    let reliability: ReliabilityTable = schema::read(&run.join("analysis/reliability.parquet")).unwrap();
+    assert_eq!(reliability.measure[0], "split-half");
+    assert_eq!(reliability.models, [16, 4, 8, 16, 32]);
+    assert!(reliability.predicted[0].unwrap() > 0.5, "{reliability:?}");
+}
+
+#[test]
+fn the_demo_report_shows_the_numbers_of_its_parquet_files_and_renders_cleanly_in_chromium() {
+    let Demo { run, printed: stdout, .. } = shared_demo();
+    let dir = tempfile::tempdir().unwrap();
+    let report = run.join("analysis/report.html");
+    assert!(stdout.contains(&format!("report: {}", report.display())), "the demo prints the report's path:\n{stdout}");
+    let html = std::fs::read_to_string(&report).unwrap();
+
+    // Numbers on the page, recomputed from scores.parquet.
+    let scores = scores(run);
+    let mut by_source = std::collections::BTreeMap::<String, Vec<f64>>::new();
+    for d in 0..scores.doc.len() {
+        by_source.entry(scores.source[d].clone().unwrap()).or_default().extend(scores.mem_acc[d]);
+    }
+    let sources = section(&html, "distribution");
+    // Held-out sources (the demo's influence targets) have no mem_acc and no row.
+    for (source, mut values) in by_source.into_iter().filter(|(_, values)| !values.is_empty()) {
+        values.sort_by(f64::total_cmp);
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        let median = quantile(&values, 0.5).unwrap();
+        let row =
+            format!("{source}</td><td>{n}</td><td>{n}</td><td>{mean:+.3}</td><td>{median:+.3}</td>", n = values.len());
+        assert!(sources.contains(&row), "per-source row {row} in\n{sources}");
+    }
+    // max_by keeps the last of equal maxima; scanning backwards makes that the first document,
+    // as the page breaks ties.
+    let best = (0..scores.doc.len())
+        .rev()
+        .filter(|&d| scores.mem_acc[d].is_some())
+        .max_by(|&a, &b| scores.mem_acc[a].unwrap().total_cmp(&scores.mem_acc[b].unwrap()));
+    let best = best.unwrap();
+    let most = section(&html, "most");
+    let first_row = &most[most.find("<tbody><tr>").unwrap()..];
+    let expected = format!(
+        "<td class=\"id\">{}<br><span class=\"source\">{}</span></td><td class=\"num\">{:+.3}</td>",
+        scores.doc_id[best],
+        scores.source[best].as_deref().unwrap(),
+        scores.mem_acc[best].unwrap()
+    );
+    assert!(
+        first_row.starts_with(&format!("<tbody><tr>{expected}")),
+        "top document {expected} first in\n{first_row:.400}"
+    );
+    assert_eq!(most.matches("<details>").count(), 20, "--top defaults to 20");
+    assert!(html.contains("8 of 8 jobs complete · 32 of 32 models in the analysis"), "completeness is shown");
+    assert_eq!(plots(&html), expected_plots(run));
+
+    let Some(browser) = chromium() else { return };
+    let page = browser.render(&report, 1280, &dir.path().join("wide"));
+    page.assert_clean();
+    assert_eq!(plots(&page.dom), expected_plots(run), "the browser's DOM has one plot per section");
+    page.assert_screenshot_not_blank();
+    let narrow = browser.render(&report, 390, &dir.path().join("narrow"));
+    narrow.assert_clean();
+    narrow.assert_screenshot_not_blank();
+}
