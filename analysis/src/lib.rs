@@ -1,19 +1,18 @@
 //! Everything cfmem computes from a run's files: the memorization estimators and their
-//! standard errors ([`estimate`], [`stats`]), near-duplicate and repeated-substring
-//! detection ([`dups`]) and a run's stored duplicate scores ([`run_duplicates`]), the
-//! per-model matrices ([`per_model`]) that the bootstrap intervals ([`bootstrap`]), the
-//! reliability measures ([`reliability`]) and counterfactual influence ([`influence`])
+//! standard errors ([`estimate`], [`stats`]), the per-model matrices ([`per_model`]) that
+//! the bootstrap intervals ([`bootstrap`]), the reliability measures ([`reliability`]) and
+//! counterfactual influence ([`influence`])
 //! multiply with one GEMM ([`gemm`]), the score tables ([`scores`]) and the printed
 //! summary ([`report`]), the HTML report ([`html`]), and whether the models generalize
 //! beyond a leave-one-out bigram baseline ([`diagnosis`]). [`synthetic_run`] writes runs
 //! with known answers for tests and benchmarks.
 //!
-//! It reads logs and the corpus only through `subsets::schema` and never depends on tch:
-//! it builds and tests without libtorch.
+//! It reads logs and the corpus only through `subsets::schema`, and the duplicate scores
+//! `plan` stored through `subsets::duplicate_scores`; it never depends on tch: it builds and
+//! tests without libtorch.
 
 pub mod bootstrap;
 pub mod diagnosis;
-pub mod dups;
 pub mod estimate;
 pub mod gemm;
 pub mod html;
@@ -21,7 +20,6 @@ pub mod influence;
 pub mod per_model;
 pub mod reliability;
 pub mod report;
-pub mod run_duplicates;
 pub mod scores;
 pub mod stats;
 pub mod synthetic_run;
