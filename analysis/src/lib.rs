@@ -1,20 +1,19 @@
 //! Everything cfmem computes from a run's files: the memorization estimators and their
-//! standard errors ([`estimate`], [`stats`]), near-duplicate and repeated-substring
-//! detection ([`dups`]) and a run's stored duplicate scores ([`run_duplicates`]), the
-//! per-model matrices ([`per_model`]) that the bootstrap intervals ([`bootstrap`]), the
-//! reliability measures ([`reliability`]) and counterfactual influence ([`influence`])
-//! multiply with one GEMM ([`gemm`]), the score tables ([`scores`]), the run's summary
-//! numbers ([`summary`]) and their two views, the printed summary ([`printed_summary`]) and
-//! the HTML report ([`html_report`]), and whether the models generalize beyond a
-//! leave-one-out bigram baseline ([`diagnosis`]). [`synthetic_run`] writes runs
+//! standard errors ([`estimate`], [`stats`]), the per-model matrices ([`per_model`]) that
+//! the bootstrap intervals ([`bootstrap`]), the reliability measures ([`reliability`]) and
+//! counterfactual influence ([`influence`]) multiply with one GEMM ([`gemm`]), the score
+//! tables ([`scores`]), the run's summary numbers ([`summary`]) and their two views, the
+//! printed summary ([`printed_summary`]) and the HTML report ([`html_report`]), and whether
+//! the models generalize beyond a leave-one-out bigram baseline ([`diagnosis`]).
+//! [`synthetic_run`] writes runs
 //! with known answers for tests and benchmarks.
 //!
-//! It reads logs and the corpus only through `subsets::schema` and never depends on tch:
-//! it builds and tests without libtorch.
+//! It reads logs and the corpus only through `subsets::schema`, and the duplicate scores
+//! `plan` stored through `subsets::duplicate_scores`; it never depends on tch: it builds and
+//! tests without libtorch.
 
 pub mod bootstrap;
 pub mod diagnosis;
-pub mod dups;
 pub mod estimate;
 pub mod gemm;
 pub mod html_report;
@@ -22,7 +21,6 @@ pub mod influence;
 pub mod per_model;
 pub mod printed_summary;
 pub mod reliability;
-pub mod run_duplicates;
 pub mod scores;
 pub mod stats;
 pub mod summary;

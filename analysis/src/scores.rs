@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use subsets::config::{RunConfig, Unit};
+use subsets::duplicate_scores;
 use subsets::layout::RunDir;
 use subsets::plan::CANARY_SOURCE;
 use subsets::schema::{self, ClusterTable, CopiesTable, CorpusTable, ReliabilityTable, ScoreTable, Table};
@@ -21,7 +22,6 @@ use crate::estimate::{self, Metrics};
 use crate::per_model::{ModelValues, RunLogs};
 use crate::printed_summary::PrintedSummary;
 use crate::reliability::{self, Verdict};
-use crate::run_duplicates;
 use crate::stats::Moments;
 use crate::summary::Summary;
 use crate::{Error, Result};
@@ -56,7 +56,7 @@ pub fn analyze(run: &RunDir, settings: AnalyzeSettings) -> Result<Analysis> {
     let logs = RunLogs::open(run)?;
     let config = RunConfig::from_file(&run.config())?;
     let corpus: CorpusTable = schema::read(&run.corpus())?;
-    let found = run_duplicates::read(run, corpus.len())?;
+    let found = duplicate_scores::read(run, corpus.len())?;
     if config.design.unit == Unit::Cluster {
         check_units_are_clusters(&corpus.unit, &found.cluster)?;
     }

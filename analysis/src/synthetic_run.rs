@@ -13,8 +13,6 @@ use subsets::plan::{self, Plan, PlanRequest};
 use subsets::schema::{LogRow, LogTable, Table};
 
 use crate::Result;
-use crate::dups::DupParams;
-use crate::run_duplicates;
 
 /// What to plan.
 #[derive(Debug, Clone)]
@@ -40,7 +38,6 @@ pub struct Row {
 /// `row(model, doc, in_train)` where `in_train[d]` says whether document d is in the
 /// model's training set. Returns the plan.
 pub fn write(run: &RunDir, spec: &Spec, row: impl Fn(u32, usize, &[bool]) -> Row + Sync) -> Result<Plan> {
-    let params = DupParams::default();
     let mut hyperparameters = Hyperparameters::default();
     hyperparameters.jobs.stack = spec.stack;
     let request = PlanRequest {
@@ -55,7 +52,7 @@ pub fn write(run: &RunDir, spec: &Spec, row: impl Fn(u32, usize, &[bool]) -> Row
         hyperparameters,
         background: None,
     };
-    let plan = plan::build(request, |ids, texts| run_duplicates::score(ids, texts, &params))?;
+    let plan = plan::build(request)?;
     plan::write(run, &plan)?;
     let docs = plan.corpus.len();
     let jobs = spec.models.div_ceil(spec.stack);

@@ -1,9 +1,9 @@
 //! `cfmem`: the command line. Flags are parsed here into the plain settings of the library
-//! crates (`subsets`, `jobs`, `analysis`), which never see a clap type; progress is drawn
-//! here, from the events the job runner reports.
+//! crates (`duplicates`, `subsets`, `jobs`, `analysis`), which never see a clap type;
+//! progress is drawn here, from the events the job runner reports.
 
 mod bench;
-mod duplicates;
+mod dups;
 mod influence;
 mod progress;
 mod queue;
@@ -14,12 +14,11 @@ mod status;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use analysis::dups::{DupParams, Shingling};
-use analysis::run_duplicates::{self, parse_shingles, shingles_name};
 use analysis::scores::AnalyzeSettings;
+use duplicates::{DupParams, Param, Settings, Shingling};
 use jobs::{DeviceChoice, JobOutcome, RunJobs, Selection};
 use subsets::config::{DesignConfig, Hyperparameters, RunConfig, Unit};
 use subsets::corpus;
@@ -126,17 +125,17 @@ enum UnitArg {
 #[derive(Args)]
 struct NearDupArgs {
     /// Jaccard similarity at or above which two documents are near-duplicates.
-    #[arg(long, default_value_t = DupParams::default().threshold)]
+    #[arg(long, default_value_t = Settings::default().threshold)]
     threshold: f64,
     /// Shingles: words:N or chars:N.
-    #[arg(long, default_value = "words:5", value_parser = parse_shingles)]
+    #[arg(long, default_value_t = Settings::default().shingles)]
     shingles: Shingling,
     /// Shortest repeated substring, in bytes, counted by repeat_fraction.
-    #[arg(long, default_value_t = DupParams::default().min_repeat_bytes)]
-    min_repeat: usize,
+    #[arg(long, default_value_t = Settings::default().min_repeat)]
+    min_repeat: u32,
     /// Most distinct candidates examined per document; beyond, near_dup_capped is set.
-    #[arg(long, default_value_t = DupParams::default().max_candidates)]
-    max_candidates: usize,
+    #[arg(long, default_value_t = Settings::default().max_candidates)]
+    max_candidates: u32,
 }
 
 #[derive(Args)]
@@ -259,16 +258,22 @@ struct ReportArgs {
 }
 
 impl NearDupArgs {
+    /// The engine's parameters for these flags, checked; an error names the flag.
     fn params(&self) -> Result<DupParams> {
-        let params = DupParams {
-            shingling: self.shingles,
+        let settings = Settings {
             threshold: self.threshold,
-            min_repeat_bytes: self.min_repeat,
+            shingles: self.shingles,
+            min_repeat: self.min_repeat,
             max_candidates: self.max_candidates,
-            ..DupParams::default()
         };
-        params.validate().map_err(anyhow::Error::msg)?;
-        Ok(params)
+        let flag = |param| match param {
+            Param::Threshold => "--threshold",
+            Param::Shingles => "--shingles",
+            Param::MinRepeat => "--min-repeat",
+            Param::MaxCandidates => "--max-candidates",
+            Param::NumPerm | Param::MinRecall | Param::ShardBytes => Param::name(param),
+        };
+        settings.params().map_err(|e| anyhow!("{}: {}", flag(e.param), e.reason))
     }
 }
 
@@ -329,7 +334,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Demo(args) => run_demo(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Tokenizer(args) => train_tokenizer(&args),
-        Command::Dups(args) => duplicates::run(&args),
+        Command::Dups(args) => dups::run(&args),
         Command::Influence(args) => influence::run(&args),
         Command::Report(args) => report::write(&args.run, args.out.as_deref(), args.top as usize).map(drop),
     }
@@ -356,31 +361,29 @@ fn plan(args: PlanArgs) -> Result<()> {
         corpus_path: &corpus_name,
         documents,
         seed,
-        design: design(&args, &args.near)?,
+        design: design(&args, args.near.params()?.settings),
         hyperparameters,
         background,
     };
-    plan_run(out, request, &args.near.params()?)
+    plan_run(out, request)
 }
 
-fn design(args: &PlanArgs, near: &NearDupArgs) -> Result<DesignConfig> {
-    Ok(DesignConfig {
+fn design(args: &PlanArgs, duplicates: Settings) -> DesignConfig {
+    DesignConfig {
         models: args.models,
         keep: args.keep.unwrap_or_default(),
         holdout: args.holdout,
         unit: args.design.unit.into(),
-        threshold: near.threshold,
-        shingles: shingles_name(near.shingles),
-        min_repeat: near.min_repeat as u32,
+        duplicates,
         copies: args.design.copies.clone(),
         canaries: args.design.canaries,
         canary_ids: args.design.canary_ids.clone(),
         holdout_ids: args.holdout_ids.clone(),
-    })
+    }
 }
 
-fn plan_run(out: &Path, request: PlanRequest<'_>, params: &DupParams) -> Result<()> {
-    let plan = plan::build(request, |ids, texts| run_duplicates::score(ids, texts, params))?;
+fn plan_run(out: &Path, request: PlanRequest<'_>) -> Result<()> {
+    let plan = plan::build(request)?;
     let run = RunDir::new(out);
     match plan::write(&run, &plan)? {
         Written::Created => eprintln!(
@@ -515,7 +518,6 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
     if args.models < 2 {
         bail!("--models must be at least 2");
     }
-    let params = DupParams::default();
     let documents = demo::corpus(args.seed, &demo::DemoSizes::default());
     let holdout_ids = demo::held_out_ids(&documents);
     let request = PlanRequest {
@@ -529,7 +531,7 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
             documents: demo::background(args.seed, DEMO_BACKGROUND),
         }),
     };
-    plan_run(&args.out, request, &params)?;
+    plan_run(&args.out, request)?;
     run_jobs(&args.out, &args.compute, &Selection::default())?;
     analyze(&args.out, false, AnalyzeSettings::default())?;
     influence::run(&influence::InfluenceArgs::holdout(args.out.clone()))?;

@@ -4,6 +4,7 @@
 //! `cfmem plan --config FILE.toml` reads the `[model]`, `[train]` and `[jobs]` tables of a
 //! file of the same shape; anything it leaves out keeps its default.
 
+use duplicates::Settings;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -70,12 +71,6 @@ pub enum Unit {
     Cluster,
 }
 
-/// `cfmem plan`'s default near-duplicate settings (analysis's `DupParams::default()` is
-/// built from them): Jaccard threshold, shingles, shortest counted repeat in bytes.
-pub const NEAR_DUP_THRESHOLD: f64 = 0.8;
-pub const NEAR_DUP_SHINGLES: &str = "words:5";
-pub const MIN_REPEAT_BYTES: u32 = 50;
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DesignConfig {
@@ -85,13 +80,11 @@ pub struct DesignConfig {
     /// Fraction of documents no model trains on.
     pub holdout: f64,
     pub unit: Unit,
-    /// Near-duplicate settings, one definition of clusters per run: the Jaccard threshold,
-    /// the shingles (`words:N` or `chars:N`) and the shortest repeated substring in bytes
-    /// counted by `repeat_fraction`. The duplicate scores are computed with them once, at
-    /// plan time, on the bytes the models see.
-    pub threshold: f64,
-    pub shingles: String,
-    pub min_repeat: u32,
+    /// Duplicate settings, one definition of clusters per run: `threshold`, `shingles`,
+    /// `min_repeat` and `max_candidates`, keys of `[design]` itself. The duplicate scores
+    /// are computed with them once, at plan time, on the bytes the models see.
+    #[serde(flatten)]
+    pub duplicates: Settings,
     /// Copy counts planted for canaries; empty when there is no copy sweep.
     pub copies: Vec<u16>,
     /// Generated random-identifier canaries appended to the corpus.
@@ -112,9 +105,7 @@ impl DesignConfig {
             keep,
             holdout: 0.0,
             unit: Unit::Document,
-            threshold: NEAR_DUP_THRESHOLD,
-            shingles: NEAR_DUP_SHINGLES.into(),
-            min_repeat: MIN_REPEAT_BYTES,
+            duplicates: Settings::default(),
             copies: vec![],
             canaries: 0,
             canary_ids: vec![],
@@ -394,6 +385,8 @@ impl RunConfig {
 
 #[cfg(test)]
 mod tests {
+    use duplicates::Shingling;
+
     use super::*;
 
     #[test]
@@ -463,5 +456,88 @@ mod tests {
             h.validate().unwrap_err().to_string(),
             "invalid setting: model.max_tokens_per_doc must be at least 1"
         );
+    }
+
+    /// `run.toml` as `cfmem plan` wrote it before `max_candidates` was a setting (planned
+    /// with `--shingles chars:7 --threshold 0.7 --min-repeat 30 --unit cluster`).
+    const RUN_TOML_BEFORE_MAX_CANDIDATES: &str = r#"seed = 1
+
+[corpus]
+path = "corpus.jsonl"
+sha256 = "1b8405d28f79e923d159e3a500b328efc0dde69964abb53ed246fbdda6e39714"
+documents = 1450
+
+[design]
+models = 4
+keep = 0.5
+holdout = 0.0
+unit = "cluster"
+threshold = 0.7
+shingles = "chars:7"
+min_repeat = 30
+copies = []
+canaries = 0
+canary_ids = []
+holdout_ids = []
+
+[model]
+n_layer = 2
+n_head = 4
+d_model = 128
+context = 128
+tokenizer = "bytes"
+vocab_size = 4096
+
+[train]
+epochs = 20
+batch_size = 16
+lr = 0.003
+warmup_fraction = 0.05
+weight_decay = 0.01
+beta1 = 0.9
+beta2 = 0.99
+grad_clip = 1.0
+eval_batch_size = 64
+precision = "fp32"
+
+[jobs]
+stack = 4
+claim_timeout = 600.0
+
+[tokens]
+vocab = 256
+corpus = 574492
+capped = 0
+background = 0
+"#;
+
+    #[test]
+    fn a_run_planned_before_max_candidates_reads_with_the_default_it_used() {
+        let config: RunConfig = toml::from_str(RUN_TOML_BEFORE_MAX_CANDIDATES).unwrap();
+        let expected = Settings { threshold: 0.7, shingles: Shingling::Chars(7), min_repeat: 30, max_candidates: 1000 };
+        assert_eq!(config.design.duplicates, expected);
+        assert_eq!((config.design.models, config.design.unit), (4, Unit::Cluster));
+        // Written again, it says which value it used.
+        let written = config.to_toml();
+        assert!(
+            written.contains("shingles = \"chars:7\"\nmin_repeat = 30\nmax_candidates = 1000\ncopies = []"),
+            "{written}"
+        );
+        assert_eq!(toml::from_str::<RunConfig>(&written).unwrap(), config);
+    }
+
+    #[test]
+    fn design_keys_are_checked_and_unknown_ones_refused() {
+        let with = |from: &str, to: &str| {
+            let text = RUN_TOML_BEFORE_MAX_CANDIDATES.replace(from, to);
+            toml::from_str::<RunConfig>(&text).map(|c| c.design.duplicates).map_err(|e| e.to_string())
+        };
+        assert_eq!(with("min_repeat = 30\n", "min_repeat = 30\nmax_candidates = 5\n").unwrap().max_candidates, 5);
+        let err = with("min_repeat = 30\n", "min_repeat = 30\nmax_candidate = 5\n").unwrap_err();
+        assert!(err.contains("unknown field `max_candidate`"), "{err}");
+        let err = with("\"chars:7\"", "\"lines:3\"").unwrap_err();
+        assert!(err.contains("expected words:N or chars:N, got \"lines:3\""), "{err}");
+        let err = with("min_repeat = 30\n", "").unwrap_err();
+        assert!(err.contains("missing field `min_repeat`"), "{err}");
     }
 }

@@ -7,6 +7,8 @@
 //! - [`design`] draws the balanced membership design: which model trains on which unit.
 //! - [`membership`] stores that design as one bit per (model, document), model by model.
 //! - [`config`] is the resolved run configuration written to `run.toml`.
+//! - [`duplicate_scores`] stores the `duplicates` engine's scores of a run's documents and
+//!   reads them back.
 //! - [`schema`] defines every Parquet file of a run (columns, types, readers, writers) and
 //!   [`layout`] where each file lives in the run directory. No other crate names a column.
 //! - [`atomic`] writes files so that a crash never leaves a half-written output.
@@ -19,6 +21,7 @@ pub mod config;
 pub mod corpus;
 pub mod demo;
 pub mod design;
+pub mod duplicate_scores;
 pub mod error;
 pub mod layout;
 pub mod membership;

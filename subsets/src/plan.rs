@@ -16,7 +16,7 @@ use crate::layout::RunDir;
 use crate::membership::Membership;
 use crate::schema::{self, BackgroundTable, CorpusTable, DuplicateTable, JobTable, Table};
 use crate::tokenizer::Tokenizer;
-use crate::{Error, Result, atomic, demo, design, seeds};
+use crate::{Error, Result, atomic, demo, design, duplicate_scores, seeds};
 
 /// Source of generated canaries in `corpus.parquet`.
 pub const CANARY_SOURCE: &str = "canary";
@@ -52,11 +52,19 @@ pub struct PlanRequest<'a> {
     pub background: Option<Background>,
 }
 
+/// Builds the plan, scoring the documents' duplicates with the design's settings (see
+/// [`build_scored`]). Settings out of range are refused, naming the `design` key, before
+/// any work.
+pub fn build(request: PlanRequest<'_>) -> Result<Plan> {
+    let params = request.design.duplicates.params().map_err(|e| Error::Invalid(format!("design.{e}")))?;
+    build_scored(request, |ids, texts| duplicate_scores::table(&duplicates::find_duplicates(texts, &params), ids))
+}
+
 /// Builds the plan. `duplicates_of(ids, texts)` scores the documents' duplicates on
 /// `texts`, the text each model trains and evaluates on (all of it, or what
 /// `max_tokens_per_doc` leaves, an incomplete last character replaced), so that duplicates
 /// are what the models see; with `unit = cluster` its clusters are the sampling units.
-pub fn build(
+fn build_scored(
     request: PlanRequest<'_>,
     duplicates_of: impl FnOnce(&[String], &[&str]) -> DuplicateTable,
 ) -> Result<Plan> {
@@ -470,7 +478,7 @@ mod tests {
 
     #[test]
     fn membership_is_balanced_per_document_and_jobs_cover_models() {
-        let plan = build(request(docs(30), design(10, 0.3)), no_clusters).unwrap();
+        let plan = build_scored(request(docs(30), design(10, 0.3)), no_clusters).unwrap();
         let mut per_doc = [0; 30];
         (0..10).flat_map(|m| plan.membership.docs_of(m)).for_each(|d| per_doc[d as usize] += 1);
         assert!(per_doc.iter().all(|&n| n == 3), "{per_doc:?}");
@@ -482,7 +490,7 @@ mod tests {
     fn cluster_unit_puts_members_in_together() {
         let mut d = design(6, 0.5);
         d.unit = Unit::Cluster;
-        let plan = build(request(docs(6), d), |_, _| clustered(vec![9, 9, 4, 9, 4, 7])).unwrap();
+        let plan = build_scored(request(docs(6), d), |_, _| clustered(vec![9, 9, 4, 9, 4, 7])).unwrap();
         assert_eq!(plan.corpus.unit, [0, 0, 1, 0, 1, 2]);
         let models_of = |doc: u32| -> Vec<u32> { (0..6).filter(|&m| plan.membership.contains(m, doc)).collect() };
         assert_eq!(models_of(0), models_of(1));
@@ -496,7 +504,7 @@ mod tests {
         let mut d = design(4, 0.5);
         d.copies = vec![1, 2, 4];
         d.canaries = 6;
-        let plan = build(request(docs(5), d), no_clusters).unwrap();
+        let plan = build_scored(request(docs(5), d), no_clusters).unwrap();
         assert_eq!(plan.corpus.doc_id.len(), 11);
         let mut planted: Vec<u16> = plan.corpus.copies[5..].to_vec();
         planted.sort();
@@ -511,7 +519,7 @@ mod tests {
         d.holdout = 0.9;
         d.copies = vec![1];
         d.canary_ids = (0..10).map(|i| format!("d{i}")).collect();
-        let plan = build(request(docs(20), d), no_clusters).unwrap();
+        let plan = build_scored(request(docs(20), d), no_clusters).unwrap();
         assert!(plan.corpus.holdout[..10].iter().all(|&h| !h), "{:?}", plan.corpus.holdout);
         assert!(plan.corpus.holdout[10..].iter().filter(|&&h| h).count() >= 5, "{:?}", plan.corpus.holdout);
         let in_pairs =
@@ -523,12 +531,12 @@ mod tests {
     fn holdout_ids_are_held_out_and_must_exist() {
         let mut d = design(4, 0.5);
         d.holdout_ids = vec!["d3".into(), "d5".into()];
-        let plan = build(request(docs(8), d.clone()), no_clusters).unwrap();
+        let plan = build_scored(request(docs(8), d.clone()), no_clusters).unwrap();
         let held: Vec<usize> = (0..8).filter(|&i| plan.corpus.holdout[i]).collect();
         assert_eq!(held, [3, 5]);
         assert!((0..4).all(|m| !plan.membership.contains(m, 3) && !plan.membership.contains(m, 5)));
         d.holdout_ids.push("d99".into());
-        let err = build(request(docs(8), d), no_clusters).unwrap_err().to_string();
+        let err = build_scored(request(docs(8), d), no_clusters).unwrap_err().to_string();
         assert!(err.contains("design.holdout_ids: no document has id \"d99\""), "{err}");
     }
 
@@ -540,7 +548,7 @@ mod tests {
         let mut request = request(documents, design(4, 0.5));
         request.hyperparameters.model.max_tokens_per_doc = Some(200);
         let mut seen = Vec::new();
-        let plan = build(request, |ids, texts| {
+        let plan = build_scored(request, |ids, texts| {
             seen = texts.iter().map(|t| t.to_string()).collect();
             no_clusters(ids, texts)
         })
@@ -553,7 +561,7 @@ mod tests {
         capped_mid_character[0].text = format!("{}é", "a".repeat(199));
         let mut request = super::tests::request(capped_mid_character, design(4, 0.5));
         request.hyperparameters.model.max_tokens_per_doc = Some(200);
-        build(request, |ids, texts| {
+        build_scored(request, |ids, texts| {
             seen = texts.iter().map(|t| t.to_string()).collect();
             no_clusters(ids, texts)
         })
@@ -574,7 +582,7 @@ mod tests {
             let mut request = request(docs(20), design(4, 0.5));
             request.hyperparameters.model.tokenizer = crate::config::TokenizerChoice::Bpe { vocab_size: 300 };
             request.background = Some(background(text));
-            build(request, no_clusters).unwrap()
+            build_scored(request, no_clusters).unwrap()
         };
         let plan = plan_with("the background sentence number");
         assert_eq!(plan.tokenizer_json, plan_with("the background sentence number").tokenizer_json);
@@ -600,10 +608,10 @@ mod tests {
     fn copy_sweep_settings_must_go_together() {
         let mut d = design(4, 0.5);
         d.copies = vec![1, 2];
-        let err = build(request(docs(3), d.clone()), no_clusters).unwrap_err().to_string();
+        let err = build_scored(request(docs(3), d.clone()), no_clusters).unwrap_err().to_string();
         assert!(err.contains("design.copies: copy counts need canaries"), "{err}");
         d.canary_ids = vec!["nope".into()];
-        let err = build(request(docs(3), d), no_clusters).unwrap_err().to_string();
+        let err = build_scored(request(docs(3), d), no_clusters).unwrap_err().to_string();
         assert!(err.contains("no document has id \"nope\""), "{err}");
     }
 
@@ -613,7 +621,7 @@ mod tests {
         let run = RunDir::new(dir.path().join("run"));
         let mut d = design(10, 0.3);
         d.holdout = 0.2;
-        let plan = build(request(docs(20), d), no_clusters).unwrap();
+        let plan = build_scored(request(docs(20), d), no_clusters).unwrap();
         write(&run, &plan).unwrap();
         let extension = extend(&run, 17).unwrap();
         assert_eq!(extension, Extension { old_models: 10, models: 17, new_jobs: 3..5 });
@@ -637,16 +645,40 @@ mod tests {
     fn writing_again_is_a_no_op_and_a_changed_config_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::new(dir.path().join("run"));
-        let plan = build(request(docs(8), design(4, 0.5)), no_clusters).unwrap();
+        let plan = build_scored(request(docs(8), design(4, 0.5)), no_clusters).unwrap();
         assert_eq!(write(&run, &plan).unwrap(), Written::Created);
         assert_eq!(write(&run, &plan).unwrap(), Written::Unchanged);
         let corpus: CorpusTable = schema::read(&run.corpus()).unwrap();
         assert_eq!(corpus, plan.corpus);
-        let other = build(request(docs(8), design(6, 0.5)), no_clusters).unwrap();
+        let other = build_scored(request(docs(8), design(6, 0.5)), no_clusters).unwrap();
         let err = write(&run, &other).unwrap_err().to_string();
         assert!(err.contains("different configuration (design.models: 4 -> 6)"), "{err}");
         assert_eq!(RunConfig::from_file(&run.config()).unwrap(), plan.config);
         let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(leftovers, 1);
+    }
+
+    #[test]
+    fn the_design_settings_score_the_duplicates_and_are_checked_first() {
+        let mut documents = docs(4);
+        documents[2].text = "Document  NUMBER 0".into();
+        let plan = build(request(documents.clone(), design(4, 0.5))).unwrap();
+        assert_eq!(plan.duplicates.exact_dup_count, [1, 0, 1, 0]);
+        assert_eq!(plan.duplicates.doc_id, ["d0", "d1", "d2", "d3"]);
+        let mut d = design(4, 0.5);
+        d.duplicates.threshold = 1.5;
+        let err = build(request(documents, d)).unwrap_err().to_string();
+        assert_eq!(err, "invalid setting: design.threshold: must be in (0, 1], got 1.5");
+    }
+
+    #[test]
+    fn another_max_candidates_is_another_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path().join("run"));
+        write(&run, &build(request(docs(8), design(4, 0.5))).unwrap()).unwrap();
+        let mut d = design(4, 0.5);
+        d.duplicates.max_candidates = 5;
+        let err = write(&run, &build(request(docs(8), d)).unwrap()).unwrap_err().to_string();
+        assert!(err.contains("different configuration (design.max_candidates: 1000 -> 5)"), "{err}");
     }
 }

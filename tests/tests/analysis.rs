@@ -43,11 +43,19 @@ fn a_runs_duplicates_are_scored_on_the_text_the_models_see_and_its_settings_are_
     assert_eq!(full.exact_dup_count, [0, 0, 0, 0], "`cfmem dups` scores full texts");
 
     let toml = std::fs::read_to_string(run.join("run.toml")).unwrap();
-    assert!(toml.contains("shingles = \"words:5\"") && toml.contains("min_repeat = 50"), "{toml}");
-    let mut again = plan_args(&corpus, &run, "4", "1", &["--config", config.to_str().unwrap()]);
-    again.extend(["--shingles", "chars:7"]);
-    let err = cfmem_err(&again);
+    assert!(toml.contains("shingles = \"words:5\"\nmin_repeat = 50\nmax_candidates = 1000\n"), "{toml}");
+    let again = |flag: &str, value: &str| {
+        let mut args = plan_args(&corpus, &run, "4", "1", &["--config", config.to_str().unwrap()]);
+        args.extend([flag, value]);
+        cfmem(&args)
+    };
+    let err = String::from_utf8_lossy(&again("--shingles", "chars:7").stderr).into_owned();
     assert!(err.contains("different configuration (design.shingles: \"words:5\" -> \"chars:7\")"), "{err}");
+    // --max-candidates changes near_dup_count and near_dup_capped: it is part of the run too.
+    let err = String::from_utf8_lossy(&again("--max-candidates", "5").stderr).into_owned();
+    assert!(err.contains("different configuration (design.max_candidates: 1000 -> 5)"), "{err}");
+    let same = again("--max-candidates", "1000");
+    assert!(same.status.success() && String::from_utf8_lossy(&same.stderr).contains("nothing to do"));
 }
 
 #[test]

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use analysis::dups::synthetic::{self, Spec};
-use analysis::dups::{DupParams, brute_force_pairs};
+use duplicates::synthetic::{self, Spec};
+use duplicates::{DupParams, brute_force_pairs};
 use subsets::schema::{self, DuplicateTable};
 use tests::{cfmem_err, cfmem_ok};
 
@@ -134,23 +134,27 @@ fn serde_like_json(i: usize, text: &str) -> String {
 }
 
 #[test]
-fn bad_settings_are_refused() {
+fn bad_settings_are_refused_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.jsonl");
     std::fs::write(&path, "{\"text\":\"a b c\"}\n").unwrap();
     let out = dir.path().join("d.parquet");
-    let err =
-        cfmem_err(&["dups", "--corpus", path.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threshold", "1.5"]);
-    assert!(err.contains("threshold"), "{err}");
-    let err = cfmem_err(&[
-        "dups",
-        "--corpus",
-        path.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--shingles",
-        "lines:3",
-    ]);
-    assert!(err.contains("expected words:N or chars:N"), "{err}");
-    assert!(!out.exists());
+    let run = dir.path().join("run");
+    let refused = |flag: &str, value: &str| {
+        let dups = ["dups", "--corpus", path.to_str().unwrap(), "--out", out.to_str().unwrap(), flag, value];
+        let plan = tests::plan_args(&path, &run, "4", "1", &[flag, value]);
+        let (dups, plan) = (cfmem_err(&dups), cfmem_err(&plan));
+        // The first line is the error; clap's usage lines that may follow name the command.
+        let (dups, plan) = (dups.lines().next().unwrap().to_string(), plan.lines().next().unwrap());
+        assert_eq!(dups, plan, "cfmem dups and cfmem plan read the flags alike");
+        dups
+    };
+    assert!(refused("--threshold", "1.5").contains("--threshold: must be in (0, 1], got 1.5"));
+    assert!(refused("--threshold", "0.01").contains("--threshold: 128 MinHash values catch pairs at J = 0.01"));
+    assert!(refused("--max-candidates", "0").contains("--max-candidates: must be at least 1"));
+    assert!(refused("--min-repeat", "0").contains("--min-repeat: must be at least 1"));
+    let err = refused("--shingles", "lines:3");
+    assert!(err.contains("'--shingles <SHINGLES>': expected words:N or chars:N, got \"lines:3\""), "{err}");
+    assert!(refused("--shingles", "words:0").contains("the shingle length must be at least 1"));
+    assert!(!out.exists() && !run.exists());
 }

@@ -2,9 +2,23 @@
 //! many copies of it the corpus holds, exactly or nearly, and how much of its text also
 //! appears elsewhere. These scores let the analysis tell memorization from duplication.
 //!
-//! This module owns the per-document duplicate scores (the rows of
-//! [`subsets::schema::DuplicateTable`]) and the near-duplicate clusters that can serve as
-//! sampling units.
+//! This crate is the duplicate engine: it owns the per-document duplicate scores
+//! ([`Duplicates`], from [`find_duplicates`]), the near-duplicate clusters that can serve
+//! as sampling units, and the settings that define them ([`Settings`], each default written
+//! once, and the engine's [`DupParams`] built from them by [`Settings::params`]). It knows
+//! texts, not runs: where a corpus comes from, how the scores are stored (`subsets` turns
+//! them into a run's `analysis/duplicates.parquet`) and which flags set the settings are
+//! its callers' business, and it depends on no other crate of the workspace.
+//!
+//! ```
+//! use duplicates::{Settings, find_duplicates};
+//!
+//! let texts = ["one two three four five six", "One two  three four five six", "something else"];
+//! let params = Settings::default().params().expect("the defaults are valid");
+//! let found = find_duplicates(&texts, &params);
+//! assert_eq!(found.exact_dup_count, [1, 1, 0]);
+//! assert_eq!(found.cluster, [0, 0, 1]);
+//! ```
 //!
 //! # Scores
 //!
@@ -31,7 +45,7 @@
 //!   component's smallest document index; a document without near-duplicates is its own
 //!   cluster of size 1.
 //! - `repeat_fraction`: the fraction of the document's bytes covered by a substring of
-//!   at least `min_repeat_bytes` bytes (default 50) that also occurs in another document:
+//!   at least `min_repeat` bytes (default 50) that also occurs in another document:
 //!   the ExactSubstr measure of Lee et al. 2021 (who used 50 tokens), on the raw texts,
 //!   from suffix arrays over shards of the corpus (see [`repeat_fractions`]). Repeats
 //!   within one document alone do not count; empty documents score 0.
@@ -86,6 +100,7 @@
 //! [`memory_estimate`] gives their peak before anything is allocated.
 
 mod minhash;
+mod params;
 mod shingle;
 mod substr;
 pub mod synthetic;
@@ -94,113 +109,15 @@ use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
-use subsets::schema::DuplicateTable;
 
 pub use minhash::Banding;
 use minhash::{BandBuckets, Permutations};
+pub use params::{DupParams, InvalidParams, Param, Settings, Shingling, ShinglingError};
 pub use shingle::normalize;
 use shingle::{jaccard, jaccard_at_least, shingle_hashes};
 pub use substr::repeat_fractions;
 
-/// What a shingle is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shingling {
-    /// n consecutive words.
-    Words(usize),
-    /// n consecutive characters (Unicode scalar values).
-    Chars(usize),
-}
-
-impl Default for Shingling {
-    fn default() -> Self {
-        Shingling::Words(5)
-    }
-}
-
-/// Parameters of [`find_duplicates`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct DupParams {
-    pub shingling: Shingling,
-    /// Jaccard threshold t of a near-duplicate pair.
-    pub threshold: f64,
-    /// MinHash signature length available to LSH banding.
-    pub num_perm: usize,
-    /// Required probability that LSH proposes a pair with Jaccard exactly t.
-    pub min_recall: f64,
-    /// Shortest shared substring, in bytes, that counts toward `repeat_fraction`.
-    pub min_repeat_bytes: usize,
-    /// Seed of the MinHash hash functions.
-    pub seed: u64,
-    /// Most distinct candidates one representative examines (see the module documentation).
-    pub max_candidates: usize,
-    /// Most bytes of text in one suffix array; None splits the corpus evenly over the
-    /// threads. Changes memory and time, not the scores.
-    pub shard_bytes: Option<usize>,
-}
-
-impl Default for DupParams {
-    fn default() -> Self {
-        DupParams {
-            shingling: Shingling::default(),
-            threshold: subsets::config::NEAR_DUP_THRESHOLD,
-            num_perm: 128,
-            min_recall: 0.99,
-            min_repeat_bytes: subsets::config::MIN_REPEAT_BYTES as usize,
-            seed: 0,
-            max_candidates: 1000,
-            shard_bytes: None,
-        }
-    }
-}
-impl DupParams {
-    /// The banding with the most rows per band, within `num_perm` values, that catches a
-    /// pair at J = t with probability at least `min_recall`.
-    pub fn banding(&self) -> Banding {
-        Banding::choose(self.threshold, self.num_perm, self.min_recall)
-    }
-
-    /// Checks the parameters; the message names the offending field.
-    pub fn validate(&self) -> Result<(), String> {
-        let n = match self.shingling {
-            Shingling::Words(n) | Shingling::Chars(n) => n,
-        };
-        if n == 0 {
-            return Err("shingling: the shingle length must be at least 1".into());
-        }
-        if !(self.threshold > 0.0 && self.threshold <= 1.0) {
-            return Err(format!("threshold: must be in (0, 1], got {}", self.threshold));
-        }
-        if self.num_perm == 0 {
-            return Err("num_perm: must be at least 1".into());
-        }
-        if !(self.min_recall > 0.0 && self.min_recall <= 1.0) {
-            return Err(format!("min_recall: must be in (0, 1], got {}", self.min_recall));
-        }
-        if self.min_repeat_bytes == 0 {
-            return Err("min_repeat_bytes: must be at least 1".into());
-        }
-        if self.max_candidates == 0 {
-            return Err("max_candidates: must be at least 1".into());
-        }
-        if self.shard_bytes == Some(0) {
-            return Err("shard_bytes: must be at least 1".into());
-        }
-        let banding = self.banding();
-        if banding.catch_probability(self.threshold) < self.min_recall {
-            return Err(format!(
-                "num_perm: {} signature values cannot catch pairs at J = {} with probability {} \
-                 (at most {:.4}); raise num_perm or lower min_recall",
-                self.num_perm,
-                self.threshold,
-                self.min_recall,
-                banding.catch_probability(self.threshold)
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// Duplicate scores of a corpus, one entry per document in input order (see the module
+/// Duplicate scores of a corpus, one entry per document in input order (see the crate
 /// documentation for what each means).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Duplicates {
@@ -221,26 +138,6 @@ pub struct Duplicates {
 }
 
 impl Duplicates {
-    /// The scores as a table, with `doc_ids[i]` the id of document i.
-    ///
-    /// # Panics
-    ///
-    /// If `doc_ids` does not have one id per document.
-    pub fn to_table(&self, doc_ids: &[String]) -> DuplicateTable {
-        assert_eq!(doc_ids.len(), self.cluster.len(), "one doc id per document");
-        DuplicateTable {
-            doc: (0..doc_ids.len() as u32).collect(),
-            doc_id: doc_ids.to_vec(),
-            exact_dup_count: self.exact_dup_count.clone(),
-            near_dup_count: self.near_dup_count.clone(),
-            max_jaccard: self.max_jaccard.clone(),
-            cluster: self.cluster.clone(),
-            cluster_size: self.cluster_size.clone(),
-            repeat_fraction: self.repeat_fraction.clone(),
-            near_dup_capped: self.near_dup_capped.clone(),
-        }
-    }
-
     /// Documents per representative (0 for documents that are not one).
     fn group_sizes(&self) -> Vec<u64> {
         let mut sizes = vec![0u64; self.representative.len()];
@@ -285,12 +182,12 @@ impl Duplicates {
 }
 
 /// Bytes [`find_duplicates`] allocates at its peak on `texts` with `params`, roughly:
-/// the larger of its two stages (see the module documentation), so that a caller can
+/// the larger of its two stages (see the crate documentation), so that a caller can
 /// refuse a corpus too large for the memory at hand before allocating.
 pub fn memory_estimate(texts: &[&str], params: &DupParams) -> u64 {
     let bytes: u64 = texts.iter().map(|t| t.len() as u64 + 1).sum();
     let docs = texts.len() as u64;
-    let shingles_per_byte = match params.shingling {
+    let shingles_per_byte = match params.settings.shingles {
         // Words average over 4 bytes with their space.
         Shingling::Words(_) => 2,
         Shingling::Chars(_) => 8,
@@ -314,7 +211,7 @@ pub fn find_duplicates(texts: &[&str], params: &DupParams) -> Duplicates {
     // One stage after the other, so that their peaks of memory do not add up; each uses
     // every thread.
     let mut duplicates = near_duplicates(texts, params);
-    duplicates.repeat_fraction = repeat_fractions(texts, params.min_repeat_bytes, params.shard_bytes);
+    duplicates.repeat_fraction = repeat_fractions(texts, params.settings.min_repeat as usize, params.shard_bytes);
     duplicates
 }
 
@@ -326,13 +223,13 @@ pub fn find_duplicates(texts: &[&str], params: &DupParams) -> Duplicates {
 /// If the corpus has more than `u32::MAX` documents.
 pub fn brute_force_pairs(texts: &[&str], params: &DupParams) -> Vec<(u32, u32, f64)> {
     assert_document_count(texts);
-    let shingles = shingle_all(texts, params.shingling);
+    let shingles = shingle_all(texts, params.settings.shingles);
     (0..shingles.len())
         .into_par_iter()
         .flat_map_iter(|i| {
             let shingles = &shingles;
             (i + 1..shingles.len()).filter_map(move |j| {
-                jaccard_at_least(&shingles[i], &shingles[j], params.threshold)
+                jaccard_at_least(&shingles[i], &shingles[j], params.settings.threshold)
                     .map(|similarity| (i as u32, j as u32, similarity))
             })
         })
@@ -344,14 +241,14 @@ pub fn brute_force_pairs(texts: &[&str], params: &DupParams) -> Vec<(u32, u32, f
 /// large for all pairs.
 pub fn brute_force_near_duplicates_of(texts: &[&str], params: &DupParams, sample: &[u32]) -> Vec<Vec<(u32, f64)>> {
     assert_document_count(texts);
-    let shingles = shingle_all(texts, params.shingling);
+    let shingles = shingle_all(texts, params.settings.shingles);
     sample
         .par_iter()
         .map(|&i| {
             (0..shingles.len() as u32)
                 .filter(|&j| j != i)
                 .filter_map(|j| {
-                    jaccard_at_least(&shingles[i as usize], &shingles[j as usize], params.threshold)
+                    jaccard_at_least(&shingles[i as usize], &shingles[j as usize], params.settings.threshold)
                         .map(|similarity| (j, similarity))
                 })
                 .collect()
@@ -397,7 +294,7 @@ pub fn near_duplicates(texts: &[&str], params: &DupParams) -> Duplicates {
         .map(|text| {
             let normalized = normalize(text);
             let digest: [u8; 32] = Sha256::digest(normalized.as_bytes()).into();
-            (digest, shingle_hashes(&normalized, params.shingling))
+            (digest, shingle_hashes(&normalized, params.settings.shingles))
         })
         .unzip();
     let mut rep_of_digest: HashMap<[u8; 32], u32> = HashMap::with_capacity(n);
@@ -436,14 +333,14 @@ pub fn near_duplicates(texts: &[&str], params: &DupParams) -> Duplicates {
                     if m == r || seen.contains(&m) {
                         continue;
                     }
-                    if seen.len() == params.max_candidates {
+                    if seen.len() == params.settings.max_candidates as usize {
                         found.capped = true;
                         return found;
                     }
                     seen.insert(m);
                     let similarity = jaccard(&shingles[r as usize], &shingles[m as usize]);
                     found.max_jaccard = found.max_jaccard.max(similarity);
-                    if similarity >= params.threshold {
+                    if similarity >= params.settings.threshold {
                         found.near_docs += multiplicity[m as usize];
                         found.pairs.push((r.min(m), r.max(m), similarity));
                     }
@@ -549,27 +446,12 @@ mod tests {
     use super::synthetic::{Spec, generate};
     use super::*;
 
-    fn words_params(n: usize) -> DupParams {
-        DupParams { shingling: Shingling::Words(n), ..DupParams::default() }
+    fn with(settings: Settings) -> DupParams {
+        DupParams { settings, ..DupParams::default() }
     }
 
-    #[test]
-    fn validate_names_the_bad_field() {
-        assert_eq!(DupParams::default().validate(), Ok(()));
-        let bad = |params: DupParams, field: &str| {
-            let message = params.validate().expect_err(field);
-            assert!(message.starts_with(field), "{message}");
-        };
-        bad(DupParams { threshold: 0.0, ..DupParams::default() }, "threshold");
-        bad(DupParams { threshold: 1.5, ..DupParams::default() }, "threshold");
-        bad(DupParams { threshold: f64::NAN, ..DupParams::default() }, "threshold");
-        bad(DupParams { num_perm: 0, ..DupParams::default() }, "num_perm");
-        bad(DupParams { num_perm: 4, threshold: 0.2, ..DupParams::default() }, "num_perm");
-        bad(DupParams { min_recall: 0.0, ..DupParams::default() }, "min_recall");
-        bad(DupParams { min_repeat_bytes: 0, ..DupParams::default() }, "min_repeat_bytes");
-        bad(DupParams { shingling: Shingling::Chars(0), ..DupParams::default() }, "shingling");
-        bad(DupParams { max_candidates: 0, ..DupParams::default() }, "max_candidates");
-        bad(DupParams { shard_bytes: Some(0), ..DupParams::default() }, "shard_bytes");
+    fn words_params(n: usize) -> DupParams {
+        with(Settings { shingles: Shingling::Words(n), ..Settings::default() })
     }
 
     #[test]
@@ -584,7 +466,7 @@ mod tests {
             "a b c d e f g h i j k",                         // 6: 6 of 7 shingles shared
             "   ",                                           // 7: empty too
         ];
-        let params = DupParams { min_repeat_bytes: 10, ..DupParams::default() };
+        let params = with(Settings { min_repeat: 10, ..Settings::default() });
         let dups = find_duplicates(&texts, &params);
         assert_eq!(dups.exact_dup_count, vec![2, 0, 2, 1, 2, 0, 0, 1]);
         assert_eq!(dups.near_dup_count, vec![2, 0, 2, 0, 2, 1, 1, 0]);
@@ -597,11 +479,6 @@ mod tests {
         assert_eq!(dups.repeat_fraction[0], 1.0);
         assert_eq!(dups.repeat_fraction[1], 0.0);
         assert_eq!(dups.repeat_fraction[3], 0.0);
-
-        let table = dups.to_table(&(0..8).map(|i| format!("d{i}")).collect::<Vec<_>>());
-        assert_eq!(table.doc, (0..8).collect::<Vec<u32>>());
-        assert_eq!(table.doc_id[7], "d7");
-        assert_eq!(table.cluster, dups.cluster);
     }
 
     #[test]
@@ -774,7 +651,7 @@ mod tests {
         assert!(missed <= 2 * 2, "{missed} pair ends missed");
 
         // Fewer candidates than the family has members: lower bounds, flagged, one cluster.
-        let params = DupParams { max_candidates: 50, ..DupParams::default() };
+        let params = with(Settings { max_candidates: 50, ..Settings::default() });
         let capped = find_duplicates(&texts, &params);
         for (doc, &truth) in counts.iter().enumerate() {
             let in_family = family.binary_search(&(doc as u32)).is_ok();

@@ -221,8 +221,8 @@ fn restyle(rng: &mut ChaCha8Rng, base: &[&str]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::normalize;
     use super::*;
+    use crate::normalize;
 
     #[test]
     fn generation_is_deterministic_and_planted_as_specified() {

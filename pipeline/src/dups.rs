@@ -3,8 +3,7 @@
 
 use anyhow::{Result, bail};
 
-use analysis::dups;
-use subsets::{corpus, schema};
+use subsets::{corpus, duplicate_scores, schema};
 
 use crate::DupsArgs;
 
@@ -21,7 +20,7 @@ pub fn run(args: &DupsArgs) -> Result<()> {
     let documents = corpus::read(&args.corpus)?;
     let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
     let corpus_bytes: usize = documents.iter().map(|d| d.text.len() + d.id.len() + 64).sum();
-    let needed = (dups::memory_estimate(&texts, &params) as usize + corpus_bytes) as f64;
+    let needed = (duplicates::memory_estimate(&texts, &params) as usize + corpus_bytes) as f64;
     if let Some(limit) = limit
         && needed > limit
     {
@@ -35,9 +34,9 @@ pub fn run(args: &DupsArgs) -> Result<()> {
             if args.max_memory.is_some() { "allowed by --max-memory" } else { "of memory available" }
         );
     }
-    let found = dups::find_duplicates(&texts, &params);
+    let found = duplicates::find_duplicates(&texts, &params);
     let ids: Vec<String> = documents.into_iter().map(|d| d.id).collect();
-    schema::write(&args.out, &found.to_table(&ids), None)?;
+    schema::write(&args.out, &duplicate_scores::table(&found, &ids), None)?;
     let in_clusters = found.cluster_size.iter().filter(|&&s| s > 1).count();
     let exact = found.exact_dup_count.iter().filter(|&&c| c > 0).count();
     let capped = found.near_dup_capped.iter().filter(|&&c| c).count();

@@ -1,8 +1,8 @@
-//! Throughput, peak memory and recall of duplicate detection end to end (read a JSONL
-//! corpus, every score, write the Parquet table) on generated corpora shaped like web
-//! text, with recall of near-duplicate pairs measured against brute force in the same run.
+//! Throughput, peak memory and recall of the duplicate engine on generated corpora shaped
+//! like web text, with recall of near-duplicate pairs measured against brute force in the
+//! same run.
 //!
-//! `cargo bench -p analysis --bench dups -- SHAPE [DOCS] [--runs N] [--sample N] [--jsonl PATH]`
+//! `cargo bench -p duplicates --bench dups -- SHAPE [DOCS] [--runs N] [--sample N] [--jsonl PATH]`
 //!
 //! Shapes (DOCS ordinary documents of ~550 bytes, 10% of them in planted near-duplicate
 //! groups and 3% in exact-duplicate groups, as `Spec::with_docs`):
@@ -12,22 +12,22 @@
 //! - `footer`: DOCS / 2 copies of one footer and DOCS / 2 documents without planted
 //!   groups (default DOCS 10,000).
 //!
-//! `--jsonl PATH` only writes the corpus, for timing a `cfmem dups` binary by hand.
-//! Peak memory is the process's VmHWM, reset (through /proc/self/clear_refs) after the
-//! corpus is generated and written, so it covers the end-to-end runs alone.
+//! Each run scores the generated texts in memory ([`find_duplicates`]); reading a JSONL
+//! corpus and writing the Parquet table are the `cfmem dups` command's, which `--jsonl PATH`
+//! times by hand: it only writes the corpus there. Peak memory is the process's VmHWM,
+//! reset (through /proc/self/clear_refs) after the corpus is generated, so it covers the
+//! generated texts and the runs.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use analysis::dups::synthetic::{Spec, generate};
-use analysis::dups::{DupParams, Duplicates, brute_force_near_duplicates_of, find_duplicates};
+use duplicates::synthetic::{Spec, generate};
+use duplicates::{DupParams, Duplicates, brute_force_near_duplicates_of, find_duplicates};
 use rand::SeedableRng;
 use rand::seq::index;
 use rand_chacha::ChaCha8Rng;
-use subsets::corpus::{self, Document};
-use subsets::schema;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
@@ -38,9 +38,8 @@ fn main() {
     let sample: usize = flag("--sample").map_or(300, |s| s.parse().expect("--sample N"));
 
     let spec = shape_spec(shape, docs);
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let jsonl = flag("--jsonl").map_or_else(|| dir.path().join("corpus.jsonl"), Into::into);
-    let bytes = write_jsonl(&spec, &jsonl);
+    let corpus = generate(&spec);
+    let bytes: usize = corpus.texts.iter().map(String::len).sum();
     println!(
         "shape {shape}: {} documents, {:.1} MB of text ({} planted near groups, {} exact groups, \
          boilerplate x{}, templated family of {})",
@@ -51,45 +50,34 @@ fn main() {
         spec.boilerplate_copies,
         spec.template_family
     );
-    if flag("--jsonl").is_some() {
-        println!("wrote {}", jsonl.display());
+    if let Some(path) = flag("--jsonl") {
+        write_jsonl(&corpus.texts, Path::new(&path));
+        println!("wrote {path}");
         return;
     }
+    let texts = corpus.texts();
     let params = DupParams::default();
     println!("params: {params:?}, {} rayon threads", rayon::current_num_threads());
 
     reset_peak_memory();
-    let out = dir.path().join("duplicates.parquet");
     let mut times = Vec::new();
     let mut last = None;
     for _ in 0..runs {
         // The previous run's results go first, so that runs do not add up in the peak.
         drop(last.take());
         let start = Instant::now();
-        let documents = corpus::read(&jsonl).expect("corpus");
-        let read = start.elapsed();
-        let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
         let found = find_duplicates(&texts, &params);
-        let scored = start.elapsed();
-        let ids: Vec<String> = documents.iter().map(|d| d.id.clone()).collect();
-        schema::write(&out, &found.to_table(&ids), None).expect("write");
         let total = start.elapsed();
-        println!(
-            "  run: {:.2} s (read {:.2} s, scores {:.2} s, write {:.2} s)",
-            total.as_secs_f64(),
-            read.as_secs_f64(),
-            (scored - read).as_secs_f64(),
-            (total - scored).as_secs_f64()
-        );
+        println!("  run: {:.2} s", total.as_secs_f64());
         times.push(total);
-        last = Some((documents, found));
+        last = Some(found);
     }
     let peak = peak_memory();
     times.sort();
     let median: Duration = times[runs / 2];
-    let (documents, found) = last.expect("at least one run");
+    let found = last.expect("at least one run");
     println!(
-        "end to end: median of {runs} {:.2} s, {:.0} docs/s, {:.1} MB/s",
+        "scores: median of {runs} {:.2} s, {:.0} docs/s, {:.1} MB/s",
         median.as_secs_f64(),
         spec.docs as f64 / median.as_secs_f64(),
         bytes as f64 / 1e6 / median.as_secs_f64()
@@ -108,7 +96,7 @@ fn main() {
         found.pair_count(),
         found.rep_pairs.len()
     );
-    recall(&documents, &found, &params, sample);
+    recall(&texts, &found, &params, sample);
 }
 
 fn shape_spec(shape: &str, docs: Option<usize>) -> Spec {
@@ -126,29 +114,26 @@ fn shape_spec(shape: &str, docs: Option<usize>) -> Spec {
     }
 }
 
-/// Writes the corpus `spec` describes as JSONL with ids; returns its bytes of text.
-fn write_jsonl(spec: &Spec, path: &Path) -> usize {
-    let corpus = generate(spec);
+/// Writes `texts` as JSONL with ids doc-0, doc-1, …
+fn write_jsonl(texts: &[String], path: &Path) {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("create the corpus file"));
-    for (i, text) in corpus.texts.iter().enumerate() {
+    for (i, text) in texts.iter().enumerate() {
         // Generated texts hold letters, spaces, tabs and newlines only.
         let escaped = text.replace('\n', "\\n").replace('\t', "\\t");
         writeln!(out, "{{\"id\":\"doc-{i}\",\"text\":\"{escaped}\"}}").expect("write the corpus file");
     }
     out.flush().expect("write the corpus file");
-    corpus.texts.iter().map(String::len).sum()
 }
 
 /// Recall of near-duplicate pairs on a uniform sample of documents: for each, every
 /// document brute force finds at J >= t against what `found` reports, split by whether
 /// the sampled document is capped.
-fn recall(documents: &[Document], found: &Duplicates, params: &DupParams, sample: usize) {
-    let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
+fn recall(texts: &[&str], found: &Duplicates, params: &DupParams, sample: usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let sampled: Vec<u32> =
         index::sample(&mut rng, texts.len(), sample.min(texts.len())).iter().map(|i| i as u32).collect();
     let start = Instant::now();
-    let expected = brute_force_near_duplicates_of(&texts, params, &sampled);
+    let expected = brute_force_near_duplicates_of(texts, params, &sampled);
     let brute = start.elapsed();
 
     // Found neighbours of the sampled documents, expanded from representatives.

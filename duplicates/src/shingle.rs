@@ -2,7 +2,7 @@
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::Shingling;
+use crate::Shingling;
 
 /// Lowercases `text` (Unicode-aware) and collapses every run of whitespace to one space,
 /// trimming both ends.
