@@ -156,10 +156,10 @@ mod tests {
     #[test]
     fn too_few_models_says_how_many_are_needed() {
         let err = balanced(3, 1, 0.5, 0).unwrap_err().to_string();
-        assert!(err.contains("use --models 2 or more"), "{err}");
+        assert!(err.contains("; 2 models or more are needed"), "{err}");
         let err = balanced(3, 4, 0.9, 0).unwrap_err().to_string();
         assert!(err.contains("IN for 4 of 4 models"), "{err}");
-        assert!(err.contains("use --models 6 or more"), "{err}");
+        assert!(err.contains("; 6 models or more are needed"), "{err}");
     }
 
     #[test]
