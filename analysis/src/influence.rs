@@ -59,6 +59,13 @@ pub struct InfluenceSettings {
     pub min_abs: f64,
 }
 
+impl Default for InfluenceSettings {
+    /// The held-out documents, each with its 10 strongest training documents, however weak.
+    fn default() -> Self {
+        InfluenceSettings { targets: Targets::Holdout, top: 10, min_abs: 0.0 }
+    }
+}
+
 /// What `cfmem influence` writes and prints.
 pub struct Influence {
     pub table: InfluenceTable,

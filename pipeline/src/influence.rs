@@ -1,7 +1,7 @@
 //! `cfmem influence`: flags to [`analysis::influence`] settings, then the table and the
 //! printed summary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::Args;
@@ -17,19 +17,14 @@ pub struct InfluenceArgs {
     #[arg(long, num_args = 1..=2, value_names = ["holdout|all|ids", "FILE"], default_values = ["holdout"])]
     targets: Vec<String>,
     /// Training documents kept per target, strongest first.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = InfluenceSettings::default().top)]
     top: usize,
     /// Leave out pairs whose |infl_acc| is below this.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = InfluenceSettings::default().min_abs)]
     min_abs: f64,
 }
 
 impl InfluenceArgs {
-    /// The defaults for `run`: held-out targets, top 10.
-    pub fn holdout(run: PathBuf) -> InfluenceArgs {
-        InfluenceArgs { run, targets: vec!["holdout".into()], top: 10, min_abs: 0.0 }
-    }
-
     fn settings(&self) -> Result<InfluenceSettings> {
         let targets = match self.targets.iter().map(String::as_str).collect::<Vec<_>>()[..] {
             ["holdout"] => Targets::Holdout,
@@ -45,9 +40,13 @@ impl InfluenceArgs {
 }
 
 pub fn run(args: &InfluenceArgs) -> Result<()> {
-    let settings = args.settings()?;
-    let run = RunDir::new(&args.run);
-    let found = influence::influence(&run, &settings)?;
+    write(&args.run, &args.settings()?)
+}
+
+/// Computes, writes and prints the influence `settings` ask for.
+pub fn write(run: &Path, settings: &InfluenceSettings) -> Result<()> {
+    let run = RunDir::new(run);
+    let found = influence::influence(&run, settings)?;
     found.write(&run)?;
     print!("{}", found.summary);
     eprintln!("wrote {}", run.influence().display());

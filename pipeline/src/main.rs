@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use anyhow::{Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use analysis::influence::InfluenceSettings;
 use analysis::scores::AnalyzeSettings;
 use duplicates::{DupParams, Param, Settings, Shingling};
 use jobs::{DeviceChoice, JobOutcome, RunJobs, Selection};
@@ -253,7 +254,7 @@ struct ReportArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// How many of the most and of the least memorized documents to list.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = analysis::html_report::DEFAULT_TOP as u32, value_parser = clap::value_parser!(u32).range(1..))]
     top: u32,
 }
 
@@ -323,7 +324,7 @@ fn dispatch(command: Command) -> Result<()> {
         jobs::device::keep_freed_memory();
     }
     match command {
-        Command::Plan(args) => plan(args).map_err(name_the_flag),
+        Command::Plan(args) => args.settings().and_then(plan).map_err(name_the_flag),
         Command::Run(args) => {
             let jobs = (!args.jobs.is_empty()).then(|| args.jobs.concat());
             run_jobs(&args.run, &args.compute, &Selection { jobs, max_jobs: args.max_jobs })
@@ -340,46 +341,76 @@ fn dispatch(command: Command) -> Result<()> {
     }
 }
 
-fn plan(args: PlanArgs) -> Result<()> {
-    if let Some(run) = &args.extend {
-        return queue::extend(run, args.models);
+/// What `cfmem plan` is asked to do, from its flags, checked before any file is read.
+enum PlanSettings {
+    /// A new run of `corpus` (and `background`) into `out`.
+    New {
+        corpus: PathBuf,
+        out: PathBuf,
+        background: Option<PathBuf>,
+        hyperparameters: Hyperparameters,
+        seed: u64,
+        design: DesignConfig,
+    },
+    /// A planned run grown to `models` models.
+    Extend { run: PathBuf, models: u32 },
+}
+
+impl PlanArgs {
+    /// The settings these flags ask for, the design and the `--config` file checked. Clap
+    /// requires --corpus, --out, --keep and --seed whenever --extend is absent.
+    fn settings(self) -> Result<PlanSettings> {
+        if let Some(run) = self.extend {
+            return Ok(PlanSettings::Extend { run, models: self.models });
+        }
+        let design = DesignConfig {
+            models: self.models,
+            keep: self.keep.expect("clap requires --keep without --extend"),
+            holdout: self.holdout,
+            unit: self.design.unit.into(),
+            duplicates: self.near.params()?.settings,
+            copies: self.design.copies,
+            canaries: self.design.canaries,
+            canary_ids: self.design.canary_ids,
+            holdout_ids: self.holdout_ids,
+        };
+        design.validate()?;
+        let hyperparameters = match &self.config {
+            Some(path) => Hyperparameters::from_file(path)?,
+            None => Hyperparameters::default(),
+        };
+        hyperparameters.validate()?;
+        Ok(PlanSettings::New {
+            corpus: self.corpus.expect("clap requires --corpus without --extend"),
+            out: self.out.expect("clap requires --out without --extend"),
+            background: self.background,
+            hyperparameters,
+            seed: self.seed.expect("clap requires --seed without --extend"),
+            design,
+        })
     }
-    let (Some(corpus_path), Some(out), Some(_), Some(seed)) = (&args.corpus, &args.out, args.keep, args.seed) else {
-        bail!("plan needs --corpus, --out, --keep and --seed (or --extend RUN)");
+}
+
+fn plan(settings: PlanSettings) -> Result<()> {
+    let (corpus, out, background, hyperparameters, seed, design) = match settings {
+        PlanSettings::Extend { run, models } => return queue::extend(&run, models),
+        PlanSettings::New { corpus, out, background, hyperparameters, seed, design } => {
+            (corpus, out, background, hyperparameters, seed, design)
+        }
     };
-    let documents = corpus::read(corpus_path)?;
-    let hyperparameters = match &args.config {
-        Some(path) => Hyperparameters::from_file(path)?,
-        None => Hyperparameters::default(),
-    };
-    let corpus_name = corpus_path.display().to_string();
-    let background = match &args.background {
+    let background = match &background {
         Some(path) => Some(Background { path: path.display().to_string(), documents: corpus::read(path)? }),
         None => None,
     };
     let request = PlanRequest {
-        corpus_path: &corpus_name,
-        documents,
+        corpus_path: &corpus.display().to_string(),
+        documents: corpus::read(&corpus)?,
         seed,
-        design: design(&args, args.near.params()?.settings),
+        design,
         hyperparameters,
         background,
     };
-    plan_run(out, request)
-}
-
-fn design(args: &PlanArgs, duplicates: Settings) -> DesignConfig {
-    DesignConfig {
-        models: args.models,
-        keep: args.keep.unwrap_or_default(),
-        holdout: args.holdout,
-        unit: args.design.unit.into(),
-        duplicates,
-        copies: args.design.copies.clone(),
-        canaries: args.design.canaries,
-        canary_ids: args.design.canary_ids.clone(),
-        holdout_ids: args.holdout_ids.clone(),
-    }
+    plan_run(&out, request)
 }
 
 fn plan_run(out: &Path, request: PlanRequest<'_>) -> Result<()> {
@@ -534,6 +565,6 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
     plan_run(&args.out, request)?;
     run_jobs(&args.out, &args.compute, &Selection::default())?;
     analyze(&args.out, false, AnalyzeSettings::default())?;
-    influence::run(&influence::InfluenceArgs::holdout(args.out.clone()))?;
-    report::write(&args.out, None, 20).map(drop)
+    influence::write(&args.out, &InfluenceSettings::default())?;
+    report::write(&args.out, None, analysis::html_report::DEFAULT_TOP).map(drop)
 }

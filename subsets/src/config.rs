@@ -112,6 +112,23 @@ impl DesignConfig {
             holdout_ids: vec![],
         }
     }
+
+    /// Checks what can be checked before the corpus is read: enough models for `keep`, the
+    /// holdout fraction, and a copy sweep's settings, which go together.
+    pub fn validate(&self) -> Result<()> {
+        crate::design::in_count(self.models, self.keep)?;
+        crate::design::check_holdout_fraction(self.holdout)?;
+        let canaries = self.canaries > 0 || !self.canary_ids.is_empty();
+        match (self.copies.is_empty(), canaries) {
+            (true, true) => Err(Error::setting("design.copies", "canaries need copy counts to plant")),
+            (false, false) => Err(Error::setting(
+                "design.copies",
+                "copy counts need canaries: generated ones, or corpus documents named as canaries",
+            )),
+            _ if self.copies.contains(&0) => Err(Error::setting("design.copies", "copy counts must be at least 1")),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -76,11 +76,17 @@ pub fn extension_models(unit: usize, old: u32, new: u32, added: u32, seed: u64) 
     index::sample(&mut rng, (new - old) as usize, added as usize).into_iter().map(|m| old + m as u32).collect()
 }
 
-/// Which of `units` units are held out: round(fraction × units) of them, seeded.
-pub fn holdout(units: usize, fraction: f64, seed: u64) -> Result<Vec<bool>> {
+/// A holdout fraction leaves some documents to train on.
+pub fn check_holdout_fraction(fraction: f64) -> Result<()> {
     if !(0.0..1.0).contains(&fraction) {
         return Err(Error::setting("design.holdout", format!("must be in [0, 1), got {fraction}")));
     }
+    Ok(())
+}
+
+/// Which of `units` units are held out: round(fraction × units) of them, seeded.
+pub fn holdout(units: usize, fraction: f64, seed: u64) -> Result<Vec<bool>> {
+    check_holdout_fraction(fraction)?;
     let count = (fraction * units as f64).round() as usize;
     if count >= units {
         return Err(Error::setting(

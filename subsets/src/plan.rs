@@ -70,6 +70,7 @@ fn build_scored(
 ) -> Result<Plan> {
     let PlanRequest { corpus_path, mut documents, seed, design: design_config, hyperparameters, background } = request;
     hyperparameters.validate()?;
+    design_config.validate()?;
     let in_count = design::in_count(design_config.models, design_config.keep)?;
     let corpus_sha256 = corpus_checksum(&documents);
     let input_documents = documents.len();
@@ -217,22 +218,8 @@ struct Planted {
 /// Appends generated canaries: canaries get the planted copy counts, spread evenly over
 /// them in a seeded order; everything else gets 1.
 fn plant_canaries(documents: &mut Vec<Document>, design: &DesignConfig, seed: u64) -> Result<Planted> {
-    let sweep = design.canaries > 0 || !design.canary_ids.is_empty();
     if design.copies.is_empty() {
-        return if sweep {
-            Err(Error::setting("design.copies", "canaries need copy counts to plant"))
-        } else {
-            Ok(Planted { copies: vec![1; documents.len()], canary: vec![false; documents.len()] })
-        };
-    }
-    if !sweep {
-        return Err(Error::setting(
-            "design.copies",
-            "copy counts need canaries: generated ones, or corpus documents named as canaries",
-        ));
-    }
-    if design.copies.contains(&0) {
-        return Err(Error::setting("design.copies", "copy counts must be at least 1"));
+        return Ok(Planted { copies: vec![1; documents.len()], canary: vec![false; documents.len()] });
     }
     let mut canaries = Vec::new();
     for id in &design.canary_ids {

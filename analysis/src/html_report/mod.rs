@@ -182,6 +182,9 @@ struct Section {
     body: Markup,
 }
 
+/// How many of the most and of the least memorized documents a report lists by default.
+pub const DEFAULT_TOP: usize = 20;
+
 /// The whole report page for `data`, with the `top` most and least memorized documents.
 pub fn render(data: &ReportData, top: usize) -> String {
     let summary = Summary::new(&data.scores, &data.clusters, &data.copies);
