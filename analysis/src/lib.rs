@@ -8,8 +8,9 @@
 //! beyond a leave-one-out bigram baseline ([`diagnosis`]). [`synthetic_run`] writes runs
 //! with known answers for tests and benchmarks.
 //!
-//! It reads logs and the corpus only through `subsets::schema` and never depends on tch:
-//! it builds and tests without libtorch.
+//! It reads logs and the corpus only through `subsets::schema`, learns which logs are
+//! complete from the job queue (`queue::verify`), and never depends on tch: it builds and
+//! tests without libtorch.
 
 pub mod bootstrap;
 pub mod diagnosis;
@@ -32,6 +33,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     #[error(transparent)]
     Files(#[from] subsets::Error),
+    #[error(transparent)]
+    Queue(#[from] queue::Error),
     #[error("{0}")]
     Message(String),
 }

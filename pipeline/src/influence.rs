@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use analysis::influence::{self, InfluenceSettings, Targets};
+use analysis::per_model::RunLogs;
 use subsets::layout::RunDir;
 
 #[derive(Args)]
@@ -45,9 +46,14 @@ impl InfluenceArgs {
 }
 
 pub fn run(args: &InfluenceArgs) -> Result<()> {
+    run_on(args, &RunLogs::open(&RunDir::new(&args.run))?)
+}
+
+/// Influence from `logs`, the complete logs of `args.run` a command already verified.
+pub fn run_on(args: &InfluenceArgs, logs: &RunLogs) -> Result<()> {
     let settings = args.settings()?;
     let run = RunDir::new(&args.run);
-    let found = influence::influence(&run, &settings)?;
+    let found = influence::influence(&run, logs, &settings)?;
     found.write(&run)?;
     print!("{}", found.summary);
     eprintln!("wrote {}", run.influence().display());

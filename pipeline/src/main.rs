@@ -1,12 +1,11 @@
 //! `cfmem`: the command line. Flags are parsed here into the plain settings of the library
-//! crates (`subsets`, `jobs`, `analysis`), which never see a clap type; progress is drawn
-//! here, from the events the job runner reports.
+//! crates (`subsets`, `queue`, `jobs`, `analysis`), which never see a clap type; progress is
+//! drawn here, from the events the job runner reports.
 
 mod bench;
 mod duplicates;
 mod influence;
 mod progress;
-mod queue;
 mod report;
 mod slurm;
 mod status;
@@ -18,9 +17,11 @@ use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use analysis::dups::{DupParams, Shingling};
+use analysis::per_model::RunLogs;
 use analysis::run_duplicates::{self, parse_shingles, shingles_name};
 use analysis::scores::AnalyzeSettings;
-use jobs::{DeviceChoice, JobOutcome, RunJobs, Selection};
+use jobs::{DeviceChoice, RunTrainer};
+use queue::{JobOutcome, Queue, Selection};
 use subsets::config::{DesignConfig, Hyperparameters, RunConfig, Unit};
 use subsets::corpus;
 use subsets::demo;
@@ -296,7 +297,7 @@ fn dispatch(command: Command) -> Result<()> {
         jobs::device::keep_freed_memory();
     }
     match command {
-        Command::Plan(PlanArgs { extend: Some(run), models, .. }) => queue::extend(&run, models),
+        Command::Plan(PlanArgs { extend: Some(run), models, .. }) => extend(&run, models),
         Command::Plan(args) => {
             let (Some(corpus_path), Some(out), Some(_), Some(seed)) = (&args.corpus, &args.out, args.keep, args.seed)
             else {
@@ -326,7 +327,9 @@ fn dispatch(command: Command) -> Result<()> {
             let jobs = (!args.jobs.is_empty()).then(|| args.jobs.concat());
             run_jobs(&args.run, &args.compute, &Selection { jobs, max_jobs: args.max_jobs })
         }
-        Command::Analyze(args) => analyze(&args.run, args.partial, AnalyzeSettings { bootstrap: args.bootstrap }),
+        Command::Analyze(args) => {
+            analyze(&args.run, args.partial, AnalyzeSettings { bootstrap: args.bootstrap }).map(drop)
+        }
         Command::Status(args) => status::status(&args.run, args.json),
         Command::Slurm(args) => slurm::slurm(&args.run.clone(), &slurm_settings(args)),
         Command::Demo(args) => run_demo(&args),
@@ -352,6 +355,19 @@ fn design(args: &PlanArgs, near: &NearDupArgs) -> Result<DesignConfig> {
         canary_ids: args.design.canary_ids.clone(),
         holdout_ids: args.holdout_ids.clone(),
     })
+}
+
+fn extend(run: &Path, models: u32) -> Result<()> {
+    let extension = plan::extend(&RunDir::new(run), models)?;
+    eprintln!(
+        "extended {} from {} to {} models: new jobs {} to {}; existing models and logs are unchanged",
+        run.display(),
+        extension.old_models,
+        extension.models,
+        extension.new_jobs.start,
+        extension.new_jobs.end - 1
+    );
+    Ok(())
 }
 
 fn plan_run(out: &Path, request: PlanRequest<'_>, params: &DupParams) -> Result<()> {
@@ -442,13 +458,14 @@ fn slurm_settings(args: SlurmArgs) -> slurm::ArraySettings {
 }
 
 fn run_jobs(run: &Path, compute: &ComputeArgs, selection: &Selection) -> Result<()> {
-    let jobs = RunJobs::open(RunDir::new(run))?;
+    let queue = Queue::open(RunDir::new(run))?;
     let device = compute.device.resolve()?;
+    let trainer = RunTrainer::new(queue.run_dir(), queue.config(), device)?;
     jobs::device::set_cpu_threads(compute.threads);
-    let count = selection.jobs.as_ref().map_or(jobs.job_ids().len(), Vec::len);
+    let count = selection.jobs.as_ref().map_or(queue.job_ids().len(), Vec::len);
     eprintln!("running {count} jobs on {}", jobs::device::describe(device));
     let bars = progress::Bars::new(count);
-    let outcomes = jobs.run(selection, device, &bars)?;
+    let outcomes = queue.run(&trainer, selection, &bars)?;
     bars.finish();
     let count = |f: fn(&JobOutcome) -> bool| outcomes.iter().filter(|(_, o)| f(o)).count();
     eprintln!(
@@ -460,14 +477,29 @@ fn run_jobs(run: &Path, compute: &ComputeArgs, selection: &Selection) -> Result<
     Ok(())
 }
 
-fn analyze(run: &Path, partial: bool, settings: AnalyzeSettings) -> Result<()> {
-    let notice = queue::completeness(run, partial)?;
+/// Analyzes `run` and returns the complete logs it verified, for what follows to read
+/// without checking them again.
+fn analyze(run: &Path, partial: bool, settings: AnalyzeSettings) -> Result<RunLogs> {
     let run_dir = RunDir::new(run);
-    let analysis = analysis::scores::analyze(&run_dir, settings)?;
+    let verified = Queue::open(run_dir.clone())?.verify()?;
+    let notice = match verified.incomplete() {
+        None => String::new(),
+        Some(what) if !partial => bail!(
+            "{}: {what}; finish them with `cfmem run {}` or analyze what is there with --partial",
+            run.display(),
+            run.display()
+        ),
+        Some(what) => format!(
+            "partial analysis: {what}. The design is no longer exactly balanced: each document's estimate rests \
+             on the n_in and n_out models of scores.parquet.\n"
+        ),
+    };
+    let logs = RunLogs::new(&verified)?;
+    let analysis = analysis::scores::analyze(&run_dir, &logs, settings)?;
     analysis.write(&run_dir)?;
-    print!("{}{}", notice.unwrap_or_default(), analysis.summary);
+    print!("{notice}{}", analysis.summary);
     eprintln!("wrote {}", run_dir.analysis_dir().display());
-    Ok(())
+    Ok(logs)
 }
 
 /// Sentences of the demo's generated background corpus.
@@ -506,7 +538,7 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
     };
     plan_run(&args.out, request, &params)?;
     run_jobs(&args.out, &args.compute, &Selection::default())?;
-    analyze(&args.out, false, AnalyzeSettings::default())?;
-    influence::run(&influence::InfluenceArgs::holdout(args.out.clone()))?;
+    let logs = analyze(&args.out, false, AnalyzeSettings::default())?;
+    influence::run_on(&influence::InfluenceArgs::holdout(args.out.clone()), &logs)?;
     report::write(&args.out, None, 20).map(drop)
 }
