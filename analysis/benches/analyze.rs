@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use analysis::gemm;
 use analysis::influence::{self, InfluenceSettings, Targets};
+use analysis::per_model::RunLogs;
 use analysis::scores::{self, AnalyzeSettings};
 use analysis::synthetic_run::{self, Row, Spec};
 use subsets::config::Unit;
@@ -100,7 +101,8 @@ fn mix(x: u64) -> u64 {
 fn analyze_stage(dir: &Path) {
     let run = RunDir::new(dir);
     let start = Instant::now();
-    let analysis = scores::analyze(&run, AnalyzeSettings::default()).expect("analyze");
+    let logs = RunLogs::open(&run).expect("complete logs");
+    let analysis = scores::analyze(&run, &logs, AnalyzeSettings::default()).expect("analyze");
     analysis.write(&run).expect("write");
     let elapsed = start.elapsed();
     println!("seconds {:.3}", elapsed.as_secs_f64());
@@ -113,7 +115,8 @@ fn influence_stage(dir: &Path, ids: &Path) {
     let run = RunDir::new(dir);
     let settings = InfluenceSettings { targets: Targets::Ids(ids.to_path_buf()), top: 10, min_abs: 0.0 };
     let start = Instant::now();
-    let found = influence::influence(&run, &settings).expect("influence");
+    let logs = RunLogs::open(&run).expect("complete logs");
+    let found = influence::influence(&run, &logs, &settings).expect("influence");
     found.write(&run).expect("write");
     println!("seconds {:.3}", start.elapsed().as_secs_f64());
     println!("peak {}", peak_memory());

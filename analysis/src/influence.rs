@@ -83,13 +83,13 @@ impl Influence {
     }
 }
 
-/// Computes the influence table of `run`.
-pub fn influence(run: &RunDir, settings: &InfluenceSettings) -> Result<Influence> {
-    let logs = RunLogs::open(run)?;
+/// Computes the influence table of `run` from its complete logs `logs`.
+pub fn influence(run: &RunDir, logs: &RunLogs, settings: &InfluenceSettings) -> Result<Influence> {
     let run_seed = subsets::config::RunConfig::from_file(&run.config())?.seed;
     let corpus: CorpusTable = schema::read(&run.corpus())?;
     let targets = target_docs(&corpus, &settings.targets)?;
-    let values = per_model::read(&logs.logs, ModelValues::new(logs.models, corpus.len(), targets.clone(), true))?;
+    let values =
+        per_model::read(&logs.logs, ModelValues::new(logs.models.clone(), corpus.len(), targets.clone(), true))?;
     let matrix = TargetMatrix::new(&values);
     let sources = Sources::new(&values);
     let top = settings.top;
@@ -397,6 +397,10 @@ mod tests {
     use subsets::config::Unit;
     use subsets::corpus::Document;
 
+    fn influence_of(run: &RunDir, settings: &InfluenceSettings) -> Result<Influence> {
+        influence(run, &RunLogs::open(run)?, settings)
+    }
+
     /// 20 training documents and two held out: `target`, which models predict well when
     /// doc-3 was in their training set, and `plain`, which nothing influences.
     fn planted(dir: &std::path::Path) -> (RunDir, subsets::plan::Plan) {
@@ -433,7 +437,7 @@ mod tests {
     fn a_planted_source_is_the_top_influence_with_exact_values() {
         let dir = tempfile::tempdir().unwrap();
         let (run, plan) = planted(dir.path());
-        let found = influence(&run, &settings(Targets::Holdout, 3, 0.0)).unwrap();
+        let found = influence_of(&run, &settings(Targets::Holdout, 3, 0.0)).unwrap();
         let t = &found.table;
         assert_eq!(t.target, [20, 20, 20, 21, 21, 21]);
         assert_eq!(t.rank, [1, 2, 3, 1, 2, 3]);
@@ -483,9 +487,9 @@ mod tests {
     fn min_abs_and_all_targets_and_self_influence() {
         let dir = tempfile::tempdir().unwrap();
         let (run, _) = planted(dir.path());
-        let strong = influence(&run, &settings(Targets::Holdout, 5, 0.5)).unwrap().table;
+        let strong = influence_of(&run, &settings(Targets::Holdout, 5, 0.5)).unwrap().table;
         assert_eq!((strong.target.clone(), strong.source_doc.clone()), (vec![20], vec![3]));
-        let all = influence(&run, &settings(Targets::All, 2, 0.0)).unwrap().table;
+        let all = influence_of(&run, &settings(Targets::All, 2, 0.0)).unwrap().table;
         assert_eq!(all.target.len(), 22 * 2);
         assert!((0..all.target.len()).all(|i| all.target[i] != all.source_doc[i]), "no self-influence");
     }
@@ -496,10 +500,10 @@ mod tests {
         let (run, _) = planted(dir.path());
         let ids = dir.path().join("ids.txt");
         std::fs::write(&ids, "doc-5\n\nplain\n").unwrap();
-        let table = influence(&run, &settings(Targets::Ids(ids.clone()), 1, 0.0)).unwrap().table;
+        let table = influence_of(&run, &settings(Targets::Ids(ids.clone()), 1, 0.0)).unwrap().table;
         assert_eq!(table.target, [5, 21]);
         std::fs::write(&ids, "doc-5\nnope\n").unwrap();
-        let err = influence(&run, &settings(Targets::Ids(ids), 1, 0.0)).err().unwrap().to_string();
+        let err = influence_of(&run, &settings(Targets::Ids(ids), 1, 0.0)).err().unwrap().to_string();
         assert!(err.ends_with("ids.txt: line 2: no document has id \"nope\""), "{err}");
     }
 }

@@ -8,8 +8,9 @@
 //! [`synthetic_run`] writes runs
 //! with known answers for tests and benchmarks.
 //!
-//! It reads logs and the corpus only through `subsets::schema`, and the duplicate scores
-//! `plan` stored through `subsets::duplicate_scores`; it never depends on tch: it builds and
+//! It reads logs and the corpus only through `subsets::schema`, the duplicate scores `plan`
+//! stored through `subsets::duplicate_scores`, and learns which logs are complete from the
+//! job queue (`queue::verify`); it never depends on tch: it builds and
 //! tests without libtorch.
 
 pub mod bootstrap;
@@ -32,6 +33,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     #[error(transparent)]
     Files(#[from] subsets::Error),
+    #[error(transparent)]
+    Queue(#[from] queue::Error),
     #[error("{0}")]
     Message(String),
 }

@@ -1,7 +1,8 @@
-//! The complete logs of a run and, read from them, every model's metrics on chosen
-//! documents, one `f32` row per model, with whether each document was in the model's
-//! training set (from the logs' `in_train`, never from `membership.parquet`): the
-//! matrices that the bootstrap, the reliability measures and the influence GEMMs multiply.
+//! The complete logs of a run, as the job queue verified them, and, read from them, every
+//! model's metrics on chosen documents, one `f32` row per model, with whether each document
+//! was in the model's training set (from the logs' `in_train`, never from `membership.bin`):
+//! the matrices that the bootstrap, the reliability measures and the influence GEMMs
+//! multiply.
 //!
 //! At M models, N documents and K documents whose metrics are kept that is M·N bytes of
 //! membership plus 4·M·K bytes of accuracy (and as many of loss when asked for): 500 MB
@@ -15,8 +16,10 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use subsets::layout::{LogState, RunDir};
-use subsets::schema::{self, JobTable, LogTable, Table};
+use queue::Queue;
+use queue::verify::Verified;
+use subsets::layout::RunDir;
+use subsets::schema::{self, LogTable, Table};
 
 use crate::{Error, Result};
 
@@ -31,37 +34,20 @@ pub struct RunLogs {
 }
 
 impl RunLogs {
-    /// The complete logs of `run`; an unplanned run or one without a complete log is an
-    /// error that says what to do.
+    /// The complete logs of `run`, each checked in full against its completion record; an
+    /// unplanned run or one without a complete log is an error that says what to do.
     pub fn open(run: &RunDir) -> Result<RunLogs> {
-        if !run.config().exists() {
-            return Err(Error::Message(format!(
-                "{} is not a planned run: no run.toml here (run `cfmem plan` first)",
-                run.root().display()
-            )));
-        }
-        let jobs: JobTable = schema::read(&run.jobs())?;
-        let mut job_ids = jobs.job.clone();
-        job_ids.sort_unstable();
-        job_ids.dedup();
-        let mut logs = Vec::new();
-        let mut models = Vec::new();
-        for &job in &job_ids {
-            if run.log_state(job)? == LogState::Complete {
-                logs.push(run.log(job));
-                models.extend((0..jobs.len()).filter(|&i| jobs.job[i] == job).map(|i| jobs.model[i]));
-            }
-        }
+        RunLogs::new(&Queue::open(run.clone())?.verify()?)
+    }
+
+    /// The logs `verified` found complete, without reading them again.
+    pub fn new(verified: &Verified) -> Result<RunLogs> {
+        let logs = verified.complete_logs();
         if logs.is_empty() {
-            return Err(Error::Message(format!(
-                "{}: no complete logs: run `cfmem run {}` first",
-                run.root().display(),
-                run.root().display()
-            )));
+            let root = verified.run_dir().root().display();
+            return Err(Error::Message(format!("{root}: no complete logs: run `cfmem run {root}` first")));
         }
-        models.sort_unstable();
-        models.dedup();
-        Ok(RunLogs { logs, models, jobs: job_ids.len() })
+        Ok(RunLogs { logs, models: verified.complete_models(), jobs: verified.jobs().len() })
     }
 }
 

@@ -50,10 +50,9 @@ pub struct Analysis {
     pub run_seed: u64,
 }
 
-/// Reads the run's corpus, its stored duplicate scores and every complete log, and
+/// Reads the run's corpus, its stored duplicate scores and the complete logs `logs`, and
 /// computes all scores.
-pub fn analyze(run: &RunDir, settings: AnalyzeSettings) -> Result<Analysis> {
-    let logs = RunLogs::open(run)?;
+pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Result<Analysis> {
     let config = RunConfig::from_file(&run.config())?;
     let corpus: CorpusTable = schema::read(&run.corpus())?;
     let found = duplicate_scores::read(run, corpus.len())?;
@@ -271,6 +270,10 @@ mod tests {
     use crate::synthetic_run::{self, Row, Spec};
     use subsets::corpus::Document;
 
+    fn analyze_run(run: &RunDir) -> Result<Analysis> {
+        analyze(run, &RunLogs::open(run)?, AnalyzeSettings::default())
+    }
+
     /// 16 distinct documents, then 6 copies of one text (one near-duplicate cluster).
     fn spec(unit: Unit) -> Spec {
         let mut documents = synthetic_run::documents(16, 1);
@@ -289,7 +292,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::new(dir.path().join("run"));
         let plan = synthetic_run::write(&run, &spec(unit), row).unwrap();
-        let analysis = analyze(&run, AnalyzeSettings::default()).unwrap();
+        let analysis = analyze_run(&run).unwrap();
         analysis.write(&run).unwrap();
         (dir, analysis, plan)
     }
@@ -349,7 +352,7 @@ mod tests {
         let mut duplicates: subsets::schema::DuplicateTable = schema::read(&run.duplicates()).unwrap();
         duplicates.cluster[16] = 0;
         schema::write(&run.duplicates(), &duplicates, None).unwrap();
-        let err = analyze(&run, AnalyzeSettings::default()).err().unwrap().to_string();
+        let err = analyze_run(&run).err().unwrap().to_string();
         assert!(err.contains("sampling units and analysis/duplicates.parquet's clusters differ at doc"), "{err}");
     }
 

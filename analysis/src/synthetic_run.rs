@@ -6,9 +6,10 @@
 
 use rayon::prelude::*;
 
+use queue::log::{JobRecord, LogWriter};
 use subsets::config::{DesignConfig, Hyperparameters, Unit};
 use subsets::corpus::Document;
-use subsets::layout::{JobRecord, LogWriter, RunDir};
+use subsets::layout::RunDir;
 use subsets::plan::{self, Plan, PlanRequest};
 use subsets::schema::{LogRow, LogTable, Table};
 

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 use tch::{Device, Kind, Tensor};
 
+use queue::Progress;
 use subsets::config::{CorpusConfig, DesignConfig, Hyperparameters, Precision, RunConfig, TokensConfig};
 use subsets::seeds;
 use subsets::tokenizer::Tokenizer;
 
 use crate::Result;
-use crate::progress::Progress;
 use crate::train::{self, LOSS_EVERY, StackInput};
 
 /// Dense matrix-product peak of a device, FLOP/s.

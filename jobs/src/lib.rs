@@ -7,26 +7,21 @@
 //!   stacked in one set of tensors.
 //! - [`train`] trains a stack of models, each on its own subset, and evaluates every model
 //!   on every document.
-//! - [`claim`] makes sure each job is trained by one worker at a time: create-exclusive
-//!   claim files with a heartbeat, taken over when stale.
-//! - [`runner`] reads a run's plan, tokenizes its documents, claims its jobs one by one,
-//!   skips the complete ones (checked against the record written at completion), streams
-//!   each job's log and publishes it atomically.
+//! - [`trainer`] is the trainer the job queue (crate `queue`) drives: a run's documents
+//!   tokenized once, then each job's stack trained and evaluated.
 //!
-//! Results leave through [`subsets::schema::LogTable`] and progress through the [`Progress`]
-//! trait; this crate draws nothing on a terminal and computes no statistics.
+//! Which job runs, claims, logs and their completion records are the queue's: results leave
+//! through [`subsets::schema::LogTable`] rows handed to the queue, and progress through
+//! [`queue::Progress`]; this crate draws nothing on a terminal and computes no statistics.
 
 pub mod bench;
-pub mod claim;
 pub mod device;
 pub mod model;
-pub mod progress;
-pub mod runner;
 pub mod train;
+pub mod trainer;
 
 pub use device::DeviceChoice;
-pub use progress::{Progress, Silent};
-pub use runner::{JobOutcome, RunJobs, Selection};
+pub use trainer::RunTrainer;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -34,12 +29,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     #[error(transparent)]
     Files(#[from] subsets::Error),
+    #[error(transparent)]
+    Queue(#[from] queue::Error),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
     #[error("device: {0}")]
     Device(String),
     #[error("{path}: {message}")]
     Plan { path: std::path::PathBuf, message: String },
-    #[error("job {job}: another worker took over its claim")]
-    ClaimLost { job: u32 },
 }

@@ -34,12 +34,12 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Reduction, Tensor};
 
+use queue::Progress;
 use subsets::config::{Precision, RunConfig};
 use subsets::schema::{LogRow, LogTable};
 use subsets::{design, seeds};
 
 use crate::model::Architecture;
-use crate::progress::Progress;
 use crate::{Error, Result};
 
 /// Steps between two readings of the loss.
@@ -439,7 +439,7 @@ pub fn train(input: &StackInput<'_>, device: Device, progress: &dyn Progress) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::progress::Silent;
+    use queue::Silent;
     use subsets::config::{CorpusConfig, DesignConfig, Hyperparameters, ModelConfig, TokensConfig};
 
     fn tiny_config(epochs: u32) -> RunConfig {

@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use analysis::influence::{self, InfluenceSettings, Targets};
+use analysis::per_model::RunLogs;
 use subsets::layout::RunDir;
 
 #[derive(Args)]
@@ -40,13 +41,14 @@ impl InfluenceArgs {
 }
 
 pub fn run(args: &InfluenceArgs) -> Result<()> {
-    write(&args.run, &args.settings()?)
+    write(&args.run, &RunLogs::open(&RunDir::new(&args.run))?, &args.settings()?)
 }
 
-/// Computes, writes and prints the influence `settings` ask for.
-pub fn write(run: &Path, settings: &InfluenceSettings) -> Result<()> {
+/// Computes, writes and prints the influence `settings` ask for, from `logs`, the complete
+/// logs of `run` a command already verified.
+pub fn write(run: &Path, logs: &RunLogs, settings: &InfluenceSettings) -> Result<()> {
     let run = RunDir::new(run);
-    let found = influence::influence(&run, settings)?;
+    let found = influence::influence(&run, logs, settings)?;
     found.write(&run)?;
     print!("{}", found.summary);
     eprintln!("wrote {}", run.influence().display());

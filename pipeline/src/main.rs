@@ -1,12 +1,11 @@
 //! `cfmem`: the command line. Flags are parsed here into the plain settings of the library
-//! crates (`duplicates`, `subsets`, `jobs`, `analysis`), which never see a clap type;
-//! progress is drawn here, from the events the job runner reports.
+//! crates (`duplicates`, `subsets`, `queue`, `jobs`, `analysis`), which never see a clap
+//! type; progress is drawn here, from the events the job runner reports.
 
 mod bench;
 mod dups;
 mod influence;
 mod progress;
-mod queue;
 mod report;
 mod slurm;
 mod status;
@@ -18,9 +17,11 @@ use anyhow::{Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use analysis::influence::InfluenceSettings;
+use analysis::per_model::RunLogs;
 use analysis::scores::AnalyzeSettings;
 use duplicates::{DupParams, Param, Settings, Shingling};
-use jobs::{DeviceChoice, JobOutcome, RunJobs, Selection};
+use jobs::{DeviceChoice, RunTrainer};
+use queue::{JobOutcome, Queue, Selection};
 use subsets::config::{DesignConfig, Hyperparameters, RunConfig, Unit};
 use subsets::corpus;
 use subsets::demo;
@@ -329,7 +330,9 @@ fn dispatch(command: Command) -> Result<()> {
             let jobs = (!args.jobs.is_empty()).then(|| args.jobs.concat());
             run_jobs(&args.run, &args.compute, &Selection { jobs, max_jobs: args.max_jobs })
         }
-        Command::Analyze(args) => analyze(&args.run, args.partial, AnalyzeSettings { bootstrap: args.bootstrap }),
+        Command::Analyze(args) => {
+            analyze(&args.run, args.partial, AnalyzeSettings { bootstrap: args.bootstrap }).map(drop)
+        }
         Command::Status(args) => status::status(&args.run, args.json),
         Command::Slurm(args) => slurm::slurm(&args.run.clone(), &slurm_settings(args)),
         Command::Demo(args) => run_demo(&args),
@@ -393,7 +396,7 @@ impl PlanArgs {
 
 fn plan(settings: PlanSettings) -> Result<()> {
     let (corpus, out, background, hyperparameters, seed, design) = match settings {
-        PlanSettings::Extend { run, models } => return queue::extend(&run, models),
+        PlanSettings::Extend { run, models } => return extend(&run, models),
         PlanSettings::New { corpus, out, background, hyperparameters, seed, design } => {
             (corpus, out, background, hyperparameters, seed, design)
         }
@@ -411,6 +414,19 @@ fn plan(settings: PlanSettings) -> Result<()> {
         background,
     };
     plan_run(&out, request)
+}
+
+fn extend(run: &Path, models: u32) -> Result<()> {
+    let extension = plan::extend(&RunDir::new(run), models)?;
+    eprintln!(
+        "extended {} from {} to {} models: new jobs {} to {}; existing models and logs are unchanged",
+        run.display(),
+        extension.old_models,
+        extension.models,
+        extension.new_jobs.start,
+        extension.new_jobs.end - 1
+    );
+    Ok(())
 }
 
 fn plan_run(out: &Path, request: PlanRequest<'_>) -> Result<()> {
@@ -501,13 +517,14 @@ fn slurm_settings(args: SlurmArgs) -> slurm::ArraySettings {
 }
 
 fn run_jobs(run: &Path, compute: &ComputeArgs, selection: &Selection) -> Result<()> {
-    let jobs = RunJobs::open(RunDir::new(run))?;
+    let queue = Queue::open(RunDir::new(run))?;
     let device = compute.device.resolve()?;
+    let trainer = RunTrainer::new(queue.run_dir(), queue.config(), device)?;
     jobs::device::set_cpu_threads(compute.threads);
-    let count = selection.jobs.as_ref().map_or(jobs.job_ids().len(), Vec::len);
+    let count = selection.jobs.as_ref().map_or(queue.job_ids().len(), Vec::len);
     eprintln!("running {count} jobs on {}", jobs::device::describe(device));
     let bars = progress::Bars::new(count);
-    let outcomes = jobs.run(selection, device, &bars)?;
+    let outcomes = queue.run(&trainer, selection, &bars)?;
     bars.finish();
     let count = |f: fn(&JobOutcome) -> bool| outcomes.iter().filter(|(_, o)| f(o)).count();
     eprintln!(
@@ -519,14 +536,29 @@ fn run_jobs(run: &Path, compute: &ComputeArgs, selection: &Selection) -> Result<
     Ok(())
 }
 
-fn analyze(run: &Path, partial: bool, settings: AnalyzeSettings) -> Result<()> {
-    let notice = queue::completeness(run, partial)?;
+/// Analyzes `run` and returns the complete logs it verified, for what follows to read
+/// without checking them again.
+fn analyze(run: &Path, partial: bool, settings: AnalyzeSettings) -> Result<RunLogs> {
     let run_dir = RunDir::new(run);
-    let analysis = analysis::scores::analyze(&run_dir, settings)?;
+    let verified = Queue::open(run_dir.clone())?.verify()?;
+    let notice = match verified.incomplete() {
+        None => String::new(),
+        Some(what) if !partial => bail!(
+            "{}: {what}; finish them with `cfmem run {}` or analyze what is there with --partial",
+            run.display(),
+            run.display()
+        ),
+        Some(what) => format!(
+            "partial analysis: {what}. The design is no longer exactly balanced: each document's estimate rests \
+             on the n_in and n_out models of scores.parquet.\n"
+        ),
+    };
+    let logs = RunLogs::new(&verified)?;
+    let analysis = analysis::scores::analyze(&run_dir, &logs, settings)?;
     analysis.write(&run_dir)?;
-    print!("{}{}", notice.unwrap_or_default(), analysis.summary);
+    print!("{notice}{}", analysis.summary);
     eprintln!("wrote {}", run_dir.analysis_dir().display());
-    Ok(())
+    Ok(logs)
 }
 
 /// Sentences of the demo's generated background corpus.
@@ -564,7 +596,7 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
     };
     plan_run(&args.out, request)?;
     run_jobs(&args.out, &args.compute, &Selection::default())?;
-    analyze(&args.out, false, AnalyzeSettings::default())?;
-    influence::write(&args.out, &InfluenceSettings::default())?;
+    let logs = analyze(&args.out, false, AnalyzeSettings::default())?;
+    influence::write(&args.out, &logs, &InfluenceSettings::default())?;
     report::write(&args.out, None, analysis::html_report::DEFAULT_TOP).map(drop)
 }

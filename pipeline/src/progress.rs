@@ -3,7 +3,8 @@
 //! other workers) are also printed as lines, which stay in logs where no bar is drawn.
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use jobs::JobOutcome;
+use queue::JobOutcome;
+use queue::claim::{ClaimInfo, Stale};
 
 pub struct Bars {
     multi: MultiProgress,
@@ -36,14 +37,24 @@ impl Bars {
     }
 }
 
-impl jobs::Progress for Bars {
+impl queue::Progress for Bars {
     fn job_started(&self, job: u32, models: usize) {
         self.say(format!("job {job}: training {models} models (pid {})", std::process::id()));
         self.jobs.set_message(format!("job {job} ({models} models)"));
     }
 
-    fn claim_taken_over(&self, job: u32, holder: &str, age: f64) {
-        self.say(format!("job {job}: took over the stale claim of {holder} (no heartbeat for {age:.1} s)"));
+    fn claim_taken_over(&self, job: u32, stale: &ClaimInfo) {
+        let (holder, age) = (stale.describe(), stale.heartbeat_age);
+        self.say(match stale.stale {
+            Some(Stale::HolderGone) => {
+                format!(
+                    "job {job}: took over the stale claim of {holder} (its process is gone; heartbeat {age:.1} s ago)"
+                )
+            }
+            Some(Stale::NoHeartbeat) | None => {
+                format!("job {job}: took over the stale claim of {holder} (no heartbeat for {age:.1} s)")
+            }
+        });
     }
 
     fn waiting_for_claims(&self, jobs: &[u32]) {

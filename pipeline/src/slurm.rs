@@ -11,7 +11,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use jobs::RunJobs;
+use queue::Queue;
 use subsets::atomic;
 use subsets::layout::RunDir;
 
@@ -41,8 +41,7 @@ pub fn slurm(run: &Path, settings: &ArraySettings) -> Result<()> {
         bail!("--max-parallel must be at least 1");
     }
     let run_dir = RunDir::new(std::path::absolute(run).with_context(|| format!("{}", run.display()))?);
-    let planned = RunJobs::open(run_dir.clone())?;
-    let jobs = planned.job_ids();
+    let jobs = Queue::open(run_dir.clone())?.job_ids();
     let (Some(&first), Some(&last)) = (jobs.first(), jobs.last()) else {
         bail!("{}: the run has no jobs", run.display())
     };

@@ -1,8 +1,9 @@
-//! `cfmem status RUN`: how far a run is. Every job is complete, claimed by a live worker,
-//! held by a stale claim (its worker died; the next worker takes it over), damaged, or not
-//! started; models done, throughput and an ETA come from the completion records; with a
-//! recorded Slurm job, the array's task states come from `sacct` or `squeue` when they are on
-//! PATH.
+//! `cfmem status RUN`: how far a run is, as text or JSON, from the job queue's typed status
+//! ([`queue::status`]: every job complete, claimed by a live worker, held by a stale claim
+//! (its worker died or stopped beating; the next worker takes it over), damaged, or not
+//! started, with models done, throughput and an ETA); with a recorded Slurm job, the
+//! array's task states come from `sacct` or `squeue` when they are on PATH. It never
+//! reads the corpus nor the tokenizer.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,11 +12,10 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use jobs::RunJobs;
-use subsets::layout::{Completion, LogState, RunDir, unix_now};
-
-/// Job states, in the order they are reported.
-const STATES: [&str; 5] = ["complete", "claimed", "stale", "damaged", "not started"];
+use queue::Queue;
+use queue::claim::Stale;
+use queue::status::JobState;
+use subsets::layout::RunDir;
 
 #[derive(Serialize)]
 struct JobStatus {
@@ -32,6 +32,9 @@ struct JobStatus {
     pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     heartbeat_age_s: Option<f64>,
+    /// Shown in the text only: a stale claim whose process is gone.
+    #[serde(skip)]
+    holder_gone: bool,
 }
 
 #[derive(Serialize)]
@@ -59,54 +62,35 @@ struct RunStatus {
 
 pub fn status(run: &Path, json: bool) -> Result<()> {
     let run_dir = RunDir::new(run);
-    let planned = RunJobs::open(run_dir.clone())?;
-    let timeout = planned.config().jobs.claim_timeout;
-    let mut jobs = Vec::new();
-    let (mut first_start, mut last_finish) = (f64::INFINITY, 0f64);
-    for (&job, models) in planned.jobs() {
-        let log = run_dir.quick_log_state(job)?;
-        let claim = jobs::claim::inspect(&run_dir, job, timeout)?;
-        let (state, reason) = match (log, &claim) {
-            (LogState::Complete, _) => ("complete", None),
-            (_, Some(claim)) if !claim.stale => ("claimed", None),
-            (_, Some(_)) => ("stale", None),
-            (LogState::Damaged(reason), None) => ("damaged", Some(reason)),
-            (LogState::NotRun, None) => ("not started", None),
-        };
-        if log == LogState::Complete
-            && let Some(record) = Completion::read(&run_dir.log_done(job))?
-        {
-            first_start = first_start.min(record.started);
-            last_finish = last_finish.max(record.finished);
-        }
-        let holder = claim.as_ref().filter(|_| state != "complete").and_then(|c| c.holder.clone());
-        jobs.push(JobStatus {
-            job,
-            models: models.len() as u32,
-            state,
-            reason,
-            host: holder.as_ref().map(|h| h.host.clone()),
-            pid: holder.as_ref().map(|h| h.pid),
-            heartbeat_age_s: claim.filter(|_| state != "complete").map(|c| c.heartbeat_age),
-        });
-    }
-    let mut counts = BTreeMap::new();
-    for state in STATES {
-        counts.insert(state, jobs.iter().filter(|j| j.state == state).count());
-    }
-    let models: u32 = jobs.iter().map(|j| j.models).sum();
-    let models_done: u32 = jobs.iter().filter(|j| j.state == "complete").map(|j| j.models).sum();
-    let end = if models_done == models { last_finish } else { unix_now() };
-    let hours = (end - first_start) / 3600.0;
-    let models_per_hour = (models_done > 0 && hours > 0.0).then(|| f64::from(models_done) / hours);
-    let eta_s = models_per_hour.map(|rate| f64::from(models - models_done) / rate * 3600.0);
+    let found = Queue::open(run_dir.clone())?.status()?;
+    let jobs = found
+        .jobs
+        .iter()
+        .map(|job| {
+            let claim = job.state.claim();
+            let holder = claim.and_then(|c| c.holder.as_ref());
+            JobStatus {
+                job: job.job,
+                models: job.models,
+                state: job.state.name(),
+                reason: match job.state {
+                    JobState::Damaged(reason) => Some(reason),
+                    JobState::Complete | JobState::Claimed(_) | JobState::Stale(_) | JobState::NotStarted => None,
+                },
+                host: holder.map(|h| h.host.clone()),
+                pid: holder.map(|h| h.pid),
+                heartbeat_age_s: claim.map(|c| c.heartbeat_age),
+                holder_gone: claim.is_some_and(|c| c.stale == Some(Stale::HolderGone)),
+            }
+        })
+        .collect();
     let status = RunStatus {
         run: run.display().to_string(),
-        counts,
-        models,
-        models_done,
-        models_per_hour,
-        eta_s,
+        counts: found.counts().into_iter().collect(),
+        models: found.models,
+        models_done: found.models_done,
+        models_per_hour: found.models_per_hour,
+        eta_s: found.eta_s,
         jobs,
         slurm: slurm_status(&run_dir)?,
     };
@@ -120,7 +104,7 @@ pub fn status(run: &Path, json: bool) -> Result<()> {
 
 fn render(status: &RunStatus) -> String {
     let mut out = format!("{}: {} jobs: ", status.run, status.jobs.len());
-    let counts: Vec<String> = STATES.iter().map(|state| format!("{} {state}", status.counts[state])).collect();
+    let counts: Vec<String> = JobState::NAMES.iter().map(|state| format!("{} {state}", status.counts[state])).collect();
     out += &counts.join(", ");
     out += &format!("\nmodels: {} of {} done", status.models_done, status.models);
     if let (Some(rate), Some(eta)) = (status.models_per_hour, status.eta_s) {
@@ -134,6 +118,9 @@ fn render(status: &RunStatus) -> String {
         }
         if let Some(age) = job.heartbeat_age_s {
             out += &format!(", heartbeat {} ago", duration(age));
+        }
+        if job.holder_gone {
+            out += " (its process is gone)";
         }
         if let Some(reason) = job.reason {
             out += &format!(" ({reason})");

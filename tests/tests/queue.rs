@@ -1,12 +1,14 @@
-//! Many workers on one run, workers killed with SIGKILL, extending a run, and analyzing a
-//! partial one: real `cfmem` processes training real (tiny) models on the CPU.
+//! Many workers on one run, workers killed with SIGKILL, extending a run, analyzing a
+//! partial one, and `status` and `slurm` without the tokenizer: real `cfmem` processes
+//! training real (tiny) models on the CPU.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use subsets::schema::{self, LogTable};
-use tests::{cfmem, cfmem_err, cfmem_ok, cfmem_path, plan_args, scores, training_lock};
+use tests::{TINY_CONFIG, cfmem, cfmem_err, cfmem_ok, cfmem_path, plan_args, scores, training_lock};
 
 /// Tiny models, `stack` per job, and claims that go stale after one second.
 fn tiny_config(dir: &Path, stack: u32, epochs: u32) -> PathBuf {
@@ -244,4 +246,63 @@ fn analyze_refuses_a_partial_run_unless_asked_and_status_tells_what_is_left() {
     assert!(status.contains("models: 4 of 4 done"), "{status}");
     let summary = cfmem_ok(&["analyze", run_arg]);
     assert!(!summary.contains("partial"), "{summary}");
+}
+
+#[test]
+fn a_worker_killed_with_sigkill_does_not_block_the_next_one_on_its_machine() {
+    let _one_at_a_time = training_lock();
+    let dir = tempfile::tempdir().unwrap();
+    // The default claim_timeout (600 s): only the dead process can make its claim stale.
+    let config = dir.path().join("default-timeout.toml");
+    let text = "[model]\nn_layer = 1\nn_head = 2\nd_model = 32\ncontext = 64\n[train]\nepochs = 100\nbatch_size = 8\n\
+                [jobs]\nstack = 2\n";
+    std::fs::write(&config, text).unwrap();
+    let run = dir.path().join("run");
+    cfmem_ok(&plan_args(&corpus(dir.path()), &run, "2", "9", &["--config", config.to_str().unwrap()]));
+    let run_arg = run.to_str().unwrap();
+
+    let mut worker = run_command(&run).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(worker.stderr.take().unwrap()).lines();
+    assert!(lines.any(|line| line.unwrap().starts_with("job 0: training")), "the worker starts job 0");
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    assert_eq!(files_in(&run.join("claims")), ["job-00000.claim"], "killed while it held the job");
+
+    let status = cfmem_ok(&["status", run_arg]);
+    assert!(status.contains("0 claimed, 1 stale"), "{status}");
+    let pid = worker.id();
+    assert!(status.contains(&format!(":{pid}, heartbeat ")) && status.contains("(its process is gone)"), "{status}");
+    let json = cfmem_ok(&["status", run_arg, "--json"]);
+    assert!(json.contains("\"state\": \"stale\"") && json.contains(&format!("\"pid\": {pid}")), "{json}");
+
+    let started = Instant::now();
+    let resumed = run_to_end(&run, &[]);
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(seconds < 60.0, "the next worker took {seconds:.1} s:\n{resumed}");
+    assert!(resumed.contains(&format!(":{pid} (its process is gone; heartbeat ")), "{resumed}");
+    assert!(resumed.contains("job 0: took over the stale claim of ") && resumed.contains("1 jobs ran"), "{resumed}");
+    assert!(files_in(&run.join("claims")).is_empty());
+    assert!(cfmem_ok(&["status", run_arg]).contains("1 complete"));
+}
+
+#[test]
+fn status_and_slurm_never_tokenize_so_a_changed_tokenizer_stops_only_the_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bpe.toml");
+    std::fs::write(&config, TINY_CONFIG.replace("[model]\n", "[model]\ntokenizer = \"bpe\"\nvocab_size = 300\n"))
+        .unwrap();
+    let run = dir.path().join("run");
+    cfmem_ok(&plan_args(&corpus(dir.path()), &run, "4", "9", &["--config", config.to_str().unwrap()]));
+    let run_arg = run.to_str().unwrap();
+    std::fs::write(run.join("tokenizer.json"), "{\"changed\": true}").unwrap();
+
+    let status = cfmem_ok(&["status", run_arg]);
+    assert!(status.contains("2 jobs: 0 complete, 0 claimed, 0 stale, 0 damaged, 2 not started"), "{status}");
+    cfmem_ok(&["slurm", run_arg]);
+    assert!(std::fs::read_to_string(run.join("slurm/array.sbatch")).unwrap().contains("#SBATCH --array=0-1\n"));
+    let err = cfmem_err(&["run", run_arg, "--device", "cpu"]);
+    assert!(err.contains("tokenizer.json: sha256 ") && err.contains("the file was changed after planning"), "{err}");
+
+    std::fs::remove_file(run.join("tokenizer.json")).unwrap();
+    assert!(cfmem_ok(&["status", run_arg]).contains("2 not started"));
 }

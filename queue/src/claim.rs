@@ -3,12 +3,14 @@
 //!
 //! A claim is `RUN/claims/job-NNNNN.claim`, created with create-exclusive (`O_EXCL`) and
 //! holding the holder's host, pid, start time and a token unique to it. Its mtime is the
-//! heartbeat: the holder touches it every quarter of `jobs.claim_timeout`. A claim whose
-//! heartbeat is older than the timeout is stale; a worker breaks it by renaming it to a name
-//! of its own (rename is atomic, so of two workers breaking one claim only one succeeds),
-//! checks that what it moved is the file it judged stale (the inode), deletes it and
-//! creates its own claim. Only rename and create-exclusive are relied on, so this works on
-//! NFS-like shared directories; hosts' clocks must agree to well within the timeout.
+//! heartbeat: the holder touches it every quarter of `jobs.claim_timeout`. A claim is stale
+//! when its heartbeat is older than the timeout, or at once when it was made on this
+//! machine and its process is gone (see [`Holder`]); a worker breaks a stale claim by
+//! renaming it to a name of its own (rename is atomic, so of two workers breaking one claim
+//! only one succeeds), checks that what it moved is the file it judged stale (the inode),
+//! deletes it and creates its own claim. Only rename and create-exclusive are relied on, so
+//! this works on NFS-like shared directories; hosts' clocks must agree to well within the
+//! timeout.
 //!
 //! A claim says who is working; the completion record beside a log stays the only proof that
 //! a job is done.
@@ -16,15 +18,24 @@
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use subsets::layout::{RunDir, unix_now};
+use subsets::layout::RunDir;
 
 use crate::Result;
+use crate::log::{modified_ns, unix_now};
 
 /// What a claim file says about its holder.
+///
+/// `boot_id`, `pid_namespace` and `start_ticks` let a worker on the same machine see at once
+/// that the holder's process is gone, without waiting for its heartbeat to age: the host
+/// name alone does not name a machine (containers' hostnames repeat), the boot id
+/// (`/proc/sys/kernel/random/boot_id`) does, until the next boot; a pid means a process only
+/// within its pid namespace; and a pid is reused, so the process must also have started at
+/// the recorded time (field 22 of `/proc/PID/stat`, clock ticks since boot). Claims written
+/// without them (by older versions, or where `/proc` is missing) keep the heartbeat rule.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Holder {
     pub host: String,
@@ -33,21 +44,99 @@ pub struct Holder {
     pub started: f64,
     /// host, pid and start time in nanoseconds: tells this claim from any other.
     pub token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// The target of `/proc/self/ns/pid`, e.g. `pid:[4026531836]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ticks: Option<u64>,
+}
+
+/// This machine and this process as `/proc` tells them; None where it cannot.
+#[derive(Debug, Clone, PartialEq)]
+struct ThisProcess {
+    host: String,
+    boot_id: Option<String>,
+    pid_namespace: Option<String>,
+    start_ticks: Option<u64>,
+}
+
+fn this_process() -> &'static ThisProcess {
+    static THIS: OnceLock<ThisProcess> = OnceLock::new();
+    THIS.get_or_init(|| ThisProcess {
+        host: rustix::system::uname().nodename().to_string_lossy().into_owned(),
+        boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|id| id.trim().to_string()),
+        pid_namespace: std::fs::read_link("/proc/self/ns/pid").ok().map(|ns| ns.to_string_lossy().into_owned()),
+        start_ticks: std::fs::read_to_string("/proc/self/stat").ok().and_then(|stat| parse_stat(&stat)).map(|s| s.1),
+    })
+}
+
+/// The state (field 3) and start time (field 22) of a `/proc/PID/stat` line. The command
+/// name (field 2) is in parentheses and may itself hold spaces and parentheses, so the
+/// fields are counted from the last `)`.
+fn parse_stat(stat: &str) -> Option<(char, u64)> {
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let start_ticks = fields.nth(18)?.parse().ok()?;
+    Some((state, start_ticks))
+}
+
+/// Whether the process `pid` of this machine's pid namespace that started at `start_ticks`
+/// still runs. A zombie (killed, not yet reaped) does not; when `/proc` cannot tell, it
+/// is taken to run, and the heartbeat decides.
+fn process_runs(pid: u32, start_ticks: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => parse_stat(&stat).is_none_or(|(state, start)| start == start_ticks && !matches!(state, 'Z' | 'X')),
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    }
 }
 
 impl Holder {
     /// This process, now.
     pub fn current() -> Holder {
-        let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
+        let this = this_process();
         let pid = std::process::id();
         let started = unix_now();
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        Holder { token: format!("{host}-{pid}-{nanos}"), host, pid, started }
+        Holder {
+            token: format!("{}-{pid}-{nanos}", this.host),
+            host: this.host.clone(),
+            pid,
+            started,
+            boot_id: this.boot_id.clone(),
+            pid_namespace: this.pid_namespace.clone(),
+            start_ticks: this.start_ticks,
+        }
+    }
+
+    /// True when the holder ran on this machine, in this pid namespace, and its process is
+    /// gone; false when that cannot be told (another machine, or a claim without the fields).
+    fn process_gone(&self) -> bool {
+        let this = this_process();
+        let (Some(boot_id), Some(namespace), Some(start_ticks)) =
+            (&self.boot_id, &self.pid_namespace, self.start_ticks)
+        else {
+            return false;
+        };
+        self.host == this.host
+            && this.boot_id.as_ref() == Some(boot_id)
+            && this.pid_namespace.as_ref() == Some(namespace)
+            && !process_runs(self.pid, start_ticks)
     }
 
     fn to_toml(&self) -> String {
         toml::to_string(self).expect("a claim always serializes")
     }
+}
+
+/// Why a claim is stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stale {
+    /// No heartbeat for longer than the claim timeout.
+    NoHeartbeat,
+    /// Made on this machine by a process that is gone.
+    HolderGone,
 }
 
 /// A claim file as another worker sees it.
@@ -57,7 +146,8 @@ pub struct ClaimInfo {
     pub holder: Option<Holder>,
     /// Seconds since the last heartbeat.
     pub heartbeat_age: f64,
-    pub stale: bool,
+    /// None while the claim is live.
+    pub stale: Option<Stale>,
     /// Device, inode and mtime: tells this file from a claim made after it at the same path.
     identity: (u64, u64, u64),
 }
@@ -88,14 +178,17 @@ fn read_claim(path: &Path, timeout: f64) -> Result<Option<ClaimInfo>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(_) => String::new(),
     };
-    let heartbeat = subsets::layout::modified_ns(&metadata) as f64 / 1e9;
+    let holder: Option<Holder> = toml::from_str(&text).ok();
+    let heartbeat = modified_ns(&metadata) as f64 / 1e9;
     let heartbeat_age = (unix_now() - heartbeat).max(0.0);
-    Ok(Some(ClaimInfo {
-        holder: toml::from_str(&text).ok(),
-        heartbeat_age,
-        stale: heartbeat_age > timeout,
-        identity: identity(&metadata),
-    }))
+    let stale = if holder.as_ref().is_some_and(Holder::process_gone) {
+        Some(Stale::HolderGone)
+    } else if heartbeat_age > timeout {
+        Some(Stale::NoHeartbeat)
+    } else {
+        None
+    };
+    Ok(Some(ClaimInfo { holder, heartbeat_age, stale, identity: identity(&metadata) }))
 }
 
 /// What [`Claim::acquire`] found.
@@ -119,8 +212,8 @@ pub struct Claim {
 }
 
 impl Claim {
-    /// Claims `job` for this process, breaking a claim whose heartbeat is older than
-    /// `timeout` seconds.
+    /// Claims `job` for this process, breaking a stale claim (no heartbeat for `timeout`
+    /// seconds, or its process gone).
     pub fn acquire(run: &RunDir, job: u32, timeout: f64) -> Result<Acquired> {
         let dir = run.claims_dir();
         std::fs::create_dir_all(&dir).map_err(subsets::Error::io(&dir))?;
@@ -139,7 +232,7 @@ impl Claim {
                 Err(e) => return Err(subsets::Error::io(&path)(e).into()),
             }
             let Some(found) = read_claim(&path, timeout)? else { continue };
-            if !found.stale {
+            if found.stale.is_none() {
                 return Ok(Acquired::Held(found));
             }
             if break_claim(&path, &found, &holder.token)? {
@@ -208,7 +301,7 @@ fn still_ours(path: &Path, token: &str) -> bool {
 }
 
 fn identity(metadata: &std::fs::Metadata) -> (u64, u64, u64) {
-    (metadata.dev(), metadata.ino(), subsets::layout::modified_ns(metadata))
+    (metadata.dev(), metadata.ino(), modified_ns(metadata))
 }
 
 /// Renames the stale claim `found` at `path` away and deletes it; true when it was that
@@ -232,6 +325,22 @@ fn break_claim(path: &Path, found: &ClaimInfo, token: &str) -> Result<bool> {
     Ok(same)
 }
 
+/// A claim file at `path` written by `holder`, as a worker that died after claiming left it.
+#[cfg(test)]
+pub(crate) fn write_claim(path: &Path, holder: &Holder) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, holder.to_toml()).unwrap();
+}
+
+/// A pid of this machine that no process has now: a child that exited and was reaped.
+#[cfg(test)]
+pub(crate) fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,7 +357,7 @@ mod tests {
         let Acquired::Ours { claim, broke: None } = Claim::acquire(&run, 2, 60.0).unwrap() else { panic!("free") };
         let Acquired::Held(info) = Claim::acquire(&run, 2, 60.0).unwrap() else { panic!("taken") };
         assert_eq!(info.holder.as_ref(), Some(&claim.holder));
-        assert!(!info.stale && info.heartbeat_age < 5.0);
+        assert!(info.stale.is_none() && info.heartbeat_age < 5.0);
         assert!(claim.is_ours());
         claim.release().unwrap();
         assert!(inspect(&run, 2, 60.0).unwrap().is_none());
@@ -265,7 +374,7 @@ mod tests {
             panic!("a stale claim is broken")
         };
         assert_eq!(broken.holder.as_ref(), Some(&first.holder));
-        assert!(broken.stale && broken.heartbeat_age >= 119.0);
+        assert!(broken.stale == Some(Stale::NoHeartbeat) && broken.heartbeat_age >= 119.0);
         assert!(!first.is_ours() && second.is_ours());
         first.release().unwrap();
         assert!(second.is_ours(), "releasing a lost claim leaves the new holder's file");
@@ -292,7 +401,7 @@ mod tests {
         let Acquired::Ours { claim, .. } = Claim::acquire(&run, 1, 0.4).unwrap() else { panic!() };
         std::thread::sleep(Duration::from_millis(900));
         let info = inspect(&run, 1, 0.4).unwrap().unwrap();
-        assert!(!info.stale, "heartbeat age {}", info.heartbeat_age);
+        assert!(info.stale.is_none(), "heartbeat age {}", info.heartbeat_age);
         claim.release().unwrap();
     }
 
@@ -300,8 +409,7 @@ mod tests {
     fn breaking_checks_it_moved_the_stale_file() {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::new(dir.path());
-        std::fs::create_dir_all(run.claims_dir()).unwrap();
-        std::fs::write(run.claim(5), Holder::current().to_toml()).unwrap();
+        write_claim(&run.claim(5), &Holder::current());
         age(&run.claim(5), 100);
         let judged = inspect(&run, 5, 60.0).unwrap().unwrap();
         // Another worker breaks it and claims the job before we rename.
@@ -310,5 +418,80 @@ mod tests {
         std::fs::write(run.claim(5), &fresh).unwrap();
         assert!(!break_claim(&run.claim(5), &judged, "late").unwrap());
         assert_eq!(std::fs::read_to_string(run.claim(5)).unwrap(), fresh, "the fresh claim is put back");
+    }
+
+    #[test]
+    fn a_claim_records_this_machine_and_process() {
+        let holder = Holder::current();
+        assert!(holder.boot_id.as_ref().is_some_and(|id| id.len() == 36), "{holder:?}");
+        assert!(holder.pid_namespace.as_ref().is_some_and(|ns| ns.starts_with("pid:[")), "{holder:?}");
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", holder.pid)).unwrap();
+        assert_eq!(parse_stat(&stat).map(|s| s.1), holder.start_ticks);
+        let text = holder.to_toml();
+        assert!(text.contains("boot_id = ") && text.contains("start_ticks = "), "{text}");
+        assert_eq!(toml::from_str::<Holder>(&text).unwrap(), holder);
+    }
+
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        let fields: Vec<String> = (4..=52).map(|i| i.to_string()).collect();
+        let stat = format!("4242 (a (b) c) S {}\n", fields.join(" "));
+        assert_eq!(parse_stat(&stat), Some(('S', 22)));
+        assert_eq!(parse_stat("4242 (truncated"), None);
+    }
+
+    /// Holds a claim on job 0 of a fresh run written by `holder`, with a fresh heartbeat.
+    fn claimed_by(holder: &Holder) -> (tempfile::TempDir, RunDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        write_claim(&run.claim(0), holder);
+        (dir, run)
+    }
+
+    #[test]
+    fn a_claim_of_a_dead_process_on_this_machine_is_stale_at_once() {
+        let holder = Holder { pid: dead_pid(), ..Holder::current() };
+        let (_dir, run) = claimed_by(&holder);
+        let info = inspect(&run, 0, 600.0).unwrap().unwrap();
+        assert!(info.heartbeat_age < 5.0);
+        assert_eq!(info.stale, Some(Stale::HolderGone));
+        let Acquired::Ours { broke: Some(broken), .. } = Claim::acquire(&run, 0, 600.0).unwrap() else {
+            panic!("the dead worker's claim is taken over")
+        };
+        assert_eq!(broken.holder, Some(holder));
+    }
+
+    #[test]
+    fn a_reused_pid_with_another_start_time_is_another_process() {
+        let this = Holder::current();
+        let holder = Holder { start_ticks: this.start_ticks.map(|t| t + 1), ..this };
+        let (_dir, run) = claimed_by(&holder);
+        assert_eq!(inspect(&run, 0, 600.0).unwrap().unwrap().stale, Some(Stale::HolderGone));
+    }
+
+    #[test]
+    fn claims_of_other_machines_and_old_claims_keep_the_heartbeat_rule() {
+        let dead = Holder { pid: dead_pid(), ..Holder::current() };
+        for holder in [
+            Holder { boot_id: Some("another boot".into()), ..dead.clone() },
+            Holder { host: "another-host".into(), ..dead.clone() },
+            Holder { pid_namespace: Some("pid:[1]".into()), ..dead.clone() },
+            Holder { boot_id: None, pid_namespace: None, start_ticks: None, ..dead.clone() },
+        ] {
+            let (_dir, run) = claimed_by(&holder);
+            assert!(matches!(Claim::acquire(&run, 0, 600.0).unwrap(), Acquired::Held(_)), "{holder:?}");
+            age(&run.claim(0), 700);
+            let info = inspect(&run, 0, 600.0).unwrap().unwrap();
+            assert_eq!(info.stale, Some(Stale::NoHeartbeat), "{holder:?}");
+        }
+        let old = "host = \"h\"\npid = 1\nstarted = 1.0\ntoken = \"h-1-1\"\n";
+        let holder: Holder = toml::from_str(old).unwrap();
+        assert_eq!((holder.boot_id, holder.pid_namespace, holder.start_ticks), (None, None, None));
+    }
+
+    #[test]
+    fn the_claim_of_a_live_process_on_this_machine_stays_live() {
+        let (_dir, run) = claimed_by(&Holder::current());
+        assert!(matches!(Claim::acquire(&run, 0, 600.0).unwrap(), Acquired::Held(ClaimInfo { stale: None, .. })));
     }
 }

@@ -1,0 +1,73 @@
+//! The trainer the job queue drives ([`queue::Trainer`]): a planned run's documents and
+//! background tokenized once, when the trainer is built, then each job's stack handed to
+//! [`train::train_and_evaluate`] on one device. Which job runs, claims and logs are the
+//! queue's.
+
+use tch::Device;
+
+use queue::Progress;
+use subsets::config::RunConfig;
+use subsets::layout::RunDir;
+use subsets::membership;
+use subsets::schema::{self, CorpusTable, LogTable};
+use subsets::tokenizer::{RunTokens, Tokenizer};
+
+use crate::train::{self, StackInput};
+use crate::{Error, Result};
+
+/// A planned run's documents, tokenized, ready to train any of its jobs on `device`.
+pub struct RunTrainer {
+    config: RunConfig,
+    /// Token ids of every document, whole or cut to `max_tokens_per_doc`.
+    documents: Vec<Vec<u32>>,
+    background: Vec<Vec<u32>>,
+    copies: Vec<u16>,
+    holdout: Vec<bool>,
+    device: Device,
+}
+
+impl RunTrainer {
+    /// Reads the corpus of `run` (planned with `config`) and tokenizes it and its
+    /// background with the run's tokenizer, which must be the file the plan wrote.
+    pub fn new(run: &RunDir, config: &RunConfig, device: Device) -> Result<RunTrainer> {
+        let corpus: CorpusTable = schema::read(&run.corpus())?;
+        let (_, members) = membership::header(&run.membership())?;
+        if members as usize != corpus.doc.len() {
+            return Err(Error::Plan {
+                path: run.membership(),
+                message: format!("covers {members} documents, but corpus.parquet has {}", corpus.doc.len()),
+            });
+        }
+        let RunTokens { documents, background } = Tokenizer::for_run(run, config)?.encode_run(run, config, &corpus)?;
+        Ok(RunTrainer {
+            config: config.clone(),
+            documents,
+            background,
+            copies: corpus.copies,
+            holdout: corpus.holdout,
+            device,
+        })
+    }
+}
+
+impl queue::Trainer for RunTrainer {
+    type Error = Error;
+
+    fn train_job(
+        &self,
+        _job: u32,
+        models: &[(u32, &[u32])],
+        progress: &dyn Progress,
+        rows: &mut dyn FnMut(LogTable) -> queue::Result<()>,
+    ) -> Result<()> {
+        let input = StackInput {
+            config: &self.config,
+            documents: &self.documents,
+            copies: &self.copies,
+            holdout: &self.holdout,
+            background: &self.background,
+            models,
+        };
+        train::train_and_evaluate(&input, self.device, progress, &mut |part| Ok(rows(part)?))
+    }
+}
