@@ -119,10 +119,16 @@ pub fn accumulate(
     cluster_size: &[u32],
     values: &Mutex<ModelValues>,
 ) -> Result<Accumulated> {
-    let docs = cluster.len();
-    logs.par_iter()
-        .map(|log| accumulate_file(log, cluster, cluster_size, values))
-        .try_reduce(|| Accumulated::new(docs), |a, b| Ok(a.merge(b)))
+    // Logs are read a thread's worth at a time and their sums merged in log order, so that
+    // the floating-point sums do not depend on how rayon splits the work (a reduce tree
+    // would): the scores are the same bits from run to run.
+    let mut total = Accumulated::new(cluster.len());
+    for chunk in logs.chunks(rayon::current_num_threads().max(1)) {
+        let parts: Vec<Accumulated> =
+            chunk.par_iter().map(|log| accumulate_file(log, cluster, cluster_size, values)).collect::<Result<_>>()?;
+        total = parts.into_iter().fold(total, Accumulated::merge);
+    }
+    Ok(total)
 }
 
 fn accumulate_file(

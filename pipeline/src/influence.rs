@@ -41,7 +41,8 @@ impl InfluenceArgs {
 }
 
 pub fn run(args: &InfluenceArgs) -> Result<()> {
-    write(&args.run, &RunLogs::open(&RunDir::new(&args.run))?, &args.settings()?)
+    let settings = args.settings()?;
+    write(&args.run, &RunLogs::open(&RunDir::new(&args.run))?, &settings)
 }
 
 /// Computes, writes and prints the influence `settings` ask for, from `logs`, the complete
