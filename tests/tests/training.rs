@@ -1,8 +1,8 @@
 //! End-to-end runs of the real binary with real libtorch training on the CPU: a copy sweep,
-//! and reproducibility from the seed (the demo's runs are in `demo.rs`).
+//! reproducibility from the seed, and damaged logs redone (the demo's runs are in `demo.rs`).
 
 use subsets::schema::{self, CopiesTable, LogTable};
-use tests::{TINY_CONFIG, cfmem_ok, plan_args, training_lock};
+use tests::{TINY_CONFIG, cfmem, cfmem_ok, plan_args, training_lock};
 
 #[test]
 fn memorization_grows_with_copies() {
@@ -39,7 +39,7 @@ fn memorization_grows_with_copies() {
 }
 
 #[test]
-fn cpu_runs_are_reproducible_from_the_seed_and_score_whole_documents() {
+fn cpu_runs_are_reproducible_from_the_seed_score_whole_documents_and_redo_damaged_logs() {
     let _one_at_a_time = training_lock();
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.jsonl");
@@ -65,4 +65,26 @@ fn cpu_runs_are_reproducible_from_the_seed_and_score_whole_documents() {
         }
     }
     assert_eq!(first, plan_and_run("b"), "same seed, same logs bit for bit");
+
+    // Everything is complete: a second run does nothing.
+    let run = dir.path().join("a");
+    let run_arg = run.to_str().unwrap();
+    let again = cfmem(&["run", run_arg, "--device", "cpu"]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("0 jobs ran, 0 redone, 2 already complete"), "{stderr}");
+    // A corrupted log fails its checksum and is redone, with the same numbers.
+    let log = run.join("logs/job-00001.parquet");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&log, bytes).unwrap();
+    let again = cfmem(&["run", run_arg, "--device", "cpu"]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("0 jobs ran, 1 redone, 1 already complete"), "{stderr}");
+    assert_eq!(schema::read::<LogTable>(&log).unwrap(), first[1]);
+    // A missing log is run again.
+    std::fs::remove_file(&log).unwrap();
+    let again = cfmem(&["run", run_arg, "--device", "cpu"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("1 redone"));
+    cfmem_ok(&["analyze", run_arg]);
 }
