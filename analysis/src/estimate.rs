@@ -12,7 +12,7 @@
 //! ([`ModelValues`]), each thread holds one [`Metrics`] per document (about 100 bytes) and
 //! its log's (model, cluster) cells.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -139,7 +139,8 @@ fn accumulate_file(
 ) -> Result<Accumulated> {
     let mut acc = Accumulated::new(cluster.len());
     let mut rows = LogRows::new(path, cluster.len(), false);
-    let mut groups: HashMap<(u32, u32), GroupCell> = HashMap::new();
+    // Ordered by (model, cluster), so that each cluster's sums are taken in one order.
+    let mut groups: BTreeMap<(u32, u32), GroupCell> = BTreeMap::new();
     let mut row = 0usize;
     schema::for_each_batch(path, |batch: LogTable| {
         for i in 0..batch.len() {
