@@ -140,6 +140,11 @@ impl Architecture {
 
     /// The initial weights of one model, `[P]` on the CPU, drawn from `seed` alone.
     pub fn initial_weights(&self, seed: u64) -> Tensor {
+        // libtorch's default generator is one per process: seeding it and drawing from it are
+        // one step under this lock, so that stacks initialized at once (tests run in threads)
+        // each get their own seed's weights.
+        static DEFAULT_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _seeded = DEFAULT_GENERATOR.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         tch::manual_seed(seed as i64);
         let parts: Vec<Tensor> = self
             .specs
