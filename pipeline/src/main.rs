@@ -564,7 +564,7 @@ fn analyze(run: &Path, partial: bool, settings: AnalyzeSettings) -> Result<RunLo
 /// Sentences of the demo's generated background corpus.
 const DEMO_BACKGROUND: usize = 300;
 
-/// Settings of the demo: small enough to finish in about three minutes on two CPU cores.
+/// Settings of the demo: small enough to finish in under three minutes on two CPU cores.
 fn demo_hyperparameters() -> Hyperparameters {
     let mut h = Hyperparameters::default();
     h.model.n_layer = 2;
