@@ -455,6 +455,28 @@ mod tests {
     }
 
     #[test]
+    fn a_design_is_checked_before_the_corpus_is_read_and_errors_name_the_field() {
+        let check = |change: fn(&mut DesignConfig)| {
+            let mut design = DesignConfig::documents(4, 0.5);
+            change(&mut design);
+            design.validate().err().map(|e| e.to_string())
+        };
+        assert_eq!(check(|_| {}), None);
+        assert_eq!(check(|d| d.keep = 1.0).unwrap(), "design.keep: must be strictly between 0 and 1, got 1");
+        assert!(check(|d| d.models = 1).unwrap().starts_with("design.models: too few models: with 1 models"));
+        assert_eq!(check(|d| d.holdout = 1.5).unwrap(), "design.holdout: must be in [0, 1), got 1.5");
+        assert_eq!(check(|d| d.canaries = 3).unwrap(), "design.copies: canaries need copy counts to plant");
+        assert_eq!(
+            check(|d| d.copies = vec![1, 2]).unwrap(),
+            "design.copies: copy counts need canaries: generated ones, or corpus documents named as canaries"
+        );
+        assert_eq!(
+            check(|d| (d.copies, d.canaries) = (vec![0, 2], 3)).unwrap(),
+            "design.copies: copy counts must be at least 1"
+        );
+    }
+
+    #[test]
     fn invalid_hyperparameters_name_the_field() {
         let mut h = Hyperparameters::default();
         h.model.d_model = 30;
