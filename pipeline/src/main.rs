@@ -395,25 +395,25 @@ impl PlanArgs {
 }
 
 fn plan(settings: PlanSettings) -> Result<()> {
-    let (corpus, out, background, hyperparameters, seed, design) = match settings {
-        PlanSettings::Extend { run, models } => return extend(&run, models),
+    match settings {
+        PlanSettings::Extend { run, models } => extend(&run, models),
         PlanSettings::New { corpus, out, background, hyperparameters, seed, design } => {
-            (corpus, out, background, hyperparameters, seed, design)
+            let documents = corpus::read(&corpus)?;
+            let background = match &background {
+                Some(path) => Some(Background { path: path.display().to_string(), documents: corpus::read(path)? }),
+                None => None,
+            };
+            let request = PlanRequest {
+                corpus_path: &corpus.display().to_string(),
+                documents,
+                seed,
+                design,
+                hyperparameters,
+                background,
+            };
+            plan_run(&out, request)
         }
-    };
-    let background = match &background {
-        Some(path) => Some(Background { path: path.display().to_string(), documents: corpus::read(path)? }),
-        None => None,
-    };
-    let request = PlanRequest {
-        corpus_path: &corpus.display().to_string(),
-        documents: corpus::read(&corpus)?,
-        seed,
-        design,
-        hyperparameters,
-        background,
-    };
-    plan_run(&out, request)
+    }
 }
 
 fn extend(run: &Path, models: u32) -> Result<()> {
