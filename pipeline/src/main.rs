@@ -299,13 +299,12 @@ fn main() -> ExitCode {
 }
 
 /// Design settings as `run.toml` names them, and the `plan` flags that set them.
-const DESIGN_FLAGS: [(&str, &str); 7] = [
+const DESIGN_FLAGS: [(&str, &str); 6] = [
     ("design.models", "--models"),
     ("design.keep", "--keep"),
     ("design.holdout", "--holdout"),
     ("design.holdout_ids", "--holdout-ids"),
     ("design.copies", "--copies"),
-    ("design.canaries", "--canaries"),
     ("design.canary_ids", "--canary-ids"),
 ];
 
