@@ -112,11 +112,14 @@ pub fn keep_freed_memory() {
     }
 }
 
-/// Sets the CPU threads libtorch uses in this process; 0 keeps its default.
+/// Sets the CPU threads libtorch uses in this process; 0 means its default (one per core).
+/// The count is set even then: setting it also turns off MKL's dynamic choice of threads
+/// per call, under which a loaded machine may compute a run's matrix products with fewer
+/// threads, so with sums in another order, and a CPU run would no longer reproduce its
+/// numbers bit for bit. Call it before libtorch computes anything.
 pub fn set_cpu_threads(threads: u32) {
-    if threads > 0 {
-        tch::set_num_threads(threads as i32);
-    }
+    let threads = if threads > 0 { threads as i32 } else { tch::get_num_threads() };
+    tch::set_num_threads(threads);
 }
 
 /// A short name of a resolved device, for messages.

@@ -517,9 +517,9 @@ fn slurm_settings(args: SlurmArgs) -> slurm::ArraySettings {
 
 fn run_jobs(run: &Path, compute: &ComputeArgs, selection: &Selection) -> Result<()> {
     let queue = Queue::open(RunDir::new(run))?;
+    jobs::device::set_cpu_threads(compute.threads);
     let device = compute.device.resolve()?;
     let trainer = RunTrainer::new(queue.run_dir(), queue.config(), device)?;
-    jobs::device::set_cpu_threads(compute.threads);
     let count = selection.jobs.as_ref().map_or(queue.job_ids().len(), Vec::len);
     eprintln!("running {count} jobs on {}", jobs::device::describe(device));
     let bars = progress::Bars::new(count);
