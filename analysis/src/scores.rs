@@ -134,7 +134,7 @@ fn diagnose_regime(run: &RunDir, config: &RunConfig, corpus: &CorpusTable, score
         .zip(&corpus.holdout)
         .map(|(&copies, &held)| if held { 0 } else { copies.into() })
         .collect();
-    let baselines = diagnosis::leave_one_out_baselines(&documents, &weights, &background, tokenizer.bos())?;
+    let baselines = diagnosis::leave_one_out_baselines(&documents, &weights, &background, tokenizer.vocab())?;
     let accuracies: Vec<DocumentAccuracy> = baselines
         .iter()
         .enumerate()

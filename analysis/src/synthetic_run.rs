@@ -52,6 +52,7 @@ pub fn write(run: &RunDir, spec: &Spec, row: impl Fn(u32, usize, &[bool]) -> Row
         },
         hyperparameters,
         background: None,
+        base: None,
     };
     let plan = plan::build(request)?;
     plan::write(run, &plan)?;

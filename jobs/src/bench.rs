@@ -19,6 +19,8 @@ use subsets::seeds;
 use subsets::tokenizer::Tokenizer;
 
 use crate::Result;
+use crate::base::LoadedBase;
+use crate::model::Architecture;
 use crate::train::{self, LOSS_EVERY, StackInput};
 
 /// Dense matrix-product peak of a device, FLOP/s.
@@ -52,8 +54,11 @@ pub struct StackRun {
 }
 
 /// What `cfmem bench` is asked to measure for one stack size.
-pub struct BenchRequest {
+pub struct BenchRequest<'a> {
+    /// With a base, its architecture and tokenizer in `model`.
     pub hyperparameters: Hyperparameters,
+    /// The base every model of a stack starts from, if any.
+    pub base: Option<&'a LoadedBase>,
     /// Training steps timed per stack size (rounded up to a multiple of
     /// [`LOSS_EVERY`]), after [`WARMUP_STEPS`] untimed ones.
     pub steps: usize,
@@ -113,11 +118,15 @@ impl Progress for StepClock {
 
 /// A run configuration whose stacks train exactly `steps` steps on `2 × batch_size`
 /// documents (keep 0.5: the nominal set is one batch, so one epoch is one step), over the
-/// vocabulary the configuration's tokenizer would have.
-fn bench_config(hyperparameters: &Hyperparameters, steps: usize) -> Result<RunConfig> {
+/// vocabulary the configuration's tokenizer would have, or the base's.
+fn bench_config(request: &BenchRequest<'_>, steps: usize) -> Result<RunConfig> {
+    let hyperparameters = &request.hyperparameters;
     let mut train = hyperparameters.train.clone();
     train.epochs = steps as u32;
-    let vocab = Tokenizer::planned_vocab(&hyperparameters.model)?;
+    let (vocab, bos) = match &request.base {
+        Some(loaded) => (loaded.base.layout.rows, Some(loaded.base.layout.bos)),
+        None => (Tokenizer::planned_vocab(&hyperparameters.model)?, None),
+    };
     Ok(RunConfig {
         seed: 0,
         corpus: CorpusConfig { path: "synthetic".into(), sha256: String::new(), documents: 0 },
@@ -125,15 +134,16 @@ fn bench_config(hyperparameters: &Hyperparameters, steps: usize) -> Result<RunCo
         model: hyperparameters.model.clone(),
         train,
         jobs: hyperparameters.jobs.clone(),
-        tokens: TokensConfig { vocab, tokenizer_sha256: None, corpus: 0, capped: 0, background: 0 },
+        tokens: TokensConfig { vocab, bos, tokenizer_sha256: None, corpus: 0, capped: 0, background: 0 },
         background: None,
+        base: None,
     })
 }
 
 /// Trains and evaluates a stack of `stack` models and measures it against `peak`.
-pub fn measure_stack(request: &BenchRequest, stack: usize, device: Device, peak: &MatmulPeak) -> Result<StackRun> {
+pub fn measure_stack(request: &BenchRequest<'_>, stack: usize, device: Device, peak: &MatmulPeak) -> Result<StackRun> {
     let total_steps = WARMUP_STEPS + request.steps.div_ceil(LOSS_EVERY).max(1) * LOSS_EVERY;
-    let config = bench_config(&request.hyperparameters, total_steps)?;
+    let config = bench_config(request, total_steps)?;
     let length = config.model.window();
     let batch = config.train.batch_size as usize;
     let mut rng = seeds::rng(0, "bench-documents", stack as u64);
@@ -152,8 +162,10 @@ pub fn measure_stack(request: &BenchRequest, stack: usize, device: Device, peak:
         holdout: &holdout,
         background: &[],
         models: &models,
+        base: request.base.map(|loaded| &loaded.weights),
     };
 
+    train::check_memory(&Architecture::new(&config.model, config.tokens.layout()), stack, &config.train, device)?;
     reset_peak_memory();
     let clock = StepClock { ended: Default::default() };
     let trained = train::train(&input, device, &clock)?;
@@ -198,7 +210,7 @@ fn reset_peak_memory() {
 
 fn peak_memory(device: Device) -> Option<u64> {
     match device {
-        Device::Cuda(_) => cuda_memory_in_use(),
+        Device::Cuda(_) => crate::device::cuda_memory().map(|(free, total)| total - free),
         _ => {
             let status = std::fs::read_to_string("/proc/self/status").ok()?;
             let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -206,21 +218,4 @@ fn peak_memory(device: Device) -> Option<u64> {
             Some(kib * 1024)
         }
     }
-}
-
-/// Device memory in use (total − free) from the CUDA runtime libtorch has loaded.
-fn cuda_memory_in_use() -> Option<u64> {
-    type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
-    // SAFETY: looks up a symbol of a library already loaded by libtorch; a null result
-    // means the runtime is not there and is handled.
-    let symbol = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"cudaMemGetInfo".as_ptr()) };
-    if symbol.is_null() {
-        return None;
-    }
-    // SAFETY: cudaMemGetInfo has this signature in every CUDA runtime.
-    let get_info: MemGetInfo = unsafe { std::mem::transmute(symbol) };
-    let (mut free, mut total) = (0usize, 0usize);
-    // SAFETY: both pointers are valid for writes.
-    let status = unsafe { get_info(&mut free, &mut total) };
-    (status == 0).then(|| (total - free) as u64)
 }

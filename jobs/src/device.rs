@@ -112,6 +112,41 @@ pub fn keep_freed_memory() {
     }
 }
 
+/// Bytes free for tensors on `device`: the kernel's MemAvailable on the CPU, the CUDA
+/// runtime's free memory on a GPU; None where neither can be read.
+pub fn free_memory(device: Device) -> Option<u64> {
+    match device {
+        Device::Cuda(_) => cuda_memory().map(|(free, _)| free),
+        _ => available_memory(),
+    }
+}
+
+/// Bytes of memory the kernel says new allocations can have (MemAvailable).
+pub fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Free and total memory of the current CUDA device, from the CUDA runtime libtorch has
+/// loaded.
+pub fn cuda_memory() -> Option<(u64, u64)> {
+    type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
+    // SAFETY: looks up a symbol of a library already loaded by libtorch; a null result
+    // means the runtime is not there and is handled.
+    let symbol = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"cudaMemGetInfo".as_ptr()) };
+    if symbol.is_null() {
+        return None;
+    }
+    // SAFETY: cudaMemGetInfo has this signature in every CUDA runtime.
+    let get_info: MemGetInfo = unsafe { std::mem::transmute(symbol) };
+    let (mut free, mut total) = (0usize, 0usize);
+    // SAFETY: both pointers are valid for writes.
+    let status = unsafe { get_info(&mut free, &mut total) };
+    (status == 0).then_some((free as u64, total as u64))
+}
+
 /// Sets the CPU threads libtorch uses in this process; 0 means its default (one per core).
 /// The count is set even then: setting it also turns off MKL's dynamic choice of threads
 /// per call, under which a loaded machine may compute a run's matrix products with fewer

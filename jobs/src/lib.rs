@@ -1,10 +1,14 @@
 //! Training and evaluating the models of a planned run: the only crate that links libtorch.
 //!
+//! - [`base`] loads a base model's weights into the parameter layout and writes a model as
+//!   a base directory in the Hugging Face GPT-2 layout.
 //! - [`bench`] measures the trainer against the device's matmul peak (`cfmem bench`).
 //! - [`device`] resolves `auto|cpu|cuda|cuda:N` to a torch device, and keeps freed CPU
 //!   memory for reuse.
 //! - [`model`] is the tiny decoder-only transformer over the run's tokens, G of them
 //!   stacked in one set of tensors.
+//! - [`pretrain`] trains one model on a whole corpus, with checkpoints it resumes from,
+//!   and writes it as a base.
 //! - [`train`] trains a stack of models, each on its own subset, and evaluates every model
 //!   on every document.
 //! - [`trainer`] is the trainer the job queue (crate `queue`) drives: a run's documents
@@ -14,9 +18,11 @@
 //! through [`subsets::schema::LogTable`] rows handed to the queue, and progress through
 //! [`queue::Progress`]; this crate draws nothing on a terminal and computes no statistics.
 
+pub mod base;
 pub mod bench;
 pub mod device;
 pub mod model;
+pub mod pretrain;
 pub mod train;
 pub mod trainer;
 

@@ -1,9 +1,11 @@
 //! A stack of G tiny decoder-only transformers held in one set of tensors: every weight has
 //! a leading model dimension, so each kernel does the work of all G models at once.
 //!
-//! Each model is the same small transformer: learned token and position embeddings,
-//! pre-LayerNorm blocks of causal self-attention and a GELU MLP, a final LayerNorm and a
-//! linear head over the vocabulary. All weights of the stack live in one `[G, P]` tensor
+//! Each model is the same small transformer, GPT-2's: learned token and position
+//! embeddings, pre-LayerNorm blocks of causal self-attention and a GELU MLP, a final
+//! LayerNorm and a linear head over the vocabulary, its own matrix or the token embedding
+//! (tied). The parameter layout is GPT-2's tensors in order ([`subsets::base`]), so a
+//! Hugging Face checkpoint maps onto it tensor by tensor. All weights of the stack live in one `[G, P]` tensor
 //! (row g is model g's P parameters), so the optimizer, the per-model gradient norms and
 //! the weight decay are a few elementwise kernels over it; the forward pass reads the
 //! individual weights as views of it. Models never mix: every operation is batched over
@@ -11,7 +13,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use subsets::config::{ModelConfig, Precision};
+use subsets::config::{Activation, EmbeddingLayout, ModelConfig, Precision};
 
 /// How a parameter starts.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,9 +48,11 @@ pub struct Architecture {
     n_head: i64,
     d_model: i64,
     context: i64,
-    /// Rows of the token embedding and columns of the head: the tokenizer's vocabulary,
-    /// BOS and PAD.
-    embedding_rows: i64,
+    /// Rows of the token embedding and columns of the head, BOS and PAD among them.
+    layout: EmbeddingLayout,
+    activation: Activation,
+    tied_head: bool,
+    layer_norm_epsilon: f64,
     specs: Vec<ParamSpec>,
 }
 
@@ -56,11 +60,10 @@ pub struct Architecture {
 const BLOCK_PARAMS: usize = 12;
 
 impl Architecture {
-    /// The architecture of `config` over a tokenizer of `vocab` token ids (BOS and PAD come
-    /// after them).
-    pub fn new(config: &ModelConfig, vocab: u32) -> Architecture {
+    /// The architecture of `config` over the token embedding `layout`.
+    pub fn new(config: &ModelConfig, layout: EmbeddingLayout) -> Architecture {
         let d = i64::from(config.d_model);
-        let rows = i64::from(vocab) + 2;
+        let rows = i64::from(layout.rows);
         let context = i64::from(config.context);
         // As tch's nn::linear and nn::embedding start: weights Kaiming-uniform (ReLU gain,
         // ±sqrt(6/fan_in)), biases uniform in ±1/sqrt(fan_in), embeddings standard normal.
@@ -90,13 +93,18 @@ impl Architecture {
             specs.extend(linear(4 * d, d));
         }
         specs.extend(layer_norm());
-        specs.push(ParamSpec { shape: vec![d, rows], init: Init::Uniform(kaiming(d)), decay: true });
+        if !config.tied_head {
+            specs.push(ParamSpec { shape: vec![d, rows], init: Init::Uniform(kaiming(d)), decay: true });
+        }
         Architecture {
             n_layer: i64::from(config.n_layer),
             n_head: i64::from(config.n_head),
             d_model: d,
             context,
-            embedding_rows: rows,
+            layout,
+            activation: config.activation,
+            tied_head: config.tied_head,
+            layer_norm_epsilon: config.layer_norm_epsilon,
             specs,
         }
     }
@@ -106,19 +114,24 @@ impl Architecture {
         self.context
     }
 
-    /// The token that starts every document: the first id after the tokenizer's.
+    /// The token that starts every document.
     pub fn bos(&self) -> i64 {
-        self.embedding_rows - 2
+        i64::from(self.layout.bos)
     }
 
-    /// The token that fills a batch row after its document ends; never a target.
+    /// The token that fills a batch row after its window ends.
     pub fn pad(&self) -> i64 {
-        self.embedding_rows - 1
+        i64::from(self.layout.pad)
     }
 
     /// Logits per position: one per embedding row.
     pub fn outputs(&self) -> i64 {
-        self.embedding_rows
+        i64::from(self.layout.rows)
+    }
+
+    /// Elements of each parameter tensor, in layout order.
+    pub fn parameter_sizes(&self) -> Vec<i64> {
+        self.specs.iter().map(ParamSpec::numel).collect()
     }
 
     /// Parameters of one model.
@@ -162,6 +175,23 @@ impl Architecture {
         Tensor::cat(&parts, 0)
     }
 
+    /// Bytes a stack of `models` needs on its device: each model's weights, gradient and
+    /// AdamW's two moments (16 bytes a parameter), and the larger of a training step's
+    /// activations (`batch` rows of `time` positions, kept for the backward pass) and an
+    /// evaluation batch's logits and log-probabilities (`eval_batch` rows). Counted from
+    /// the fp32 tensors the forward pass keeps, per position: about 17·d_model per layer
+    /// (LayerNorms, q/k/v, attention output, the 4·d_model MLP before and after GELU, the
+    /// residual), the attention probabilities of every head, and the logits with their
+    /// log-probabilities and gradient.
+    pub fn memory_estimate(&self, models: usize, batch: usize, eval_batch: usize, time: usize) -> u64 {
+        let (d, heads, layers, rows) = (self.d_model as u64, self.n_head as u64, self.n_layer as u64, self.outputs() as u64);
+        let time = time as u64;
+        let per_position = 4 * (layers * (17 * d + heads * time) + 3 * rows);
+        let training = batch as u64 * time * per_position;
+        let evaluation = eval_batch as u64 * time * 4 * 2 * rows;
+        models as u64 * (16 * self.parameters() as u64 + training.max(evaluation))
+    }
+
     /// `[1, P]`: 1 where AdamW decays the weight, 0 elsewhere.
     pub fn decay_mask(&self, device: Device) -> Tensor {
         let parts: Vec<Tensor> = self
@@ -180,7 +210,7 @@ impl Architecture {
         let (models, batch, time) = tokens.size3().expect("tokens are [models, batch, time]");
         assert!(time <= self.context, "{time} positions exceed the context of {}", self.context);
         let d = self.d_model;
-        let sizes: Vec<i64> = self.specs.iter().map(ParamSpec::numel).collect();
+        let sizes = self.parameter_sizes();
         let params: Vec<Tensor> = weights
             .split_with_sizes(&sizes, 1)
             .into_iter()
@@ -191,7 +221,7 @@ impl Architecture {
 
         // Embeddings: model g's token t is row g·rows + t of the stacked token tables
         // (torch's embedding backward sums rows without atomics, unlike a gather's).
-        let rows_per_model = self.embedding_rows;
+        let rows_per_model = self.outputs();
         let offsets = (Tensor::arange(models, (Kind::Int64, tokens.device())) * rows_per_model).view([models, 1, 1]);
         let table = params[0].reshape([models * rows_per_model, d]);
         let embedded = Tensor::embedding(&table, &(tokens + offsets), -1, false, false);
@@ -204,15 +234,27 @@ impl Architecture {
             else {
                 unreachable!("a block has {BLOCK_PARAMS} parameters")
             };
-            let qkv = linear(&layer_norm(&x, ln_attn_w, ln_attn_b), qkv_w, qkv_b, precision);
+            let qkv = linear(&self.layer_norm(&x, ln_attn_w, ln_attn_b), qkv_w, qkv_b, precision);
             let attended = self.attention(&qkv, models * batch, time, precision).view([models, rows, d]);
             x = x + linear(&attended, out_w, out_b, precision);
-            let hidden = linear(&layer_norm(&x, ln_mlp_w, ln_mlp_b), in_w, in_b, precision).gelu("none");
+            let approximate = match self.activation {
+                Activation::Gelu => "none",
+                Activation::GeluTanh => "tanh",
+            };
+            let hidden = linear(&self.layer_norm(&x, ln_mlp_w, ln_mlp_b), in_w, in_b, precision).gelu(approximate);
             x = x + linear(&hidden, mlp_w, mlp_b, precision);
         }
-        let n = params.len();
-        let x = layer_norm(&x, &params[n - 3], &params[n - 2]);
-        matmul(&x, &params[n - 1], precision).to_kind(Kind::Float).view([models, batch, time, rows_per_model])
+        let last = 2 + BLOCK_PARAMS * self.n_layer as usize;
+        let x = self.layer_norm(&x, &params[last], &params[last + 1]);
+        let head = if self.tied_head { params[0].transpose(1, 2) } else { params[last + 2].shallow_clone() };
+        matmul(&x, &head, precision).to_kind(Kind::Float).view([models, batch, time, rows_per_model])
+    }
+
+    /// LayerNorm over the last dimension with each model's own scale and shift `[G, d]`.
+    fn layer_norm(&self, x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
+        let d = x.size().last().copied().expect("activations have a feature dimension");
+        let normed = x.layer_norm([d], None::<Tensor>, None::<Tensor>, self.layer_norm_epsilon, true);
+        bias.unsqueeze(1).addcmul(&normed, &weight.unsqueeze(1))
     }
 
     /// Causal self-attention of `[G, rows, 3·d]` projections, as `[G·batch, time, d]` in the
@@ -260,19 +302,15 @@ fn linear(x: &Tensor, w: &Tensor, b: &Tensor, precision: Precision) -> Tensor {
     b.to_kind(kind).unsqueeze(1).baddbmm(&x.to_kind(kind), &w.to_kind(kind), 1.0, 1.0)
 }
 
-/// LayerNorm over the last dimension with each model's own scale and shift `[G, d]`.
-fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
-    let d = x.size().last().copied().expect("activations have a feature dimension");
-    let normed = x.layer_norm([d], None::<Tensor>, None::<Tensor>, 1e-5, true);
-    bias.unsqueeze(1).addcmul(&normed, &weight.unsqueeze(1))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn tiny() -> Architecture {
-        Architecture::new(&ModelConfig { n_layer: 1, n_head: 2, d_model: 8, context: 6, ..Default::default() }, 256)
+        Architecture::new(
+            &ModelConfig { n_layer: 1, n_head: 2, d_model: 8, context: 6, ..Default::default() },
+            EmbeddingLayout::after_vocab(256),
+        )
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! batch. The model reads the token just before the window (BOS for the first) and the
 //! window less its last token, and predicts the window, so every one of the n tokens is
 //! predicted exactly once, and a document's evaluation is the sum over its windows. Rows
-//! of a batch are padded at the end with PAD, which is never a target. A long document
+//! of a batch are padded at the end: PAD as input, [`NO_TARGET`] as target. A long document
 //! thus weighs in training by its number of windows: it is that many examples.
 //!
 //! A model's training set is its subset of the corpus, each document repeated by its copy
@@ -35,7 +35,7 @@ use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Reduction, Tensor};
 
 use queue::Progress;
-use subsets::config::{Precision, RunConfig};
+use subsets::config::{Precision, RunConfig, TrainConfig};
 use subsets::schema::{LogRow, LogTable};
 use subsets::{design, seeds};
 
@@ -48,6 +48,9 @@ pub const LOSS_EVERY: usize = 10;
 const STEPS_PER_UPLOAD: usize = 256;
 /// Documents evaluated between two copies of results back to the host.
 const EVAL_CHUNK: usize = 8192;
+/// The target of a padded position: no token id, so that a base whose PAD is one of its
+/// tokens (its BOS) still never masks a real target of that token.
+const NO_TARGET: i64 = -100;
 
 /// What one job trains: a stack of models over the run's documents.
 pub struct StackInput<'a> {
@@ -63,6 +66,9 @@ pub struct StackInput<'a> {
     pub background: &'a [Vec<u32>],
     /// Each model of the stack with the sorted documents it trains on.
     pub models: &'a [(u32, &'a [u32])],
+    /// The weights every model starts from (`[P]`, on the CPU), when the run starts from a
+    /// base; otherwise each model's own initialization.
+    pub base: Option<&'a Tensor>,
 }
 
 /// Trains every model of the stack, then evaluates each on every document. The log rows go
@@ -93,6 +99,33 @@ pub fn train_and_evaluate(
         first += chunk.len();
     }
     Ok(())
+}
+
+/// Refuses, before any work, a stack of `models` whose estimated memory
+/// ([`Architecture::memory_estimate`]) exceeds what `device` has free, saying the
+/// estimate, the limit and the largest stack that would fit.
+pub fn check_memory(architecture: &Architecture, models: usize, train: &TrainConfig, device: Device) -> Result<()> {
+    let Some(free) = crate::device::free_memory(device) else { return Ok(()) };
+    let time = architecture.context() as usize - 1;
+    let needed =
+        |g: usize| architecture.memory_estimate(g, train.batch_size as usize, train.eval_batch_size as usize, time);
+    if needed(models) <= free {
+        return Ok(());
+    }
+    let gib = |bytes: u64| bytes as f64 / f64::from(1u32 << 30);
+    let advice = match (1..models).rev().find(|&g| needed(g) <= free) {
+        Some(fits) => format!("a stack of {fits} fits: plan with [jobs] stack = {fits}"),
+        None => "not even one model fits: lower train.batch_size and train.eval_batch_size, or use a larger device".into(),
+    };
+    Err(Error::Device(format!(
+        "a stack of {models} models of {} parameters needs about {:.2} GiB (weights, gradients, AdamW state and \
+         activations of a batch of {} × {time}), more than the {:.2} GiB free on {}; {advice}",
+        architecture.parameters(),
+        gib(needed(models)),
+        train.batch_size,
+        gib(free),
+        crate::device::describe(device),
+    )))
 }
 
 /// One document's evaluation by one model.
@@ -155,7 +188,8 @@ fn windows(doc: &[u32], span: usize) -> impl Iterator<Item = Window<'_>> {
     (0..doc.len()).step_by(span).map(move |start| Window { doc, start, end: (start + span).min(doc.len()) })
 }
 
-/// The two tokens a model reads besides the text's.
+/// The two tokens a model reads besides the text's (either may be one of the text's tokens
+/// too: a base's BOS is its end-of-text token).
 #[derive(Debug, Clone, Copy)]
 struct Specials {
     bos: i64,
@@ -178,7 +212,7 @@ fn padded(windows: &[Window<'_>], longest: usize, specials: Specials) -> (Vec<i6
         targets.extend(w.doc[w.start..w.end].iter().map(|&t| i64::from(t)));
         let padding = longest - w.len();
         inputs.extend(std::iter::repeat_n(specials.pad, padding));
-        targets.extend(std::iter::repeat_n(specials.pad, padding));
+        targets.extend(std::iter::repeat_n(NO_TARGET, padding));
     }
     (inputs, targets)
 }
@@ -193,13 +227,24 @@ fn token_table(windows: &[Window<'_>], specials: Specials, device: Device) -> (T
 
 /// A model's training examples (rows of its documents' windows, repeated by copies) served
 /// as an endless stream of reshuffled passes.
-struct ExampleStream {
+pub(crate) struct ExampleStream {
     examples: Vec<i64>,
     next: usize,
     rng: ChaCha8Rng,
 }
 
 impl ExampleStream {
+    pub(crate) fn new(examples: Vec<i64>, rng: ChaCha8Rng) -> ExampleStream {
+        ExampleStream { next: examples.len(), examples, rng }
+    }
+
+    /// Draws and drops `count` examples: the stream as it is after that many draws.
+    pub(crate) fn skip(&mut self, count: usize) {
+        for _ in 0..count {
+            self.take();
+        }
+    }
+
     fn take(&mut self) -> i64 {
         if self.next == self.examples.len() {
             self.examples.shuffle(&mut self.rng);
@@ -222,28 +267,60 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// The initial stack of `models`, each initialized from (run seed, model id).
-    pub fn new(config: &RunConfig, models: &[u32], device: Device) -> Result<Stack> {
-        if config.train.precision == Precision::Bf16 && !device.is_cuda() {
+    /// The initial stack of `models`: each a copy of `base` (`[P]`, the base's weights in
+    /// the parameter layout) or, from scratch, initialized from (run seed, model id).
+    pub fn new(config: &RunConfig, models: &[u32], base: Option<&Tensor>, device: Device) -> Result<Stack> {
+        let architecture = Architecture::new(&config.model, config.tokens.layout());
+        let rows: Vec<Tensor> = models
+            .iter()
+            .map(|&model| match base {
+                Some(weights) => weights.shallow_clone(),
+                None => architecture.initial_weights(seeds::derive(config.seed, "model-init", model.into())),
+            })
+            .collect();
+        Stack::from_rows(architecture, &rows, config.train.precision, device)
+    }
+
+    /// A stack of one model per row of `rows` (each `[P]`), before its first step.
+    pub fn from_rows(architecture: Architecture, rows: &[Tensor], precision: Precision, device: Device) -> Result<Stack> {
+        if precision == Precision::Bf16 && !device.is_cuda() {
             return Err(Error::Device(
                 "train.precision = \"bf16\" needs a CUDA device; set it to \"fp32\" to train on the CPU".into(),
             ));
         }
-        let architecture = Architecture::new(&config.model, config.tokens.vocab);
-        let rows: Vec<Tensor> = models
-            .iter()
-            .map(|&model| architecture.initial_weights(seeds::derive(config.seed, "model-init", model.into())))
-            .collect();
-        let weights = Tensor::stack(&rows, 0).to(device).set_requires_grad(true);
+        let weights = Tensor::stack(rows, 0).to(device).set_requires_grad(true);
         Ok(Stack {
             exp_avg: weights.zeros_like(),
             exp_avg_sq: weights.zeros_like(),
             decay_mask: architecture.decay_mask(device),
             architecture,
             weights,
-            precision: config.train.precision,
+            precision,
             steps_taken: 0,
         })
+    }
+
+    /// The weights `[G, P]`, AdamW's two moments and the steps taken: everything a later
+    /// step reads.
+    pub(crate) fn state(&self) -> (&Tensor, &Tensor, &Tensor, i32) {
+        (&self.weights, &self.exp_avg, &self.exp_avg_sq, self.steps_taken)
+    }
+
+    /// The stack whose [`Stack::state`] was `weights`, `exp_avg`, `exp_avg_sq` and
+    /// `steps_taken`.
+    pub(crate) fn restore(
+        architecture: Architecture,
+        [weights, exp_avg, exp_avg_sq]: [Tensor; 3],
+        steps_taken: i32,
+        precision: Precision,
+        device: Device,
+    ) -> Result<Stack> {
+        let rows: Vec<Tensor> = (0..weights.size()[0]).map(|g| weights.get(g)).collect();
+        let mut stack = Stack::from_rows(architecture, &rows, precision, device)?;
+        stack.exp_avg = exp_avg.to(device);
+        stack.exp_avg_sq = exp_avg_sq.to(device);
+        stack.steps_taken = steps_taken;
+        Ok(stack)
     }
 
     pub fn models(&self) -> i64 {
@@ -258,13 +335,12 @@ impl Stack {
     /// (`inputs`, `targets`: `[G, batch, time]`).
     fn losses(&self, inputs: &Tensor, targets: &Tensor) -> Tensor {
         let models = self.models();
-        let pad = self.architecture.pad();
         let logits = self.architecture.forward(&self.weights, inputs, self.precision);
         let nll = logits
             .view([-1, self.architecture.outputs()])
-            .cross_entropy_loss(&targets.view([-1]), None::<Tensor>, Reduction::None, pad, 0.0)
+            .cross_entropy_loss(&targets.view([-1]), None::<Tensor>, Reduction::None, NO_TARGET, 0.0)
             .view([models, -1]);
-        let counts = targets.ne(pad).view([models, -1]).sum_dim_intlist(1, false, Kind::Float);
+        let counts = targets.ne(NO_TARGET).view([models, -1]).sum_dim_intlist(1, false, Kind::Float);
         nll.sum_dim_intlist(1, false, Kind::Float) / counts
     }
 
@@ -327,8 +403,8 @@ impl Stack {
                 .architecture
                 .forward(&self.weights, &inputs.contiguous(), self.precision)
                 .log_softmax(-1, Kind::Float);
-            let mask = targets.ne(specials.pad);
-            let target_log_probs = log_probs.gather(3, &targets.unsqueeze(-1), false).squeeze_dim(-1);
+            let mask = targets.ne(NO_TARGET);
+            let target_log_probs = log_probs.gather(3, &targets.clamp_min(0).unsqueeze(-1), false).squeeze_dim(-1);
             nll_parts.push(-(target_log_probs.to_kind(Kind::Double) * mask.to_kind(Kind::Double)).sum_dim_intlist(
                 2,
                 false,
@@ -367,7 +443,7 @@ fn clip_per_model(grad: &mut Tensor, max_norm: f64) {
 pub fn train(input: &StackInput<'_>, device: Device, progress: &dyn Progress) -> Result<Stack> {
     let config = input.config;
     let models: Vec<u32> = input.models.iter().map(|&(model, _)| model).collect();
-    let mut stack = Stack::new(config, &models, device)?;
+    let mut stack = Stack::new(config, &models, input.base, device)?;
     let total = steps(input)?;
     progress.stack_started(&models, total);
 
@@ -377,14 +453,14 @@ pub fn train(input: &StackInput<'_>, device: Device, progress: &dyn Progress) ->
     table_docs.sort_unstable();
     table_docs.dedup();
     let span = config.model.window();
-    let mut table: Vec<Window<'_>> = input.background.iter().flat_map(|doc| windows(doc, span)).collect();
-    let background_rows = table.len() as i64;
+    let mut table_windows: Vec<Window<'_>> = input.background.iter().flat_map(|doc| windows(doc, span)).collect();
+    let background_rows = table_windows.len() as i64;
     let mut first_row = std::collections::HashMap::with_capacity(table_docs.len());
     for &doc in &table_docs {
-        first_row.insert(doc, (table.len() as i64, input.documents[doc as usize].len().div_ceil(span) as i64));
-        table.extend(windows(&input.documents[doc as usize], span));
+        first_row.insert(doc, (table_windows.len() as i64, input.documents[doc as usize].len().div_ceil(span) as i64));
+        table_windows.extend(windows(&input.documents[doc as usize], span));
     }
-    let (inputs, targets) = token_table(&table, Specials::of(stack.architecture()), device);
+    let table = TrainingTable::new(&table_windows, Specials::of(stack.architecture()), device);
     let mut streams = Vec::with_capacity(models.len());
     for &(model, docs) in input.models {
         let mut examples: Vec<i64> = (0..background_rows).collect();
@@ -397,43 +473,94 @@ pub fn train(input: &StackInput<'_>, device: Device, progress: &dyn Progress) ->
         if examples.is_empty() {
             return Err(Error::Device(format!("model {model} has no training document")));
         }
-        let rng = seeds::rng(config.seed, "model-data", model.into());
-        streams.push(ExampleStream { next: examples.len(), examples, rng });
+        streams.push(ExampleStream::new(examples, seeds::rng(config.seed, "model-data", model.into())));
+    }
+    let schedule = Schedule::new(&config.train, total);
+    schedule.run(&mut stack, &table, &mut streams, 0..total, progress);
+    Ok(stack)
+}
+
+/// The windows a stack trains on as device tensors: inputs and targets `[rows, longest]`,
+/// and each row's length, which bounds a batch's time dimension.
+pub(crate) struct TrainingTable {
+    inputs: Tensor,
+    targets: Tensor,
+    lengths: Vec<usize>,
+}
+
+impl TrainingTable {
+    fn new(windows: &[Window<'_>], specials: Specials, device: Device) -> TrainingTable {
+        let (inputs, targets) = token_table(windows, specials, device);
+        TrainingTable { inputs, targets, lengths: windows.iter().map(Window::len).collect() }
     }
 
-    let train = &config.train;
-    let batch = train.batch_size as usize;
-    let warmup = (train.warmup_fraction * total as f64).round() as usize;
-    let g = models.len() as i64;
-    let mut step = 0;
-    while step < total {
-        let chunk = STEPS_PER_UPLOAD.min(total - step);
-        let mut indices = Vec::with_capacity(chunk * models.len() * batch);
-        let mut longest = Vec::with_capacity(chunk);
-        for _ in 0..chunk {
-            let mut step_longest = 0;
-            for stream in &mut streams {
-                for _ in 0..batch {
-                    let row = stream.take();
-                    step_longest = step_longest.max(table[row as usize].len());
-                    indices.push(row);
+    /// The table of every window of `documents` (each `span` tokens but a document's last).
+    pub(crate) fn of_documents(documents: &[&[u32]], span: usize, architecture: &Architecture, device: Device) -> TrainingTable {
+        let all: Vec<Window<'_>> = documents.iter().flat_map(|doc| windows(doc, span)).collect();
+        TrainingTable::new(&all, Specials::of(architecture), device)
+    }
+
+    /// Rows of the table.
+    pub(crate) fn rows(&self) -> usize {
+        self.lengths.len()
+    }
+}
+
+/// The optimizer steps of a training: how many, the learning rate of each, and how each
+/// step's batches are drawn.
+pub(crate) struct Schedule<'a> {
+    train: &'a TrainConfig,
+    total: usize,
+    warmup: usize,
+}
+
+impl<'a> Schedule<'a> {
+    pub(crate) fn new(train: &'a TrainConfig, total: usize) -> Schedule<'a> {
+        Schedule { train, total, warmup: (train.warmup_fraction * total as f64).round() as usize }
+    }
+
+    /// Takes `steps` (of `0..total`, in order) on `stack`, model g drawing each batch from
+    /// `streams[g]`. Taking steps in several calls computes exactly what one call would.
+    pub(crate) fn run(
+        &self,
+        stack: &mut Stack,
+        table: &TrainingTable,
+        streams: &mut [ExampleStream],
+        steps: std::ops::Range<usize>,
+        progress: &dyn Progress,
+    ) {
+        let batch = self.train.batch_size as usize;
+        let g = streams.len() as i64;
+        let device = table.inputs.device();
+        let mut step = steps.start;
+        while step < steps.end {
+            let chunk = STEPS_PER_UPLOAD.min(steps.end - step);
+            let mut indices = Vec::with_capacity(chunk * streams.len() * batch);
+            let mut longest = Vec::with_capacity(chunk);
+            for _ in 0..chunk {
+                let mut step_longest = 0;
+                for stream in streams.iter_mut() {
+                    for _ in 0..batch {
+                        let row = stream.take();
+                        step_longest = step_longest.max(table.lengths[row as usize]);
+                        indices.push(row);
+                    }
                 }
+                longest.push(step_longest as i64);
             }
-            longest.push(step_longest as i64);
-        }
-        let indices = Tensor::from_slice(&indices).view([chunk as i64, -1]).to(device);
-        for (i, &time) in longest.iter().enumerate() {
-            let rows = indices.get(i as i64);
-            let gather = |t: &Tensor| t.narrow(1, 0, time).index_select(0, &rows).view([g, batch as i64, time]);
-            let lr = learning_rate(step, total, warmup, train.lr);
-            let losses = stack.step(&gather(&inputs), &gather(&targets), lr, train);
-            step += 1;
-            // Reading the loss waits for the device: now and then only.
-            let report = step % LOSS_EVERY == 0 || step == total;
-            progress.training_step(step, report.then(|| losses.mean(Kind::Float).double_value(&[])));
+            let indices = Tensor::from_slice(&indices).view([chunk as i64, -1]).to(device);
+            for (i, &time) in longest.iter().enumerate() {
+                let rows = indices.get(i as i64);
+                let gather = |t: &Tensor| t.narrow(1, 0, time).index_select(0, &rows).view([g, batch as i64, time]);
+                let lr = learning_rate(step, self.total, self.warmup, self.train.lr);
+                let losses = stack.step(&gather(&table.inputs), &gather(&table.targets), lr, self.train);
+                step += 1;
+                // Reading the loss waits for the device: now and then only.
+                let report = step % LOSS_EVERY == 0 || step == self.total;
+                progress.training_step(step, report.then(|| losses.mean(Kind::Float).double_value(&[])));
+            }
         }
     }
-    Ok(stack)
 }
 
 #[cfg(test)]
@@ -457,8 +584,9 @@ mod tests {
             model: h.model,
             train: h.train,
             jobs: h.jobs,
-            tokens: TokensConfig { vocab: 256, tokenizer_sha256: None, corpus: 0, capped: 0, background: 0 },
+            tokens: TokensConfig { vocab: 256, bos: None, tokenizer_sha256: None, corpus: 0, capped: 0, background: 0 },
             background: None,
+            base: None,
         }
     }
 
@@ -475,7 +603,7 @@ mod tests {
         models: &'a [(u32, &'a [u32])],
         flags: &'a (Vec<u16>, Vec<bool>),
     ) -> StackInput<'a> {
-        StackInput { config, documents, copies: &flags.0, holdout: &flags.1, background: &[], models }
+        StackInput { config, documents, copies: &flags.0, holdout: &flags.1, background: &[], models, base: None }
     }
 
     fn one_copy_none_held(documents: usize) -> (Vec<u16>, Vec<bool>) {
@@ -498,7 +626,7 @@ mod tests {
         let (inputs, targets) =
             padded(&[Window { doc: &abc, start: 0, end: 3 }, Window { doc: &d, start: 0, end: 1 }], 3, BYTES);
         assert_eq!(inputs, [256, 97, 98, 256, 257, 257]);
-        assert_eq!(targets, [97, 98, 99, 100, 257, 257]);
+        assert_eq!(targets, [97, 98, 99, 100, NO_TARGET, NO_TARGET]);
     }
 
     #[test]

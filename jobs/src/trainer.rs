@@ -1,9 +1,9 @@
 //! The trainer the job queue drives ([`queue::Trainer`]): a planned run's documents and
-//! background tokenized once, when the trainer is built, then each job's stack handed to
-//! [`train::train_and_evaluate`] on one device. Which job runs, claims and logs are the
-//! queue's.
+//! background tokenized once, and its base's weights loaded once, when the trainer is
+//! built, then each job's stack handed to [`train::train_and_evaluate`] on one device.
+//! Which job runs, claims and logs are the queue's.
 
-use tch::Device;
+use tch::{Device, Tensor};
 
 use queue::Progress;
 use subsets::config::RunConfig;
@@ -12,6 +12,8 @@ use subsets::membership;
 use subsets::schema::{self, CorpusTable, LogTable};
 use subsets::tokenizer::{RunTokens, Tokenizer};
 
+use crate::base;
+use crate::model::Architecture;
 use crate::train::{self, StackInput};
 use crate::{Error, Result};
 
@@ -23,13 +25,19 @@ pub struct RunTrainer {
     background: Vec<Vec<u32>>,
     copies: Vec<u16>,
     holdout: Vec<bool>,
+    /// The base's weights `[P]`, when the models start from one.
+    base: Option<Tensor>,
     device: Device,
 }
 
 impl RunTrainer {
     /// Reads the corpus of `run` (planned with `config`) and tokenizes it and its
-    /// background with the run's tokenizer, which must be the file the plan wrote.
+    /// background with the run's tokenizer, which must be the file the plan wrote; loads
+    /// the base, which must be the one the plan read.
     pub fn new(run: &RunDir, config: &RunConfig, device: Device) -> Result<RunTrainer> {
+        let architecture = Architecture::new(&config.model, config.tokens.layout());
+        let stack = config.jobs.stack.min(config.design.models) as usize;
+        train::check_memory(&architecture, stack, &config.train, device)?;
         let corpus: CorpusTable = schema::read(&run.corpus())?;
         let (_, members) = membership::header(&run.membership())?;
         if members as usize != corpus.doc.len() {
@@ -39,12 +47,25 @@ impl RunTrainer {
             });
         }
         let RunTokens { documents, background } = Tokenizer::for_run(run, config)?.encode_run(run, config, &corpus)?;
+        let base = match (config.train.base(), &config.base) {
+            (None, _) => None,
+            (Some(dir), Some(planned)) => {
+                Some(base::load_weights(dir, &config.model, config.tokens.layout(), Some(&planned.weights_sha256))?)
+            }
+            (Some(_), None) => {
+                return Err(Error::Plan {
+                    path: run.config(),
+                    message: "train.init names a base but [base] records no weights_sha256".into(),
+                });
+            }
+        };
         Ok(RunTrainer {
             config: config.clone(),
             documents,
             background,
             copies: corpus.copies,
             holdout: corpus.holdout,
+            base,
             device,
         })
     }
@@ -67,6 +88,7 @@ impl queue::Trainer for RunTrainer {
             holdout: &self.holdout,
             background: &self.background,
             models,
+            base: self.base.as_ref(),
         };
         train::train_and_evaluate(&input, self.device, progress, &mut |part| Ok(rows(part)?))
     }

@@ -2,13 +2,16 @@
 //! table on stdout (or JSON), progress on stderr.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
 
 use jobs::DeviceChoice;
+use jobs::base::LoadedBase;
 use jobs::bench::{self, BenchRequest, MatmulPeak, StackRun};
 use subsets::config::{Hyperparameters, Precision};
+use subsets::tokenizer::Tokenizer;
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -18,6 +21,10 @@ pub struct BenchArgs {
     /// TOML file with [model] and [train] settings (default: the defaults of `cfmem plan`).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Start every model from this base (config.json, model.safetensors, tokenizer.json):
+    /// its architecture and tokenizer replace [model].
+    #[arg(long)]
+    init: Option<PathBuf>,
     /// Stack sizes to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
     stacks: Vec<usize>,
@@ -54,9 +61,24 @@ fn precision_name(precision: Precision) -> &'static str {
 pub fn run(args: &BenchArgs) -> Result<()> {
     let device = args.device.resolve()?;
     jobs::device::set_cpu_threads(args.threads);
-    let hyperparameters = match &args.config {
+    let mut hyperparameters = match &args.config {
         Some(path) => Hyperparameters::from_file(path)?,
         None => Hyperparameters::default(),
+    };
+    let base = match &args.init {
+        Some(dir) => {
+            let started = Instant::now();
+            let loaded = LoadedBase::load(dir)?;
+            eprintln!(
+                "loaded the base {} ({} parameters) in {:.2} s",
+                dir.display(),
+                loaded.weights.size()[0],
+                started.elapsed().as_secs_f64()
+            );
+            hyperparameters.model = loaded.base.model.clone();
+            Some(loaded)
+        }
+        None => None,
     };
     hyperparameters.validate()?;
     if args.stacks.is_empty() || args.stacks.contains(&0) {
@@ -77,13 +99,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     for &precision in &precisions {
         for &stack in &args.stacks {
             eprintln!("training a stack of {stack} in {}", precision_name(precision));
-            let mut request = BenchRequest { hyperparameters: hyperparameters.clone(), steps: args.steps };
+            let mut request =
+                BenchRequest { hyperparameters: hyperparameters.clone(), base: base.as_ref(), steps: args.steps };
             request.hyperparameters.train.precision = precision;
             runs.push(bench::measure_stack(&request, stack, device, &peak)?);
         }
     }
-    let vocab = subsets::tokenizer::Tokenizer::planned_vocab(&hyperparameters.model)?;
-    let architecture = jobs::model::Architecture::new(&hyperparameters.model, vocab);
+    let layout = match &base {
+        Some(loaded) => loaded.base.layout,
+        None => subsets::config::EmbeddingLayout::after_vocab(Tokenizer::planned_vocab(&hyperparameters.model)?),
+    };
+    let vocab = layout.rows;
+    let architecture = jobs::model::Architecture::new(&hyperparameters.model, layout);
     if args.json {
         let report = serde_json::json!({
             "device": jobs::device::describe(device),

@@ -16,7 +16,7 @@ pub fn run(args: &DupsArgs) -> Result<()> {
     {
         bail!("--max-memory: must be a positive number of GiB, got {limit}");
     }
-    let limit = args.max_memory.map(|gib| gib * GIB).or_else(available_memory);
+    let limit = args.max_memory.map(|gib| gib * GIB).or_else(|| jobs::device::available_memory().map(|bytes| bytes as f64));
     let documents = corpus::read(&args.corpus)?;
     let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
     let corpus_bytes: usize = documents.iter().map(|d| d.text.len() + d.id.len() + 64).sum();
@@ -50,10 +50,3 @@ pub fn run(args: &DupsArgs) -> Result<()> {
     Ok(())
 }
 
-/// MemAvailable of /proc/meminfo in bytes, where there is one.
-fn available_memory() -> Option<f64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: f64 = line.trim_start_matches("MemAvailable:").trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kb * 1024.0)
-}

@@ -5,6 +5,7 @@
 mod bench;
 mod dups;
 mod influence;
+mod pretrain;
 mod progress;
 mod report;
 mod slurm;
@@ -26,7 +27,8 @@ use subsets::config::{DesignConfig, Hyperparameters, RunConfig, Unit};
 use subsets::corpus;
 use subsets::demo;
 use subsets::layout::RunDir;
-use subsets::plan::{self, Background, PlanRequest, Written};
+use subsets::base::Base;
+use subsets::plan::{self, Background, PlanRequest, PlannedBase, Written};
 use subsets::tokenizer::Tokenizer;
 
 #[derive(Parser)]
@@ -50,6 +52,9 @@ enum Command {
     Dups(DupsArgs),
     /// Training throughput of model stacks against the device's matmul peak.
     Bench(bench::BenchArgs),
+    /// Train one model on a corpus and write it as a base for `plan --init` (Hugging Face
+    /// GPT-2 layout); resumes from its last checkpoint when run again.
+    Pretrain(pretrain::PretrainArgs),
     /// Train a byte-level BPE tokenizer on a corpus and write it as tokenizer.json, for
     /// `[model] tokenizer = "PATH"` in later plans.
     Tokenizer(TokenizerArgs),
@@ -81,8 +86,13 @@ struct PlanArgs {
     #[arg(long, required_unless_present = "extend")]
     seed: Option<u64>,
     /// Grow this planned run to --models models, keeping its models, jobs and logs.
-    #[arg(long, conflicts_with_all = ["corpus", "out", "keep", "seed", "config", "background"])]
+    #[arg(long, conflicts_with_all = ["corpus", "out", "keep", "seed", "config", "background", "init"])]
     extend: Option<PathBuf>,
+    /// Start every model from this base: a directory in the Hugging Face GPT-2 layout
+    /// (config.json, model.safetensors, tokenizer.json), e.g. written by `cfmem pretrain`.
+    /// Overrides [train] init of --config.
+    #[arg(long)]
+    init: Option<PathBuf>,
     /// Fraction of documents no model trains on.
     #[arg(long, default_value_t = 0.0)]
     holdout: f64,
@@ -320,7 +330,7 @@ fn name_the_flag(error: anyhow::Error) -> anyhow::Error {
 }
 
 fn dispatch(command: Command) -> Result<()> {
-    if matches!(command, Command::Run(_) | Command::Demo(_) | Command::Bench(_)) {
+    if matches!(command, Command::Run(_) | Command::Demo(_) | Command::Bench(_) | Command::Pretrain(_)) {
         jobs::device::keep_freed_memory();
     }
     match command {
@@ -336,6 +346,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Slurm(args) => slurm::slurm(&args.run.clone(), &slurm_settings(args)),
         Command::Demo(args) => run_demo(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Pretrain(args) => pretrain::run(&args),
         Command::Tokenizer(args) => train_tokenizer(&args),
         Command::Dups(args) => dups::run(&args),
         Command::Influence(args) => influence::run(&args),
@@ -351,6 +362,7 @@ enum PlanSettings {
         out: PathBuf,
         background: Option<PathBuf>,
         hyperparameters: Hyperparameters,
+        base: Option<Base>,
         seed: u64,
         design: DesignConfig,
     },
@@ -377,16 +389,21 @@ impl PlanArgs {
             holdout_ids: self.holdout_ids,
         };
         design.validate()?;
-        let hyperparameters = match &self.config {
+        let mut hyperparameters = match &self.config {
             Some(path) => Hyperparameters::from_file(path)?,
             None => Hyperparameters::default(),
         };
+        if let Some(init) = &self.init {
+            hyperparameters.train.init = init.display().to_string();
+        }
+        let base = resolve_base(&mut hyperparameters, self.config.as_deref())?;
         hyperparameters.validate()?;
         Ok(PlanSettings::New {
             corpus: self.corpus.expect("clap requires --corpus without --extend"),
             out: self.out.expect("clap requires --out without --extend"),
             background: self.background,
             hyperparameters,
+            base,
             seed: self.seed.expect("clap requires --seed without --extend"),
             design,
         })
@@ -396,7 +413,7 @@ impl PlanArgs {
 fn plan(settings: PlanSettings) -> Result<()> {
     match settings {
         PlanSettings::Extend { run, models } => extend(&run, models),
-        PlanSettings::New { corpus, out, background, hyperparameters, seed, design } => {
+        PlanSettings::New { corpus, out, background, hyperparameters, base, seed, design } => {
             let documents = corpus::read(&corpus)?;
             let background = match &background {
                 Some(path) => Some(Background { path: path.display().to_string(), documents: corpus::read(path)? }),
@@ -409,10 +426,28 @@ fn plan(settings: PlanSettings) -> Result<()> {
                 design,
                 hyperparameters,
                 background,
+                base: base.as_ref().map(PlannedBase::from),
             };
             plan_run(&out, request)
         }
     }
+}
+
+/// The base `hyperparameters.train.init` names, if any, read and checked; its directory
+/// becomes absolute (workers may start elsewhere) and `hyperparameters.model` its
+/// architecture and tokenizer. A `[model]` key of the `config` file that disagrees with
+/// the base is refused.
+fn resolve_base(hyperparameters: &mut Hyperparameters, config: Option<&Path>) -> Result<Option<Base>> {
+    let Some(dir) = hyperparameters.train.base() else { return Ok(None) };
+    let dir = std::fs::canonicalize(dir).map_err(|e| anyhow!("train.init {}: {e}", dir.display()))?;
+    let base = Base::read(&dir)?;
+    let keys = match config {
+        Some(path) => Hyperparameters::model_keys(path)?,
+        None => Vec::new(),
+    };
+    hyperparameters.model = base.model_for(&hyperparameters.model, &keys, config.unwrap_or(Path::new("--config")))?;
+    hyperparameters.train.init = dir.display().to_string();
+    Ok(Some(base))
 }
 
 fn extend(run: &Path, models: u32) -> Result<()> {
@@ -592,6 +627,7 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
             path: "built-in demo background".into(),
             documents: demo::background(args.seed, DEMO_BACKGROUND),
         }),
+        base: None,
     };
     plan_run(&args.out, request)?;
     run_jobs(&args.out, &args.compute, &Selection::default())?;

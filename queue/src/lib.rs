@@ -128,6 +128,7 @@ pub(crate) fn test_run(dir: &std::path::Path, documents: usize, models: u32, sta
         design: DesignConfig::documents(models, 0.5),
         hyperparameters,
         background: None,
+        base: None,
     };
     let run = RunDir::new(dir.join("run"));
     plan::write(&run, &plan::build(request).unwrap()).unwrap();

@@ -22,6 +22,9 @@ pub struct RunConfig {
     /// Documents every model trains on besides its subset, if any (`plan --background`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background: Option<BackgroundConfig>,
+    /// Present when the models start from a base (`train.init`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,8 +41,14 @@ pub struct CorpusConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokensConfig {
-    /// Token ids a text can hold, `0..vocab`; BOS is `vocab` and PAD `vocab + 1`.
+    /// Token ids a text can hold, `0..vocab`; BOS is `vocab` and PAD `vocab + 1`, unless
+    /// the run starts from a base ([`TokensConfig::bos`]).
     pub vocab: u32,
+    /// A base model's BOS (its `bos_token_id`), one of its `vocab` embedding rows; PAD is
+    /// then BOS too: a padded position is never a target and no real position attends to
+    /// it. Absent for a model trained from scratch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bos: Option<u32>,
     /// sha256 of `RUN/tokenizer.json`; absent for byte tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer_sha256: Option<String>,
@@ -49,6 +58,41 @@ pub struct TokensConfig {
     pub capped: u32,
     /// Tokens of the background documents, after the cap.
     pub background: u64,
+}
+
+impl TokensConfig {
+    /// Where BOS and PAD sit among a model's embedding rows.
+    pub fn layout(&self) -> EmbeddingLayout {
+        match self.bos {
+            Some(bos) => EmbeddingLayout { rows: self.vocab, bos, pad: bos },
+            None => EmbeddingLayout::after_vocab(self.vocab),
+        }
+    }
+}
+
+/// A model's token embedding: its rows, and which of them are BOS, which starts every
+/// document, and PAD, which fills a batch row after its window ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddingLayout {
+    pub rows: u32,
+    pub bos: u32,
+    pub pad: u32,
+}
+
+impl EmbeddingLayout {
+    /// cfmem's own: a tokenizer's `vocab` ids, then BOS and PAD.
+    pub fn after_vocab(vocab: u32) -> EmbeddingLayout {
+        EmbeddingLayout { rows: vocab + 2, bos: vocab, pad: vocab + 1 }
+    }
+}
+
+/// The base every model of a run starts from (`train.init`), as planned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseConfig {
+    /// sha256 of the base's `model.safetensors` when the run was planned: `run` refuses a
+    /// base changed since.
+    pub weights_sha256: String,
 }
 
 /// The background corpus, copied into `RUN/background.parquet`.
@@ -144,6 +188,26 @@ pub struct ModelConfig {
     /// Tokens of a document beyond this are dropped, to bound the cost of long documents;
     /// absent: whole documents.
     pub max_tokens_per_doc: Option<u32>,
+    /// The MLP's nonlinearity.
+    pub activation: Activation,
+    /// The head is the token embedding, transposed (as in GPT-2), instead of a matrix of
+    /// its own.
+    pub tied_head: bool,
+    /// The epsilon of every LayerNorm.
+    pub layer_norm_epsilon: f64,
+}
+
+/// The MLP's nonlinearity, named as `activation_function` in a Hugging Face GPT-2
+/// `config.json`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Activation {
+    /// The exact GELU, x·Φ(x).
+    #[default]
+    #[serde(rename = "gelu")]
+    Gelu,
+    /// The tanh approximation of GELU that GPT-2 was trained with.
+    #[serde(rename = "gelu_new")]
+    GeluTanh,
 }
 
 /// How a run's text becomes tokens. In TOML (`[model]`): `tokenizer = "bytes"`,
@@ -195,6 +259,9 @@ struct ModelToml {
     vocab_size: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens_per_doc: Option<u32>,
+    activation: Activation,
+    tied_head: bool,
+    layer_norm_epsilon: f64,
 }
 
 impl Default for ModelToml {
@@ -217,6 +284,9 @@ impl From<ModelConfig> for ModelToml {
             tokenizer: m.tokenizer.to_string(),
             vocab_size,
             max_tokens_per_doc: m.max_tokens_per_doc,
+            activation: m.activation,
+            tied_head: m.tied_head,
+            layer_norm_epsilon: m.layer_norm_epsilon,
         }
     }
 }
@@ -238,6 +308,9 @@ impl TryFrom<ModelToml> for ModelConfig {
             context: m.context,
             tokenizer,
             max_tokens_per_doc: m.max_tokens_per_doc,
+            activation: m.activation,
+            tied_head: m.tied_head,
+            layer_norm_epsilon: m.layer_norm_epsilon,
         })
     }
 }
@@ -251,6 +324,9 @@ impl Default for ModelConfig {
             context: 128,
             tokenizer: TokenizerChoice::Bytes,
             max_tokens_per_doc: None,
+            activation: Activation::Gelu,
+            tied_head: false,
+            layer_norm_epsilon: 1e-5,
         }
     }
 }
@@ -282,6 +358,19 @@ pub struct TrainConfig {
     pub eval_batch_size: u32,
     /// Arithmetic of the forward pass; bf16 needs a CUDA device.
     pub precision: Precision,
+    /// Where every model's weights start: [`SCRATCH`] (random, from the run seed and the
+    /// model id) or the directory of a base model in the Hugging Face GPT-2 layout.
+    pub init: String,
+}
+
+/// `train.init` of models that start from random weights.
+pub const SCRATCH: &str = "scratch";
+
+impl TrainConfig {
+    /// The base directory the models start from, if any.
+    pub fn base(&self) -> Option<&std::path::Path> {
+        (self.init != SCRATCH).then(|| std::path::Path::new(&self.init))
+    }
 }
 
 /// The arithmetic a model computes in. Master weights and optimizer state are fp32 either way.
@@ -308,6 +397,7 @@ impl Default for TrainConfig {
             grad_clip: 1.0,
             eval_batch_size: 64,
             precision: Precision::Fp32,
+            init: SCRATCH.to_string(),
         }
     }
 }
@@ -345,6 +435,13 @@ impl Hyperparameters {
         toml::from_str(&text).map_err(|e| Error::file(path, e.to_string()))
     }
 
+    /// The keys of `[model]` that the file at `path` sets, whatever their values.
+    pub fn model_keys(path: &std::path::Path) -> Result<Vec<String>> {
+        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| Error::file(path, e.to_string()))?;
+        Ok(table.get("model").and_then(toml::Value::as_table).map(|m| m.keys().cloned().collect()).unwrap_or_default())
+    }
+
     pub fn validate(&self) -> Result<()> {
         let m = &self.model;
         let t = &self.train;
@@ -361,6 +458,11 @@ impl Hyperparameters {
                 "model.vocab_size must be between 256 and 1048576",
             ),
             (m.max_tokens_per_doc != Some(0), "model.max_tokens_per_doc must be at least 1"),
+            (
+                m.layer_norm_epsilon > 0.0 && m.layer_norm_epsilon.is_finite(),
+                "model.layer_norm_epsilon must be positive",
+            ),
+            (!t.init.is_empty(), "train.init must be \"scratch\" or the directory of a base model"),
             (t.epochs >= 1, "train.epochs must be at least 1"),
             (t.batch_size >= 1, "train.batch_size must be at least 1"),
             (t.eval_batch_size >= 1, "train.eval_batch_size must be at least 1"),

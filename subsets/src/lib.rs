@@ -11,12 +11,15 @@
 //!   reads them back.
 //! - [`schema`] defines every Parquet file of a run (columns, types, readers, writers) and
 //!   [`layout`] where each file lives in the run directory. No other crate names a column.
+//! - [`base`] reads and checks a base model directory in the Hugging Face GPT-2 layout,
+//!   which a run's models may start from.
 //! - [`atomic`] writes files so that a crash never leaves a half-written output.
 //!
 //! This crate knows nothing of models, training or statistics: it must build and test
 //! without libtorch.
 
 pub mod atomic;
+pub mod base;
 pub mod config;
 pub mod corpus;
 pub mod demo;

@@ -10,7 +10,10 @@ use std::path::Path;
 
 use rand::seq::SliceRandom;
 
-use crate::config::{BackgroundConfig, CorpusConfig, DesignConfig, Hyperparameters, RunConfig, TokensConfig, Unit};
+use crate::config::{
+    BackgroundConfig, BaseConfig, CorpusConfig, DesignConfig, EmbeddingLayout, Hyperparameters, RunConfig, TokensConfig,
+    Unit,
+};
 use crate::corpus::{self, Document};
 use crate::layout::RunDir;
 use crate::membership::Membership;
@@ -50,6 +53,21 @@ pub struct PlanRequest<'a> {
     pub design: DesignConfig,
     pub hyperparameters: Hyperparameters,
     pub background: Option<Background>,
+    /// The base every model starts from, with `hyperparameters.train.init` its directory
+    /// and `hyperparameters.model` its architecture and tokenizer.
+    pub base: Option<PlannedBase>,
+}
+
+/// What a plan keeps of the base its models start from.
+pub struct PlannedBase {
+    pub layout: EmbeddingLayout,
+    pub weights_sha256: String,
+}
+
+impl From<&crate::base::Base> for PlannedBase {
+    fn from(base: &crate::base::Base) -> PlannedBase {
+        PlannedBase { layout: base.layout, weights_sha256: base.weights_sha256.clone() }
+    }
 }
 
 /// Builds the plan, scoring the documents' duplicates with the design's settings (see
@@ -68,7 +86,8 @@ fn build_scored(
     request: PlanRequest<'_>,
     duplicates_of: impl FnOnce(&[String], &[&str]) -> DuplicateTable,
 ) -> Result<Plan> {
-    let PlanRequest { corpus_path, mut documents, seed, design: design_config, hyperparameters, background } = request;
+    let PlanRequest { corpus_path, mut documents, seed, design: design_config, hyperparameters, background, base } =
+        request;
     hyperparameters.validate()?;
     design_config.validate()?;
     let in_count = design::in_count(design_config.models, design_config.keep)?;
@@ -159,7 +178,8 @@ fn build_scored(
         train: hyperparameters.train,
         jobs: hyperparameters.jobs,
         tokens: TokensConfig {
-            vocab: tokenizer.vocab(),
+            vocab: base.as_ref().map_or(tokenizer.vocab(), |b| b.layout.rows),
+            bos: base.as_ref().map(|b| b.layout.bos),
             tokenizer_sha256: tokenizer_json.as_ref().map(|json| corpus::sha256_hex(json.as_bytes())),
             corpus: table.tokens.iter().map(|&t| u64::from(t)).sum(),
             capped: extents[..input_documents].iter().filter(|e| e.capped).count() as u32,
@@ -170,6 +190,7 @@ fn build_scored(
             sha256: corpus_checksum(&b.documents),
             documents: b.documents.len() as u32,
         }),
+        base: base.map(|b| BaseConfig { weights_sha256: b.weights_sha256 }),
     };
     Ok(Plan { config, corpus: table, membership, jobs, duplicates, tokenizer_json, background: background_table })
 }
@@ -198,7 +219,8 @@ fn dense(labels: &[u32]) -> Vec<u32> {
         .collect()
 }
 
-fn corpus_checksum(documents: &[Document]) -> String {
+/// sha256 over the documents' ids and texts, in order: what `run.toml` records of a corpus.
+pub fn corpus_checksum(documents: &[Document]) -> String {
     let mut bytes = Vec::new();
     for document in documents {
         for part in [document.id.as_bytes(), document.text.as_bytes()] {
@@ -440,6 +462,7 @@ mod tests {
             design,
             hyperparameters: Hyperparameters::default(),
             background: None,
+            base: None,
         }
     }
 

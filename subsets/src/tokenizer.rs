@@ -1,10 +1,11 @@
 //! Turning text into the token ids a model reads: bytes, a byte-level BPE trained on the
 //! run's text at plan time, or a user's Hugging Face `tokenizer.json`.
 //!
-//! Token ids `0..vocab` are the tokenizer's; every model embeds two more, [`Tokenizer::bos`]
-//! (`vocab`), which starts every document, and [`Tokenizer::pad`] (`vocab + 1`), which fills
-//! a batch row and is never a target. The tokenizer's own special tokens are never added:
-//! a document is exactly its text's tokens.
+//! Token ids `0..vocab` are the tokenizer's; a model trained from scratch embeds two more
+//! ([`Tokenizer::layout`]), BOS (`vocab`), which starts every document, and PAD
+//! (`vocab + 1`), which fills a batch row and is never a target; a base model brings its own
+//! ([`crate::base`]). The tokenizer's own special tokens are never added: a document is
+//! exactly its text's tokens.
 //!
 //! Training the BPE on the whole corpus, documents that some models leave out included,
 //! does not bias IN − OUT: the tokenizer is one fixed function of the corpus that every
@@ -23,7 +24,7 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::{TokenizerBuilder, TokenizerImpl};
 
-use crate::config::{ModelConfig, RunConfig, TokenizerChoice};
+use crate::config::{EmbeddingLayout, ModelConfig, RunConfig, TokenizerChoice};
 use crate::layout::RunDir;
 use crate::schema::{self, BackgroundTable, CorpusTable};
 use crate::{Error, Result, corpus};
@@ -148,19 +149,33 @@ impl Tokenizer {
         }
     }
 
-    /// The token that starts every document.
-    pub fn bos(&self) -> u32 {
-        self.vocab()
+    /// A model's embedding over this tokenizer, trained from scratch: the vocabulary, then
+    /// BOS and PAD.
+    pub fn layout(&self) -> EmbeddingLayout {
+        EmbeddingLayout::after_vocab(self.vocab())
     }
 
-    /// The token that fills a batch row after its document ends.
-    pub fn pad(&self) -> u32 {
-        self.vocab() + 1
-    }
-
-    /// Rows of a model's embedding: the vocabulary, BOS and PAD.
-    pub fn embedding_rows(&self) -> u32 {
-        self.vocab() + 2
+    /// The tokenizer as a Hugging Face `tokenizer.json`, byte tokens included: 256
+    /// byte-level tokens without merges, token `b` standing for byte `b`, so that any
+    /// reader of the format cuts text into exactly cfmem's byte tokens.
+    pub fn file_json(&self) -> String {
+        match self.to_json() {
+            Some(json) => json,
+            None => {
+                let vocab: tokenizers::models::bpe::Vocab =
+                    byte_chars().iter().enumerate().map(|(byte, c)| (c.to_string(), byte as u32)).collect();
+                let model = BPE::builder().vocab_and_merges(vocab, vec![]).build().expect("256 single-character tokens");
+                // Without the pre-tokenizer's regex: with no merges, only bytes matter.
+                let level = ByteLevel::default().add_prefix_space(false).use_regex(false);
+                let tokenizer: BpeTokenizer = TokenizerBuilder::new()
+                    .with_model(model)
+                    .with_pre_tokenizer(Some(level.into()))
+                    .with_decoder(Some(level.into()))
+                    .build()
+                    .expect("a complete byte-level tokenizer");
+                tokenizers::Tokenizer::from(tokenizer).to_string(false).expect("a tokenizer always serializes")
+            }
+        }
     }
 
     /// The tokens of `text`, at most `cap` of them.
@@ -256,6 +271,23 @@ impl Tokenizer {
     }
 }
 
+/// The character GPT-2's byte-level tokenizers write for each byte: printable Latin-1
+/// characters stand for themselves, the other 68 bytes for the characters from U+0100 on,
+/// in byte order. (The `tokenizers` crate keeps its copy of this map private.)
+fn byte_chars() -> [char; 256] {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    let mut next = 0x100;
+    std::array::from_fn(|byte| {
+        let byte = byte as u8;
+        if printable(byte) {
+            char::from(byte)
+        } else {
+            next += 1;
+            char::from_u32(next - 1).expect("below U+0200")
+        }
+    })
+}
+
 /// A text's token count, and how many bytes of it those tokens cover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Extent {
@@ -290,10 +322,20 @@ mod tests {
         assert_eq!((tokens.bytes, tokens.capped), (3, true));
         let all = Tokenizer::Bytes.encode("hi", None).unwrap();
         assert_eq!((all.ids, all.bytes, all.capped), (vec![104, 105], 2, false));
-        assert_eq!(
-            (Tokenizer::Bytes.bos(), Tokenizer::Bytes.pad(), Tokenizer::Bytes.embedding_rows()),
-            (256, 257, 258)
-        );
+        assert_eq!(Tokenizer::Bytes.layout(), EmbeddingLayout { rows: 258, bos: 256, pad: 257 });
+    }
+
+    #[test]
+    fn byte_tokens_written_as_a_tokenizer_file_read_back_as_the_same_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        std::fs::write(&path, Tokenizer::Bytes.file_json()).unwrap();
+        let read = Tokenizer::from_file(&path).unwrap();
+        assert_eq!(read.vocab(), 256);
+        let text = "Tab\there, ünïcødé € and 🙂, spaces  and\nnewlines <|endoftext|>";
+        assert_eq!(read.encode(text, None).unwrap().ids, Tokenizer::Bytes.encode(text, None).unwrap().ids);
+        let all: String = (0u8..128).map(char::from).collect();
+        assert_eq!(read.encode(&all, None).unwrap().ids, (0..128).collect::<Vec<u32>>());
     }
 
     #[test]

@@ -663,8 +663,9 @@ mod tests {
             model: ModelConfig::default(),
             train: TrainConfig::default(),
             jobs: JobsConfig::default(),
-            tokens: TokensConfig { vocab: 256, tokenizer_sha256: None, corpus: 60, capped: 0, background: 0 },
+            tokens: TokensConfig { vocab: 256, bos: None, tokenizer_sha256: None, corpus: 60, capped: 0, background: 0 },
             background: None,
+            base: None,
         };
         let scores = ScoreTable {
             doc: vec![0, 1, 2],

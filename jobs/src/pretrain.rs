@@ -1,0 +1,291 @@
+//! `cfmem pretrain`: one model trained on a whole corpus, written as a base directory that
+//! a run's models can start from ([`crate::base`]).
+//!
+//! The training is a stack of one ([`crate::train::Schedule`]), so it computes what a run's
+//! model computes. It survives `kill -9`: every so often the weights, AdamW's moments and
+//! the step are written to `OUT/.pretrain/checkpoint.safetensors` (whole or not at all), and
+//! the same command run again resumes from there. A resumed training ends with the same
+//! weights as an uninterrupted one: the data order is replayed from the seed up to the
+//! checkpoint's step, and the state it restores is bit for bit what was saved. A checkpoint
+//! is resumed only by the command that wrote it: it carries a fingerprint of the corpus,
+//! the tokenizer and every setting. `OUT/pretraining.toml`, written last, records what was
+//! trained and marks the base complete.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use safetensors::{Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use queue::Progress;
+use subsets::config::{EmbeddingLayout, ModelConfig, TrainConfig};
+use subsets::{atomic, seeds};
+
+use crate::model::Architecture;
+use crate::train::{ExampleStream, Schedule, Stack, TrainingTable};
+use crate::{Error, Result, base};
+
+/// Steps between two looks at the clock, to decide whether to checkpoint.
+const STEPS_PER_CHECK: usize = 10;
+
+/// What to pretrain, on what.
+pub struct PretrainRequest<'a> {
+    /// Token ids of every document of the corpus.
+    pub documents: &'a [Vec<u32>],
+    /// Documents left out of training, evaluated at the end.
+    pub held_out: &'a [bool],
+    pub model: ModelConfig,
+    pub layout: EmbeddingLayout,
+    pub train: TrainConfig,
+    pub seed: u64,
+    /// The tokenizer, as the base's `tokenizer.json`.
+    pub tokenizer_json: String,
+    /// What the base's `pretraining.toml` says it was trained on; its `fingerprint` must
+    /// change with anything that changes the training.
+    pub record: PretrainingRecord,
+    /// Wall-clock time between two checkpoints.
+    pub checkpoint_every: Duration,
+}
+
+/// `OUT/pretraining.toml`: how a base was pretrained, and how well it predicts the
+/// held-out documents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainingRecord {
+    /// sha256 over the corpus, the tokenizer and the settings.
+    pub fingerprint: String,
+    pub corpus: String,
+    pub documents: u32,
+    pub held_out_documents: u32,
+    pub seed: u64,
+    /// Filled when training ends.
+    #[serde(default)]
+    pub steps: u64,
+    /// Tokens predicted in training: epochs × the training documents' tokens, as trained.
+    #[serde(default)]
+    pub tokens_trained: u64,
+    /// Mean nll per held-out token, nats; absent without held-out documents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out_accuracy: Option<f64>,
+}
+
+/// How a pretraining ended.
+pub struct Pretrained {
+    pub record: PretrainingRecord,
+    /// The step training resumed from; 0 when it started afresh.
+    pub resumed_from: usize,
+    /// The base was already complete: nothing ran.
+    pub already_complete: bool,
+}
+
+/// The files of a pretraining in progress and when done.
+struct Output {
+    root: PathBuf,
+}
+
+impl Output {
+    fn record(&self) -> PathBuf {
+        self.root.join("pretraining.toml")
+    }
+
+    fn progress_dir(&self) -> PathBuf {
+        self.root.join(".pretrain")
+    }
+
+    fn checkpoint(&self) -> PathBuf {
+        self.progress_dir().join("checkpoint.safetensors")
+    }
+}
+
+/// Pretrains `request`'s model into the base directory `out`, resuming from its
+/// checkpoint if one is there.
+pub fn pretrain(request: &PretrainRequest<'_>, out: &Path, device: Device, progress: &dyn Progress) -> Result<Pretrained> {
+    let output = Output { root: out.to_path_buf() };
+    if let Some(done) = completed(&output, &request.record)? {
+        return Ok(Pretrained { record: done, resumed_from: 0, already_complete: true });
+    }
+    refuse_foreign(out)?;
+    std::fs::create_dir_all(output.progress_dir()).map_err(subsets::Error::io(output.progress_dir()))?;
+
+    let architecture = Architecture::new(&request.model, request.layout);
+    crate::train::check_memory(&architecture, 1, &request.train, device)?;
+    let trained: Vec<&[u32]> = request
+        .documents
+        .iter()
+        .zip(request.held_out)
+        .filter(|&(_, &held)| !held)
+        .map(|(doc, _)| doc.as_slice())
+        .collect();
+    let span = request.model.window();
+    let table = TrainingTable::of_documents(&trained, span, &architecture, device);
+    if table.rows() == 0 {
+        return Err(Error::Device("no document to pretrain on: every document is empty or held out".into()));
+    }
+    let batch = request.train.batch_size as usize;
+    let total = (request.train.epochs as usize * table.rows()).div_ceil(batch).max(1);
+    let (mut stack, resumed_from) = match read_checkpoint(&output, &request.record.fingerprint, &architecture, request, device)? {
+        Some((stack, step)) => (stack, step),
+        None => {
+            let weights = architecture.initial_weights(seeds::derive(request.seed, "pretrain-init", 0));
+            (Stack::from_rows(architecture, &[weights], request.train.precision, device)?, 0)
+        }
+    };
+    let mut stream =
+        ExampleStream::new((0..table.rows() as i64).collect(), seeds::rng(request.seed, "pretrain-data", 0));
+    stream.skip(resumed_from * batch);
+    let mut streams = [stream];
+
+    progress.stack_started(&[0], total);
+    let schedule = Schedule::new(&request.train, total);
+    let mut step = resumed_from;
+    let mut last_checkpoint = Instant::now();
+    while step < total {
+        let next = (step + STEPS_PER_CHECK).min(total);
+        schedule.run(&mut stack, &table, &mut streams, step..next, progress);
+        step = next;
+        if step < total && last_checkpoint.elapsed() >= request.checkpoint_every {
+            write_checkpoint(&output, &request.record.fingerprint, &stack, step)?;
+            last_checkpoint = Instant::now();
+        }
+    }
+    // The finished weights are a checkpoint too: a kill while the base is written
+    // resumes here, with nothing left to train.
+    write_checkpoint(&output, &request.record.fingerprint, &stack, total)?;
+
+    progress.evaluating(&[0]);
+    let mut record = request.record.clone();
+    record.steps = total as u64;
+    record.tokens_trained = u64::from(request.train.epochs) * trained.iter().map(|d| d.len() as u64).sum::<u64>();
+    let held: Vec<&[u32]> = request
+        .documents
+        .iter()
+        .zip(request.held_out)
+        .filter(|&(_, &held)| held)
+        .map(|(doc, _)| doc.as_slice())
+        .collect();
+    let evals = stack.evaluate(&held, request.train.eval_batch_size as usize)?.remove(0);
+    let tokens: u64 = evals.iter().map(|e| u64::from(e.tokens)).sum();
+    if tokens > 0 {
+        record.held_out_loss = Some(evals.iter().map(|e| e.nll).sum::<f64>() / tokens as f64);
+        record.held_out_accuracy = Some(evals.iter().map(|e| u64::from(e.correct)).sum::<u64>() as f64 / tokens as f64);
+    }
+    base::write(out, &request.model, request.layout, &stack.weights.get(0), &request.tokenizer_json)?;
+    let toml = toml::to_string(&record).expect("a pretraining record always serializes");
+    atomic::write_bytes(&output.record(), toml.as_bytes())?;
+    std::fs::remove_dir_all(output.progress_dir()).map_err(subsets::Error::io(output.progress_dir()))?;
+    Ok(Pretrained { record, resumed_from, already_complete: false })
+}
+
+/// The record of a base `out` already holds from the same command; a base pretrained
+/// otherwise is refused.
+fn completed(output: &Output, expected: &PretrainingRecord) -> Result<Option<PretrainingRecord>> {
+    let path = output.record();
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+    let record: PretrainingRecord =
+        toml::from_str(&text).map_err(|e| Error::Plan { path: path.clone(), message: e.to_string() })?;
+    if record.fingerprint != expected.fingerprint {
+        return Err(Error::Plan {
+            path,
+            message: "this base was pretrained from another corpus or with other settings; choose another --out".into(),
+        });
+    }
+    Ok(Some(record))
+}
+
+/// Refuses an output directory holding files that a pretraining did not write.
+fn refuse_foreign(out: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(out) else { return Ok(()) };
+    let ours = [".pretrain", "config.json", "model.safetensors", "tokenizer.json"];
+    let foreign: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !ours.contains(&name.as_str()) && !name.starts_with(".cfmem-"))
+        .collect();
+    let unfinished = out.join(".pretrain").is_dir();
+    if !foreign.is_empty() || (!unfinished && out.join("model.safetensors").exists()) {
+        return Err(Error::Plan {
+            path: out.to_path_buf(),
+            message: "already holds files this pretraining did not write; choose an empty or new directory".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Metadata keys of a checkpoint.
+const FINGERPRINT: &str = "fingerprint";
+const STEP: &str = "step";
+const STEPS_TAKEN: &str = "steps_taken";
+
+fn write_checkpoint(output: &Output, fingerprint: &str, stack: &Stack, step: usize) -> Result<()> {
+    let (weights, exp_avg, exp_avg_sq, steps_taken) = stack.state();
+    let tensors = [("weights", weights), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)]
+        .into_iter()
+        .map(|(name, tensor)| {
+            let values = Vec::<f32>::try_from(tensor.detach().to_device(Device::Cpu).view([-1]))?;
+            let shape: Vec<usize> = tensor.size().iter().map(|&n| n as usize).collect();
+            Ok((name, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let views = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map_err(|e| Error::Device(format!("checkpoint {name}: {e:?}")))?;
+            Ok((name.to_string(), view))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metadata = HashMap::from([
+        (FINGERPRINT.to_string(), fingerprint.to_string()),
+        (STEP.to_string(), step.to_string()),
+        (STEPS_TAKEN.to_string(), steps_taken.to_string()),
+    ]);
+    let bytes = safetensors::tensor::serialize(views, &Some(metadata))
+        .map_err(|e| Error::Device(format!("serializing the checkpoint: {e:?}")))?;
+    atomic::write_bytes(&output.checkpoint(), &bytes)?;
+    Ok(())
+}
+
+/// The stack and step of the checkpoint in `output`, if there is one of this pretraining.
+fn read_checkpoint(
+    output: &Output,
+    fingerprint: &str,
+    architecture: &Architecture,
+    request: &PretrainRequest<'_>,
+    device: Device,
+) -> Result<Option<(Stack, usize)>> {
+    let path = output.checkpoint();
+    let Ok(bytes) = std::fs::read(&path) else { return Ok(None) };
+    let damaged = |message: String| Error::Plan { path: path.clone(), message };
+    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| damaged(format!("{e:?}")))?;
+    let meta = metadata.metadata().clone().unwrap_or_default();
+    if meta.get(FINGERPRINT).map(String::as_str) != Some(fingerprint) {
+        return Err(damaged(
+            "a checkpoint of another pretraining (other corpus or settings): remove it, or choose another --out".into(),
+        ));
+    }
+    let number = |key: &str| -> Result<usize> {
+        meta.get(key).and_then(|v| v.parse().ok()).ok_or_else(|| damaged(format!("no {key} in the checkpoint")))
+    };
+    let (step, steps_taken) = (number(STEP)?, number(STEPS_TAKEN)?);
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| damaged(format!("{e:?}")))?;
+    let tensor = |name: &str| -> Result<Tensor> {
+        let view = file.tensor(name).map_err(|e| damaged(format!("{name}: {e:?}")))?;
+        let shape: Vec<i64> = view.shape().iter().map(|&n| n as i64).collect();
+        if shape != [1, architecture.parameters()] {
+            return Err(damaged(format!("{name} has shape {shape:?}, the model {:?}", [1, architecture.parameters()])));
+        }
+        Ok(Tensor::f_from_data_size(view.data(), &shape, Kind::Float)?)
+    };
+    let stack = Stack::restore(
+        architecture.clone(),
+        [tensor("weights")?, tensor("exp_avg")?, tensor("exp_avg_sq")?],
+        steps_taken as i32,
+        request.train.precision,
+        device,
+    )?;
+    Ok(Some((stack, step)))
+}

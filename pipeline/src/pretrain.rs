@@ -1,0 +1,132 @@
+//! `cfmem pretrain`: the flags into a [`jobs::pretrain::PretrainRequest`], a progress bar,
+//! and what the base learned, printed at the end.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use jobs::pretrain::{self, PretrainRequest, Pretrained, PretrainingRecord};
+use subsets::config::Hyperparameters;
+use subsets::tokenizer::Tokenizer;
+use subsets::{corpus, design, plan};
+
+use crate::ComputeArgs;
+use crate::progress::Bars;
+
+#[derive(Args)]
+pub struct PretrainArgs {
+    /// JSONL file, Parquet file, or directory of .txt files: the text to pretrain on
+    /// (typically the background corpus of later runs).
+    #[arg(long)]
+    corpus: PathBuf,
+    /// TOML file with [model] and [train] settings; see README.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Base directory to write: config.json, model.safetensors, tokenizer.json (the
+    /// Hugging Face GPT-2 layout) and pretraining.toml.
+    #[arg(long)]
+    out: PathBuf,
+    /// Fraction of the documents left out of training, to measure the base on.
+    #[arg(long, default_value_t = 0.05)]
+    holdout: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Seconds between two checkpoints; running the same command again resumes from the
+    /// last one.
+    #[arg(long, default_value_t = 120.0)]
+    checkpoint_every: f64,
+    #[command(flatten)]
+    compute: ComputeArgs,
+}
+
+pub fn run(args: &PretrainArgs) -> Result<()> {
+    if !(args.checkpoint_every >= 0.0 && args.checkpoint_every.is_finite()) {
+        bail!("--checkpoint-every must be a number of seconds, 0 or more");
+    }
+    let hyperparameters = match &args.config {
+        Some(path) => Hyperparameters::from_file(path)?,
+        None => Hyperparameters::default(),
+    };
+    hyperparameters.validate()?;
+    if hyperparameters.train.base().is_some() {
+        bail!("[train] init: pretraining starts from scratch; remove init from the configuration");
+    }
+    jobs::device::set_cpu_threads(args.compute.threads);
+    let device = args.compute.device.resolve()?;
+
+    let documents = corpus::read(&args.corpus)?;
+    let held_out = design::holdout(documents.len(), args.holdout, args.seed)
+        .map_err(|e| anyhow::anyhow!("--holdout: {}", e.to_string().trim_start_matches("design.holdout: ")))?;
+    let model = &hyperparameters.model;
+    let tokenizer = Tokenizer::for_plan(model, documents.iter().map(|d| d.text.as_str()))?;
+    let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
+    let ids = tokenizer.encode_all(&texts, model.max_tokens_per_doc)?;
+    let tokenizer_json = tokenizer.file_json();
+
+    // Everything that changes the training changes the fingerprint, so that a checkpoint
+    // or a finished base is only ever taken for this very command.
+    let settings = toml::to_string(&hyperparameters)?;
+    let fingerprint = corpus::sha256_hex(
+        format!(
+            "{}\n{}\n{settings}\nseed {}\nholdout {}\n",
+            plan::corpus_checksum(&documents),
+            corpus::sha256_hex(tokenizer_json.as_bytes()),
+            args.seed,
+            args.holdout
+        )
+        .as_bytes(),
+    );
+    let request = PretrainRequest {
+        documents: &ids,
+        held_out: &held_out,
+        model: model.clone(),
+        layout: tokenizer.layout(),
+        train: hyperparameters.train.clone(),
+        seed: args.seed,
+        tokenizer_json,
+        record: PretrainingRecord {
+            fingerprint,
+            corpus: args.corpus.display().to_string(),
+            documents: documents.len() as u32,
+            held_out_documents: held_out.iter().filter(|&&h| h).count() as u32,
+            seed: args.seed,
+            steps: 0,
+            tokens_trained: 0,
+            held_out_loss: None,
+            held_out_accuracy: None,
+        },
+        checkpoint_every: Duration::from_secs_f64(args.checkpoint_every),
+    };
+    eprintln!(
+        "pretraining a model of {} parameters on {} documents ({} held out) on {}",
+        jobs::model::Architecture::new(model, tokenizer.layout()).parameters(),
+        documents.len() - request.record.held_out_documents as usize,
+        request.record.held_out_documents,
+        jobs::device::describe(device)
+    );
+    let bars = Bars::new(1);
+    let pretrained = pretrain::pretrain(&request, &args.out, device, &bars)?;
+    bars.finish();
+    report(&args.out, &pretrained);
+    Ok(())
+}
+
+fn report(out: &std::path::Path, pretrained: &Pretrained) {
+    let r = &pretrained.record;
+    if pretrained.already_complete {
+        eprintln!("{} already holds this base; nothing to do", out.display());
+    } else if pretrained.resumed_from > 0 {
+        eprintln!("resumed from the checkpoint at step {}", pretrained.resumed_from);
+    }
+    println!("pretrained {} steps, {} tokens", r.steps, r.tokens_trained);
+    match (r.held_out_loss, r.held_out_accuracy) {
+        (Some(loss), Some(accuracy)) => println!(
+            "held out: {} documents, loss {loss:.4} nats per token, accuracy {accuracy:.4}",
+            r.held_out_documents
+        ),
+        _ => println!("held out: no documents (--holdout 0)"),
+    }
+    println!("base: {} (plan --init {0})", out.display());
+}
