@@ -11,10 +11,11 @@ use safetensors::{Dtype, SafeTensors};
 use tch::{Device, Kind, Tensor};
 
 use subsets::base::{Base, BaseDir, Gpt2Config, TensorSpec, check_tensors, stored_name, tensor_specs};
-use subsets::config::{EmbeddingLayout, ModelConfig};
+use subsets::config::{EmbeddingLayout, ModelConfig, Precision};
 use subsets::{atomic, corpus};
 
 use crate::model::Architecture;
+use crate::train::{DocEval, Stack};
 use crate::{Error, Result};
 
 /// A base read and checked, with its weights loaded: what a stack's models start from.
@@ -30,6 +31,16 @@ impl LoadedBase {
         let base = Base::read(dir)?;
         let weights = load_weights(dir, &base.model, base.layout, Some(&base.weights_sha256))?;
         Ok(LoadedBase { base, weights })
+    }
+}
+
+impl LoadedBase {
+    /// The base's teacher-forced evaluation of `documents` (token ids), `batch_size`
+    /// windows a forward, on `device`.
+    pub fn evaluate(&self, documents: &[&[u32]], batch_size: usize, device: Device) -> Result<Vec<DocEval>> {
+        let architecture = Architecture::new(&self.base.model, self.base.layout);
+        let stack = Stack::from_rows(architecture, std::slice::from_ref(&self.weights), Precision::Fp32, device)?;
+        Ok(stack.evaluate(documents, batch_size)?.remove(0))
     }
 }
 

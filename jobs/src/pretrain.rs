@@ -193,6 +193,10 @@ fn completed(output: &Output, expected: &PretrainingRecord) -> Result<Option<Pre
             message: "this base was pretrained from another corpus or with other settings; choose another --out".into(),
         });
     }
+    // A kill between the record and the checkpoint's removal leaves the checkpoint behind.
+    if output.progress_dir().exists() {
+        std::fs::remove_dir_all(output.progress_dir()).map_err(subsets::Error::io(output.progress_dir()))?;
+    }
     Ok(Some(record))
 }
 

@@ -621,6 +621,18 @@ mod tests {
     }
 
     #[test]
+    fn every_model_of_a_stack_from_a_base_starts_at_the_base() {
+        let config = tiny_config(1);
+        let base = Architecture::new(&config.model, config.tokens.layout()).initial_weights(99);
+        let stack = Stack::new(&config, &[0, 1, 2], Some(&base), Device::Cpu).unwrap();
+        for g in 0..3 {
+            assert_eq!(stack.weights.get(g).detach(), base, "model {g}");
+        }
+        let scratch = Stack::new(&config, &[0, 1], None, Device::Cpu).unwrap();
+        assert_ne!(scratch.weights.get(0).detach(), base);
+    }
+
+    #[test]
     fn padding_shifts_targets_and_pads_the_end() {
         let (abc, d) = (tokens(b"abc"), tokens(b"d"));
         let (inputs, targets) =

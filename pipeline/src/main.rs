@@ -4,6 +4,7 @@
 
 mod bench;
 mod dups;
+mod evaluate;
 mod influence;
 mod pretrain;
 mod progress;
@@ -55,6 +56,8 @@ enum Command {
     /// Train one model on a corpus and write it as a base for `plan --init` (Hugging Face
     /// GPT-2 layout); resumes from its last checkpoint when run again.
     Pretrain(pretrain::PretrainArgs),
+    /// Evaluate a base model on every document of a corpus (per-document loss and accuracy).
+    Evaluate(evaluate::EvaluateArgs),
     /// Train a byte-level BPE tokenizer on a corpus and write it as tokenizer.json, for
     /// `[model] tokenizer = "PATH"` in later plans.
     Tokenizer(TokenizerArgs),
@@ -347,6 +350,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Demo(args) => run_demo(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Pretrain(args) => pretrain::run(&args),
+        Command::Evaluate(args) => evaluate::run(&args),
         Command::Tokenizer(args) => train_tokenizer(&args),
         Command::Dups(args) => dups::run(&args),
         Command::Influence(args) => influence::run(&args),

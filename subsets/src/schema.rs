@@ -351,6 +351,19 @@ table! {
 }
 
 table! {
+    /// `cfmem evaluate` output: one row per document of a corpus, a model's teacher-forced
+    /// evaluation of it (`nll` summed over its `tokens`, `correct` the positions whose
+    /// argmax is the token).
+    pub struct EvaluationTable {
+        pub doc: Vec<u32>,
+        pub doc_id: Vec<String>,
+        pub tokens: Vec<u32>,
+        pub nll: Vec<f64>,
+        pub correct: Vec<u32>,
+    }
+}
+
+table! {
     /// `analysis/influence.parquet`: for each target document, its top training documents
     /// by counterfactual influence (self-influence excluded), `rank` 1 the strongest.
     pub struct InfluenceTable {

@@ -1,0 +1,64 @@
+//! `cfmem evaluate`: a base model's teacher-forced evaluation of every document of a
+//! corpus, written as one Parquet table; the mean loss and accuracy printed. It shows what
+//! a base already predicts before any audit, and checks a base against another
+//! implementation of the same model.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use jobs::base::LoadedBase;
+use subsets::corpus;
+use subsets::schema::{self, EvaluationTable};
+
+use crate::ComputeArgs;
+
+#[derive(Args)]
+pub struct EvaluateArgs {
+    /// Base directory: config.json, model.safetensors, tokenizer.json (Hugging Face GPT-2 layout).
+    #[arg(long)]
+    model: PathBuf,
+    /// JSONL file, Parquet file, or directory of .txt files.
+    #[arg(long)]
+    corpus: PathBuf,
+    /// Parquet file to write, one row per document.
+    #[arg(long)]
+    out: PathBuf,
+    /// Windows per forward pass.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
+    #[command(flatten)]
+    compute: ComputeArgs,
+}
+
+pub fn run(args: &EvaluateArgs) -> Result<()> {
+    jobs::device::set_cpu_threads(args.compute.threads);
+    let device = args.compute.device.resolve()?;
+    let loaded = LoadedBase::load(&args.model)?;
+    let documents = corpus::read(&args.corpus)?;
+    let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
+    let ids = loaded.base.tokenizer.encode_all(&texts, None)?;
+    let slices: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let evals = loaded.evaluate(&slices, args.batch_size as usize, device)?;
+    let mut table = EvaluationTable::default();
+    for (doc, (document, eval)) in documents.iter().zip(&evals).enumerate() {
+        table.doc.push(doc as u32);
+        table.doc_id.push(document.id.clone());
+        table.tokens.push(eval.tokens);
+        table.nll.push(eval.nll);
+        table.correct.push(eval.correct);
+    }
+    schema::write(&args.out, &table, None)?;
+    let tokens: u64 = table.tokens.iter().map(|&t| u64::from(t)).sum();
+    let nll: f64 = table.nll.iter().sum();
+    let correct: u64 = table.correct.iter().map(|&c| u64::from(c)).sum();
+    println!(
+        "{} documents, {tokens} tokens: loss {:.4} nats per token, accuracy {:.4}; wrote {}",
+        documents.len(),
+        nll / tokens.max(1) as f64,
+        correct as f64 / tokens.max(1) as f64,
+        args.out.display()
+    );
+    Ok(())
+}

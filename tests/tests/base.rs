@@ -1,0 +1,285 @@
+//! Models that start from a base, end to end: a GPT-2 made by `transformers` evaluates in
+//! cfmem as in `transformers`; a base cfmem pretrains loads in `transformers` with the same
+//! numbers, and its pretraining, killed at random points and run again, ends with the same
+//! weights; a run from a base is reproducible, refuses a changed base and a `[model]`
+//! setting that contradicts the base; and on a small corpus with a background, fine-tuning
+//! from a base pretrained once generalizes better than training from scratch, for fewer
+//! training tokens.
+//!
+//! The reference side runs the scripts of `tests/hf` with `$CFMEM_HF_PYTHON` (the venv
+//! `scripts/test.sh` makes); without it those tests skip, or fail where everything must run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use subsets::schema::{self, EvaluationTable, LogTable};
+use tests::{cfmem, cfmem_err, cfmem_ok, plan_args, skip_or_fail, training_lock};
+
+/// The python of the Hugging Face venv, or None (after `skip_or_fail`).
+fn hf_python() -> Option<PathBuf> {
+    match std::env::var_os("CFMEM_HF_PYTHON") {
+        Some(python) => Some(PathBuf::from(python)),
+        None => {
+            skip_or_fail("CFMEM_HF_PYTHON (the transformers venv that scripts/test.sh sets up)");
+            None
+        }
+    }
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("hf").join(name)
+}
+
+fn python_ok(python: &Path, args: &[&str]) {
+    let out = Command::new(python).args(args).output().expect("python runs");
+    assert!(out.status.success(), "python {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `transformers`'s per-document evaluation of `model` on `corpus`: (tokens, nll, correct).
+fn reference(python: &Path, model: &Path, corpus: &Path) -> Vec<(u32, f64, u32)> {
+    let out = model.with_extension("reference.jsonl");
+    python_ok(python, &[script("reference_nll.py").to_str().unwrap(), model.to_str().unwrap(), corpus.to_str().unwrap(), out.to_str().unwrap()]);
+    std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            (row["tokens"].as_u64().unwrap() as u32, row["nll"].as_f64().unwrap(), row["correct"].as_u64().unwrap() as u32)
+        })
+        .collect()
+}
+
+/// cfmem's per-document evaluation of `model` on `corpus`.
+fn evaluate(model: &Path, corpus: &Path) -> EvaluationTable {
+    let out = model.with_extension("cfmem.parquet");
+    cfmem_ok(&["evaluate", "--model", model.to_str().unwrap(), "--corpus", corpus.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"]);
+    schema::read(&out).unwrap()
+}
+
+/// Asserts cfmem's evaluation equals the reference: nll within 1e-4 relative, the same
+/// token counts, and the same correct counts on at least 99.9% of documents.
+fn assert_same(cfmem: &EvaluationTable, reference: &[(u32, f64, u32)], what: &str) {
+    assert_eq!(cfmem.doc.len(), reference.len(), "{what}");
+    let mut correct_differs = 0;
+    for (i, &(tokens, nll, correct)) in reference.iter().enumerate() {
+        assert_eq!(cfmem.tokens[i], tokens, "{what}: document {i}'s tokens");
+        let relative = (cfmem.nll[i] - nll).abs() / nll.abs().max(1e-12);
+        assert!(relative < 1e-4, "{what}: document {i}: nll {} in cfmem, {nll} in transformers", cfmem.nll[i]);
+        correct_differs += usize::from(cfmem.correct[i] != correct);
+    }
+    assert!(correct_differs * 1000 <= reference.len(), "{what}: correct counts differ on {correct_differs} documents");
+}
+
+/// Documents shorter and longer than a 32-position context, with non-ASCII text and the
+/// literal text of GPT-2's end-of-text token.
+fn write_corpus(path: &Path) {
+    let texts = [
+        "Short.".to_string(),
+        "A medium document about cats and dogs, thirty-odd bytes or more.".to_string(),
+        "A much longer document that spans several windows. ".repeat(12),
+        "Ünïcødé text with € signs, 🙂 and <|endoftext|> inside it, then more words.".to_string(),
+        "x".to_string(),
+    ];
+    let lines: String = texts.iter().map(|t| serde_json::json!({ "text": t }).to_string() + "\n").collect();
+    std::fs::write(path, lines).unwrap();
+}
+
+#[test]
+fn a_transformers_gpt2_evaluates_in_cfmem_as_in_transformers() {
+    let Some(python) = hf_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    write_corpus(&corpus);
+    // Tied head with gelu_new (GPT-2's own), and an untied head with the exact GELU.
+    for (name, flags) in [("tied", &[][..]), ("untied", &["--untied", "--activation", "gelu", "--seed", "1"][..])] {
+        let model = dir.path().join(name);
+        let mut args = vec![script("tiny_gpt2.py").to_str().unwrap().to_string(), model.to_str().unwrap().to_string()];
+        args.extend(flags.iter().map(|f| f.to_string()));
+        python_ok(&python, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_same(&evaluate(&model, &corpus), &reference(&python, &model, &corpus), name);
+    }
+}
+
+#[test]
+fn a_base_that_is_not_gpt2_or_disagrees_with_itself_is_refused_naming_what() {
+    let Some(python) = hf_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    write_corpus(&corpus);
+    let model = dir.path().join("model");
+    python_ok(&python, &[script("tiny_gpt2.py").to_str().unwrap(), model.to_str().unwrap()]);
+    let plan = |name: &str| {
+        let run = dir.path().join(name);
+        cfmem_err(&plan_args(&corpus, &run, "2", "1", &["--init", model.to_str().unwrap()]))
+    };
+    let config = model.join("config.json");
+    let original = std::fs::read_to_string(&config).unwrap();
+
+    std::fs::write(&config, original.replace("\"gpt2\"", "\"llama\"")).unwrap();
+    assert!(plan("a").contains("model_type \"llama\" is not GPT-2"));
+    std::fs::write(&config, original.replace("\"n_embd\": 32", "\"n_embd\": 16")).unwrap();
+    let err = plan("b");
+    assert!(err.contains("model.safetensors: tensor transformer.wte.weight has shape [353, 32], config.json implies [353, 16]"), "{err}");
+    let smaller = original.replace("\"vocab_size\": 353", "\"vocab_size\": 300").replace(": 352", ": 0");
+    std::fs::write(&config, smaller).unwrap();
+    let err = plan("c");
+    assert!(err.contains("tokenizer.json: the tokenizer's ids go up to 352, but the model embeds 300 tokens"), "{err}");
+    std::fs::write(&config, &original).unwrap();
+    std::fs::remove_file(model.join("model.safetensors")).unwrap();
+    assert!(plan("d").contains("model.safetensors"));
+    for name in ["a", "b", "c", "d"] {
+        assert!(!dir.path().join(name).exists(), "nothing planned for {name}");
+    }
+}
+
+/// A corpus of `documents` sentences over a small vocabulary, from `seed`.
+fn sentences(path: &Path, documents: usize, seed: u64) {
+    let words = ["the", "cat", "dog", "sat", "on", "a", "mat", "ran", "to", "big", "small", "house", "and", "saw"];
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = |n: usize| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as usize % n
+    };
+    let lines: String = (0..documents)
+        .map(|_| {
+            let text: Vec<&str> = (0..24).map(|_| words[next(words.len())]).collect();
+            serde_json::json!({ "text": text.join(" ") + "." }).to_string() + "\n"
+        })
+        .collect();
+    std::fs::write(path, lines).unwrap();
+}
+
+const TINY: &str = "[model]\nn_layer = 1\nn_head = 2\nd_model = 32\ncontext = 32\ntied_head = true\nactivation = \"gelu_new\"\n\
+[train]\nepochs = EPOCHS\nbatch_size = 8\nlr = 0.01\n";
+
+#[test]
+fn a_pretrained_base_loads_in_transformers_and_survives_kill_9() {
+    let _one_at_a_time = training_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("background.jsonl");
+    sentences(&corpus, 300, 1);
+    let config = dir.path().join("pretrain.toml");
+    std::fs::write(&config, TINY.replace("EPOCHS", "6")).unwrap();
+    let pretrain = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["pretrain", "--corpus", corpus.to_str().unwrap(), "--config", config.to_str().unwrap()];
+        args.extend(["--out", out.to_str().unwrap(), "--device", "cpu", "--threads", "1"]);
+        args.extend_from_slice(extra);
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let whole = dir.path().join("whole");
+    let printed = cfmem_ok(&pretrain(&whole, &[]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(printed.contains("held out: 15 documents, loss"), "{printed}");
+    let again = cfmem(&pretrain(&whole, &[]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds this base; nothing to do"));
+
+    // Killed at random points (a checkpoint after every ten steps), then run to the end.
+    let killed = dir.path().join("killed");
+    let mut rng = 0x5eed_u64;
+    let mut resumed = 0;
+    for _ in 0..4 {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let delay = std::time::Duration::from_millis(150 + (rng >> 40) % 900);
+        let mut child = Command::new(tests::cfmem_path())
+            .args(pretrain(&killed, &["--checkpoint-every", "0"]))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        child.kill().unwrap(); // SIGKILL
+        let out = child.wait_with_output().unwrap();
+        resumed += usize::from(String::from_utf8_lossy(&out.stderr).contains("resumed from the checkpoint"));
+    }
+    let last = cfmem(&pretrain(&killed, &["--checkpoint-every", "0"]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(last.status.success(), "{}", String::from_utf8_lossy(&last.stderr));
+    let stderr = String::from_utf8_lossy(&last.stderr);
+    assert!(stderr.contains("resumed from the checkpoint at step") || resumed > 0, "no kill landed after a checkpoint: {stderr}");
+    assert_eq!(
+        std::fs::read(killed.join("model.safetensors")).unwrap(),
+        std::fs::read(whole.join("model.safetensors")).unwrap(),
+        "a pretraining killed and resumed ends with the weights of an uninterrupted one"
+    );
+    assert!(!killed.join(".pretrain").exists(), "the checkpoint is removed once the base is complete");
+
+    let Some(python) = hf_python() else { return };
+    let audited = dir.path().join("audited.jsonl");
+    write_corpus(&audited);
+    assert_same(&evaluate(&whole, &audited), &reference(&python, &whole, &audited), "pretrained base");
+}
+
+#[test]
+fn runs_from_a_base_are_reproducible_refuse_a_changed_base_and_beat_scratch_for_fewer_tokens() {
+    let _one_at_a_time = training_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let (corpus, background) = (dir.path().join("corpus.jsonl"), dir.path().join("background.jsonl"));
+    sentences(&corpus, 24, 2);
+    sentences(&background, 240, 3);
+    let write_config = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let base = dir.path().join("base");
+    // The base trains three times as long on the background as each model from scratch
+    // does, and still the pretraining and the fine-tunes together train on fewer tokens.
+    let pretrain_config = write_config("pretrain.toml", TINY.replace("EPOCHS", "6"));
+    let printed = cfmem_ok(&["pretrain", "--corpus", background.to_str().unwrap(), "--config", &pretrain_config, "--out", base.to_str().unwrap(), "--device", "cpu"]);
+    let pretraining_tokens: u64 = printed.split("steps, ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+
+    let finetune = write_config("finetune.toml", "[train]\nepochs = 4\nbatch_size = 8\nlr = 1e-3\nwarmup_fraction = 0.1\n[jobs]\nstack = 2\n".into());
+    let plan_from_base = |name: &str, extra: &[&str]| {
+        let run = dir.path().join(name);
+        let mut args = vec!["--init", base.to_str().unwrap(), "--config", &finetune];
+        args.extend_from_slice(extra);
+        cfmem_ok(&plan_args(&corpus, &run, "4", "7", &args));
+        cfmem_ok(&["run", run.to_str().unwrap(), "--device", "cpu"]);
+        run
+    };
+    let first = plan_from_base("a", &[]);
+    let second = plan_from_base("b", &[]);
+    for job in 0..2 {
+        let log = |run: &Path| schema::read::<LogTable>(&run.join(format!("logs/job-{job:05}.parquet"))).unwrap();
+        assert_eq!(log(&first), log(&second), "same base, same seed: the same logs");
+    }
+    let toml = std::fs::read_to_string(first.join("run.toml")).unwrap();
+    let canonical = std::fs::canonicalize(&base).unwrap();
+    assert!(toml.contains(&format!("init = \"{}\"", canonical.display())), "{toml}");
+    assert!(toml.contains("[base]\nweights_sha256 = "), "{toml}");
+
+    // A [model] setting that contradicts the base is refused; one that agrees is not.
+    let conflicting = write_config("conflict.toml", "[model]\nd_model = 64\n".into());
+    let err = cfmem_err(&plan_args(&corpus, &dir.path().join("c"), "4", "7", &["--init", base.to_str().unwrap(), "--config", &conflicting]));
+    assert!(err.contains("[model] d_model = 64 conflicts with the base"), "{err}");
+    // The base changed after planning: run refuses, naming the file.
+    let weights = base.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&weights, &bytes).unwrap();
+    let planned = dir.path().join("d");
+    cfmem_ok(&plan_args(&corpus, &planned, "4", "7", &["--config", &finetune, "--init", base.to_str().unwrap()]));
+    bytes[last] ^= 1;
+    std::fs::write(&weights, &bytes).unwrap();
+    let err = cfmem_err(&["run", planned.to_str().unwrap(), "--device", "cpu"]);
+    assert!(err.contains("model.safetensors: sha256") && err.contains("the base changed after planning"), "{err}");
+
+    // From scratch with the background in every model.
+    let scratch_config = write_config("scratch.toml", TINY.replace("EPOCHS", "2").replace("[train]", "[jobs]\nstack = 2\n[train]"));
+    let scratch = dir.path().join("scratch");
+    cfmem_ok(&plan_args(&corpus, &scratch, "4", "7", &["--config", &scratch_config, "--background", background.to_str().unwrap()]));
+    cfmem_ok(&["run", scratch.to_str().unwrap(), "--device", "cpu"]);
+    let acc_out = |run: &Path| {
+        cfmem_ok(&["analyze", run.to_str().unwrap()]);
+        let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("analysis/summary.json")).unwrap()).unwrap();
+        summary["diagnosis"]["overall"]["acc_out"].as_f64().unwrap()
+    };
+    let tokens = |run: &Path, epochs: u64| {
+        let config: subsets::config::RunConfig = subsets::config::RunConfig::from_file(&run.join("run.toml")).unwrap();
+        let per_model = config.design.keep * config.tokens.corpus as f64 + config.tokens.background as f64;
+        (4.0 * epochs as f64 * per_model) as u64
+    };
+    let (from_base, from_scratch) = (acc_out(&first), acc_out(&scratch));
+    let (base_tokens, scratch_tokens) = (pretraining_tokens + tokens(&first, 4), tokens(&scratch, 2));
+    assert!(from_base > from_scratch, "OUT accuracy {from_base:.3} from the base, {from_scratch:.3} from scratch");
+    assert!(base_tokens < scratch_tokens, "{base_tokens} training tokens from the base, {scratch_tokens} from scratch");
+}
