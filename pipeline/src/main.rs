@@ -488,6 +488,9 @@ fn plan_run(out: &Path, request: PlanRequest<'_>) -> Result<()> {
 fn describe_tokens(config: &RunConfig) -> String {
     let t = &config.tokens;
     let mut text = format!(": {} tokens (tokenizer {}, vocabulary {})", t.corpus, config.model.tokenizer, t.vocab);
+    if let Some(base) = config.train.base() {
+        text += &format!(", every model starting from the base {}", base.display());
+    }
     if let Some(background) = &config.background {
         text += &format!(", background of {} documents, {} tokens", background.documents, t.background);
     }
@@ -558,9 +561,15 @@ fn run_jobs(run: &Path, compute: &ComputeArgs, selection: &Selection) -> Result<
     let queue = Queue::open(RunDir::new(run))?;
     jobs::device::set_cpu_threads(compute.threads);
     let device = compute.device.resolve()?;
+    let loading = std::time::Instant::now();
     let trainer = RunTrainer::new(queue.run_dir(), queue.config(), device)?;
+    let loaded = loading.elapsed().as_secs_f64();
     let count = selection.jobs.as_ref().map_or(queue.job_ids().len(), Vec::len);
-    eprintln!("running {count} jobs on {}", jobs::device::describe(device));
+    eprintln!(
+        "running {count} jobs on {} (documents tokenized{} in {loaded:.2} s)",
+        jobs::device::describe(device),
+        if queue.config().base.is_some() { " and the base loaded" } else { "" }
+    );
     let bars = progress::Bars::new(count);
     let outcomes = queue.run(&trainer, selection, &bars)?;
     bars.finish();

@@ -283,3 +283,21 @@ fn runs_from_a_base_are_reproducible_refuse_a_changed_base_and_beat_scratch_for_
     assert!(from_base > from_scratch, "OUT accuracy {from_base:.3} from the base, {from_scratch:.3} from scratch");
     assert!(base_tokens < scratch_tokens, "{base_tokens} training tokens from the base, {scratch_tokens} from scratch");
 }
+
+#[test]
+fn a_stack_that_cannot_fit_is_refused_before_training_with_the_estimate() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    sentences(&corpus, 8, 4);
+    // About 40 billion parameters a model: no machine this runs on holds a stack of them.
+    let config = dir.path().join("huge.toml");
+    std::fs::write(&config, "[model]\nn_layer = 200\nn_head = 32\nd_model = 4096\n[jobs]\nstack = 2\n").unwrap();
+    let run = dir.path().join("run");
+    cfmem_ok(&plan_args(&corpus, &run, "2", "1", &["--config", config.to_str().unwrap()]));
+    let started = std::time::Instant::now();
+    let err = cfmem_err(&["run", run.to_str().unwrap(), "--device", "cpu"]);
+    assert!(err.contains("a stack of 2 models of 40") && err.contains("GiB free on cpu"), "{err}");
+    assert!(err.contains("not even one model fits"), "{err}");
+    assert!(started.elapsed().as_secs() < 10, "refused before allocating anything");
+    assert!(!run.join("logs/job-00000.parquet").exists());
+}
