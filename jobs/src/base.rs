@@ -106,41 +106,60 @@ pub fn write(
     let specs = tensor_specs(model, layout.rows);
     let weights = weights.to_device(Device::Cpu).to_kind(Kind::Float).detach();
     let parts = weights.split_with_sizes(&architecture.parameter_sizes(), 0);
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = specs
-        .iter()
-        .zip(parts)
-        .map(|(spec, part)| stored_tensor(spec, &part))
-        .collect::<Result<_>>()?;
-    let views = data
-        .iter()
-        .map(|(name, shape, bytes)| {
-            let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map_err(|e| Error::Device(format!("{name}: {e:?}")))?;
-            Ok((name.clone(), view))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let tensors: Vec<StoredTensor> =
+        specs.iter().zip(parts).map(|(spec, part)| stored_parameter(spec, &part)).collect::<Result<_>>()?;
     // transformers reads a safetensors file only if its metadata says which framework wrote it.
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = safetensors::tensor::serialize(views, &Some(metadata))
-        .map_err(|e| Error::Device(format!("serializing the weights: {e:?}")))?;
-    atomic::write_bytes(&base.weights(), &bytes)?;
+    atomic::write_bytes(&base.weights(), &serialize(&tensors, metadata)?)?;
     atomic::write_bytes(&base.tokenizer(), tokenizer_json.as_bytes())?;
     atomic::write_bytes(&base.config(), Gpt2Config::of(model, layout).to_json().as_bytes())?;
     Ok(())
 }
 
-/// The name, shape and little-endian fp32 bytes under which a parameter is stored.
-fn stored_tensor(spec: &TensorSpec, part: &Tensor) -> Result<(String, Vec<usize>, Vec<u8>)> {
+/// One fp32 tensor as a safetensors file stores it.
+pub(crate) struct StoredTensor {
+    name: String,
+    shape: Vec<usize>,
+    /// Little-endian fp32 values.
+    bytes: Vec<u8>,
+}
+
+impl StoredTensor {
+    /// `tensor`, on any device, stored as `name`.
+    pub(crate) fn new(name: impl Into<String>, tensor: &Tensor) -> Result<StoredTensor> {
+        let values = Vec::<f32>::try_from(tensor.detach().to_device(Device::Cpu).to_kind(Kind::Float).view([-1]))?;
+        Ok(StoredTensor {
+            name: name.into(),
+            shape: tensor.size().iter().map(|&n| n as usize).collect(),
+            bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        })
+    }
+}
+
+/// A safetensors file of `tensors` with `metadata`.
+pub(crate) fn serialize(tensors: &[StoredTensor], metadata: HashMap<String, String>) -> Result<Vec<u8>> {
+    let views = tensors
+        .iter()
+        .map(|t| {
+            let view = safetensors::tensor::TensorView::new(Dtype::F32, t.shape.clone(), &t.bytes)
+                .map_err(|e| Error::Device(format!("{}: {e:?}", t.name)))?;
+            Ok((t.name.clone(), view))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::tensor::serialize(views, &Some(metadata)).map_err(|e| Error::Device(format!("serializing tensors: {e:?}")))
+}
+
+/// A parameter (`part` of the flat weights) under its name and in its shape in a base.
+fn stored_parameter(spec: &TensorSpec, part: &Tensor) -> Result<StoredTensor> {
     let shape: Vec<i64> = spec.shape.iter().map(|&n| n as i64).collect();
     let tensor = if spec.transposed {
         part.view([shape[1], shape[0]]).transpose(0, 1).contiguous()
     } else {
         part.view(shape.as_slice())
     };
-    let values = Vec::<f32>::try_from(tensor.view([-1]))?;
     // As GPT2LMHeadModel names its tensors: the head outside `transformer.`.
     let name = if spec.name.starts_with("lm_head") { spec.name.clone() } else { format!("transformer.{}", spec.name) };
-    Ok((name, spec.shape.clone(), values.iter().flat_map(|v| v.to_le_bytes()).collect()))
+    StoredTensor::new(name, &tensor)
 }
 
 #[cfg(test)]

@@ -176,8 +176,9 @@ pub fn measure_stack(request: &BenchRequest<'_>, stack: usize, device: Device, p
     let mut per_step: Vec<f64> = readings.windows(2).map(|w| (w[1] - w[0]).as_secs_f64() / LOSS_EVERY as f64).collect();
     let step_seconds = median(&mut per_step);
 
-    let eval_docs: Vec<&[u32]> = documents.iter().map(Vec::as_slice).cycle().take(256).collect();
+    // Four evaluation batches timed, after one untimed.
     let eval_batch = config.train.eval_batch_size as usize;
+    let eval_docs: Vec<&[u32]> = documents.iter().map(Vec::as_slice).cycle().take(4 * eval_batch).collect();
     let _ = trained.evaluate(&eval_docs[..eval_batch.min(eval_docs.len())], eval_batch)?;
     let started = Instant::now();
     let _ = trained.evaluate(&eval_docs, eval_batch)?;

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -25,7 +25,8 @@ use subsets::{atomic, seeds};
 
 use crate::model::Architecture;
 use crate::train::{ExampleStream, Schedule, Stack, TrainingTable};
-use crate::{Error, Result, base};
+use crate::base::{self, StoredTensor};
+use crate::{Error, Result};
 
 /// Steps between two looks at the clock, to decide whether to checkpoint.
 const STEPS_PER_CHECK: usize = 10;
@@ -226,29 +227,17 @@ const STEPS_TAKEN: &str = "steps_taken";
 
 fn write_checkpoint(output: &Output, fingerprint: &str, stack: &Stack, step: usize) -> Result<()> {
     let (weights, exp_avg, exp_avg_sq, steps_taken) = stack.state();
-    let tensors = [("weights", weights), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)]
-        .into_iter()
-        .map(|(name, tensor)| {
-            let values = Vec::<f32>::try_from(tensor.detach().to_device(Device::Cpu).view([-1]))?;
-            let shape: Vec<usize> = tensor.size().iter().map(|&n| n as usize).collect();
-            Ok((name, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let views = tensors
-        .iter()
-        .map(|(name, shape, bytes)| {
-            let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map_err(|e| Error::Device(format!("checkpoint {name}: {e:?}")))?;
-            Ok((name.to_string(), view))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let tensors = [
+        StoredTensor::new("weights", weights)?,
+        StoredTensor::new("exp_avg", exp_avg)?,
+        StoredTensor::new("exp_avg_sq", exp_avg_sq)?,
+    ];
     let metadata = HashMap::from([
         (FINGERPRINT.to_string(), fingerprint.to_string()),
         (STEP.to_string(), step.to_string()),
         (STEPS_TAKEN.to_string(), steps_taken.to_string()),
     ]);
-    let bytes = safetensors::tensor::serialize(views, &Some(metadata))
-        .map_err(|e| Error::Device(format!("serializing the checkpoint: {e:?}")))?;
+    let bytes = base::serialize(&tensors, metadata)?;
     atomic::write_bytes(&output.checkpoint(), &bytes)?;
     Ok(())
 }
