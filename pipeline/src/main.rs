@@ -214,8 +214,10 @@ struct ComputeArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
-    /// CPU threads of libtorch; 0 keeps libtorch's default (one per core). Set it when
-    /// several cfmem processes share a machine: oversubscribed cores slow training tenfold.
+    /// CPU threads of libtorch; 0 keeps libtorch's default (one per core, MKL choosing
+    /// fewer per product where it sees fit). Set it when several cfmem processes share a
+    /// machine (oversubscribed cores slow training tenfold), and for CPU runs that must
+    /// reproduce bit for bit on a loaded machine.
     #[arg(long, default_value_t = 0)]
     threads: u32,
 }
