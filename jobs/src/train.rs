@@ -13,7 +13,8 @@
 //! count, plus every background document once; background documents are never evaluated.
 //!
 //! Each model of a stack is an independent model: its initial weights come from (run seed,
-//! model id), its data order from its own seeded generator, its loss is its own mean over
+//! model id), or are the base's when the run starts from one, its data order from its own
+//! seeded generator, its loss is its own mean over
 //! its own batch (the stack's loss is the sum of the models' losses, so each model gets
 //! exactly its own gradient), its gradient norm is clipped on its own, and AdamW, being
 //! elementwise, keeps its own moments. A stack of G and G stacks of 1 are the same
