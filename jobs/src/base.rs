@@ -105,7 +105,7 @@ pub fn write(
     let architecture = Architecture::new(model, layout);
     let specs = tensor_specs(model, layout.rows);
     let weights = weights.to_device(Device::Cpu).to_kind(Kind::Float).detach();
-    let parts = weights.split_with_sizes(&architecture.parameter_sizes(), 0);
+    let parts = weights.split_with_sizes(architecture.parameter_sizes(), 0);
     let tensors: Vec<StoredTensor> =
         specs.iter().zip(parts).map(|(spec, part)| stored_parameter(spec, &part)).collect::<Result<_>>()?;
     // transformers reads a safetensors file only if its metadata says which framework wrote it.

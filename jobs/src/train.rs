@@ -557,7 +557,7 @@ impl<'a> Schedule<'a> {
                 let losses = stack.step(&gather(&table.inputs), &gather(&table.targets), lr, self.train);
                 step += 1;
                 // Reading the loss waits for the device: now and then only.
-                let report = step % LOSS_EVERY == 0 || step == self.total;
+                let report = step.is_multiple_of(LOSS_EVERY) || step == self.total;
                 progress.training_step(step, report.then(|| losses.mean(Kind::Float).double_value(&[])));
             }
         }

@@ -395,7 +395,7 @@ mod tests {
 
     #[test]
     fn what_cfmem_cannot_compute_is_refused_naming_the_field() {
-        let err = |json: &str| parse(json).err().expect("refused").to_string();
+        let err = |json: &str| parse(json).expect_err("refused").to_string();
         assert!(err("{\"model_type\": \"llama\"}").contains("model_type \"llama\" is not GPT-2"));
         assert!(err(&gpt2_json(", \"activation_function\": \"relu\"")).contains("activation_function \"relu\""));
         assert!(err(&gpt2_json(", \"n_inner\": 7")).contains("n_inner 7"));
