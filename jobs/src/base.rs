@@ -28,8 +28,8 @@ pub struct LoadedBase {
 impl LoadedBase {
     /// Reads the base in `dir` and loads its weights.
     pub fn load(dir: &Path) -> Result<LoadedBase> {
-        let base = Base::read(dir)?;
-        let weights = load_weights(dir, &base.model, base.layout, Some(&base.weights_sha256))?;
+        let (base, bytes) = Base::read_with_weights(dir)?;
+        let weights = weights_from_bytes(&base.dir.weights(), &bytes, &base.model, base.layout)?;
         Ok(LoadedBase { base, weights })
     }
 }
@@ -45,26 +45,30 @@ impl LoadedBase {
 }
 
 /// The weights of the base in `dir`, `[P]` fp32 on the CPU in the parameter layout of
-/// `model` over `layout` (the architecture the base describes). With `expected_sha256`,
-/// a `model.safetensors` whose sha256 differs (the base changed since the run was
-/// planned) is refused.
-pub fn load_weights(dir: &Path, model: &ModelConfig, layout: EmbeddingLayout, expected_sha256: Option<&str>) -> Result<Tensor> {
+/// `model` over `layout` (the architecture the base describes). A `model.safetensors`
+/// whose sha256 is not `expected_sha256` (the base changed since the run was planned) is
+/// refused.
+pub fn load_weights(dir: &Path, model: &ModelConfig, layout: EmbeddingLayout, expected_sha256: &str) -> Result<Tensor> {
     let path = BaseDir::new(dir).weights();
     let bytes = std::fs::read(&path).map_err(subsets::Error::io(&path))?;
-    if let Some(expected) = expected_sha256 {
-        let found = corpus::sha256_hex(&bytes);
-        if found != expected {
-            return Err(Error::Plan {
-                path,
-                message: format!(
-                    "sha256 {found} is not the {expected} run.toml recorded: the base changed after planning; \
-                     plan a new run from it"
-                ),
-            });
-        }
+    let found = corpus::sha256_hex(&bytes);
+    if found != expected_sha256 {
+        return Err(Error::Plan {
+            path,
+            message: format!(
+                "sha256 {found} is not the {expected_sha256} run.toml recorded: the base changed after planning; \
+                 plan a new run from it"
+            ),
+        });
     }
+    weights_from_bytes(&path, &bytes, model, layout)
+}
+
+/// The weights in `bytes` (of the file `path`), checked against `model` over `layout`.
+fn weights_from_bytes(path: &Path, bytes: &[u8], model: &ModelConfig, layout: EmbeddingLayout) -> Result<Tensor> {
     let specs = tensor_specs(model, layout.rows);
-    check_tensors(&path, &bytes, &specs)?;
+    check_tensors(path, bytes, &specs)?;
+    let path = path.to_path_buf();
     let file = SafeTensors::deserialize(&bytes).map_err(|e| Error::Plan { path: path.clone(), message: format!("{e:?}") })?;
     let names = file.names();
     let parts = specs
@@ -187,10 +191,10 @@ mod tests {
             write(dir.path(), &model, layout, &weights, &Tokenizer::Bytes.file_json()).unwrap();
             let base = subsets::base::Base::read(dir.path()).unwrap();
             assert_eq!(base.model.tied_head, tied_head);
-            let loaded = load_weights(dir.path(), &base.model, base.layout, Some(&base.weights_sha256)).unwrap();
+            let loaded = load_weights(dir.path(), &base.model, base.layout, &base.weights_sha256).unwrap();
             // The base's layout keeps the rows but makes PAD its BOS: the weights are the same.
             assert_eq!(loaded, weights);
-            let err = load_weights(dir.path(), &base.model, base.layout, Some("00")).unwrap_err().to_string();
+            let err = load_weights(dir.path(), &base.model, base.layout, "00").unwrap_err().to_string();
             assert!(err.contains("the base changed after planning"), "{err}");
         }
     }

@@ -50,7 +50,7 @@ impl RunTrainer {
         let base = match (config.train.base(), &config.base) {
             (None, _) => None,
             (Some(dir), Some(planned)) => {
-                Some(base::load_weights(dir, &config.model, config.tokens.layout(), Some(&planned.weights_sha256))?)
+                Some(base::load_weights(dir, &config.model, config.tokens.layout(), &planned.weights_sha256)?)
             }
             (Some(_), None) => {
                 return Err(Error::Plan {

@@ -310,6 +310,12 @@ impl Base {
     /// Reads `dir` and checks that its three files agree: the tensors' names and shapes
     /// with `config.json`, the tokenizer's ids with the embedding.
     pub fn read(dir: &Path) -> Result<Base> {
+        Base::read_with_weights(dir).map(|(base, _)| base)
+    }
+
+    /// [`Base::read`], and the bytes of `model.safetensors` it read, for a caller that loads
+    /// them without reading and hashing the file again.
+    pub fn read_with_weights(dir: &Path) -> Result<(Base, Vec<u8>)> {
         let dir = BaseDir::new(dir);
         if !dir.root().is_dir() {
             return Err(Error::file(dir.root(), "no such directory: a base is a directory holding config.json, model.safetensors and tokenizer.json"));
@@ -331,7 +337,8 @@ impl Base {
         let weights_path = dir.weights();
         let weights = std::fs::read(&weights_path).map_err(Error::io(&weights_path))?;
         check_tensors(&weights_path, &weights, &tensor_specs(&model, layout.rows))?;
-        Ok(Base { weights_sha256: corpus::sha256_hex(&weights), dir, model, layout, tokenizer })
+        let base = Base { weights_sha256: corpus::sha256_hex(&weights), dir, model, layout, tokenizer };
+        Ok((base, weights))
     }
 }
 
