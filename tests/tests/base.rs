@@ -303,3 +303,42 @@ fn a_stack_that_cannot_fit_is_refused_before_training_with_the_estimate() {
     assert!(started.elapsed().as_secs() < 10, "refused before allocating anything");
     assert!(!run.join("logs/job-00000.parquet").exists());
 }
+
+#[test]
+fn bad_pretraining_and_init_requests_are_refused_with_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    sentences(&corpus, 40, 5);
+    let config = dir.path().join("tiny.toml");
+    std::fs::write(&config, TINY.replace("EPOCHS", "1")).unwrap();
+    let (corpus, config) = (corpus.to_str().unwrap(), config.to_str().unwrap());
+    let out = dir.path().join("base");
+    let out = out.to_str().unwrap();
+    let pretrain = |extra: &[&str]| {
+        let mut args = vec!["pretrain", "--corpus", corpus, "--config", config, "--out", out, "--device", "cpu"];
+        args.extend_from_slice(extra);
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let refused = |extra: &[&str]| cfmem_err(&pretrain(extra).iter().map(String::as_str).collect::<Vec<_>>());
+
+    assert!(refused(&["--checkpoint-every", "nan"]).contains("--checkpoint-every must be a number of seconds"));
+    assert!(refused(&["--holdout", "1.0"]).contains("--holdout: "));
+    let from_base = dir.path().join("from-base.toml");
+    std::fs::write(&from_base, "[train]\ninit = \"somewhere\"\n").unwrap();
+    let err = cfmem_err(&["pretrain", "--corpus", corpus, "--config", from_base.to_str().unwrap(), "--out", out]);
+    assert!(err.contains("[train] init: pretraining starts from scratch"), "{err}");
+
+    std::fs::create_dir_all(out).unwrap();
+    std::fs::write(Path::new(out).join("notes.txt"), "mine").unwrap();
+    assert!(refused(&[]).contains("already holds files this pretraining did not write"));
+    std::fs::remove_file(Path::new(out).join("notes.txt")).unwrap();
+
+    cfmem_ok(&pretrain(&[]).iter().map(String::as_str).collect::<Vec<_>>());
+    let err = refused(&["--seed", "1"]);
+    assert!(err.contains("pretraining.toml: this base was pretrained from another corpus or with other settings"), "{err}");
+
+    let missing = dir.path().join("no-such-base");
+    let err = cfmem_err(&plan_args(Path::new(corpus), &dir.path().join("run"), "2", "1", &["--init", missing.to_str().unwrap()]));
+    assert!(err.contains("train.init") && err.contains("no-such-base"), "{err}");
+    assert!(!dir.path().join("run").exists());
+}
