@@ -368,7 +368,7 @@ enum PlanSettings {
         out: PathBuf,
         background: Option<PathBuf>,
         hyperparameters: Hyperparameters,
-        base: Option<Box<Base>>,
+        base: Option<PlannedBase>,
         seed: u64,
         design: DesignConfig,
     },
@@ -432,7 +432,7 @@ fn plan(settings: PlanSettings) -> Result<()> {
                 design,
                 hyperparameters,
                 background,
-                base: base.as_deref().map(PlannedBase::from),
+                base,
             };
             plan_run(&out, request)
         }
@@ -443,7 +443,7 @@ fn plan(settings: PlanSettings) -> Result<()> {
 /// becomes absolute (workers may start elsewhere) and `hyperparameters.model` its
 /// architecture and tokenizer. A `[model]` key of the `config` file that disagrees with
 /// the base is refused.
-fn resolve_base(hyperparameters: &mut Hyperparameters, config: Option<&Path>) -> Result<Option<Box<Base>>> {
+fn resolve_base(hyperparameters: &mut Hyperparameters, config: Option<&Path>) -> Result<Option<PlannedBase>> {
     let Some(dir) = hyperparameters.train.base() else { return Ok(None) };
     let dir = std::fs::canonicalize(dir).map_err(|e| anyhow!("train.init {}: {e}", dir.display()))?;
     let base = Base::read(&dir)?;
@@ -453,7 +453,7 @@ fn resolve_base(hyperparameters: &mut Hyperparameters, config: Option<&Path>) ->
     };
     hyperparameters.model = base.model_for(&hyperparameters.model, &keys, config.unwrap_or(Path::new("--config")))?;
     hyperparameters.train.init = dir.display().to_string();
-    Ok(Some(Box::new(base)))
+    Ok(Some(PlannedBase::from(&base)))
 }
 
 fn extend(run: &Path, models: u32) -> Result<()> {
