@@ -49,6 +49,17 @@
 //!   the ExactSubstr measure of Lee et al. 2021 (who used 50 tokens), on the raw texts,
 //!   from suffix arrays over shards of the corpus (see [`repeat_fractions`]). Repeats
 //!   within one document alone do not count; empty documents score 0.
+//! - `passages` (only with [`DupParams::passages`]; see [`Passages`]): two documents are
+//!   joined when they share a substring of at least `min_repeat` bytes, the repeats that
+//!   count in `repeat_fraction`, and passage groups are the connected components of these
+//!   joins, numbered like clusters, with their sizes. Copies of one text are joined when
+//!   they have at least `min_repeat` bytes (their `repeat_fraction` is then 1), not when
+//!   shorter; an empty document or one sharing nothing is its own group. Unlike a cluster,
+//!   a group need not be similar documents: one footer joins every page that carries it,
+//!   and a chain of shared quotes joins documents that share nothing with each other.
+//!   Each document's `longest_shared` is its longest run of covered bytes, as a byte
+//!   range on char boundaries. They come from the same pass over the suffix arrays as
+//!   `repeat_fraction`, and depend neither on the shards nor on the threads.
 //! - `near_dup_capped`: whether `near_dup_count` and `max_jaccard` are lower bounds,
 //!   below.
 //!
@@ -96,7 +107,8 @@
 //! The near-duplicate stage holds about 8 bytes per word of shingle hashes and 600 bytes
 //! per document; the repeated-substring stage, which runs after it, holds a copy of the
 //! distinct texts, 4 bytes of suffix array per byte and libsais's work space (see
-//! [`repeat_fractions`]).
+//! [`repeat_fractions`]); passage groups add 4 bytes per distinct text to it, for the
+//! union-find of the merge, and 16 bytes per document to the results.
 //! [`memory_estimate`] gives their peak before anything is allocated.
 
 mod minhash;
@@ -115,7 +127,7 @@ use minhash::{BandBuckets, Permutations};
 pub use params::{DupParams, InvalidParams, Param, Settings, Shingling, ShinglingError};
 pub use shingle::normalize;
 use shingle::{jaccard, jaccard_at_least, shingle_hashes};
-pub use substr::repeat_fractions;
+pub use substr::{Passages, repeat_fractions};
 
 /// Duplicate scores of a corpus, one entry per document in input order (see the crate
 /// documentation for what each means).
@@ -135,6 +147,9 @@ pub struct Duplicates {
     pub representative: Vec<u32>,
     /// Verified near-duplicate pairs of representatives (i, j, J), i < j, J >= t, sorted.
     pub rep_pairs: Vec<(u32, u32, f64)>,
+    /// Passage groups: Some exactly when [`DupParams::passages`] (and never from
+    /// [`near_duplicates`]).
+    pub passages: Option<Passages>,
 }
 
 impl Duplicates {
@@ -211,7 +226,8 @@ pub fn find_duplicates(texts: &[&str], params: &DupParams) -> Duplicates {
     // One stage after the other, so that their peaks of memory do not add up; each uses
     // every thread.
     let mut duplicates = near_duplicates(texts, params);
-    duplicates.repeat_fraction = repeat_fractions(texts, params.settings.min_repeat as usize, params.shard_bytes);
+    (duplicates.repeat_fraction, duplicates.passages) =
+        substr::repeats(texts, params.settings.min_repeat as usize, params.shard_bytes, params.passages);
     duplicates
 }
 
@@ -275,8 +291,8 @@ struct Examined {
     pairs: Vec<(u32, u32, f64)>,
 }
 
-/// Every score of [`find_duplicates`] but `repeat_fraction`, which is left empty: the
-/// MinHash part alone, without the suffix array.
+/// Every score of [`find_duplicates`] but `repeat_fraction`, which is left empty, and
+/// `passages`, left None: the MinHash part alone, without the suffix array.
 ///
 /// # Panics
 ///
@@ -443,6 +459,9 @@ impl UnionFind {
 
 #[cfg(test)]
 mod tests {
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
     use super::synthetic::{Spec, generate};
     use super::*;
 
@@ -544,7 +563,7 @@ mod tests {
         let texts = corpus.texts();
         let run = |threads| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
-            pool.install(|| find_duplicates(&texts, &DupParams::default()))
+            pool.install(|| find_duplicates(&texts, &DupParams { passages: true, ..DupParams::default() }))
         };
         assert_eq!(run(1), run(3));
     }
@@ -672,13 +691,91 @@ mod tests {
     fn shard_size_changes_nothing() {
         let corpus = generate(&Spec::with_docs(300, 34));
         let texts = corpus.texts();
-        let whole = find_duplicates(&texts, &DupParams { shard_bytes: Some(usize::MAX), ..DupParams::default() });
+        let params = |shard_bytes| DupParams { shard_bytes, passages: true, ..DupParams::default() };
+        let whole = find_duplicates(&texts, &params(Some(usize::MAX)));
         for shard_bytes in [None, Some(1), Some(5000)] {
-            let sharded = find_duplicates(&texts, &DupParams { shard_bytes, ..DupParams::default() });
+            let sharded = find_duplicates(&texts, &params(shard_bytes));
             assert_eq!(sharded.repeat_fraction, whole.repeat_fraction, "{shard_bytes:?}");
+            assert_eq!(sharded.passages, whole.passages, "{shard_bytes:?}");
         }
         // The 7 planted near-duplicate groups of 4 share nearly all their text.
         assert!(whole.repeat_fraction.iter().filter(|&&f| f > 0.9).count() >= 28);
+    }
+
+    /// Passage groups as sets, from a map of each `len`-byte window to the first document
+    /// that holds it: the reference on corpora too large for comparing all pairs.
+    fn passage_sets_from_windows(texts: &[&str], len: usize) -> Vec<Vec<u32>> {
+        let mut first_holder: HashMap<&[u8], usize> = HashMap::new();
+        let mut sets = UnionFind::new(texts.len());
+        for (doc, text) in texts.iter().enumerate() {
+            for window in text.as_bytes().windows(len) {
+                let first = *first_holder.entry(window).or_insert(doc);
+                sets.union(first, doc);
+            }
+        }
+        clusters_as_sets(&sets.sets(&vec![1; texts.len()]).0)
+    }
+
+    #[test]
+    fn a_footer_shared_by_thousands_of_documents_is_one_passage_group() {
+        // 3,000 documents "<random words> <number> <footer>", numbered 0000 to 2999, and,
+        // every 16th, 200 of random words alone.
+        const FOOTER: &str = "-- sent from the shared mailing list; to leave it, mail leave@lists.example.org.";
+        assert_eq!(FOOTER.len(), 80);
+        let mut rng = ChaCha8Rng::seed_from_u64(35);
+        let mut words = |count: usize| -> String {
+            let word = |rng: &mut ChaCha8Rng| -> String {
+                (0..rng.random_range(3..=9)).map(|_| char::from(rng.random_range(b'a'..=b'z'))).collect()
+            };
+            (0..count).map(|_| word(&mut rng)).collect::<Vec<_>>().join(" ")
+        };
+        let (mut texts, mut footed, mut prefix) = (Vec::new(), Vec::new(), Vec::new());
+        for doc in 0..3200 {
+            if doc % 16 == 5 {
+                texts.push(words(12));
+            } else {
+                let body = words(8);
+                // The last three digits of the number are shared with two other documents,
+                // all four with none: the shared run starts at the second digit.
+                prefix.push(body.len() + 2);
+                texts.push(format!("{body} {:04} {FOOTER}", footed.len()));
+                footed.push(doc);
+            }
+        }
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let params = DupParams { passages: true, ..DupParams::default() };
+        let found = find_duplicates(&texts, &params);
+        let passages = found.passages.as_ref().expect("asked for");
+
+        let mut expected: Vec<Vec<u32>> = (0..3200).filter(|doc| doc % 16 == 5).map(|doc| vec![doc]).collect();
+        expected.push(footed.iter().map(|&doc| doc as u32).collect());
+        expected.sort();
+        assert_eq!(passage_sets_from_windows(&texts, params.settings.min_repeat as usize), expected);
+        assert_eq!(clusters_as_sets(&passages.group), expected);
+        // Groups are numbered in order of their first document: the footer's is 0.
+        let (mut loners, mut footer_docs) = (0, 0);
+        for (doc, text) in texts.iter().enumerate() {
+            if doc % 16 == 5 {
+                loners += 1;
+                assert_eq!((passages.group[doc], passages.group_size[doc]), (loners, 1));
+                assert_eq!((passages.longest_shared[doc], found.repeat_fraction[doc]), ((0, 0), 0.0));
+            } else {
+                assert_eq!((passages.group[doc], passages.group_size[doc]), (0, 3000));
+                let start = prefix[footer_docs];
+                assert_eq!(passages.longest_shared[doc], (start as u32, text.len() as u32));
+                assert_eq!(found.repeat_fraction[doc], (text.len() - start) as f64 / text.len() as f64);
+                footer_docs += 1;
+            }
+        }
+        // The same groups from one thread or many, in one suffix array or many.
+        for (threads, shard_bytes) in [(1, None), (2, Some(4096)), (16, Some(1 << 30))] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
+            let params = DupParams { shard_bytes, ..params.clone() };
+            let again = pool.install(|| find_duplicates(&texts, &params));
+            assert_eq!(again.passages.as_ref(), Some(passages), "{threads} threads, shards {shard_bytes:?}");
+        }
+        assert_eq!(near_duplicates(&texts, &params).passages, None);
+        assert_eq!(find_duplicates(&texts[..100], &DupParams::default()).passages, None);
     }
 
     #[test]

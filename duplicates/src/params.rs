@@ -134,11 +134,21 @@ pub struct DupParams {
     /// Most bytes of text in one suffix array; None splits the corpus evenly over the
     /// threads. Changes memory and time, not the scores.
     pub shard_bytes: Option<usize>,
+    /// Also join documents sharing a repeat into passage groups
+    /// ([`crate::Duplicates::passages`]), in the same pass as the repeat fractions.
+    pub passages: bool,
 }
 
 impl Default for DupParams {
     fn default() -> Self {
-        DupParams { settings: Settings::default(), num_perm: 128, min_recall: 0.99, seed: 0, shard_bytes: None }
+        DupParams {
+            settings: Settings::default(),
+            num_perm: 128,
+            min_recall: 0.99,
+            seed: 0,
+            shard_bytes: None,
+            passages: false,
+        }
     }
 }
 

@@ -24,9 +24,17 @@
 //! in the same (lexicographic) order, so one merge of all shards, split into independent
 //! key ranges that run in parallel, meets each window once with its occurrences in every
 //! shard. The scores are therefore the same for any shard size.
+//!
+//! # Passage groups
+//!
+//! The same merge, where asked, joins the distinct texts that share a window in a
+//! union-find that every range of the merge updates without locks ([`SharedSets`]):
+//! passage groups ([`Passages`]) are its components, like the marked bytes independent of
+//! the shards and of the order in which ranges run.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::ops::Range;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use libsais::SuffixArrayConstruction;
 use rayon::prelude::*;
@@ -39,6 +47,22 @@ const SEPARATOR: u8 = 0xff;
 /// Key ranges per thread in the merge of the shards, for load balance.
 const RANGES_PER_THREAD: usize = 8;
 
+/// Documents joined when they share a repeat: a substring of at least L bytes that makes
+/// bytes of both count in their repeat fraction. One entry per document in input order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Passages {
+    /// Each document's passage group: dense ids 0..G numbered in order of each group's
+    /// first document (like `cluster`).
+    pub group: Vec<u32>,
+    /// Each document's group size.
+    pub group_size: Vec<u32>,
+    /// Each document's longest run of shared bytes (bytes covered by windows of at least L
+    /// bytes that also occur in another document) as a byte range [start, end) of its
+    /// text, shrunk inward to UTF-8 char boundaries; of runs equally long after shrinking,
+    /// the first. (0, 0) when it has none.
+    pub longest_shared: Vec<(u32, u32)>,
+}
+
 /// For each document, the fraction of its bytes covered by a substring of at least
 /// `min_len` bytes that also occurs in another document; 0 for empty documents.
 /// `shard_bytes` bounds the text of one suffix array (None: automatic, see the module
@@ -48,37 +72,166 @@ const RANGES_PER_THREAD: usize = 8;
 ///
 /// If one document plus its separator exceeds `i32::MAX` bytes.
 pub fn repeat_fractions(texts: &[&str], min_len: usize, shard_bytes: Option<usize>) -> Vec<f64> {
+    repeats(texts, min_len, shard_bytes, false).0
+}
+
+/// [`repeat_fractions`] and, when `passages`, the passage groups of the same repeats, from
+/// one pass over the suffix arrays.
+///
+/// # Panics
+///
+/// If one document plus its separator exceeds `i32::MAX` bytes.
+pub(crate) fn repeats(
+    texts: &[&str],
+    min_len: usize,
+    shard_bytes: Option<usize>,
+    passages: bool,
+) -> (Vec<f64>, Option<Passages>) {
     let min_len = min_len.max(1);
     let (distinct, copies, distinct_of_doc) = distinct_texts(texts);
     let corpus = Corpus::new(&distinct);
     let shard_bytes = shard_bytes.unwrap_or_else(|| corpus.text.len().div_ceil(rayon::current_num_threads()));
     let shards = corpus.shards(shard_bytes.clamp(1, i32::MAX as usize));
     let suffixes: Vec<Vec<i32>> = shards.par_iter().map(|shard| suffix_array(&corpus.text[shard.clone()])).collect();
-    let marked = corpus.shared_windows(&shards, &suffixes, min_len);
+    let sets = passages.then(|| SharedSets::new(distinct.len()));
+    let marked = corpus.shared_windows(&shards, &suffixes, min_len, sets.as_ref());
     drop(suffixes);
 
-    let fractions: Vec<f64> = (0..distinct.len())
+    let coverage: Vec<(f64, (u32, u32))> = (0..distinct.len())
         .into_par_iter()
         .map(|t| {
-            let len = distinct[t].len();
-            if len == 0 {
-                return 0.0;
-            }
+            let (text, start) = (distinct[t], corpus.starts[t]);
             if copies[t] > 1 {
-                return if len >= min_len { 1.0 } else { 0.0 };
+                // Every byte of the text occurs in another document: its copy.
+                return if text.len() >= min_len { (1.0, (0, text.len() as u32)) } else { (0.0, (0, 0)) };
             }
-            let start = corpus.starts[t];
-            let (mut covered, mut reach) = (0, 0);
-            for i in 0..len {
-                if marked.get(start + i) {
-                    reach = i + min_len;
-                }
-                covered += usize::from(i < reach);
-            }
-            covered as f64 / len as f64
+            covered_runs(text, |i| marked.get(start + i), min_len)
         })
         .collect();
-    distinct_of_doc.iter().map(|&t| fractions[t as usize]).collect()
+    let fractions = distinct_of_doc.iter().map(|&t| coverage[t as usize].0).collect();
+    let passages = sets.map(|sets| {
+        let longest: Vec<(u32, u32)> = coverage.iter().map(|&(_, longest)| longest).collect();
+        Passages::new(&sets, &distinct, &distinct_of_doc, &longest, min_len)
+    });
+    (fractions, passages)
+}
+
+/// The fraction of `text` covered by the `len`-byte windows that start at marked
+/// positions, and its longest covered run shrunk inward to char boundaries ((0, 0) for
+/// none); 0 for the empty text.
+fn covered_runs(text: &str, marked: impl Fn(usize) -> bool, len: usize) -> (f64, (u32, u32)) {
+    if text.is_empty() {
+        return (0.0, (0, 0));
+    }
+    let (mut covered, mut longest) = (0, (0, 0));
+    // The run being covered: [run_start, reach), where reach is the end of its last window.
+    let (mut run_start, mut reach) = (0, 0);
+    for i in 0..text.len() {
+        if marked(i) {
+            // A window starting where the run ends continues it.
+            if i > reach {
+                longest = longer(text, longest, run_start..reach);
+                run_start = i;
+            }
+            reach = i + len;
+        }
+        covered += usize::from(i < reach);
+    }
+    longest = longer(text, longest, run_start..reach);
+    (covered as f64 / text.len() as f64, longest)
+}
+
+/// The longer of `longest` and `run` shrunk inward to char boundaries of `text`;
+/// `longest` when they are equally long.
+fn longer(text: &str, longest: (u32, u32), run: Range<usize>) -> (u32, u32) {
+    let (start, end) = (text.ceil_char_boundary(run.start), text.floor_char_boundary(run.end));
+    if end > start && end - start > (longest.1 - longest.0) as usize { (start as u32, end as u32) } else { longest }
+}
+
+impl Passages {
+    /// The groups of the documents from the joined sets of their distinct texts, and each
+    /// document's longest shared run from its text's. Copies of one text are in its set
+    /// already; that joins them only when they have L bytes, as they count as repeats only
+    /// then.
+    fn new(
+        sets: &SharedSets,
+        distinct: &[&str],
+        distinct_of_doc: &[u32],
+        longest: &[(u32, u32)],
+        min_len: usize,
+    ) -> Passages {
+        let mut group_of_root = vec![u32::MAX; distinct.len()];
+        let mut sizes: Vec<u32> = Vec::new();
+        let group: Vec<u32> = distinct_of_doc
+            .iter()
+            .map(|&t| {
+                let root = sets.find(t) as usize;
+                let group = if distinct[t as usize].len() < min_len {
+                    sizes.len() as u32
+                } else {
+                    if group_of_root[root] == u32::MAX {
+                        group_of_root[root] = sizes.len() as u32;
+                    }
+                    group_of_root[root]
+                };
+                if group as usize == sizes.len() {
+                    sizes.push(0);
+                }
+                sizes[group as usize] += 1;
+                group
+            })
+            .collect();
+        Passages {
+            group_size: group.iter().map(|&g| sizes[g as usize]).collect(),
+            group,
+            longest_shared: distinct_of_doc.iter().map(|&t| longest[t as usize]).collect(),
+        }
+    }
+}
+
+/// Disjoint sets of 0..n, joined from many threads without locks. A root is only ever
+/// linked under a smaller root, by one compare-and-swap that fails when another thread
+/// linked it first, so parents only decrease, no cycle can form, and the sets at the end
+/// are the components of all the unions in whatever order they ran. Relaxed ordering
+/// suffices: a stale parent is still an ancestor, and the swap that links a root sees its
+/// latest parent.
+struct SharedSets(Vec<AtomicU32>);
+
+impl SharedSets {
+    fn new(n: usize) -> SharedSets {
+        SharedSets((0..n as u32).map(AtomicU32::new).collect())
+    }
+
+    /// The root of `x`'s set, halving the path on the way.
+    fn find(&self, mut x: u32) -> u32 {
+        loop {
+            let parent = self.0[x as usize].load(Ordering::Relaxed);
+            if parent == x {
+                return x;
+            }
+            let grandparent = self.0[parent as usize].load(Ordering::Relaxed);
+            if grandparent != parent {
+                // Losing the race to another thread's shortcut only leaves the path longer.
+                let _ =
+                    self.0[x as usize].compare_exchange_weak(parent, grandparent, Ordering::Relaxed, Ordering::Relaxed);
+            }
+            x = grandparent;
+        }
+    }
+
+    fn union(&self, a: u32, b: u32) {
+        let (mut a, mut b) = (a, b);
+        loop {
+            (a, b) = (self.find(a), self.find(b));
+            if a == b {
+                return;
+            }
+            let (low, high) = (a.min(b), a.max(b));
+            if self.0[high as usize].compare_exchange(high, low, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                return;
+            }
+        }
+    }
 }
 
 /// The distinct texts in order of first occurrence, how many documents have each, and
@@ -131,7 +284,7 @@ impl Corpus {
     /// # Panics
     ///
     /// If one document with its separator exceeds `i32::MAX` bytes.
-    fn shards(&self, max_bytes: usize) -> Vec<std::ops::Range<usize>> {
+    fn shards(&self, max_bytes: usize) -> Vec<Range<usize>> {
         let mut shards = Vec::new();
         let mut start = 0;
         for window in self.starts.windows(2) {
@@ -153,8 +306,15 @@ impl Corpus {
     }
 
     /// The positions (of `text`) whose `len`-byte window lies inside one document and
-    /// also occurs in another document. `suffixes[s]` is the suffix array of `shards[s]`.
-    fn shared_windows(&self, shards: &[std::ops::Range<usize>], suffixes: &[Vec<i32>], len: usize) -> Bitmap {
+    /// also occurs in another document, and, into `sets` where given, the union of the
+    /// documents of each such window. `suffixes[s]` is the suffix array of `shards[s]`.
+    fn shared_windows(
+        &self,
+        shards: &[Range<usize>],
+        suffixes: &[Vec<i32>],
+        len: usize,
+        sets: Option<&SharedSets>,
+    ) -> Bitmap {
         let marked = Bitmap::new(self.text.len());
         // A shard's suffix array ends where the shard does, so its windows must too: read
         // past the shard's end, they would not be in the suffix array's order.
@@ -221,10 +381,25 @@ impl Corpus {
                         let doc = self.doc_at(shards[holders[0]].start + group[0] as usize);
                         group[1..].iter().any(|&p| self.doc_at(shards[holders[0]].start + p as usize) != doc)
                     });
+                // The first document of the window and the last one joined to it.
+                let mut joined: Option<(u32, u32)> = None;
                 for &s in &holders {
                     if shared {
                         for &p in heads[s].expect("a holder").1 {
-                            marked.set(shards[s].start + p as usize);
+                            let position = shards[s].start + p as usize;
+                            marked.set(position);
+                            let Some(sets) = sets else { continue };
+                            let doc = self.doc_at(position) as u32;
+                            match joined {
+                                None => joined = Some((doc, doc)),
+                                // A document met again right after itself is joined
+                                // already.
+                                Some((first, last)) if doc != last => {
+                                    sets.union(first, doc);
+                                    joined = Some((first, doc));
+                                }
+                                Some(_) => {}
+                            }
                         }
                     }
                     heads[s] = cursors[s].next();
@@ -439,16 +614,14 @@ mod tests {
         assert_eq!(repeat_fractions(&["same", "same"], 5, None), vec![0.0, 0.0]);
     }
 
-    /// Every byte's coverage by comparing every window with every other document.
-    fn brute_force(texts: &[&str], len: usize) -> Vec<f64> {
+    /// Whether each byte of each document is covered, by comparing every window with every
+    /// other document.
+    fn brute_force_covered(texts: &[&str], len: usize) -> Vec<Vec<bool>> {
         texts
             .iter()
             .enumerate()
             .map(|(d, text)| {
                 let bytes = text.as_bytes();
-                if bytes.is_empty() {
-                    return 0.0;
-                }
                 let mut covered = vec![false; bytes.len()];
                 for p in 0..bytes.len().saturating_sub(len - 1) {
                     let window = &bytes[p..p + len];
@@ -460,9 +633,68 @@ mod tests {
                         covered[p..p + len].iter_mut().for_each(|c| *c = true);
                     }
                 }
-                covered.iter().filter(|&&c| c).count() as f64 / bytes.len() as f64
+                covered
             })
             .collect()
+    }
+
+    fn brute_force(texts: &[&str], len: usize) -> Vec<f64> {
+        brute_force_covered(texts, len)
+            .iter()
+            .map(|covered| {
+                if covered.is_empty() {
+                    0.0
+                } else {
+                    covered.iter().filter(|&&c| c).count() as f64 / covered.len() as f64
+                }
+            })
+            .collect()
+    }
+
+    /// Passage groups (numbered in order of first document) by joining documents i and j
+    /// when a `len`-byte window of i occurs in j.
+    fn brute_force_groups(texts: &[&str], len: usize) -> Vec<u32> {
+        let mut sets = crate::UnionFind::new(texts.len());
+        for (i, text) in texts.iter().enumerate() {
+            for (j, other) in texts.iter().enumerate() {
+                if i != j && text.as_bytes().windows(len).any(|w| other.as_bytes().windows(len).any(|o| o == w)) {
+                    sets.union(i, j);
+                }
+            }
+        }
+        dense(&sets.sets(&vec![1; texts.len()]).0)
+    }
+
+    /// Set names renumbered 0, 1, … in order of first appearance.
+    fn dense(names: &[u32]) -> Vec<u32> {
+        let mut ids = HashMap::new();
+        names
+            .iter()
+            .map(|&name| {
+                let next = ids.len() as u32;
+                *ids.entry(name).or_insert(next)
+            })
+            .collect()
+    }
+
+    /// The longest run of covered bytes, shrunk inward to char boundaries (the first of
+    /// equally long ones), from each byte's coverage.
+    fn longest_run(text: &str, covered: &[bool]) -> (u32, u32) {
+        let mut longest = (0, 0);
+        let mut start = 0;
+        while start < covered.len() {
+            let end = (start..covered.len()).find(|&i| !covered[i]).unwrap_or(covered.len());
+            let (run_start, run_end) = (text.ceil_char_boundary(start), text.floor_char_boundary(end));
+            if run_end > run_start && run_end - run_start > longest.1 - longest.0 {
+                longest = (run_start, run_end);
+            }
+            start = end + 1;
+        }
+        (longest.0 as u32, longest.1 as u32)
+    }
+
+    fn sizes(group: &[u32]) -> Vec<u32> {
+        group.iter().map(|&g| group.iter().filter(|&&h| h == g).count() as u32).collect()
     }
 
     #[test]
@@ -493,5 +725,86 @@ mod tests {
         let corpus = Corpus::new(&texts);
         assert_eq!(corpus.shards(1).len(), texts.len(), "a tiny shard size gives one document per shard");
         assert_eq!(corpus.shards(40).len(), 5);
+    }
+
+    #[test]
+    fn passage_groups_are_the_brute_force_components_for_any_shards_and_threads() {
+        let texts = [
+            "the cat sat on the mat",
+            "a dog sat on the mat too",
+            "cat sat on",
+            "",
+            "nothing in common here!",
+            "the cat sat on the mat",
+            "mat too, said the dog",
+            "zz the mat zz",
+            // A chain at L = 5: "gamma" joins the first two, "epsilon" the last two.
+            "alpha beta gamma",
+            "gamma delta epsilon",
+            "epsilon zeta",
+            // Identical, shorter than L or not.
+            "tiny",
+            "tiny",
+            "naïve café — über straße",
+            "un café — über alles",
+            "straße ∑∑ naïve",
+        ];
+        for threads in [1, 2, 16] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            for len in [1, 3, 5, 6, 10, 30] {
+                let covered = brute_force_covered(&texts, len);
+                let group = brute_force_groups(&texts, len);
+                let longest: Vec<(u32, u32)> = texts.iter().zip(&covered).map(|(t, c)| longest_run(t, c)).collect();
+                for shard_bytes in [None, Some(1), Some(16), Some(40), Some(1 << 20)] {
+                    let case = format!("L = {len}, shards {shard_bytes:?}, {threads} threads");
+                    let (fractions, passages) = pool.install(|| repeats(&texts, len, shard_bytes, true));
+                    let passages = passages.expect("asked for");
+                    assert_eq!(fractions, brute_force(&texts, len), "{case}");
+                    assert_eq!(passages.group, group, "{case}");
+                    assert_eq!(passages.group_size, sizes(&group), "{case}");
+                    assert_eq!(passages.longest_shared, longest, "{case}");
+                    assert!(pool.install(|| repeats(&texts, len, shard_bytes, false)).1.is_none());
+                }
+            }
+        }
+        let group = repeats(&texts, 5, None, true).1.expect("asked for").group;
+        // The chain is one group, though its ends share nothing.
+        assert_eq!((group[8], group[9]), (group[10], group[10]));
+        assert_eq!(brute_force_groups(&[texts[8], texts[10]], 5), [0, 1]);
+        // Copies shorter than L stay apart, the empty text too.
+        assert_ne!(group[11], group[12]);
+        assert_eq!(sizes(&group)[3], 1);
+    }
+
+    #[test]
+    fn longest_shared_is_the_longest_run_shrunk_to_char_boundaries() {
+        // Document 0 shares "first run" (bytes 3..12) with 1 and "the longer second run"
+        // (16..37) with 2; 3 shares "abcd" with 4 and "efgh" with 5, runs that touch.
+        let texts = [
+            "xx first run yy the longer second run zz",
+            "first run",
+            "the longer second run",
+            "abcdefgh",
+            "abcd",
+            "efgh",
+        ];
+        let passages = repeats(&texts, 4, None, true).1.expect("asked for");
+        assert_eq!(passages.longest_shared, [(16, 37), (0, 9), (0, 21), (0, 8), (0, 4), (0, 4)]);
+        assert_eq!(passages.group, [0, 0, 0, 1, 1, 1]);
+        assert_eq!(passages.group_size, [3; 6]);
+
+        // "é" is C3 A9 and "ɩ" C9 A9: the shared bytes "\xA9 shared tail" start inside a
+        // character, at byte 2, and the range after it.
+        let passages = repeats(&["aé shared tail", "bɩ shared tail"], 5, None, true).1.expect("asked for");
+        assert_eq!(passages.longest_shared, [(3, 15), (3, 15)]);
+        // "é" and "è" (C3 A8): the shared "head shared \xC3" ends inside one, at byte 13.
+        let passages = repeats(&["head shared é x", "head shared è y"], 5, None, true).1.expect("asked for");
+        assert_eq!(passages.longest_shared, [(0, 12), (0, 12)]);
+        // Nothing shared, or a text copied but shorter than L: no range, no group.
+        let passages = repeats(&["abc", "abc", "", "xyz"], 5, None, true).1.expect("asked for");
+        assert_eq!(passages.longest_shared, [(0, 0); 4]);
+        assert_eq!(passages.group, [0, 1, 2, 3]);
+        let passages = repeats(&["abcde", "abcde"], 5, None, true).1.expect("asked for");
+        assert_eq!((passages.longest_shared, passages.group), (vec![(0, 5); 2], vec![0, 0]));
     }
 }
