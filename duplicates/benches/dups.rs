@@ -2,7 +2,7 @@
 //! like web text, with recall of near-duplicate pairs measured against brute force in the
 //! same run.
 //!
-//! `cargo bench -p duplicates --bench dups -- SHAPE [DOCS] [--runs N] [--sample N] [--jsonl PATH]`
+//! `cargo bench -p duplicates --bench dups -- SHAPE [DOCS] [--runs N] [--sample N] [--passages] [--jsonl PATH]`
 //!
 //! Shapes (DOCS ordinary documents of ~550 bytes, 10% of them in planted near-duplicate
 //! groups and 3% in exact-duplicate groups, as `Spec::with_docs`):
@@ -11,6 +11,9 @@
 //!   10,000 documents.
 //! - `footer`: DOCS / 2 copies of one footer and DOCS / 2 documents without planted
 //!   groups (default DOCS 10,000).
+//!
+//! `--passages` also finds passage groups (`DupParams::passages`) in every run and reports
+//! how many there are and the largest.
 //!
 //! Each run scores the generated texts in memory ([`find_duplicates`]); reading a JSONL
 //! corpus and writing the Parquet table are the `cfmem dups` command's, which `--jsonl PATH`
@@ -56,7 +59,7 @@ fn main() {
         return;
     }
     let texts = corpus.texts();
-    let params = DupParams::default();
+    let params = DupParams { passages: args.iter().any(|a| a == "--passages"), ..DupParams::default() };
     println!("params: {params:?}, {} rayon threads", rayon::current_num_threads());
 
     reset_peak_memory();
@@ -96,6 +99,14 @@ fn main() {
         found.pair_count(),
         found.rep_pairs.len()
     );
+    if let Some(passages) = &found.passages {
+        let groups = passages.group.iter().max().map_or(0, |&g| g + 1);
+        let largest = passages.group_size.iter().max().copied().unwrap_or(0);
+        let joined = passages.group_size.iter().filter(|&&size| size > 1).count();
+        println!(
+            "{groups} passage groups, the largest of {largest} documents; {joined} documents in groups of 2 or more"
+        );
+    }
     recall(&texts, &found, &params, sample);
 }
 
