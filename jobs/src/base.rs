@@ -69,13 +69,15 @@ fn weights_from_bytes(path: &Path, bytes: &[u8], model: &ModelConfig, layout: Em
     let specs = tensor_specs(model, layout.rows);
     check_tensors(path, bytes, &specs)?;
     let path = path.to_path_buf();
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| Error::Plan { path: path.clone(), message: format!("{e:?}") })?;
+    let file =
+        SafeTensors::deserialize(bytes).map_err(|e| Error::Plan { path: path.clone(), message: format!("{e:?}") })?;
     let names = file.names();
     let parts = specs
         .iter()
         .map(|spec| {
             let name = stored_name(spec, names.iter().map(|n| n.as_str())).expect("check_tensors found every tensor");
-            let view = file.tensor(name).map_err(|e| Error::Plan { path: path.clone(), message: format!("{name}: {e:?}") })?;
+            let view =
+                file.tensor(name).map_err(|e| Error::Plan { path: path.clone(), message: format!("{name}: {e:?}") })?;
             let kind = match view.dtype() {
                 Dtype::F32 => Kind::Float,
                 Dtype::F16 => Kind::Half,
@@ -150,7 +152,8 @@ pub(crate) fn serialize(tensors: &[StoredTensor], metadata: HashMap<String, Stri
             Ok((t.name.clone(), view))
         })
         .collect::<Result<Vec<_>>>()?;
-    safetensors::tensor::serialize(views, &Some(metadata)).map_err(|e| Error::Device(format!("serializing tensors: {e:?}")))
+    safetensors::tensor::serialize(views, &Some(metadata))
+        .map_err(|e| Error::Device(format!("serializing tensors: {e:?}")))
 }
 
 /// A parameter (`part` of the flat weights) under its name and in its shape in a base.

@@ -186,7 +186,8 @@ impl Architecture {
     /// a 124M GPT-2 at 1023 positions on the CPU this says 5.3 GB a model; `cfmem bench`
     /// measured 5.6 GB more for each model of a stack.
     pub fn memory_estimate(&self, models: usize, batch: usize, eval_batch: usize, time: usize) -> u64 {
-        let (d, heads, layers, rows) = (self.d_model as u64, self.n_head as u64, self.n_layer as u64, self.outputs() as u64);
+        let (d, heads, layers, rows) =
+            (self.d_model as u64, self.n_head as u64, self.n_layer as u64, self.outputs() as u64);
         let time = time as u64;
         let per_position = 4 * (layers * (17 * d + 3 * heads * time) + 4 * rows);
         let training = batch as u64 * time * per_position;

@@ -23,9 +23,9 @@ use queue::Progress;
 use subsets::config::{EmbeddingLayout, ModelConfig, TrainConfig};
 use subsets::{atomic, seeds};
 
+use crate::base::{self, StoredTensor};
 use crate::model::Architecture;
 use crate::train::{ExampleStream, Schedule, Stack, TrainingTable};
-use crate::base::{self, StoredTensor};
 use crate::{Error, Result};
 
 /// Steps between two looks at the clock, to decide whether to checkpoint.
@@ -104,7 +104,12 @@ impl Output {
 
 /// Pretrains `request`'s model into the base directory `out`, resuming from its
 /// checkpoint if one is there.
-pub fn pretrain(request: &PretrainRequest<'_>, out: &Path, device: Device, progress: &dyn Progress) -> Result<Pretrained> {
+pub fn pretrain(
+    request: &PretrainRequest<'_>,
+    out: &Path,
+    device: Device,
+    progress: &dyn Progress,
+) -> Result<Pretrained> {
     let output = Output { root: out.to_path_buf() };
     if let Some(done) = completed(&output, &request.record)? {
         return Ok(Pretrained { record: done, resumed_from: 0, already_complete: true });
@@ -128,13 +133,14 @@ pub fn pretrain(request: &PretrainRequest<'_>, out: &Path, device: Device, progr
     }
     let batch = request.train.batch_size as usize;
     let total = (request.train.epochs as usize * table.rows()).div_ceil(batch).max(1);
-    let (mut stack, resumed_from) = match read_checkpoint(&output, &request.record.fingerprint, &architecture, request, device)? {
-        Some((stack, step)) => (stack, step),
-        None => {
-            let weights = architecture.initial_weights(seeds::derive(request.seed, "pretrain-init", 0));
-            (Stack::from_rows(architecture, &[weights], request.train.precision, device)?, 0)
-        }
-    };
+    let (mut stack, resumed_from) =
+        match read_checkpoint(&output, &request.record.fingerprint, &architecture, request, device)? {
+            Some((stack, step)) => (stack, step),
+            None => {
+                let weights = architecture.initial_weights(seeds::derive(request.seed, "pretrain-init", 0));
+                (Stack::from_rows(architecture, &[weights], request.train.precision, device)?, 0)
+            }
+        };
     let mut stream =
         ExampleStream::new((0..table.rows() as i64).collect(), seeds::rng(request.seed, "pretrain-data", 0));
     stream.skip(resumed_from * batch);

@@ -116,7 +116,9 @@ pub fn check_memory(architecture: &Architecture, models: usize, train: &TrainCon
     let gib = |bytes: u64| bytes as f64 / f64::from(1u32 << 30);
     let advice = match (1..models).rev().find(|&g| needed(g) <= free) {
         Some(fits) => format!("a stack of {fits} fits: plan with [jobs] stack = {fits}"),
-        None => "not even one model fits: lower train.batch_size and train.eval_batch_size, or use a larger device".into(),
+        None => {
+            "not even one model fits: lower train.batch_size and train.eval_batch_size, or use a larger device".into()
+        }
     };
     Err(Error::Device(format!(
         "a stack of {models} models of {} parameters needs about {:.2} GiB (weights, gradients, AdamW state and \
@@ -283,7 +285,12 @@ impl Stack {
     }
 
     /// A stack of one model per row of `rows` (each `[P]`), before its first step.
-    pub fn from_rows(architecture: Architecture, rows: &[Tensor], precision: Precision, device: Device) -> Result<Stack> {
+    pub fn from_rows(
+        architecture: Architecture,
+        rows: &[Tensor],
+        precision: Precision,
+        device: Device,
+    ) -> Result<Stack> {
         if precision == Precision::Bf16 && !device.is_cuda() {
             return Err(Error::Device(
                 "train.precision = \"bf16\" needs a CUDA device; set it to \"fp32\" to train on the CPU".into(),
@@ -496,7 +503,12 @@ impl TrainingTable {
     }
 
     /// The table of every window of `documents` (each `span` tokens but a document's last).
-    pub(crate) fn of_documents(documents: &[&[u32]], span: usize, architecture: &Architecture, device: Device) -> TrainingTable {
+    pub(crate) fn of_documents(
+        documents: &[&[u32]],
+        span: usize,
+        architecture: &Architecture,
+        device: Device,
+    ) -> TrainingTable {
         let all: Vec<Window<'_>> = documents.iter().flat_map(|doc| windows(doc, span)).collect();
         TrainingTable::new(&all, Specials::of(architecture), device)
     }

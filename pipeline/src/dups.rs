@@ -16,7 +16,8 @@ pub fn run(args: &DupsArgs) -> Result<()> {
     {
         bail!("--max-memory: must be a positive number of GiB, got {limit}");
     }
-    let limit = args.max_memory.map(|gib| gib * GIB).or_else(|| jobs::device::available_memory().map(|bytes| bytes as f64));
+    let limit =
+        args.max_memory.map(|gib| gib * GIB).or_else(|| jobs::device::available_memory().map(|bytes| bytes as f64));
     let documents = corpus::read(&args.corpus)?;
     let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
     let corpus_bytes: usize = documents.iter().map(|d| d.text.len() + d.id.len() + 64).sum();
@@ -49,4 +50,3 @@ pub fn run(args: &DupsArgs) -> Result<()> {
     );
     Ok(())
 }
-

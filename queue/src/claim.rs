@@ -192,6 +192,8 @@ fn read_claim(path: &Path, timeout: f64) -> Result<Option<ClaimInfo>> {
 }
 
 /// What [`Claim::acquire`] found.
+// Made once per job a worker claims: boxing the larger variant would save nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Acquired {
     /// The job is ours; `broke` is the stale claim taken over, if any.
     Ours { claim: Claim, broke: Option<ClaimInfo> },

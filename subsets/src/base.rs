@@ -201,7 +201,9 @@ impl Gpt2Config {
             return refuse(format!("n_positions {} must be at least 2", self.n_positions));
         }
         let Some(bos) = self.bos_token_id.or(self.eos_token_id) else {
-            return refuse("neither bos_token_id nor eos_token_id: cfmem needs the token that starts a document".into());
+            return refuse(
+                "neither bos_token_id nor eos_token_id: cfmem needs the token that starts a document".into(),
+            );
         };
         if bos >= self.vocab_size {
             return refuse(format!("bos_token_id {bos} is not below vocab_size {}", self.vocab_size));
@@ -238,7 +240,8 @@ pub struct TensorSpec {
 pub fn tensor_specs(model: &ModelConfig, rows: u32) -> Vec<TensorSpec> {
     let d = model.d_model as usize;
     let spec = |name: String, shape: &[usize]| TensorSpec { name, shape: shape.to_vec(), transposed: false };
-    let mut specs = vec![spec("wte.weight".into(), &[rows as usize, d]), spec("wpe.weight".into(), &[model.context as usize, d])];
+    let mut specs =
+        vec![spec("wte.weight".into(), &[rows as usize, d]), spec("wpe.weight".into(), &[model.context as usize, d])];
     for layer in 0..model.n_layer {
         let name = |part: &str| format!("h.{layer}.{part}");
         specs.extend([
@@ -278,7 +281,10 @@ pub fn check_tensors(path: &Path, weights: &[u8], specs: &[TensorSpec]) -> Resul
     let tensors = metadata.tensors();
     for spec in specs {
         let Some(name) = stored_name(spec, tensors.keys().map(String::as_str)) else {
-            return Err(Error::file(path, format!("no tensor {} (or transformer.{0}), which config.json implies", spec.name)));
+            return Err(Error::file(
+                path,
+                format!("no tensor {} (or transformer.{0}), which config.json implies", spec.name),
+            ));
         };
         let info = &tensors[name];
         if info.shape != spec.shape {
@@ -318,7 +324,10 @@ impl Base {
     pub fn read_with_weights(dir: &Path) -> Result<(Base, Vec<u8>)> {
         let dir = BaseDir::new(dir);
         if !dir.root().is_dir() {
-            return Err(Error::file(dir.root(), "no such directory: a base is a directory holding config.json, model.safetensors and tokenizer.json"));
+            return Err(Error::file(
+                dir.root(),
+                "no such directory: a base is a directory holding config.json, model.safetensors and tokenizer.json",
+            ));
         }
         let config_path = dir.config();
         let config = Gpt2Config::read(&config_path)?;
@@ -396,7 +405,8 @@ mod tests {
         assert!(model.tied_head);
         assert_eq!(model.layer_norm_epsilon, 1e-5);
         assert_eq!(layout, EmbeddingLayout { rows: 300, bos: 299, pad: 299 });
-        let (model, _) = parse(&gpt2_json(", \"activation_function\": \"gelu\", \"tie_word_embeddings\": false")).unwrap();
+        let (model, _) =
+            parse(&gpt2_json(", \"activation_function\": \"gelu\", \"tie_word_embeddings\": false")).unwrap();
         assert_eq!((model.activation, model.tied_head), (Activation::Gelu, false));
     }
 
@@ -455,7 +465,10 @@ mod tests {
             let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
                 .iter()
                 .map(|(name, shape, bytes)| {
-                    (name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes).unwrap())
+                    (
+                        name.clone(),
+                        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes).unwrap(),
+                    )
                 })
                 .collect();
             safetensors::tensor::serialize(views, &None).unwrap()
@@ -465,6 +478,9 @@ mod tests {
         let missing = check_tensors(path, &write(Some("h.0.mlp.c_fc.bias"), None), &specs).unwrap_err();
         assert!(missing.to_string().contains("no tensor h.0.mlp.c_fc.bias"), "{missing}");
         let shaped = check_tensors(path, &write(None, Some("wpe.weight")), &specs).unwrap_err();
-        assert!(shaped.to_string().contains("tensor transformer.wpe.weight has shape [3, 2], config.json implies [2, 2]"), "{shaped}");
+        assert!(
+            shaped.to_string().contains("tensor transformer.wpe.weight has shape [3, 2], config.json implies [2, 2]"),
+            "{shaped}"
+        );
     }
 }

@@ -164,7 +164,8 @@ impl Tokenizer {
             None => {
                 let vocab: tokenizers::models::bpe::Vocab =
                     byte_chars().iter().enumerate().map(|(byte, c)| (c.to_string(), byte as u32)).collect();
-                let model = BPE::builder().vocab_and_merges(vocab, vec![]).build().expect("256 single-character tokens");
+                let model =
+                    BPE::builder().vocab_and_merges(vocab, vec![]).build().expect("256 single-character tokens");
                 // Without the pre-tokenizer's regex: with no merges, only bytes matter.
                 let level = ByteLevel::default().add_prefix_space(false).use_regex(false);
                 let tokenizer: BpeTokenizer = TokenizerBuilder::new()

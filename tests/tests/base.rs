@@ -38,13 +38,25 @@ fn python_ok(python: &Path, args: &[&str]) {
 /// `transformers`'s per-document evaluation of `model` on `corpus`: (tokens, nll, correct).
 fn reference(python: &Path, model: &Path, corpus: &Path) -> Vec<(u32, f64, u32)> {
     let out = model.with_extension("reference.jsonl");
-    python_ok(python, &[script("reference_nll.py").to_str().unwrap(), model.to_str().unwrap(), corpus.to_str().unwrap(), out.to_str().unwrap()]);
+    python_ok(
+        python,
+        &[
+            script("reference_nll.py").to_str().unwrap(),
+            model.to_str().unwrap(),
+            corpus.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    );
     std::fs::read_to_string(&out)
         .unwrap()
         .lines()
         .map(|line| {
             let row: serde_json::Value = serde_json::from_str(line).unwrap();
-            (row["tokens"].as_u64().unwrap() as u32, row["nll"].as_f64().unwrap(), row["correct"].as_u64().unwrap() as u32)
+            (
+                row["tokens"].as_u64().unwrap() as u32,
+                row["nll"].as_f64().unwrap(),
+                row["correct"].as_u64().unwrap() as u32,
+            )
         })
         .collect()
 }
@@ -52,7 +64,17 @@ fn reference(python: &Path, model: &Path, corpus: &Path) -> Vec<(u32, f64, u32)>
 /// cfmem's per-document evaluation of `model` on `corpus`.
 fn evaluate(model: &Path, corpus: &Path) -> EvaluationTable {
     let out = model.with_extension("cfmem.parquet");
-    cfmem_ok(&["evaluate", "--model", model.to_str().unwrap(), "--corpus", corpus.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"]);
+    cfmem_ok(&[
+        "evaluate",
+        "--model",
+        model.to_str().unwrap(),
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
     schema::read(&out).unwrap()
 }
 
@@ -119,7 +141,12 @@ fn a_base_that_is_not_gpt2_or_disagrees_with_itself_is_refused_naming_what() {
     assert!(plan("a").contains("model_type \"llama\" is not GPT-2"));
     std::fs::write(&config, original.replace("\"n_embd\": 32", "\"n_embd\": 16")).unwrap();
     let err = plan("b");
-    assert!(err.contains("model.safetensors: tensor transformer.wte.weight has shape [353, 32], config.json implies [353, 16]"), "{err}");
+    assert!(
+        err.contains(
+            "model.safetensors: tensor transformer.wte.weight has shape [353, 32], config.json implies [353, 16]"
+        ),
+        "{err}"
+    );
     let smaller = original.replace("\"vocab_size\": 353", "\"vocab_size\": 300").replace(": 352", ": 0");
     std::fs::write(&config, smaller).unwrap();
     let err = plan("c");
@@ -193,7 +220,10 @@ fn a_pretrained_base_loads_in_transformers_and_survives_kill_9() {
     let last = cfmem(&pretrain(&killed, &["--checkpoint-every", "0"]).iter().map(String::as_str).collect::<Vec<_>>());
     assert!(last.status.success(), "{}", String::from_utf8_lossy(&last.stderr));
     let stderr = String::from_utf8_lossy(&last.stderr);
-    assert!(stderr.contains("resumed from the checkpoint at step") || resumed > 0, "no kill landed after a checkpoint: {stderr}");
+    assert!(
+        stderr.contains("resumed from the checkpoint at step") || resumed > 0,
+        "no kill landed after a checkpoint: {stderr}"
+    );
     assert_eq!(
         std::fs::read(killed.join("model.safetensors")).unwrap(),
         std::fs::read(whole.join("model.safetensors")).unwrap(),
@@ -223,10 +253,23 @@ fn runs_from_a_base_are_reproducible_refuse_a_changed_base_and_beat_scratch_for_
     // The base trains three times as long on the background as each model from scratch
     // does, and still the pretraining and the fine-tunes together train on fewer tokens.
     let pretrain_config = write_config("pretrain.toml", TINY.replace("EPOCHS", "6"));
-    let printed = cfmem_ok(&["pretrain", "--corpus", background.to_str().unwrap(), "--config", &pretrain_config, "--out", base.to_str().unwrap(), "--device", "cpu"]);
+    let printed = cfmem_ok(&[
+        "pretrain",
+        "--corpus",
+        background.to_str().unwrap(),
+        "--config",
+        &pretrain_config,
+        "--out",
+        base.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
     let pretraining_tokens: u64 = printed.split("steps, ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
 
-    let finetune = write_config("finetune.toml", "[train]\nepochs = 4\nbatch_size = 8\nlr = 1e-3\nwarmup_fraction = 0.1\n[jobs]\nstack = 2\n".into());
+    let finetune = write_config(
+        "finetune.toml",
+        "[train]\nepochs = 4\nbatch_size = 8\nlr = 1e-3\nwarmup_fraction = 0.1\n[jobs]\nstack = 2\n".into(),
+    );
     let plan_from_base = |name: &str, extra: &[&str]| {
         let run = dir.path().join(name);
         let mut args = vec!["--init", base.to_str().unwrap(), "--config", &finetune];
@@ -249,7 +292,13 @@ fn runs_from_a_base_are_reproducible_refuse_a_changed_base_and_beat_scratch_for_
 
     // A [model] setting that contradicts the base is refused; one that agrees is not.
     let conflicting = write_config("conflict.toml", "[model]\nd_model = 64\n".into());
-    let err = cfmem_err(&plan_args(&corpus, &dir.path().join("c"), "4", "7", &["--init", base.to_str().unwrap(), "--config", &conflicting]));
+    let err = cfmem_err(&plan_args(
+        &corpus,
+        &dir.path().join("c"),
+        "4",
+        "7",
+        &["--init", base.to_str().unwrap(), "--config", &conflicting],
+    ));
     assert!(err.contains("[model] d_model = 64 conflicts with the base"), "{err}");
     // The base changed after planning: run refuses, naming the file.
     let weights = base.join("model.safetensors");
@@ -265,13 +314,21 @@ fn runs_from_a_base_are_reproducible_refuse_a_changed_base_and_beat_scratch_for_
     assert!(err.contains("model.safetensors: sha256") && err.contains("the base changed after planning"), "{err}");
 
     // From scratch with the background in every model.
-    let scratch_config = write_config("scratch.toml", TINY.replace("EPOCHS", "2").replace("[train]", "[jobs]\nstack = 2\n[train]"));
+    let scratch_config =
+        write_config("scratch.toml", TINY.replace("EPOCHS", "2").replace("[train]", "[jobs]\nstack = 2\n[train]"));
     let scratch = dir.path().join("scratch");
-    cfmem_ok(&plan_args(&corpus, &scratch, "4", "7", &["--config", &scratch_config, "--background", background.to_str().unwrap()]));
+    cfmem_ok(&plan_args(
+        &corpus,
+        &scratch,
+        "4",
+        "7",
+        &["--config", &scratch_config, "--background", background.to_str().unwrap()],
+    ));
     cfmem_ok(&["run", scratch.to_str().unwrap(), "--device", "cpu"]);
     let acc_out = |run: &Path| {
         cfmem_ok(&["analyze", run.to_str().unwrap()]);
-        let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("analysis/summary.json")).unwrap()).unwrap();
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("analysis/summary.json")).unwrap()).unwrap();
         summary["diagnosis"]["overall"]["acc_out"].as_f64().unwrap()
     };
     let tokens = |run: &Path, epochs: u64| {
@@ -335,10 +392,19 @@ fn bad_pretraining_and_init_requests_are_refused_with_what_is_wrong() {
 
     cfmem_ok(&pretrain(&[]).iter().map(String::as_str).collect::<Vec<_>>());
     let err = refused(&["--seed", "1"]);
-    assert!(err.contains("pretraining.toml: this base was pretrained from another corpus or with other settings"), "{err}");
+    assert!(
+        err.contains("pretraining.toml: this base was pretrained from another corpus or with other settings"),
+        "{err}"
+    );
 
     let missing = dir.path().join("no-such-base");
-    let err = cfmem_err(&plan_args(Path::new(corpus), &dir.path().join("run"), "2", "1", &["--init", missing.to_str().unwrap()]));
+    let err = cfmem_err(&plan_args(
+        Path::new(corpus),
+        &dir.path().join("run"),
+        "2",
+        "1",
+        &["--init", missing.to_str().unwrap()],
+    ));
     assert!(err.contains("train.init") && err.contains("no-such-base"), "{err}");
     assert!(!dir.path().join("run").exists());
 }
