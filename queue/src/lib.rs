@@ -129,6 +129,7 @@ pub(crate) fn test_run(dir: &std::path::Path, documents: usize, models: u32, sta
         hyperparameters,
         background: None,
         base: None,
+        fields: Default::default(),
     };
     let run = RunDir::new(dir.join("run"));
     plan::write(&run, &plan::build(request).unwrap()).unwrap();

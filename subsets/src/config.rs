@@ -106,13 +106,126 @@ pub struct BackgroundConfig {
     pub documents: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// What is IN or OUT of a model's training set together: a level of the memorization
+/// spectrum, from the finest to the coarsest (the order of the variants, which `Ord`
+/// follows). Written in `run.toml` and on the command line as `document`, `cluster`,
+/// `passage` or `field:NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Unit {
     /// Each document is IN or OUT on its own.
     Document,
     /// All members of a near-duplicate cluster are IN or OUT together.
     Cluster,
+    /// Documents sharing a substring of at least `min_repeat` bytes, joined transitively.
+    Passage,
+    /// Documents with the same value of a string field of the corpus (a site, an author);
+    /// a document without a value is its own unit.
+    Field(String),
+}
+
+impl Unit {
+    /// The next finer level, which a unit too large to sample falls back to (None for
+    /// a document).
+    pub fn finer(&self) -> Option<Unit> {
+        match self {
+            Unit::Document => None,
+            Unit::Cluster => Some(Unit::Document),
+            Unit::Passage => Some(Unit::Cluster),
+            Unit::Field(_) => Some(Unit::Passage),
+        }
+    }
+}
+
+impl std::fmt::Display for Unit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unit::Document => f.write_str("document"),
+            Unit::Cluster => f.write_str("cluster"),
+            Unit::Passage => f.write_str("passage"),
+            Unit::Field(name) => write!(f, "field:{name}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Unit {
+    type Err = String;
+    fn from_str(text: &str) -> std::result::Result<Unit, String> {
+        match text {
+            "document" => Ok(Unit::Document),
+            "cluster" => Ok(Unit::Cluster),
+            "passage" => Ok(Unit::Passage),
+            _ => match text.strip_prefix("field:") {
+                Some(name) if !name.is_empty() => Ok(Unit::Field(name.to_string())),
+                _ => Err(format!(
+                    "unknown level {text:?}: expected document, cluster, passage or field:NAME (a string field of the corpus)"
+                )),
+            },
+        }
+    }
+}
+
+impl TryFrom<String> for Unit {
+    type Error = String;
+    fn try_from(text: String) -> std::result::Result<Unit, String> {
+        text.parse()
+    }
+}
+
+impl From<Unit> for String {
+    fn from(unit: Unit) -> String {
+        unit.to_string()
+    }
+}
+
+/// The largest unit sampled as one, as a fraction of the corpus's documents, unless the
+/// user says otherwise. At keep 0.5 a unit of 1% moves each model's training set by about
+/// 2% of its size: that barely changes how well a model predicts text in general (loss
+/// falls as a small power of the data, a change near 0.2%), so what its OUT models lose on
+/// the unit is memorization. A unit of 10% would move training sets by 20% and its OUT
+/// models would be weaker on everything, generalization counted as memorization.
+pub const DEFAULT_MAX_UNIT_FRACTION: f64 = 0.01;
+
+/// Runs planned before the size limit existed sampled every unit whole.
+fn no_unit_limit() -> f64 {
+    1.0
+}
+
+/// One level of a spectrum run and the models that sample the corpus at it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Block {
+    pub level: Unit,
+    /// Ranges `[start, end)` of model ids: one when planned, one more per `plan --extend`.
+    pub models: Vec<[u32; 2]>,
+}
+
+impl Block {
+    /// The block's model ids, ascending.
+    pub fn model_ids(&self) -> Vec<u32> {
+        self.models.iter().flat_map(|&[start, end]| start..end).collect()
+    }
+
+    pub fn size(&self) -> u32 {
+        self.models.iter().map(|&[start, end]| end - start).sum()
+    }
+}
+
+/// Splits `models` into one block per level, as evenly as possible (the first blocks get
+/// one more), numbered in order.
+pub fn blocks(levels: &[Unit], models: u32) -> Vec<Block> {
+    let count = levels.len() as u32;
+    let mut start = 0;
+    levels
+        .iter()
+        .enumerate()
+        .map(|(i, level)| {
+            let size = models / count + u32::from((i as u32) < models % count);
+            let block = Block { level: level.clone(), models: vec![[start, start + size]] };
+            start += size;
+            block
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,7 +236,12 @@ pub struct DesignConfig {
     pub keep: f64,
     /// Fraction of documents no model trains on.
     pub holdout: f64,
+    /// The sampling unit of a single-level run; in a spectrum run, its finest level.
     pub unit: Unit,
+    /// A unit of more than this fraction of the documents is not sampled as one: its
+    /// documents fall back to the next finer level ([`Unit::finer`]).
+    #[serde(default = "no_unit_limit")]
+    pub max_unit_fraction: f64,
     /// Duplicate settings, one definition of clusters per run: `threshold`, `shingles`,
     /// `min_repeat` and `max_candidates`, keys of `[design]` itself. The duplicate scores
     /// are computed with them once, at plan time, on the bytes the models see.
@@ -137,6 +255,10 @@ pub struct DesignConfig {
     pub canary_ids: Vec<String>,
     /// Ids of documents no model trains on, besides the `holdout` fraction.
     pub holdout_ids: Vec<String>,
+    /// The levels of a spectrum run (`plan --levels`), finest first, each with its block of
+    /// models; empty in a single-level run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spectrum: Vec<Block>,
 }
 
 impl DesignConfig {
@@ -149,6 +271,8 @@ impl DesignConfig {
             keep,
             holdout: 0.0,
             unit: Unit::Document,
+            max_unit_fraction: DEFAULT_MAX_UNIT_FRACTION,
+            spectrum: vec![],
             duplicates: Settings::default(),
             copies: vec![],
             canaries: 0,
@@ -162,6 +286,13 @@ impl DesignConfig {
     pub fn validate(&self) -> Result<()> {
         crate::design::in_count(self.models, self.keep)?;
         crate::design::check_holdout_fraction(self.holdout)?;
+        if !(self.max_unit_fraction > 0.0 && self.max_unit_fraction <= 1.0) {
+            return Err(Error::setting(
+                "design.max_unit_fraction",
+                format!("must be in (0, 1], got {}", self.max_unit_fraction),
+            ));
+        }
+        self.validate_spectrum()?;
         let canaries = self.canaries > 0 || !self.canary_ids.is_empty();
         match (self.copies.is_empty(), canaries) {
             (true, true) => Err(Error::setting("design.copies", "canaries need copy counts to plant")),
@@ -172,6 +303,59 @@ impl DesignConfig {
             _ if self.copies.contains(&0) => Err(Error::setting("design.copies", "copy counts must be at least 1")),
             _ => Ok(()),
         }
+    }
+
+    /// The run's levels, finest first: the spectrum's, or the one unit.
+    pub fn levels(&self) -> Vec<Unit> {
+        if self.spectrum.is_empty() {
+            vec![self.unit.clone()]
+        } else {
+            self.spectrum.iter().map(|b| b.level.clone()).collect()
+        }
+    }
+
+    /// A spectrum has two levels or more, each once, finest first, and blocks that share
+    /// the models out, each large enough for `keep`.
+    fn validate_spectrum(&self) -> Result<()> {
+        let Some(first) = self.spectrum.first() else { return Ok(()) };
+        let levels = self.levels();
+        if levels.len() < 2 {
+            return Err(Error::setting("design.levels", "a spectrum needs two levels or more (for one, use --unit)"));
+        }
+        if let Some(pair) = levels.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(Error::setting("design.levels", format!("level {} is given twice", pair[0])));
+        }
+        if levels.windows(2).any(|pair| pair[0] > pair[1]) {
+            return Err(Error::setting("design.levels", "levels must go from the finest to the coarsest"));
+        }
+        if first.level != self.unit {
+            return Err(Error::setting("design.unit", format!("must be the spectrum's finest level, {}", first.level)));
+        }
+        let mut ids: Vec<u32> = self.spectrum.iter().flat_map(Block::model_ids).collect();
+        ids.sort_unstable();
+        if ids != (0..self.models).collect::<Vec<_>>() {
+            return Err(Error::setting(
+                "design.spectrum",
+                format!("the blocks do not share out models 0 to {}", self.models - 1),
+            ));
+        }
+        if let Some(block) = self.spectrum.iter().find(|b| crate::design::in_count(b.size(), self.keep).is_err()) {
+            let needed = (2..).find(|&m| crate::design::in_count(m, self.keep).is_ok()).expect("keep is in (0, 1)");
+            return Err(Error::setting(
+                "design.models",
+                format!(
+                    "too few models for the spectrum: the block of level {} gets {} of the {} models, and with keep {} \
+                     a block needs {needed} or more; plan {} models or more for {} levels",
+                    block.level,
+                    block.size(),
+                    self.models,
+                    self.keep,
+                    needed * levels.len() as u32,
+                    levels.len()
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -657,7 +841,7 @@ background = 0
         let config: RunConfig = toml::from_str(RUN_TOML_BEFORE_MAX_CANDIDATES).unwrap();
         let expected = Settings { threshold: 0.7, shingles: Shingling::Chars(7), min_repeat: 30, max_candidates: 1000 };
         assert_eq!(config.design.duplicates, expected);
-        assert_eq!((config.design.models, config.design.unit), (4, Unit::Cluster));
+        assert_eq!((config.design.models, config.design.unit.clone()), (4, Unit::Cluster));
         // Written again, it says which value it used.
         let written = config.to_toml();
         assert!(

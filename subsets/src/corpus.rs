@@ -46,6 +46,72 @@ pub fn read(path: &Path) -> Result<Vec<Document>> {
     validate(path, located)
 }
 
+/// The values of the string fields `names` of every document of the corpus at `path`, in
+/// the order of [`read`]: for each name, one value per document, None where a document has
+/// none. A JSONL field no object has, a Parquet column that is missing, a value that is not
+/// a string, or a directory of `.txt` files (which has no fields) is an error naming it.
+pub fn read_fields(path: &Path, names: &[String]) -> Result<Vec<Vec<Option<String>>>> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let meta = std::fs::metadata(path).map_err(Error::io(path))?;
+    if meta.is_dir() {
+        return Err(Error::file(path, format!("a directory of .txt files has no field `{}`", names[0])));
+    }
+    if path.extension().is_some_and(|e| e == "parquet") {
+        return names
+            .iter()
+            .map(|name| {
+                crate::schema::read_strings(path, name).map_err(|e| match e {
+                    Error::File { path, message } => {
+                        Error::File { path, message: format!("field `{name}`: {message}") }
+                    }
+                    other => other,
+                })
+            })
+            .collect();
+    }
+    let bytes = std::fs::read(path).map_err(Error::io(path))?;
+    let lines: Vec<&[u8]> = without_bom(&bytes).split(|&b| b == b'\n').collect();
+    let per_line: Vec<Result<Option<Vec<Option<String>>>>> = lines
+        .par_iter()
+        .enumerate()
+        .map(|(index, raw)| {
+            let place = Place::Line(index + 1);
+            let Ok(line) = std::str::from_utf8(raw) else { return Ok(None) };
+            if line.trim().is_empty() {
+                return Ok(None);
+            }
+            let Ok(serde_json::Value::Object(object)) = serde_json::from_str::<serde_json::Value>(line) else {
+                return Ok(None);
+            };
+            names
+                .iter()
+                .map(|name| match object.get(name) {
+                    None | Some(serde_json::Value::Null) => Ok(None),
+                    Some(serde_json::Value::String(value)) => Ok(Some(value.clone())),
+                    Some(other) => Err(error_at(
+                        path,
+                        &place,
+                        format!("field `{name}` is not a string (found {other}); a group field must be one"),
+                    )),
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Some)
+        })
+        .collect();
+    let mut fields = vec![Vec::new(); names.len()];
+    for values in per_line {
+        if let Some(values) = values? {
+            fields.iter_mut().zip(values).for_each(|(field, value)| field.push(value));
+        }
+    }
+    if let Some((name, _)) = names.iter().zip(&fields).find(|(_, values)| values.iter().all(Option::is_none)) {
+        return Err(Error::file(path, format!("no document has a field `{name}`")));
+    }
+    Ok(fields)
+}
+
 /// A document and the place it was read from, for error messages.
 struct Located {
     doc: Document,
@@ -330,6 +396,29 @@ mod tests {
             parquet_corpus(Arc::new(Int64Array::from(vec![1, 2, 3])), Arc::new(StringArray::from(sources.to_vec())));
         let err = read(&path).unwrap_err().to_string();
         assert!(err.ends_with("corpus.parquet: row 1: column `text`: expected a string, found Int64"), "{err}");
+    }
+
+    #[test]
+    fn group_fields_are_read_in_document_order_and_bad_ones_named() {
+        let (_dir, path) = jsonl(
+            b"{\"text\":\"a\",\"site\":\"x.org\"}\n\n{\"text\":\"b\"}\n{\"text\":\"c\",\"site\":\"y.org\",\"n\":3}\n",
+        );
+        let fields = read_fields(&path, &["site".into()]).unwrap();
+        assert_eq!(fields, [vec![Some("x.org".to_string()), None, Some("y.org".to_string())]]);
+        let err = read_fields(&path, &["url".into()]).unwrap_err().to_string();
+        assert!(err.ends_with("corpus.jsonl: no document has a field `url`"), "{err}");
+        let err = read_fields(&path, &["n".into()]).unwrap_err().to_string();
+        assert!(
+            err.ends_with("corpus.jsonl: line 4: field `n` is not a string (found 3); a group field must be one"),
+            "{err}"
+        );
+        let (_dir, parquet) =
+            parquet_corpus(Arc::new(StringArray::from(vec!["a", "b"])), Arc::new(Int64Array::from(vec![1, 2])));
+        assert_eq!(read_fields(&parquet, &["text".into()]).unwrap()[0][1].as_deref(), Some("b"));
+        let err = read_fields(&parquet, &["source".into()]).unwrap_err().to_string();
+        assert!(err.contains("field `source`: column `source`: expected Utf8, found Int64"), "{err}");
+        let err = read_fields(&parquet, &["site".into()]).unwrap_err().to_string();
+        assert!(err.contains("field `site`: no column `site`"), "{err}");
     }
 
     #[test]

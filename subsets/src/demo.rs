@@ -17,6 +17,10 @@
 //!   training document, the seed paper's finding that a test example's strongest
 //!   influences are its near-duplicates.
 //! - `unseen`: held-out sentences with no twin, whose influences are all small.
+//! - `planted-passage`: different sentences, each opened by one passage of random
+//!   identifiers, the same in all of them (a quotation, a licence text). Leaving one of them
+//!   out leaves the passage in the others, so it scores low alone; leaving out every
+//!   document that shares the passage (a spectrum run's passage level) shows it memorized.
 //!
 //! The demo also has a background corpus ([`background`]): more sentences of the same
 //! grammar, which every model trains on, as a real model trains on far more text of a
@@ -51,6 +55,7 @@ pub struct DemoSizes {
     pub exact_copies: usize,
     pub twins: usize,
     pub unseen: usize,
+    pub planted_passage: usize,
 }
 
 /// Sources of the documents the demo holds out: no model trains on them.
@@ -67,6 +72,7 @@ impl Default for DemoSizes {
             exact_copies: 4,
             twins: 3,
             unseen: 3,
+            planted_passage: 6,
         }
     }
 }
@@ -147,6 +153,13 @@ pub fn corpus(seed: u64, sizes: &DemoSizes) -> Vec<Document> {
         let refrain = REFRAINS[i % REFRAINS.len()];
         push("unseen", i, sentence(&mut rng, refrain));
     }
+    // 6 identifiers, 57 bytes: longer than the 50 bytes a shared substring needs to join
+    // documents into one passage group.
+    let passage = format!("ref {}", random_ids(&mut rng, 54).trim_start_matches("ids: "));
+    for i in 0..sizes.planted_passage {
+        let refrain = REFRAINS[(i * 5) % REFRAINS.len()];
+        push("planted-passage", i, format!("{passage} {}", sentence(&mut rng, refrain)));
+    }
     docs
 }
 
@@ -205,6 +218,12 @@ mod tests {
             assert!(target.text.starts_with(kept) && !target.text.ends_with(last));
             assert!(target.text.len() < 128, "the pair fits the demo's context");
         }
+        let planted = of("planted-passage");
+        assert_eq!(planted.len(), sizes.planted_passage);
+        let passage = planted[0].text.split(' ').take(7).collect::<Vec<_>>().join(" ");
+        assert!(passage.starts_with("ref ") && passage.len() == 57, "{passage}");
+        assert!(planted.iter().all(|d| d.text.starts_with(&passage) && d.text.len() < 128));
+        assert_eq!(planted.iter().filter(|d| d.text == planted[0].text).count(), 1, "otherwise different documents");
         let held = held_out_ids(&docs);
         assert_eq!(held.len(), sizes.twins + sizes.unseen);
         assert!(held.iter().all(|id| id.starts_with("twin-target-") || id.starts_with("unseen-")));

@@ -51,7 +51,13 @@ pub fn balanced(units: usize, models: u32, keep: f64, seed: u64) -> Result<Vec<V
 /// The `k` of `models` models unit `unit` is IN for, in draw order: the draw of
 /// [`balanced`] for one unit, so a plan never holds the whole design as lists.
 pub fn in_models(unit: usize, models: u32, k: u32, seed: u64) -> Vec<u32> {
-    let mut rng = seeds::rng(seed, "design", unit as u64);
+    in_models_of("design", unit, models, k, seed)
+}
+
+/// [`in_models`] from the seed stream `stream`: each block of a spectrum run draws from
+/// its own.
+pub fn in_models_of(stream: &str, unit: usize, models: u32, k: u32, seed: u64) -> Vec<u32> {
+    let mut rng = seeds::rng(seed, stream, unit as u64);
     index::sample(&mut rng, models as usize, k as usize).into_iter().map(|m| m as u32).collect()
 }
 
@@ -72,7 +78,12 @@ pub fn extension_in_count(old: u32, new: u32, keep: f64) -> Result<u32> {
 /// models grows to `new`, `added` of them ([`extension_in_count`]), seeded by
 /// (run seed, old, unit) so that each extension step draws its own.
 pub fn extension_models(unit: usize, old: u32, new: u32, added: u32, seed: u64) -> Vec<u32> {
-    let mut rng = seeds::rng(seed, &format!("design-extend-from-{old}"), unit as u64);
+    extension_models_of(&format!("design-extend-from-{old}"), unit, old, new, added, seed)
+}
+
+/// [`extension_models`] from the seed stream `stream`, which names the step.
+pub fn extension_models_of(stream: &str, unit: usize, old: u32, new: u32, added: u32, seed: u64) -> Vec<u32> {
+    let mut rng = seeds::rng(seed, stream, unit as u64);
     index::sample(&mut rng, (new - old) as usize, added as usize).into_iter().map(|m| old + m as u32).collect()
 }
 

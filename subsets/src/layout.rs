@@ -5,13 +5,14 @@
 //! RUN/corpus.parquet           documents, tokens counts, holdout flags, units, copies
 //! RUN/tokenizer.json           the run's tokenizer (Hugging Face format), unless tokens are bytes
 //! RUN/background.parquet       documents every model trains on and none is scored on (optional)
+//! RUN/units.parquet           each document's unit at each level of the run, and what it was sampled by
 //! RUN/membership.bin           one bit per (model, doc): IN or OUT, stored model by model
 //! RUN/jobs.parquet             (job, model): which models each job trains
 //! RUN/claims/job-NNNNN.claim   the worker training a job and its process; its mtime is the heartbeat
 //! RUN/logs/job-NNNNN.parquet   one evaluation row per (model, doc) of a job
 //! RUN/logs/job-NNNNN.done      checksum, size and mtime of that log, written when the job completed
 //! RUN/slurm/                   array.sbatch, the Slurm job ids submitted, task output
-//! RUN/analysis/*.parquet       scores, clusters, copies, duplicates, influence, reliability
+//! RUN/analysis/*.parquet       scores, clusters, copies, duplicates, influence, reliability, spectrum
 //! RUN/analysis/summary.json    the printed summary's numbers, the diagnosis of the regime included
 //! RUN/analysis/report.html     the HTML report (`cfmem report`)
 //! ```
@@ -49,6 +50,10 @@ impl RunDir {
 
     pub fn background(&self) -> PathBuf {
         self.root.join("background.parquet")
+    }
+
+    pub fn units(&self) -> PathBuf {
+        self.root.join("units.parquet")
     }
 
     pub fn membership(&self) -> PathBuf {
@@ -127,6 +132,18 @@ impl RunDir {
 
     pub fn reliability(&self) -> PathBuf {
         self.analysis_dir().join("reliability.parquet")
+    }
+
+    pub fn spectrum(&self) -> PathBuf {
+        self.analysis_dir().join("spectrum.parquet")
+    }
+
+    pub fn spectrum_units(&self) -> PathBuf {
+        self.analysis_dir().join("spectrum_units.parquet")
+    }
+
+    pub fn spectrum_reliability(&self) -> PathBuf {
+        self.analysis_dir().join("spectrum_reliability.parquet")
     }
 
     pub fn report(&self) -> PathBuf {

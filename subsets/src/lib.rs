@@ -5,6 +5,8 @@
 //! - [`tokenizer`] turns text into token ids: bytes, a BPE trained at plan time, or a
 //!   user's `tokenizer.json`.
 //! - [`design`] draws the balanced membership design: which model trains on which unit.
+//! - [`units`] turns clusters, passage groups and group fields into each level's sampling
+//!   units, with the size limit.
 //! - [`membership`] stores that design as one bit per (model, document), model by model.
 //! - [`config`] is the resolved run configuration written to `run.toml`.
 //! - [`duplicate_scores`] stores the `duplicates` engine's scores of a run's documents and
@@ -32,5 +34,6 @@ pub mod plan;
 pub mod schema;
 pub mod seeds;
 pub mod tokenizer;
+pub mod units;
 
 pub use error::{Error, Result};

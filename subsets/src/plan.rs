@@ -1,25 +1,26 @@
 //! Turning a corpus and a design into a run directory: `run.toml`, `corpus.parquet`,
-//! `membership.bin`, `jobs.parquet`, the tokenizer (`tokenizer.json`, unless tokens are
+//! `units.parquet`, `membership.bin`, `jobs.parquet`, the tokenizer (`tokenizer.json`, unless tokens are
 //! bytes), the background documents (`background.parquet`, if any) and the duplicate scores
 //! (`analysis/duplicates.parquet`),
 //! all written into a temporary sibling directory that is renamed into place only when
 //! complete; and growing a planned run to more models ([`extend`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use rand::seq::SliceRandom;
 
 use crate::config::{
-    BackgroundConfig, BaseConfig, CorpusConfig, DesignConfig, EmbeddingLayout, Hyperparameters, RunConfig, TokensConfig,
-    Unit,
+    BackgroundConfig, BaseConfig, Block, CorpusConfig, DesignConfig, EmbeddingLayout, Hyperparameters, RunConfig,
+    TokensConfig, Unit,
 };
 use crate::corpus::{self, Document};
 use crate::layout::RunDir;
 use crate::membership::Membership;
-use crate::schema::{self, BackgroundTable, CorpusTable, DuplicateTable, JobTable, Table};
+use crate::schema::{self, BackgroundTable, CorpusTable, DuplicateTable, JobTable, Table, UnitTable};
 use crate::tokenizer::Tokenizer;
-use crate::{Error, Result, atomic, demo, design, duplicate_scores, seeds};
+use crate::units::{self, Groupings, LevelUnits, Oversized};
+use crate::{Error, Result, atomic, config, demo, design, duplicate_scores, seeds};
 
 /// Source of generated canaries in `corpus.parquet`.
 pub const CANARY_SOURCE: &str = "canary";
@@ -36,6 +37,13 @@ pub struct Plan {
     /// `tokenizer.json`, unless tokens are bytes.
     pub tokenizer_json: Option<String>,
     pub background: Option<BackgroundTable>,
+    /// Every document's unit at each level of the run.
+    pub units: UnitTable,
+    /// The group fields the levels name (`source` aside), written into `corpus.parquet`
+    /// as columns `field:NAME`.
+    pub fields: Vec<(String, Vec<Option<String>>)>,
+    /// Per level, the units over the size limit, with a preview of the largest one.
+    pub oversized: Vec<(Unit, Oversized, String)>,
 }
 
 /// Documents every model trains on besides its subset, and where the user named them.
@@ -56,6 +64,9 @@ pub struct PlanRequest<'a> {
     /// The base every model starts from, with `hyperparameters.train.init` its directory
     /// and `hyperparameters.model` its architecture and tokenizer.
     pub base: Option<PlannedBase>,
+    /// Values of the group fields the levels name (`field:NAME`), one per corpus document
+    /// (generated canaries have none), read with [`corpus::read_fields`].
+    pub fields: BTreeMap<String, Vec<Option<String>>>,
 }
 
 /// What a plan keeps of the base its models start from.
@@ -71,30 +82,57 @@ impl From<&crate::base::Base> for PlannedBase {
 }
 
 /// Builds the plan, scoring the documents' duplicates with the design's settings (see
-/// [`build_scored`]). Settings out of range are refused, naming the `design` key, before
-/// any work.
+/// [`build_scored`]), passage groups included when a level needs them. Settings out of
+/// range are refused, naming the `design` key, before any work.
 pub fn build(request: PlanRequest<'_>) -> Result<Plan> {
-    let params = request.design.duplicates.params().map_err(|e| Error::Invalid(format!("design.{e}")))?;
-    build_scored(request, |ids, texts| duplicate_scores::table(&duplicates::find_duplicates(texts, &params), ids))
+    let mut params = request.design.duplicates.params().map_err(|e| Error::Invalid(format!("design.{e}")))?;
+    params.passages = request.design.levels().iter().any(needs_passages);
+    build_scored(request, |ids, texts| {
+        let found = duplicates::find_duplicates(texts, &params);
+        let passages = found.passages.as_ref().map(|p| (p.group.clone(), p.longest_shared.clone()));
+        (duplicate_scores::table(&found, ids), passages)
+    })
 }
+
+/// Whether `level` or a finer level it may fall back to is the passage level.
+fn needs_passages(level: &Unit) -> bool {
+    matches!(level, Unit::Passage | Unit::Field(_))
+}
+
+/// Passage groups and each document's longest shared byte range.
+type FoundPassages = (Vec<u32>, Vec<(u32, u32)>);
 
 /// Builds the plan. `duplicates_of(ids, texts)` scores the documents' duplicates on
 /// `texts`, the text each model trains and evaluates on (all of it, or what
 /// `max_tokens_per_doc` leaves, an incomplete last character replaced), so that duplicates
-/// are what the models see; with `unit = cluster` its clusters are the sampling units.
+/// are what the models see, and finds their passage groups when a level needs them; its
+/// clusters and passages are the units of those levels.
 fn build_scored(
     request: PlanRequest<'_>,
-    duplicates_of: impl FnOnce(&[String], &[&str]) -> DuplicateTable,
+    duplicates_of: impl FnOnce(&[String], &[&str]) -> (DuplicateTable, Option<FoundPassages>),
 ) -> Result<Plan> {
-    let PlanRequest { corpus_path, mut documents, seed, design: design_config, hyperparameters, background, base } =
-        request;
+    let PlanRequest {
+        corpus_path,
+        mut documents,
+        seed,
+        design: design_config,
+        hyperparameters,
+        background,
+        base,
+        fields: mut field_values,
+    } = request;
     hyperparameters.validate()?;
     design_config.validate()?;
     let in_count = design::in_count(design_config.models, design_config.keep)?;
     let corpus_sha256 = corpus_checksum(&documents);
     let input_documents = documents.len();
+    check_fields(&design_config.levels(), &field_values, input_documents)?;
     let Planted { copies, canary } = plant_canaries(&mut documents, &design_config, seed)?;
     let held_by_id = held_out_ids(&documents, &canary, &design_config.holdout_ids)?;
+    if design_config.levels().contains(&Unit::Field("source".into())) {
+        field_values.insert("source".into(), documents.iter().map(|d| d.source.clone()).collect());
+    }
+    field_values.values_mut().for_each(|values| values.resize(documents.len(), None));
 
     let background_documents = background.as_ref().map_or(&[][..], |b| &b.documents[..]);
     let all_texts = documents.iter().chain(background_documents).map(|d| d.text.as_str());
@@ -109,7 +147,7 @@ fn build_scored(
         .collect();
     let ids: Vec<String> = documents.iter().map(|d| d.id.clone()).collect();
     let texts: Vec<&str> = seen.iter().map(|t| t.as_ref()).collect();
-    let duplicates = duplicates_of(&ids, &texts);
+    let (duplicates, passages) = duplicates_of(&ids, &texts);
     if duplicates.len() != documents.len() {
         return Err(Error::Invalid(format!(
             "duplicate scores cover {} documents, the corpus has {}",
@@ -118,10 +156,27 @@ fn build_scored(
         )));
     }
 
-    let units = match design_config.unit {
-        Unit::Document => (0..documents.len() as u32).collect(),
-        Unit::Cluster => dense(&duplicates.cluster),
+    let groupings = Groupings {
+        cluster: &duplicates.cluster,
+        passage: passages.as_ref().map(|(group, shared)| units::Passages { group, shared }),
+        fields: &field_values,
     };
+    let max_size = units::max_unit_size(design_config.max_unit_fraction, documents.len());
+    let levels: Vec<LevelUnits> = design_config
+        .levels()
+        .iter()
+        .map(|level| units::level_units(level, &groupings, max_size))
+        .collect::<Result<_>>()?;
+    let oversized = levels
+        .iter()
+        .map(|level| {
+            let over = level.oversized();
+            let preview = over.largest.map_or_else(String::new, |(_, doc)| unit_preview(level, doc, &seen, &groupings));
+            (level.level.clone(), over, preview)
+        })
+        .collect();
+    let unit_table = units::table(&levels, &groupings);
+    let units = &levels[0].sampled;
     let unit_count = units.iter().max().map_or(0, |&u| u as usize + 1);
     let held_unit = design::holdout(unit_count, design_config.holdout, seed)?;
 
@@ -142,10 +197,25 @@ fn build_scored(
     }
 
     let mut membership = Membership::new(design_config.models, documents.len() as u32);
-    for (unit, docs) in trained_docs_by_unit(&table).iter().enumerate() {
-        if !docs.is_empty() {
-            for model in design::in_models(unit, design_config.models, in_count, seed) {
-                docs.iter().for_each(|&doc| membership.set(model, doc));
+    if design_config.spectrum.is_empty() {
+        for (unit, docs) in trained_docs_by_unit(units, &table.holdout).iter().enumerate() {
+            if !docs.is_empty() {
+                for model in design::in_models(unit, design_config.models, in_count, seed) {
+                    docs.iter().for_each(|&doc| membership.set(model, doc));
+                }
+            }
+        }
+    } else {
+        for (block, level) in design_config.spectrum.iter().zip(&levels) {
+            let models = block.model_ids();
+            let k = design::in_count(block.size(), design_config.keep)?;
+            let stream = block_stream(&block.level);
+            for (unit, docs) in trained_docs_by_unit(&level.sampled, &table.holdout).iter().enumerate() {
+                if !docs.is_empty() {
+                    for local in design::in_models_of(&stream, unit, block.size(), k, seed) {
+                        docs.iter().for_each(|&doc| membership.set(models[local as usize], doc));
+                    }
+                }
             }
         }
     }
@@ -192,31 +262,77 @@ fn build_scored(
         }),
         base: base.map(|b| BaseConfig { weights_sha256: b.weights_sha256 }),
     };
-    Ok(Plan { config, corpus: table, membership, jobs, duplicates, tokenizer_json, background: background_table })
+    field_values.remove("source");
+    Ok(Plan {
+        config,
+        corpus: table,
+        membership,
+        jobs,
+        duplicates,
+        tokenizer_json,
+        background: background_table,
+        units: unit_table,
+        fields: field_values.into_iter().map(|(name, values)| (format!("field:{name}"), values)).collect(),
+        oversized,
+    })
 }
 
-/// For each sampling unit, its documents that are not held out.
-fn trained_docs_by_unit(corpus: &CorpusTable) -> Vec<Vec<u32>> {
-    let units = corpus.unit.iter().max().map_or(0, |&u| u as usize + 1);
+/// The seed stream of the draws of a spectrum block: one per level, so that blocks draw
+/// independently.
+fn block_stream(level: &Unit) -> String {
+    format!("design-{level}")
+}
+
+/// Every `field:NAME` level has its values, one per document (`source` is the corpus's own).
+fn check_fields(levels: &[Unit], fields: &BTreeMap<String, Vec<Option<String>>>, documents: usize) -> Result<()> {
+    for level in levels {
+        if let Unit::Field(name) = level {
+            match fields.get(name) {
+                _ if name == "source" => {}
+                Some(values) if values.len() == documents => {}
+                _ => return Err(Error::Invalid(format!("level {level}: the corpus's field `{name}` was not read"))),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A line saying what a unit of `level` holding document `doc` shares: the passage, the
+/// field's value, or the start of the text.
+fn unit_preview(
+    level: &LevelUnits,
+    doc: usize,
+    seen: &[std::borrow::Cow<'_, str>],
+    groupings: &Groupings<'_>,
+) -> String {
+    const CHARS: usize = 80;
+    let cut = |text: &str| {
+        let flat: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        if flat.chars().count() > CHARS { format!("{}…", flat.chars().take(CHARS).collect::<String>()) } else { flat }
+    };
+    match &level.level {
+        Unit::Passage => {
+            let (start, end) = groupings.passage.map_or((0, 0), |passages| passages.shared[doc]);
+            format!("shared passage \"{}\"", cut(&seen[doc][start as usize..end as usize]))
+        }
+        Unit::Field(name) => {
+            let value = groupings.fields.get(name).and_then(|values| values[doc].clone()).unwrap_or_default();
+            format!("{name} = \"{}\"", cut(&value))
+        }
+        Unit::Document | Unit::Cluster => format!("\"{}\"", cut(&seen[doc])),
+    }
+}
+
+/// For each sampling unit (`unit[doc]`), its documents that are not held out.
+fn trained_docs_by_unit(unit: &[u32], holdout: &[bool]) -> Vec<Vec<u32>> {
+    let units = unit.iter().max().map_or(0, |&u| u as usize + 1);
     let mut docs = vec![Vec::new(); units];
-    for (doc, (&unit, &holdout)) in corpus.unit.iter().zip(&corpus.holdout).enumerate() {
-        if !holdout {
+    for (doc, (&unit, &held)) in unit.iter().zip(holdout).enumerate() {
+        if !held {
             docs[unit as usize].push(doc as u32);
         }
     }
     docs
-}
-
-/// Renumbers labels densely in order of first appearance.
-fn dense(labels: &[u32]) -> Vec<u32> {
-    let mut ids = HashMap::new();
-    labels
-        .iter()
-        .map(|&label| {
-            let next = ids.len() as u32;
-            *ids.entry(label).or_insert(next)
-        })
-        .collect()
 }
 
 /// sha256 over the documents' ids and texts, in order: what `run.toml` records of a corpus.
@@ -328,7 +444,8 @@ pub fn write(run: &RunDir, plan: &Plan) -> Result<Written> {
     let staged = RunDir::new(staging.path());
     atomic::write_bytes(&staged.config(), plan.config.to_toml().as_bytes())?;
     let seed = Some(plan.config.seed);
-    schema::write(&staged.corpus(), &plan.corpus, seed)?;
+    schema::write_with_columns(&staged.corpus(), &plan.corpus, &plan.fields, seed)?;
+    schema::write(&staged.units(), &plan.units, seed)?;
     if let Some(json) = &plan.tokenizer_json {
         atomic::write_bytes(&staged.tokenizer(), json.as_bytes())?;
     }
@@ -367,6 +484,13 @@ pub fn extend(run: &RunDir, models: u32) -> Result<Extension> {
     let mut config = RunConfig::from_file(&run.config())?;
     let old = config.design.models;
     let added = design::extension_in_count(old, models, config.design.keep)?;
+    if !config.design.spectrum.is_empty() {
+        // Every block grows to its share of the new total: the split must hold for keep.
+        let mut grown = config.design.clone();
+        grown.models = models;
+        grown.spectrum = config::blocks(&grown.levels(), models);
+        grown.validate()?;
+    }
     let corpus: CorpusTable = schema::read(&run.corpus())?;
     let mut membership = Membership::read(&run.membership())?;
     if membership.models() < old || membership.documents() as usize != corpus.len() {
@@ -382,11 +506,36 @@ pub fn extend(run: &RunDir, models: u32) -> Result<Extension> {
     }
     membership.truncate_models(old);
     membership.add_models(models - old);
-    for (unit, docs) in trained_docs_by_unit(&corpus).iter().enumerate() {
-        if !docs.is_empty() {
-            for model in design::extension_models(unit, old, models, added, config.seed) {
-                docs.iter().for_each(|&doc| membership.set(model, doc));
+    if config.design.spectrum.is_empty() {
+        for (unit, docs) in trained_docs_by_unit(&corpus.unit, &corpus.holdout).iter().enumerate() {
+            if !docs.is_empty() {
+                for model in design::extension_models(unit, old, models, added, config.seed) {
+                    docs.iter().for_each(|&doc| membership.set(model, doc));
+                }
             }
+        }
+    } else {
+        let stored: UnitTable = schema::read(&run.units())?;
+        let grown = config::blocks(&config.design.levels(), models);
+        let mut next = old;
+        for (block, size) in config.design.spectrum.iter_mut().zip(grown.iter().map(Block::size)) {
+            let before = block.size();
+            if size == before {
+                continue;
+            }
+            let level = units::of_level(&stored, &block.level, corpus.len())?;
+            let added = design::extension_in_count(before, size, config.design.keep)?;
+            let ids: Vec<u32> = block.model_ids().into_iter().chain(next..next + size - before).collect();
+            let stream = format!("{}-extend-from-{before}", block_stream(&block.level));
+            for (unit, docs) in trained_docs_by_unit(&level.sampled, &corpus.holdout).iter().enumerate() {
+                if !docs.is_empty() {
+                    for local in design::extension_models_of(&stream, unit, before, size, added, config.seed) {
+                        docs.iter().for_each(|&doc| membership.set(ids[local as usize], doc));
+                    }
+                }
+            }
+            block.models.push([next, next + size - before]);
+            next += size - before;
         }
     }
     let planned: JobTable = schema::read(&run.jobs())?;
@@ -463,6 +612,7 @@ mod tests {
             hyperparameters: Hyperparameters::default(),
             background: None,
             base: None,
+            fields: BTreeMap::new(),
         }
     }
 
@@ -482,8 +632,8 @@ mod tests {
         }
     }
 
-    fn no_clusters(ids: &[String], _: &[&str]) -> DuplicateTable {
-        clustered((0..ids.len() as u32).collect())
+    fn no_clusters(ids: &[String], _: &[&str]) -> (DuplicateTable, Option<FoundPassages>) {
+        (clustered((0..ids.len() as u32).collect()), None)
     }
 
     #[test]
@@ -500,13 +650,107 @@ mod tests {
     fn cluster_unit_puts_members_in_together() {
         let mut d = design(6, 0.5);
         d.unit = Unit::Cluster;
-        let plan = build_scored(request(docs(6), d), |_, _| clustered(vec![9, 9, 4, 9, 4, 7])).unwrap();
+        d.max_unit_fraction = 1.0;
+        let plan = build_scored(request(docs(6), d), |_, _| (clustered(vec![9, 9, 4, 9, 4, 7]), None)).unwrap();
         assert_eq!(plan.corpus.unit, [0, 0, 1, 0, 1, 2]);
         let models_of = |doc: u32| -> Vec<u32> { (0..6).filter(|&m| plan.membership.contains(m, doc)).collect() };
         assert_eq!(models_of(0), models_of(1));
         assert_eq!(models_of(0), models_of(3));
         assert_eq!(models_of(2), models_of(4));
         assert_eq!(models_of(0).len(), 3);
+    }
+
+    /// A spectrum over `levels` of `models` models, keep 0.5, units up to half the corpus.
+    fn spectrum(levels: &[Unit], models: u32) -> DesignConfig {
+        let mut d = design(models, 0.5);
+        d.unit = levels[0].clone();
+        d.spectrum = crate::config::blocks(levels, models);
+        d.max_unit_fraction = 0.5;
+        d
+    }
+
+    /// Passage groups from `group`, no shared ranges.
+    fn passages(group: Vec<u32>) -> Option<FoundPassages> {
+        let n = group.len();
+        Some((group, vec![(0, 0); n]))
+    }
+
+    /// Each stored unit of each level is IN for exactly round(keep × block) models of its
+    /// block and for none of the other blocks' models it is not drawn for.
+    fn assert_balanced(design: &DesignConfig, units: &UnitTable, membership: &Membership, holdout: &[bool]) {
+        let docs = holdout.len();
+        for block in &design.spectrum {
+            let level = units::of_level(units, &block.level, docs).unwrap();
+            let k = (design.keep * f64::from(block.size())).round() as usize;
+            for doc in (0..docs).filter(|&d| !holdout[d]) {
+                let models: Vec<u32> =
+                    block.model_ids().into_iter().filter(|&m| membership.contains(m, doc as u32)).collect();
+                assert_eq!(models.len(), k, "{} doc {doc}", block.level);
+                for other in (0..docs).filter(|&o| level.sampled[o] == level.sampled[doc] && !holdout[o]) {
+                    let theirs: Vec<u32> =
+                        block.model_ids().into_iter().filter(|&m| membership.contains(m, other as u32)).collect();
+                    assert_eq!(models, theirs, "{}: docs {doc} and {other} share a unit", block.level);
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_unit_of_every_level_is_in_for_exactly_its_share_of_its_block(
+            models in 6u32..30, seed: u64, labels in proptest::collection::vec((0u32..4, 0u32..3), 4..24)
+        ) {
+            let n = labels.len();
+            let cluster: Vec<u32> = labels.iter().map(|&(c, _)| c).collect();
+            let group: Vec<u32> = labels.iter().map(|&(_, p)| p).collect();
+            let levels = [Unit::Document, Unit::Cluster, Unit::Passage];
+            let mut request = request(docs(n), spectrum(&levels, models));
+            request.seed = seed;
+            let plan = build_scored(request, |_, _| (clustered(cluster.clone()), passages(group.clone()))).unwrap();
+            assert_balanced(&plan.config.design, &plan.units, &plan.membership, &plan.corpus.holdout);
+        }
+    }
+
+    #[test]
+    fn a_spectrum_extends_every_block_and_stays_balanced() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path().join("run"));
+        let levels = [Unit::Document, Unit::Cluster, Unit::Passage];
+        let cluster = vec![0, 0, 1, 2, 2, 3, 4, 5, 6, 7];
+        let group = vec![0, 0, 0, 1, 1, 2, 3, 3, 4, 5];
+        let plan = build_scored(request(docs(10), spectrum(&levels, 12)), |_, _| {
+            (clustered(cluster.clone()), passages(group.clone()))
+        })
+        .unwrap();
+        let sizes: Vec<u32> = plan.config.design.spectrum.iter().map(Block::size).collect();
+        assert_eq!(sizes, [4, 4, 4]);
+        write(&run, &plan).unwrap();
+        extend(&run, 20).unwrap();
+        let config = RunConfig::from_file(&run.config()).unwrap();
+        let blocks: Vec<Vec<[u32; 2]>> = config.design.spectrum.iter().map(|b| b.models.clone()).collect();
+        assert_eq!(blocks, [vec![[0, 4], [12, 15]], vec![[4, 8], [15, 18]], vec![[8, 12], [18, 20]]]);
+        let grown = Membership::read(&run.membership()).unwrap();
+        for model in 0..12 {
+            assert_eq!(grown.docs_of(model), plan.membership.docs_of(model), "model {model} unchanged");
+        }
+        let units: UnitTable = schema::read(&run.units()).unwrap();
+        assert_balanced(&config.design, &units, &grown, &plan.corpus.holdout);
+        // One more model goes to the only block below its share.
+        extend(&run, 21).unwrap();
+        let config = RunConfig::from_file(&run.config()).unwrap();
+        assert_eq!(config.design.spectrum[2].models, [[8, 12], [18, 20], [20, 21]]);
+        assert_balanced(&config.design, &units, &Membership::read(&run.membership()).unwrap(), &plan.corpus.holdout);
+    }
+
+    #[test]
+    fn a_block_too_small_for_keep_is_refused() {
+        let levels = [Unit::Document, Unit::Cluster, Unit::Passage];
+        let err = build_scored(request(docs(4), spectrum(&levels, 5)), no_clusters).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "design.models: too few models for the spectrum: the block of level passage gets 1 of the 5 models, \
+             and with keep 0.5 a block needs 2 or more; plan 6 models or more for 3 levels"
+        );
     }
 
     #[test]

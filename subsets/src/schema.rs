@@ -211,6 +211,29 @@ table! {
 }
 
 table! {
+    /// `units.parquet`: one row per level of the run and document, level by level in the
+    /// run's order: the document's unit at that level (dense ids per level, numbered in
+    /// order of each unit's first document) and its size, and the unit it was sampled by.
+    /// A unit of more than `design.max_unit_fraction` of the documents is not sampled as
+    /// one: its documents are sampled by their units of the next finer level within it
+    /// (`fallback`), and have no score at this level.
+    pub struct UnitTable {
+        /// `document`, `cluster`, `passage` or `field:NAME`.
+        pub level: Vec<String>,
+        pub doc: Vec<u32>,
+        pub unit: Vec<u32>,
+        pub unit_size: Vec<u32>,
+        /// What was IN or OUT together in this level's models (`unit` unless `fallback`).
+        pub sampled_unit: Vec<u32>,
+        pub fallback: Vec<bool>,
+        /// For a passage: the byte range `[shared_start, shared_end)` of the document's
+        /// longest run shared with other documents; 0 and 0 otherwise.
+        pub shared_start: Vec<u32>,
+        pub shared_end: Vec<u32>,
+    }
+}
+
+table! {
     /// `background.parquet`: documents every model trains on besides its subset; never
     /// scored, not in the membership table.
     pub struct BackgroundTable {
@@ -380,12 +403,74 @@ table! {
 }
 
 table! {
+    /// `analysis/spectrum.parquet`: one row per level and document, level by level: the
+    /// document's memorization when its unit of that level leaves the training set,
+    /// estimated from that level's block of models. Scores are null, with the reason in
+    /// `note`, where the unit was too large to sample as one or the document is held out.
+    pub struct SpectrumTable {
+        pub level: Vec<String>,
+        pub doc: Vec<u32>,
+        pub doc_id: Vec<String>,
+        pub source: Vec<Option<String>>,
+        pub unit: Vec<u32>,
+        pub unit_size: Vec<u32>,
+        pub n_in: Vec<u32>,
+        pub n_out: Vec<u32>,
+        pub acc_in: Vec<Option<f64>>,
+        pub acc_out: Vec<Option<f64>>,
+        pub mem_acc: Vec<Option<f64>>,
+        pub mem_acc_se: Vec<Option<f64>>,
+        /// 95% percentile interval of mem_acc from a bootstrap over the level's models.
+        pub mem_acc_lo: Vec<Option<f64>>,
+        pub mem_acc_hi: Vec<Option<f64>>,
+        pub mem_loss: Vec<Option<f64>>,
+        pub mem_loss_se: Vec<Option<f64>>,
+        /// The unit's group score (member means, models with the unit all IN or all OUT).
+        pub group_mem_acc: Vec<Option<f64>>,
+        pub group_mem_acc_se: Vec<Option<f64>>,
+        pub group_mem_loss: Vec<Option<f64>>,
+        pub group_mem_loss_se: Vec<Option<f64>>,
+        pub note: Vec<Option<String>>,
+    }
+}
+
+table! {
+    /// `analysis/spectrum_units.parquet`: one row per level and unit of two or more
+    /// documents: the unit's group score in that level's models.
+    pub struct SpectrumUnitTable {
+        pub level: Vec<String>,
+        pub unit: Vec<u32>,
+        pub unit_size: Vec<u32>,
+        /// Whether the unit was sampled as one; if not, it has no group score.
+        pub sampled: Vec<bool>,
+        pub n_in: Vec<u32>,
+        pub n_out: Vec<u32>,
+        pub group_mem_acc: Vec<Option<f64>>,
+        pub group_mem_acc_se: Vec<Option<f64>>,
+        pub group_mem_loss: Vec<Option<f64>>,
+        pub group_mem_loss_se: Vec<Option<f64>>,
+    }
+}
+
+table! {
     /// `analysis/reliability.parquet`: how stable the mem_acc ranking is across models.
     /// `measure` is `split-half` (one row: `models` per half, `spearman` between the
     /// halves, `predicted` the Spearman-Brown estimate for all models) or `convergence`
     /// (one row per m: `spearman` between the ranking of the first m models and of all;
     /// `predicted` null).
     pub struct ReliabilityTable {
+        pub measure: Vec<String>,
+        pub models: Vec<u32>,
+        pub spearman: Vec<Option<f64>>,
+        pub predicted: Vec<Option<f64>>,
+    }
+}
+
+table! {
+    /// `analysis/spectrum_reliability.parquet`: the rows of `reliability.parquet` for each
+    /// level of the run, from that level's models.
+    pub struct SpectrumReliabilityTable {
+        pub level: Vec<String>,
         pub measure: Vec<String>,
         pub models: Vec<u32>,
         pub spearman: Vec<Option<f64>>,
@@ -462,6 +547,47 @@ impl<T: Table, W: std::io::Write + Send> TableWriter<T, W> {
     pub fn finish(self) -> Result<W> {
         self.writer.into_inner().map_err(Error::parquet(&self.path))
     }
+}
+
+/// Writes `table` like [`write`], with string columns `extra` (name, one value per row)
+/// after its own: a corpus's group fields in `corpus.parquet`.
+pub fn write_with_columns<T: Table>(
+    path: &Path,
+    table: &T,
+    extra: &[(String, Vec<Option<String>>)],
+    run_seed: Option<u64>,
+) -> Result<()> {
+    atomic::write_with(path, |file| {
+        let metadata = metadata::<T>(run_seed);
+        let (_, props) = schema_and_properties::<T>(run_seed);
+        let batch = table.to_batch();
+        let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut columns = batch.columns().to_vec();
+        for (name, values) in extra {
+            fields.push(Field::new(name, DataType::Utf8, true));
+            columns.push(<Option<String> as ColumnType>::to_array(values));
+        }
+        let schema = Arc::new(Schema::new(fields).with_metadata(metadata));
+        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(Error::arrow(path))?;
+        let mut writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(Error::parquet(path))?;
+        writer.write(&batch).map_err(Error::parquet(path))?;
+        writer.close().map_err(Error::parquet(path))?;
+        Ok(())
+    })
+}
+
+/// The string column `name` of the file at `path`.
+pub fn read_strings(path: &Path, name: &str) -> Result<Vec<Option<String>>> {
+    let file = std::fs::File::open(path).map_err(Error::io(path))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(Error::parquet(path))?
+        .build()
+        .map_err(Error::parquet(path))?;
+    let mut values = Vec::new();
+    for batch in reader {
+        values.extend(column::<Option<String>>(&batch.map_err(Error::arrow(path))?, name, path)?);
+    }
+    Ok(values)
 }
 
 /// Calls `each` with every record batch of `path` as a table, without reading the whole
