@@ -50,11 +50,18 @@ impl Weights {
     /// Adds `replicates` bootstrap rows: replicate b draws `models` models with
     /// replacement, from the generator `rng_of(b)`.
     pub fn push_bootstrap<R: rand::Rng>(&mut self, replicates: usize, rng_of: impl Fn(u64) -> R) {
+        let all: Vec<usize> = (0..self.models).collect();
+        self.push_bootstrap_of(replicates, &all, rng_of);
+    }
+
+    /// Adds `replicates` bootstrap rows over the models `among` only (the others weigh 0):
+    /// replicate b draws as many of them with replacement, from `rng_of(b)`.
+    pub fn push_bootstrap_of<R: rand::Rng>(&mut self, replicates: usize, among: &[usize], rng_of: impl Fn(u64) -> R) {
         for b in 0..replicates {
             let mut rng = rng_of(b as u64);
             let mut row = vec![0.0; self.models];
-            for _ in 0..self.models {
-                row[rng.random_range(0..self.models)] += 1.0;
+            for _ in 0..among.len() {
+                row[among[rng.random_range(0..among.len())]] += 1.0;
             }
             self.values.extend(row);
         }

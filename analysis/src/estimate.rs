@@ -113,8 +113,10 @@ struct GroupCell {
 
 /// Reads every log in `logs`, and copies each model's accuracies and membership into
 /// `values`. `cluster` gives each document's cluster and `cluster_size` each cluster's size.
+/// With `only` (sorted model ids), rows of other models are left out.
 pub fn accumulate(
     logs: &[PathBuf],
+    only: Option<&[u32]>,
     cluster: &[u32],
     cluster_size: &[u32],
     values: &Mutex<ModelValues>,
@@ -124,8 +126,10 @@ pub fn accumulate(
     // would): the scores are the same bits from run to run.
     let mut total = Accumulated::new(cluster.len());
     for chunk in logs.chunks(rayon::current_num_threads().max(1)) {
-        let parts: Vec<Accumulated> =
-            chunk.par_iter().map(|log| accumulate_file(log, cluster, cluster_size, values)).collect::<Result<_>>()?;
+        let parts: Vec<Accumulated> = chunk
+            .par_iter()
+            .map(|log| accumulate_file(log, only, cluster, cluster_size, values))
+            .collect::<Result<_>>()?;
         total = parts.into_iter().fold(total, Accumulated::merge);
     }
     Ok(total)
@@ -133,6 +137,7 @@ pub fn accumulate(
 
 fn accumulate_file(
     path: &Path,
+    only: Option<&[u32]>,
     cluster: &[u32],
     cluster_size: &[u32],
     values: &Mutex<ModelValues>,
@@ -145,6 +150,9 @@ fn accumulate_file(
     schema::for_each_batch(path, |batch: LogTable| {
         for i in 0..batch.len() {
             row += 1;
+            if only.is_some_and(|models| models.binary_search(&batch.model[i]).is_err()) {
+                continue;
+            }
             let doc = batch.doc[i] as usize;
             let bad = |message: String| subsets::Error::Row { path: path.to_path_buf(), row, message };
             if doc >= cluster.len() {
@@ -194,7 +202,7 @@ mod tests {
     /// `accumulate` with room for models 0 to 15.
     fn accumulate_all(logs: &[PathBuf], cluster: &[u32], cluster_size: &[u32]) -> Result<Accumulated> {
         let values = Mutex::new(ModelValues::all_documents((0..16).collect(), cluster.len()));
-        accumulate(logs, cluster, cluster_size, &values)
+        accumulate(logs, None, cluster, cluster_size, &values)
     }
 
     fn write_log(dir: &Path, name: &str, rows: &[(u32, u32, bool, u32, f64, u32)]) -> PathBuf {

@@ -23,6 +23,7 @@ pub mod per_model;
 pub mod printed_summary;
 pub mod reliability;
 pub mod scores;
+pub mod spectrum;
 pub mod stats;
 pub mod summary;
 pub mod synthetic_run;

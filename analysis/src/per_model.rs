@@ -68,6 +68,9 @@ pub struct ModelValues {
     pub member: Vec<bool>,
     /// Whether a model's rows were read.
     filled: Vec<bool>,
+    /// Rows of models not in `models` are skipped rather than refused: the values of some
+    /// of a run's models (one block of a spectrum run).
+    pub only_these: bool,
 }
 
 impl ModelValues {
@@ -84,6 +87,7 @@ impl ModelValues {
             models,
             docs,
             kept,
+            only_these: false,
         }
     }
 
@@ -162,7 +166,11 @@ impl<'a> LogRows<'a> {
             if seen != self.docs || acc.iter().any(|a| a.is_nan()) {
                 return Err(bad(format!("has {seen} rows, not one per document ({})", self.docs)));
             }
-            let row = values.row(model).ok_or_else(|| bad("is not a model of its job in jobs.parquet".into()))?;
+            let row = match values.row(model) {
+                Some(row) => row,
+                None if values.only_these => continue,
+                None => return Err(bad("is not a model of its job in jobs.parquet".into())),
+            };
             let width = values.kept.len();
             for c in 0..width {
                 let doc = values.kept[c] as usize;

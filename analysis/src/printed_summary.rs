@@ -10,6 +10,7 @@ use subsets::schema::{CorpusTable, ScoreTable};
 
 use crate::diagnosis::Diagnosis;
 use crate::reliability::Verdict;
+use crate::spectrum::SpectrumSummary;
 use crate::summary::{Quantiles, Summary, preview, source_label};
 
 /// How many of the most memorized documents, and of the clusters, are listed.
@@ -27,6 +28,9 @@ pub struct PrintedSummary {
     top: Vec<TopDoc>,
     reliability: Verdict,
     diagnosis: Diagnosis,
+    /// The spectrum's numbers and each level's reliability verdict, if the run has levels
+    /// beyond the document.
+    spectrum: Option<(SpectrumSummary, Vec<(String, Verdict)>)>,
 }
 
 /// A line of the most memorized documents.
@@ -79,7 +83,13 @@ impl PrintedSummary {
             top,
             reliability,
             diagnosis,
+            spectrum: None,
         }
+    }
+
+    /// The summary with a spectrum's numbers and each level's reliability verdict.
+    pub fn with_spectrum(self, spectrum: SpectrumSummary, verdicts: Vec<(String, Verdict)>) -> PrintedSummary {
+        PrintedSummary { spectrum: Some((spectrum, verdicts)), ..self }
     }
 
     /// `summary.json`: `models`, `documents`, `holdout`, `jobs_analyzed`, `jobs`,
@@ -105,6 +115,7 @@ impl PrintedSummary {
             "mem_acc_quantiles": quantiles,
             "sources": sources,
             "diagnosis": self.diagnosis,
+            "spectrum": self.spectrum.as_ref().map(|(spectrum, _)| spectrum_json(spectrum)),
         })
     }
 }
@@ -161,6 +172,107 @@ impl fmt::Display for PrintedSummary {
                 writeln!(f, "  {:>6}  {:>8}  {} ± {se}", row.copies, row.canaries, opt(row.mem_acc))?;
             }
         }
+        if let Some((spectrum, verdicts)) = &self.spectrum {
+            write_spectrum(f, spectrum, verdicts)?;
+        }
         write!(f, "\n{}", self.diagnosis)
     }
+}
+
+/// `summary.json`'s `spectrum`: `levels` (`[{level, models, reliability, fallen_back}]`),
+/// `sources` (`{source: {level: median mem_acc}}`, named sources only) and `coarser_only`
+/// (`[{id, source, finest, level, mem_acc, lo, hi, unit_size, shared}]`).
+fn spectrum_json(spectrum: &SpectrumSummary) -> serde_json::Value {
+    let levels: Vec<serde_json::Value> = spectrum
+        .levels
+        .iter()
+        .enumerate()
+        .map(|(i, (level, models))| {
+            serde_json::json!({
+                "level": level,
+                "models": models,
+                "reliability": spectrum.reliability[i],
+                "fallen_back": spectrum.fallen_back[i],
+            })
+        })
+        .collect();
+    let sources: serde_json::Map<String, serde_json::Value> = spectrum
+        .sources
+        .iter()
+        .filter_map(|row| {
+            let by_level: serde_json::Map<String, serde_json::Value> = spectrum
+                .levels
+                .iter()
+                .zip(&row.quartiles)
+                .map(|((level, _), q)| (level.clone(), serde_json::json!(q.map(|q| q[1]))))
+                .collect();
+            Some((row.source.clone()?, serde_json::Value::Object(by_level)))
+        })
+        .collect();
+    let findings: Vec<serde_json::Value> = spectrum
+        .coarser_only
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "id": c.id, "source": c.source, "finest": c.finest, "level": c.level, "mem_acc": c.mem_acc,
+                "lo": c.lo, "hi": c.hi, "unit_size": c.unit_size, "shared": c.shared,
+            })
+        })
+        .collect();
+    serde_json::json!({"levels": levels, "sources": sources, "coarser_only": findings})
+}
+
+fn write_spectrum(
+    f: &mut fmt::Formatter<'_>,
+    spectrum: &SpectrumSummary,
+    verdicts: &[(String, Verdict)],
+) -> fmt::Result {
+    let models: Vec<String> = spectrum.levels.iter().map(|(level, m)| format!("{level} {m}")).collect();
+    writeln!(f, "\nspectrum: median mem_acc by source and level (models per level: {})", models.join(", "))?;
+    write!(f, "  {:<16}", "source")?;
+    for (level, _) in &spectrum.levels {
+        write!(f, " {level:>10}")?;
+    }
+    writeln!(f)?;
+    for row in &spectrum.sources {
+        write!(f, "  {:<16}", source_label(row.source.as_deref()))?;
+        for q in &row.quartiles {
+            write!(f, " {:>10}", opt(q.map(|q| q[1])))?;
+        }
+        writeln!(f)?;
+    }
+    for (i, (level, _)) in spectrum.levels.iter().enumerate() {
+        if spectrum.fallen_back[i] > 0 {
+            writeln!(
+                f,
+                "  {level}: {} documents are in units over the size limit and have no {level} score (see plan's message)",
+                spectrum.fallen_back[i]
+            )?;
+        }
+    }
+    for (level, verdict) in verdicts {
+        writeln!(f, "  {level}: {verdict}")?;
+    }
+    if !spectrum.coarser_only.is_empty() {
+        writeln!(
+            f,
+            "\nmemorized only at a coarser level (mem_acc at {} → at the coarser level [95% interval]):",
+            spectrum.levels[0].0
+        )?;
+        for c in &spectrum.coarser_only {
+            writeln!(
+                f,
+                "  {:<20} {:<16} {:+.3} → {} {:+.3} [{:+.3}, {:+.3}]  {}",
+                c.id,
+                source_label(c.source.as_deref()),
+                c.finest,
+                c.level,
+                c.mem_acc,
+                c.lo,
+                c.hi,
+                c.shared
+            )?;
+        }
+    }
+    Ok(())
 }

@@ -40,15 +40,22 @@ impl Layout {
 
     /// Appends the rows to `weights`, the halves drawn from the run's `seed`.
     pub fn push_rows(weights: &mut Weights, seed: u64) -> Layout {
-        let models = weights.models;
-        let mut shuffled: Vec<usize> = (0..models).collect();
-        shuffled.shuffle(&mut seeds::rng(seed, "split-half", 0));
+        let all: Vec<usize> = (0..weights.models).collect();
+        Layout::push_rows_of(weights, &all, &mut seeds::rng(seed, "split-half", 0))
+    }
+
+    /// Appends the rows over the models `among` only (rows of the weights, in model order),
+    /// the halves drawn from `rng`: the measures of one block of a spectrum run.
+    pub fn push_rows_of(weights: &mut Weights, among: &[usize], rng: &mut impl rand::Rng) -> Layout {
+        let models = among.len();
+        let mut shuffled = among.to_vec();
+        shuffled.shuffle(rng);
         let half = models / 2;
         weights.push_subset(shuffled[..half].iter().copied());
         weights.push_subset(shuffled[half..].iter().copied());
         let mut sizes: Vec<usize> = (2..).map(|p| 1 << p).take_while(|&m| m < models).collect();
         sizes.push(models);
-        sizes.iter().for_each(|&m| weights.push_subset(0..m));
+        sizes.iter().for_each(|&m| weights.push_subset(among[..m].iter().copied()));
         Layout { half, sizes }
     }
 }

@@ -12,7 +12,7 @@ use subsets::config::{RunConfig, Unit};
 use subsets::duplicate_scores;
 use subsets::layout::RunDir;
 use subsets::plan::CANARY_SOURCE;
-use subsets::schema::{self, ClusterTable, CopiesTable, CorpusTable, ReliabilityTable, ScoreTable, Table};
+use subsets::schema::{self, ClusterTable, CopiesTable, CorpusTable, ReliabilityTable, ScoreTable, Table, UnitTable};
 use subsets::seeds;
 use subsets::tokenizer::{RunTokens, Tokenizer};
 
@@ -22,6 +22,7 @@ use crate::estimate::{self, Metrics};
 use crate::per_model::{ModelValues, RunLogs};
 use crate::printed_summary::PrintedSummary;
 use crate::reliability::{self, Verdict};
+use crate::spectrum::{self, FieldValues, SpectrumSummary, SpectrumTables};
 use crate::stats::Moments;
 use crate::summary::Summary;
 use crate::{Error, Result};
@@ -45,6 +46,8 @@ pub struct Analysis {
     pub clusters: ClusterTable,
     pub copies: CopiesTable,
     pub reliability: ReliabilityTable,
+    /// Memorization at each level, for runs with levels beyond the document.
+    pub spectrum: Option<SpectrumTables>,
     pub summary: PrintedSummary,
     /// The run's seed, written into every table's metadata.
     pub run_seed: u64,
@@ -56,12 +59,17 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
     let config = RunConfig::from_file(&run.config())?;
     let corpus: CorpusTable = schema::read(&run.corpus())?;
     let found = duplicate_scores::read(run, corpus.len())?;
-    if config.design.unit == Unit::Cluster {
-        check_units_are_clusters(&corpus.unit, &found.cluster)?;
-    }
+    check_units(run, &config, &corpus.unit, &found.cluster)?;
     let sizes = cluster_sizes(&found.cluster);
-    let values = Mutex::new(ModelValues::all_documents(logs.models.clone(), corpus.len()));
-    let accumulated = estimate::accumulate(&logs.logs, &found.cluster, &sizes, &values)?;
+    // A spectrum run's scores are those of its finest level, from that level's models.
+    let only: Option<Vec<u32>> = config.design.spectrum.first().map(|block| {
+        let block = block.model_ids();
+        logs.models.iter().copied().filter(|m| block.binary_search(m).is_ok()).collect()
+    });
+    let mut values = ModelValues::all_documents(only.clone().unwrap_or_else(|| logs.models.clone()), corpus.len());
+    values.only_these = only.is_some();
+    let values = Mutex::new(values);
+    let accumulated = estimate::accumulate(&logs.logs, only.as_deref(), &found.cluster, &sizes, &values)?;
     let values = values.into_inner().expect("no panics while locked");
     values.check_complete()?;
     let (intervals, reliability) = how_sure(&values, &config, settings);
@@ -117,9 +125,20 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
     let verdict = Verdict::new(&reliability, accumulated.models.len());
     let diagnosis = diagnose_regime(run, &config, &corpus, &scores)?;
     let numbers = Summary::new(&scores, &clusters, &copies);
+    let spectrum = if spectrum::applies(run, &config) {
+        Some(spectrum::analyze(run, &config, &corpus, logs, settings)?)
+    } else {
+        None
+    };
     let logs = (logs.logs.len(), logs.jobs);
-    let summary = PrintedSummary::new(&config, &corpus, &scores, numbers, logs, verdict, diagnosis);
-    Ok(Analysis { scores, clusters, copies, reliability, summary, run_seed: config.seed })
+    let mut summary = PrintedSummary::new(&config, &corpus, &scores, numbers, logs, verdict, diagnosis);
+    if let Some(tables) = &spectrum {
+        let units: UnitTable = schema::read(&run.units())?;
+        let fields = FieldValues::read(run, &tables.documents)?;
+        summary = summary
+            .with_spectrum(SpectrumSummary::new(tables, &corpus, &units, &fields), SpectrumSummary::verdicts(tables));
+    }
+    Ok(Analysis { scores, clusters, copies, reliability, spectrum, summary, run_seed: config.seed })
 }
 
 /// Whether the models generalize: each document's IN and OUT accuracy against a bigram
@@ -169,9 +188,27 @@ fn how_sure(
     (intervals, reliability::measure(&layout, &subsets))
 }
 
-/// In a `--unit cluster` run the sampling units are the plan's clusters: the same
-/// partition of the documents, or the stored files disagree.
-fn check_units_are_clusters(unit: &[u32], cluster: &[u32]) -> Result<()> {
+/// `corpus.parquet`'s sampling units are those `units.parquet` stores for the run's unit,
+/// and a cluster level's units are the plan's clusters, or the stored files disagree. Runs
+/// planned before `units.parquet` was written are checked on their clusters alone.
+fn check_units(run: &RunDir, config: &RunConfig, unit: &[u32], cluster: &[u32]) -> Result<()> {
+    if !run.units().exists() {
+        return if config.design.unit == Unit::Cluster { same_partition(unit, cluster, "clusters") } else { Ok(()) };
+    }
+    let stored: UnitTable = schema::read(&run.units())?;
+    let level = subsets::units::of_level(&stored, &config.design.unit, unit.len())?;
+    if let Some(doc) = (0..unit.len()).find(|&d| level.sampled[d] != unit[d]) {
+        return Err(Error::Message(format!("corpus.parquet's sampling units and units.parquet's differ at doc {doc}")));
+    }
+    if config.design.levels().contains(&Unit::Cluster) {
+        let clusters = subsets::units::of_level(&stored, &Unit::Cluster, unit.len())?;
+        same_partition(&clusters.unit, cluster, "clusters")?;
+    }
+    Ok(())
+}
+
+/// The documents' units and the duplicate scores' clusters are one partition.
+fn same_partition(unit: &[u32], cluster: &[u32], what: &str) -> Result<()> {
     let mut cluster_of_unit = HashMap::new();
     let mut unit_of_cluster = HashMap::new();
     for doc in 0..unit.len() {
@@ -179,7 +216,7 @@ fn check_units_are_clusters(unit: &[u32], cluster: &[u32]) -> Result<()> {
         let same_unit = *unit_of_cluster.entry(cluster[doc]).or_insert(unit[doc]) == unit[doc];
         if !(same_cluster && same_unit) {
             return Err(Error::Message(format!(
-                "corpus.parquet's sampling units and analysis/duplicates.parquet's clusters differ at doc {doc}"
+                "the sampling units and analysis/duplicates.parquet's {what} differ at doc {doc}"
             )));
         }
     }
@@ -258,6 +295,9 @@ impl Analysis {
         schema::write(&run.clusters(), &self.clusters, seed)?;
         schema::write(&run.copies(), &self.copies, seed)?;
         schema::write(&run.reliability(), &self.reliability, seed)?;
+        if let Some(spectrum) = &self.spectrum {
+            spectrum.write(run, self.run_seed)?;
+        }
         let json = serde_json::to_string_pretty(&self.summary.to_json()).expect("numbers and strings serialize");
         subsets::atomic::write_bytes(&run.summary(), json.as_bytes())?;
         Ok(())

@@ -37,22 +37,53 @@ pub struct Row {
 
 /// Plans `spec` into `run` and writes every job's log, row (model, doc) from
 /// `row(model, doc, in_train)` where `in_train[d]` says whether document d is in the
-/// model's training set. Returns the plan.
+/// model's training set. Returns the plan. Every unit is sampled whole, however large.
 pub fn write(run: &RunDir, spec: &Spec, row: impl Fn(u32, usize, &[bool]) -> Row + Sync) -> Result<Plan> {
+    let design = DesignConfig {
+        unit: spec.unit.clone(),
+        max_unit_fraction: 1.0,
+        holdout_ids: spec.holdout_ids.clone(),
+        ..DesignConfig::documents(spec.models, 0.5)
+    };
+    write_design(run, spec, design, row)
+}
+
+/// As [`write`], a spectrum run over `levels` (finest first, `spec.unit` ignored), units of
+/// more than `max_unit_fraction` of the documents falling back.
+pub fn write_spectrum(
+    run: &RunDir,
+    spec: &Spec,
+    levels: &[Unit],
+    max_unit_fraction: f64,
+    row: impl Fn(u32, usize, &[bool]) -> Row + Sync,
+) -> Result<Plan> {
+    let design = DesignConfig {
+        unit: levels[0].clone(),
+        spectrum: subsets::config::blocks(levels, spec.models),
+        max_unit_fraction,
+        holdout_ids: spec.holdout_ids.clone(),
+        ..DesignConfig::documents(spec.models, 0.5)
+    };
+    write_design(run, spec, design, row)
+}
+
+fn write_design(
+    run: &RunDir,
+    spec: &Spec,
+    design: DesignConfig,
+    row: impl Fn(u32, usize, &[bool]) -> Row + Sync,
+) -> Result<Plan> {
     let mut hyperparameters = Hyperparameters::default();
     hyperparameters.jobs.stack = spec.stack;
     let request = PlanRequest {
         corpus_path: "synthetic",
         documents: spec.documents.clone(),
         seed: spec.seed,
-        design: DesignConfig {
-            unit: spec.unit,
-            holdout_ids: spec.holdout_ids.clone(),
-            ..DesignConfig::documents(spec.models, 0.5)
-        },
+        design,
         hyperparameters,
         background: None,
         base: None,
+        fields: Default::default(),
     };
     let plan = plan::build(request)?;
     plan::write(run, &plan)?;

@@ -25,7 +25,8 @@ use subsets::schema::{
 };
 
 use crate::diagnosis::Diagnosis;
-use crate::summary::{CopyRow, SourceRow, Summary, preview, source_label};
+use crate::spectrum::SpectrumSummary;
+use crate::summary::{self, CopyRow, SourceRow, Summary, preview, source_label};
 use crate::{Error, Result};
 use plot::{Axis, BoxGroup, Point, Scale, Step};
 
@@ -57,6 +58,8 @@ pub struct ReportData {
     pub reliability: Option<ReliabilityTable>,
     /// The diagnosis of `analysis/summary.json`, when the analysis wrote one.
     pub diagnosis: Option<Diagnosis>,
+    /// The memorization spectrum, for runs with levels beyond the document.
+    pub spectrum: Option<SpectrumSummary>,
     /// Jobs with a completion record, of all jobs.
     pub jobs_complete: (usize, usize),
     pub planned: Option<SystemTime>,
@@ -96,6 +99,7 @@ impl ReportData {
                 corpus.len()
             )));
         }
+        let spectrum = SpectrumSummary::load(run, &corpus)?;
         let jobs: JobTable = schema::read(&run.jobs())?;
         let mut job_ids = jobs.job;
         job_ids.sort_unstable();
@@ -113,6 +117,7 @@ impl ReportData {
             influence: read_if_present(&run.influence())?,
             reliability: read_if_present(&run.reliability())?,
             diagnosis: read_diagnosis(&run.summary())?,
+            spectrum,
             jobs_complete: (records.len(), job_ids.len()),
             planned: modified(&run.config()),
             last_log: records.iter().max().copied(),
@@ -201,6 +206,9 @@ pub fn render(data: &ReportData, top: usize) -> String {
     if !summary.copies.is_empty() {
         sections.push(Section { id: "copies", title: "Copy sweep", body: copy_sweep(&summary.copies) });
     }
+    if let Some(spectrum) = &data.spectrum {
+        sections.push(Section { id: "spectrum", title: "The memorization spectrum", body: spectrum_section(spectrum) });
+    }
     if let Some(reliability) = &data.reliability {
         sections.push(Section { id: "reliability", title: "Reliability of the ranking", body: stability(reliability) });
     }
@@ -262,9 +270,18 @@ fn glance(data: &ReportData, summary: &Summary) -> Markup {
     let held_out = summary.held_out;
     let scored = summary.ranking.len();
     let models_seen = (0..documents).map(|d| s.n_in[d] + s.n_out[d]).max().unwrap_or(0);
-    let unit = match c.design.unit {
-        Unit::Document => "document",
-        Unit::Cluster => "near-duplicate cluster",
+    let describe = |unit: &Unit| match unit {
+        Unit::Document => "document".to_string(),
+        Unit::Cluster => "near-duplicate cluster".to_string(),
+        Unit::Passage => format!("passage group (documents sharing {} bytes or more)", c.design.duplicates.min_repeat),
+        Unit::Field(name) => format!("value of the field {name}"),
+    };
+    let unit = if c.design.spectrum.is_empty() {
+        describe(&c.design.unit)
+    } else {
+        let blocks: Vec<String> =
+            c.design.spectrum.iter().map(|b| format!("{} ({} models)", describe(&b.level), b.size())).collect();
+        format!("spectrum of {}; the scores below are of the first level", blocks.join(", "))
     };
     let t = &c.train;
     html! {
@@ -571,6 +588,91 @@ fn stability(reliability: &ReliabilityTable) -> Markup {
     }
 }
 
+/// Per source, memorization by level (one plot), then the documents memorized only at a
+/// coarser level.
+fn spectrum_section(spectrum: &SpectrumSummary) -> Markup {
+    let names: Vec<String> = spectrum.levels.iter().map(|(level, _)| level.clone()).collect();
+    let x = Axis::categories("level (finest to coarsest)", &names);
+    let lines: Vec<plot::Line<'_>> = spectrum
+        .sources
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let label = summary::source_label(row.source.as_deref()).to_string();
+            let steps = row
+                .quartiles
+                .iter()
+                .enumerate()
+                .filter_map(|(l, q)| {
+                    let [q1, median, q3] = (*q)?;
+                    Some(Step {
+                        x: l as f64,
+                        y: median,
+                        bar: Some((q1, q3)),
+                        label: format!("{label} at {}: median {median:+.3}, quartiles {q1:+.3} to {q3:+.3}", names[l]),
+                    })
+                })
+                .collect();
+            plot::Line { color: PALETTE[i % PALETTE.len()], steps }
+        })
+        .collect();
+    let y = Axis::fit(
+        "mem_acc",
+        Scale::Linear,
+        spectrum
+            .sources
+            .iter()
+            .flat_map(|row| row.quartiles.iter().flatten().flat_map(|q| q.iter().copied()))
+            .chain([0.0]),
+    );
+    html! {
+        p {
+            "Each level removes more with a document: itself, its near-duplicates, every document sharing a passage              with it, a whole group. Each level has its own models ("
+            @for (i, (level, models)) in spectrum.levels.iter().enumerate() {
+                @if i > 0 { ", " }
+                (level) " " (models)
+            }
+            "). A document low at the first level and high at a coarser one is memorized, but only as a group."
+        }
+        figure class="single" {
+            (plot::lines("spectrum", "Memorization by level, per source", &lines, &x, &y))
+            figcaption {
+                "Median mem_acc of each source's documents at each level; bars from the 25% to the 75% quantile."
+                ul class="legend" {
+                    @for (i, row) in spectrum.sources.iter().enumerate() {
+                        li { span class="swatch" style=(format!("background:{}", PALETTE[i % PALETTE.len()])) {} (summary::source_label(row.source.as_deref())) }
+                    }
+                }
+            }
+        }
+        @for (i, (level, _)) in spectrum.levels.iter().enumerate() {
+            @if spectrum.fallen_back[i] > 0 {
+                p { (spectrum.fallen_back[i]) " documents are in " (level) " units over the size limit: they were sampled by a finer level and have no " (level) " score." }
+            }
+        }
+        @if spectrum.coarser_only.is_empty() {
+            p { "No document is clearly memorized only at a coarser level." }
+        } @else {
+            table {
+                caption { "Memorized only at a coarser level: low at " (names[0]) ", and at the coarser level with a 95% interval wholly above" }
+                thead { tr { th { "document" } th class="num" { (names[0]) } th { "level" } th class="num" { "mem_acc" } th { "95% interval" } th { "what the unit shares" } } }
+                tbody {
+                    @for c in &spectrum.coarser_only {
+                        tr {
+                            td class="id" { (c.id) br; span class="source" { (summary::source_label(c.source.as_deref())) } }
+                            td class="num" { (format!("{:+.3}", c.finest)) }
+                            td { (c.level) }
+                            td class="num" { (format!("{:+.3}", c.mem_acc)) }
+                            td { (format!("[{:+.3}, {:+.3}]", c.lo, c.hi)) }
+                            td { (c.shared) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn influence_pairs(influence: &InfluenceTable, top: usize) -> Markup {
     let mut rows: Vec<usize> = (0..influence.target.len()).collect();
     rows.sort_by(|&a, &b| influence.infl_acc[b].total_cmp(&influence.infl_acc[a]).then(a.cmp(&b)));
@@ -663,7 +765,14 @@ mod tests {
             model: ModelConfig::default(),
             train: TrainConfig::default(),
             jobs: JobsConfig::default(),
-            tokens: TokensConfig { vocab: 256, bos: None, tokenizer_sha256: None, corpus: 60, capped: 0, background: 0 },
+            tokens: TokensConfig {
+                vocab: 256,
+                bos: None,
+                tokenizer_sha256: None,
+                corpus: 60,
+                capped: 0,
+                background: 0,
+            },
             background: None,
             base: None,
         };
@@ -703,6 +812,7 @@ mod tests {
             influence: None,
             reliability: None,
             diagnosis: None,
+            spectrum: None,
             jobs_complete: (2, 2),
             planned: None,
             last_log: None,

@@ -47,6 +47,8 @@ pub struct Axis {
     lo: f64,
     hi: f64,
     ticks: Vec<f64>,
+    /// Names of the ticks 0, 1, 2, … of a categorical axis; empty for a numeric one.
+    names: Vec<String>,
 }
 
 impl Axis {
@@ -73,13 +75,41 @@ impl Axis {
             Scale::LogCount => count_ticks(max),
             Scale::Log2 => power_of_two_ticks(min, max),
         };
-        Axis { label: label.to_string(), scale, lo: lo - pad, hi: hi + pad, ticks }
+        Axis { label: label.to_string(), scale, lo: lo - pad, hi: hi + pad, ticks, names: Vec::new() }
     }
 
     /// An axis that starts at zero, for counts and bar heights.
     pub fn from_zero(label: &str, max: f64) -> Axis {
         let max = max.max(1.0);
-        Axis { label: label.to_string(), scale: Scale::Linear, lo: 0.0, hi: max * 1.05, ticks: linear_ticks(0.0, max) }
+        Axis {
+            label: label.to_string(),
+            scale: Scale::Linear,
+            lo: 0.0,
+            hi: max * 1.05,
+            ticks: linear_ticks(0.0, max),
+            names: Vec::new(),
+        }
+    }
+
+    /// A categorical axis: `names` at 0, 1, 2, … evenly spaced.
+    pub fn categories(label: &str, names: &[String]) -> Axis {
+        let last = names.len().max(1) as f64 - 1.0;
+        Axis {
+            label: label.to_string(),
+            scale: Scale::Linear,
+            lo: -0.3,
+            hi: last + 0.3,
+            ticks: (0..names.len()).map(|i| i as f64).collect(),
+            names: names.to_vec(),
+        }
+    }
+
+    /// What tick `t` says.
+    fn tick_text(&self, t: f64) -> String {
+        match self.names.get(t as usize) {
+            Some(name) if t.fract() == 0.0 && t >= 0.0 => name.clone(),
+            _ => tick_label(t),
+        }
     }
 
     /// Where `v` falls, from 0 (low end) to 1 (high end).
@@ -165,7 +195,7 @@ impl Frame<'_> {
                 line x1=(self.left) x2=(self.left) y1=(TOP) y2=(fmt(self.bottom())) {}
                 @for &t in &self.x.ticks {
                     line x1=(fmt(self.px(t))) x2=(fmt(self.px(t))) y1=(fmt(self.bottom())) y2=(fmt(self.bottom() + 4.0)) {}
-                    text x=(fmt(self.px(t))) y=(fmt(self.bottom() + 16.0)) text-anchor="middle" { (tick_label(t)) }
+                    text x=(fmt(self.px(t))) y=(fmt(self.bottom() + 16.0)) text-anchor="middle" { (self.x.tick_text(t)) }
                 }
                 @for &t in &self.y.ticks {
                     text x=(self.left - 6.0) y=(fmt(self.py(t) + 4.0)) text-anchor="end" { (tick_label(t)) }
@@ -234,7 +264,14 @@ pub struct BoxGroup<'a> {
 pub fn box_plot(title: &str, groups: &[BoxGroup<'_>], x: &Axis) -> Markup {
     const ROW: f64 = 30.0;
     let height = TOP + BOTTOM + ROW * groups.len() as f64;
-    let rows = Axis { label: String::new(), scale: Scale::Linear, lo: 0.0, hi: groups.len() as f64, ticks: vec![] };
+    let rows = Axis {
+        label: String::new(),
+        scale: Scale::Linear,
+        lo: 0.0,
+        hi: groups.len() as f64,
+        ticks: vec![],
+        names: vec![],
+    };
     let frame = Frame { x, y: &rows, height, left: BOX_LEFT };
     let sorted_values: Vec<Vec<f64>> = groups
         .iter()
@@ -347,6 +384,37 @@ pub fn line_chart(kind: &str, title: &str, steps: &[Step], x: &Axis, y: &Axis) -
                         line class="error" x1=(fmt(frame.px(s.x))) x2=(fmt(frame.px(s.x))) y1=(fmt(frame.py(lo))) y2=(fmt(frame.py(hi))) {}
                     }
                     circle cx=(fmt(frame.px(s.x))) cy=(fmt(frame.py(s.y))) r="4" { title { (s.label) } }
+                }
+            }
+        },
+    )
+}
+
+/// One coloured line of a [`lines`] chart.
+pub struct Line<'a> {
+    pub color: &'a str,
+    pub steps: Vec<Step>,
+}
+
+/// Several lines, each joining its points in order of x, with their error bars.
+pub fn lines(kind: &str, title: &str, lines: &[Line<'_>], x: &Axis, y: &Axis) -> Markup {
+    let frame = Frame { x, y, height: 360.0, left: LEFT };
+    svg(
+        kind,
+        title,
+        frame.height,
+        html! {
+            (frame.axes())
+            @for line in lines {
+                @let path: Vec<String> = line.steps.iter().map(|s| format!("{},{}", fmt(frame.px(s.x)), fmt(frame.py(s.y)))).collect();
+                polyline class="series" points=(path.join(" ")) style=(format!("stroke:{}", line.color)) {}
+                g class="points" {
+                    @for s in &line.steps {
+                        @if let Some((lo, hi)) = s.bar {
+                            line class="error" x1=(fmt(frame.px(s.x))) x2=(fmt(frame.px(s.x))) y1=(fmt(frame.py(lo))) y2=(fmt(frame.py(hi))) style=(format!("stroke:{}", line.color)) {}
+                        }
+                        circle cx=(fmt(frame.px(s.x))) cy=(fmt(frame.py(s.y))) r="4" fill=(line.color) { title { (s.label) } }
+                    }
                 }
             }
         },

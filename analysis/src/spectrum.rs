@@ -1,0 +1,608 @@
+//! The memorization spectrum: each document's memorization at every level of the run
+//! (document, near-duplicate cluster, passage group, group field), each level estimated
+//! from its own block of models, in which the level's units were IN or OUT together
+//! (`analysis/spectrum.parquet`, `spectrum_units.parquet`, `spectrum_reliability.parquet`);
+//! and the numbers both views show of it ([`SpectrumSummary`]): per source, memorization
+//! by level, and the documents whose memorization appears only at a coarser level.
+//!
+//! At one level, for document x with unit u: `mem_acc` = mean accuracy on x of the
+//! level's models with u IN − of those with u OUT (and `mem_loss`, with standard errors and
+//! a bootstrap interval over the level's models), and the group score of u (the members'
+//! mean, from the models with all of u IN or all OUT). A document whose unit was over the
+//! size limit, sampled by a finer unit instead, has no score at the level: `note` says why.
+//!
+//! It reads the stored units (`units.parquet`) and the logs' per-model values; which
+//! documents share a unit is the plan's business.
+
+use std::collections::BTreeMap;
+
+use subsets::config::{RunConfig, Unit};
+use subsets::layout::RunDir;
+use subsets::schema::{
+    self, CorpusTable, SpectrumReliabilityTable, SpectrumTable, SpectrumUnitTable, Table, UnitTable,
+};
+use subsets::seeds;
+use subsets::units::{self, LevelUnits};
+
+use crate::bootstrap::{self, Weights};
+use crate::estimate::{Metrics, Sides};
+use crate::per_model::{self, ModelValues, RunLogs};
+use crate::reliability::{self, Layout, Verdict};
+use crate::scores::AnalyzeSettings;
+use crate::stats::quantile;
+use crate::{Error, Result};
+
+/// The three spectrum tables of an analysis.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpectrumTables {
+    pub documents: SpectrumTable,
+    pub units: SpectrumUnitTable,
+    pub reliability: SpectrumReliabilityTable,
+}
+
+impl SpectrumTables {
+    /// Writes the tables under `RUN/analysis/`, each atomically.
+    pub fn write(&self, run: &RunDir, seed: u64) -> Result<()> {
+        schema::write(&run.spectrum(), &self.documents, Some(seed))?;
+        schema::write(&run.spectrum_units(), &self.units, Some(seed))?;
+        schema::write(&run.spectrum_reliability(), &self.reliability, Some(seed))?;
+        Ok(())
+    }
+}
+
+/// Whether `analyze` measures a spectrum for this run: one planned with `units.parquet`
+/// whose levels are more than the document alone.
+pub fn applies(run: &RunDir, config: &RunConfig) -> bool {
+    run.units().exists() && config.design.levels() != [Unit::Document]
+}
+
+/// The spectrum of the run from its complete `logs`.
+pub fn analyze(
+    run: &RunDir,
+    config: &RunConfig,
+    corpus: &CorpusTable,
+    logs: &RunLogs,
+    settings: AnalyzeSettings,
+) -> Result<SpectrumTables> {
+    let stored: UnitTable = schema::read(&run.units())?;
+    let docs = corpus.len();
+    let values =
+        per_model::read(&logs.logs, ModelValues::new(logs.models.clone(), docs, (0..docs as u32).collect(), true))?;
+    let mut tables = SpectrumTables::default();
+    for (index, level) in config.design.levels().iter().enumerate() {
+        let units = units::of_level(&stored, level, docs).map_err(|e| Error::Message(e.to_string()))?;
+        let models: Vec<u32> = match config.design.spectrum.get(index) {
+            Some(block) => block.model_ids(),
+            None => values.models.clone(),
+        };
+        let rows: Vec<usize> = models.iter().filter_map(|&m| values.row(m)).collect();
+        let context = LevelContext {
+            units: &units,
+            corpus,
+            limit: units::max_unit_size(config.design.max_unit_fraction, docs),
+            seed: config.seed,
+        };
+        measure_level(&values, &rows, &context, settings, &mut tables);
+    }
+    Ok(tables)
+}
+
+/// What one level's measures read besides the models' values.
+pub struct LevelContext<'a> {
+    pub units: &'a LevelUnits,
+    pub corpus: &'a CorpusTable,
+    /// The size limit the plan applied, for the note of a unit over it.
+    pub limit: u32,
+    pub seed: u64,
+}
+
+/// Appends one level's rows, from the models of `values` rows `rows`, to `tables`.
+pub fn measure_level(
+    values: &ModelValues,
+    rows: &[usize],
+    context: &LevelContext<'_>,
+    settings: AnalyzeSettings,
+    tables: &mut SpectrumTables,
+) {
+    let LevelContext { units, corpus, limit, seed } = *context;
+    let level = units.level.to_string();
+    let docs = values.docs;
+    let per_doc: Vec<Metrics> = (0..docs).map(|d| doc_metrics(values, rows, d)).collect();
+    let groups = group_metrics(values, rows, units);
+
+    let replicates = settings.bootstrap;
+    let mut weights = Weights::new(values.models.len());
+    weights.push_bootstrap_of(replicates, rows, |b| seeds::rng(seed, &format!("bootstrap-{level}"), b));
+    let layout = Layout::push_rows_of(&mut weights, rows, &mut seeds::rng(seed, &format!("split-half-{level}"), 0));
+    let per_doc_rows = bootstrap::map_documents(values, &weights, |_, r| {
+        (bootstrap::percentile_interval(&r[..replicates]), r[replicates..].to_vec())
+    });
+    let (intervals, subsets): (Vec<_>, Vec<_>) = per_doc_rows.into_iter().unzip();
+
+    let t = &mut tables.documents;
+    for doc in 0..docs {
+        let note = if corpus.holdout[doc] {
+            Some("held out: no model trains on it".to_string())
+        } else if units.fallback[doc] {
+            Some(format!(
+                "its {level} unit of {} documents is over the size limit of {limit}: sampled by {} units within it, \
+                 no {level} score",
+                units.unit_size[doc],
+                units.level.finer().expect("a document is never over the limit"),
+            ))
+        } else {
+            None
+        };
+        let scored = note.is_none();
+        let metrics = per_doc[doc];
+        let group = if units.unit_size[doc] > 1 { groups.get(&units.unit[doc]).copied() } else { Some(metrics) };
+        let group = group.filter(|_| scored).unwrap_or_default();
+        let (mem_acc, mem_acc_se) = if scored { metrics.mem_acc() } else { (None, None) };
+        let (mem_loss, mem_loss_se) = if scored { metrics.mem_loss() } else { (None, None) };
+        let interval = intervals[doc].filter(|_| mem_acc.is_some());
+        let (group_mem_acc, group_mem_acc_se) = group.mem_acc();
+        let (group_mem_loss, group_mem_loss_se) = group.mem_loss();
+        t.level.push(level.clone());
+        t.doc.push(doc as u32);
+        t.doc_id.push(corpus.doc_id[doc].clone());
+        t.source.push(corpus.source[doc].clone());
+        t.unit.push(units.unit[doc]);
+        t.unit_size.push(units.unit_size[doc]);
+        t.n_in.push(metrics.acc.inside.n);
+        t.n_out.push(metrics.acc.outside.n);
+        t.acc_in.push(metrics.acc.inside.mean().filter(|_| scored));
+        t.acc_out.push(metrics.acc.outside.mean().filter(|_| scored));
+        t.mem_acc.push(mem_acc);
+        t.mem_acc_se.push(mem_acc_se);
+        t.mem_acc_lo.push(interval.map(|(lo, _)| lo));
+        t.mem_acc_hi.push(interval.map(|(_, hi)| hi));
+        t.mem_loss.push(mem_loss);
+        t.mem_loss_se.push(mem_loss_se);
+        t.group_mem_acc.push(group_mem_acc);
+        t.group_mem_acc_se.push(group_mem_acc_se);
+        t.group_mem_loss.push(group_mem_loss);
+        t.group_mem_loss_se.push(group_mem_loss_se);
+        t.note.push(note);
+    }
+
+    let u = &mut tables.units;
+    let mut first_doc: BTreeMap<u32, usize> = BTreeMap::new();
+    for doc in (0..docs).filter(|&d| units.unit_size[d] > 1) {
+        first_doc.entry(units.unit[doc]).or_insert(doc);
+    }
+    for (&unit, &doc) in &first_doc {
+        let sampled = !units.fallback[doc];
+        let group = groups.get(&unit).copied().filter(|_| sampled).unwrap_or_default();
+        let (mem_acc, mem_acc_se) = group.mem_acc();
+        let (mem_loss, mem_loss_se) = group.mem_loss();
+        u.level.push(level.clone());
+        u.unit.push(unit);
+        u.unit_size.push(units.unit_size[doc]);
+        u.sampled.push(sampled);
+        u.n_in.push(group.acc.inside.n);
+        u.n_out.push(group.acc.outside.n);
+        u.group_mem_acc.push(mem_acc);
+        u.group_mem_acc_se.push(mem_acc_se);
+        u.group_mem_loss.push(mem_loss);
+        u.group_mem_loss_se.push(mem_loss_se);
+    }
+
+    let measured = reliability::measure(&layout, &subsets);
+    let r = &mut tables.reliability;
+    for i in 0..measured.len() {
+        r.level.push(level.clone());
+        r.measure.push(measured.measure[i].clone());
+        r.models.push(measured.models[i]);
+        r.spearman.push(measured.spearman[i]);
+        r.predicted.push(measured.predicted[i]);
+    }
+}
+
+/// One document's IN and OUT sides over the models of rows `rows`.
+fn doc_metrics(values: &ModelValues, rows: &[usize], doc: usize) -> Metrics {
+    let mut metrics = Metrics::default();
+    let loss = values.loss.as_ref().expect("the spectrum reads losses");
+    for &r in rows {
+        let cell = r * values.docs + doc;
+        let inside = values.member[cell];
+        push(&mut metrics, inside, f64::from(values.acc[cell]), f64::from(loss[cell]));
+    }
+    metrics
+}
+
+fn push(metrics: &mut Metrics, inside: bool, acc: f64, loss: f64) {
+    let side = |sides: &mut Sides, value: f64| {
+        if inside { sides.inside.push(value) } else { sides.outside.push(value) }
+    };
+    side(&mut metrics.acc, acc);
+    side(&mut metrics.loss, loss);
+}
+
+/// The group score of every unit of two or more documents: per model with the unit all IN
+/// or all OUT, the members' mean accuracy and loss.
+fn group_metrics(values: &ModelValues, rows: &[usize], units: &LevelUnits) -> BTreeMap<u32, Metrics> {
+    let mut members: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for doc in (0..values.docs).filter(|&d| units.unit_size[d] > 1) {
+        members.entry(units.unit[doc]).or_default().push(doc);
+    }
+    let loss = values.loss.as_ref().expect("the spectrum reads losses");
+    members
+        .into_iter()
+        .map(|(unit, docs)| {
+            let mut metrics = Metrics::default();
+            for &r in rows {
+                let cells: Vec<usize> = docs.iter().map(|&d| r * values.docs + d).collect();
+                let inside = cells.iter().filter(|&&c| values.member[c]).count();
+                if inside == 0 || inside == cells.len() {
+                    let n = cells.len() as f64;
+                    let acc = cells.iter().map(|&c| f64::from(values.acc[c])).sum::<f64>() / n;
+                    let mean_loss = cells.iter().map(|&c| f64::from(loss[c])).sum::<f64>() / n;
+                    push(&mut metrics, inside > 0, acc, mean_loss);
+                }
+            }
+            (unit, metrics)
+        })
+        .collect()
+}
+
+/// mem_acc at a finer level below which, with a coarser level's interval above, a
+/// document is memorized only at the coarser level.
+const LOW: f64 = 0.1;
+/// Findings listed by the views.
+pub const FINDINGS: usize = 10;
+
+/// A document memorized only at a coarser level: low at the run's finest level, and at
+/// `level` with an interval wholly above the finest level's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoarserOnly {
+    pub doc: usize,
+    pub id: String,
+    pub source: Option<String>,
+    pub finest: f64,
+    pub level: String,
+    pub mem_acc: f64,
+    pub lo: f64,
+    pub hi: f64,
+    pub unit_size: u32,
+    /// What the unit shares: the passage, the field's value, or the cluster's size.
+    pub shared: String,
+}
+
+/// One source's memorization at each level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceLevels {
+    /// None for the documents without a source.
+    pub source: Option<String>,
+    /// Per level, the quartiles (25%, median, 75%) of the mem_acc of its scored documents.
+    pub quartiles: Vec<Option<[f64; 3]>>,
+}
+
+/// The spectrum's numbers both views show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpectrumSummary {
+    /// The levels, finest first, and the models of each.
+    pub levels: Vec<(String, u32)>,
+    /// Per source with a scored document, in order of the source.
+    pub sources: Vec<SourceLevels>,
+    /// Per level, documents without a score there because their unit was over the limit.
+    pub fallen_back: Vec<usize>,
+    /// Per level, split-half reliability stepped up to the level's models.
+    pub reliability: Vec<Option<f64>>,
+    /// The clearest documents memorized only at a coarser level, most different first.
+    pub coarser_only: Vec<CoarserOnly>,
+}
+
+impl SpectrumSummary {
+    /// The summary of `tables`, with `corpus` and `units` naming what units share.
+    pub fn new(
+        tables: &SpectrumTables,
+        corpus: &CorpusTable,
+        units: &UnitTable,
+        fields: &FieldValues,
+    ) -> SpectrumSummary {
+        let t = &tables.documents;
+        let mut levels: Vec<String> = Vec::new();
+        for name in &t.level {
+            if levels.last() != Some(name) {
+                levels.push(name.clone());
+            }
+        }
+        let rows_of = |level: &str| -> Vec<usize> { (0..t.len()).filter(|&i| t.level[i] == level).collect() };
+        let by_level: Vec<Vec<usize>> = levels.iter().map(|l| rows_of(l)).collect();
+        let reliability_rows = &tables.reliability;
+        let models = |level: &str| -> u32 {
+            (0..reliability_rows.len())
+                .filter(|&i| reliability_rows.level[i] == level && reliability_rows.measure[i] == "convergence")
+                .map(|i| reliability_rows.models[i])
+                .max()
+                .unwrap_or(0)
+        };
+        let reliability = levels
+            .iter()
+            .map(|level| {
+                (0..reliability_rows.len())
+                    .find(|&i| reliability_rows.level[i] == *level && reliability_rows.measure[i] == "split-half")
+                    .and_then(|i| reliability_rows.predicted[i])
+            })
+            .collect();
+
+        let mut sources: BTreeMap<Option<String>, Vec<Vec<f64>>> = BTreeMap::new();
+        for (l, rows) in by_level.iter().enumerate() {
+            for &i in rows {
+                let values = sources.entry(t.source[i].clone()).or_insert_with(|| vec![Vec::new(); levels.len()]);
+                values[l].extend(t.mem_acc[i]);
+            }
+        }
+        let sources = sources
+            .into_iter()
+            .map(|(source, mut values)| {
+                let quartiles = values
+                    .iter_mut()
+                    .map(|v| {
+                        v.sort_by(f64::total_cmp);
+                        Some([quantile(v, 0.25)?, quantile(v, 0.5)?, quantile(v, 0.75)?])
+                    })
+                    .collect();
+                SourceLevels { source, quartiles }
+            })
+            .filter(|row| row.quartiles.iter().any(Option::is_some))
+            .collect();
+        let fallen_back = by_level
+            .iter()
+            .map(|rows| {
+                rows.iter().filter(|&&i| t.note[i].as_deref().is_some_and(|n| n.contains("size limit"))).count()
+            })
+            .collect();
+
+        let mut coarser_only = Vec::new();
+        if let Some(finest) = by_level.first() {
+            for (d, &f) in finest.iter().enumerate() {
+                let (Some(low), Some(low_hi)) = (t.mem_acc[f], t.mem_acc_hi[f]) else { continue };
+                if low >= LOW {
+                    continue;
+                }
+                let best = by_level[1..]
+                    .iter()
+                    .map(|rows| rows[d])
+                    .filter(|&i| t.mem_acc_lo[i].is_some_and(|lo| lo > low_hi))
+                    .max_by(|&a, &b| t.mem_acc[a].unwrap_or(0.0).total_cmp(&t.mem_acc[b].unwrap_or(0.0)));
+                if let Some(i) = best {
+                    coarser_only.push(CoarserOnly {
+                        doc: d,
+                        id: t.doc_id[i].clone(),
+                        source: t.source[i].clone(),
+                        finest: low,
+                        level: t.level[i].clone(),
+                        mem_acc: t.mem_acc[i].expect("an interval has its estimate"),
+                        lo: t.mem_acc_lo[i].expect("filtered"),
+                        hi: t.mem_acc_hi[i].expect("an interval has both ends"),
+                        unit_size: t.unit_size[i],
+                        shared: shared_by(&t.level[i], d, t.unit_size[i], corpus, units, fields),
+                    });
+                }
+            }
+        }
+        coarser_only.sort_by(|a, b| (b.mem_acc - b.finest).total_cmp(&(a.mem_acc - a.finest)).then(a.doc.cmp(&b.doc)));
+        coarser_only.truncate(FINDINGS);
+        SpectrumSummary {
+            levels: levels.iter().map(|l| (l.clone(), models(l))).collect(),
+            sources,
+            fallen_back,
+            reliability,
+            coarser_only,
+        }
+    }
+
+    /// Read from an analyzed run's files, if it has a spectrum.
+    pub fn load(run: &RunDir, corpus: &CorpusTable) -> Result<Option<SpectrumSummary>> {
+        if !run.spectrum().exists() {
+            return Ok(None);
+        }
+        let tables = SpectrumTables {
+            documents: schema::read(&run.spectrum())?,
+            units: schema::read(&run.spectrum_units())?,
+            reliability: schema::read(&run.spectrum_reliability())?,
+        };
+        let units: UnitTable = schema::read(&run.units())?;
+        let fields = FieldValues::read(run, &tables.documents)?;
+        Ok(Some(SpectrumSummary::new(&tables, corpus, &units, &fields)))
+    }
+
+    /// The reliability verdict of each level, as the printed summary words it.
+    pub fn verdicts(tables: &SpectrumTables) -> Vec<(String, Verdict)> {
+        let r = &tables.reliability;
+        let mut levels: Vec<String> = r.level.clone();
+        levels.dedup();
+        levels
+            .into_iter()
+            .map(|level| {
+                let rows: Vec<usize> = (0..r.len()).filter(|&i| r.level[i] == level).collect();
+                let table = subsets::schema::ReliabilityTable {
+                    measure: rows.iter().map(|&i| r.measure[i].clone()).collect(),
+                    models: rows.iter().map(|&i| r.models[i]).collect(),
+                    spearman: rows.iter().map(|&i| r.spearman[i]).collect(),
+                    predicted: rows.iter().map(|&i| r.predicted[i]).collect(),
+                };
+                let models = table.models.iter().copied().max().unwrap_or(0) as usize;
+                (level, Verdict::new(&table, models))
+            })
+            .collect()
+    }
+}
+
+/// The values of the group fields of `field:NAME` levels, by name, from `corpus.parquet`.
+#[derive(Debug, Clone, Default)]
+pub struct FieldValues(pub BTreeMap<String, Vec<Option<String>>>);
+
+impl FieldValues {
+    /// The fields the levels of `table` name, read from the run's corpus.
+    pub fn read(run: &RunDir, table: &SpectrumTable) -> Result<FieldValues> {
+        let mut fields = BTreeMap::new();
+        for level in &table.level {
+            if let Some(name) = level.strip_prefix("field:")
+                && !fields.contains_key(name)
+            {
+                let column = if name == "source" { "source".to_string() } else { level.clone() };
+                fields.insert(name.to_string(), schema::read_strings(&run.corpus(), &column)?);
+            }
+        }
+        Ok(FieldValues(fields))
+    }
+}
+
+/// What document `doc`'s unit of `level` shares, in words.
+fn shared_by(
+    level: &str,
+    doc: usize,
+    size: u32,
+    corpus: &CorpusTable,
+    units: &UnitTable,
+    fields: &FieldValues,
+) -> String {
+    if level == "passage" {
+        let row = (0..units.len()).find(|&i| units.level[i] == level && units.doc[i] as usize == doc);
+        let passage =
+            row.and_then(|i| corpus.text[doc].get(units.shared_start[i] as usize..units.shared_end[i] as usize));
+        return match passage {
+            Some(text) => format!("a passage shared by {size} documents: \"{}\"", crate::summary::preview(text, 80)),
+            None => format!("a passage shared by {size} documents"),
+        };
+    }
+    if let Some(name) = level.strip_prefix("field:") {
+        let value = fields.0.get(name).and_then(|values| values[doc].clone()).unwrap_or_default();
+        return format!("{name} = \"{}\", {size} documents", crate::summary::preview(&value, 60));
+    }
+    format!("a near-duplicate cluster of {size} documents")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic_run::{self, Row, Spec};
+    use subsets::config::Block;
+    use subsets::corpus::Document;
+
+    #[test]
+    fn a_unit_all_in_or_all_out_is_a_group_observation_and_mixed_models_are_left_out() {
+        // Three models, two documents forming unit 0: model 0 has both IN, model 1 both OUT,
+        // model 2 one of each.
+        let mut values = ModelValues::new(vec![0, 1, 2], 2, vec![0, 1], true);
+        values.acc = vec![0.9, 0.7, 0.2, 0.4, 0.5, 0.5];
+        values.loss = Some(vec![1.0, 2.0, 3.0, 5.0, 4.0, 4.0]);
+        values.member = vec![true, true, false, false, true, false];
+        let units = LevelUnits {
+            level: Unit::Cluster,
+            unit: vec![0, 0],
+            unit_size: vec![2, 2],
+            sampled: vec![0, 0],
+            fallback: vec![false, false],
+        };
+        let groups = group_metrics(&values, &[0, 1, 2], &units);
+        let group = groups[&0];
+        assert_eq!((group.acc.inside.n, group.acc.outside.n), (1, 1));
+        let (mem, _) = group.mem_acc();
+        assert!((mem.unwrap() - (0.8 - 0.3)).abs() < 1e-6);
+        let (mem_loss, _) = group.mem_loss();
+        assert!((mem_loss.unwrap() - (4.0 - 1.5)).abs() < 1e-6);
+        let doc = doc_metrics(&values, &[0, 2], 0);
+        assert_eq!((doc.acc.inside.n, doc.acc.outside.n), (2, 0));
+    }
+
+    /// 12 documents: 0 to 3 one cluster, 4 to 7 one passage group (spectrum of document,
+    /// cluster and passage), the rest alone.
+    fn spec() -> Spec {
+        let mut documents = synthetic_run::documents(12, 4);
+        let shared = " and this sentence of more than fifty bytes is shared word for word by four documents";
+        for doc in &mut documents[4..8] {
+            doc.text.push_str(shared);
+        }
+        let family = "the same words again and again in one family of near-duplicates, word for word";
+        for (i, doc) in documents[..4].iter_mut().enumerate() {
+            *doc = Document { id: doc.id.clone(), text: format!("{family} {i}"), source: Some("family".into()) };
+        }
+        Spec { documents, models: 24, stack: 4, seed: 9, unit: Unit::Document, holdout_ids: vec![] }
+    }
+
+    #[test]
+    fn every_level_equals_an_independent_recomputation_from_the_logs_and_the_stored_units() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path().join("run"));
+        let levels = [Unit::Document, Unit::Cluster, Unit::Passage];
+        // Accuracy 0.3, plus 0.4 when the document is IN, plus 0.1 for each other member of
+        // its four-document group IN, plus a model's offset.
+        let row = |model: u32, doc: usize, in_train: &[bool]| {
+            let group = if doc < 8 { doc / 4 * 4..doc / 4 * 4 + 4 } else { doc..doc + 1 };
+            let others = group.filter(|&o| o != doc && in_train[o]).count() as u32;
+            let correct = 30 + 40 * u32::from(in_train[doc]) + 10 * others + model % 5;
+            Row { tokens: 100, correct, nll: f64::from(200 - correct) }
+        };
+        let plan = synthetic_run::write_spectrum(&run, &spec(), &levels, 1.0, row).unwrap();
+        let logs = RunLogs::open(&run).unwrap();
+        let tables = analyze(&run, &plan.config, &plan.corpus, &logs, AnalyzeSettings::default()).unwrap();
+        let stored: UnitTable = schema::read(&run.units()).unwrap();
+        let t = &tables.documents;
+        assert_eq!(t.len(), 3 * 12);
+        for (index, block) in plan.config.design.spectrum.iter().enumerate() {
+            let units = units::of_level(&stored, &block.level, 12).unwrap();
+            for doc in 0..12 {
+                let i = index * 12 + doc;
+                assert_eq!((t.level[i].as_str(), t.doc[i] as usize), (block.level.to_string().as_str(), doc));
+                // Straight from the definition: the block's models, IN by membership.
+                let (mut inside, mut outside) = (Vec::new(), Vec::new());
+                for model in block.model_ids() {
+                    let in_train: Vec<bool> = (0..12).map(|d| plan.membership.contains(model, d as u32)).collect();
+                    let acc = f64::from(row(model, doc, &in_train).correct) / 100.0;
+                    if in_train[doc] { inside.push(acc) } else { outside.push(acc) }
+                }
+                let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+                let expected = mean(&inside) - mean(&outside);
+                assert!((t.mem_acc[i].unwrap() - expected).abs() < 1e-6, "{} doc {doc}", block.level);
+                assert_eq!((t.n_in[i], t.n_out[i]), (inside.len() as u32, outside.len() as u32));
+                assert_eq!(t.unit[i], units.unit[doc]);
+            }
+        }
+        // The planted structure: at its group's level, where its three others come IN with
+        // it, a member gains 0.4 + 0.3 (give or take the models' offsets); at document
+        // level 0.4 plus what chance puts IN with it among its others.
+        let at = |level: usize, doc: usize| t.mem_acc[level * 12 + doc].unwrap();
+        for (level, members) in [(1, 0..4), (2, 4..8)] {
+            for doc in members {
+                assert!((at(level, doc) - 0.7).abs() < 0.05, "level {level} doc {doc}: {}", at(level, doc));
+                assert!(at(level, doc) > at(0, doc) + 0.1, "level {level} doc {doc}: {}", at(0, doc));
+            }
+        }
+        assert_eq!(t.unit_size[2 * 12 + 5], 4, "the shared sentence joins four documents");
+        let rel = &tables.reliability;
+        assert_eq!(rel.level.iter().filter(|l| *l == "cluster").count(), 3, "split-half and two convergence rows");
+        // The family's documents share long substrings too: two passage units.
+        assert_eq!(tables.units.level.iter().filter(|l| *l == "passage").count(), 2);
+        let u = &tables.units;
+        let p = (0..u.len()).position(|i| u.level[i] == "passage" && u.unit[i] == t.unit[2 * 12 + 5]).unwrap();
+        assert_eq!((u.unit_size[p], u.n_in[p], u.n_out[p]), (4, 4, 4));
+    }
+
+    #[test]
+    fn a_unit_over_the_limit_has_no_score_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path().join("run"));
+        let row = |model: u32, doc: usize, in_train: &[bool]| {
+            let correct = 30 + 40 * u32::from(in_train[doc]) + model % 3;
+            Row { tokens: 100, correct, nll: f64::from(100 - correct) }
+        };
+        let plan = synthetic_run::write_spectrum(&run, &spec(), &[Unit::Document, Unit::Cluster], 0.3, row).unwrap();
+        assert_eq!(plan.config.design.spectrum[1], Block { level: Unit::Cluster, models: vec![[12, 24]] });
+        let logs = RunLogs::open(&run).unwrap();
+        let tables = analyze(&run, &plan.config, &plan.corpus, &logs, AnalyzeSettings::default()).unwrap();
+        let t = &tables.documents;
+        // The limit is 3 documents (30% of 12): the family of 4 falls back to documents.
+        let member = 12;
+        assert_eq!((t.level[member].as_str(), t.mem_acc[member], t.group_mem_acc[member]), ("cluster", None, None));
+        assert_eq!(
+            t.note[member].as_deref(),
+            Some(
+                "its cluster unit of 4 documents is over the size limit of 3: sampled by document units within it, no cluster score"
+            )
+        );
+        assert!(t.mem_acc[12 + 9].is_some() && t.note[12 + 9].is_none(), "a document alone is scored");
+    }
+}
