@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Result, anyhow, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use analysis::influence::InfluenceSettings;
 use analysis::per_model::RunLogs;
@@ -24,11 +24,11 @@ use analysis::scores::AnalyzeSettings;
 use duplicates::{DupParams, Param, Settings, Shingling};
 use jobs::{DeviceChoice, RunTrainer};
 use queue::{JobOutcome, Queue, Selection};
-use subsets::config::{DesignConfig, Hyperparameters, RunConfig, Unit};
+use subsets::base::Base;
+use subsets::config::{Block, DEFAULT_MAX_UNIT_FRACTION, DesignConfig, Hyperparameters, RunConfig, Unit};
 use subsets::corpus;
 use subsets::demo;
 use subsets::layout::RunDir;
-use subsets::base::Base;
 use subsets::plan::{self, Background, PlanRequest, PlannedBase, Written};
 use subsets::tokenizer::Tokenizer;
 
@@ -117,9 +117,19 @@ struct PlanArgs {
 
 #[derive(Args)]
 struct DesignArgs {
-    /// What is IN or OUT together: each document, or each near-duplicate cluster.
-    #[arg(long, value_enum, default_value_t = UnitArg::Document)]
-    unit: UnitArg,
+    /// What is IN or OUT together: document, cluster (near-duplicates), passage (documents
+    /// sharing a substring of --min-repeat bytes or more, joined transitively) or
+    /// field:NAME (a string field of the corpus, e.g. field:url).
+    #[arg(long, default_value = "document", conflicts_with = "levels")]
+    unit: Unit,
+    /// A spectrum run: these levels (as --unit, comma separated), each sampled by its own
+    /// block of the models, e.g. document,cluster,passage,field:source.
+    #[arg(long, value_delimiter = ',')]
+    levels: Vec<Unit>,
+    /// Units of more than this fraction of the documents are not sampled as one: their
+    /// documents fall back to the next finer level and get no score at theirs.
+    #[arg(long, default_value_t = DEFAULT_MAX_UNIT_FRACTION)]
+    max_unit_fraction: f64,
     /// Copy counts to plant for canaries, e.g. 1,2,4,8.
     #[arg(long, value_delimiter = ',')]
     copies: Vec<u16>,
@@ -129,12 +139,6 @@ struct DesignArgs {
     /// Ids of corpus documents to use as canaries, comma separated.
     #[arg(long, value_delimiter = ',')]
     canary_ids: Vec<String>,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum UnitArg {
-    Document,
-    Cluster,
 }
 
 #[derive(Args)]
@@ -244,8 +248,16 @@ struct DemoArgs {
     seed: u64,
     #[arg(long, default_value_t = 16)]
     models: u32,
-    #[arg(long, value_enum, default_value_t = UnitArg::Document)]
-    unit: UnitArg,
+    #[arg(long, default_value = "document", conflicts_with = "levels")]
+    unit: Unit,
+    /// A spectrum demo, e.g. document,cluster,passage (see `plan --levels`); give it 24
+    /// models or more.
+    #[arg(long, value_delimiter = ',')]
+    levels: Vec<Unit>,
+    /// As for `plan`. The demo's corpus is small (125 documents): its near-duplicate family
+    /// of 12 and its planted passage in 6 are sampled whole only above the default of plan.
+    #[arg(long, default_value_t = 0.1)]
+    max_unit_fraction: f64,
 }
 
 #[derive(Args)]
@@ -294,13 +306,34 @@ impl NearDupArgs {
     }
 }
 
-impl From<UnitArg> for Unit {
-    fn from(unit: UnitArg) -> Unit {
-        match unit {
-            UnitArg::Document => Unit::Document,
-            UnitArg::Cluster => Unit::Cluster,
-        }
+/// The unit and the spectrum's blocks that --unit and --levels ask for, levels finest
+/// first.
+fn units_of(unit: &Unit, levels: &[Unit], models: u32) -> Result<(Unit, Vec<Block>)> {
+    if levels.is_empty() {
+        return Ok((unit.clone(), Vec::new()));
     }
+    let mut levels = levels.to_vec();
+    levels.sort();
+    if let Some(pair) = levels.windows(2).find(|pair| pair[0] == pair[1]) {
+        bail!("--levels: level {} is given twice", pair[0]);
+    }
+    if levels.len() < 2 {
+        bail!("--levels: a spectrum needs two levels or more (for one, use --unit {})", levels[0]);
+    }
+    Ok((levels[0].clone(), subsets::config::blocks(&levels, models)))
+}
+
+/// The names of the corpus fields that `field:NAME` levels group by (`source` is read with
+/// the documents).
+fn group_fields(design: &DesignConfig) -> Vec<String> {
+    design
+        .levels()
+        .into_iter()
+        .filter_map(|level| match level {
+            Unit::Field(name) if name != "source" => Some(name),
+            _ => None,
+        })
+        .collect()
 }
 
 fn main() -> ExitCode {
@@ -314,8 +347,10 @@ fn main() -> ExitCode {
 }
 
 /// Design settings as `run.toml` names them, and the `plan` flags that set them.
-const DESIGN_FLAGS: [(&str, &str); 6] = [
+const DESIGN_FLAGS: [(&str, &str); 8] = [
     ("design.models", "--models"),
+    ("design.levels", "--levels"),
+    ("design.max_unit_fraction", "--max-unit-fraction"),
     ("design.keep", "--keep"),
     ("design.holdout", "--holdout"),
     ("design.holdout_ids", "--holdout-ids"),
@@ -361,6 +396,8 @@ fn dispatch(command: Command) -> Result<()> {
 }
 
 /// What `cfmem plan` is asked to do, from its flags, checked before any file is read.
+// Made once per command: boxing the larger variant would save nothing.
+#[allow(clippy::large_enum_variant)]
 enum PlanSettings {
     /// A new run of `corpus` (and `background`) into `out`.
     New {
@@ -383,11 +420,14 @@ impl PlanArgs {
         if let Some(run) = self.extend {
             return Ok(PlanSettings::Extend { run, models: self.models });
         }
+        let (unit, spectrum) = units_of(&self.design.unit, &self.design.levels, self.models)?;
         let design = DesignConfig {
             models: self.models,
             keep: self.keep.expect("clap requires --keep without --extend"),
             holdout: self.holdout,
-            unit: self.design.unit.into(),
+            unit,
+            max_unit_fraction: self.design.max_unit_fraction,
+            spectrum,
             duplicates: self.near.params()?.settings,
             copies: self.design.copies,
             canaries: self.design.canaries,
@@ -421,6 +461,8 @@ fn plan(settings: PlanSettings) -> Result<()> {
         PlanSettings::Extend { run, models } => extend(&run, models),
         PlanSettings::New { corpus, out, background, hyperparameters, base, seed, design } => {
             let documents = corpus::read(&corpus)?;
+            let names = group_fields(&design);
+            let fields = names.iter().cloned().zip(corpus::read_fields(&corpus, &names)?).collect();
             let background = match &background {
                 Some(path) => Some(Background { path: path.display().to_string(), documents: corpus::read(path)? }),
                 None => None,
@@ -433,6 +475,7 @@ fn plan(settings: PlanSettings) -> Result<()> {
                 hyperparameters,
                 background,
                 base,
+                fields,
             };
             plan_run(&out, request)
         }
@@ -482,6 +525,25 @@ fn plan_run(out: &Path, request: PlanRequest<'_>) -> Result<()> {
             describe_tokens(&plan.config)
         ),
         Written::Unchanged => eprintln!("{} already holds this plan; nothing to do", out.display()),
+    }
+    for block in &plan.config.design.spectrum {
+        eprintln!("  level {:<16} {} models (each unit IN for {})", block.level.to_string(), block.size(), {
+            (plan.config.design.keep * f64::from(block.size())).round()
+        });
+    }
+    let limit = subsets::units::max_unit_size(plan.config.design.max_unit_fraction, plan.corpus.doc.len());
+    for (level, over, preview) in &plan.oversized {
+        if let Some((size, _)) = over.largest {
+            eprintln!(
+                "  level {level}: {} units over the limit of {limit} documents (--max-unit-fraction {}) are not sampled \
+                 as one; their {} documents fall back to level {} and get no {level} score. Largest: {size} \
+                 documents, {preview}",
+                over.units,
+                plan.config.design.max_unit_fraction,
+                over.documents,
+                level.finer().expect("a document is never over the limit"),
+            );
+        }
     }
     Ok(())
 }
@@ -632,17 +694,25 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
     }
     let documents = demo::corpus(args.seed, &demo::DemoSizes::default());
     let holdout_ids = demo::held_out_ids(&documents);
+    let (unit, spectrum) = units_of(&args.unit, &args.levels, args.models)?;
     let request = PlanRequest {
         corpus_path: "built-in demo corpus",
         documents,
         seed: args.seed,
-        design: DesignConfig { unit: args.unit.into(), holdout_ids, ..DesignConfig::documents(args.models, 0.5) },
+        design: DesignConfig {
+            unit,
+            spectrum,
+            max_unit_fraction: args.max_unit_fraction,
+            holdout_ids,
+            ..DesignConfig::documents(args.models, 0.5)
+        },
         hyperparameters: demo_hyperparameters(),
         background: Some(Background {
             path: "built-in demo background".into(),
             documents: demo::background(args.seed, DEMO_BACKGROUND),
         }),
         base: None,
+        fields: Default::default(),
     };
     plan_run(&args.out, request)?;
     run_jobs(&args.out, &args.compute, &Selection::default())?;

@@ -89,6 +89,43 @@ fn design_errors_say_what_to_change() {
 }
 
 #[test]
+fn level_errors_name_the_level_and_plan_nothing() {
+    let case = Case::new();
+    let corpus = case.file(
+        "fields.jsonl",
+        b"{\"text\":\"one\",\"site\":\"a.org\",\"year\":1999}\n{\"text\":\"two\",\"site\":\"b.org\"}\n{\"text\":\"three\"}\n",
+    );
+    case.plan_fails(&corpus, &["--unit", "field:url"], "fields.jsonl: no document has a field `url`");
+    case.plan_fails(
+        &corpus,
+        &["--levels", "document,field:year"],
+        "fields.jsonl: line 1: field `year` is not a string (found 1999); a group field must be one",
+    );
+    case.plan_fails(
+        &corpus,
+        &["--levels", "document,paragraph"],
+        "invalid value 'document,paragraph' for '--levels <LEVELS>': unknown level \"paragraph\": expected document, cluster, passage or field:NAME",
+    );
+    case.plan_fails(&corpus, &["--levels", "cluster,document,cluster"], "--levels: level cluster is given twice");
+    case.plan_fails(
+        &corpus,
+        &["--levels", "passage"],
+        "--levels: a spectrum needs two levels or more (for one, use --unit passage)",
+    );
+    case.plan_fails(
+        &corpus,
+        &["--levels", "document,cluster,passage", "--models", "4"],
+        "--models: too few models for the spectrum: the block of level passage gets 1 of the 4 models, and with keep 0.5 \
+         a block needs 2 or more; plan 6 models or more for 3 levels",
+    );
+    case.plan_fails(&corpus, &["--max-unit-fraction", "0"], "--max-unit-fraction: must be in (0, 1], got 0");
+    let dir = case.dir.path().join("texts");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("a.txt"), "a text").unwrap();
+    case.plan_fails(&dir, &["--unit", "field:site"], "a directory of .txt files has no field `site`");
+}
+
+#[test]
 fn replanning_is_a_no_op_and_a_different_plan_is_refused() {
     let case = Case::new();
     let corpus = case.file("good.jsonl", GOOD);

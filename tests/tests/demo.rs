@@ -1,13 +1,14 @@
 //! The demo, trained once and read by several tests: the planted kinds rank as theory
 //! predicts, each twin is its target's top influence, the report shows the run's numbers and
-//! renders cleanly; and a demo sampled by cluster memorizes the near-duplicate group. Real
-//! libtorch training on the CPU.
+//! renders cleanly; and a spectrum demo finds the near-duplicate family memorized as a
+//! cluster, the planted passage as a passage group and random identifiers at every level.
+//! Real libtorch training on the CPU.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use analysis::stats::quantile;
-use subsets::schema::{self, ClusterTable, InfluenceTable, ReliabilityTable};
+use subsets::schema::{self, ClusterTable, InfluenceTable, ReliabilityTable, SpectrumTable};
 use tests::page::{chromium, expected_plots, plots, section};
 use tests::{cfmem_ok, mean, mem_acc_of, scores, training_lock};
 
@@ -68,38 +69,61 @@ fn demo_ranks_the_planted_kinds_as_theory_predicts() {
     assert!(exact < 0.15, "exact duplicates are low: mean {exact:.3}");
 }
 
+/// mem_acc of the documents of `source` at `level` of a spectrum run's table.
+fn level_mem_acc(spectrum: &SpectrumTable, level: &str, source: &str) -> Vec<f64> {
+    (0..spectrum.doc.len())
+        .filter(|&i| spectrum.level[i] == level && spectrum.source[i].as_deref() == Some(source))
+        .filter_map(|i| spectrum.mem_acc[i])
+        .collect()
+}
+
 #[test]
-fn near_duplicate_cluster_is_memorized_as_a_group() {
-    let documents = &shared_demo().run;
+fn a_spectrum_demo_finds_each_kind_memorized_at_its_level() {
+    shared_demo();
     let _one_at_a_time = training_lock();
     let dir = tempfile::tempdir().unwrap();
-    let clusters = dir.path().join("clusters");
-    // 8 models: the cluster is IN for exactly 4 of them and OUT for 4, enough for a group score.
-    demo(&clusters, &["--unit", "cluster", "--models", "8"]);
-
-    let by_document = scores(documents);
-    let members = mem_acc_of(&by_document, "near-duplicate");
-    let cluster_of_member = (0..by_document.doc.len())
-        .find(|&d| by_document.source[d].as_deref() == Some("near-duplicate"))
-        .map(|d| by_document.cluster[d])
-        .unwrap();
+    let run = dir.path().join("spectrum");
+    let printed = demo(&run, &["--levels", "document,cluster,passage", "--models", "18"]);
     assert!(
-        members.len() >= 10 && by_document.cluster_size[cluster_of_member as usize] as usize >= members.len() - 1,
-        "the planted near-duplicates form one cluster"
+        printed.contains(
+            "spectrum: median mem_acc by source and level (models per level: document 6, cluster 6, passage 6)"
+        ),
+        "{printed}"
     );
 
-    let groups: ClusterTable = schema::read(&clusters.join("analysis/clusters.parquet")).unwrap();
-    let grouped = scores(&clusters);
-    let member_doc = (0..grouped.doc.len()).find(|&d| grouped.source[d].as_deref() == Some("near-duplicate")).unwrap();
-    let row = groups.cluster.iter().position(|&c| c == grouped.cluster[member_doc]).unwrap();
-    let group_mem = groups.group_mem_acc[row].expect("every model has the cluster all IN or all OUT");
-    assert!(groups.n_in[row] >= 4 && groups.n_out[row] >= 4);
-    let member_mean = mean(&members);
+    let spectrum: SpectrumTable = schema::read(&run.join("analysis/spectrum.parquet")).unwrap();
+    let at = |level: &str, source: &str| mean(&level_mem_acc(&spectrum, level, source));
+    let (family_alone, family_together) = (at("document", "near-duplicate"), at("cluster", "near-duplicate"));
+    assert!(family_alone < 0.15, "each near-duplicate alone is low: {family_alone:.3}");
     assert!(
-        group_mem > member_mean + 0.1,
-        "group memorization {group_mem:.3} should be clearly above the members' own {member_mean:.3}"
+        family_together > family_alone + 0.1,
+        "the family is memorized as a cluster: {family_together:.3} against {family_alone:.3} alone"
     );
-    assert_eq!(grouped.group_mem_acc[member_doc], Some(group_mem), "document rows carry their cluster's value");
+    let (passage_alone, passage_together) = (at("document", "planted-passage"), at("passage", "planted-passage"));
+    assert!(
+        passage_together > passage_alone + 0.1,
+        "the planted passage is memorized as a group: {passage_together:.3} against {passage_alone:.3} alone"
+    );
+    for level in ["document", "cluster", "passage"] {
+        let (random, sentence) = (at(level, "random-id"), at(level, "sentence"));
+        assert!(random > sentence + 0.2, "random identifiers are high at {level}: {random:.3} against {sentence:.3}");
+        assert!(
+            at(level, "repetitive") < 0.1,
+            "repetitive documents stay low at {level}: {:.3}",
+            at(level, "repetitive")
+        );
+    }
+    // Scores of a level come from that level's models only, every unit IN for half of them.
+    for i in (0..spectrum.doc.len()).filter(|&i| spectrum.mem_acc[i].is_some()) {
+        assert_eq!((spectrum.n_in[i], spectrum.n_out[i]), (3, 3), "{} {}", spectrum.level[i], spectrum.doc_id[i]);
+    }
+    // The findings list names the passage the planted documents share.
+    assert!(printed.contains("memorized only at a coarser level"), "{printed}");
+    let planted = std::fs::read_to_string(run.join("analysis/summary.json")).unwrap();
+    assert!(planted.contains("a passage shared by 6 documents: \"ref "), "{planted}");
+    let html = std::fs::read_to_string(run.join("analysis/report.html")).unwrap();
+    assert!(plots(&html).contains(&"spectrum".to_string()), "the report plots the spectrum");
+    assert!(section(&html, "spectrum").contains("planted-passage"), "the report lists the findings");
 }
 
 #[test]
