@@ -261,7 +261,14 @@ struct Corpus {
     text: Vec<u8>,
     /// Where each text starts in `text`, and one past the last separator.
     starts: Vec<usize>,
+    /// For each block of `1 << BLOCK_BITS` bytes of `text`, the text holding its first
+    /// byte: [`Corpus::doc_at`] searches only the texts of one block.
+    block_docs: Vec<u32>,
 }
+
+/// Blocks of 1 KiB: a block holds a few texts of web length, and its index costs 1/256 of
+/// the text.
+const BLOCK_BITS: u32 = 10;
 
 impl Corpus {
     fn new(texts: &[&str]) -> Corpus {
@@ -275,7 +282,16 @@ impl Corpus {
             text.push(SEPARATOR);
         }
         starts.push(text.len());
-        Corpus { text, starts }
+        let mut doc = 0;
+        let block_docs = (0..text.len().div_ceil(1 << BLOCK_BITS))
+            .map(|block| {
+                while starts[doc + 1] <= block << BLOCK_BITS {
+                    doc += 1;
+                }
+                doc as u32
+            })
+            .collect();
+        Corpus { text, starts, block_docs }
     }
 
     /// Byte ranges of `text` holding whole documents, each at most `max_bytes` long unless
@@ -409,9 +425,14 @@ impl Corpus {
         marked
     }
 
-    /// The document holding byte `position` of `text`.
+    /// The document holding byte `position` of `text`. It is called for every position of
+    /// a shared window, so it searches only the texts of the position's block: those from
+    /// the one holding the block's first byte to the one holding the next block's.
     fn doc_at(&self, position: usize) -> usize {
-        self.starts.partition_point(|&start| start <= position) - 1
+        let block = position >> BLOCK_BITS;
+        let first = self.block_docs[block] as usize;
+        let last = self.block_docs.get(block + 1).map_or(self.starts.len() - 2, |&doc| doc as usize);
+        first + self.starts[first..=last].partition_point(|&start| start <= position) - 1
     }
 }
 
@@ -725,6 +746,19 @@ mod tests {
         let corpus = Corpus::new(&texts);
         assert_eq!(corpus.shards(1).len(), texts.len(), "a tiny shard size gives one document per shard");
         assert_eq!(corpus.shards(40).len(), 5);
+    }
+
+    #[test]
+    fn doc_at_finds_the_text_of_every_position() {
+        // Texts shorter and longer than a block of 1,024 bytes, empty ones, and the first
+        // filling the first block with its separator.
+        let long = ["x".repeat(1023), "y".repeat(3000), "z".repeat(700)];
+        let texts = [&long[0], "ab", "", "", &long[1], "c", &long[2], "", "d"];
+        let corpus = Corpus::new(&texts);
+        for position in 0..corpus.text.len() {
+            let doc = corpus.starts.partition_point(|&start| start <= position) - 1;
+            assert_eq!(corpus.doc_at(position), doc, "position {position}");
+        }
     }
 
     #[test]
