@@ -245,14 +245,19 @@ fn group_metrics(values: &ModelValues, rows: &[usize], units: &LevelUnits) -> BT
         .collect()
 }
 
-/// mem_acc at a finer level below which, with a coarser level's interval above, a
+/// mem_acc at the finest level below which, with a coarser level's interval above, a
 /// document is memorized only at the coarser level.
 const LOW: f64 = 0.1;
+/// How much higher the coarser level's mem_acc must be.
+const MARGIN: f64 = 0.1;
 /// Findings listed by the views.
 pub const FINDINGS: usize = 10;
+/// Findings listed per unit.
+const PER_UNIT: usize = 2;
 
 /// A document memorized only at a coarser level: low at the run's finest level, and at
-/// `level` with an interval wholly above the finest level's.
+/// `level`, the finest level where it appears, with an interval wholly above the finest
+/// level's.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CoarserOnly {
     pub doc: usize,
@@ -263,6 +268,8 @@ pub struct CoarserOnly {
     pub mem_acc: f64,
     pub lo: f64,
     pub hi: f64,
+    /// The unit at `level`.
+    pub unit: u32,
     pub unit_size: u32,
     /// What the unit shares: the passage, the field's value, or the cluster's size.
     pub shared: String,
@@ -361,12 +368,13 @@ impl SpectrumSummary {
                 if low >= LOW {
                     continue;
                 }
-                let best = by_level[1..]
-                    .iter()
-                    .map(|rows| rows[d])
-                    .filter(|&i| t.mem_acc_lo[i].is_some_and(|lo| lo > low_hi))
-                    .max_by(|&a, &b| t.mem_acc[a].unwrap_or(0.0).total_cmp(&t.mem_acc[b].unwrap_or(0.0)));
-                if let Some(i) = best {
+                // The finest level at which it appears: in a unit of others, clearly higher.
+                let appears = by_level[1..].iter().map(|rows| rows[d]).find(|&i| {
+                    t.unit_size[i] > 1
+                        && t.mem_acc[i].is_some_and(|m| m >= low + MARGIN)
+                        && t.mem_acc_lo[i].is_some_and(|lo| lo > low_hi)
+                });
+                if let Some(i) = appears {
                     coarser_only.push(CoarserOnly {
                         doc: d,
                         id: t.doc_id[i].clone(),
@@ -376,6 +384,7 @@ impl SpectrumSummary {
                         mem_acc: t.mem_acc[i].expect("an interval has its estimate"),
                         lo: t.mem_acc_lo[i].expect("filtered"),
                         hi: t.mem_acc_hi[i].expect("an interval has both ends"),
+                        unit: t.unit[i],
                         unit_size: t.unit_size[i],
                         shared: shared_by(&t.level[i], d, t.unit_size[i], corpus, units, fields),
                     });
@@ -383,6 +392,13 @@ impl SpectrumSummary {
             }
         }
         coarser_only.sort_by(|a, b| (b.mem_acc - b.finest).total_cmp(&(a.mem_acc - a.finest)).then(a.doc.cmp(&b.doc)));
+        // A few documents per unit, so that one large family does not fill the list.
+        let mut listed: BTreeMap<(String, u32), usize> = BTreeMap::new();
+        coarser_only.retain(|c| {
+            let count = listed.entry((c.level.clone(), c.unit)).or_default();
+            *count += 1;
+            *count <= PER_UNIT
+        });
         coarser_only.truncate(FINDINGS);
         SpectrumSummary {
             levels: levels.iter().map(|l| (l.clone(), models(l))).collect(),
@@ -506,6 +522,62 @@ mod tests {
         assert!((mem_loss.unwrap() - (4.0 - 1.5)).abs() < 1e-6);
         let doc = doc_metrics(&values, &[0, 2], 0);
         assert_eq!((doc.acc.inside.n, doc.acc.outside.n), (2, 0));
+    }
+
+    #[test]
+    fn the_summary_lists_documents_low_alone_and_clearly_higher_in_a_unit_of_others() {
+        // Two levels of four documents: document, then passage with documents 0 to 2 one
+        // unit and 3 alone. Document 0 appears only as a group; document 1 is as high alone;
+        // document 2's group interval overlaps its own; document 3 is alone at both.
+        let mut documents = SpectrumTable::default();
+        let rows = [
+            ("document", 0, 1, 0.02, (-0.02, 0.06)),
+            ("document", 1, 1, 0.40, (0.30, 0.50)),
+            ("document", 2, 1, 0.05, (0.00, 0.20)),
+            ("document", 3, 1, 0.00, (-0.01, 0.01)),
+            ("passage", 0, 3, 0.45, (0.35, 0.55)),
+            ("passage", 1, 3, 0.50, (0.40, 0.60)),
+            ("passage", 2, 3, 0.30, (0.15, 0.45)),
+            ("passage", 3, 1, 0.30, (0.25, 0.35)),
+        ];
+        for (level, doc, size, mem, (lo, hi)) in rows {
+            documents.level.push(level.into());
+            documents.doc.push(doc);
+            documents.doc_id.push(format!("d{doc}"));
+            documents.source.push(Some(if doc < 2 { "a" } else { "b" }.into()));
+            documents.unit.push(if size > 1 { 0 } else { doc });
+            documents.unit_size.push(size);
+            documents.n_in.push(3);
+            documents.n_out.push(3);
+            documents.acc_in.push(None);
+            documents.acc_out.push(None);
+            documents.mem_acc.push(Some(mem));
+            documents.mem_acc_se.push(None);
+            documents.mem_acc_lo.push(Some(lo));
+            documents.mem_acc_hi.push(Some(hi));
+            documents.mem_loss.push(None);
+            documents.mem_loss_se.push(None);
+            documents.group_mem_acc.push(None);
+            documents.group_mem_acc_se.push(None);
+            documents.group_mem_loss.push(None);
+            documents.group_mem_loss_se.push(None);
+            documents.note.push(None);
+        }
+        let tables = SpectrumTables { documents, ..SpectrumTables::default() };
+        let corpus = CorpusTable { text: (0..4).map(|d| format!("text {d}")).collect(), ..CorpusTable::default() };
+        let summary = SpectrumSummary::new(&tables, &corpus, &UnitTable::default(), &FieldValues::default());
+        let ids: Vec<&str> = summary.coarser_only.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["d0"]);
+        let found = &summary.coarser_only[0];
+        assert_eq!((found.level.as_str(), found.finest, found.mem_acc, found.unit_size), ("passage", 0.02, 0.45, 3));
+        assert_eq!(found.shared, "a passage shared by 3 documents");
+        // Source a: 0.02 and 0.40 alone, 0.45 and 0.50 in the passage.
+        let a = &summary.sources[0];
+        assert_eq!(a.source.as_deref(), Some("a"));
+        let [q1, median, q3] = a.quartiles[1].unwrap();
+        assert!((q1 - 0.4625).abs() < 1e-12 && (median - 0.475).abs() < 1e-12 && (q3 - 0.4875).abs() < 1e-12);
+        assert_eq!(summary.levels.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>(), ["document", "passage"]);
+        assert_eq!(summary.fallen_back, [0, 0]);
     }
 
     /// 12 documents: 0 to 3 one cluster, 4 to 7 one passage group (spectrum of document,

@@ -17,7 +17,7 @@
 //!   training document, the seed paper's finding that a test example's strongest
 //!   influences are its near-duplicates.
 //! - `unseen`: held-out sentences with no twin, whose influences are all small.
-//! - `planted-passage`: different sentences, each opened by one passage of random
+//! - `planted-passage`: different sentences, each after one passage of random
 //!   identifiers, the same in all of them (a quotation, a licence text). Leaving one of them
 //!   out leaves the passage in the others, so it scores low alone; leaving out every
 //!   document that shares the passage (a spectrum run's passage level) shows it memorized.
@@ -72,7 +72,7 @@ impl Default for DemoSizes {
             exact_copies: 4,
             twins: 3,
             unseen: 3,
-            planted_passage: 6,
+            planted_passage: 12,
         }
     }
 }
@@ -154,11 +154,21 @@ pub fn corpus(seed: u64, sizes: &DemoSizes) -> Vec<Document> {
         push("unseen", i, sentence(&mut rng, refrain));
     }
     // 6 identifiers, 57 bytes: longer than the 50 bytes a shared substring needs to join
-    // documents into one passage group.
+    // documents into one passage group. It opens each document, where these models learn
+    // text (see above); the sentences after it have the shortest run and no place, so that
+    // passage and sentence fit the demo's context.
     let passage = format!("ref {}", random_ids(&mut rng, 54).trim_start_matches("ids: "));
     for i in 0..sizes.planted_passage {
         let refrain = REFRAINS[(i * 5) % REFRAINS.len()];
-        push("planted-passage", i, format!("{passage} {}", sentence(&mut rng, refrain)));
+        let text = format!(
+            "{passage} {}, the {} {} {} the {}.",
+            [refrain; 4].join(" "),
+            pick(&mut rng, ADJECTIVES),
+            pick(&mut rng, NOUNS),
+            pick(&mut rng, VERBS),
+            pick(&mut rng, NOUNS),
+        );
+        push("planted-passage", i, text);
     }
     docs
 }
@@ -220,9 +230,9 @@ mod tests {
         }
         let planted = of("planted-passage");
         assert_eq!(planted.len(), sizes.planted_passage);
-        let passage = planted[0].text.split(' ').take(7).collect::<Vec<_>>().join(" ");
+        let passage = &planted[0].text[..57];
         assert!(passage.starts_with("ref ") && passage.len() == 57, "{passage}");
-        assert!(planted.iter().all(|d| d.text.starts_with(&passage) && d.text.len() < 128));
+        assert!(planted.iter().all(|d| d.text.starts_with(passage) && d.text.len() < 128));
         assert_eq!(planted.iter().filter(|d| d.text == planted[0].text).count(), 1, "otherwise different documents");
         let held = held_out_ids(&docs);
         assert_eq!(held.len(), sizes.twins + sizes.unseen);

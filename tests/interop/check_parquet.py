@@ -2,8 +2,9 @@
 and DuckDB.
 
 Plans, trains (tiny models) and analyzes a small corpus with a holdout and a copy sweep with
-the real binary, then checks each file of the run against the README's column types and its
-key-value metadata, and recomputes mem_acc of every document from the logs with DuckDB SQL.
+the real binary, and a spectrum run of it (documents, and sources as groups), then checks
+each file of both runs against the README's column types and its key-value metadata, and
+recomputes mem_acc of every document from the logs with DuckDB SQL.
 
     python check_parquet.py CFMEM_BINARY WORK_DIR
 """
@@ -79,6 +80,36 @@ def make_run(cfmem, work):
     for step in steps:
         subprocess.run([cfmem, *step], check=True, stdout=subprocess.DEVNULL)
     return run
+
+
+def make_spectrum_run(cfmem, work):
+    """A spectrum run of the same corpus: its documents, and its sources as groups."""
+    run = work / "spectrum-run"
+    steps = [
+        ["plan", "--corpus", str(work / "corpus.jsonl"), "--out", str(run), "--models", "4", "--keep", "0.5",
+         "--seed", str(SEED), "--config", str(work / "tiny.toml"), "--levels", "document,field:source",
+         "--max-unit-fraction", "0.5"],
+        ["run", str(run), "--device", "cpu"],
+        ["analyze", str(run)],
+    ]
+    for step in steps:
+        subprocess.run([cfmem, *step], check=True, stdout=subprocess.DEVNULL)
+    return run
+
+
+def check_run(run, schemas, version):
+    """Every Parquet file of `run` against the README; returns the file names and the patterns seen."""
+    assert tomllib.loads((run / "run.toml").read_text())["seed"] == SEED
+    files = sorted(p.relative_to(run).as_posix() for p in run.rglob("*.parquet"))
+    seen = set()
+    for name in files:
+        patterns = [p for p in schemas if fnmatch.fnmatch(name, p)]
+        assert len(patterns) == 1, f"{name}: no schema in the README"
+        table, columns = schemas[patterns[0]]
+        rows = check_file(run / name, patterns[0], table, columns, version)
+        seen.add(patterns[0])
+        print(f"  {run.name}/{name}: {table}, {len(columns)} columns, {rows} rows")
+    return files, seen
 
 
 def check_file(path, pattern, table, columns, version):
@@ -161,18 +192,13 @@ def main():
     version = subprocess.run([cfmem, "--version"], check=True, capture_output=True, text=True).stdout.split()[-1]
     schemas = readme_schemas()
     run = make_run(cfmem, work)
-    assert tomllib.loads((run / "run.toml").read_text())["seed"] == SEED
-    files = sorted(p.relative_to(run).as_posix() for p in run.rglob("*.parquet"))
-    seen = set()
-    for name in files:
-        patterns = [p for p in schemas if fnmatch.fnmatch(name, p)]
-        assert len(patterns) == 1, f"{name}: no schema in the README"
-        table, columns = schemas[patterns[0]]
-        rows = check_file(run / name, patterns[0], table, columns, version)
-        seen.add(patterns[0])
-        print(f"  {name}: {table}, {len(columns)} columns, {rows} rows")
-    required = {p for p in schemas if not p.endswith(("influence.parquet", "reliability.parquet"))}
+    files, seen = check_run(run, schemas, version)
+    spectrum = {p for p in schemas if p.startswith("analysis/spectrum")}
+    required = {p for p in schemas if not p.endswith(("influence.parquet", "reliability.parquet"))} - spectrum
     assert required <= seen, f"the run lacks {required - seen}"
+    spectrum_files, seen = check_run(make_spectrum_run(cfmem, work), schemas, version)
+    assert spectrum <= seen, f"the spectrum run lacks {spectrum - seen}"
+    files += spectrum_files
     scored = check_mem_acc(run)
     check_readme_queries(run)
     read = check_users_files(cfmem, work)

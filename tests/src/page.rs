@@ -32,6 +32,9 @@ pub fn expected_plots(run: &Path) -> Vec<String> {
     if copies.mem_acc.iter().any(Option::is_some) {
         kinds.push("copies");
     }
+    if run.join("analysis/spectrum.parquet").exists() {
+        kinds.push("spectrum");
+    }
     let reliability = run.join("analysis/reliability.parquet");
     if reliability.exists() {
         let table: ReliabilityTable = schema::read(&reliability).unwrap();

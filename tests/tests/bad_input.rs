@@ -104,7 +104,7 @@ fn level_errors_name_the_level_and_plan_nothing() {
     case.plan_fails(
         &corpus,
         &["--levels", "document,paragraph"],
-        "invalid value 'document,paragraph' for '--levels <LEVELS>': unknown level \"paragraph\": expected document, cluster, passage or field:NAME",
+        "invalid value 'paragraph' for '--levels <LEVELS>': unknown level \"paragraph\": expected document, cluster, passage or field:NAME",
     );
     case.plan_fails(&corpus, &["--levels", "cluster,document,cluster"], "--levels: level cluster is given twice");
     case.plan_fails(
@@ -115,7 +115,7 @@ fn level_errors_name_the_level_and_plan_nothing() {
     case.plan_fails(
         &corpus,
         &["--levels", "document,cluster,passage", "--models", "4"],
-        "--models: too few models for the spectrum: the block of level passage gets 1 of the 4 models, and with keep 0.5 \
+        "--models: too few models for the spectrum: the block of level cluster gets 1 of the 4 models, and with keep 0.5 \
          a block needs 2 or more; plan 6 models or more for 3 levels",
     );
     case.plan_fails(&corpus, &["--max-unit-fraction", "0"], "--max-unit-fraction: must be in (0, 1], got 0");

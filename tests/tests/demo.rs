@@ -18,7 +18,7 @@ fn demo(out: &Path, extra: &[&str]) -> String {
     cfmem_ok(&args)
 }
 
-/// The demo every test here reads, as `cfmem demo` runs it by default: 16 models, seed 0.
+/// The demo every test here reads, as `cfmem demo` runs it by default: 12 models, seed 0.
 struct Demo {
     run: PathBuf,
     /// What `cfmem demo` printed.
@@ -117,19 +117,20 @@ fn a_spectrum_demo_finds_each_kind_memorized_at_its_level() {
     for i in (0..spectrum.doc.len()).filter(|&i| spectrum.mem_acc[i].is_some()) {
         assert_eq!((spectrum.n_in[i], spectrum.n_out[i]), (3, 3), "{} {}", spectrum.level[i], spectrum.doc_id[i]);
     }
-    // The findings list names the passage the planted documents share.
-    assert!(printed.contains("memorized only at a coarser level"), "{printed}");
-    let planted = std::fs::read_to_string(run.join("analysis/summary.json")).unwrap();
-    assert!(planted.contains("a passage shared by 6 documents: \"ref "), "{planted}");
+    // The near-duplicates are listed as memorized only at the cluster level.
+    let found = printed.split("memorized only at a coarser level").nth(1).expect("a findings list");
+    assert!(found.contains("near-duplicate") && found.contains("→ cluster"), "{printed}");
+    assert!(found.contains("a near-duplicate cluster of 12 documents"), "{printed}");
     let html = std::fs::read_to_string(run.join("analysis/report.html")).unwrap();
-    assert!(plots(&html).contains(&"spectrum".to_string()), "the report plots the spectrum");
-    assert!(section(&html, "spectrum").contains("planted-passage"), "the report lists the findings");
+    assert_eq!(plots(&html), expected_plots(&run), "the report plots the spectrum");
+    let shown = section(&html, "spectrum");
+    assert!(shown.contains("planted-passage") && shown.contains("a near-duplicate cluster of 12 documents"), "{shown}");
 }
 
 #[test]
 fn demo_twins_are_their_targets_top_influence_and_the_tables_agree() {
     let Demo { run, printed, .. } = shared_demo();
-    assert!(printed.contains("reliability: halves of 8 models agree at Spearman"), "{printed}");
+    assert!(printed.contains("reliability: halves of 6 models agree at Spearman"), "{printed}");
     assert!(printed.contains("strongest pairs"), "{printed}");
 
     let influence: InfluenceTable = schema::read(&run.join("analysis/influence.parquet")).unwrap();
@@ -175,7 +176,7 @@ fn demo_twins_are_their_targets_top_influence_and_the_tables_agree() {
 
     let reliability: ReliabilityTable = schema::read(&run.join("analysis/reliability.parquet")).unwrap();
     assert_eq!(reliability.measure[0], "split-half");
-    assert_eq!(reliability.models, [8, 4, 8, 16]);
+    assert_eq!(reliability.models, [6, 4, 8, 12]);
     assert!(reliability.predicted[0].unwrap() > 0.5, "{reliability:?}");
 }
 
@@ -223,7 +224,7 @@ fn the_demo_report_shows_the_numbers_of_its_parquet_files_and_renders_cleanly_in
         "top document {expected} first in\n{first_row:.400}"
     );
     assert_eq!(most.matches("<details>").count(), 20, "--top defaults to 20");
-    assert!(html.contains("4 of 4 jobs complete · 16 of 16 models in the analysis"), "completeness is shown");
+    assert!(html.contains("3 of 3 jobs complete · 12 of 12 models in the analysis"), "completeness is shown");
     assert_eq!(plots(&html), expected_plots(run));
 
     let Some(browser) = chromium() else { return };
