@@ -246,9 +246,7 @@ struct DemoArgs {
     compute: ComputeArgs,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// 12 by default: each document IN for 6 models and OUT for 6, a stable ranking in
-    /// under two minutes on two CPU cores.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 16)]
     models: u32,
     #[arg(long, default_value = "document", conflicts_with = "levels")]
     unit: Unit,
@@ -675,7 +673,7 @@ fn analyze(run: &Path, partial: bool, settings: AnalyzeSettings) -> Result<RunLo
 }
 
 /// Sentences of the demo's generated background corpus.
-const DEMO_BACKGROUND: usize = 150;
+const DEMO_BACKGROUND: usize = 100;
 
 /// Settings of the demo: small enough to finish in under two minutes on two CPU cores.
 fn demo_hyperparameters() -> Hyperparameters {

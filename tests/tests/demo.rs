@@ -18,7 +18,7 @@ fn demo(out: &Path, extra: &[&str]) -> String {
     cfmem_ok(&args)
 }
 
-/// The demo every test here reads, as `cfmem demo` runs it by default: 12 models, seed 0.
+/// The demo every test here reads, as `cfmem demo` runs it by default: 16 models, seed 0.
 struct Demo {
     run: PathBuf,
     /// What `cfmem demo` printed.
@@ -130,7 +130,7 @@ fn a_spectrum_demo_finds_each_kind_memorized_at_its_level() {
 #[test]
 fn demo_twins_are_their_targets_top_influence_and_the_tables_agree() {
     let Demo { run, printed, .. } = shared_demo();
-    assert!(printed.contains("reliability: halves of 6 models agree at Spearman"), "{printed}");
+    assert!(printed.contains("reliability: halves of 8 models agree at Spearman"), "{printed}");
     assert!(printed.contains("strongest pairs"), "{printed}");
 
     let influence: InfluenceTable = schema::read(&run.join("analysis/influence.parquet")).unwrap();
@@ -143,7 +143,10 @@ fn demo_twins_are_their_targets_top_influence_and_the_tables_agree() {
         let (first, second) = (rows[0], rows[1]);
         assert_eq!(influence.source_id[first], format!("twin-{i:03}"), "the twin is the top influence");
         let (top, next) = (influence.infl_acc[first], influence.infl_acc[second].abs());
-        assert!(top > next + 0.2, "twin {i}: {top:.3} clearly above the next {next:.3}");
+        // The runner-up is no twin: with 16 models, a document whose IN models overlap the
+        // twin's in 6 or 7 of 8 inherits most of its influence (see README), so the margin
+        // depends on the draw; the twin's own influence is large.
+        assert!(top > 0.4 && top > next, "twin {i}: {top:.3} above the next {next:.3}");
         weakest_twin = weakest_twin.min(top);
     }
     for i in 0..3 {
@@ -176,7 +179,7 @@ fn demo_twins_are_their_targets_top_influence_and_the_tables_agree() {
 
     let reliability: ReliabilityTable = schema::read(&run.join("analysis/reliability.parquet")).unwrap();
     assert_eq!(reliability.measure[0], "split-half");
-    assert_eq!(reliability.models, [6, 4, 8, 12]);
+    assert_eq!(reliability.models, [8, 4, 8, 16]);
     assert!(reliability.predicted[0].unwrap() > 0.5, "{reliability:?}");
 }
 
@@ -224,7 +227,7 @@ fn the_demo_report_shows_the_numbers_of_its_parquet_files_and_renders_cleanly_in
         "top document {expected} first in\n{first_row:.400}"
     );
     assert_eq!(most.matches("<details>").count(), 20, "--top defaults to 20");
-    assert!(html.contains("3 of 3 jobs complete · 12 of 12 models in the analysis"), "completeness is shown");
+    assert!(html.contains("4 of 4 jobs complete · 16 of 16 models in the analysis"), "completeness is shown");
     assert_eq!(plots(&html), expected_plots(run));
 
     let Some(browser) = chromium() else { return };
