@@ -85,11 +85,12 @@ impl Influence {
 
 /// Computes the influence table of `run` from its complete logs `logs`.
 pub fn influence(run: &RunDir, logs: &RunLogs, settings: &InfluenceSettings) -> Result<Influence> {
-    let run_seed = subsets::config::RunConfig::from_file(&run.config())?.seed;
+    let config = subsets::config::RunConfig::from_file(&run.config())?;
+    let run_seed = config.seed;
     let corpus: CorpusTable = schema::read(&run.corpus())?;
     let targets = target_docs(&corpus, &settings.targets)?;
-    let values =
-        per_model::read(&logs.logs, ModelValues::new(logs.models.clone(), corpus.len(), targets.clone(), true))?;
+    // In a spectrum run, from the models of its finest level, as its scores.
+    let values = per_model::read(&logs.logs, logs.scored_values(&config.design, corpus.len(), targets.clone(), true))?;
     let matrix = TargetMatrix::new(&values);
     let sources = Sources::new(&values);
     let top = settings.top;

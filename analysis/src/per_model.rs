@@ -18,6 +18,7 @@ use rayon::prelude::*;
 
 use queue::Queue;
 use queue::verify::Verified;
+use subsets::config::DesignConfig;
 use subsets::layout::RunDir;
 use subsets::schema::{self, LogTable, Table};
 
@@ -48,6 +49,25 @@ impl RunLogs {
             return Err(Error::Message(format!("{root}: no complete logs: run `cfmem run {root}` first")));
         }
         Ok(RunLogs { logs, models: verified.complete_models(), jobs: verified.jobs().len() })
+    }
+}
+
+impl RunLogs {
+    /// In a spectrum run, the models of its finest level (its first block) among the
+    /// complete ones: what its scores and influence rest on. None in a single-level run,
+    /// whose scores rest on every model.
+    pub fn finest_level_models(&self, design: &DesignConfig) -> Option<Vec<u32>> {
+        let block = design.spectrum.first()?.model_ids();
+        Some(self.models.iter().copied().filter(|m| block.binary_search(m).is_ok()).collect())
+    }
+
+    /// Room for the values of the models the run's scores rest on (see
+    /// [`RunLogs::finest_level_models`]), rows of the others skipped when reading.
+    pub fn scored_values(&self, design: &DesignConfig, docs: usize, kept: Vec<u32>, with_loss: bool) -> ModelValues {
+        let only = self.finest_level_models(design);
+        let mut values = ModelValues::new(only.clone().unwrap_or_else(|| self.models.clone()), docs, kept, with_loss);
+        values.only_these = only.is_some();
+        values
     }
 }
 

@@ -181,7 +181,7 @@ impl fmt::Display for PrintedSummary {
 
 /// `summary.json`'s `spectrum`: `levels` (`[{level, models, reliability, fallen_back}]`),
 /// `sources` (`{source: {level: median mem_acc}}`, named sources only) and `coarser_only`
-/// (`[{id, source, finest, level, mem_acc, lo, hi, unit_size, shared}]`).
+/// (`[{id, source, finest, level, mem_acc, lo, hi, unit_size, shared, preview}]`).
 fn spectrum_json(spectrum: &SpectrumSummary) -> serde_json::Value {
     let levels: Vec<serde_json::Value> = spectrum
         .levels
@@ -215,7 +215,7 @@ fn spectrum_json(spectrum: &SpectrumSummary) -> serde_json::Value {
         .map(|c| {
             serde_json::json!({
                 "id": c.id, "source": c.source, "finest": c.finest, "level": c.level, "mem_acc": c.mem_acc,
-                "lo": c.lo, "hi": c.hi, "unit_size": c.unit_size, "shared": c.shared,
+                "lo": c.lo, "hi": c.hi, "unit_size": c.unit_size, "shared": c.shared, "preview": c.preview,
             })
         })
         .collect();
@@ -272,6 +272,7 @@ fn write_spectrum(
                 c.hi,
                 c.shared
             )?;
+            writeln!(f, "      {}", c.preview)?;
         }
     }
     Ok(())

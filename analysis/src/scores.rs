@@ -62,13 +62,9 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
     check_units(run, &config, &corpus.unit, &found.cluster)?;
     let sizes = cluster_sizes(&found.cluster);
     // A spectrum run's scores are those of its finest level, from that level's models.
-    let only: Option<Vec<u32>> = config.design.spectrum.first().map(|block| {
-        let block = block.model_ids();
-        logs.models.iter().copied().filter(|m| block.binary_search(m).is_ok()).collect()
-    });
-    let mut values = ModelValues::all_documents(only.clone().unwrap_or_else(|| logs.models.clone()), corpus.len());
-    values.only_these = only.is_some();
-    let values = Mutex::new(values);
+    let only = logs.finest_level_models(&config.design);
+    let values =
+        Mutex::new(logs.scored_values(&config.design, corpus.len(), (0..corpus.len() as u32).collect(), false));
     let accumulated = estimate::accumulate(&logs.logs, only.as_deref(), &found.cluster, &sizes, &values)?;
     let values = values.into_inner().expect("no panics while locked");
     values.check_complete()?;

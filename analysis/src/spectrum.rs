@@ -273,6 +273,8 @@ pub struct CoarserOnly {
     pub unit_size: u32,
     /// What the unit shares: the passage, the field's value, or the cluster's size.
     pub shared: String,
+    /// The start of the document's text.
+    pub preview: String,
 }
 
 /// One source's memorization at each level.
@@ -387,6 +389,7 @@ impl SpectrumSummary {
                         unit: t.unit[i],
                         unit_size: t.unit_size[i],
                         shared: shared_by(&t.level[i], d, t.unit_size[i], corpus, units, fields),
+                        preview: crate::summary::preview(&corpus.text[d], crate::printed_summary::PREVIEW_CHARS),
                     });
                 }
             }
@@ -571,6 +574,7 @@ mod tests {
         let found = &summary.coarser_only[0];
         assert_eq!((found.level.as_str(), found.finest, found.mem_acc, found.unit_size), ("passage", 0.02, 0.45, 3));
         assert_eq!(found.shared, "a passage shared by 3 documents");
+        assert_eq!(found.preview, "text 0");
         // Source a: 0.02 and 0.40 alone, 0.45 and 0.50 in the passage.
         let a = &summary.sources[0];
         assert_eq!(a.source.as_deref(), Some("a"));

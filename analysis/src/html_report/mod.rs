@@ -659,7 +659,7 @@ fn spectrum_section(spectrum: &SpectrumSummary) -> Markup {
                 tbody {
                     @for c in &spectrum.coarser_only {
                         tr {
-                            td class="id" { (c.id) br; span class="source" { (summary::source_label(c.source.as_deref())) } }
+                            td class="id" { (c.id) br; span class="source" { (summary::source_label(c.source.as_deref())) } br; span class="preview" { (c.preview) } }
                             td class="num" { (format!("{:+.3}", c.finest)) }
                             td { (c.level) }
                             td class="num" { (format!("{:+.3}", c.mem_acc)) }
