@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use arrow_array::RecordBatch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -217,14 +216,9 @@ fn parse_jsonl_line(path: &Path, raw: &[u8], place: Place) -> Result<Option<Loca
 }
 
 fn read_parquet(path: &Path) -> Result<Vec<Located>> {
-    let file = std::fs::File::open(path).map_err(Error::io(path))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(Error::parquet(path))?
-        .build()
-        .map_err(Error::parquet(path))?;
     let mut docs = Vec::new();
-    for batch in reader {
-        let batch: RecordBatch = batch.map_err(Error::arrow(path))?;
+    for batch in crate::schema::record_batches(path)? {
+        let batch: RecordBatch = batch?;
         // A column of another type is named with the first row of the batch that holds it.
         let place = Place::Row(docs.len() + 1);
         let strings = |name: &str| -> Result<Option<Vec<Option<String>>>> {

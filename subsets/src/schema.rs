@@ -578,28 +578,29 @@ pub fn write_with_columns<T: Table>(
 
 /// The string column `name` of the file at `path`.
 pub fn read_strings(path: &Path, name: &str) -> Result<Vec<Option<String>>> {
+    let mut values = Vec::new();
+    for batch in record_batches(path)? {
+        values.extend(column::<Option<String>>(&batch?, name, path)?);
+    }
+    Ok(values)
+}
+
+/// The record batches of the Parquet file at `path`, read one at a time.
+pub fn record_batches(path: &Path) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
     let file = std::fs::File::open(path).map_err(Error::io(path))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(Error::parquet(path))?
         .build()
         .map_err(Error::parquet(path))?;
-    let mut values = Vec::new();
-    for batch in reader {
-        values.extend(column::<Option<String>>(&batch.map_err(Error::arrow(path))?, name, path)?);
-    }
-    Ok(values)
+    let path = path.to_path_buf();
+    Ok(reader.map(move |batch| batch.map_err(Error::arrow(&path))))
 }
 
 /// Calls `each` with every record batch of `path` as a table, without reading the whole
 /// file into memory.
 pub fn for_each_batch<T: Table>(path: &Path, mut each: impl FnMut(T) -> Result<()>) -> Result<()> {
-    let file = std::fs::File::open(path).map_err(Error::io(path))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(Error::parquet(path))?
-        .build()
-        .map_err(Error::parquet(path))?;
-    for batch in reader {
-        each(T::from_batch(&batch.map_err(Error::arrow(path))?, path)?)?;
+    for batch in record_batches(path)? {
+        each(T::from_batch(&batch?, path)?)?;
     }
     Ok(())
 }

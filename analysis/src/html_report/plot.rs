@@ -370,24 +370,7 @@ pub struct Step {
 /// Points joined in order of x, with their error bars.
 pub fn line_chart(kind: &str, title: &str, steps: &[Step], x: &Axis, y: &Axis) -> Markup {
     let frame = Frame { x, y, height: 320.0, left: LEFT };
-    let path: Vec<String> = steps.iter().map(|s| format!("{},{}", fmt(frame.px(s.x)), fmt(frame.py(s.y)))).collect();
-    svg(
-        kind,
-        title,
-        frame.height,
-        html! {
-            (frame.axes())
-            polyline class="series" points=(path.join(" ")) {}
-            g class="points" {
-                @for s in steps {
-                    @if let Some((lo, hi)) = s.bar {
-                        line class="error" x1=(fmt(frame.px(s.x))) x2=(fmt(frame.px(s.x))) y1=(fmt(frame.py(lo))) y2=(fmt(frame.py(hi))) {}
-                    }
-                    circle cx=(fmt(frame.px(s.x))) cy=(fmt(frame.py(s.y))) r="4" { title { (s.label) } }
-                }
-            }
-        },
-    )
+    svg(kind, title, frame.height, html! { (frame.axes()) (series(&frame, steps, None)) })
 }
 
 /// One coloured line of a [`lines`] chart.
@@ -406,19 +389,27 @@ pub fn lines(kind: &str, title: &str, lines: &[Line<'_>], x: &Axis, y: &Axis) ->
         html! {
             (frame.axes())
             @for line in lines {
-                @let path: Vec<String> = line.steps.iter().map(|s| format!("{},{}", fmt(frame.px(s.x)), fmt(frame.py(s.y)))).collect();
-                polyline class="series" points=(path.join(" ")) style=(format!("stroke:{}", line.color)) {}
-                g class="points" {
-                    @for s in &line.steps {
-                        @if let Some((lo, hi)) = s.bar {
-                            line class="error" x1=(fmt(frame.px(s.x))) x2=(fmt(frame.px(s.x))) y1=(fmt(frame.py(lo))) y2=(fmt(frame.py(hi))) style=(format!("stroke:{}", line.color)) {}
-                        }
-                        circle cx=(fmt(frame.px(s.x))) cy=(fmt(frame.py(s.y))) r="4" fill=(line.color) { title { (s.label) } }
-                    }
-                }
+                (series(&frame, &line.steps, Some(line.color)))
             }
         },
     )
+}
+
+/// A line through `steps` with their error bars and points, in `color` or the style's.
+fn series(frame: &Frame<'_>, steps: &[Step], color: Option<&str>) -> Markup {
+    let path: Vec<String> = steps.iter().map(|s| format!("{},{}", fmt(frame.px(s.x)), fmt(frame.py(s.y)))).collect();
+    let stroke = color.map(|c| format!("stroke:{c}"));
+    html! {
+        polyline class="series" points=(path.join(" ")) style=[stroke.as_deref()] {}
+        g class="points" {
+            @for s in steps {
+                @if let Some((lo, hi)) = s.bar {
+                    line class="error" x1=(fmt(frame.px(s.x))) x2=(fmt(frame.px(s.x))) y1=(fmt(frame.py(lo))) y2=(fmt(frame.py(hi))) style=[stroke.as_deref()] {}
+                }
+                circle cx=(fmt(frame.px(s.x))) cy=(fmt(frame.py(s.y))) r="4" fill=[color] { title { (s.label) } }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
