@@ -59,7 +59,8 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
     let config = RunConfig::from_file(&run.config())?;
     let corpus: CorpusTable = schema::read(&run.corpus())?;
     let found = duplicate_scores::read(run, corpus.len())?;
-    check_units(run, &config, &corpus.unit, &found.cluster)?;
+    // Documents whose unit was too large to sample as one have no score at the run's level.
+    let fell_back = check_units(run, &config, &corpus.unit, &found.cluster)?;
     let sizes = cluster_sizes(&found.cluster);
     // A spectrum run's scores are those of its finest level, from that level's models.
     let only = logs.finest_level_models(&config.design);
@@ -82,8 +83,9 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
         } else {
             *metrics
         };
-        let (mem_acc, mem_acc_se) = metrics.mem_acc();
-        let (mem_loss, mem_loss_se) = metrics.mem_loss();
+        let scored = !fell_back[doc];
+        let (mem_acc, mem_acc_se) = if scored { metrics.mem_acc() } else { (None, None) };
+        let (mem_loss, mem_loss_se) = if scored { metrics.mem_loss() } else { (None, None) };
         let (group_mem_acc, group_mem_acc_se) = group.mem_acc();
         let (group_mem_loss, group_mem_loss_se) = group.mem_loss();
         scores.doc.push(doc as u32);
@@ -186,10 +188,14 @@ fn how_sure(
 
 /// `corpus.parquet`'s sampling units are those `units.parquet` stores for the run's unit,
 /// and a cluster level's units are the plan's clusters, or the stored files disagree. Runs
-/// planned before `units.parquet` was written are checked on their clusters alone.
-fn check_units(run: &RunDir, config: &RunConfig, unit: &[u32], cluster: &[u32]) -> Result<()> {
+/// planned before `units.parquet` was written are checked on their clusters alone. Returns
+/// which documents fell back from the run's unit to a finer one (none in older runs).
+fn check_units(run: &RunDir, config: &RunConfig, unit: &[u32], cluster: &[u32]) -> Result<Vec<bool>> {
     if !run.units().exists() {
-        return if config.design.unit == Unit::Cluster { same_partition(unit, cluster, "clusters") } else { Ok(()) };
+        if config.design.unit == Unit::Cluster {
+            same_partition(unit, cluster, "clusters")?;
+        }
+        return Ok(vec![false; unit.len()]);
     }
     let stored: UnitTable = schema::read(&run.units())?;
     let level = subsets::units::of_level(&stored, &config.design.unit, unit.len())?;
@@ -200,7 +206,7 @@ fn check_units(run: &RunDir, config: &RunConfig, unit: &[u32], cluster: &[u32]) 
         let clusters = subsets::units::of_level(&stored, &Unit::Cluster, unit.len())?;
         same_partition(&clusters.unit, cluster, "clusters")?;
     }
-    Ok(())
+    Ok(level.fallback)
 }
 
 /// The documents' units and the duplicate scores' clusters are one partition.
@@ -390,6 +396,24 @@ mod tests {
         schema::write(&run.duplicates(), &duplicates, None).unwrap();
         let err = analyze_run(&run).err().unwrap().to_string();
         assert!(err.contains("sampling units and analysis/duplicates.parquet's clusters differ at doc"), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_over_the_size_limit_leaves_its_documents_unscored() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path().join("run"));
+        // 22 documents at 0.2: clusters of up to 4; the six copies fall back to documents.
+        synthetic_run::write_limited(&run, &spec(Unit::Cluster), 0.2, row).unwrap();
+        let analysis = analyze_run(&run).unwrap();
+        let s = &analysis.scores;
+        for doc in 16..22 {
+            assert_eq!((s.mem_acc[doc], s.mem_acc_lo[doc], s.mem_loss[doc]), (None, None, None), "copy {doc}");
+            assert!(s.acc_in[doc].is_some() && s.acc_out[doc].is_some(), "what the models did is kept");
+        }
+        assert!(s.mem_acc[..16].iter().all(Option::is_some));
+        let spectrum = analysis.spectrum.expect("a cluster run has a spectrum of one level");
+        assert!(spectrum.documents.note[16].as_deref().unwrap().contains("over the size limit of 4"));
+        assert!(analysis.summary.to_string().contains("cluster: 6 documents are in units over the size limit"));
     }
 
     #[test]

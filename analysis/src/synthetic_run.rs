@@ -39,9 +39,19 @@ pub struct Row {
 /// `row(model, doc, in_train)` where `in_train[d]` says whether document d is in the
 /// model's training set. Returns the plan. Every unit is sampled whole, however large.
 pub fn write(run: &RunDir, spec: &Spec, row: impl Fn(u32, usize, &[bool]) -> Row + Sync) -> Result<Plan> {
+    write_limited(run, spec, 1.0, row)
+}
+
+/// As [`write`], with units of more than `max_unit_fraction` of the documents falling back.
+pub fn write_limited(
+    run: &RunDir,
+    spec: &Spec,
+    max_unit_fraction: f64,
+    row: impl Fn(u32, usize, &[bool]) -> Row + Sync,
+) -> Result<Plan> {
     let design = DesignConfig {
         unit: spec.unit.clone(),
-        max_unit_fraction: 1.0,
+        max_unit_fraction,
         holdout_ids: spec.holdout_ids.clone(),
         ..DesignConfig::documents(spec.models, 0.5)
     };
