@@ -60,7 +60,7 @@ impl Metrics {
         stats::difference(&self.loss.outside, &self.loss.inside)
     }
 
-    fn push(&mut self, in_train: bool, acc: f64, loss: f64) {
+    pub(crate) fn push(&mut self, in_train: bool, acc: f64, loss: f64) {
         self.acc.push(in_train, acc);
         self.loss.push(in_train, loss);
     }

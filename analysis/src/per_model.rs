@@ -56,7 +56,7 @@ impl RunLogs {
     /// In a spectrum run, the models of its finest level (its first block) among the
     /// complete ones: what its scores and influence rest on. None in a single-level run,
     /// whose scores rest on every model.
-    pub fn finest_level_models(&self, design: &DesignConfig) -> Option<Vec<u32>> {
+    fn finest_level_models(&self, design: &DesignConfig) -> Option<Vec<u32>> {
         let block = design.spectrum.first()?.model_ids();
         Some(self.models.iter().copied().filter(|m| block.binary_search(m).is_ok()).collect())
     }

@@ -59,13 +59,15 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
     let config = RunConfig::from_file(&run.config())?;
     let corpus: CorpusTable = schema::read(&run.corpus())?;
     let found = duplicate_scores::read(run, corpus.len())?;
+    // Runs planned before units.parquet was written have none.
+    let stored: Option<UnitTable> = if run.units().exists() { Some(schema::read(&run.units())?) } else { None };
     // Documents whose unit was too large to sample as one have no score at the run's level.
-    let fell_back = check_units(run, &config, &corpus.unit, &found.cluster)?;
+    let fell_back = check_units(stored.as_ref(), &config, &corpus.unit, &found.cluster)?;
     let sizes = cluster_sizes(&found.cluster);
     // A spectrum run's scores are those of its finest level, from that level's models.
-    let only = logs.finest_level_models(&config.design);
-    let values =
-        Mutex::new(logs.scored_values(&config.design, corpus.len(), (0..corpus.len() as u32).collect(), false));
+    let values = logs.scored_values(&config.design, corpus.len(), (0..corpus.len() as u32).collect(), false);
+    let only = values.only_these.then(|| values.models.clone());
+    let values = Mutex::new(values);
     let accumulated = estimate::accumulate(&logs.logs, only.as_deref(), &found.cluster, &sizes, &values)?;
     let values = values.into_inner().expect("no panics while locked");
     values.check_complete()?;
@@ -123,18 +125,18 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
     let verdict = Verdict::new(&reliability, accumulated.models.len());
     let diagnosis = diagnose_regime(run, &config, &corpus, &scores)?;
     let numbers = Summary::new(&scores, &clusters, &copies);
-    let spectrum = if spectrum::applies(run, &config) {
-        Some(spectrum::analyze(run, &config, &corpus, logs, settings)?)
-    } else {
-        None
+    let spectrum = match &stored {
+        Some(stored) if spectrum::applies(&config) => {
+            Some(spectrum::analyze(&config, &corpus, stored, logs, settings)?)
+        }
+        _ => None,
     };
     let logs = (logs.logs.len(), logs.jobs);
     let mut summary = PrintedSummary::new(&config, &corpus, &scores, numbers, logs, verdict, diagnosis);
-    if let Some(tables) = &spectrum {
-        let units: UnitTable = schema::read(&run.units())?;
+    if let (Some(tables), Some(stored)) = (&spectrum, &stored) {
         let fields = FieldValues::read(run, &tables.documents)?;
         summary = summary
-            .with_spectrum(SpectrumSummary::new(tables, &corpus, &units, &fields), SpectrumSummary::verdicts(tables));
+            .with_spectrum(SpectrumSummary::new(tables, &corpus, stored, &fields), SpectrumSummary::verdicts(tables));
     }
     Ok(Analysis { scores, clusters, copies, reliability, spectrum, summary, run_seed: config.seed })
 }
@@ -190,27 +192,26 @@ fn how_sure(
 /// and a cluster level's units are the plan's clusters, or the stored files disagree. Runs
 /// planned before `units.parquet` was written are checked on their clusters alone. Returns
 /// which documents fell back from the run's unit to a finer one (none in older runs).
-fn check_units(run: &RunDir, config: &RunConfig, unit: &[u32], cluster: &[u32]) -> Result<Vec<bool>> {
-    if !run.units().exists() {
+fn check_units(stored: Option<&UnitTable>, config: &RunConfig, unit: &[u32], cluster: &[u32]) -> Result<Vec<bool>> {
+    let Some(stored) = stored else {
         if config.design.unit == Unit::Cluster {
-            same_partition(unit, cluster, "clusters")?;
+            same_partition(unit, cluster)?;
         }
         return Ok(vec![false; unit.len()]);
-    }
-    let stored: UnitTable = schema::read(&run.units())?;
-    let level = subsets::units::of_level(&stored, &config.design.unit, unit.len())?;
+    };
+    let level = subsets::units::of_level(stored, &config.design.unit, unit.len())?;
     if let Some(doc) = (0..unit.len()).find(|&d| level.sampled[d] != unit[d]) {
         return Err(Error::Message(format!("corpus.parquet's sampling units and units.parquet's differ at doc {doc}")));
     }
     if config.design.levels().contains(&Unit::Cluster) {
-        let clusters = subsets::units::of_level(&stored, &Unit::Cluster, unit.len())?;
-        same_partition(&clusters.unit, cluster, "clusters")?;
+        let clusters = subsets::units::of_level(stored, &Unit::Cluster, unit.len())?;
+        same_partition(&clusters.unit, cluster)?;
     }
     Ok(level.fallback)
 }
 
 /// The documents' units and the duplicate scores' clusters are one partition.
-fn same_partition(unit: &[u32], cluster: &[u32], what: &str) -> Result<()> {
+fn same_partition(unit: &[u32], cluster: &[u32]) -> Result<()> {
     let mut cluster_of_unit = HashMap::new();
     let mut unit_of_cluster = HashMap::new();
     for doc in 0..unit.len() {
@@ -218,7 +219,7 @@ fn same_partition(unit: &[u32], cluster: &[u32], what: &str) -> Result<()> {
         let same_unit = *unit_of_cluster.entry(cluster[doc]).or_insert(unit[doc]) == unit[doc];
         if !(same_cluster && same_unit) {
             return Err(Error::Message(format!(
-                "the sampling units and analysis/duplicates.parquet's {what} differ at doc {doc}"
+                "the sampling units and analysis/duplicates.parquet's clusters differ at doc {doc}"
             )));
         }
     }

@@ -25,7 +25,7 @@ use subsets::seeds;
 use subsets::units::{self, LevelUnits};
 
 use crate::bootstrap::{self, Weights};
-use crate::estimate::{Metrics, Sides};
+use crate::estimate::Metrics;
 use crate::per_model::{self, ModelValues, RunLogs};
 use crate::reliability::{self, Layout, Verdict};
 use crate::scores::AnalyzeSettings;
@@ -50,27 +50,26 @@ impl SpectrumTables {
     }
 }
 
-/// Whether `analyze` measures a spectrum for this run: one planned with `units.parquet`
-/// whose levels are more than the document alone.
-pub fn applies(run: &RunDir, config: &RunConfig) -> bool {
-    run.units().exists() && config.design.levels() != [Unit::Document]
+/// Whether `analyze` measures a spectrum for this run: one whose levels are more than the
+/// document alone.
+pub fn applies(config: &RunConfig) -> bool {
+    config.design.levels() != [Unit::Document]
 }
 
-/// The spectrum of the run from its complete `logs`.
+/// The spectrum of the run from its complete `logs` and its `units.parquet`, `stored`.
 pub fn analyze(
-    run: &RunDir,
     config: &RunConfig,
     corpus: &CorpusTable,
+    stored: &UnitTable,
     logs: &RunLogs,
     settings: AnalyzeSettings,
 ) -> Result<SpectrumTables> {
-    let stored: UnitTable = schema::read(&run.units())?;
     let docs = corpus.len();
     let values =
         per_model::read(&logs.logs, ModelValues::new(logs.models.clone(), docs, (0..docs as u32).collect(), true))?;
     let mut tables = SpectrumTables::default();
     for (index, level) in config.design.levels().iter().enumerate() {
-        let units = units::of_level(&stored, level, docs).map_err(|e| Error::Message(e.to_string()))?;
+        let units = units::of_level(stored, level, docs).map_err(|e| Error::Message(e.to_string()))?;
         let models: Vec<u32> = match config.design.spectrum.get(index) {
             Some(block) => block.model_ids(),
             None => values.models.clone(),
@@ -205,17 +204,9 @@ fn doc_metrics(values: &ModelValues, rows: &[usize], doc: usize) -> Metrics {
     for &r in rows {
         let cell = r * values.docs + doc;
         let inside = values.member[cell];
-        push(&mut metrics, inside, f64::from(values.acc[cell]), f64::from(loss[cell]));
+        metrics.push(inside, f64::from(values.acc[cell]), f64::from(loss[cell]));
     }
     metrics
-}
-
-fn push(metrics: &mut Metrics, inside: bool, acc: f64, loss: f64) {
-    let side = |sides: &mut Sides, value: f64| {
-        if inside { sides.inside.push(value) } else { sides.outside.push(value) }
-    };
-    side(&mut metrics.acc, acc);
-    side(&mut metrics.loss, loss);
 }
 
 /// The group score of every unit of two or more documents: per model with the unit all IN
@@ -237,7 +228,7 @@ fn group_metrics(values: &ModelValues, rows: &[usize], units: &LevelUnits) -> BT
                     let n = cells.len() as f64;
                     let acc = cells.iter().map(|&c| f64::from(values.acc[c])).sum::<f64>() / n;
                     let mean_loss = cells.iter().map(|&c| f64::from(loss[c])).sum::<f64>() / n;
-                    push(&mut metrics, inside > 0, acc, mean_loss);
+                    metrics.push(inside > 0, acc, mean_loss);
                 }
             }
             (unit, metrics)
@@ -614,8 +605,8 @@ mod tests {
         };
         let plan = synthetic_run::write_spectrum(&run, &spec(), &levels, 1.0, row).unwrap();
         let logs = RunLogs::open(&run).unwrap();
-        let tables = analyze(&run, &plan.config, &plan.corpus, &logs, AnalyzeSettings::default()).unwrap();
         let stored: UnitTable = schema::read(&run.units()).unwrap();
+        let tables = analyze(&plan.config, &plan.corpus, &stored, &logs, AnalyzeSettings::default()).unwrap();
         let t = &tables.documents;
         assert_eq!(t.len(), 3 * 12);
         for (index, block) in plan.config.design.spectrum.iter().enumerate() {
@@ -668,7 +659,8 @@ mod tests {
         let plan = synthetic_run::write_spectrum(&run, &spec(), &[Unit::Document, Unit::Cluster], 0.3, row).unwrap();
         assert_eq!(plan.config.design.spectrum[1], Block { level: Unit::Cluster, models: vec![[12, 24]] });
         let logs = RunLogs::open(&run).unwrap();
-        let tables = analyze(&run, &plan.config, &plan.corpus, &logs, AnalyzeSettings::default()).unwrap();
+        let stored: UnitTable = schema::read(&run.units()).unwrap();
+        let tables = analyze(&plan.config, &plan.corpus, &stored, &logs, AnalyzeSettings::default()).unwrap();
         let t = &tables.documents;
         // The limit is 3 documents (30% of 12): the family of 4 falls back to documents.
         let member = 12;
