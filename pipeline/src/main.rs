@@ -250,12 +250,12 @@ struct DemoArgs {
     models: u32,
     #[arg(long, default_value = "document", conflicts_with = "levels")]
     unit: Unit,
-    /// A spectrum demo, e.g. document,cluster,passage (see `plan --levels`); give it 24
-    /// models or more.
+    /// A spectrum demo, e.g. document,cluster,passage (see `plan --levels`); give it 6
+    /// models or more per level.
     #[arg(long, value_delimiter = ',')]
     levels: Vec<Unit>,
-    /// As for `plan`. The demo's corpus is small (125 documents): its near-duplicate family
-    /// of 12 and its planted passage in 6 are sampled whole only above the default of plan.
+    /// As for `plan`. The demo's corpus is small (137 documents): its near-duplicate family
+    /// of 12 and its planted passage in 12 are sampled whole only above the default of plan.
     #[arg(long, default_value_t = 0.1)]
     max_unit_fraction: f64,
 }
@@ -306,21 +306,15 @@ impl NearDupArgs {
     }
 }
 
-/// The unit and the spectrum's blocks that --unit and --levels ask for, levels finest
-/// first.
-fn units_of(unit: &Unit, levels: &[Unit], models: u32) -> Result<(Unit, Vec<Block>)> {
-    if levels.is_empty() {
-        return Ok((unit.clone(), Vec::new()));
-    }
+/// The unit and the spectrum's blocks that --unit and --levels ask for, levels sorted
+/// finest first (the design's validation checks the rest).
+fn units_of(unit: &Unit, levels: &[Unit], models: u32) -> (Unit, Vec<Block>) {
     let mut levels = levels.to_vec();
     levels.sort();
-    if let Some(pair) = levels.windows(2).find(|pair| pair[0] == pair[1]) {
-        bail!("--levels: level {} is given twice", pair[0]);
+    match levels.first() {
+        Some(finest) => (finest.clone(), subsets::config::blocks(&levels, models)),
+        None => (unit.clone(), Vec::new()),
     }
-    if levels.len() < 2 {
-        bail!("--levels: a spectrum needs two levels or more (for one, use --unit {})", levels[0]);
-    }
-    Ok((levels[0].clone(), subsets::config::blocks(&levels, models)))
 }
 
 /// The names of the corpus fields that `field:NAME` levels group by (`source` is read with
@@ -384,7 +378,7 @@ fn dispatch(command: Command) -> Result<()> {
         }
         Command::Status(args) => status::status(&args.run, args.json),
         Command::Slurm(args) => slurm::slurm(&args.run.clone(), &slurm_settings(args)),
-        Command::Demo(args) => run_demo(&args),
+        Command::Demo(args) => run_demo(&args).map_err(name_the_flag),
         Command::Bench(args) => bench::run(&args),
         Command::Pretrain(args) => pretrain::run(&args),
         Command::Evaluate(args) => evaluate::run(&args),
@@ -420,7 +414,7 @@ impl PlanArgs {
         if let Some(run) = self.extend {
             return Ok(PlanSettings::Extend { run, models: self.models });
         }
-        let (unit, spectrum) = units_of(&self.design.unit, &self.design.levels, self.models)?;
+        let (unit, spectrum) = units_of(&self.design.unit, &self.design.levels, self.models);
         let design = DesignConfig {
             models: self.models,
             keep: self.keep.expect("clap requires --keep without --extend"),
@@ -527,9 +521,8 @@ fn plan_run(out: &Path, request: PlanRequest<'_>) -> Result<()> {
         Written::Unchanged => eprintln!("{} already holds this plan; nothing to do", out.display()),
     }
     for block in &plan.config.design.spectrum {
-        eprintln!("  level {:<16} {} models (each unit IN for {})", block.level.to_string(), block.size(), {
-            (plan.config.design.keep * f64::from(block.size())).round()
-        });
+        let in_count = (plan.config.design.keep * f64::from(block.size())).round();
+        eprintln!("  level {:<16} {} models (each unit IN for {in_count})", block.level.to_string(), block.size());
     }
     let limit = subsets::units::max_unit_size(plan.config.design.max_unit_fraction, plan.corpus.doc.len());
     for (level, over, preview) in &plan.oversized {
@@ -694,7 +687,7 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
     }
     let documents = demo::corpus(args.seed, &demo::DemoSizes::default());
     let holdout_ids = demo::held_out_ids(&documents);
-    let (unit, spectrum) = units_of(&args.unit, &args.levels, args.models)?;
+    let (unit, spectrum) = units_of(&args.unit, &args.levels, args.models);
     let request = PlanRequest {
         corpus_path: "built-in demo corpus",
         documents,

@@ -320,7 +320,10 @@ impl DesignConfig {
         let Some(first) = self.spectrum.first() else { return Ok(()) };
         let levels = self.levels();
         if levels.len() < 2 {
-            return Err(Error::setting("design.levels", "a spectrum needs two levels or more (for one, use --unit)"));
+            return Err(Error::setting(
+                "design.levels",
+                format!("a spectrum needs two levels or more (for one, use --unit {})", levels[0]),
+            ));
         }
         if let Some(pair) = levels.windows(2).find(|pair| pair[0] == pair[1]) {
             return Err(Error::setting("design.levels", format!("level {} is given twice", pair[0])));
