@@ -88,8 +88,8 @@ pub fn build(request: PlanRequest<'_>) -> Result<Plan> {
     let mut params = request.design.duplicates.params().map_err(|e| Error::Invalid(format!("design.{e}")))?;
     params.passages = request.design.levels().iter().any(needs_passages);
     build_scored(request, |ids, texts| {
-        let found = duplicates::find_duplicates(texts, &params);
-        let passages = found.passages.as_ref().map(|p| (p.group.clone(), p.longest_shared.clone()));
+        let mut found = duplicates::find_duplicates(texts, &params);
+        let passages = found.passages.take();
         (duplicate_scores::table(&found, ids), passages)
     })
 }
@@ -99,9 +99,6 @@ fn needs_passages(level: &Unit) -> bool {
     matches!(level, Unit::Passage | Unit::Field(_))
 }
 
-/// Passage groups and each document's longest shared byte range.
-type FoundPassages = (Vec<u32>, Vec<(u32, u32)>);
-
 /// Builds the plan. `duplicates_of(ids, texts)` scores the documents' duplicates on
 /// `texts`, the text each model trains and evaluates on (all of it, or what
 /// `max_tokens_per_doc` leaves, an incomplete last character replaced), so that duplicates
@@ -109,7 +106,7 @@ type FoundPassages = (Vec<u32>, Vec<(u32, u32)>);
 /// clusters and passages are the units of those levels.
 fn build_scored(
     request: PlanRequest<'_>,
-    duplicates_of: impl FnOnce(&[String], &[&str]) -> (DuplicateTable, Option<FoundPassages>),
+    duplicates_of: impl FnOnce(&[String], &[&str]) -> (DuplicateTable, Option<duplicates::Passages>),
 ) -> Result<Plan> {
     let PlanRequest {
         corpus_path,
@@ -158,7 +155,7 @@ fn build_scored(
 
     let groupings = Groupings {
         cluster: &duplicates.cluster,
-        passage: passages.as_ref().map(|(group, shared)| units::Passages { group, shared }),
+        passage: passages.as_ref().map(|p| units::Passages { group: &p.group, shared: &p.longest_shared }),
         fields: &field_values,
     };
     let max_size = units::max_unit_size(design_config.max_unit_fraction, documents.len());
@@ -632,7 +629,7 @@ mod tests {
         }
     }
 
-    fn no_clusters(ids: &[String], _: &[&str]) -> (DuplicateTable, Option<FoundPassages>) {
+    fn no_clusters(ids: &[String], _: &[&str]) -> (DuplicateTable, Option<duplicates::Passages>) {
         (clustered((0..ids.len() as u32).collect()), None)
     }
 
@@ -669,10 +666,10 @@ mod tests {
         d
     }
 
-    /// Passage groups from `group`, no shared ranges.
-    fn passages(group: Vec<u32>) -> Option<FoundPassages> {
+    /// Passage groups from `group`, no shared ranges (the sizes are not read).
+    fn passages(group: Vec<u32>) -> Option<duplicates::Passages> {
         let n = group.len();
-        Some((group, vec![(0, 0); n]))
+        Some(duplicates::Passages { group, group_size: vec![0; n], longest_shared: vec![(0, 0); n] })
     }
 
     /// Each stored unit of each level is IN for exactly round(keep × block) models of its
