@@ -8,9 +8,13 @@
 //! member is IN (OUT) for it; models with mixed membership are left out of the group
 //! estimate (all of them when the sampling unit was the document).
 //!
+//! The scores rest on the rows of the final checkpoint (the end of training); rows of
+//! earlier checkpoints (`train.eval_at`) are gathered per checkpoint and document into
+//! [`Accumulated::earlier`], the profile of memorization over training.
+//!
 //! Logs are read batch by batch, files in parallel; besides the per-model matrix it fills
-//! ([`ModelValues`]), each thread holds one [`Metrics`] per document (about 100 bytes) and
-//! its log's (model, cluster) cells.
+//! ([`ModelValues`]), each thread holds one [`Metrics`] per document and checkpoint (about
+//! 100 bytes) and its log's (model, cluster) cells.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -18,7 +22,7 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use subsets::schema::{self, LogTable, Table};
+use subsets::schema::{self, FINAL_CHECKPOINT, LogTable, Table};
 
 use crate::Result;
 use crate::per_model::{LogRows, ModelValues};
@@ -71,15 +75,40 @@ impl Metrics {
     }
 }
 
-/// What all logs say, per document and per multi-member cluster.
+/// What all logs say at the end of training, per document and per multi-member cluster,
+/// and at each earlier checkpoint, per document.
 #[derive(Debug, Clone, Default)]
 pub struct Accumulated {
     pub docs: Vec<Metrics>,
+    /// Training steps at the end (the largest over the models; 0 in logs written before
+    /// checkpoints).
+    pub step: u32,
     /// Keyed by cluster id, only clusters of two or more documents.
     pub clusters: HashMap<u32, Metrics>,
+    /// The checkpoints before the end, in training order.
+    pub earlier: Vec<Checkpoint>,
     pub rows: u64,
     /// Distinct models seen, sorted.
     pub models: Vec<u32>,
+}
+
+/// Every document's metrics at one checkpoint before the end of training.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The fraction of training (`train.eval_at`).
+    pub fraction: f64,
+    /// Training steps taken (the largest over the models).
+    pub step: u32,
+    pub docs: Vec<Metrics>,
+}
+
+impl Checkpoint {
+    fn merge(&mut self, other: &Checkpoint) {
+        self.step = self.step.max(other.step);
+        for (mine, theirs) in self.docs.iter_mut().zip(&other.docs) {
+            mine.merge(theirs);
+        }
+    }
 }
 
 impl Accumulated {
@@ -87,9 +116,32 @@ impl Accumulated {
         Accumulated { docs: vec![Metrics::default(); docs], ..Default::default() }
     }
 
+    /// The metrics of `doc` at checkpoint `fraction` (before the end), the checkpoint added
+    /// where this is its first row.
+    fn earlier_doc(&mut self, fraction: f64, step: u32, doc: usize) -> &mut Metrics {
+        let at = match self.earlier.binary_search_by(|c| c.fraction.total_cmp(&fraction)) {
+            Ok(at) => at,
+            Err(at) => {
+                let docs = vec![Metrics::default(); self.docs.len()];
+                self.earlier.insert(at, Checkpoint { fraction, step, docs });
+                at
+            }
+        };
+        let checkpoint = &mut self.earlier[at];
+        checkpoint.step = checkpoint.step.max(step);
+        &mut checkpoint.docs[doc]
+    }
+
     fn merge(mut self, other: Accumulated) -> Accumulated {
         for (mine, theirs) in self.docs.iter_mut().zip(&other.docs) {
             mine.merge(theirs);
+        }
+        self.step = self.step.max(other.step);
+        for theirs in &other.earlier {
+            match self.earlier.binary_search_by(|c| c.fraction.total_cmp(&theirs.fraction)) {
+                Ok(at) => self.earlier[at].merge(theirs),
+                Err(at) => self.earlier.insert(at, theirs.clone()),
+            }
         }
         for (cluster, theirs) in other.clusters {
             self.clusters.entry(cluster).or_default().merge(&theirs);
@@ -164,6 +216,11 @@ fn accumulate_file(
             }
             let accuracy = f64::from(batch.correct[i]) / tokens;
             let loss = batch.nll[i] / tokens;
+            if batch.checkpoint[i] != FINAL_CHECKPOINT {
+                acc.earlier_doc(batch.checkpoint[i], batch.step[i], doc).push(batch.in_train[i], accuracy, loss);
+                continue;
+            }
+            acc.step = acc.step.max(batch.step[i]);
             acc.docs[doc].push(batch.in_train[i], accuracy, loss);
             rows.push(batch.model[i], doc, batch.in_train[i], accuracy, loss);
             let c = cluster[doc];
@@ -209,7 +266,8 @@ mod tests {
         let path = dir.join(name);
         let mut log = LogTable::default();
         for &(model, doc, in_train, tokens, nll, correct) in rows {
-            log.push(LogRow { model, doc, in_train, tokens, nll, correct, copies: u16::from(in_train) });
+            let copies = u16::from(in_train);
+            log.push(LogRow { checkpoint: 1.0, step: 10, model, doc, in_train, tokens, nll, correct, copies });
         }
         schema::write(&path, &log, None).unwrap();
         path

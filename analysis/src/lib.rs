@@ -2,7 +2,8 @@
 //! standard errors ([`estimate`], [`stats`]), the per-model matrices ([`per_model`]) that
 //! the bootstrap intervals ([`bootstrap`]), the reliability measures ([`reliability`]) and
 //! counterfactual influence ([`influence`]) multiply with one GEMM ([`gemm`]), the score
-//! tables ([`scores`]), the run's summary numbers ([`summary`]) and their two views, the
+//! tables ([`scores`]) and their profile over training ([`profile`]), the memorization
+//! spectrum ([`spectrum`]), the run's summary numbers ([`summary`]) and their two views, the
 //! printed summary ([`printed_summary`]) and the HTML report ([`html_report`]), and whether
 //! the models generalize beyond a leave-one-out bigram baseline ([`diagnosis`]).
 //! [`synthetic_run`] writes runs
@@ -21,6 +22,7 @@ pub mod html_report;
 pub mod influence;
 pub mod per_model;
 pub mod printed_summary;
+pub mod profile;
 pub mod reliability;
 pub mod scores;
 pub mod spectrum;

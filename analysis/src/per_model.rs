@@ -1,5 +1,5 @@
 //! The complete logs of a run, as the job queue verified them, and, read from them, every
-//! model's metrics on chosen documents, one `f32` row per model, with whether each document
+//! model's metrics on chosen documents at the end of training (the final checkpoint), one `f32` row per model, with whether each document
 //! was in the model's training set (from the logs' `in_train`, never from `membership.bin`):
 //! the matrices that the bootstrap, the reliability measures and the influence GEMMs
 //! multiply.
@@ -20,7 +20,7 @@ use queue::Queue;
 use queue::verify::Verified;
 use subsets::config::DesignConfig;
 use subsets::layout::RunDir;
-use subsets::schema::{self, LogTable, Table};
+use subsets::schema::{self, FINAL_CHECKPOINT, LogTable, Table};
 
 use crate::{Error, Result};
 
@@ -216,6 +216,9 @@ pub fn read(logs: &[PathBuf], values: ModelValues) -> Result<ModelValues> {
         schema::for_each_batch(path, |batch: LogTable| {
             for i in 0..batch.len() {
                 row += 1;
+                if batch.checkpoint[i] != FINAL_CHECKPOINT {
+                    continue;
+                }
                 let doc = batch.doc[i] as usize;
                 let tokens = f64::from(batch.tokens[i]);
                 if doc >= docs || tokens == 0.0 {

@@ -9,6 +9,7 @@ use subsets::config::RunConfig;
 use subsets::schema::{CorpusTable, ScoreTable};
 
 use crate::diagnosis::Diagnosis;
+use crate::profile::{ProfileSummary, percent};
 use crate::reliability::Verdict;
 use crate::spectrum::SpectrumSummary;
 use crate::summary::{Quantiles, Summary, preview, source_label};
@@ -31,6 +32,8 @@ pub struct PrintedSummary {
     /// The spectrum's numbers and each level's reliability verdict, if the run has levels
     /// beyond the document.
     spectrum: Option<(SpectrumSummary, Vec<(String, Verdict)>)>,
+    /// Memorization over training, if the models were evaluated at more than one checkpoint.
+    profile: Option<ProfileSummary>,
 }
 
 /// A line of the most memorized documents.
@@ -84,7 +87,13 @@ impl PrintedSummary {
             reliability,
             diagnosis,
             spectrum: None,
+            profile: None,
         }
+    }
+
+    /// The summary with memorization over training.
+    pub fn with_profile(self, profile: ProfileSummary) -> PrintedSummary {
+        PrintedSummary { profile: Some(profile), ..self }
     }
 
     /// The summary with a spectrum's numbers and each level's reliability verdict.
@@ -95,7 +104,8 @@ impl PrintedSummary {
     /// `summary.json`: `models`, `documents`, `holdout`, `jobs_analyzed`, `jobs`,
     /// `mem_acc_quantiles` (`min`, `p10`, `median`, `p90`, `max`, or null), `sources`
     /// (`{source: {count, median, mean}}` of mem_acc over the scored documents of each
-    /// named source) and `diagnosis` ([`Diagnosis`]).
+    /// named source), `reliability` ([`Verdict::to_json`]), `diagnosis` ([`Diagnosis`]),
+    /// `spectrum` and `profile` ([`ProfileSummary`]), the last two null where the run has none.
     pub fn to_json(&self) -> serde_json::Value {
         let quantiles = self
             .numbers
@@ -114,8 +124,10 @@ impl PrintedSummary {
             "jobs": self.logs.1,
             "mem_acc_quantiles": quantiles,
             "sources": sources,
+            "reliability": self.reliability.to_json(),
             "diagnosis": self.diagnosis,
             "spectrum": self.spectrum.as_ref().map(|(spectrum, _)| spectrum_json(spectrum)),
+            "profile": self.profile,
         })
     }
 }
@@ -174,6 +186,9 @@ impl fmt::Display for PrintedSummary {
         }
         if let Some((spectrum, verdicts)) = &self.spectrum {
             write_spectrum(f, spectrum, verdicts)?;
+        }
+        if let Some(profile) = &self.profile {
+            write_profile(f, profile)?;
         }
         write!(f, "\n{}", self.diagnosis)
     }
@@ -276,4 +291,59 @@ fn write_spectrum(
         }
     }
     Ok(())
+}
+
+fn write_profile(f: &mut fmt::Formatter<'_>, profile: &ProfileSummary) -> fmt::Result {
+    let steps: Vec<String> = profile.checkpoints.iter().map(|c| c.step.to_string()).collect();
+    writeln!(
+        f,
+        "\nmemorization over training: mean mem_acc by source at each checkpoint (steps {})",
+        steps.join(", ")
+    )?;
+    write!(f, "  {:<16}", "source")?;
+    for c in &profile.checkpoints {
+        write!(f, " {:>7}", percent(c.checkpoint))?;
+    }
+    writeln!(f)?;
+    for row in &profile.sources {
+        write!(f, "  {:<16}", source_label(row.source.as_deref()))?;
+        for m in &row.mem_acc {
+            write!(f, " {:>7}", opt(*m))?;
+        }
+        writeln!(f)?;
+    }
+    write!(f, "  {:<16}", "OUT − bigram")?;
+    for c in &profile.checkpoints {
+        write!(f, " {:>7}", opt(c.regime.generalization_gap))?;
+    }
+    let memorizing: Vec<String> =
+        profile.checkpoints.iter().filter(|c| c.regime.memorizing).map(|c| percent(c.checkpoint)).collect();
+    match memorizing.is_empty() {
+        true => writeln!(f, "  (memorizing regime at no checkpoint)")?,
+        false => writeln!(f, "  (memorizing regime at {})", memorizing.join(", "))?,
+    }
+    write!(f, "  {:<16}", "Spearman w/ end")?;
+    for c in &profile.checkpoints {
+        write!(f, " {:>7}", c.spearman_with_final.map_or_else(|| "-".into(), |r| format!("{r:.2}")))?;
+    }
+    writeln!(f)?;
+    let last = profile.checkpoints.last().expect("a profile has two checkpoints or more");
+    match profile.stable_checkpoint() {
+        Some(c) if c.checkpoint < last.checkpoint => writeln!(
+            f,
+            "ranking over training: from {} of training (step {} of {}) on, the ranking of documents is the final \
+             one's (Spearman ≥ {}): training that long would have told the same story at {} of the training cost",
+            percent(c.checkpoint),
+            c.step,
+            last.step,
+            profile.stable_ranking,
+            percent(c.checkpoint)
+        ),
+        _ => writeln!(
+            f,
+            "ranking over training: the ranking of documents changes until the end (Spearman with the final \
+             ranking below {} at every earlier checkpoint): fewer steps would have told another story",
+            profile.stable_ranking
+        ),
+    }
 }

@@ -7,6 +7,10 @@
 //! - convergence: the Spearman correlation between the ranking from the first m models
 //!   (by id) and from all M, for m = 4, 8, 16, … and M.
 //!
+//! When the ranking is not stable, the same formula, inverted, says how many models would
+//! make it so ([`models_for_stable`]), and the verdict gives the command that grows the run
+//! to them and its expected time.
+//!
 //! Both are weight rows of [`crate::bootstrap`]: their mem_acc values come from the same
 //! products as the bootstrap's.
 
@@ -21,7 +25,27 @@ use crate::bootstrap::Weights;
 use crate::stats::spearman;
 
 /// Spearman-Brown reliability from which the ranking is called stable.
-const STABLE: f64 = 0.9;
+pub const STABLE: f64 = 0.9;
+
+/// The models whose Spearman-Brown reliability would reach [`STABLE`], from the Spearman
+/// `halves` between the rankings of two halves of `half` models each.
+///
+/// Reliability of the mean over k models, each of reliability ρ, is kρ / (1 + (k − 1)ρ),
+/// so its odds R / (1 − R) grow in proportion to k: the halves' odds are those of `half`
+/// models, and `STABLE`'s odds are reached at half · (STABLE / (1 − STABLE)) / (r / (1 − r))
+/// models. None when the halves do not agree (r ≤ 0): then no number of models follows.
+pub fn models_for_stable(halves: f64, half: u32) -> Option<u32> {
+    if !(halves > 0.0 && halves.is_finite()) || half == 0 {
+        return None;
+    }
+    let odds = |r: f64| r / (1.0 - r);
+    if halves >= 1.0 {
+        return Some(half);
+    }
+    // A hair below the exact quotient, so that a value of exactly k is not rounded to k + 1.
+    let models = f64::from(half) * odds(STABLE) / odds(halves);
+    Some((models - 1e-9).ceil().max(2.0) as u32)
+}
 
 /// Which weight rows hold the halves and the first-m subsets.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,16 +95,19 @@ pub fn measure(layout: &Layout, per_doc: &[Vec<f32>]) -> ReliabilityTable {
     table.models.push(layout.half as u32);
     table.spearman.push(halves);
     table.predicted.push(halves.and_then(|r| (r > -1.0).then(|| 2.0 * r / (1.0 + r))));
+    table.models_for_stable.push(halves.and_then(|r| models_for_stable(r, layout.half as u32)));
     for (i, &m) in layout.sizes.iter().enumerate() {
         table.measure.push("convergence".into());
         table.models.push(m as u32);
         table.spearman.push(spearman(&column(2 + i), &all));
         table.predicted.push(None);
+        table.models_for_stable.push(None);
     }
     table
 }
 
-/// The summary's one line: do the models rank the documents stably?
+/// The summary's one line: do the models rank the documents stably? If not, how many would,
+/// and how to get them.
 #[derive(Debug, Clone)]
 pub struct Verdict {
     models: usize,
@@ -89,25 +116,93 @@ pub struct Verdict {
     predicted: Option<f64>,
     /// m and Spearman of the largest convergence row below all models.
     largest_subset: Option<(u32, Option<f64>)>,
+    /// [`models_for_stable`] from the halves.
+    models_for_stable: Option<u32>,
+    growth: Growth,
+}
+
+/// What growing the run means for a verdict on some of its models.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Growth {
+    /// The run directory, as the command should name it.
+    pub run: String,
+    /// Models of the whole run.
+    pub run_models: usize,
+    /// Models of the run per model the verdict rests on (more than 1 for one level of a
+    /// spectrum run, whose blocks all grow together).
+    pub scale: f64,
+    /// The run's measured throughput, if known.
+    pub models_per_hour: Option<f64>,
 }
 
 impl Verdict {
-    pub fn new(table: &ReliabilityTable, models: usize) -> Verdict {
+    /// The verdict on the `models` whose measures `table` holds, the run grown as `growth`
+    /// says (None: the command names `RUN` and no time is given).
+    pub fn new(table: &ReliabilityTable, models: usize, growth: Option<Growth>) -> Verdict {
         let largest_subset = (0..table.measure.len())
             .rfind(|&i| table.measure[i] == "convergence" && (table.models[i] as usize) < models)
             .map(|i| (table.models[i], table.spearman[i]));
+        let growth =
+            growth.unwrap_or(Growth { run: "RUN".into(), run_models: models, scale: 1.0, models_per_hour: None });
         Verdict {
             models,
             half: table.models[0],
             halves: table.spearman[0],
             predicted: table.predicted[0],
             largest_subset,
+            models_for_stable: table.models_for_stable.first().copied().flatten(),
+            growth,
         }
     }
 
     /// Models of the run.
     pub fn models(&self) -> usize {
         self.models
+    }
+
+    /// The run's total models to plan so that the verdict's models reach `needed`.
+    fn run_total(&self, needed: u32) -> usize {
+        ((f64::from(needed) * self.growth.scale).ceil() as usize).max(self.growth.run_models + 1)
+    }
+
+    /// `summary.json`'s `reliability`: `half`, `halves` (Spearman), `predicted`, `stable`,
+    /// `models_for_stable`, and, when not stable, `extend_to` (models of the run), `command`
+    /// and `hours` (at the measured throughput, or null).
+    pub fn to_json(&self) -> serde_json::Value {
+        let stable = self.predicted.is_some_and(|p| p >= STABLE);
+        let grow = (!stable).then(|| self.models_for_stable.map(|m| self.run_total(m))).flatten();
+        serde_json::json!({
+            "models": self.models,
+            "half": self.half,
+            "halves": self.halves,
+            "predicted": self.predicted,
+            "stable": stable,
+            "models_for_stable": self.models_for_stable,
+            "extend_to": grow,
+            "command": grow.map(|total| self.command(total)),
+            "hours": grow.and_then(|total| self.hours(total)),
+        })
+    }
+
+    fn command(&self, total: usize) -> String {
+        format!("cfmem plan --extend {} --models {total}", self.growth.run)
+    }
+
+    /// Hours to train the models from the run's size to `total` at its measured rate.
+    fn hours(&self, total: usize) -> Option<f64> {
+        let rate = self.growth.models_per_hour?;
+        Some(total.saturating_sub(self.growth.run_models) as f64 / rate)
+    }
+}
+
+/// "40 min", "3.2 h", "2.5 days".
+fn duration(hours: f64) -> String {
+    if hours < 1.0 {
+        format!("{:.0} min", (hours * 60.0).max(1.0))
+    } else if hours < 48.0 {
+        format!("{hours:.1} h")
+    } else {
+        format!("{:.1} days", hours / 24.0)
     }
 }
 
@@ -116,7 +211,8 @@ impl fmt::Display for Verdict {
         let (Some(halves), Some(predicted)) = (self.halves, self.predicted) else {
             return write!(
                 f,
-                "reliability: too few models or scored documents to tell; grow the run with `cfmem plan --extend RUN --models M2`"
+                "reliability: too few models or scored documents to tell; grow the run, e.g. to twice its models: `{}`",
+                self.command(self.growth.run_models * 2)
             );
         };
         write!(
@@ -128,12 +224,32 @@ impl fmt::Display for Verdict {
             write!(f, " (first {m} vs all: {rho:.2})")?;
         }
         if predicted >= STABLE {
-            write!(f, "; enough models for a stable ranking")
-        } else {
-            write!(
+            return write!(f, "; enough models for a stable ranking");
+        }
+        write!(f, "; not enough models for a stable ranking (below {STABLE})")?;
+        let Some(needed) = self.models_for_stable else {
+            return write!(
                 f,
-                "; not enough models for a stable ranking (below {STABLE}): grow the run with `cfmem plan --extend RUN --models M2`"
-            )
+                ": the halves do not agree, so the models needed cannot be estimated from them (is anything \
+                 memorized? see the diagnosis); to look further, double the run: `{}`",
+                self.command(self.growth.run_models * 2)
+            );
+        };
+        let total = self.run_total(needed);
+        let these = if self.growth.scale > 1.0 { " of this level" } else { "" };
+        write!(
+            f,
+            ": about {needed} models{these} would reach it (Spearman-Brown from the halves): `{}`",
+            self.command(total)
+        )?;
+        match (self.hours(total), self.growth.models_per_hour) {
+            (Some(hours), Some(rate)) => write!(
+                f,
+                ", then `cfmem run`: {} models more, about {} at this run's {rate:.0} models per hour",
+                total - self.growth.run_models,
+                duration(hours)
+            ),
+            _ => write!(f, ", then `cfmem run`: {} models more", total - self.growth.run_models),
         }
     }
 }
@@ -173,11 +289,45 @@ mod tests {
         assert!((table.spearman[0].unwrap() - 0.8).abs() < 1e-12);
         assert!((table.predicted[0].unwrap() - 1.6 / 1.8).abs() < 1e-12);
         assert_eq!(table.spearman[1..], [Some(1.0), Some(1.0)]);
-        let line = Verdict::new(&table, 8).to_string();
+        // Odds 0.8 / 0.2 = 4 at 4 models; odds 9 at 4 × 9 / 4 = 9 models.
+        assert_eq!(table.models_for_stable, [Some(9), None, None]);
+        let line = Verdict::new(&table, 8, None).to_string();
         assert_eq!(
             line,
             "reliability: halves of 4 models agree at Spearman 0.80, 0.89 estimated for all 8 \
-             (first 4 vs all: 1.00); not enough models for a stable ranking (below 0.9): grow the run with `cfmem plan --extend RUN --models M2`"
+             (first 4 vs all: 1.00); not enough models for a stable ranking (below 0.9): about 9 models would reach it \
+             (Spearman-Brown from the halves): `cfmem plan --extend RUN --models 9`, then `cfmem run`: 1 models more"
         );
+        let growth = Growth { run: "runs/a".into(), run_models: 16, scale: 2.0, models_per_hour: Some(4.0) };
+        let line = Verdict::new(&table, 8, Some(growth)).to_string();
+        assert!(
+            line.ends_with(
+                "about 9 models of this level would reach it (Spearman-Brown from the halves): \
+                 `cfmem plan --extend runs/a --models 18`, then `cfmem run`: 2 models more, about 30 min at this \
+                 run's 4 models per hour"
+            ),
+            "{line}"
+        );
+        let json = Verdict::new(&table, 8, None).to_json();
+        assert_eq!(json["models_for_stable"], 9);
+        assert_eq!(json["command"], "cfmem plan --extend RUN --models 9");
+        assert_eq!(json["stable"], false);
+    }
+
+    #[test]
+    fn models_for_a_stable_ranking_invert_spearman_brown() {
+        // Halves of 8 at 0.5: odds 1, so odds 9 at 72 models; the prediction for 72 is 0.9.
+        assert_eq!(models_for_stable(0.5, 8), Some(72));
+        let reliability = |r1: f64, k: f64| k * r1 / (1.0 + (k - 1.0) * r1);
+        for &(r1, half) in &[(0.02, 8u32), (0.1, 4), (0.3, 16), (0.01, 50)] {
+            let halves = reliability(r1, f64::from(half));
+            let needed = models_for_stable(halves, half).unwrap();
+            assert!(reliability(r1, f64::from(needed)) >= STABLE - 1e-12, "{r1} {half}: {needed}");
+            assert!(reliability(r1, f64::from(needed - 1)) < STABLE, "{r1} {half}: {needed} is the fewest");
+        }
+        assert_eq!(models_for_stable(0.0, 8), None);
+        assert_eq!(models_for_stable(-0.2, 8), None);
+        assert_eq!(models_for_stable(f64::NAN, 8), None);
+        assert_eq!(models_for_stable(0.95, 8), Some(4), "already enough: fewer than the run");
     }
 }

@@ -1,5 +1,6 @@
 //! `cfmem analyze`: from a run directory to `analysis/scores.parquet`,
 //! `analysis/clusters.parquet`, `analysis/copies.parquet`, `analysis/reliability.parquet`,
+//! `analysis/profile.parquet` (the scores at every checkpoint of training, [`crate::profile`]),
 //! the printed summary ([`crate::printed_summary`]) and its numbers in `analysis/summary.json`,
 //! the diagnosis of whether the models generalize ([`crate::diagnosis`]) included. The
 //! duplicate scores and clusters are the ones `plan` stored (`analysis/duplicates.parquet`),
@@ -12,16 +13,19 @@ use subsets::config::{RunConfig, Unit};
 use subsets::duplicate_scores;
 use subsets::layout::RunDir;
 use subsets::plan::CANARY_SOURCE;
-use subsets::schema::{self, ClusterTable, CopiesTable, CorpusTable, ReliabilityTable, ScoreTable, Table, UnitTable};
+use subsets::schema::{
+    self, ClusterTable, CopiesTable, CorpusTable, ProfileTable, ReliabilityTable, ScoreTable, Table, UnitTable,
+};
 use subsets::seeds;
 use subsets::tokenizer::{RunTokens, Tokenizer};
 
 use crate::bootstrap::{self, Weights};
-use crate::diagnosis::{self, Diagnosis, DocumentAccuracy};
+use crate::diagnosis::{self, Baseline, Diagnosis, DocumentAccuracy};
 use crate::estimate::{self, Metrics};
 use crate::per_model::{ModelValues, RunLogs};
 use crate::printed_summary::PrintedSummary;
-use crate::reliability::{self, Verdict};
+use crate::profile::{self, ProfileSummary};
+use crate::reliability::{self, Growth, Verdict};
 use crate::spectrum::{self, FieldValues, SpectrumSummary, SpectrumTables};
 use crate::stats::Moments;
 use crate::summary::Summary;
@@ -46,6 +50,8 @@ pub struct Analysis {
     pub clusters: ClusterTable,
     pub copies: CopiesTable,
     pub reliability: ReliabilityTable,
+    /// The scores at every checkpoint of training (one checkpoint, the end, by default).
+    pub profile: ProfileTable,
     /// Memorization at each level, for runs with levels beyond the document.
     pub spectrum: Option<SpectrumTables>,
     pub summary: PrintedSummary,
@@ -122,8 +128,24 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
 
     let clusters = cluster_table(&accumulated.clusters, &sizes);
     let copies = copies_table(&config, &corpus, &scores);
-    let verdict = Verdict::new(&reliability, accumulated.models.len());
-    let diagnosis = diagnose_regime(run, &config, &corpus, &scores)?;
+    let growth = Growth {
+        run: run.root().display().to_string(),
+        run_models: config.design.models as usize,
+        scale: f64::from(config.design.models)
+            / config.design.spectrum.first().map_or(config.design.models, |b| b.size()) as f64,
+        models_per_hour: queue::Queue::open(run.clone())?.status()?.models_per_hour,
+    };
+    let verdict = Verdict::new(&reliability, accumulated.models.len(), Some(growth.clone()));
+    let baselines = baselines(run, &config, &corpus)?;
+    let diagnosis = diagnose_regime(&baselines, &scores, &scores.acc_in, &scores.acc_out);
+    let profile = profile::table(&accumulated, &scores, &fell_back);
+    let regimes = profile::checkpoints(&profile)
+        .into_iter()
+        .map(|(_, _, rows)| {
+            diagnose_regime(&baselines, &scores, &profile.acc_in[rows.clone()], &profile.acc_out[rows]).overall
+        })
+        .collect();
+    let profile_summary = ProfileSummary::new(&profile, regimes);
     let numbers = Summary::new(&scores, &clusters, &copies);
     let spectrum = match &stored {
         Some(stored) if spectrum::applies(&config) => {
@@ -135,16 +157,21 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
     let mut summary = PrintedSummary::new(&config, &corpus, &scores, numbers, logs, verdict, diagnosis);
     if let (Some(tables), Some(stored)) = (&spectrum, &stored) {
         let fields = FieldValues::read(run, &tables.documents)?;
-        summary = summary
-            .with_spectrum(SpectrumSummary::new(tables, &corpus, stored, &fields), SpectrumSummary::verdicts(tables));
+        summary = summary.with_spectrum(
+            SpectrumSummary::new(tables, &corpus, stored, &fields),
+            SpectrumSummary::verdicts(tables, &growth),
+        );
     }
-    Ok(Analysis { scores, clusters, copies, reliability, spectrum, summary, run_seed: config.seed })
+    if let Some(profile) = profile_summary {
+        summary = summary.with_profile(profile);
+    }
+    Ok(Analysis { scores, clusters, copies, reliability, profile, spectrum, summary, run_seed: config.seed })
 }
 
-/// Whether the models generalize: each document's IN and OUT accuracy against a bigram
-/// model fit on the training pool (the documents some model trains on, by their copies, and
-/// the background) without the document, tokenized as the models saw it.
-fn diagnose_regime(run: &RunDir, config: &RunConfig, corpus: &CorpusTable, scores: &ScoreTable) -> Result<Diagnosis> {
+/// Each document's leave-one-out baselines: what a bigram model fit on the training pool
+/// (the documents some model trains on, by their copies, and the background) without the
+/// document predicts of it, tokenized as the models saw it.
+fn baselines(run: &RunDir, config: &RunConfig, corpus: &CorpusTable) -> Result<Vec<Baseline>> {
     let tokenizer = Tokenizer::for_run(run, config)?;
     let RunTokens { documents, background } = tokenizer.encode_run(run, config, corpus)?;
     let weights: Vec<u32> = corpus
@@ -153,20 +180,30 @@ fn diagnose_regime(run: &RunDir, config: &RunConfig, corpus: &CorpusTable, score
         .zip(&corpus.holdout)
         .map(|(&copies, &held)| if held { 0 } else { copies.into() })
         .collect();
-    let baselines = diagnosis::leave_one_out_baselines(&documents, &weights, &background, tokenizer.vocab())?;
+    Ok(diagnosis::leave_one_out_baselines(&documents, &weights, &background, tokenizer.vocab())?)
+}
+
+/// Whether the models generalize: each document's IN and OUT accuracy (`acc_in[doc]`,
+/// `acc_out[doc]`, at one checkpoint) against its `baselines`.
+fn diagnose_regime(
+    baselines: &[Baseline],
+    scores: &ScoreTable,
+    acc_in: &[Option<f64>],
+    acc_out: &[Option<f64>],
+) -> Diagnosis {
     let accuracies: Vec<DocumentAccuracy> = baselines
         .iter()
         .enumerate()
         .map(|(doc, baseline)| DocumentAccuracy {
             source: scores.source[doc].clone(),
             holdout: scores.holdout[doc],
-            acc_in: scores.acc_in[doc],
-            acc_out: scores.acc_out[doc],
+            acc_in: acc_in[doc],
+            acc_out: acc_out[doc],
             bigram: baseline.bigram_accuracy(),
             unigram: baseline.unigram_accuracy(),
         })
         .collect();
-    Ok(diagnosis::diagnose(&accuracies))
+    diagnosis::diagnose(&accuracies)
 }
 
 /// Each document's bootstrap interval of mem_acc and the run's reliability measures, from
@@ -298,6 +335,7 @@ impl Analysis {
         schema::write(&run.clusters(), &self.clusters, seed)?;
         schema::write(&run.copies(), &self.copies, seed)?;
         schema::write(&run.reliability(), &self.reliability, seed)?;
+        schema::write(&run.profile(), &self.profile, seed)?;
         if let Some(spectrum) = &self.spectrum {
             spectrum.write(run, self.run_seed)?;
         }
@@ -432,5 +470,137 @@ mod tests {
         assert!(r.spearman[0].unwrap() > 0.9 && r.predicted[0].unwrap() > r.spearman[0].unwrap(), "{r:?}");
         assert_eq!(r.spearman[2], Some(1.0));
         assert!(analysis.summary.to_string().contains("enough models for a stable ranking"));
+    }
+
+    /// Accuracy as [`row`], the IN gain growing with training: `checkpoint` of it.
+    fn row_at(checkpoint: f64, model: u32, doc: usize, in_train: &[bool]) -> Row {
+        let gain = if in_train[doc] { (checkpoint * 5.0 * (doc % 10) as f64).round() as u32 } else { 0 };
+        let correct = 30 + model % 3 + gain + (checkpoint * 8.0) as u32 % 3;
+        Row { tokens: 100, correct, nll: f64::from(100 - correct) / checkpoint }
+    }
+
+    #[test]
+    fn every_checkpoints_scores_equal_a_recomputation_from_the_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path().join("run"));
+        let eval_at = [0.25, 0.5, 1.0];
+        synthetic_run::write_checkpoints(&run, &spec(Unit::Document), &eval_at, row_at).unwrap();
+        let analysis = analyze_run(&run).unwrap();
+        analysis.write(&run).unwrap();
+        let profile: ProfileTable = schema::read(&run.profile()).unwrap();
+        assert_eq!(profile, analysis.profile);
+        let docs = analysis.scores.len();
+        assert_eq!(profile.len(), 3 * docs);
+
+        // Straight from the log files: per (checkpoint, doc), the IN and OUT accuracies and
+        // losses, then textbook means, variances and their differences.
+        let mut rows: BTreeMap<(u64, u32), [Vec<(f64, f64)>; 2]> = BTreeMap::new();
+        for job in 0..2 {
+            let log: subsets::schema::LogTable = schema::read(&run.log(job)).unwrap();
+            for i in 0..log.len() {
+                let sides = rows.entry((log.checkpoint[i].to_bits(), log.doc[i])).or_default();
+                let tokens = f64::from(log.tokens[i]);
+                sides[usize::from(log.in_train[i])].push((f64::from(log.correct[i]) / tokens, log.nll[i] / tokens));
+            }
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let difference = |a: &[f64], b: &[f64]| {
+            let var = |v: &[f64]| v.iter().map(|x| (x - mean(v)).powi(2)).sum::<f64>() / (v.len() - 1) as f64;
+            (mean(a) - mean(b), (var(a) / a.len() as f64 + var(b) / b.len() as f64).sqrt())
+        };
+        for i in 0..profile.len() {
+            let [outside, inside] = &rows[&(profile.checkpoint[i].to_bits(), profile.doc[i])];
+            let acc = |v: &[(f64, f64)]| v.iter().map(|r| r.0).collect::<Vec<_>>();
+            let loss = |v: &[(f64, f64)]| v.iter().map(|r| r.1).collect::<Vec<_>>();
+            let (mem_acc, mem_acc_se) = difference(&acc(inside), &acc(outside));
+            let (mem_loss, mem_loss_se) = difference(&loss(outside), &loss(inside));
+            let close = |got: Option<f64>, want: f64| (got.unwrap() - want).abs() < 1e-12;
+            assert_eq!((profile.n_in[i], profile.n_out[i]), (inside.len() as u32, outside.len() as u32));
+            assert!(close(profile.acc_in[i], mean(&acc(inside))) && close(profile.acc_out[i], mean(&acc(outside))));
+            assert!(close(profile.mem_acc[i], mem_acc) && close(profile.mem_acc_se[i], mem_acc_se), "row {i}");
+            assert!(close(profile.mem_loss[i], mem_loss) && close(profile.mem_loss_se[i], mem_loss_se), "row {i}");
+        }
+        assert_eq!(profile.checkpoint[..docs], vec![0.25; docs]);
+        assert_eq!(profile.step[docs..2 * docs], vec![500; docs]);
+        // The end of training is scores.parquet, exactly.
+        let end = 2 * docs..3 * docs;
+        assert_eq!(profile.mem_acc[end.clone()], analysis.scores.mem_acc[..]);
+        assert_eq!(profile.mem_loss_se[end.clone()], analysis.scores.mem_loss_se[..]);
+        assert_eq!(profile.acc_out[end], analysis.scores.acc_out[..]);
+
+        // Document d gains 5·(d mod 10) points IN at the end, a quarter of that at 25%: the
+        // ranking at 25% is the final one's up to rounding.
+        let summary = analysis.summary.to_json();
+        let checkpoints = summary["profile"]["checkpoints"].as_array().unwrap();
+        assert_eq!(checkpoints.len(), 3);
+        assert!(checkpoints[0]["spearman_with_final"].as_f64().unwrap() > 0.9, "{checkpoints:?}");
+        assert_eq!(summary["profile"]["stable_from"], 0.25);
+        let printed = analysis.summary.to_string();
+        assert!(
+            printed.contains(
+                "memorization over training: mean mem_acc by source at each checkpoint (steps 250, 500, 1000)"
+            ),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("from 25% of training (step 250 of 1000) on, the ranking of documents is the final one's"),
+            "{printed}"
+        );
+    }
+
+    /// A standard normal draw (Box-Muller).
+    fn normal(rng: &mut impl rand::RngExt) -> f64 {
+        let (u, v): (f64, f64) = (rng.random(), rng.random());
+        (-2.0 * (1.0 - u).ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+
+    /// A run of `models` over 2000 documents whose true memorization has standard deviation
+    /// `signal` and whose every (model, document) accuracy has independent noise `noise`.
+    fn noisy_run(dir: &std::path::Path, models: u32, signal: f64, noise: f64) -> Analysis {
+        let run = RunDir::new(dir.join(format!("run-{models}")));
+        let spec = Spec {
+            documents: synthetic_run::documents(2000, 5),
+            models,
+            stack: 16,
+            seed: 9,
+            unit: Unit::Document,
+            holdout_ids: vec![],
+        };
+        let mut rng = seeds::rng(7, "true-memorization", 0);
+        let truth: Vec<f64> = (0..2000).map(|_| signal * normal(&mut rng)).collect();
+        synthetic_run::write(&run, &spec, |model, doc, in_train| {
+            let mut rng = seeds::rng(u64::from(model), "noise", doc as u64);
+            let accuracy = 0.5 + if in_train[doc] { truth[doc] } else { 0.0 } + noise * normal(&mut rng);
+            let tokens = 1_000_000;
+            let correct = (accuracy.clamp(0.0, 1.0) * f64::from(tokens)).round() as u32;
+            Row { tokens, correct, nll: 1.0 }
+        })
+        .unwrap();
+        analyze_run(&run).unwrap()
+    }
+
+    #[test]
+    fn the_models_for_a_stable_ranking_are_estimated_from_a_known_per_model_reliability() {
+        // With keep 0.5, M models estimate a document's memorization with noise variance
+        // noise² · 4 / M, so the reliability of M models is s² / (s² + 4·noise²/M): 0.9 at
+        // M = 36 · noise² / s² = 64 models for noise / s = 4 / 3.
+        let (signal, noise) = (0.03, 0.04);
+        let truth = 36.0 * noise * noise / (signal * signal);
+        let dir = tempfile::tempdir().unwrap();
+        let small = noisy_run(dir.path(), 16, signal, noise);
+        let estimate = small.reliability.models_for_stable[0].unwrap();
+        // The halves' Spearman understates their Pearson correlation, and random halves are
+        // not balanced per document as the whole run is: both make the estimate a little high.
+        assert!(
+            (0.9 * truth..1.35 * truth).contains(&f64::from(estimate)),
+            "{estimate} models estimated, {truth} true"
+        );
+        let json = small.summary.to_json();
+        assert_eq!(json["reliability"]["models_for_stable"], estimate);
+        assert!(small.summary.to_string().contains(&format!("about {estimate} models would reach it")));
+        // And that many models do rank the documents stably.
+        let grown = noisy_run(dir.path(), estimate, signal, noise);
+        let predicted = grown.reliability.predicted[0].unwrap();
+        assert!(predicted >= 0.88, "{estimate} models: Spearman-Brown {predicted}");
     }
 }

@@ -27,7 +27,7 @@ use subsets::units::{self, LevelUnits};
 use crate::bootstrap::{self, Weights};
 use crate::estimate::Metrics;
 use crate::per_model::{self, ModelValues, RunLogs};
-use crate::reliability::{self, Layout, Verdict};
+use crate::reliability::{self, Growth, Layout, Verdict};
 use crate::scores::AnalyzeSettings;
 use crate::stats::quantile;
 use crate::{Error, Result};
@@ -194,6 +194,7 @@ pub fn measure_level(
         r.models.push(measured.models[i]);
         r.spearman.push(measured.spearman[i]);
         r.predicted.push(measured.predicted[i]);
+        r.models_for_stable.push(measured.models_for_stable[i]);
     }
 }
 
@@ -418,8 +419,9 @@ impl SpectrumSummary {
         Ok(Some(SpectrumSummary::new(&tables, corpus, &units, &fields)))
     }
 
-    /// The reliability verdict of each level, as the printed summary words it.
-    pub fn verdicts(tables: &SpectrumTables) -> Vec<(String, Verdict)> {
+    /// The reliability verdict of each level, as the printed summary words it, the run
+    /// grown as `run` says (its `scale` set here, per level).
+    pub fn verdicts(tables: &SpectrumTables, run: &Growth) -> Vec<(String, Verdict)> {
         let r = &tables.reliability;
         let mut levels: Vec<String> = r.level.clone();
         levels.dedup();
@@ -432,9 +434,11 @@ impl SpectrumSummary {
                     models: rows.iter().map(|&i| r.models[i]).collect(),
                     spearman: rows.iter().map(|&i| r.spearman[i]).collect(),
                     predicted: rows.iter().map(|&i| r.predicted[i]).collect(),
+                    models_for_stable: rows.iter().map(|&i| r.models_for_stable[i]).collect(),
                 };
                 let models = table.models.iter().copied().max().unwrap_or(0) as usize;
-                (level, Verdict::new(&table, models))
+                let scale = run.run_models as f64 / models.max(1) as f64;
+                (level, Verdict::new(&table, models, Some(Growth { scale, ..run.clone() })))
             })
             .collect()
     }

@@ -11,7 +11,7 @@ use subsets::config::{DesignConfig, Hyperparameters, Unit};
 use subsets::corpus::Document;
 use subsets::layout::RunDir;
 use subsets::plan::{self, Plan, PlanRequest};
-use subsets::schema::{LogRow, LogTable, Table};
+use subsets::schema::{FINAL_CHECKPOINT, LogRow, LogTable, Table};
 
 use crate::Result;
 
@@ -55,7 +55,23 @@ pub fn write_limited(
         holdout_ids: spec.holdout_ids.clone(),
         ..DesignConfig::documents(spec.models, 0.5)
     };
-    write_design(run, spec, design, row)
+    write_design(run, spec, design, &[FINAL_CHECKPOINT], |_, model, doc, in_train| row(model, doc, in_train))
+}
+
+/// As [`write`], every model evaluated at the checkpoints `eval_at` (ending in 1.0), row
+/// (checkpoint, model, doc) from `row(checkpoint, model, doc, in_train)`.
+pub fn write_checkpoints(
+    run: &RunDir,
+    spec: &Spec,
+    eval_at: &[f64],
+    row: impl Fn(f64, u32, usize, &[bool]) -> Row + Sync,
+) -> Result<Plan> {
+    let design = DesignConfig {
+        unit: spec.unit.clone(),
+        holdout_ids: spec.holdout_ids.clone(),
+        ..DesignConfig::documents(spec.models, 0.5)
+    };
+    write_design(run, spec, design, eval_at, row)
 }
 
 /// As [`write`], a spectrum run over `levels` (finest first, `spec.unit` ignored), units of
@@ -74,17 +90,24 @@ pub fn write_spectrum(
         holdout_ids: spec.holdout_ids.clone(),
         ..DesignConfig::documents(spec.models, 0.5)
     };
-    write_design(run, spec, design, row)
+    write_design(run, spec, design, &[FINAL_CHECKPOINT], |_, model, doc, in_train| row(model, doc, in_train))
+}
+
+/// Checkpoint c of `eval_at` is logged as this many steps: 100 per tenth of training.
+fn synthetic_step(checkpoint: f64) -> u32 {
+    (checkpoint * 1000.0).round() as u32
 }
 
 fn write_design(
     run: &RunDir,
     spec: &Spec,
     design: DesignConfig,
-    row: impl Fn(u32, usize, &[bool]) -> Row + Sync,
+    eval_at: &[f64],
+    row: impl Fn(f64, u32, usize, &[bool]) -> Row + Sync,
 ) -> Result<Plan> {
     let mut hyperparameters = Hyperparameters::default();
     hyperparameters.jobs.stack = spec.stack;
+    hyperparameters.train.eval_at = eval_at.to_vec();
     let request = PlanRequest {
         corpus_path: "synthetic",
         documents: spec.documents.clone(),
@@ -101,17 +124,22 @@ fn write_design(
     let jobs = spec.models.div_ceil(spec.stack);
     (0..jobs).into_par_iter().try_for_each(|job| -> Result<()> {
         let mut log = LogTable::default();
-        for model in job * spec.stack..((job + 1) * spec.stack).min(spec.models) {
-            let in_train: Vec<bool> = (0..docs as u32).map(|doc| plan.membership.contains(model, doc)).collect();
-            for (doc, &inside) in in_train.iter().enumerate() {
-                let Row { tokens, correct, nll } = row(model, doc, &in_train);
-                let copies = u16::from(inside);
-                log.push(LogRow { model, doc: doc as u32, in_train: inside, tokens, nll, correct, copies });
+        let models = job * spec.stack..((job + 1) * spec.stack).min(spec.models);
+        for &checkpoint in eval_at {
+            let step = synthetic_step(checkpoint);
+            for model in models.clone() {
+                let in_train: Vec<bool> = (0..docs as u32).map(|doc| plan.membership.contains(model, doc)).collect();
+                for (doc, &inside) in in_train.iter().enumerate() {
+                    let Row { tokens, correct, nll } = row(checkpoint, model, doc, &in_train);
+                    let copies = u16::from(inside);
+                    let doc = doc as u32;
+                    log.push(LogRow { checkpoint, step, model, doc, in_train: inside, tokens, nll, correct, copies });
+                }
             }
         }
         let mut writer = LogWriter::create(run, job, plan.config.seed)?;
         writer.write(&log)?;
-        let models = log.model.len() / docs;
+        let models = models.len();
         writer.publish(JobRecord { models: models as u32, host: "synthetic".into(), started: 0.0 })?;
         Ok(())
     })?;

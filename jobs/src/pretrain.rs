@@ -163,7 +163,7 @@ pub fn pretrain(
     // resumes here, with nothing left to train.
     write_checkpoint(&output, &request.record.fingerprint, &stack, total)?;
 
-    progress.evaluating(&[0]);
+    progress.evaluating(&[0], 1.0);
     let mut record = request.record.clone();
     record.steps = total as u64;
     record.tokens_trained = u64::from(request.train.epochs) * trained.iter().map(|d| d.len() as u64).sum::<u64>();

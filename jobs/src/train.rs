@@ -72,17 +72,38 @@ pub struct StackInput<'a> {
     pub base: Option<&'a Tensor>,
 }
 
-/// Trains every model of the stack, then evaluates each on every document. The log rows go
-/// to `rows` in parts, one per chunk of documents in corpus order, model-major within it.
+/// Trains every model of the stack, evaluating each on every document at every checkpoint
+/// of `train.eval_at` without stopping its training. The log rows go to `rows` in parts,
+/// checkpoint by checkpoint, one part per chunk of documents in corpus order, model-major
+/// within it.
 pub fn train_and_evaluate(
     input: &StackInput<'_>,
     device: Device,
     progress: &dyn Progress,
     rows: &mut dyn FnMut(LogTable) -> Result<()>,
 ) -> Result<()> {
-    let stack = train(input, device, progress)?;
+    let mut training = Training::new(input, device, progress)?;
     let models: Vec<u32> = input.models.iter().map(|&(model, _)| model).collect();
-    progress.evaluating(&models);
+    let train = &input.config.train;
+    let mut taken = 0;
+    for (&checkpoint, step) in train.eval_at.iter().zip(train.checkpoint_steps(training.total)) {
+        training.run(taken..step, progress);
+        taken = step;
+        progress.evaluating(&models, checkpoint);
+        evaluate_into(&training.stack, input, checkpoint, step as u32, rows)?;
+    }
+    Ok(())
+}
+
+/// Evaluates every model of `stack` on every document, as the log rows of `checkpoint`
+/// (after `step` steps).
+fn evaluate_into(
+    stack: &Stack,
+    input: &StackInput<'_>,
+    checkpoint: f64,
+    step: u32,
+    rows: &mut dyn FnMut(LogTable) -> Result<()>,
+) -> Result<()> {
     let all: Vec<&[u32]> = input.documents.iter().map(Vec::as_slice).collect();
     let mut first = 0;
     for chunk in all.chunks(EVAL_CHUNK) {
@@ -93,7 +114,7 @@ pub fn train_and_evaluate(
                 let doc = first + i;
                 let in_train = in_docs.binary_search(&(doc as u32)).is_ok();
                 let copies = if in_train { input.copies[doc] } else { 0 };
-                log.push(LogRow { model, doc: doc as u32, in_train, tokens, nll, correct, copies });
+                log.push(LogRow { checkpoint, step, model, doc: doc as u32, in_train, tokens, nll, correct, copies });
             }
         }
         rows(log)?;
@@ -447,45 +468,70 @@ fn clip_per_model(grad: &mut Tensor, max_norm: f64) {
     let _ = grad.g_mul_(&coefficients);
 }
 
-/// Trains the stack of `input.models`; `progress` hears every step.
+/// Trains the stack of `input.models` to the end; `progress` hears every step.
 pub fn train(input: &StackInput<'_>, device: Device, progress: &dyn Progress) -> Result<Stack> {
-    let config = input.config;
-    let models: Vec<u32> = input.models.iter().map(|&(model, _)| model).collect();
-    let mut stack = Stack::new(config, &models, input.base, device)?;
-    let total = steps(input)?;
-    progress.stack_started(&models, total);
+    let mut training = Training::new(input, device, progress)?;
+    training.run(0..training.total, progress);
+    Ok(training.stack)
+}
 
-    // The stack's token table holds the background's windows, then those of every document
-    // some model of it trains on; `first_row[doc]` is the row of a document's first window.
-    let mut table_docs: Vec<u32> = input.models.iter().flat_map(|&(_, docs)| docs.iter().copied()).collect();
-    table_docs.sort_unstable();
-    table_docs.dedup();
-    let span = config.model.window();
-    let mut table_windows: Vec<Window<'_>> = input.background.iter().flat_map(|doc| windows(doc, span)).collect();
-    let background_rows = table_windows.len() as i64;
-    let mut first_row = std::collections::HashMap::with_capacity(table_docs.len());
-    for &doc in &table_docs {
-        first_row.insert(doc, (table_windows.len() as i64, input.documents[doc as usize].len().div_ceil(span) as i64));
-        table_windows.extend(windows(&input.documents[doc as usize], span));
-    }
-    let table = TrainingTable::new(&table_windows, Specials::of(stack.architecture()), device);
-    let mut streams = Vec::with_capacity(models.len());
-    for &(model, docs) in input.models {
-        let mut examples: Vec<i64> = (0..background_rows).collect();
-        for &doc in docs {
-            let (first, count) = first_row[&doc];
-            for _ in 0..input.copies[doc as usize] {
-                examples.extend(first..first + count);
+/// A stack's training in progress: the stack, its token table, each model's example stream
+/// and the schedule of `total` steps.
+struct Training<'a> {
+    stack: Stack,
+    table: TrainingTable,
+    streams: Vec<ExampleStream>,
+    schedule: Schedule<'a>,
+    total: usize,
+}
+
+impl<'a> Training<'a> {
+    /// The stack of `input.models` before its first step.
+    fn new(input: &StackInput<'a>, device: Device, progress: &dyn Progress) -> Result<Training<'a>> {
+        let config = input.config;
+        let models: Vec<u32> = input.models.iter().map(|&(model, _)| model).collect();
+        let stack = Stack::new(config, &models, input.base, device)?;
+        let total = steps(input)?;
+        progress.stack_started(&models, total);
+
+        // The stack's token table holds the background's windows, then those of every
+        // document some model of it trains on; `first_row[doc]` is the row of a document's
+        // first window.
+        let mut table_docs: Vec<u32> = input.models.iter().flat_map(|&(_, docs)| docs.iter().copied()).collect();
+        table_docs.sort_unstable();
+        table_docs.dedup();
+        let span = config.model.window();
+        let mut table_windows: Vec<Window<'_>> = input.background.iter().flat_map(|doc| windows(doc, span)).collect();
+        let background_rows = table_windows.len() as i64;
+        let mut first_row = std::collections::HashMap::with_capacity(table_docs.len());
+        for &doc in &table_docs {
+            let count = input.documents[doc as usize].len().div_ceil(span) as i64;
+            first_row.insert(doc, (table_windows.len() as i64, count));
+            table_windows.extend(windows(&input.documents[doc as usize], span));
+        }
+        let table = TrainingTable::new(&table_windows, Specials::of(stack.architecture()), device);
+        let mut streams = Vec::with_capacity(models.len());
+        for &(model, docs) in input.models {
+            let mut examples: Vec<i64> = (0..background_rows).collect();
+            for &doc in docs {
+                let (first, count) = first_row[&doc];
+                for _ in 0..input.copies[doc as usize] {
+                    examples.extend(first..first + count);
+                }
             }
+            if examples.is_empty() {
+                return Err(Error::Device(format!("model {model} has no training document")));
+            }
+            streams.push(ExampleStream::new(examples, seeds::rng(config.seed, "model-data", model.into())));
         }
-        if examples.is_empty() {
-            return Err(Error::Device(format!("model {model} has no training document")));
-        }
-        streams.push(ExampleStream::new(examples, seeds::rng(config.seed, "model-data", model.into())));
+        Ok(Training { stack, table, streams, schedule: Schedule::new(&config.train, total), total })
     }
-    let schedule = Schedule::new(&config.train, total);
-    schedule.run(&mut stack, &table, &mut streams, 0..total, progress);
-    Ok(stack)
+
+    /// Takes `steps` (of `0..total`, in order): in several calls, exactly what one call
+    /// would compute.
+    fn run(&mut self, steps: std::ops::Range<usize>, progress: &dyn Progress) {
+        self.schedule.run(&mut self.stack, &self.table, &mut self.streams, steps, progress);
+    }
 }
 
 /// The windows a stack trains on as device tensors: inputs and targets `[rows, longest]`,
@@ -581,6 +627,7 @@ mod tests {
     use super::*;
     use queue::Silent;
     use subsets::config::{CorpusConfig, DesignConfig, Hyperparameters, ModelConfig, TokensConfig};
+    use subsets::schema::Table;
 
     fn tiny_config(epochs: u32) -> RunConfig {
         let mut h = Hyperparameters {
@@ -757,6 +804,44 @@ mod tests {
             }
         }
         assert!(same_correct as f64 >= 0.999 * pairs as f64, "{same_correct} of {pairs} correct counts agree");
+    }
+
+    #[test]
+    fn evaluating_at_checkpoints_changes_nothing_in_the_training() {
+        let mut config = tiny_config(8);
+        let (documents, in_docs) = corpus();
+        let flags = one_copy_none_held(documents.len());
+        let models: Vec<(u32, &[u32])> =
+            in_docs.iter().take(2).enumerate().map(|(m, d)| (m as u32, d.as_slice())).collect();
+        let logs = |config: &RunConfig| {
+            let mut log = LogTable::default();
+            train_and_evaluate(&input(config, &documents, &models, &flags), Device::Cpu, &Silent, &mut |part| {
+                log.append(part);
+                Ok(())
+            })
+            .unwrap();
+            log
+        };
+        let end_only = logs(&config);
+        config.train.eval_at = vec![0.25, 0.5, 1.0];
+        let total = steps(&input(&config, &documents, &models, &flags)).unwrap();
+        let every = logs(&config);
+        let rows = 2 * documents.len();
+        assert_eq!(every.len(), 3 * rows);
+        assert_eq!(end_only.checkpoint, vec![1.0; rows]);
+        assert_eq!(end_only.step, vec![total as u32; rows]);
+        let at = |c: usize| -> Vec<usize> { (c * rows..(c + 1) * rows).collect() };
+        for (c, (&checkpoint, step)) in [0.25, 0.5, 1.0].iter().zip(config.train.checkpoint_steps(total)).enumerate() {
+            assert!(at(c).iter().all(|&i| every.checkpoint[i] == checkpoint && every.step[i] == step as u32));
+        }
+        let final_rows = |log: &LogTable, rows: Vec<usize>| -> Vec<(u32, u32, bool, u32, f64, u32)> {
+            rows.into_iter()
+                .map(|i| (log.model[i], log.doc[i], log.in_train[i], log.tokens[i], log.nll[i], log.correct[i]))
+                .collect()
+        };
+        assert_eq!(final_rows(&every, at(2)), final_rows(&end_only, (0..rows).collect()), "value for value");
+        let mean_nll = |c: usize| at(c).iter().map(|&i| every.nll[i]).sum::<f64>();
+        assert!(mean_nll(0) > mean_nll(1) && mean_nll(1) > mean_nll(2), "training goes on between checkpoints");
     }
 
     #[test]

@@ -78,8 +78,9 @@ impl queue::Progress for Bars {
         }
     }
 
-    fn evaluating(&self, models: &[u32]) {
-        self.stack.set_message(format!("{} evaluating", models_label(models)));
+    fn evaluating(&self, models: &[u32], checkpoint: f64) {
+        let at = if checkpoint < 1.0 { format!(" at {:.0}% of training", 100.0 * checkpoint) } else { String::new() };
+        self.stack.set_message(format!("{} evaluating{at}", models_label(models)));
     }
 
     fn job_finished(&self, job: u32, outcome: &JobOutcome) {

@@ -273,6 +273,8 @@ mod tests {
 
     fn rows(model: u32, docs: u32) -> LogTable {
         LogTable {
+            checkpoint: vec![1.0; docs as usize],
+            step: vec![7; docs as usize],
             model: vec![model; docs as usize],
             doc: (0..docs).collect(),
             in_train: (0..docs).map(|d| d % 2 == 0).collect(),

@@ -21,7 +21,8 @@ pub trait Progress {
     /// After each step; `loss` (the stack's mean) every few steps, as often as the trainer
     /// reads it.
     fn training_step(&self, _step: usize, _loss: Option<f64>) {}
-    fn evaluating(&self, _models: &[u32]) {}
+    /// The stack is evaluated at `checkpoint`, a fraction of its training (1.0 at the end).
+    fn evaluating(&self, _models: &[u32], _checkpoint: f64) {}
     fn job_finished(&self, _job: u32, _outcome: &JobOutcome) {}
     /// The stale claim `stale` on `job` was broken and the job taken over.
     fn claim_taken_over(&self, _job: u32, _stale: &ClaimInfo) {}

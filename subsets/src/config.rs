@@ -7,6 +7,7 @@
 use duplicates::Settings;
 use serde::{Deserialize, Serialize};
 
+use crate::schema::FINAL_CHECKPOINT;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -543,6 +544,10 @@ pub struct TrainConfig {
     pub grad_clip: f64,
     /// Documents per evaluation batch.
     pub eval_batch_size: u32,
+    /// Checkpoints at which every model is evaluated on every document, as fractions of its
+    /// training steps, increasing, ending in 1.0 (the end of training, whose rows the scores
+    /// rest on). Evaluating changes nothing in the training.
+    pub eval_at: Vec<f64>,
     /// Arithmetic of the forward pass; bf16 needs a CUDA device.
     pub precision: Precision,
     /// Where every model's weights start: [`SCRATCH`] (random, from the run seed and the
@@ -557,6 +562,35 @@ impl TrainConfig {
     /// The base directory the models start from, if any.
     pub fn base(&self) -> Option<&std::path::Path> {
         (self.init != SCRATCH).then(|| std::path::Path::new(&self.init))
+    }
+
+    /// The step after which each checkpoint of `eval_at` is evaluated, of `total` steps:
+    /// the fraction's share rounded, at least 1 (the last is `total`).
+    pub fn checkpoint_steps(&self, total: usize) -> Vec<usize> {
+        self.eval_at.iter().map(|&f| ((f * total as f64).round() as usize).clamp(1, total)).collect()
+    }
+
+    /// Why `eval_at` is not a valid list of checkpoints, if it is not.
+    fn eval_at_problem(&self) -> Option<String> {
+        let at = &self.eval_at;
+        let listed = format!("{at:?}");
+        if at.is_empty() {
+            return Some(
+                "train.eval_at must list at least one checkpoint, ending in 1.0 (e.g. [0.25, 0.5, 1.0])".into(),
+            );
+        }
+        if let Some(bad) = at.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
+            return Some(format!("train.eval_at = {listed}: {bad} is not a fraction of training in (0, 1]"));
+        }
+        if let Some(w) = at.windows(2).find(|w| w[1] <= w[0]) {
+            return Some(format!("train.eval_at = {listed} must increase: {} comes after {}", w[1], w[0]));
+        }
+        if at.last() != Some(&FINAL_CHECKPOINT) {
+            return Some(format!(
+                "train.eval_at = {listed} must end in 1.0, the end of training, whose evaluation the scores rest on"
+            ));
+        }
+        None
     }
 }
 
@@ -583,6 +617,7 @@ impl Default for TrainConfig {
             beta2: 0.99,
             grad_clip: 1.0,
             eval_batch_size: 64,
+            eval_at: vec![FINAL_CHECKPOINT],
             precision: Precision::Fp32,
             init: SCRATCH.to_string(),
         }
@@ -667,8 +702,11 @@ impl Hyperparameters {
                 "jobs.claim_timeout must be a positive number of seconds",
             ),
         ];
-        match checks.iter().find(|(ok, _)| !ok) {
-            Some((_, message)) => Err(Error::Invalid(message.to_string())),
+        if let Some((_, message)) = checks.iter().find(|(ok, _)| !ok) {
+            return Err(Error::Invalid(message.to_string()));
+        }
+        match t.eval_at_problem() {
+            Some(problem) => Err(Error::Invalid(problem)),
             None => Ok(()),
         }
     }
@@ -784,6 +822,46 @@ mod tests {
             h.validate().unwrap_err().to_string(),
             "invalid setting: model.max_tokens_per_doc must be at least 1"
         );
+    }
+
+    #[test]
+    fn bad_checkpoints_are_refused_naming_train_eval_at() {
+        let problem = |eval_at: &[f64]| {
+            let mut h = Hyperparameters::default();
+            h.train.eval_at = eval_at.to_vec();
+            h.validate().unwrap_err().to_string()
+        };
+        assert_eq!(
+            problem(&[]),
+            "invalid setting: train.eval_at must list at least one checkpoint, ending in 1.0 (e.g. [0.25, 0.5, 1.0])"
+        );
+        assert_eq!(
+            problem(&[0.5, 0.25, 1.0]),
+            "invalid setting: train.eval_at = [0.5, 0.25, 1.0] must increase: 0.25 comes after 0.5"
+        );
+        assert_eq!(
+            problem(&[0.5, 0.5, 1.0]),
+            "invalid setting: train.eval_at = [0.5, 0.5, 1.0] must increase: 0.5 comes after 0.5"
+        );
+        assert_eq!(
+            problem(&[0.0, 1.0]),
+            "invalid setting: train.eval_at = [0.0, 1.0]: 0 is not a fraction of training in (0, 1]"
+        );
+        assert_eq!(
+            problem(&[0.5, 1.5]),
+            "invalid setting: train.eval_at = [0.5, 1.5]: 1.5 is not a fraction of training in (0, 1]"
+        );
+        assert!(problem(&[f64::NAN, 1.0]).contains("NaN is not a fraction"));
+        assert_eq!(
+            problem(&[0.25, 0.5]),
+            "invalid setting: train.eval_at = [0.25, 0.5] must end in 1.0, the end of training, whose evaluation \
+             the scores rest on"
+        );
+        let mut h = Hyperparameters::default();
+        h.train.eval_at = vec![0.1, 0.125, 0.5, 1.0];
+        h.validate().unwrap();
+        assert_eq!(h.train.checkpoint_steps(10), [1, 1, 5, 10], "at least one step, the last at the end");
+        assert_eq!(h.train.checkpoint_steps(1000), [100, 125, 500, 1000]);
     }
 
     /// `run.toml` as `cfmem plan` wrote it before `max_candidates` was a setting (planned

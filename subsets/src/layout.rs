@@ -134,6 +134,10 @@ impl RunDir {
         self.analysis_dir().join("reliability.parquet")
     }
 
+    pub fn profile(&self) -> PathBuf {
+        self.analysis_dir().join("profile.parquet")
+    }
+
     pub fn spectrum(&self) -> PathBuf {
         self.analysis_dir().join("spectrum.parquet")
     }

@@ -59,6 +59,19 @@ primitive_column!(u32, UInt32Type, DataType::UInt32, UInt32Builder);
 primitive_column!(u16, UInt16Type, DataType::UInt16, UInt16Builder);
 primitive_column!(f64, Float64Type, DataType::Float64, Float64Builder);
 
+impl ColumnType for Option<u32> {
+    const DATA_TYPE: DataType = DataType::UInt32;
+    const NULLABLE: bool = true;
+    fn to_array(values: &[Self]) -> ArrayRef {
+        let mut builder = UInt32Builder::with_capacity(values.len());
+        builder.extend(values.iter().copied());
+        Arc::new(builder.finish())
+    }
+    fn from_array(array: &dyn Array) -> Option<Vec<Self>> {
+        Some(array.as_primitive_opt::<UInt32Type>()?.iter().collect())
+    }
+}
+
 impl ColumnType for Option<f64> {
     const DATA_TYPE: DataType = DataType::Float64;
     const NULLABLE: bool = true;
@@ -134,8 +147,11 @@ pub fn string_values(array: &dyn Array) -> std::result::Result<Vec<Option<String
 }
 
 /// The version of the on-disk contract: raised whenever a column of any table is removed,
-/// renamed or changes type (adding a column does not break readers).
-pub const SCHEMA_VERSION: u32 = 1;
+/// renamed or changes type, or a table's rows change meaning (adding a column alone does not
+/// break readers). 2: logs hold one row per (model, document, checkpoint), with the
+/// columns `checkpoint` and `step`; logs of version 1 read as holding the final checkpoint
+/// only.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// A Parquet table of a run: a struct of equally long column vectors.
 pub trait Table: Default + Sized {
@@ -152,7 +168,12 @@ pub trait Table: Default + Sized {
     fn append(&mut self, other: Self);
 }
 
-fn column<T: ColumnType>(batch: &RecordBatch, name: &str, path: &Path) -> Result<Vec<T>> {
+/// Column `name` of `batch`; where the file has no such column, `missing` for every row if
+/// given (a column added after files were written), else an error naming it.
+fn column<T: ColumnType + Clone>(batch: &RecordBatch, name: &str, path: &Path, missing: Option<T>) -> Result<Vec<T>> {
+    if let (None, Some(value)) = (batch.column_by_name(name), &missing) {
+        return Ok(vec![value.clone(); batch.num_rows()]);
+    }
     let array = batch.column_by_name(name).ok_or_else(|| Error::file(path, format!("no column `{name}`")))?;
     T::from_array(array.as_ref()).ok_or_else(|| {
         let nulls = if T::NULLABLE { "" } else { " without nulls" };
@@ -161,7 +182,9 @@ fn column<T: ColumnType>(batch: &RecordBatch, name: &str, path: &Path) -> Result
 }
 
 macro_rules! table {
-    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$field_meta:meta])* pub $field:ident: Vec<$ty:ty>,)* }) => {
+    ($(#[$meta:meta])* pub struct $name:ident {
+        $($(#[$field_meta:meta])* pub $field:ident: Vec<$ty:ty> $(= $missing:expr)?,)*
+    }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Default, PartialEq)]
         pub struct $name { $($(#[$field_meta])* pub $field: Vec<$ty>,)* }
@@ -178,7 +201,7 @@ macro_rules! table {
                 RecordBatch::try_new(Self::schema(), columns).expect("columns of equal length")
             }
             fn from_batch(batch: &RecordBatch, path: &Path) -> Result<Self> {
-                Ok(Self { $($field: column::<$ty>(batch, stringify!($field), path)?,)* })
+                Ok(Self { $($field: column::<$ty>(batch, stringify!($field), path, None $(.or(Some($missing)))?)?,)* })
             }
             fn len(&self) -> usize {
                 let lens = [$(self.$field.len(),)*];
@@ -252,9 +275,20 @@ table! {
     }
 }
 
+/// The checkpoint of a log row at the end of training: the one whose rows the scores rest
+/// on.
+pub const FINAL_CHECKPOINT: f64 = 1.0;
+
 table! {
-    /// `logs/job-NNNNN.parquet`: one row per (model, document) evaluation.
+    /// `logs/job-NNNNN.parquet`: one row per (model, document, checkpoint) evaluation,
+    /// checkpoint by checkpoint in the order evaluated. A log written before checkpoints
+    /// (schema version 1) reads as checkpoint 1.0, step 0.
     pub struct LogTable {
+        /// The fraction of the model's training steps taken when it was evaluated
+        /// (`train.eval_at`); [`FINAL_CHECKPOINT`] at the end of training.
+        pub checkpoint: Vec<f64> = FINAL_CHECKPOINT,
+        /// Training steps taken at that checkpoint.
+        pub step: Vec<u32> = 0,
         pub model: Vec<u32>,
         pub doc: Vec<u32>,
         pub in_train: Vec<bool>,
@@ -272,6 +306,8 @@ table! {
 /// One row of a [`LogTable`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LogRow {
+    pub checkpoint: f64,
+    pub step: u32,
     pub model: u32,
     pub doc: u32,
     pub in_train: bool,
@@ -283,6 +319,8 @@ pub struct LogRow {
 
 impl LogTable {
     pub fn push(&mut self, row: LogRow) {
+        self.checkpoint.push(row.checkpoint);
+        self.step.push(row.step);
         self.model.push(row.model);
         self.doc.push(row.doc);
         self.in_train.push(row.in_train);
@@ -324,6 +362,30 @@ table! {
         pub group_mem_acc_se: Vec<Option<f64>>,
         pub group_mem_loss: Vec<Option<f64>>,
         pub group_mem_loss_se: Vec<Option<f64>>,
+    }
+}
+
+table! {
+    /// `analysis/profile.parquet`: memorization over training, one row per checkpoint
+    /// (`train.eval_at`) and document, checkpoint by checkpoint: the scores of
+    /// `scores.parquet` from the models as they were at that fraction of their training.
+    /// The last checkpoint's rows are `scores.parquet`'s values.
+    pub struct ProfileTable {
+        pub checkpoint: Vec<f64>,
+        /// Training steps taken at the checkpoint (the largest over the models, should a
+        /// run extended with a different model count have models of different lengths).
+        pub step: Vec<u32>,
+        pub doc: Vec<u32>,
+        pub doc_id: Vec<String>,
+        pub source: Vec<Option<String>>,
+        pub n_in: Vec<u32>,
+        pub n_out: Vec<u32>,
+        pub acc_in: Vec<Option<f64>>,
+        pub acc_out: Vec<Option<f64>>,
+        pub mem_acc: Vec<Option<f64>>,
+        pub mem_acc_se: Vec<Option<f64>>,
+        pub mem_loss: Vec<Option<f64>>,
+        pub mem_loss_se: Vec<Option<f64>>,
     }
 }
 
@@ -457,12 +519,15 @@ table! {
     /// `measure` is `split-half` (one row: `models` per half, `spearman` between the
     /// halves, `predicted` the Spearman-Brown estimate for all models) or `convergence`
     /// (one row per m: `spearman` between the ranking of the first m models and of all;
-    /// `predicted` null).
+    /// `predicted` null). `models_for_stable`, on the split-half row: the models whose
+    /// Spearman-Brown estimate would reach 0.9, from the halves' Spearman (null when the
+    /// halves do not agree, and on convergence rows).
     pub struct ReliabilityTable {
         pub measure: Vec<String>,
         pub models: Vec<u32>,
         pub spearman: Vec<Option<f64>>,
         pub predicted: Vec<Option<f64>>,
+        pub models_for_stable: Vec<Option<u32>> = None,
     }
 }
 
@@ -475,6 +540,8 @@ table! {
         pub models: Vec<u32>,
         pub spearman: Vec<Option<f64>>,
         pub predicted: Vec<Option<f64>>,
+        /// Models of this level's block for a stable ranking (see `reliability.parquet`).
+        pub models_for_stable: Vec<Option<u32>> = None,
     }
 }
 
@@ -580,7 +647,7 @@ pub fn write_with_columns<T: Table>(
 pub fn read_strings(path: &Path, name: &str) -> Result<Vec<Option<String>>> {
     let mut values = Vec::new();
     for batch in record_batches(path)? {
-        values.extend(column::<Option<String>>(&batch?, name, path)?);
+        values.extend(column::<Option<String>>(&batch?, name, path, None)?);
     }
     Ok(values)
 }
@@ -624,6 +691,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.parquet");
         let table = LogTable {
+            checkpoint: vec![0.25, 1.0, 1.0],
+            step: vec![3, 12, 12],
             model: vec![0, 0, 3],
             doc: vec![0, 1, u32::MAX],
             in_train: vec![true, false, true],
@@ -634,6 +703,38 @@ mod tests {
         };
         write(&path, &table, None).unwrap();
         assert_eq!(read::<LogTable>(&path).unwrap(), table);
+    }
+
+    #[test]
+    fn a_log_written_before_checkpoints_reads_as_the_final_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.parquet");
+        let table = LogTable {
+            checkpoint: vec![1.0; 2],
+            step: vec![0; 2],
+            model: vec![0, 1],
+            doc: vec![0, 0],
+            in_train: vec![true, false],
+            tokens: vec![5, 5],
+            nll: vec![1.5, 4.0],
+            correct: vec![4, 1],
+            copies: vec![1, 0],
+        };
+        // Schema version 1's columns: the table's less the first two.
+        let batch = table.to_batch();
+        let old = batch.project(&(2..batch.num_columns()).collect::<Vec<_>>()).unwrap();
+        let file = std::fs::File::create(&path).unwrap();
+        let mut writer = ArrowWriter::try_new(file, old.schema(), None).unwrap();
+        writer.write(&old).unwrap();
+        writer.close().unwrap();
+        assert_eq!(read::<LogTable>(&path).unwrap(), table);
+        // A column that has no value for old files is still required.
+        let no_doc = batch.project(&[0, 1, 2, 4, 5, 6, 7, 8]).unwrap();
+        let file = std::fs::File::create(&path).unwrap();
+        let mut writer = ArrowWriter::try_new(file, no_doc.schema(), None).unwrap();
+        writer.write(&no_doc).unwrap();
+        writer.close().unwrap();
+        assert!(read::<LogTable>(&path).unwrap_err().to_string().contains("no column `doc`"));
     }
 
     #[test]
@@ -670,7 +771,7 @@ mod tests {
         let value = |key: &str| pairs[key].as_deref().unwrap();
         assert_eq!(value("cfmem.version"), env!("CARGO_PKG_VERSION"));
         assert_eq!(value("cfmem.schema"), "JobTable");
-        assert_eq!(value("cfmem.schema_version"), "1");
+        assert_eq!(value("cfmem.schema_version"), "2");
         assert_eq!(value("cfmem.run_seed"), "42");
 
         write(&path, &JobTable::default(), None).unwrap();
@@ -690,6 +791,7 @@ mod tests {
             models: vec![2],
             spearman: vec![None],
             predicted: vec![None],
+            models_for_stable: vec![None],
         };
         write(&path, &wrong, None).unwrap();
         let err = read::<JobTable>(&path).unwrap_err().to_string();
