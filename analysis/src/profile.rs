@@ -103,7 +103,7 @@ pub struct SourceProfile {
 }
 
 /// What the profile says, stored in `summary.json` under `"profile"` for runs evaluated at
-/// more than one checkpoint.
+/// more than one checkpoint. Sources without a scored document (held out) are left out.
 ///
 /// JSON: `{"checkpoints": [{checkpoint, step, spearman_with_final, regime: GroupAccuracy}],
 /// "sources": [{source, documents, mem_acc: [...], lo: [...], hi: [...]}],
@@ -175,6 +175,7 @@ impl ProfileSummary {
                 }
                 profile
             })
+            .filter(|profile| profile.mem_acc.iter().any(Option::is_some))
             .collect();
         Some(ProfileSummary { checkpoints: lines, sources, stable_from, stable_ranking: STABLE_RANKING })
     }

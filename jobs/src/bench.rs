@@ -47,6 +47,10 @@ pub struct StackRun {
     pub fraction_of_peak: f64,
     /// Documents evaluated per second by each model, times the models of the stack.
     pub eval_documents_per_second: f64,
+    /// What one evaluation checkpoint (`train.eval_at`) adds to a job: the time to evaluate
+    /// every document of a corpus over the time to train on it at `train.epochs` epochs and
+    /// keep 0.5, full-length documents either way.
+    pub checkpoint_cost: f64,
     /// CPU: the process's peak resident memory during this stack's run. CUDA: device
     /// memory in use after the run (the allocator keeps what it reserved, so this is the
     /// peak of this and every smaller stack before it).
@@ -183,6 +187,12 @@ pub fn measure_stack(request: &BenchRequest<'_>, stack: usize, device: Device, p
     let started = Instant::now();
     let _ = trained.evaluate(&eval_docs, eval_batch)?;
     let eval_seconds = started.elapsed().as_secs_f64();
+    let eval_documents_per_second = (eval_docs.len() * stack) as f64 / eval_seconds;
+    // Per document of the corpus: its evaluation by the stack, against epochs × keep of a
+    // training step's share of it (a step trains `batch` documents of every model).
+    let epochs = f64::from(request.hyperparameters.train.epochs);
+    let training_seconds_per_document = epochs * 0.5 * step_seconds / batch as f64;
+    let checkpoint_cost = stack as f64 / eval_documents_per_second / training_seconds_per_document;
 
     let tokens_per_step = (stack * batch * length) as f64;
     let tokens_per_second = tokens_per_step / step_seconds;
@@ -199,7 +209,8 @@ pub fn measure_stack(request: &BenchRequest<'_>, stack: usize, device: Device, p
         tokens_per_second_per_model: tokens_per_second / stack as f64,
         flops_per_second,
         fraction_of_peak: flops_per_second / peak_flops,
-        eval_documents_per_second: (eval_docs.len() * stack) as f64 / eval_seconds,
+        eval_documents_per_second,
+        checkpoint_cost,
         peak_memory_bytes: peak_memory(device),
     })
 }

@@ -155,8 +155,18 @@ fn print_table(
         architecture.training_flops_per_token(time as i64)
     );
     println!(
-        "\n{:<5} {:>5} {:>9} {:>12} {:>12} {:>8} {:>9} {:>8} {:>12} {:>10}",
-        "prec", "stack", "step ms", "tokens/s", "per model", "vs 1×G", "TFLOP/s", "of peak", "eval docs/s", "peak mem"
+        "\n{:<5} {:>5} {:>9} {:>12} {:>12} {:>8} {:>9} {:>8} {:>12} {:>10} {:>10}",
+        "prec",
+        "stack",
+        "step ms",
+        "tokens/s",
+        "per model",
+        "vs 1×G",
+        "TFLOP/s",
+        "of peak",
+        "eval docs/s",
+        "checkpoint",
+        "peak mem"
     );
     for run in runs {
         let single = runs.iter().find(|r| r.stack == 1 && r.precision == run.precision);
@@ -165,7 +175,7 @@ fn print_table(
         let memory =
             run.peak_memory_bytes.map_or_else(|| "-".to_string(), |b| format!("{:.0} MiB", b as f64 / 1048576.0));
         println!(
-            "{:<5} {:>5} {:>9.2} {:>12.0} {:>12.0} {:>8} {:>9.3} {:>7.1}% {:>12.0} {:>10}",
+            "{:<5} {:>5} {:>9.2} {:>12.0} {:>12.0} {:>8} {:>9.3} {:>7.1}% {:>12.0} {:>9.1}% {:>10}",
             precision_name(run.precision),
             run.stack,
             run.step_seconds * 1e3,
@@ -175,6 +185,7 @@ fn print_table(
             tera(run.flops_per_second),
             100.0 * run.fraction_of_peak,
             run.eval_documents_per_second,
+            100.0 * run.checkpoint_cost,
             memory
         );
     }
@@ -190,6 +201,8 @@ fn print_table(
     println!(
         "\nvs 1×G: tokens/s of the stack against the same models trained one at a time (stack 1); \
          of peak: model FLOP/s over the measured matmul peak of the same precision; \
-         eval docs/s: documents × models evaluated per second."
+         eval docs/s: documents × models evaluated per second; checkpoint: what one evaluation checkpoint \
+         (train.eval_at) adds to a job's time, every document evaluated against training at {} epochs and keep 0.5.",
+        h.train.epochs
     );
 }

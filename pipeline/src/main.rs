@@ -668,6 +668,9 @@ fn analyze(run: &Path, partial: bool, settings: AnalyzeSettings) -> Result<RunLo
 /// Sentences of the demo's generated background corpus.
 const DEMO_BACKGROUND: usize = 100;
 
+/// Where the demo evaluates its models: memorization over training.
+const DEMO_CHECKPOINTS: [f64; 4] = [0.25, 0.5, 0.75, 1.0];
+
 /// Settings of the demo: small enough to finish in under two minutes on two CPU cores.
 fn demo_hyperparameters() -> Hyperparameters {
     let mut h = Hyperparameters::default();
@@ -678,6 +681,7 @@ fn demo_hyperparameters() -> Hyperparameters {
     h.train.epochs = 16;
     h.train.batch_size = 16;
     h.train.lr = 1e-2;
+    h.train.eval_at = DEMO_CHECKPOINTS.to_vec();
     h
 }
 

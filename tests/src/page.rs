@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use subsets::schema::{self, ClusterTable, CopiesTable, ReliabilityTable};
+use subsets::schema::{self, ClusterTable, CopiesTable, ProfileTable, ReliabilityTable};
 
 /// The text between `<section id="ID">` and its end.
 pub fn section<'a>(html: &'a str, id: &str) -> &'a str {
@@ -34,6 +34,13 @@ pub fn expected_plots(run: &Path) -> Vec<String> {
     }
     if run.join("analysis/spectrum.parquet").exists() {
         kinds.push("spectrum");
+    }
+    let profile = run.join("analysis/profile.parquet");
+    if profile.exists() {
+        let table: ProfileTable = schema::read(&profile).unwrap();
+        if table.checkpoint.iter().any(|&c| c != table.checkpoint[0]) {
+            kinds.push("profile");
+        }
     }
     let reliability = run.join("analysis/reliability.parquet");
     if reliability.exists() {

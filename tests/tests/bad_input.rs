@@ -86,6 +86,16 @@ fn design_errors_say_what_to_change() {
         "model.d_model must be a positive multiple of model.n_head",
     );
     case.plan_fails(&corpus, &["--copies", "1,2"], "--copies: copy counts need canaries");
+    for (eval_at, message) in [
+        ("[]", "train.eval_at must list at least one checkpoint, ending in 1.0"),
+        ("[0.5, 0.25, 1.0]", "train.eval_at = [0.5, 0.25, 1.0] must increase: 0.25 comes after 0.5"),
+        ("[0.0, 1.0]", "train.eval_at = [0.0, 1.0]: 0 is not a fraction of training in (0, 1]"),
+        ("[0.5, 1.5]", "train.eval_at = [0.5, 1.5]: 1.5 is not a fraction of training in (0, 1]"),
+        ("[0.25, 0.5]", "train.eval_at = [0.25, 0.5] must end in 1.0"),
+    ] {
+        let config = case.file("eval_at.toml", format!("[train]\neval_at = {eval_at}\n").as_bytes());
+        case.plan_fails(&corpus, &["--config", config.to_str().unwrap()], message);
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The demo, trained once and read by several tests: the planted kinds rank as theory
 //! predicts, each twin is its target's top influence, the report shows the run's numbers and
-//! renders cleanly; and a spectrum demo finds the near-duplicate family memorized as a
+//! renders cleanly, and memorization over training rises for random identifiers and stays
+//! flat for repetitive text; and a spectrum demo finds the near-duplicate family memorized as a
 //! cluster, the planted passage as a passage group and random identifiers at every level.
 //! Real libtorch training on the CPU.
 
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use analysis::stats::quantile;
-use subsets::schema::{self, ClusterTable, InfluenceTable, ReliabilityTable, SpectrumTable};
+use subsets::schema::{self, ClusterTable, InfluenceTable, ProfileTable, ReliabilityTable, SpectrumTable};
 use tests::page::{chromium, expected_plots, plots, section};
 use tests::{cfmem_ok, mean, mem_acc_of, scores, training_lock};
 
@@ -67,6 +68,50 @@ fn demo_ranks_the_planted_kinds_as_theory_predicts() {
     }
     let exact = mean(&mem_acc_of(&scores, "exact-duplicate"));
     assert!(exact < 0.15, "exact duplicates are low: mean {exact:.3}");
+}
+
+#[test]
+fn memorization_over_training_rises_for_random_ids_and_stays_flat_for_repetitive_text() {
+    let demo = shared_demo();
+    let profile: ProfileTable = schema::read(&demo.run.join("analysis/profile.parquet")).unwrap();
+    let checkpoints = [0.25, 0.5, 0.75, 1.0];
+    let docs = profile.doc.len() / checkpoints.len();
+    assert_eq!(profile.doc.len(), checkpoints.len() * docs);
+    let of = |c: usize, source: &str| -> Vec<f64> {
+        (c * docs..(c + 1) * docs)
+            .filter(|&i| profile.source[i].as_deref() == Some(source))
+            .map(|i| {
+                assert_eq!(profile.checkpoint[i], checkpoints[c]);
+                profile.mem_acc[i].unwrap()
+            })
+            .collect()
+    };
+    let rise = |source: &str| mean(&of(3, source)) - mean(&of(0, source));
+    assert!(
+        rise("random-id") > rise("repetitive") + 0.2,
+        "random identifiers gain {:.3} from the first checkpoint to the last, repetitive text {:.3}",
+        rise("random-id"),
+        rise("repetitive")
+    );
+    for c in 0..checkpoints.len() {
+        let repetitive = of(c, "repetitive");
+        assert!(
+            mean(&repetitive).abs() < 0.05,
+            "checkpoint {}: repetitive mean {:.3}",
+            checkpoints[c],
+            mean(&repetitive)
+        );
+        assert!(repetitive.iter().all(|m| *m < 0.15), "checkpoint {}: {repetitive:?}", checkpoints[c]);
+    }
+    // The last checkpoint is scores.parquet.
+    let scores = scores(&demo.run);
+    assert_eq!(profile.mem_acc[3 * docs..], scores.mem_acc[..]);
+    assert_eq!(profile.mem_acc_se[3 * docs..], scores.mem_acc_se[..]);
+    let printed = &demo.printed;
+    assert!(printed.contains("memorization over training: mean mem_acc by source at each checkpoint"), "{printed}");
+    assert!(printed.contains("ranking over training: "), "{printed}");
+    let html = std::fs::read_to_string(demo.run.join("analysis/report.html")).unwrap();
+    assert!(section(&html, "profile").contains("Memorization against training progress, per source"));
 }
 
 /// mem_acc of the documents of `source` at `level` of a spectrum run's table.

@@ -7,15 +7,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use subsets::schema::{self, LogTable};
+use subsets::schema::{self, LogTable, ProfileTable};
 use tests::{TINY_CONFIG, cfmem, cfmem_err, cfmem_ok, cfmem_path, plan_args, scores, training_lock};
 
-/// Tiny models, `stack` per job, and claims that go stale after one second.
-fn tiny_config(dir: &Path, stack: u32, epochs: u32) -> PathBuf {
+/// Tiny models, `stack` per job, evaluated at the checkpoints `eval_at`, and claims that go
+/// stale after one second.
+fn tiny_config(dir: &Path, stack: u32, epochs: u32, eval_at: &str) -> PathBuf {
     let path = dir.join(format!("tiny-{stack}-{epochs}.toml"));
     let text = format!(
         "[model]\nn_layer = 1\nn_head = 2\nd_model = 32\ncontext = 64\n[train]\nepochs = {epochs}\nbatch_size = 8\n\
-         [jobs]\nstack = {stack}\nclaim_timeout = 1.0\n"
+         eval_at = {eval_at}\n[jobs]\nstack = {stack}\nclaim_timeout = 1.0\n"
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -29,12 +30,12 @@ fn corpus(dir: &Path) -> PathBuf {
 }
 
 fn plan(dir: &Path, name: &str, models: &str, stack: u32) -> PathBuf {
-    plan_trained_for(dir, name, models, stack, 3)
+    plan_trained_for(dir, name, models, stack, 3, "[1.0]")
 }
 
-fn plan_trained_for(dir: &Path, name: &str, models: &str, stack: u32, epochs: u32) -> PathBuf {
+fn plan_trained_for(dir: &Path, name: &str, models: &str, stack: u32, epochs: u32, eval_at: &str) -> PathBuf {
     let run = dir.join(name);
-    let config = tiny_config(dir, stack, epochs);
+    let config = tiny_config(dir, stack, epochs, eval_at);
     cfmem_ok(&plan_args(&corpus(dir), &run, models, "9", &["--config", config.to_str().unwrap()]));
     run
 }
@@ -106,18 +107,23 @@ fn workers_killed_at_random_points_resume_to_the_same_scores() {
     const TRIALS: usize = 20;
     let _one_at_a_time = training_lock();
     let dir = tempfile::tempdir().unwrap();
-    // Longer training than the other tests, so that most kills land inside a job.
-    let reference = plan_trained_for(dir.path(), "reference", "4", 2, 40);
+    // Longer training than the other tests, so that most kills land inside a job, with
+    // evaluations in the middle of it.
+    const CHECKPOINTS: &str = "[0.25, 0.5, 1.0]";
+    let reference = plan_trained_for(dir.path(), "reference", "4", 2, 40, CHECKPOINTS);
     let started = Instant::now();
     run_to_end(&reference, &[]);
     let duration = started.elapsed().as_secs_f64();
     cfmem_ok(&["analyze", reference.to_str().unwrap()]);
     let expected = scores(&reference);
+    let profile = |run: &Path| schema::read::<ProfileTable>(&run.join("analysis/profile.parquet")).unwrap();
+    let expected_profile = profile(&reference);
+    assert_eq!(expected_profile.doc.len(), 3 * 12, "three checkpoints of every document");
 
     let mut state = 0x5eed_cf3e_u64;
     let mut phases = std::collections::BTreeMap::<&str, usize>::new();
     for trial in 0..TRIALS {
-        let run = plan_trained_for(dir.path(), &format!("trial-{trial}"), "4", 2, 40);
+        let run = plan_trained_for(dir.path(), &format!("trial-{trial}"), "4", 2, 40, CHECKPOINTS);
         // Even trials: kill times spread over the whole run, from start-up to the last
         // publication. Odd trials: kill as soon as a job's first rows reach its temporary
         // log, since a stack's evaluation and publication take milliseconds of the run.
@@ -169,6 +175,7 @@ fn workers_killed_at_random_points_resume_to_the_same_scores() {
         }
         cfmem_ok(&["analyze", run.to_str().unwrap()]);
         assert_eq!(scores(&run), expected, "trial {trial}, killed after {at:.2} s ({phase})");
+        assert_eq!(profile(&run), expected_profile, "trial {trial}: every checkpoint's scores");
         assert!(files_in(&run.join("claims")).is_empty(), "trial {trial}: claims left");
         let leftovers: Vec<String> = files_in(&run.join("logs")).into_iter().filter(|n| n.ends_with(".tmp")).collect();
         assert!(leftovers.is_empty(), "trial {trial}: temporary files left: {leftovers:?}");

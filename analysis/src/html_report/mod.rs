@@ -25,6 +25,7 @@ use subsets::schema::{
 };
 
 use crate::diagnosis::Diagnosis;
+use crate::profile::{ProfileSummary, percent};
 use crate::spectrum::SpectrumSummary;
 use crate::summary::{self, CopyRow, SourceRow, Summary, preview, source_label};
 use crate::{Error, Result};
@@ -60,6 +61,11 @@ pub struct ReportData {
     pub diagnosis: Option<Diagnosis>,
     /// The memorization spectrum, for runs with levels beyond the document.
     pub spectrum: Option<SpectrumSummary>,
+    /// Memorization over training, for runs evaluated at more than one checkpoint.
+    pub profile: Option<ProfileSummary>,
+    /// `summary.json`'s command that grows the run to a stable ranking, with the models it
+    /// plans, when the ranking is not stable.
+    pub growth: Option<(String, u64)>,
     /// Jobs with a completion record, of all jobs.
     pub jobs_complete: (usize, usize),
     pub planned: Option<SystemTime>,
@@ -117,6 +123,9 @@ impl ReportData {
             influence: read_if_present(&run.influence())?,
             reliability: read_if_present(&run.reliability())?,
             diagnosis: read_diagnosis(&run.summary())?,
+            profile: optional_part(&run.summary(), "profile")?,
+            growth: optional_part::<serde_json::Value>(&run.summary(), "reliability")?
+                .and_then(|r| Some((r["command"].as_str()?.to_string(), r["extend_to"].as_u64()?))),
             spectrum,
             jobs_complete: (records.len(), job_ids.len()),
             planned: modified(&run.config()),
@@ -137,6 +146,21 @@ fn read_diagnosis(path: &Path) -> Result<Option<Diagnosis>> {
     let malformed = |e: serde_json::Error| Error::Message(format!("{}: no diagnosis in it: {e}", path.display()));
     let mut summary: serde_json::Value = serde_json::from_str(&text).map_err(malformed)?;
     serde_json::from_value(summary["diagnosis"].take()).map(Some).map_err(malformed)
+}
+
+/// `summary.json`'s `key`, None where there is no summary, or it has no such key (an
+/// analysis by an older cfmem, or a run without that part).
+fn optional_part<T: serde::de::DeserializeOwned>(path: &Path, key: &str) -> Result<Option<T>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(subsets::Error::io(path))?;
+    let malformed = |e: serde_json::Error| Error::Message(format!("{}: `{key}`: {e}", path.display()));
+    let mut summary: serde_json::Value = serde_json::from_str(&text).map_err(malformed)?;
+    match summary[key].take() {
+        serde_json::Value::Null => Ok(None),
+        part => serde_json::from_value(part).map(Some).map_err(malformed),
+    }
 }
 
 /// A colour per source, in the order of the summary's sources.
@@ -209,8 +233,12 @@ pub fn render(data: &ReportData, top: usize) -> String {
     if let Some(spectrum) = &data.spectrum {
         sections.push(Section { id: "spectrum", title: "The memorization spectrum", body: spectrum_section(spectrum) });
     }
+    if let Some(profile) = &data.profile {
+        sections.push(Section { id: "profile", title: "Memorization over training", body: profile_section(profile) });
+    }
     if let Some(reliability) = &data.reliability {
-        sections.push(Section { id: "reliability", title: "Reliability of the ranking", body: stability(reliability) });
+        let body = stability(reliability, data.growth.as_ref());
+        sections.push(Section { id: "reliability", title: "Reliability of the ranking", body });
     }
     if let Some(influence) = &data.influence {
         sections.push(Section { id: "influence", title: "Strongest influence", body: influence_pairs(influence, top) });
@@ -552,7 +580,7 @@ fn regime(diagnosis: &Diagnosis) -> Markup {
     }
 }
 
-fn stability(reliability: &ReliabilityTable) -> Markup {
+fn stability(reliability: &ReliabilityTable, growth: Option<&(String, u64)>) -> Markup {
     let rows = 0..reliability.measure.len();
     let steps: Vec<Step> = rows
         .clone()
@@ -579,10 +607,112 @@ fn stability(reliability: &ReliabilityTable) -> Markup {
                 (unsigned(reliability.predicted[r])) "."
             }
         }
+        @if let Some((command, total)) = growth {
+            p class="warning" {
+                "The ranking is not stable (Spearman–Brown below " (crate::reliability::STABLE) "). Inverting the same \
+                 formula, the run needs about " (total) " models: " code { (command) } ", then " code { "cfmem run" } "."
+            }
+        }
         @if !steps.is_empty() {
             figure class="single" {
                 (plot::line_chart("convergence", "Convergence of the mem_acc ranking", &steps, &x, &y))
                 figcaption { "Spearman correlation between the ranking from the first m models and the ranking from all of them." }
+            }
+        }
+    }
+}
+
+/// Per source, memorization against training progress (one plot), then the regime and the
+/// ranking's agreement with the final one at each checkpoint.
+fn profile_section(profile: &ProfileSummary) -> Markup {
+    let lines: Vec<plot::Line<'_>> = profile
+        .sources
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let label = summary::source_label(row.source.as_deref()).to_string();
+            let steps = profile
+                .checkpoints
+                .iter()
+                .enumerate()
+                .filter_map(|(c, checkpoint)| {
+                    let mean = row.mem_acc[c]?;
+                    let bar = row.lo[c].zip(row.hi[c]);
+                    let interval =
+                        bar.map_or_else(String::new, |(lo, hi)| format!(", 95% interval {lo:+.3} to {hi:+.3}"));
+                    Some(Step {
+                        x: checkpoint.checkpoint,
+                        y: mean,
+                        bar,
+                        label: format!(
+                            "{label} at {} of training (step {}): mean mem_acc {mean:+.3}{interval}",
+                            percent(checkpoint.checkpoint),
+                            checkpoint.step
+                        ),
+                    })
+                })
+                .collect();
+            plot::Line { color: PALETTE[i % PALETTE.len()], steps }
+        })
+        .collect();
+    let x = Axis::between("fraction of training", Scale::Linear, 0.0, 1.0);
+    let y = Axis::fit(
+        "mean mem_acc",
+        Scale::Linear,
+        profile
+            .sources
+            .iter()
+            .flat_map(|row| row.lo.iter().chain(&row.hi).chain(&row.mem_acc).flatten().copied())
+            .chain([0.0]),
+    );
+    let last = profile.checkpoints.last();
+    html! {
+        p {
+            "Every model was evaluated on every document at " (profile.checkpoints.len()) " points of its training, \
+             without stopping it. Hard-to-predict text usually gains memorization with every epoch; text a model predicts \
+             without having seen it has little to gain."
+        }
+        figure class="single" {
+            (plot::lines("profile", "Memorization against training progress, per source", &lines, &x, &y))
+            figcaption {
+                "Mean mem_acc of each source's documents at each checkpoint; bars: its 95% interval (±1.96 √(Σ se²)/n)."
+                ul class="legend" {
+                    @for (i, row) in profile.sources.iter().enumerate() {
+                        li { span class="swatch" style=(format!("background:{}", PALETTE[i % PALETTE.len()])) {} (summary::source_label(row.source.as_deref())) }
+                    }
+                }
+            }
+        }
+        div class="table-wrap" {
+            table class="numbers" {
+                caption { "The regime and the ranking at each checkpoint (all documents but canaries)" }
+                thead { tr {
+                    th { "checkpoint" } th { "step" } th { "accuracy IN" } th { "accuracy OUT" } th { "bigram baseline" }
+                    th { "OUT − bigram" } th { "IN − OUT" } th { "regime" } th { "Spearman with the end" }
+                } }
+                tbody {
+                    @for c in &profile.checkpoints {
+                        tr {
+                            td { (percent(c.checkpoint)) } td class="num" { (c.step) }
+                            td class="num" { (unsigned(c.regime.acc_in)) } td class="num" { (unsigned(c.regime.acc_out)) }
+                            td class="num" { (unsigned(c.regime.bigram_baseline)) }
+                            td class="num" { (signed(c.regime.generalization_gap)) } td class="num" { (signed(c.regime.memorization_gap)) }
+                            td { @if c.regime.memorizing { "memorizing" } @else { "–" } }
+                            td class="num" { (unsigned(c.spearman_with_final)) }
+                        }
+                    }
+                }
+            }
+        }
+        @match (profile.stable_checkpoint(), last) {
+            (Some(c), Some(last)) if c.checkpoint < last.checkpoint => {
+                p { "From " (percent(c.checkpoint)) " of training (step " (c.step) " of " (last.step) ") on, the ranking of documents \
+                     agrees with the final one at Spearman ≥ " (profile.stable_ranking) ": training that long would have told \
+                     the same story at " (percent(c.checkpoint)) " of the training cost." }
+            }
+            _ => {
+                p { "The ranking of documents changes until the end of training: no earlier checkpoint agrees with the final \
+                     ranking at Spearman ≥ " (profile.stable_ranking) "." }
             }
         }
     }
@@ -813,6 +943,8 @@ mod tests {
             reliability: None,
             diagnosis: None,
             spectrum: None,
+            profile: None,
+            growth: None,
             jobs_complete: (2, 2),
             planned: None,
             last_log: None,
