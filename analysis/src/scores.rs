@@ -180,7 +180,7 @@ fn baselines(run: &RunDir, config: &RunConfig, corpus: &CorpusTable) -> Result<V
         .zip(&corpus.holdout)
         .map(|(&copies, &held)| if held { 0 } else { copies.into() })
         .collect();
-    Ok(diagnosis::leave_one_out_baselines(&documents, &weights, &background, tokenizer.vocab())?)
+    diagnosis::leave_one_out_baselines(&documents, &weights, &background, tokenizer.vocab())
 }
 
 /// Whether the models generalize: each document's IN and OUT accuracy (`acc_in[doc]`,
@@ -494,7 +494,9 @@ mod tests {
 
         // Straight from the log files: per (checkpoint, doc), the IN and OUT accuracies and
         // losses, then textbook means, variances and their differences.
-        let mut rows: BTreeMap<(u64, u32), [Vec<(f64, f64)>; 2]> = BTreeMap::new();
+        // (accuracy, loss) of the OUT models, then of the IN ones.
+        type Sides = [Vec<(f64, f64)>; 2];
+        let mut rows: BTreeMap<(u64, u32), Sides> = BTreeMap::new();
         for job in 0..2 {
             let log: subsets::schema::LogTable = schema::read(&run.log(job)).unwrap();
             for i in 0..log.len() {

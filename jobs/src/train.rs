@@ -1,5 +1,8 @@
 //! Training a stack of models together and evaluating them, teacher-forced, on every
-//! document.
+//! document, at each checkpoint of `train.eval_at` (fractions of the training's steps) and
+//! at the end. Training is cut into stretches at the checkpoints; a stretch computes exactly
+//! what one uninterrupted training would, and evaluation reads the weights without
+//! touching the optimizer or the data order, so checkpoints change nothing in the models.
 //!
 //! A document of n tokens `[b0, …, b(n-1)]` is cut into consecutive windows of at most
 //! `context − 1` tokens that together cover it ([`Window`]); each window is one row of a

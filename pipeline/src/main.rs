@@ -15,7 +15,7 @@ mod status;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 
 use analysis::influence::InfluenceSettings;
@@ -96,6 +96,10 @@ struct PlanArgs {
     /// Overrides [train] init of --config.
     #[arg(long)]
     init: Option<PathBuf>,
+    /// Checkpoints, as fractions of training, at which every model is evaluated on every
+    /// document, e.g. 0.25,0.5,1 (ending in 1). Overrides [train] eval_at of --config.
+    #[arg(long, value_delimiter = ',')]
+    eval_at: Vec<f64>,
     /// Fraction of documents no model trains on.
     #[arg(long, default_value_t = 0.0)]
     holdout: f64,
@@ -258,6 +262,9 @@ struct DemoArgs {
     /// of 12 and its planted passage in 12 are sampled whole only above the default of plan.
     #[arg(long, default_value_t = 0.1)]
     max_unit_fraction: f64,
+    /// Checkpoints at which every model is evaluated, as for `plan` (1 alone: only at the end).
+    #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,0.75,1")]
+    eval_at: Vec<f64>,
 }
 
 #[derive(Args)]
@@ -435,6 +442,9 @@ impl PlanArgs {
         };
         if let Some(init) = &self.init {
             hyperparameters.train.init = init.display().to_string();
+        }
+        if !self.eval_at.is_empty() {
+            hyperparameters.train.eval_at = self.eval_at;
         }
         let base = resolve_base(&mut hyperparameters, self.config.as_deref())?;
         hyperparameters.validate()?;
@@ -668,9 +678,6 @@ fn analyze(run: &Path, partial: bool, settings: AnalyzeSettings) -> Result<RunLo
 /// Sentences of the demo's generated background corpus.
 const DEMO_BACKGROUND: usize = 100;
 
-/// Where the demo evaluates its models: memorization over training.
-const DEMO_CHECKPOINTS: [f64; 4] = [0.25, 0.5, 0.75, 1.0];
-
 /// Settings of the demo: small enough to finish in under two minutes on two CPU cores.
 fn demo_hyperparameters() -> Hyperparameters {
     let mut h = Hyperparameters::default();
@@ -681,7 +688,6 @@ fn demo_hyperparameters() -> Hyperparameters {
     h.train.epochs = 16;
     h.train.batch_size = 16;
     h.train.lr = 1e-2;
-    h.train.eval_at = DEMO_CHECKPOINTS.to_vec();
     h
 }
 
@@ -689,6 +695,9 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
     if args.models < 2 {
         bail!("--models must be at least 2");
     }
+    let mut hyperparameters = demo_hyperparameters();
+    hyperparameters.train.eval_at = args.eval_at.clone();
+    hyperparameters.validate().context("--eval-at")?;
     let documents = demo::corpus(args.seed, &demo::DemoSizes::default());
     let holdout_ids = demo::held_out_ids(&documents);
     let (unit, spectrum) = units_of(&args.unit, &args.levels, args.models);
@@ -703,7 +712,7 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
             holdout_ids,
             ..DesignConfig::documents(args.models, 0.5)
         },
-        hyperparameters: demo_hyperparameters(),
+        hyperparameters,
         background: Some(Background {
             path: "built-in demo background".into(),
             documents: demo::background(args.seed, DEMO_BACKGROUND),

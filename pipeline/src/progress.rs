@@ -1,6 +1,9 @@
 //! Progress bars for `cfmem run`: jobs done with an ETA, and the current stack's steps.
-//! Events that say what this worker does (a job started, a claim taken over, waiting for
-//! other workers) are also printed as lines, which stay in logs where no bar is drawn.
+//! Events that say what this worker does (a job started or done, with the time it spent
+//! evaluating; a claim taken over; waiting for other workers) are also printed as lines,
+//! which stay in logs where no bar is drawn.
+
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use queue::JobOutcome;
@@ -12,6 +15,26 @@ pub struct Bars {
     stack: ProgressBar,
     /// The jobs last reported as claimed elsewhere, so each wait is told once.
     waiting: std::sync::Mutex<Vec<u32>>,
+    clock: std::sync::Mutex<JobClock>,
+}
+
+/// Where the time of the job in progress went.
+#[derive(Default)]
+struct JobClock {
+    started: Option<Instant>,
+    /// Since when the stack is evaluated, while it is.
+    evaluating_since: Option<Instant>,
+    evaluating: Duration,
+    checkpoints: usize,
+}
+
+impl JobClock {
+    /// Ends the evaluation in progress, if any.
+    fn stop_evaluating(&mut self) {
+        if let Some(since) = self.evaluating_since.take() {
+            self.evaluating += since.elapsed();
+        }
+    }
 }
 
 impl Bars {
@@ -23,12 +46,16 @@ impl Bars {
                 .with_style(style("jobs  {bar:30} {pos}/{len} {msg} elapsed {elapsed} eta {eta}")),
         );
         let stack = multi.add(ProgressBar::new(0).with_style(style("steps {bar:30} {pos}/{len} {msg}")));
-        Bars { multi, jobs: job_bar, stack, waiting: Default::default() }
+        Bars { multi, jobs: job_bar, stack, waiting: Default::default(), clock: Default::default() }
     }
 
     /// Prints `line` above the bars (or alone when there are none).
     fn say(&self, line: String) {
         self.multi.suspend(|| eprintln!("{line}"));
+    }
+
+    fn clock(&self) -> std::sync::MutexGuard<'_, JobClock> {
+        self.clock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn finish(&self) {
@@ -40,6 +67,7 @@ impl Bars {
 impl queue::Progress for Bars {
     fn job_started(&self, job: u32, models: usize) {
         self.say(format!("job {job}: training {models} models (pid {})", std::process::id()));
+        *self.clock() = JobClock { started: Some(Instant::now()), ..Default::default() };
         self.jobs.set_message(format!("job {job} ({models} models)"));
     }
 
@@ -72,6 +100,7 @@ impl queue::Progress for Bars {
     }
 
     fn training_step(&self, step: usize, loss: Option<f64>) {
+        self.clock().stop_evaluating();
         self.stack.set_position(step as u64);
         if let Some(loss) = loss {
             self.stack.set_message(format!("mean loss {loss:.3}"));
@@ -81,11 +110,26 @@ impl queue::Progress for Bars {
     fn evaluating(&self, models: &[u32], checkpoint: f64) {
         let at = if checkpoint < 1.0 { format!(" at {:.0}% of training", 100.0 * checkpoint) } else { String::new() };
         self.stack.set_message(format!("{} evaluating{at}", models_label(models)));
+        let mut clock = self.clock();
+        clock.stop_evaluating();
+        clock.evaluating_since = Some(Instant::now());
+        clock.checkpoints += 1;
     }
 
     fn job_finished(&self, job: u32, outcome: &JobOutcome) {
         if let JobOutcome::Redone(reason) = outcome {
             self.say(format!("job {job}: {reason}; ran it again"));
+        }
+        let mut clock = self.clock();
+        clock.stop_evaluating();
+        if let Some(started) = clock.started.take() {
+            let (total, evaluating) = (started.elapsed().as_secs_f64(), clock.evaluating.as_secs_f64());
+            let checkpoints = clock.checkpoints;
+            drop(clock);
+            self.say(format!(
+                "job {job}: done in {total:.1} s, {evaluating:.1} s of it evaluating at {checkpoints} checkpoint{}",
+                if checkpoints == 1 { "" } else { "s" }
+            ));
         }
         self.jobs.inc(1);
     }

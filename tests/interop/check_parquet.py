@@ -73,7 +73,7 @@ def make_run(cfmem, work):
     steps = [
         ["plan", "--corpus", str(corpus), "--out", str(run), "--models", "6", "--keep", "0.5",
          "--seed", str(SEED), "--holdout", "0.1", "--config", str(config), "--copies", "1,4", "--canaries", "4",
-         "--background", str(background)],
+         "--background", str(background), "--eval-at", "0.5,1"],
         ["run", str(run), "--device", "cpu"],
         ["analyze", str(run)],
     ]
@@ -118,7 +118,7 @@ def check_file(path, pattern, table, columns, version):
     found = [(f.name, str(f.type), f.nullable) for f in schema]
     assert found == columns, f"{path}: columns {found}\n  README says {columns}"
     meta = {k.decode(): v.decode() for k, v in (pf.metadata.metadata or {}).items()}
-    expected = {"cfmem.version": version, "cfmem.schema": table, "cfmem.schema_version": "1",
+    expected = {"cfmem.version": version, "cfmem.schema": table, "cfmem.schema_version": "2",
                 "cfmem.run_seed": str(SEED)}
     for key, value in expected.items():
         assert meta.get(key) == value, f"{path}: metadata {key} = {meta.get(key)!r}, expected {value!r}"
@@ -132,25 +132,30 @@ def check_file(path, pattern, table, columns, version):
 
 
 def check_mem_acc(run):
-    """mem_acc recomputed from the logs in SQL equals scores.parquet within 1e-12."""
+    """mem_acc recomputed from the logs in SQL equals scores.parquet within 1e-12 (the end of
+    training), and profile.parquet at every checkpoint."""
     recomputed = duckdb.execute(f"""
         WITH per_model AS (
-            SELECT doc, in_train, correct::DOUBLE / tokens AS acc
+            SELECT checkpoint, doc, in_train, correct::DOUBLE / tokens AS acc
             FROM read_parquet('{run}/logs/job-*.parquet'))
-        SELECT doc,
+        SELECT checkpoint, doc,
                avg(acc) FILTER (WHERE in_train) - avg(acc) FILTER (WHERE NOT in_train) AS mem_acc
-        FROM per_model GROUP BY doc ORDER BY doc""").df()
+        FROM per_model GROUP BY checkpoint, doc ORDER BY checkpoint, doc""").df()
     scores = pd.read_parquet(run / "analysis/scores.parquet", columns=["doc", "mem_acc"])
-    assert len(recomputed) == len(scores), "every document has log rows"
+    profile = pd.read_parquet(run / "analysis/profile.parquet", columns=["checkpoint", "doc", "mem_acc"])
+    final = recomputed[recomputed.checkpoint == 1.0]
+    assert sorted(set(recomputed.checkpoint)) == [0.5, 1.0], "the run was evaluated at 50% and at the end"
+    assert len(final) == len(scores) and len(recomputed) == len(profile), "every document has log rows"
     nulls = 0
-    for doc, mine, theirs in zip(scores.doc, scores.mem_acc, recomputed.mem_acc):
+    pairs = [*zip(scores.doc, scores.mem_acc, final.mem_acc), *zip(profile.doc, profile.mem_acc, recomputed.mem_acc)]
+    for doc, mine, theirs in pairs:
         if pd.isna(mine) or pd.isna(theirs):
             assert pd.isna(mine) and pd.isna(theirs), f"doc {doc}: {mine} vs {theirs}"
             nulls += 1
         else:
-            assert math.fabs(mine - theirs) <= 1e-12, f"doc {doc}: scores {mine!r}, SQL {theirs!r}"
-    assert nulls > 0 and nulls < len(scores), "the holdout documents (and only they) have no mem_acc"
-    return len(scores) - nulls
+            assert math.fabs(mine - theirs) <= 1e-12, f"doc {doc}: ours {mine!r}, SQL {theirs!r}"
+    assert nulls > 0 and nulls < len(pairs), "the holdout documents (and only they) have no mem_acc"
+    return len(pairs) - nulls
 
 
 def check_readme_queries(run):
@@ -204,7 +209,7 @@ def main():
     read = check_users_files(cfmem, work)
     print(f"interop: {', '.join(read)} read by cfmem")
     print(f"interop: {len(files)} Parquet files read by pyarrow, pandas and DuckDB; "
-          f"mem_acc of {scored} documents recomputed in SQL within 1e-12")
+          f"mem_acc of {scored} (document, checkpoint) pairs recomputed in SQL within 1e-12")
 
 
 if __name__ == "__main__":

@@ -93,15 +93,11 @@ fn memorization_over_training_rises_for_random_ids_and_stays_flat_for_repetitive
         rise("random-id"),
         rise("repetitive")
     );
-    for c in 0..checkpoints.len() {
+    for (c, checkpoint) in checkpoints.iter().enumerate() {
         let repetitive = of(c, "repetitive");
-        assert!(
-            mean(&repetitive).abs() < 0.05,
-            "checkpoint {}: repetitive mean {:.3}",
-            checkpoints[c],
-            mean(&repetitive)
-        );
-        assert!(repetitive.iter().all(|m| *m < 0.15), "checkpoint {}: {repetitive:?}", checkpoints[c]);
+        let mean_of_them = mean(&repetitive);
+        assert!(mean_of_them.abs() < 0.05, "checkpoint {checkpoint}: repetitive mean {mean_of_them:.3}");
+        assert!(repetitive.iter().all(|m| *m < 0.15), "checkpoint {checkpoint}: {repetitive:?}");
     }
     // The last checkpoint is scores.parquet.
     let scores = scores(&demo.run);

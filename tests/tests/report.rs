@@ -219,6 +219,7 @@ fn influence_reliability_and_bootstrap_intervals_appear_when_the_analysis_has_th
         models: vec![2, 2, 3, 4],
         spearman: vec![Some(0.625), Some(0.5), Some(0.75), Some(1.0)],
         predicted: vec![Some(0.769), None, None, None],
+        models_for_stable: vec![Some(6), None, None, None],
     };
     schema::write(&run.join("analysis/reliability.parquet"), &reliability, Some(3)).unwrap();
 

@@ -1,5 +1,6 @@
 //! End-to-end runs of the real binary with real libtorch training on the CPU: a copy sweep,
-//! reproducibility from the seed, and damaged logs redone (the demo's runs are in `demo.rs`).
+//! reproducibility from the seed (evaluation checkpoints changing nothing), and damaged logs
+//! redone (the demo's runs are in `demo.rs`).
 
 use subsets::schema::{self, CopiesTable, LogTable};
 use tests::{TINY_CONFIG, cfmem, cfmem_ok, plan_args, training_lock};
@@ -51,22 +52,37 @@ fn cpu_runs_are_reproducible_from_the_seed_score_whole_documents_and_redo_damage
     std::fs::write(&config, TINY_CONFIG).unwrap();
     // One thread for every run of this test: the README promises bit-for-bit equality at
     // the same thread count, and how libtorch splits a sum across threads may depend on it.
-    let plan_and_run = |name: &str| {
+    let plan_and_run = |name: &str, extra: &[&str]| {
         let run = dir.path().join(name);
-        cfmem_ok(&plan_args(&corpus, &run, "4", "9", &["--config", config.to_str().unwrap()]));
+        let mut args = vec!["--config", config.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        cfmem_ok(&plan_args(&corpus, &run, "4", "9", &args));
         cfmem_ok(&["run", run.to_str().unwrap(), "--device", "cpu", "--threads", "1"]);
         (0..2)
             .map(|job| schema::read::<LogTable>(&run.join(format!("logs/job-{job:05}.parquet"))).unwrap())
             .collect::<Vec<_>>()
     };
-    let first = plan_and_run("a");
+    let first = plan_and_run("a", &[]);
     assert_eq!(first[0].model.len(), 2 * 12);
     for log in &first {
         for (&doc, &tokens) in log.doc.iter().zip(&log.tokens) {
             assert_eq!(tokens as usize, texts[doc as usize].len(), "every byte of document {doc} is evaluated");
         }
     }
-    assert_eq!(first, plan_and_run("b"), "same seed, same logs bit for bit");
+    assert_eq!(first, plan_and_run("b", &[]), "same seed, same logs bit for bit");
+    // Evaluating in the middle of training changes nothing in it: the end's rows are the
+    // same, value for value.
+    for (log, with_checkpoints) in first.iter().zip(plan_and_run("c", &["--eval-at", "0.3,0.6,1"])) {
+        assert_eq!(with_checkpoints.model.len(), 3 * log.model.len());
+        let end = with_checkpoints.model.len() - log.model.len();
+        assert!(with_checkpoints.checkpoint[end..].iter().all(|&c| c == 1.0));
+        assert_eq!(with_checkpoints.step[end..], log.step[..]);
+        assert_eq!(with_checkpoints.nll[end..], log.nll[..]);
+        assert_eq!(with_checkpoints.correct[end..], log.correct[..]);
+        assert_eq!(with_checkpoints.doc[end..], log.doc[..]);
+        assert_eq!(with_checkpoints.model[end..], log.model[..]);
+        assert_ne!(with_checkpoints.nll[..end / 3], log.nll[..], "30% of training is not the end");
+    }
 
     // Everything is complete: a second run does nothing.
     let run = dir.path().join("a");
