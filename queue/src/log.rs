@@ -71,8 +71,8 @@ fn checked_state(run: &RunDir, job: u32, full: bool) -> Result<LogState> {
     Ok(LogState::Complete)
 }
 
-/// Deletes the temporary files of `job`'s log that a killed worker left; only the holder
-/// of the job's claim may call this.
+/// Deletes the temporary files of `job`'s log and completion record that a killed worker
+/// left; only the holder of the job's claim may call this.
 pub fn remove_temporaries(run: &RunDir, job: u32) -> Result<usize> {
     let prefix = run.log_temp_prefix(job);
     remove_matching(&run.logs_dir(), |name| name.starts_with(&prefix) && name.ends_with(".tmp"))
@@ -161,9 +161,14 @@ pub struct Completion {
 }
 
 impl Completion {
-    pub fn write(&self, path: &Path) -> Result<()> {
+    /// Writes the record of `job` of `run`, through a temporary file named like the job's
+    /// log's, which the job's next claimant removes should this writer be killed midway.
+    pub fn write(&self, run: &RunDir, job: u32) -> Result<()> {
         let text = toml::to_string(self).expect("a completion record always serializes");
-        Ok(atomic::write_bytes(path, text.as_bytes())?)
+        let path = run.log_done(job);
+        Ok(atomic::write_with_prefix(&path, &run.log_temp_prefix(job), |file| {
+            file.write_all(text.as_bytes()).map_err(FileError::io(&path))
+        })?)
     }
 
     /// The record at `path`, or None when there is none; an error naming the file when it is
@@ -261,7 +266,7 @@ impl LogWriter {
             started: job.started,
             finished: unix_now(),
         };
-        record.write(&done)?;
+        record.write(&self.run, self.job)?;
         Ok(record)
     }
 }
@@ -339,7 +344,7 @@ mod tests {
         std::fs::write(run.log(3), &bytes).unwrap();
         let metadata = std::fs::metadata(run.log(3)).unwrap();
         let wrong_rows = Completion { rows: 5, modified_ns: modified_ns(&metadata), ..completion.clone() };
-        wrong_rows.write(&run.log_done(3)).unwrap();
+        wrong_rows.write(&run, 3).unwrap();
         assert_eq!(quick_state(&run, 3).unwrap(), LogState::Complete);
         assert_eq!(state(&run, 3).unwrap(), LogState::Damaged("log's row count differs from its completion record"));
 
@@ -347,7 +352,7 @@ mod tests {
         assert_eq!(quick_state(&run, 3).unwrap(), LogState::Damaged("unreadable completion record"));
         std::fs::remove_file(run.log_done(3)).unwrap();
         assert_eq!(state(&run, 3).unwrap(), LogState::Damaged("log has no completion record"));
-        completion.write(&run.log_done(3)).unwrap();
+        completion.write(&run, 3).unwrap();
         std::fs::remove_file(run.log(3)).unwrap();
         assert_eq!(state(&run, 3).unwrap(), LogState::Damaged("completion record without a log"));
     }

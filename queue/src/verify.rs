@@ -121,7 +121,7 @@ mod tests {
 
         // A log whose footer disagrees with its record is caught here, not only by its hash.
         let record = log::Completion::read(&run.log_done(2)).unwrap().unwrap();
-        log::Completion { rows: 5, ..record }.write(&run.log_done(2)).unwrap();
+        log::Completion { rows: 5, ..record }.write(run, 2).unwrap();
         let verified = queue.verify().unwrap();
         assert_eq!(verified.jobs()[2].state, LogState::Damaged("log's row count differs from its completion record"));
     }

@@ -12,8 +12,17 @@ pub fn write_with<F>(path: &Path, fill: F) -> Result<()>
 where
     F: FnOnce(&mut std::fs::File) -> Result<()>,
 {
+    write_with_prefix(path, ".cfmem-", fill)
+}
+
+/// As [`write_with`], the temporary file named `prefix`, random characters and `.tmp`, so
+/// that whoever knows the prefix can remove what a killed writer left.
+pub fn write_with_prefix<F>(path: &Path, prefix: &str, fill: F) -> Result<()>
+where
+    F: FnOnce(&mut std::fs::File) -> Result<()>,
+{
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = builder(".cfmem-", ".tmp", false).tempfile_in(dir).map_err(Error::io(dir))?;
+    let mut tmp = builder(prefix, ".tmp", false).tempfile_in(dir).map_err(Error::io(dir))?;
     fill(tmp.as_file_mut())?;
     tmp.as_file().sync_all().map_err(Error::io(path))?;
     tmp.persist(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e.error })?;
@@ -44,6 +53,20 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_temporary_is_named_by_its_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job-00003.done");
+        write_with_prefix(&path, ".job-00003-", |file| {
+            let names: Vec<String> =
+                std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+            assert!(names.len() == 1 && names[0].starts_with(".job-00003-") && names[0].ends_with(".tmp"), "{names:?}");
+            file.write_all(b"done").map_err(Error::io(&path))
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"done");
+    }
 
     #[test]
     fn replaces_whole_file_and_leaves_no_temporary() {
