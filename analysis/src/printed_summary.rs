@@ -327,23 +327,5 @@ fn write_profile(f: &mut fmt::Formatter<'_>, profile: &ProfileSummary) -> fmt::R
         write!(f, " {:>7}", c.spearman_with_final.map_or_else(|| "-".into(), |r| format!("{r:.2}")))?;
     }
     writeln!(f)?;
-    let last = profile.checkpoints.last().expect("a profile has two checkpoints or more");
-    match profile.stable_checkpoint() {
-        Some(c) if c.checkpoint < last.checkpoint => writeln!(
-            f,
-            "ranking over training: from {} of training (step {} of {}) on, the ranking of documents is the final \
-             one's (Spearman ≥ {}): training that long would have told the same story at {} of the training cost",
-            percent(c.checkpoint),
-            c.step,
-            last.step,
-            profile.stable_ranking,
-            percent(c.checkpoint)
-        ),
-        _ => writeln!(
-            f,
-            "ranking over training: the ranking of documents changes until the end (Spearman with the final \
-             ranking below {} at every earlier checkpoint): fewer steps would have told another story",
-            profile.stable_ranking
-        ),
-    }
+    writeln!(f, "ranking over training: {}", profile.ranking_answer())
 }

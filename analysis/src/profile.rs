@@ -13,6 +13,7 @@ use subsets::schema::{FINAL_CHECKPOINT, ProfileTable, ScoreTable};
 
 use crate::diagnosis::GroupAccuracy;
 use crate::estimate::{Accumulated, Metrics};
+use crate::reliability::STABLE;
 use crate::stats::spearman;
 
 /// Spearman with the final ranking from which a checkpoint's ranking is called the same.
@@ -107,7 +108,8 @@ pub struct SourceProfile {
 ///
 /// JSON: `{"checkpoints": [{checkpoint, step, spearman_with_final, regime: GroupAccuracy}],
 /// "sources": [{source, documents, mem_acc: [...], lo: [...], hi: [...]}],
-/// "stable_from": fraction or null, "stable_ranking": 0.9}`, sources ordered by name with
+/// "stable_from": fraction or null, "stable_ranking": 0.9, "end_reliability": number or
+/// null}`, sources ordered by name with
 /// documents without a source first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProfileSummary {
@@ -117,12 +119,21 @@ pub struct ProfileSummary {
     /// one at Spearman ≥ [`STABLE_RANKING`] (the end itself when none before it does).
     pub stable_from: Option<f64>,
     pub stable_ranking: f64,
+    /// The Spearman-Brown reliability of the final ranking (`reliability.parquet`'s
+    /// `predicted`): below [`STABLE`], a checkpoint's disagreement with the final ranking is
+    /// noise as much as training.
+    pub end_reliability: Option<f64>,
 }
 
 impl ProfileSummary {
     /// The summary of `table`, with `regimes[c]` the diagnosis's overall numbers at its
-    /// checkpoint c. None when the table has a single checkpoint.
-    pub fn new(table: &ProfileTable, regimes: Vec<GroupAccuracy>) -> Option<ProfileSummary> {
+    /// checkpoint c, and `end_reliability` the final ranking's. None when the table has a
+    /// single checkpoint.
+    pub fn new(
+        table: &ProfileTable,
+        regimes: Vec<GroupAccuracy>,
+        end_reliability: Option<f64>,
+    ) -> Option<ProfileSummary> {
         let checkpoints = checkpoints(table);
         if checkpoints.len() < 2 {
             return None;
@@ -177,7 +188,40 @@ impl ProfileSummary {
             })
             .filter(|profile| profile.mem_acc.iter().any(Option::is_some))
             .collect();
-        Some(ProfileSummary { checkpoints: lines, sources, stable_from, stable_ranking: STABLE_RANKING })
+        Some(ProfileSummary {
+            checkpoints: lines,
+            sources,
+            stable_from,
+            stable_ranking: STABLE_RANKING,
+            end_reliability,
+        })
+    }
+
+    /// The one-line answer: from which checkpoint on the documents rank as at the end, and
+    /// so whether fewer epochs would have told the same story.
+    pub fn ranking_answer(&self) -> String {
+        let last = self.checkpoints.last().expect("a profile has two checkpoints or more");
+        let rho = self.stable_ranking;
+        match self.stable_checkpoint() {
+            Some(c) if c.checkpoint < last.checkpoint => format!(
+                "from {} of training (step {} of {}) on, the ranking of documents is the final one's (Spearman ≥ \
+                 {rho}): training that long would have told the same story at {} of the training cost",
+                percent(c.checkpoint),
+                c.step,
+                last.step,
+                percent(c.checkpoint)
+            ),
+            _ if self.end_reliability.is_none_or(|r| r < STABLE) => format!(
+                "no earlier checkpoint ranks the documents as the end does (Spearman ≥ {rho}), but the end's ranking \
+                 is not stable itself (Spearman-Brown {}): that is noise as much as training; grow the run (see \
+                 reliability) before choosing fewer epochs",
+                self.end_reliability.map_or_else(|| "unknown".to_string(), |r| format!("{r:.2}"))
+            ),
+            _ => format!(
+                "the ranking of documents changes until the end (Spearman with the final ranking below {rho} at \
+                 every earlier checkpoint): fewer steps would have told another story"
+            ),
+        }
     }
 
     /// The checkpoint line at fraction `stable_from`.
@@ -239,12 +283,13 @@ mod tests {
         // Four documents: s0 holds d0 and d2, s1 holds d1 and d3 (d3 unscored).
         let early = vec![Some(0.1), Some(0.0), Some(0.3), Some(0.2)];
         let end = vec![Some(0.2), Some(0.1), Some(0.4), None];
-        let summary = ProfileSummary::new(&table_of(&[early, end]), regimes(2)).unwrap();
+        let summary = ProfileSummary::new(&table_of(&[early, end]), regimes(2), Some(0.95)).unwrap();
         assert_eq!(summary.checkpoints.len(), 2);
         assert_eq!((summary.checkpoints[0].checkpoint, summary.checkpoints[0].step), (0.5, 5));
         // Ranks of d0, d1, d2 agree (d3 has no final score): Spearman 1.
         assert_eq!(summary.checkpoints[0].spearman_with_final, Some(1.0));
         assert_eq!(summary.stable_from, Some(0.5));
+        assert!(summary.ranking_answer().starts_with("from 50% of training (step 5 of 10) on"));
         let s0 = &summary.sources[0];
         assert_eq!((s0.source.as_deref(), s0.documents), (Some("s0"), 2));
         assert!((s0.mem_acc[0].unwrap() - 0.2).abs() < 1e-12 && (s0.mem_acc[1].unwrap() - 0.3).abs() < 1e-12);
@@ -259,10 +304,18 @@ mod tests {
         // A ranking that turns over late settles only at the end.
         let reversed = vec![Some(0.4), Some(0.3), Some(0.2), Some(0.1)];
         let end = vec![Some(0.1), Some(0.2), Some(0.3), Some(0.4)];
-        let summary = ProfileSummary::new(&table_of(&[reversed, end]), regimes(2)).unwrap();
+        let summary = ProfileSummary::new(&table_of(&[reversed, end]), regimes(2), Some(0.95)).unwrap();
         assert_eq!(summary.checkpoints[0].spearman_with_final, Some(-1.0));
         assert_eq!(summary.stable_from, Some(1.0));
-        assert!(ProfileSummary::new(&table_of(&[vec![Some(0.1), Some(0.2)]]), regimes(1)).is_none());
+        assert!(summary.ranking_answer().starts_with("the ranking of documents changes until the end"));
+        // Unless the end's ranking is itself noise.
+        let noisy = ProfileSummary { end_reliability: Some(0.24), ..summary };
+        assert!(
+            noisy.ranking_answer().contains("is not stable itself (Spearman-Brown 0.24)"),
+            "{}",
+            noisy.ranking_answer()
+        );
+        assert!(ProfileSummary::new(&table_of(&[vec![Some(0.1), Some(0.2)]]), regimes(1), None).is_none());
     }
 
     #[test]

@@ -145,7 +145,7 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
             diagnose_regime(&baselines, &scores, &profile.acc_in[rows.clone()], &profile.acc_out[rows]).overall
         })
         .collect();
-    let profile_summary = ProfileSummary::new(&profile, regimes);
+    let profile_summary = ProfileSummary::new(&profile, regimes, reliability.predicted[0]);
     let numbers = Summary::new(&scores, &clusters, &copies);
     let spectrum = match &stored {
         Some(stored) if spectrum::applies(&config) => {

@@ -665,7 +665,6 @@ fn profile_section(profile: &ProfileSummary) -> Markup {
             .flat_map(|row| row.lo.iter().chain(&row.hi).chain(&row.mem_acc).flatten().copied())
             .chain([0.0]),
     );
-    let last = profile.checkpoints.last();
     html! {
         p {
             "Every model was evaluated on every document at " (profile.checkpoints.len()) " points of its training, \
@@ -704,17 +703,7 @@ fn profile_section(profile: &ProfileSummary) -> Markup {
                 }
             }
         }
-        @match (profile.stable_checkpoint(), last) {
-            (Some(c), Some(last)) if c.checkpoint < last.checkpoint => {
-                p { "From " (percent(c.checkpoint)) " of training (step " (c.step) " of " (last.step) ") on, the ranking of documents \
-                     agrees with the final one at Spearman ≥ " (profile.stable_ranking) ": training that long would have told \
-                     the same story at " (percent(c.checkpoint)) " of the training cost." }
-            }
-            _ => {
-                p { "The ranking of documents changes until the end of training: no earlier checkpoint agrees with the final \
-                     ranking at Spearman ≥ " (profile.stable_ranking) "." }
-            }
-        }
+        p { "Ranking over training: " (profile.ranking_answer()) "." }
     }
 }
 
