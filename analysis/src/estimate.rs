@@ -64,6 +64,12 @@ impl Metrics {
         stats::difference(&self.loss.outside, &self.loss.inside)
     }
 
+    /// [`Metrics::mem_acc`] and [`Metrics::mem_loss`] of a document with a score, nulls
+    /// for one without (its unit too large to sample as one).
+    pub fn scores_if(&self, scored: bool) -> [(Option<f64>, Option<f64>); 2] {
+        if scored { [self.mem_acc(), self.mem_loss()] } else { [(None, None); 2] }
+    }
+
     pub(crate) fn push(&mut self, in_train: bool, acc: f64, loss: f64) {
         self.acc.push(in_train, acc);
         self.loss.push(in_train, loss);

@@ -54,8 +54,7 @@ pub fn table(accumulated: &Accumulated, scores: &ScoreTable, fell_back: &[bool])
 }
 
 fn push_metrics(table: &mut ProfileTable, metrics: &Metrics, scored: bool) {
-    let (mem_acc, mem_acc_se) = if scored { metrics.mem_acc() } else { (None, None) };
-    let (mem_loss, mem_loss_se) = if scored { metrics.mem_loss() } else { (None, None) };
+    let [(mem_acc, mem_acc_se), (mem_loss, mem_loss_se)] = metrics.scores_if(scored);
     table.n_in.push(metrics.acc.inside.n);
     table.n_out.push(metrics.acc.outside.n);
     table.acc_in.push(metrics.acc.inside.mean());

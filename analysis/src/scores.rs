@@ -92,8 +92,7 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
             *metrics
         };
         let scored = !fell_back[doc];
-        let (mem_acc, mem_acc_se) = if scored { metrics.mem_acc() } else { (None, None) };
-        let (mem_loss, mem_loss_se) = if scored { metrics.mem_loss() } else { (None, None) };
+        let [(mem_acc, mem_acc_se), (mem_loss, mem_loss_se)] = metrics.scores_if(scored);
         let (group_mem_acc, group_mem_acc_se) = group.mem_acc();
         let (group_mem_loss, group_mem_loss_se) = group.mem_loss();
         scores.doc.push(doc as u32);

@@ -136,8 +136,7 @@ pub fn measure_level(
         let metrics = per_doc[doc];
         let group = if units.unit_size[doc] > 1 { groups.get(&units.unit[doc]).copied() } else { Some(metrics) };
         let group = group.filter(|_| scored).unwrap_or_default();
-        let (mem_acc, mem_acc_se) = if scored { metrics.mem_acc() } else { (None, None) };
-        let (mem_loss, mem_loss_se) = if scored { metrics.mem_loss() } else { (None, None) };
+        let [(mem_acc, mem_acc_se), (mem_loss, mem_loss_se)] = metrics.scores_if(scored);
         let interval = intervals[doc].filter(|_| mem_acc.is_some());
         let (group_mem_acc, group_mem_acc_se) = group.mem_acc();
         let (group_mem_loss, group_mem_loss_se) = group.mem_loss();
