@@ -110,7 +110,6 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     fn merge(&mut self, other: &Checkpoint) {
-        self.step = self.step.max(other.step);
         for (mine, theirs) in self.docs.iter_mut().zip(&other.docs) {
             mine.merge(theirs);
         }
@@ -122,9 +121,9 @@ impl Accumulated {
         Accumulated { docs: vec![Metrics::default(); docs], ..Default::default() }
     }
 
-    /// The metrics of `doc` at checkpoint `fraction` (before the end), the checkpoint added
-    /// where this is its first row.
-    fn earlier_doc(&mut self, fraction: f64, step: u32, doc: usize) -> &mut Metrics {
+    /// The checkpoint at `fraction` (before the end), added empty where this is its first
+    /// row; `step` raises its step.
+    fn earlier_at(&mut self, fraction: f64, step: u32) -> &mut Checkpoint {
         let at = match self.earlier.binary_search_by(|c| c.fraction.total_cmp(&fraction)) {
             Ok(at) => at,
             Err(at) => {
@@ -135,7 +134,7 @@ impl Accumulated {
         };
         let checkpoint = &mut self.earlier[at];
         checkpoint.step = checkpoint.step.max(step);
-        &mut checkpoint.docs[doc]
+        checkpoint
     }
 
     fn merge(mut self, other: Accumulated) -> Accumulated {
@@ -144,10 +143,7 @@ impl Accumulated {
         }
         self.step = self.step.max(other.step);
         for theirs in &other.earlier {
-            match self.earlier.binary_search_by(|c| c.fraction.total_cmp(&theirs.fraction)) {
-                Ok(at) => self.earlier[at].merge(theirs),
-                Err(at) => self.earlier.insert(at, theirs.clone()),
-            }
+            self.earlier_at(theirs.fraction, theirs.step).merge(theirs);
         }
         for (cluster, theirs) in other.clusters {
             self.clusters.entry(cluster).or_default().merge(&theirs);
@@ -223,7 +219,7 @@ fn accumulate_file(
             let accuracy = f64::from(batch.correct[i]) / tokens;
             let loss = batch.nll[i] / tokens;
             if batch.checkpoint[i] != FINAL_CHECKPOINT {
-                acc.earlier_doc(batch.checkpoint[i], batch.step[i], doc).push(batch.in_train[i], accuracy, loss);
+                acc.earlier_at(batch.checkpoint[i], batch.step[i]).docs[doc].push(batch.in_train[i], accuracy, loss);
                 continue;
             }
             acc.step = acc.step.max(batch.step[i]);

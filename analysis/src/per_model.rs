@@ -1,7 +1,7 @@
 //! The complete logs of a run, as the job queue verified them, and, read from them, every
-//! model's metrics on chosen documents at the end of training (the final checkpoint), one `f32` row per model, with whether each document
-//! was in the model's training set (from the logs' `in_train`, never from `membership.bin`):
-//! the matrices that the bootstrap, the reliability measures and the influence GEMMs
+//! model's metrics on chosen documents at the end of training (the final checkpoint), one
+//! `f32` row per model, with whether each document was in the model's training set (from
+//! the logs' `in_train`, never from `membership.bin`): the matrices that the bootstrap, the reliability measures and the influence GEMMs
 //! multiply.
 //!
 //! At M models, N documents and K documents whose metrics are kept that is M·N bytes of

@@ -160,23 +160,28 @@ impl Verdict {
         self.models
     }
 
-    /// The run's total models to plan so that the verdict's models reach `needed`.
-    fn run_total(&self, needed: u32) -> usize {
-        ((f64::from(needed) * self.growth.scale).ceil() as usize).max(self.growth.run_models + 1)
+    fn stable(&self) -> bool {
+        self.predicted.is_some_and(|p| p >= STABLE)
+    }
+
+    /// The run's total models to plan so that the verdict's models reach a stable ranking:
+    /// None when the ranking is stable, or when no number follows from the halves.
+    fn extend_to(&self) -> Option<usize> {
+        let needed = self.models_for_stable.filter(|_| !self.stable())?;
+        Some(((f64::from(needed) * self.growth.scale).ceil() as usize).max(self.growth.run_models + 1))
     }
 
     /// `summary.json`'s `reliability`: `half`, `halves` (Spearman), `predicted`, `stable`,
     /// `models_for_stable`, and, when not stable, `extend_to` (models of the run), `command`
     /// and `hours` (at the measured throughput, or null).
     pub fn to_json(&self) -> serde_json::Value {
-        let stable = self.predicted.is_some_and(|p| p >= STABLE);
-        let grow = (!stable).then(|| self.models_for_stable.map(|m| self.run_total(m))).flatten();
+        let grow = self.extend_to();
         serde_json::json!({
             "models": self.models,
             "half": self.half,
             "halves": self.halves,
             "predicted": self.predicted,
-            "stable": stable,
+            "stable": self.stable(),
             "models_for_stable": self.models_for_stable,
             "extend_to": grow,
             "command": grow.map(|total| self.command(total)),
@@ -223,11 +228,11 @@ impl fmt::Display for Verdict {
         if let Some((m, Some(rho))) = self.largest_subset {
             write!(f, " (first {m} vs all: {rho:.2})")?;
         }
-        if predicted >= STABLE {
+        if self.stable() {
             return write!(f, "; enough models for a stable ranking");
         }
         write!(f, "; not enough models for a stable ranking (below {STABLE})")?;
-        let Some(needed) = self.models_for_stable else {
+        let (Some(needed), Some(total)) = (self.models_for_stable, self.extend_to()) else {
             return write!(
                 f,
                 ": the halves do not agree, so the models needed cannot be estimated from them (is anything \
@@ -235,7 +240,6 @@ impl fmt::Display for Verdict {
                 self.command(self.growth.run_models * 2)
             );
         };
-        let total = self.run_total(needed);
         let these = if self.growth.scale > 1.0 { " of this level" } else { "" };
         write!(
             f,

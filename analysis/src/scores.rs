@@ -138,11 +138,15 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
     let baselines = baselines(run, &config, &corpus)?;
     let diagnosis = diagnose_regime(&baselines, &scores, &scores.acc_in, &scores.acc_out);
     let profile = profile::table(&accumulated, &scores, &fell_back);
-    let regimes = profile::checkpoints(&profile)
+    // The regime at each earlier checkpoint; at the end it is the diagnosis's.
+    let mut checkpoints = profile::checkpoints(&profile);
+    checkpoints.pop();
+    let regimes = checkpoints
         .into_iter()
         .map(|(_, _, rows)| {
             diagnose_regime(&baselines, &scores, &profile.acc_in[rows.clone()], &profile.acc_out[rows]).overall
         })
+        .chain([diagnosis.overall.clone()])
         .collect();
     let profile_summary = ProfileSummary::new(&profile, regimes, reliability.predicted[0]);
     let numbers = Summary::new(&scores, &clusters, &copies);

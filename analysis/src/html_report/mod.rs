@@ -111,6 +111,7 @@ impl ReportData {
         job_ids.sort_unstable();
         job_ids.dedup();
         let records: Vec<SystemTime> = job_ids.iter().filter_map(|&job| modified(&run.log_done(job))).collect();
+        let SummaryParts { diagnosis, profile, growth } = read_summary(&run.summary())?;
         let name = std::fs::canonicalize(run.root())
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -122,10 +123,9 @@ impl ReportData {
             copies: schema::read(&run.copies())?,
             influence: read_if_present(&run.influence())?,
             reliability: read_if_present(&run.reliability())?,
-            diagnosis: read_diagnosis(&run.summary())?,
-            profile: optional_part(&run.summary(), "profile")?,
-            growth: optional_part::<serde_json::Value>(&run.summary(), "reliability")?
-                .and_then(|r| Some((r["command"].as_str()?.to_string(), r["extend_to"].as_u64()?))),
+            diagnosis,
+            profile,
+            growth,
             spectrum,
             jobs_complete: (records.len(), job_ids.len()),
             planned: modified(&run.config()),
@@ -137,29 +137,45 @@ impl ReportData {
     }
 }
 
-/// The `"diagnosis"` of a `summary.json`, if the file is there.
-fn read_diagnosis(path: &Path) -> Result<Option<Diagnosis>> {
+/// What the report shows of `summary.json`, all None where there is none.
+#[derive(Debug, Default)]
+struct SummaryParts {
+    diagnosis: Option<Diagnosis>,
+    /// None also for a run evaluated only at the end, or analyzed by an older cfmem.
+    profile: Option<ProfileSummary>,
+    /// The command that grows the run to a stable ranking and the models it plans, when
+    /// the ranking is not stable.
+    growth: Option<(String, u64)>,
+}
+
+/// Reads `summary.json` once for the parts the report shows; the diagnosis must be there.
+fn read_summary(path: &Path) -> Result<SummaryParts> {
     if !path.exists() {
-        return Ok(None);
+        return Ok(SummaryParts::default());
     }
     let text = std::fs::read_to_string(path).map_err(subsets::Error::io(path))?;
     let malformed = |e: serde_json::Error| Error::Message(format!("{}: no diagnosis in it: {e}", path.display()));
     let mut summary: serde_json::Value = serde_json::from_str(&text).map_err(malformed)?;
-    serde_json::from_value(summary["diagnosis"].take()).map(Some).map_err(malformed)
+    let diagnosis = serde_json::from_value(summary["diagnosis"].take()).map_err(malformed)?;
+    let profile = match summary["profile"].take() {
+        serde_json::Value::Null => None,
+        part => Some(
+            serde_json::from_value(part).map_err(|e| Error::Message(format!("{}: `profile`: {e}", path.display())))?,
+        ),
+    };
+    let reliability = &summary["reliability"];
+    let growth = reliability["command"].as_str().zip(reliability["extend_to"].as_u64());
+    Ok(SummaryParts { diagnosis: Some(diagnosis), profile, growth: growth.map(|(c, n)| (c.to_string(), n)) })
 }
 
-/// `summary.json`'s `key`, None where there is no summary, or it has no such key (an
-/// analysis by an older cfmem, or a run without that part).
-fn optional_part<T: serde::de::DeserializeOwned>(path: &Path, key: &str) -> Result<Option<T>> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(path).map_err(subsets::Error::io(path))?;
-    let malformed = |e: serde_json::Error| Error::Message(format!("{}: `{key}`: {e}", path.display()));
-    let mut summary: serde_json::Value = serde_json::from_str(&text).map_err(malformed)?;
-    match summary[key].take() {
-        serde_json::Value::Null => Ok(None),
-        part => serde_json::from_value(part).map(Some).map_err(malformed),
+/// The legend of lines coloured in palette order, one per name.
+fn palette_legend<'a>(names: impl Iterator<Item = &'a str>) -> Markup {
+    html! {
+        ul class="legend" {
+            @for (i, name) in names.enumerate() {
+                li { span class="swatch" style=(format!("background:{}", PALETTE[i % PALETTE.len()])) {} (name) }
+            }
+        }
     }
 }
 
@@ -675,11 +691,7 @@ fn profile_section(profile: &ProfileSummary) -> Markup {
             (plot::lines("profile", "Memorization against training progress, per source", &lines, &x, &y))
             figcaption {
                 "Mean mem_acc of each source's documents at each checkpoint; bars: its 95% interval (±1.96 √(Σ se²)/n)."
-                ul class="legend" {
-                    @for (i, row) in profile.sources.iter().enumerate() {
-                        li { span class="swatch" style=(format!("background:{}", PALETTE[i % PALETTE.len()])) {} (summary::source_label(row.source.as_deref())) }
-                    }
-                }
+                (palette_legend(profile.sources.iter().map(|row| summary::source_label(row.source.as_deref()))))
             }
         }
         div class="table-wrap" {
@@ -757,11 +769,7 @@ fn spectrum_section(spectrum: &SpectrumSummary) -> Markup {
             (plot::lines("spectrum", "Memorization by level, per source", &lines, &x, &y))
             figcaption {
                 "Median mem_acc of each source's documents at each level; bars from the 25% to the 75% quantile."
-                ul class="legend" {
-                    @for (i, row) in spectrum.sources.iter().enumerate() {
-                        li { span class="swatch" style=(format!("background:{}", PALETTE[i % PALETTE.len()])) {} (summary::source_label(row.source.as_deref())) }
-                    }
-                }
+                (palette_legend(spectrum.sources.iter().map(|row| summary::source_label(row.source.as_deref()))))
             }
         }
         @for (i, (level, _)) in spectrum.levels.iter().enumerate() {
@@ -987,9 +995,9 @@ mod tests {
     fn a_summary_without_a_diagnosis_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("summary.json");
-        assert!(read_diagnosis(&path).unwrap().is_none(), "no file, no section");
+        assert!(read_summary(&path).unwrap().diagnosis.is_none(), "no file, no section");
         std::fs::write(&path, r#"{"models": 4}"#).unwrap();
-        let err = read_diagnosis(&path).unwrap_err().to_string();
+        let err = read_summary(&path).unwrap_err().to_string();
         assert!(err.starts_with(&format!("{}: no diagnosis in it: ", path.display())), "{err}");
     }
 
