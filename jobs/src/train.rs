@@ -843,8 +843,8 @@ mod tests {
                 .collect()
         };
         assert_eq!(final_rows(&every, at(2)), final_rows(&end_only, (0..rows).collect()), "value for value");
-        let mean_nll = |c: usize| at(c).iter().map(|&i| every.nll[i]).sum::<f64>();
-        assert!(mean_nll(0) > mean_nll(1) && mean_nll(1) > mean_nll(2), "training goes on between checkpoints");
+        let total_nll = |c: usize| at(c).iter().map(|&i| every.nll[i]).sum::<f64>();
+        assert!(total_nll(0) > total_nll(1) && total_nll(1) > total_nll(2), "training goes on between checkpoints");
     }
 
     #[test]
