@@ -96,6 +96,15 @@ fn design_errors_say_what_to_change() {
         let config = case.file("eval_at.toml", format!("[train]\neval_at = {eval_at}\n").as_bytes());
         case.plan_fails(&corpus, &["--config", config.to_str().unwrap()], message);
     }
+    // The flags say the same, and the demo names its flag.
+    case.plan_fails(&corpus, &["--eval-at", "0.5,0.25,1"], "train.eval_at = [0.5, 0.25, 1.0] must increase");
+    let demo = case.run_dir();
+    let stderr = cfmem_err(&["demo", "--out", demo.to_str().unwrap(), "--device", "cpu", "--eval-at", "0.5"]);
+    assert!(
+        stderr.contains("--eval-at: invalid setting: train.eval_at = [0.5] must end in 1.0"),
+        "expected the flag and the problem in:\n{stderr}"
+    );
+    assert!(!demo.exists(), "a refused demo left {}", demo.display());
 }
 
 #[test]

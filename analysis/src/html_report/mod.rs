@@ -999,6 +999,11 @@ mod tests {
         std::fs::write(&path, r#"{"models": 4}"#).unwrap();
         let err = read_summary(&path).unwrap_err().to_string();
         assert!(err.starts_with(&format!("{}: no diagnosis in it: ", path.display())), "{err}");
+        // A profile that is not one is named too.
+        let diagnosis = serde_json::to_value(crate::diagnosis::diagnose(&[])).unwrap();
+        std::fs::write(&path, serde_json::json!({"diagnosis": diagnosis, "profile": [1]}).to_string()).unwrap();
+        let err = read_summary(&path).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}: `profile`: ", path.display())), "{err}");
     }
 
     #[test]
