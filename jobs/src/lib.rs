@@ -5,6 +5,8 @@
 //! - [`bench`] measures the trainer against the device's matmul peak (`cfmem bench`).
 //! - [`device`] resolves `auto|cpu|cuda|cuda:N` to a torch device, and keeps freed CPU
 //!   memory for reuse.
+//! - [`lora`] lays out low-rank adapters over a frozen base, merges them into full
+//!   weights and stores them as peft does.
 //! - [`model`] is the tiny decoder-only transformer over the run's tokens, G of them
 //!   stacked in one set of tensors.
 //! - [`pretrain`] trains one model on a whole corpus, with checkpoints it resumes from,
@@ -21,6 +23,7 @@
 pub mod base;
 pub mod bench;
 pub mod device;
+pub mod lora;
 pub mod model;
 pub mod pretrain;
 pub mod train;

@@ -11,9 +11,13 @@
 //! individual weights as views of it. Models never mix: every operation is batched over
 //! the model dimension, and nothing reduces across it.
 
+use std::collections::HashMap;
+
 use tch::{Device, Kind, Tensor};
 
-use subsets::config::{Activation, EmbeddingLayout, ModelConfig, Precision};
+use subsets::config::{Activation, EmbeddingLayout, LoraTarget, ModelConfig, Precision};
+
+use crate::lora::{Factors, Lora};
 
 /// How a parameter starts.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,6 +62,27 @@ pub struct Architecture {
 
 /// Parameter tensors per block, in layout order.
 const BLOCK_PARAMS: usize = 12;
+
+/// Where a target matrix is among its block's parameters.
+fn target_index(target: LoraTarget) -> usize {
+    match target {
+        LoraTarget::Attention => 2,
+        LoraTarget::AttentionOut => 4,
+        LoraTarget::MlpIn => 8,
+        LoraTarget::MlpOut => 10,
+    }
+}
+
+/// Runs `draw` with libtorch's default generator seeded with `seed`.
+pub(crate) fn with_seed<T>(seed: u64, draw: impl FnOnce() -> T) -> T {
+    // libtorch's default generator is one per process: seeding it and drawing from it are
+    // one step under this lock, so that stacks initialized at once (tests run in threads)
+    // each get their own seed's values.
+    static DEFAULT_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _seeded = DEFAULT_GENERATOR.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    tch::manual_seed(seed as i64);
+    draw()
+}
 
 impl Architecture {
     /// The architecture of `config` over the token embedding `layout`.
@@ -153,46 +178,73 @@ impl Architecture {
 
     /// The initial weights of one model, `[P]` on the CPU, drawn from `seed` alone.
     pub fn initial_weights(&self, seed: u64) -> Tensor {
-        // libtorch's default generator is one per process: seeding it and drawing from it are
-        // one step under this lock, so that stacks initialized at once (tests run in threads)
-        // each get their own seed's weights.
-        static DEFAULT_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _seeded = DEFAULT_GENERATOR.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        tch::manual_seed(seed as i64);
-        let parts: Vec<Tensor> = self
-            .specs
-            .iter()
-            .map(|spec| {
-                let mut values = Tensor::empty([spec.numel()], (Kind::Float, Device::Cpu));
-                match spec.init {
-                    Init::Normal(std) => values.normal_(0.0, std),
-                    Init::Uniform(bound) => values.uniform_(-bound, bound),
-                    Init::Ones => values.fill_(1.0),
-                    Init::Zeros => values.fill_(0.0),
-                }
-            })
-            .collect();
-        Tensor::cat(&parts, 0)
+        with_seed(seed, || {
+            let parts: Vec<Tensor> = self
+                .specs
+                .iter()
+                .map(|spec| {
+                    let mut values = Tensor::empty([spec.numel()], (Kind::Float, Device::Cpu));
+                    match spec.init {
+                        Init::Normal(std) => values.normal_(0.0, std),
+                        Init::Uniform(bound) => values.uniform_(-bound, bound),
+                        Init::Ones => values.fill_(1.0),
+                        Init::Zeros => values.fill_(0.0),
+                    }
+                })
+                .collect();
+            Tensor::cat(&parts, 0)
+        })
     }
 
-    /// Bytes a stack of `models` needs on its device: each model's weights, gradient and
-    /// AdamW's two moments (16 bytes a parameter), and the larger of a training step's
-    /// activations (`batch` rows of `time` positions, kept for the backward pass) and an
-    /// evaluation batch's logits and log-probabilities (`eval_batch` rows). Counted from
-    /// the fp32 tensors a training step holds, per position: about 17·d_model per layer
-    /// (LayerNorms, q/k/v, attention output, the 4·d_model MLP before and after GELU, the
-    /// residual), three copies of every head's attention row (scores, probabilities, their
-    /// gradient), and four of the logits (logits, log-probabilities, their gradients). For
-    /// a 124M GPT-2 at 1023 positions on the CPU this says 5.3 GB a model; `cfmem bench`
-    /// measured 5.6 GB more for each model of a stack.
-    pub fn memory_estimate(&self, models: usize, batch: usize, eval_batch: usize, time: usize) -> u64 {
+    /// Blocks of the model.
+    pub fn n_layer(&self) -> usize {
+        self.n_layer as usize
+    }
+
+    /// The (in, out) shape of a block's `target` matrix.
+    pub fn target_shape(&self, target: LoraTarget) -> (i64, i64) {
+        let shape = &self.specs[2 + target_index(target)].shape;
+        (shape[0], shape[1])
+    }
+
+    /// Where block `layer`'s `target` matrix starts in a model's parameters.
+    pub fn target_offset(&self, layer: usize, target: LoraTarget) -> i64 {
+        let index = 2 + BLOCK_PARAMS * layer + target_index(target);
+        self.specs[..index].iter().map(ParamSpec::numel).sum()
+    }
+
+    /// Bytes a stack of `models` needs on its device: each model's trained parameters with
+    /// their gradient and AdamW's two moments (16 bytes a parameter: every weight, or with
+    /// `adapters` the model's adapters, plus the frozen base's 4 bytes a parameter once for
+    /// the whole stack), and the larger of a training step's activations (`batch` rows of
+    /// `time` positions, kept for the backward pass) and an evaluation batch's logits and
+    /// log-probabilities (`eval_batch` rows). Counted from the fp32 tensors a training step
+    /// holds, per position: about 17·d_model per layer (LayerNorms, q/k/v, attention output,
+    /// the 4·d_model MLP before and after GELU, the residual), three copies of every head's
+    /// attention row (scores, probabilities, their gradient), and four of the logits
+    /// (logits, log-probabilities, their gradients). For a 124M GPT-2 at 1023 positions on
+    /// the CPU this says 5.3 GB a model; `cfmem bench` measured 5.6 GB more for each model
+    /// of a stack.
+    pub fn memory_estimate(
+        &self,
+        models: usize,
+        batch: usize,
+        eval_batch: usize,
+        time: usize,
+        adapters: Option<&Lora>,
+    ) -> u64 {
         let (d, heads, layers, rows) =
             (self.d_model as u64, self.n_head as u64, self.n_layer as u64, self.outputs() as u64);
         let time = time as u64;
         let per_position = 4 * (layers * (17 * d + 3 * heads * time) + 4 * rows);
         let training = batch as u64 * time * per_position;
         let evaluation = eval_batch as u64 * time * 4 * 2 * rows;
-        models as u64 * (16 * self.parameters() as u64 + training.max(evaluation))
+        let parameters = self.parameters() as u64;
+        let (shared, trained) = match adapters {
+            Some(lora) => (4 * parameters, lora.parameters() as u64),
+            None => (0, parameters),
+        };
+        shared + models as u64 * (16 * trained + training.max(evaluation))
     }
 
     /// `[1, P]`: 1 where AdamW decays the weight, 0 elsewhere.
@@ -205,47 +257,66 @@ impl Architecture {
         Tensor::cat(&parts, 0).unsqueeze(0)
     }
 
-    /// Next-token logits `[G, batch, time, outputs]` (fp32) of the stacked models whose
-    /// weights are `weights` `[G, P]`, for token ids `[G, batch, time]` (each model reads
-    /// its own rows).
+    /// Next-token logits `[G, batch, time, outputs]` (fp32) of the stacked models for token
+    /// ids `[G, batch, time]` (each model reads its own rows). `weights` are `[G, P]`, each
+    /// model's own, or `[1, P]`, one set all G models share: its products then run once for
+    /// all models' rows together. `adapters`, per block, add each model's own low-rank
+    /// update to the target matrices ([`Lora::factors`]).
     #[expect(clippy::assign_op_pattern, reason = "tch's += adds in place, and autograd still needs the old x")]
-    pub fn forward(&self, weights: &Tensor, tokens: &Tensor, precision: Precision) -> Tensor {
+    pub fn forward(
+        &self,
+        weights: &Tensor,
+        adapters: Option<&[HashMap<LoraTarget, Factors>]>,
+        tokens: &Tensor,
+        precision: Precision,
+    ) -> Tensor {
         let (models, batch, time) = tokens.size3().expect("tokens are [models, batch, time]");
         assert!(time <= self.context, "{time} positions exceed the context of {}", self.context);
         let d = self.d_model;
         let sizes = self.parameter_sizes();
+        let sets = weights.size()[0];
         let params: Vec<Tensor> = weights
             .split_with_sizes(&sizes, 1)
             .into_iter()
             .zip(&self.specs)
-            .map(|(flat, spec)| flat.view([&[models], spec.shape.as_slice()].concat().as_slice()))
+            .map(|(flat, spec)| flat.view([&[sets], spec.shape.as_slice()].concat().as_slice()))
             .collect();
         let rows = batch * time;
 
-        // Embeddings: model g's token t is row g·rows + t of the stacked token tables
-        // (torch's embedding backward sums rows without atomics, unlike a gather's).
+        // Embeddings: with weights per model, model g's token t is row g·rows + t of the
+        // stacked token tables (torch's embedding backward sums rows without atomics, unlike
+        // a gather's).
         let rows_per_model = self.outputs();
-        let offsets = (Tensor::arange(models, (Kind::Int64, tokens.device())) * rows_per_model).view([models, 1, 1]);
-        let table = params[0].reshape([models * rows_per_model, d]);
-        let embedded = Tensor::embedding(&table, &(tokens + offsets), -1, false, false);
+        let embedded = if sets == 1 {
+            Tensor::embedding(&params[0].get(0), tokens, -1, false, false)
+        } else {
+            let offsets =
+                (Tensor::arange(models, (Kind::Int64, tokens.device())) * rows_per_model).view([models, 1, 1]);
+            let table = params[0].reshape([models * rows_per_model, d]);
+            Tensor::embedding(&table, &(tokens + offsets), -1, false, false)
+        };
         let positions = params[1].narrow(1, 0, time).unsqueeze(1);
         let mut x = (embedded + positions).view([models, rows, d]);
 
-        for block in params[2..2 + BLOCK_PARAMS * self.n_layer as usize].chunks(BLOCK_PARAMS) {
+        let blocks = params[2..2 + BLOCK_PARAMS * self.n_layer as usize].chunks(BLOCK_PARAMS);
+        for (layer, block) in blocks.enumerate() {
             let [ln_attn_w, ln_attn_b, qkv_w, qkv_b, out_w, out_b, ln_mlp_w, ln_mlp_b, in_w, in_b, mlp_w, mlp_b] =
                 block
             else {
                 unreachable!("a block has {BLOCK_PARAMS} parameters")
             };
-            let qkv = linear(&self.layer_norm(&x, ln_attn_w, ln_attn_b), qkv_w, qkv_b, precision);
+            let update = |target| adapters.and_then(|blocks| blocks[layer].get(&target));
+            let qkv =
+                linear(&self.layer_norm(&x, ln_attn_w, ln_attn_b), qkv_w, qkv_b, update(LoraTarget::Attention), precision);
             let attended = self.attention(&qkv, models * batch, time, precision).view([models, rows, d]);
-            x = x + linear(&attended, out_w, out_b, precision);
+            x = x + linear(&attended, out_w, out_b, update(LoraTarget::AttentionOut), precision);
             let approximate = match self.activation {
                 Activation::Gelu => "none",
                 Activation::GeluTanh => "tanh",
             };
-            let hidden = linear(&self.layer_norm(&x, ln_mlp_w, ln_mlp_b), in_w, in_b, precision).gelu(approximate);
-            x = x + linear(&hidden, mlp_w, mlp_b, precision);
+            let normed = self.layer_norm(&x, ln_mlp_w, ln_mlp_b);
+            let hidden = linear(&normed, in_w, in_b, update(LoraTarget::MlpIn), precision).gelu(approximate);
+            x = x + linear(&hidden, mlp_w, mlp_b, update(LoraTarget::MlpOut), precision);
         }
         let last = 2 + BLOCK_PARAMS * self.n_layer as usize;
         let x = self.layer_norm(&x, &params[last], &params[last + 1]);
@@ -286,23 +357,46 @@ impl Architecture {
     }
 }
 
-/// `x [G, rows, in] · w [G, in, out]` in the precision's kind: bf16 products come out in
-/// bf16 (as under autocast), and adding them to the fp32 residual stream promotes them.
-fn matmul(x: &Tensor, w: &Tensor, precision: Precision) -> Tensor {
+/// The kind products are computed in.
+fn product_kind(precision: Precision) -> Kind {
     match precision {
-        Precision::Fp32 => x.bmm(w),
-        Precision::Bf16 => x.to_kind(Kind::BFloat16).bmm(&w.to_kind(Kind::BFloat16)),
+        Precision::Fp32 => Kind::Float,
+        Precision::Bf16 => Kind::BFloat16,
     }
 }
 
-/// `x · w + b` per model: `x [G, rows, in]`, `w [G, in, out]`, `b [G, out]`, one fused
-/// product-and-add.
-fn linear(x: &Tensor, w: &Tensor, b: &Tensor, precision: Precision) -> Tensor {
-    let kind = match precision {
-        Precision::Fp32 => Kind::Float,
-        Precision::Bf16 => Kind::BFloat16,
+/// `x [G, rows, in] · w` in the precision's kind, `w` `[G, in, out]` (a product per model)
+/// or `[1, in, out]` (one product over all G models' rows): bf16 products come out in bf16
+/// (as under autocast), and adding them to the fp32 residual stream promotes them.
+fn matmul(x: &Tensor, w: &Tensor, precision: Precision) -> Tensor {
+    let kind = product_kind(precision);
+    let (x, w) = (x.to_kind(kind), w.to_kind(kind));
+    if w.size()[0] == 1 {
+        let (models, rows, width) = x.size3().expect("activations are [models, rows, features]");
+        x.view([models * rows, width]).mm(&w.get(0)).view([models, rows, -1])
+    } else {
+        x.bmm(&w)
+    }
+}
+
+/// `x · w + b` per model, plus each model's low-rank update when it has one: `x [G, rows,
+/// in]`, `w` `[G, in, out]` or `[1, in, out]` and `b` `[G, out]` or `[1, out]` as in
+/// [`matmul`]; one fused product-and-add.
+fn linear(x: &Tensor, w: &Tensor, b: &Tensor, update: Option<&Factors>, precision: Precision) -> Tensor {
+    let kind = product_kind(precision);
+    let (x, w, b) = (x.to_kind(kind), w.to_kind(kind), b.to_kind(kind));
+    let out = if w.size()[0] == 1 {
+        let (models, rows, width) = x.size3().expect("activations are [models, rows, features]");
+        b.addmm(&x.view([models * rows, width]), &w.get(0)).view([models, rows, -1])
+    } else {
+        b.unsqueeze(1).baddbmm(&x, &w, 1.0, 1.0)
     };
-    b.to_kind(kind).unsqueeze(1).baddbmm(&x.to_kind(kind), &w.to_kind(kind), 1.0, 1.0)
+    match update {
+        Some(Factors { a, b, scale }) => {
+            out.baddbmm(&x.bmm(&a.to_kind(kind)), &b.to_kind(kind), 1.0, *scale)
+        }
+        None => out,
+    }
 }
 
 #[cfg(test)]
@@ -333,9 +427,9 @@ mod tests {
         let b = arch.initial_weights(2);
         assert_eq!(a, arch.initial_weights(1), "weights come from the seed alone");
         let tokens = Tensor::from_slice(&[1i64, 2, 3, 4, 5, 6, 7, 8]).view([2, 1, 4]);
-        let stacked = arch.forward(&Tensor::stack(&[&a, &b], 0), &tokens, Precision::Fp32);
-        let alone_a = arch.forward(&a.unsqueeze(0), &tokens.narrow(0, 0, 1), Precision::Fp32);
-        let alone_b = arch.forward(&b.unsqueeze(0), &tokens.narrow(0, 1, 1), Precision::Fp32);
+        let stacked = arch.forward(&Tensor::stack(&[&a, &b], 0), None, &tokens, Precision::Fp32);
+        let alone_a = arch.forward(&a.unsqueeze(0), None, &tokens.narrow(0, 0, 1), Precision::Fp32);
+        let alone_b = arch.forward(&b.unsqueeze(0), None, &tokens.narrow(0, 1, 1), Precision::Fp32);
         assert!(stacked.get(0).allclose(&alone_a.get(0), 1e-5, 1e-6, false));
         assert!(stacked.get(1).allclose(&alone_b.get(0), 1e-5, 1e-6, false));
     }

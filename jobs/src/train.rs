@@ -43,6 +43,7 @@ use subsets::config::{Precision, RunConfig, TrainConfig};
 use subsets::schema::{LogRow, LogTable};
 use subsets::{design, seeds};
 
+use crate::lora::Lora;
 use crate::model::Architecture;
 use crate::{Error, Result};
 
@@ -78,13 +79,13 @@ pub struct StackInput<'a> {
 /// Trains every model of the stack, evaluating each on every document at every checkpoint
 /// of `train.eval_at` without stopping its training. The log rows go to `rows` in parts,
 /// checkpoint by checkpoint, one part per chunk of documents in corpus order, model-major
-/// within it.
+/// within it. Returns the trained stack.
 pub fn train_and_evaluate(
     input: &StackInput<'_>,
     device: Device,
     progress: &dyn Progress,
     rows: &mut dyn FnMut(LogTable) -> Result<()>,
-) -> Result<()> {
+) -> Result<Stack> {
     let mut training = Training::new(input, device, progress)?;
     let models: Vec<u32> = input.models.iter().map(|&(model, _)| model).collect();
     let train = &input.config.train;
@@ -95,7 +96,7 @@ pub fn train_and_evaluate(
         progress.evaluating(&models, checkpoint);
         evaluate_into(&training.stack, input, checkpoint, step as u32, rows)?;
     }
-    Ok(())
+    Ok(training.stack)
 }
 
 /// Evaluates every model of `stack` on every document, as the log rows of `checkpoint`
@@ -132,8 +133,9 @@ fn evaluate_into(
 pub fn check_memory(architecture: &Architecture, models: usize, train: &TrainConfig, device: Device) -> Result<()> {
     let Some(free) = crate::device::free_memory(device) else { return Ok(()) };
     let time = architecture.context() as usize - 1;
-    let needed =
-        |g: usize| architecture.memory_estimate(g, train.batch_size as usize, train.eval_batch_size as usize, time);
+    let lora = Lora::of(architecture, train);
+    let (batch, eval_batch) = (train.batch_size as usize, train.eval_batch_size as usize);
+    let needed = |g: usize| architecture.memory_estimate(g, batch, eval_batch, time, lora.as_ref());
     if needed(models) <= free {
         return Ok(());
     }
@@ -144,9 +146,16 @@ pub fn check_memory(architecture: &Architecture, models: usize, train: &TrainCon
             "not even one model fits: lower train.batch_size and train.eval_batch_size, or use a larger device".into()
         }
     };
+    let state = match &lora {
+        Some(lora) => format!(
+            "the base once, each model's {} adapter parameters with their gradients and AdamW state",
+            lora.parameters()
+        ),
+        None => "weights, gradients, AdamW state".into(),
+    };
     Err(Error::Device(format!(
-        "a stack of {models} models of {} parameters needs about {:.2} GiB (weights, gradients, AdamW state and \
-         activations of a batch of {} × {time}), more than the {:.2} GiB free on {}; {advice}",
+        "a stack of {models} models of {} parameters needs about {:.2} GiB ({state} and activations of a batch of \
+         {} × {time}), more than the {:.2} GiB free on {}; {advice}",
         architecture.parameters(),
         gib(needed(models)),
         train.batch_size,
@@ -282,10 +291,15 @@ impl ExampleStream {
     }
 }
 
-/// G models' weights `[G, P]` with their AdamW moments.
+/// G models with their AdamW moments: each model's weights `[G, P]`, or one frozen base
+/// `[1, P]` shared by all and each model's adapters `[G, Q]`. AdamW, clipping and weight
+/// decay act on the trained tensor only.
 pub struct Stack {
     architecture: Architecture,
+    /// `[G, P]`, trained; with adapters, `[1, P]`, the base, never updated.
     pub(crate) weights: Tensor,
+    /// With LoRA: the adapters' layout and each model's adapters `[G, Q]`, trained.
+    adapters: Option<(Lora, Tensor)>,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
     decay_mask: Tensor,
@@ -295,9 +309,19 @@ pub struct Stack {
 
 impl Stack {
     /// The initial stack of `models`: each a copy of `base` (`[P]`, the base's weights in
-    /// the parameter layout) or, from scratch, initialized from (run seed, model id).
+    /// the parameter layout) or, from scratch, initialized from (run seed, model id); with
+    /// LoRA (`train.adapter`), the base once and each model's adapters initialized from
+    /// (run seed, model id).
     pub fn new(config: &RunConfig, models: &[u32], base: Option<&Tensor>, device: Device) -> Result<Stack> {
         let architecture = Architecture::new(&config.model, config.tokens.layout());
+        if let Some(lora) = Lora::of(&architecture, &config.train) {
+            let base = base.ok_or_else(|| Error::Device("train.adapter = \"lora\" needs a base to adapt".into()))?;
+            let adapters: Vec<Tensor> = models
+                .iter()
+                .map(|&model| lora.initial_adapters(seeds::derive(config.seed, "lora-init", model.into())))
+                .collect();
+            return Stack::adapted(architecture, base, lora, &adapters, config.train.precision, device);
+        }
         let rows: Vec<Tensor> = models
             .iter()
             .map(|&model| match base {
@@ -315,11 +339,7 @@ impl Stack {
         precision: Precision,
         device: Device,
     ) -> Result<Stack> {
-        if precision == Precision::Bf16 && !device.is_cuda() {
-            return Err(Error::Device(
-                "train.precision = \"bf16\" needs a CUDA device; set it to \"fp32\" to train on the CPU".into(),
-            ));
-        }
+        check_precision(precision, device)?;
         let weights = Tensor::stack(rows, 0).to(device).set_requires_grad(true);
         Ok(Stack {
             exp_avg: weights.zeros_like(),
@@ -327,19 +347,46 @@ impl Stack {
             decay_mask: architecture.decay_mask(device),
             architecture,
             weights,
+            adapters: None,
+            precision,
+            steps_taken: 0,
+        })
+    }
+
+    /// A stack of one model per row of `adapters` (each `[Q]`) over `base` (`[P]`), which
+    /// goes to the device once and is never trained.
+    pub fn adapted(
+        architecture: Architecture,
+        base: &Tensor,
+        lora: Lora,
+        adapters: &[Tensor],
+        precision: Precision,
+        device: Device,
+    ) -> Result<Stack> {
+        check_precision(precision, device)?;
+        let weights = base.to(device).unsqueeze(0);
+        let adapters = Tensor::stack(adapters, 0).to(device).set_requires_grad(true);
+        Ok(Stack {
+            exp_avg: adapters.zeros_like(),
+            exp_avg_sq: adapters.zeros_like(),
+            // Adapters are matrices: AdamW decays all of them, as transformers' Trainer does.
+            decay_mask: Tensor::ones([1, lora.parameters()], (Kind::Float, device)),
+            architecture,
+            weights,
+            adapters: Some((lora, adapters)),
             precision,
             steps_taken: 0,
         })
     }
 
     /// The weights `[G, P]`, AdamW's two moments and the steps taken: everything a later
-    /// step reads.
+    /// step of a stack without adapters reads.
     pub(crate) fn state(&self) -> (&Tensor, &Tensor, &Tensor, i32) {
         (&self.weights, &self.exp_avg, &self.exp_avg_sq, self.steps_taken)
     }
 
-    /// The stack whose [`Stack::state`] was `weights`, `exp_avg`, `exp_avg_sq` and
-    /// `steps_taken`.
+    /// The stack without adapters whose [`Stack::state`] was `weights`, `exp_avg`,
+    /// `exp_avg_sq` and `steps_taken`.
     pub(crate) fn restore(
         architecture: Architecture,
         [weights, exp_avg, exp_avg_sq]: [Tensor; 3],
@@ -355,8 +402,44 @@ impl Stack {
         Ok(stack)
     }
 
+    /// What the optimizer trains: the weights `[G, P]`, or the adapters `[G, Q]`.
+    fn trained(&self) -> &Tensor {
+        self.adapters.as_ref().map_or(&self.weights, |(_, adapters)| adapters)
+    }
+
+    /// The adapters' layout and each model's adapters `[G, Q]`, when the stack has them.
+    pub fn adapters(&self) -> Option<(&Lora, &Tensor)> {
+        self.adapters.as_ref().map(|(lora, adapters)| (lora, adapters))
+    }
+
+    /// Model g's full weights `[P]` on the CPU: its own, or its adapters merged into the
+    /// base.
+    pub fn merged(&self, g: i64) -> Tensor {
+        match &self.adapters {
+            Some((lora, adapters)) => lora.merge(&self.architecture, &self.weights.get(0), &adapters.get(g).detach()),
+            None => self.weights.get(g).detach().to_device(Device::Cpu),
+        }
+    }
+
+    /// Bytes of every tensor the stack holds on its device: weights, adapters, AdamW's
+    /// moments and the decay mask.
+    pub fn bytes(&self) -> i64 {
+        let adapters = self.adapters.as_ref().map(|(_, a)| a);
+        [Some(&self.weights), adapters, Some(&self.exp_avg), Some(&self.exp_avg_sq), Some(&self.decay_mask)]
+            .into_iter()
+            .flatten()
+            .map(|t| t.numel() as i64 * t.kind().elt_size_in_bytes() as i64)
+            .sum()
+    }
+
+    /// Next-token logits of every model for `inputs` `[G, batch, time]`.
+    fn logits(&self, inputs: &Tensor) -> Tensor {
+        let factors = self.adapters.as_ref().map(|(lora, adapters)| lora.factors(adapters));
+        self.architecture.forward(&self.weights, factors.as_deref(), inputs, self.precision)
+    }
+
     pub fn models(&self) -> i64 {
-        self.weights.size()[0]
+        self.trained().size()[0]
     }
 
     pub fn architecture(&self) -> &Architecture {
@@ -367,7 +450,7 @@ impl Stack {
     /// (`inputs`, `targets`: `[G, batch, time]`).
     fn losses(&self, inputs: &Tensor, targets: &Tensor) -> Tensor {
         let models = self.models();
-        let logits = self.architecture.forward(&self.weights, inputs, self.precision);
+        let logits = self.logits(inputs);
         let nll = logits
             .view([-1, self.architecture.outputs()])
             .cross_entropy_loss(&targets.view([-1]), None::<Tensor>, Reduction::None, NO_TARGET, 0.0)
@@ -380,7 +463,7 @@ impl Stack {
     /// losses `[G]`, left on the device.
     pub fn step(&mut self, inputs: &Tensor, targets: &Tensor, lr: f64, train: &subsets::config::TrainConfig) -> Tensor {
         let losses = self.losses(inputs, targets);
-        self.weights.zero_grad();
+        self.trained().shallow_clone().zero_grad();
         losses.sum(Kind::Float).backward();
         tch::no_grad(|| self.update(lr, train));
         losses.detach()
@@ -389,7 +472,8 @@ impl Stack {
     /// Per-model gradient clipping, then AdamW (torch's formulation, decoupled weight decay
     /// on matrices only), all on the device without reading anything back.
     fn update(&mut self, lr: f64, train: &subsets::config::TrainConfig) {
-        let mut grad = self.weights.grad();
+        let mut trained = self.trained().shallow_clone();
+        let mut grad = trained.grad();
         if train.grad_clip > 0.0 {
             clip_per_model(&mut grad, train.grad_clip);
         }
@@ -400,12 +484,12 @@ impl Stack {
         let _ = self.exp_avg_sq.g_add_(&(grad.square() * (1.0 - b2)));
         if train.weight_decay > 0.0 {
             let keep = &self.decay_mask * (-lr * train.weight_decay) + 1.0;
-            let _ = self.weights.g_mul_(&keep);
+            let _ = trained.g_mul_(&keep);
         }
         let correction1 = 1.0 - b1.powi(self.steps_taken);
         let correction2 = 1.0 - b2.powi(self.steps_taken);
         let denominator = self.exp_avg_sq.sqrt() / correction2.sqrt() + 1e-8;
-        let _ = self.weights.addcdiv_(&(&self.exp_avg * (-lr / correction1)), &denominator);
+        let _ = trained.addcdiv_(&(&self.exp_avg * (-lr / correction1)), &denominator);
     }
 
     /// Teacher-forced evaluation of `docs` by every model, `batch_size` windows a forward:
@@ -431,10 +515,7 @@ impl Stack {
                 t.narrow(0, start, rows).narrow(1, 0, time).unsqueeze(0).expand([models, rows, time], false)
             };
             let (inputs, targets) = (take(&inputs), take(&targets));
-            let log_probs = self
-                .architecture
-                .forward(&self.weights, &inputs.contiguous(), self.precision)
-                .log_softmax(-1, Kind::Float);
+            let log_probs = self.logits(&inputs.contiguous()).log_softmax(-1, Kind::Float);
             let mask = targets.ne(NO_TARGET);
             let target_log_probs = log_probs.gather(3, &targets.clamp_min(0).unsqueeze(-1), false).squeeze_dim(-1);
             nll_parts.push(-(target_log_probs.to_kind(Kind::Double) * mask.to_kind(Kind::Double)).sum_dim_intlist(
@@ -461,6 +542,16 @@ impl Stack {
             })
             .collect()
     }
+}
+
+/// bf16 needs a CUDA device.
+fn check_precision(precision: Precision, device: Device) -> Result<()> {
+    if precision == Precision::Bf16 && !device.is_cuda() {
+        return Err(Error::Device(
+            "train.precision = \"bf16\" needs a CUDA device; set it to \"fp32\" to train on the CPU".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Scales each model's row of `grad` `[G, P]` so that its L2 norm is at most `max_norm`, as
@@ -917,7 +1008,7 @@ mod tests {
             let (inputs, targets) = padded(&[w], w.len(), BYTES);
             let inputs = Tensor::from_slice(&inputs).view([1, 1, -1]);
             let log_probs =
-                stack.architecture.forward(&stack.weights, &inputs, Precision::Fp32).log_softmax(-1, Kind::Double);
+                stack.architecture.forward(&stack.weights, None, &inputs, Precision::Fp32).log_softmax(-1, Kind::Double);
             for (t, &target) in targets.iter().enumerate() {
                 let row = log_probs.get(0).get(0).get(t as i64);
                 nll -= row.double_value(&[target]);
@@ -955,5 +1046,137 @@ mod tests {
         })
         .unwrap();
         assert_eq!(rows, [(0, 0), (0, 1), (1, 0), (1, 1)], "the corpus's documents only");
+    }
+
+    /// `tiny_config(epochs)` training rank-4 adapters on every target matrix of a base.
+    fn lora_config(epochs: u32) -> RunConfig {
+        let mut config = tiny_config(epochs);
+        config.train.init = "a base".into();
+        config.train.adapter = subsets::config::Adapter::Lora;
+        config.train.lora_rank = 4;
+        config.train.lora_targets = subsets::config::LoraTarget::ALL.to_vec();
+        config
+    }
+
+    /// A random base for `config`'s architecture.
+    fn random_base(config: &RunConfig) -> Tensor {
+        Architecture::new(&config.model, config.tokens.layout()).initial_weights(99)
+    }
+
+    #[test]
+    fn a_lora_stack_of_four_is_four_lora_models_trained_alone() {
+        let config = lora_config(8);
+        let base = random_base(&config);
+        let (documents, in_docs) = corpus();
+        let flags = one_copy_none_held(documents.len());
+        let models: Vec<(u32, &[u32])> = in_docs.iter().enumerate().map(|(m, d)| (m as u32, d.as_slice())).collect();
+        for device in devices() {
+            let input = StackInput { base: Some(&base), ..input(&config, &documents, &models, &flags) };
+            let together = rows_by_model(&input, device);
+            let mut alone = std::collections::BTreeMap::new();
+            for model in &models {
+                alone.extend(rows_by_model(&StackInput { models: std::slice::from_ref(model), ..input }, device));
+            }
+            assert_same_models(&together, &alone);
+            let architecture = Architecture::new(&config.model, config.tokens.layout());
+            let docs: Vec<&[u32]> = documents.iter().map(Vec::as_slice).collect();
+            let untrained = Stack::from_rows(architecture, std::slice::from_ref(&base), Precision::Fp32, device)
+                .and_then(|stack| stack.evaluate(&docs, 4))
+                .unwrap();
+            let base_nll: f64 = untrained[0].iter().map(|e| e.nll).sum();
+            let trained_nll: f64 = together[&0].iter().map(|&(nll, _)| nll).sum();
+            assert!(trained_nll < 0.9 * base_nll, "the adapters learned: {trained_nll} against the base's {base_nll}");
+        }
+    }
+
+    #[test]
+    fn a_lora_model_evaluates_as_its_base_before_its_first_step() {
+        let config = lora_config(8);
+        let base = random_base(&config);
+        let (documents, _) = corpus();
+        let docs: Vec<&[u32]> = documents.iter().map(Vec::as_slice).collect();
+        let architecture = Architecture::new(&config.model, config.tokens.layout());
+        let alone = Stack::from_rows(architecture, std::slice::from_ref(&base), Precision::Fp32, Device::Cpu).unwrap();
+        let expected = alone.evaluate(&docs, 4).unwrap().remove(0);
+        let lora = Stack::new(&config, &[3], Some(&base), Device::Cpu).unwrap();
+        let (_, adapters) = lora.adapters().unwrap();
+        assert_ne!(f64::try_from(adapters.abs().sum(Kind::Double)).unwrap(), 0.0, "A starts random, B at zero");
+        assert_eq!(lora.evaluate(&docs, 4).unwrap().remove(0), expected, "exactly the base's numbers");
+        // In a stack, the base's products run once over all models' rows: the same numbers,
+        // up to the order of a sum.
+        let stacked = Stack::new(&config, &[0, 1, 2], Some(&base), Device::Cpu).unwrap();
+        for evals in stacked.evaluate(&docs, 4).unwrap() {
+            for (got, want) in evals.iter().zip(&expected) {
+                assert_eq!(got.correct, want.correct);
+                assert!((got.nll - want.nll).abs() <= 1e-5 * want.nll, "{got:?} vs {want:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn merged_adapters_evaluate_as_the_adapter_model() {
+        let config = lora_config(8);
+        let base = random_base(&config);
+        let (documents, in_docs) = corpus();
+        let flags = one_copy_none_held(documents.len());
+        let models: Vec<(u32, &[u32])> =
+            in_docs.iter().take(2).enumerate().map(|(m, d)| (m as u32, d.as_slice())).collect();
+        let input = StackInput { base: Some(&base), ..input(&config, &documents, &models, &flags) };
+        let stack = train(&input, Device::Cpu, &Silent).unwrap();
+        let docs: Vec<&[u32]> = documents.iter().map(Vec::as_slice).collect();
+        let adapted = stack.evaluate(&docs, 4).unwrap();
+        for g in 0..2 {
+            let merged = stack.merged(g);
+            assert_ne!(merged, base, "model {g} moved away from its base");
+            let architecture = Architecture::new(&config.model, config.tokens.layout());
+            let full = Stack::from_rows(architecture, &[merged], Precision::Fp32, Device::Cpu).unwrap();
+            for (got, want) in full.evaluate(&docs, 4).unwrap()[0].iter().zip(&adapted[g as usize]) {
+                assert_eq!(got.correct, want.correct);
+                assert!((got.nll - want.nll).abs() <= 1e-4 * want.nll, "model {g}: {got:?} vs {want:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_lora_stack_holds_its_base_once_and_never_updates_it() {
+        let config = lora_config(8);
+        let base = random_base(&config);
+        let before = base.copy();
+        let (documents, in_docs) = corpus();
+        let flags = one_copy_none_held(documents.len());
+        let models: Vec<(u32, &[u32])> = in_docs.iter().enumerate().map(|(m, d)| (m as u32, d.as_slice())).collect();
+        let input = StackInput { base: Some(&base), ..input(&config, &documents, &models, &flags) };
+        let stack = train(&input, Device::Cpu, &Silent).unwrap();
+        let (lora, adapters) = stack.adapters().unwrap();
+        assert_eq!(stack.weights.size(), [1, base.size()[0]], "one base for the stack");
+        assert_eq!(stack.weights.data_ptr(), base.data_ptr(), "on the CPU the stack reads the caller's base, uncopied");
+        assert!(!stack.weights.requires_grad(), "the base gets no gradient");
+        assert_eq!(base, before, "the base is never updated");
+        let (p, q) = (base.size()[0], lora.parameters());
+        assert_eq!(adapters.size(), [4, q]);
+        assert_eq!(q, 4 * ((32 + 96) + (32 + 32) + (32 + 128) + (128 + 32)), "rank 4 on d_model 32, one block");
+        // The base once, then per model its adapters and AdamW's two moments; the decay mask.
+        assert_eq!(stack.bytes(), 4 * p + 3 * 4 * 4 * q + 4 * q);
+        let full = Stack::new(&tiny_config(8), &[0, 1, 2, 3], Some(&base), Device::Cpu).unwrap();
+        assert_eq!(full.bytes(), 3 * 4 * 4 * p + 4 * p, "a full stack: weights and moments per model");
+    }
+
+    #[test]
+    fn adapters_written_for_peft_read_back_exactly() {
+        let config = lora_config(1);
+        let architecture = Architecture::new(&config.model, config.tokens.layout());
+        let lora = Lora::of(&architecture, &config.train).unwrap();
+        let adapters = Tensor::randn([lora.parameters()], (Kind::Float, Device::Cpu));
+        let dir = tempfile::tempdir().unwrap();
+        lora.write_peft(dir.path(), std::path::Path::new("/bases/tiny"), &adapters).unwrap();
+        assert_eq!(lora.read_peft(dir.path()).unwrap(), adapters);
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("adapter_config.json")).unwrap()).unwrap();
+        assert_eq!(json["r"], 4);
+        assert_eq!(json["target_modules"], serde_json::json!(["c_attn", "attn.c_proj", "c_fc", "mlp.c_proj"]));
+        let mut other_rank = config.train.clone();
+        other_rank.lora_rank = 2;
+        let err = Lora::of(&architecture, &other_rank).unwrap().read_peft(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("expected F32"), "{err}");
     }
 }

@@ -1,6 +1,7 @@
 //! The trainer the job queue drives ([`queue::Trainer`]): a planned run's documents and
 //! background tokenized once, and its base's weights loaded once, when the trainer is
-//! built, then each job's stack handed to [`train::train_and_evaluate`] on one device.
+//! built, then each job's stack handed to [`train::train_and_evaluate`] on one device, and
+//! a LoRA stack's adapters kept in the run directory.
 //! Which job runs, claims and logs are the queue's.
 
 use tch::{Device, Tensor};
@@ -28,6 +29,7 @@ pub struct RunTrainer {
     /// The base's weights `[P]`, when the models start from one.
     base: Option<Tensor>,
     device: Device,
+    run: RunDir,
 }
 
 impl RunTrainer {
@@ -67,6 +69,7 @@ impl RunTrainer {
             holdout: corpus.holdout,
             base,
             device,
+            run: run.clone(),
         })
     }
 }
@@ -90,6 +93,15 @@ impl queue::Trainer for RunTrainer {
             models,
             base: self.base.as_ref(),
         };
-        train::train_and_evaluate(&input, self.device, progress, &mut |part| Ok(rows(part)?))
+        let stack = train::train_and_evaluate(&input, self.device, progress, &mut |part| Ok(rows(part)?))?;
+        // A LoRA model's adapters are kept (a few MB), for `cfmem export` and peft; they are
+        // written before the job's completion record, so a complete job has them.
+        if let Some((lora, adapters)) = stack.adapters() {
+            let base_dir = self.config.train.base().expect("validated: LoRA runs start from a base");
+            for (g, &(model, _)) in models.iter().enumerate() {
+                lora.write_peft(&self.run.adapters(model), base_dir, &adapters.get(g as i64).detach())?;
+            }
+        }
+        Ok(())
     }
 }

@@ -5,6 +5,7 @@
 mod bench;
 mod dups;
 mod evaluate;
+mod export;
 mod influence;
 mod pretrain;
 mod progress;
@@ -56,6 +57,9 @@ enum Command {
     /// Train one model on a corpus and write it as a base for `plan --init` (Hugging Face
     /// GPT-2 layout); resumes from its last checkpoint when run again.
     Pretrain(pretrain::PretrainArgs),
+    /// Write one model of a LoRA run, its adapters merged into the base, in the Hugging Face
+    /// GPT-2 layout.
+    Export(export::ExportArgs),
     /// Evaluate a base model on every document of a corpus (per-document loss and accuracy).
     Evaluate(evaluate::EvaluateArgs),
     /// Train a byte-level BPE tokenizer on a corpus and write it as tokenizer.json, for
@@ -389,6 +393,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Bench(args) => bench::run(&args),
         Command::Pretrain(args) => pretrain::run(&args),
         Command::Evaluate(args) => evaluate::run(&args),
+        Command::Export(args) => export::run(&args),
         Command::Tokenizer(args) => train_tokenizer(&args),
         Command::Dups(args) => dups::run(&args),
         Command::Influence(args) => influence::run(&args),

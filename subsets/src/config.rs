@@ -553,6 +553,67 @@ pub struct TrainConfig {
     /// Where every model's weights start: [`SCRATCH`] (random, from the run seed and the
     /// model id) or the directory of a base model in the Hugging Face GPT-2 layout.
     pub init: String,
+    /// What a model trains from a base: every weight, or low-rank adapters over the frozen
+    /// base, which a stack then holds once for all its models.
+    pub adapter: Adapter,
+    /// Rank r of each adapter's two factors (LoRA).
+    pub lora_rank: u32,
+    /// An adapter's update is scaled by lora_alpha / lora_rank, as in peft.
+    pub lora_alpha: f64,
+    /// The matrices of every block that get an adapter.
+    pub lora_targets: Vec<LoraTarget>,
+}
+
+/// What a model of a run trains.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Adapter {
+    /// Every weight (a full fine-tune from a base, or training from scratch).
+    #[default]
+    Full,
+    /// Low-rank adapters (LoRA) on `lora_targets`, over a frozen base: the matrix W of a
+    /// target becomes W + (lora_alpha / lora_rank)·A·B, with A `[in, r]` and B `[r, out]`.
+    Lora,
+}
+
+/// A matrix of a GPT-2 block an adapter may update, named as in the Hugging Face layout
+/// (and as peft's `target_modules` names them, the block's path spelled out where GPT-2
+/// uses one name twice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum LoraTarget {
+    /// The attention's query, key and value projection.
+    #[serde(rename = "c_attn")]
+    Attention,
+    /// The attention's output projection.
+    #[serde(rename = "attn.c_proj")]
+    AttentionOut,
+    /// The MLP's first matrix, d_model to 4·d_model.
+    #[serde(rename = "c_fc")]
+    MlpIn,
+    /// The MLP's second matrix, 4·d_model to d_model.
+    #[serde(rename = "mlp.c_proj")]
+    MlpOut,
+}
+
+impl LoraTarget {
+    pub const ALL: [LoraTarget; 4] =
+        [LoraTarget::Attention, LoraTarget::AttentionOut, LoraTarget::MlpIn, LoraTarget::MlpOut];
+
+    /// The name in `train.lora_targets` and in the Hugging Face layout.
+    pub fn name(self) -> &'static str {
+        match self {
+            LoraTarget::Attention => "c_attn",
+            LoraTarget::AttentionOut => "attn.c_proj",
+            LoraTarget::MlpIn => "c_fc",
+            LoraTarget::MlpOut => "mlp.c_proj",
+        }
+    }
+}
+
+impl std::fmt::Display for LoraTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// `train.init` of models that start from random weights.
@@ -568,6 +629,38 @@ impl TrainConfig {
     /// the fraction's share rounded, at least 1 (the last is `total`).
     pub fn checkpoint_steps(&self, total: usize) -> Vec<usize> {
         self.eval_at.iter().map(|&f| ((f * total as f64).round() as usize).clamp(1, total)).collect()
+    }
+
+    /// Why the adapter settings cannot train, if they cannot. The LoRA settings are checked
+    /// only when `adapter` is LoRA.
+    fn lora_problem(&self) -> Option<String> {
+        if self.adapter == Adapter::Full {
+            return None;
+        }
+        let targets = &self.lora_targets;
+        if self.base().is_none() {
+            return Some(
+                "train.adapter = \"lora\" trains adapters over a frozen base: set train.init to a base model's \
+                 directory (plan --init BASE)"
+                    .into(),
+            );
+        }
+        if self.lora_rank == 0 {
+            return Some("train.lora_rank must be at least 1".into());
+        }
+        if !(self.lora_alpha > 0.0 && self.lora_alpha.is_finite()) {
+            return Some(format!("train.lora_alpha must be positive, got {}", self.lora_alpha));
+        }
+        let names = || LoraTarget::ALL.map(|t| format!("\"{t}\"")).join(", ");
+        if targets.is_empty() {
+            return Some(format!("train.lora_targets must name at least one of {}", names()));
+        }
+        let mut sorted = targets.clone();
+        sorted.sort_unstable();
+        if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Some(format!("train.lora_targets names \"{}\" twice", pair[0]));
+        }
+        None
     }
 
     /// Why `eval_at` is not a valid list of checkpoints, if it is not.
@@ -620,6 +713,10 @@ impl Default for TrainConfig {
             eval_at: vec![FINAL_CHECKPOINT],
             precision: Precision::Fp32,
             init: SCRATCH.to_string(),
+            adapter: Adapter::Full,
+            lora_rank: 8,
+            lora_alpha: 16.0,
+            lora_targets: vec![LoraTarget::Attention],
         }
     }
 }
@@ -705,7 +802,7 @@ impl Hyperparameters {
         if let Some((_, message)) = checks.iter().find(|(ok, _)| !ok) {
             return Err(Error::Invalid(message.to_string()));
         }
-        match t.eval_at_problem() {
+        match t.eval_at_problem().or_else(|| t.lora_problem()) {
             Some(problem) => Err(Error::Invalid(problem)),
             None => Ok(()),
         }

@@ -11,6 +11,8 @@
 //! RUN/claims/job-NNNNN.claim   the worker training a job and its process; its mtime is the heartbeat
 //! RUN/logs/job-NNNNN.parquet   one evaluation row per (model, doc) of a job
 //! RUN/logs/job-NNNNN.done      checksum, size and mtime of that log, written when the job completed
+//! RUN/adapters/model-NNNNN/   a LoRA model's adapters as peft saves them (adapter_config.json,
+//!                              adapter_model.safetensors), written when its job trained it
 //! RUN/slurm/                   array.sbatch, the Slurm job ids submitted, task output
 //! RUN/analysis/*.parquet       scores, clusters, copies, duplicates, influence, reliability, spectrum
 //! RUN/analysis/summary.json    the printed summary's numbers, the diagnosis of the regime included
@@ -79,6 +81,11 @@ impl RunDir {
     /// Prefix of the temporary files a job's log is written into before it is published.
     pub fn log_temp_prefix(&self, job: u32) -> String {
         format!(".job-{job:05}-")
+    }
+
+    /// A LoRA model's adapters, in peft's directory layout.
+    pub fn adapters(&self, model: u32) -> PathBuf {
+        self.root.join("adapters").join(format!("model-{model:05}"))
     }
 
     pub fn claims_dir(&self) -> PathBuf {

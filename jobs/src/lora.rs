@@ -1,0 +1,248 @@
+//! Low-rank adapters (LoRA) over a frozen base: the layout of a model's adapters in its row
+//! of the stack's `[G, Q]` adapter tensor, how they start, how they merge into full weights,
+//! how they are stored in peft's directory layout, and a run's model exported with its
+//! adapters merged.
+//!
+//! For each block and each target matrix W `[in, out]` (the Hugging Face GPT-2 orientation,
+//! as in the parameter layout), a model owns A `[in, r]` and B `[r, out]`; it computes with
+//! W + (alpha / r)·A·B. As in peft, A starts uniform in ±1/√in (Kaiming-uniform with
+//! a = √5) and B at zero, so a model starts as its base. Which blocks' products run where,
+//! and the base's place in memory, are the model's and the stack's ([`crate::model`],
+//! [`crate::train`]).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use tch::{Device, Kind, Tensor};
+
+use subsets::atomic;
+use subsets::config::{Adapter, LoraTarget, RunConfig, TrainConfig};
+use subsets::layout::RunDir;
+use subsets::tokenizer::Tokenizer;
+
+use crate::base::{StoredTensor, serialize};
+use crate::model::Architecture;
+use crate::{Error, Result};
+
+/// The adapters every model of a stack trains: rank, scale, targets and their shapes.
+#[derive(Debug, Clone)]
+pub struct Lora {
+    rank: i64,
+    alpha: f64,
+    targets: Vec<LoraTarget>,
+    /// Per block, per target in `targets` order: the target matrix's (in, out).
+    shapes: Vec<(i64, i64)>,
+    n_layer: usize,
+}
+
+/// One target's factors for every model of a stack: A `[G, in, r]`, B `[G, r, out]`, and
+/// the scale of their product.
+pub struct Factors {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub scale: f64,
+}
+
+impl Lora {
+    /// The adapters `train` asks for over `architecture`, or None when models train every
+    /// weight.
+    pub fn of(architecture: &Architecture, train: &TrainConfig) -> Option<Lora> {
+        if train.adapter == Adapter::Full {
+            return None;
+        }
+        let mut targets = train.lora_targets.clone();
+        targets.sort_unstable();
+        let shapes = targets.iter().map(|&target| architecture.target_shape(target)).collect();
+        Some(Lora {
+            rank: i64::from(train.lora_rank),
+            alpha: train.lora_alpha,
+            targets,
+            shapes,
+            n_layer: architecture.n_layer(),
+        })
+    }
+
+    /// alpha / r, the factor of A·B.
+    pub fn scale(&self) -> f64 {
+        self.alpha / self.rank as f64
+    }
+
+    /// Adapter parameters of one model: Q.
+    pub fn parameters(&self) -> i64 {
+        self.n_layer as i64 * self.shapes.iter().map(|&(i, o)| self.rank * (i + o)).sum::<i64>()
+    }
+
+    /// Elements of each adapter tensor in layout order: per block, per target, A then B.
+    fn sizes(&self) -> Vec<i64> {
+        (0..self.n_layer)
+            .flat_map(|_| self.shapes.iter().flat_map(|&(i, o)| [i * self.rank, self.rank * o]))
+            .collect()
+    }
+
+    /// The initial adapters `[Q]` of one model, on the CPU, drawn from `seed` alone: A
+    /// uniform in ±1/√in, B zero.
+    pub fn initial_adapters(&self, seed: u64) -> Tensor {
+        crate::model::with_seed(seed, || {
+            let parts: Vec<Tensor> = (0..self.n_layer)
+                .flat_map(|_| self.shapes.iter())
+                .flat_map(|&(i, o)| {
+                    let bound = 1.0 / (i as f64).sqrt();
+                    let a = Tensor::empty([i * self.rank], (Kind::Float, Device::Cpu)).uniform_(-bound, bound);
+                    [a, Tensor::zeros([self.rank * o], (Kind::Float, Device::Cpu))]
+                })
+                .collect();
+            Tensor::cat(&parts, 0)
+        })
+    }
+
+    /// Every block's factors, per target in `targets` order, as views of `adapters`
+    /// `[G, Q]`.
+    pub fn factors(&self, adapters: &Tensor) -> Vec<HashMap<LoraTarget, Factors>> {
+        let models = adapters.size()[0];
+        let mut parts = adapters.split_with_sizes(self.sizes(), 1).into_iter();
+        (0..self.n_layer)
+            .map(|_| {
+                self.targets
+                    .iter()
+                    .zip(&self.shapes)
+                    .map(|(&target, &(i, o))| {
+                        let a = parts.next().expect("sizes cover every factor").view([models, i, self.rank]);
+                        let b = parts.next().expect("sizes cover every factor").view([models, self.rank, o]);
+                        (target, Factors { a, b, scale: self.scale() })
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The full weights `[P]` (on the CPU) of the model whose adapters are `adapters` `[Q]`
+    /// over `base` `[P]`: every target matrix W becomes W + scale·A·B.
+    pub fn merge(&self, architecture: &Architecture, base: &Tensor, adapters: &Tensor) -> Tensor {
+        let _no_grad = tch::no_grad_guard();
+        let merged = base.to_device(Device::Cpu).to_kind(Kind::Float).copy();
+        let factors = self.factors(&adapters.to_device(Device::Cpu).to_kind(Kind::Float).unsqueeze(0));
+        for (layer, block) in factors.iter().enumerate() {
+            for (&target, f) in block {
+                let (offset, (i, o)) = (architecture.target_offset(layer, target), architecture.target_shape(target));
+                let update = f.a.get(0).mm(&f.b.get(0)) * f.scale;
+                let mut weight = merged.narrow(0, offset, i * o).view([i, o]);
+                let _ = weight.g_add_(&update);
+            }
+        }
+        merged
+    }
+
+    /// Writes a model's `adapters` `[Q]` into `dir` as peft saves a LoRA of a
+    /// `GPT2LMHeadModel` (`adapter_config.json`, `adapter_model.safetensors`), so that
+    /// `PeftModel.from_pretrained(base, dir)` loads them over `base_dir`.
+    pub fn write_peft(&self, dir: &Path, base_dir: &Path, adapters: &Tensor) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(subsets::Error::io(dir))?;
+        let factors = self.factors(&adapters.to_device(Device::Cpu).unsqueeze(0));
+        let mut tensors = Vec::new();
+        for (layer, block) in factors.iter().enumerate() {
+            for target in &self.targets {
+                let f = &block[target];
+                let name = format!("base_model.model.transformer.h.{layer}.{}", module_path(*target));
+                // peft's lora_A is a Linear(in, r), its weight [r, in]; lora_B's is [out, r].
+                tensors.push(StoredTensor::new(format!("{name}.lora_A.weight"), &f.a.get(0).transpose(0, 1).contiguous())?);
+                tensors.push(StoredTensor::new(format!("{name}.lora_B.weight"), &f.b.get(0).transpose(0, 1).contiguous())?);
+            }
+        }
+        let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+        atomic::write_bytes(&dir.join("adapter_model.safetensors"), &serialize(&tensors, metadata)?)?;
+        let config = serde_json::json!({
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM",
+            "base_model_name_or_path": base_dir.display().to_string(),
+            "r": self.rank,
+            "lora_alpha": self.alpha,
+            "lora_dropout": 0.0,
+            "bias": "none",
+            "fan_in_fan_out": true,
+            "target_modules": self.targets.iter().map(|t| t.name()).collect::<Vec<_>>(),
+        });
+        let json = serde_json::to_string_pretty(&config).map_err(|e| Error::Device(e.to_string()))?;
+        atomic::write_bytes(&dir.join("adapter_config.json"), json.as_bytes())?;
+        Ok(())
+    }
+
+    /// The adapters `[Q]` that [`Lora::write_peft`] wrote into `dir`.
+    pub fn read_peft(&self, dir: &Path) -> Result<Tensor> {
+        let path = dir.join("adapter_model.safetensors");
+        let bytes = std::fs::read(&path).map_err(subsets::Error::io(&path))?;
+        let file = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| Error::Plan { path: path.clone(), message: format!("{e:?}") })?;
+        let mut parts = Vec::new();
+        for layer in 0..self.n_layer {
+            for (&target, &(i, o)) in self.targets.iter().zip(&self.shapes) {
+                let name = format!("base_model.model.transformer.h.{layer}.{}", module_path(target));
+                for (factor, shape) in [("lora_A", [self.rank, i]), ("lora_B", [o, self.rank])] {
+                    let key = format!("{name}.{factor}.weight");
+                    let view = file.tensor(&key).map_err(|e| Error::Plan {
+                        path: path.clone(),
+                        message: format!("{key}: {e:?} (written for other adapter settings than run.toml's?)"),
+                    })?;
+                    let found: Vec<i64> = view.shape().iter().map(|&n| n as i64).collect();
+                    if view.dtype() != safetensors::Dtype::F32 || found != shape {
+                        return Err(Error::Plan {
+                            path: path.clone(),
+                            message: format!("{key}: {:?} {found:?}, expected F32 {shape:?}", view.dtype()),
+                        });
+                    }
+                    let tensor = Tensor::f_from_data_size(view.data(), &shape, Kind::Float)?;
+                    parts.push(tensor.transpose(0, 1).contiguous().view([-1]));
+                }
+            }
+        }
+        Ok(Tensor::cat(&parts, 0))
+    }
+}
+
+/// A target's module path inside a GPT-2 block.
+fn module_path(target: LoraTarget) -> &'static str {
+    match target {
+        LoraTarget::Attention => "attn.c_attn",
+        LoraTarget::AttentionOut => "attn.c_proj",
+        LoraTarget::MlpIn => "mlp.c_fc",
+        LoraTarget::MlpOut => "mlp.c_proj",
+    }
+}
+
+/// Writes model `model` of the LoRA run `run` (planned with `config`) as a base directory
+/// `out` in the Hugging Face GPT-2 layout: its adapters, as its job kept them, merged into
+/// the run's base, with the run's tokenizer. Returns the merged weights `[P]`.
+pub fn export(run: &RunDir, config: &RunConfig, model: u32, out: &Path) -> Result<Tensor> {
+    let architecture = Architecture::new(&config.model, config.tokens.layout());
+    let (Some(lora), Some(base_dir), Some(planned)) =
+        (Lora::of(&architecture, &config.train), config.train.base(), &config.base)
+    else {
+        return Err(Error::Plan {
+            path: run.config(),
+            message: "train.adapter is \"full\": cfmem keeps no model's full weights, only a LoRA model's adapters \
+                      (train.adapter = \"lora\"), which export merges into its base"
+                .into(),
+        });
+    };
+    if model >= config.design.models {
+        return Err(Error::Plan {
+            path: run.config(),
+            message: format!("the run has models 0 to {}; there is no model {model}", config.design.models - 1),
+        });
+    }
+    let dir = run.adapters(model);
+    if !dir.join("adapter_model.safetensors").exists() {
+        return Err(Error::Plan {
+            path: dir,
+            message: format!(
+                "model {model} has no adapters yet: its job has not completed (cfmem status {0}, cfmem run {0})",
+                run.root().display()
+            ),
+        });
+    }
+    let adapters = lora.read_peft(&dir)?;
+    let base = crate::base::load_weights(base_dir, &config.model, config.tokens.layout(), &planned.weights_sha256)?;
+    let merged = lora.merge(&architecture, &base, &adapters);
+    let tokenizer = Tokenizer::for_run(run, config)?;
+    crate::base::write(out, &config.model, config.tokens.layout(), &merged, &tokenizer.file_json())?;
+    Ok(merged)
+}
