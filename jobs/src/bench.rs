@@ -63,13 +63,19 @@ pub struct BenchRequest<'a> {
     pub hyperparameters: Hyperparameters,
     /// The base every model of a stack starts from, if any.
     pub base: Option<&'a LoadedBase>,
-    /// Training steps timed per stack size (rounded up to a multiple of
-    /// [`LOSS_EVERY`]), after [`WARMUP_STEPS`] untimed ones.
+    /// Training steps timed per stack size, after [`WARMUP_STEPS`] untimed ones (on CUDA,
+    /// rounded up to a multiple of [`LOSS_EVERY`]).
     pub steps: usize,
+    /// Tokens of every training document, when fewer than the context's window (short
+    /// records, as fine-tuning sets often hold).
+    pub document_tokens: Option<usize>,
 }
 
 /// Steps trained before timing starts (allocator, kernels' first calls).
 pub const WARMUP_STEPS: usize = LOSS_EVERY;
+/// Steps trained before timing starts on the CPU, where steps run one after the other
+/// and each is timed on its own.
+pub const CPU_WARMUP_STEPS: usize = 1;
 
 /// Times `a · b` for square matrices of side `n`, median of several runs, as FLOP/s.
 fn matmul_flops(n: i64, kind: Kind, device: Device) -> f64 {
@@ -146,9 +152,12 @@ fn bench_config(request: &BenchRequest<'_>, steps: usize) -> Result<RunConfig> {
 
 /// Trains and evaluates a stack of `stack` models and measures it against `peak`.
 pub fn measure_stack(request: &BenchRequest<'_>, stack: usize, device: Device, peak: &MatmulPeak) -> Result<StackRun> {
-    let total_steps = WARMUP_STEPS + request.steps.div_ceil(LOSS_EVERY).max(1) * LOSS_EVERY;
+    let total_steps = match device {
+        Device::Cuda(_) => WARMUP_STEPS + request.steps.div_ceil(LOSS_EVERY).max(1) * LOSS_EVERY,
+        _ => CPU_WARMUP_STEPS + request.steps.max(1),
+    };
     let config = bench_config(request, total_steps)?;
-    let length = config.model.window();
+    let length = request.document_tokens.map_or(config.model.window(), |tokens| tokens.min(config.model.window()));
     let batch = config.train.batch_size as usize;
     let mut rng = seeds::rng(0, "bench-documents", stack as u64);
     // Random token ids: the cost of a step depends on the vocabulary's size only.
@@ -175,9 +184,15 @@ pub fn measure_stack(request: &BenchRequest<'_>, stack: usize, device: Device, p
     let trained = train::train(&input, device, &clock)?;
     let ended = clock.ended.into_inner();
     // Steps between two loss readings run asynchronously on a GPU: time from one reading
-    // (a synchronization) to the next, per step, from the end of the warmup on.
-    let readings: Vec<Instant> = ended.iter().skip(WARMUP_STEPS - 1).step_by(LOSS_EVERY).copied().collect();
-    let mut per_step: Vec<f64> = readings.windows(2).map(|w| (w[1] - w[0]).as_secs_f64() / LOSS_EVERY as f64).collect();
+    // (a synchronization) to the next, per step, from the end of the warmup on. On the CPU
+    // a step ends when its work does.
+    let mut per_step: Vec<f64> = match device {
+        Device::Cuda(_) => {
+            let readings: Vec<Instant> = ended.iter().skip(WARMUP_STEPS - 1).step_by(LOSS_EVERY).copied().collect();
+            readings.windows(2).map(|w| (w[1] - w[0]).as_secs_f64() / LOSS_EVERY as f64).collect()
+        }
+        _ => ended[CPU_WARMUP_STEPS - 1..].windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect(),
+    };
     let step_seconds = median(&mut per_step);
 
     // Four evaluation batches timed, after one untimed.
@@ -196,7 +211,8 @@ pub fn measure_stack(request: &BenchRequest<'_>, stack: usize, device: Device, p
 
     let tokens_per_step = (stack * batch * length) as f64;
     let tokens_per_second = tokens_per_step / step_seconds;
-    let flops_per_second = tokens_per_second * trained.architecture().training_flops_per_token(length as i64);
+    let adapters = trained.adapters().map(|(lora, _)| lora);
+    let flops_per_second = tokens_per_second * trained.architecture().training_flops_per_token(length as i64, adapters);
     let peak_flops = match config.train.precision {
         Precision::Bf16 => peak.bf16.unwrap_or(peak.fp32),
         Precision::Fp32 => peak.fp32,

@@ -172,8 +172,14 @@ impl Architecture {
     /// Training FLOPs of one model per predicted token at sequence length `time`: 6·N for
     /// the weights, and 6·n_layer·time·d_model for attention scores and values (two
     /// matrix products of 2·time·d each per token, forward, times three with backward).
-    pub fn training_flops_per_token(&self, time: i64) -> f64 {
-        6.0 * self.non_embedding_parameters() as f64 + 6.0 * (self.n_layer * time * self.d_model) as f64
+    /// With `adapters`, the frozen weights take 4·N (forward, and the backward's gradient
+    /// of their inputs; none of their own) and the adapters 6·Q.
+    pub fn training_flops_per_token(&self, time: i64, adapters: Option<&Lora>) -> f64 {
+        let weights = match adapters {
+            Some(lora) => 4.0 * self.non_embedding_parameters() as f64 + 6.0 * lora.parameters() as f64,
+            None => 6.0 * self.non_embedding_parameters() as f64,
+        };
+        weights + 6.0 * (self.n_layer * time * self.d_model) as f64
     }
 
     /// The initial weights of one model, `[P]` on the CPU, drawn from `seed` alone.

@@ -9,6 +9,7 @@ use clap::Args;
 
 use jobs::DeviceChoice;
 use jobs::base::LoadedBase;
+use jobs::lora::Lora;
 use jobs::bench::{self, BenchRequest, MatmulPeak, StackRun};
 use subsets::config::{Hyperparameters, Precision};
 use subsets::tokenizer::Tokenizer;
@@ -32,9 +33,13 @@ pub struct BenchArgs {
     /// both on CUDA.
     #[arg(long, value_delimiter = ',', value_parser = parse_precision)]
     precisions: Vec<Precision>,
-    /// Timed training steps per stack size, after 10 untimed ones.
+    /// Timed training steps per stack size, after one untimed one on the CPU and ten on
+    /// CUDA.
     #[arg(long, default_value_t = 30)]
     steps: usize,
+    /// Tokens of each training document (default: the context's window, context − 1).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    document_tokens: Option<u32>,
     /// CPU threads of libtorch; 0 keeps libtorch's default (one per core).
     #[arg(long, default_value_t = 0)]
     threads: u32,
@@ -76,6 +81,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 started.elapsed().as_secs_f64()
             );
             hyperparameters.model = loaded.base.model.clone();
+            hyperparameters.train.init = dir.display().to_string();
             Some(loaded)
         }
         None => None,
@@ -100,7 +106,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         for &stack in &args.stacks {
             eprintln!("training a stack of {stack} in {}", precision_name(precision));
             let mut request =
-                BenchRequest { hyperparameters: hyperparameters.clone(), base: base.as_ref(), steps: args.steps };
+                BenchRequest {
+                hyperparameters: hyperparameters.clone(),
+                base: base.as_ref(),
+                steps: args.steps,
+                document_tokens: args.document_tokens.map(|tokens| tokens as usize),
+            };
             request.hyperparameters.train.precision = precision;
             runs.push(bench::measure_stack(&request, stack, device, &peak)?);
         }
@@ -111,6 +122,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
     let vocab = layout.rows;
     let architecture = jobs::model::Architecture::new(&hyperparameters.model, layout);
+    let lora = Lora::of(&architecture, &hyperparameters.train);
     if args.json {
         let report = serde_json::json!({
             "device": jobs::device::describe(device),
@@ -118,11 +130,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "tokenizer": hyperparameters.model.tokenizer.to_string(),
             "vocab": vocab,
             "non_embedding_parameters": architecture.non_embedding_parameters(),
+            "adapter": hyperparameters.train.adapter,
+            "adapter_parameters": lora.as_ref().map(Lora::parameters),
             "runs": runs,
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_table(&jobs::device::describe(device), &hyperparameters, (vocab, &architecture), &peak, &runs);
+        let window = hyperparameters.model.window();
+        let time = args.document_tokens.map_or(window, |tokens| (tokens as usize).min(window));
+        let shape = (vocab, &architecture, lora.as_ref());
+        print_table(&jobs::device::describe(device), &hyperparameters, shape, time, &peak, &runs);
     }
     Ok(())
 }
@@ -130,7 +147,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 fn print_table(
     device: &str,
     h: &Hyperparameters,
-    (vocab, architecture): (u32, &jobs::model::Architecture),
+    (vocab, architecture, lora): (u32, &jobs::model::Architecture, Option<&Lora>),
+    time: usize,
     peak: &MatmulPeak,
     runs: &[StackRun],
 ) {
@@ -141,19 +159,33 @@ fn print_table(
     }
     println!();
     let m = &h.model;
-    let time = m.window();
     println!(
         "model: {} layers, d_model {}, context {}, tokenizer {} (vocabulary {vocab}), batch {} per model, \
-         full-length documents ({time} tokens)",
+         documents of {time} tokens",
         m.n_layer, m.d_model, m.context, m.tokenizer, h.train.batch_size
     );
-    println!(
-        "model FLOPs per token = 6·N + 6·n_layer·time·d_model = 6·{} + 6·{}·{time}·{} = {:.3e}",
-        architecture.non_embedding_parameters(),
-        m.n_layer,
-        m.d_model,
-        architecture.training_flops_per_token(time as i64)
-    );
+    let flops = architecture.training_flops_per_token(time as i64, lora);
+    let (n, attention) = (architecture.non_embedding_parameters(), format!("6·{}·{time}·{}", m.n_layer, m.d_model));
+    match lora {
+        Some(lora) => {
+            let t = &h.train;
+            let targets: Vec<&str> = t.lora_targets.iter().map(|target| target.name()).collect();
+            println!(
+                "LoRA rank {} (alpha {}) on {}: {} adapter parameters a model over a frozen base of {}, held once \
+                 per stack",
+                t.lora_rank,
+                t.lora_alpha,
+                targets.join(", "),
+                lora.parameters(),
+                architecture.parameters()
+            );
+            println!(
+                "model FLOPs per token = 4·N + 6·Q + 6·n_layer·time·d_model = 4·{n} + 6·{} + {attention} = {flops:.3e}",
+                lora.parameters()
+            );
+        }
+        None => println!("model FLOPs per token = 6·N + 6·n_layer·time·d_model = 6·{n} + {attention} = {flops:.3e}"),
+    }
     println!(
         "\n{:<5} {:>5} {:>9} {:>12} {:>12} {:>8} {:>9} {:>8} {:>12} {:>10} {:>10}",
         "prec",

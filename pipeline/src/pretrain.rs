@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use jobs::pretrain::{self, PretrainRequest, Pretrained, PretrainingRecord};
-use subsets::config::Hyperparameters;
+use subsets::config::{Adapter, Hyperparameters};
 use subsets::tokenizer::Tokenizer;
 use subsets::{corpus, design, plan};
 
@@ -49,6 +49,12 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         Some(path) => Hyperparameters::from_file(path)?,
         None => Hyperparameters::default(),
     };
+    if hyperparameters.train.adapter != Adapter::Full {
+        bail!(
+            "[train] adapter = \"lora\": pretraining trains every weight of a new model; adapters are for runs from a \
+             base (plan --init)"
+        );
+    }
     hyperparameters.validate()?;
     if hyperparameters.train.base().is_some() {
         bail!("[train] init: pretraining starts from scratch; remove init from the configuration");
