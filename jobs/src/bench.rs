@@ -178,7 +178,8 @@ pub fn measure_stack(request: &BenchRequest<'_>, stack: usize, device: Device, p
         base: request.base.map(|loaded| &loaded.weights),
     };
 
-    train::check_memory(&Architecture::new(&config.model, config.tokens.layout()), stack, &config.train, device)?;
+    let architecture = Architecture::new(&config.model, config.tokens.layout());
+    train::check_memory(&architecture, stack, &config.train, length, device)?;
     reset_peak_memory();
     let clock = StepClock { ended: Default::default() };
     let trained = train::train(&input, device, &clock)?;

@@ -74,9 +74,7 @@ impl Lora {
 
     /// Elements of each adapter tensor in layout order: per block, per target, A then B.
     fn sizes(&self) -> Vec<i64> {
-        (0..self.n_layer)
-            .flat_map(|_| self.shapes.iter().flat_map(|&(i, o)| [i * self.rank, self.rank * o]))
-            .collect()
+        (0..self.n_layer).flat_map(|_| self.shapes.iter().flat_map(|&(i, o)| [i * self.rank, self.rank * o])).collect()
     }
 
     /// The initial adapters `[Q]` of one model, on the CPU, drawn from `seed` alone: A
@@ -144,8 +142,14 @@ impl Lora {
                 let f = &block[target];
                 let name = format!("base_model.model.transformer.h.{layer}.{}", module_path(*target));
                 // peft's lora_A is a Linear(in, r), its weight [r, in]; lora_B's is [out, r].
-                tensors.push(StoredTensor::new(format!("{name}.lora_A.weight"), &f.a.get(0).transpose(0, 1).contiguous())?);
-                tensors.push(StoredTensor::new(format!("{name}.lora_B.weight"), &f.b.get(0).transpose(0, 1).contiguous())?);
+                tensors.push(StoredTensor::new(
+                    format!("{name}.lora_A.weight"),
+                    &f.a.get(0).transpose(0, 1).contiguous(),
+                )?);
+                tensors.push(StoredTensor::new(
+                    format!("{name}.lora_B.weight"),
+                    &f.b.get(0).transpose(0, 1).contiguous(),
+                )?);
             }
         }
         let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);

@@ -312,8 +312,13 @@ impl Architecture {
                 unreachable!("a block has {BLOCK_PARAMS} parameters")
             };
             let update = |target| adapters.and_then(|blocks| blocks[layer].get(&target));
-            let qkv =
-                linear(&self.layer_norm(&x, ln_attn_w, ln_attn_b), qkv_w, qkv_b, update(LoraTarget::Attention), precision);
+            let qkv = linear(
+                &self.layer_norm(&x, ln_attn_w, ln_attn_b),
+                qkv_w,
+                qkv_b,
+                update(LoraTarget::Attention),
+                precision,
+            );
             let attended = self.attention(&qkv, models * batch, time, precision).view([models, rows, d]);
             x = x + linear(&attended, out_w, out_b, update(LoraTarget::AttentionOut), precision);
             let approximate = match self.activation {
@@ -398,9 +403,7 @@ fn linear(x: &Tensor, w: &Tensor, b: &Tensor, update: Option<&Factors>, precisio
         b.unsqueeze(1).baddbmm(&x, &w, 1.0, 1.0)
     };
     match update {
-        Some(Factors { a, b, scale }) => {
-            out.baddbmm(&x.bmm(&a.to_kind(kind)), &b.to_kind(kind), 1.0, *scale)
-        }
+        Some(Factors { a, b, scale }) => out.baddbmm(&x.bmm(&a.to_kind(kind)), &b.to_kind(kind), 1.0, *scale),
         None => out,
     }
 }

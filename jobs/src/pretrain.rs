@@ -118,7 +118,7 @@ pub fn pretrain(
     std::fs::create_dir_all(output.progress_dir()).map_err(subsets::Error::io(output.progress_dir()))?;
 
     let architecture = Architecture::new(&request.model, request.layout);
-    crate::train::check_memory(&architecture, 1, &request.train, device)?;
+    crate::train::check_memory(&architecture, 1, &request.train, request.model.window(), device)?;
     let trained: Vec<&[u32]> = request
         .documents
         .iter()

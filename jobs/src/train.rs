@@ -128,11 +128,16 @@ fn evaluate_into(
 }
 
 /// Refuses, before any work, a stack of `models` whose estimated memory
-/// ([`Architecture::memory_estimate`]) exceeds what `device` has free, saying the
-/// estimate, the limit and the largest stack that would fit.
-pub fn check_memory(architecture: &Architecture, models: usize, train: &TrainConfig, device: Device) -> Result<()> {
+/// ([`Architecture::memory_estimate`]) at rows of `time` positions exceeds what `device`
+/// has free, saying the estimate, the limit and the largest stack that would fit.
+pub fn check_memory(
+    architecture: &Architecture,
+    models: usize,
+    train: &TrainConfig,
+    time: usize,
+    device: Device,
+) -> Result<()> {
     let Some(free) = crate::device::free_memory(device) else { return Ok(()) };
-    let time = architecture.context() as usize - 1;
     let lora = Lora::of(architecture, train);
     let (batch, eval_batch) = (train.batch_size as usize, train.eval_batch_size as usize);
     let needed = |g: usize| architecture.memory_estimate(g, batch, eval_batch, time, lora.as_ref());
@@ -1007,8 +1012,10 @@ mod tests {
         for w in windows(&doc, 31) {
             let (inputs, targets) = padded(&[w], w.len(), BYTES);
             let inputs = Tensor::from_slice(&inputs).view([1, 1, -1]);
-            let log_probs =
-                stack.architecture.forward(&stack.weights, None, &inputs, Precision::Fp32).log_softmax(-1, Kind::Double);
+            let log_probs = stack
+                .architecture
+                .forward(&stack.weights, None, &inputs, Precision::Fp32)
+                .log_softmax(-1, Kind::Double);
             for (t, &target) in targets.iter().enumerate() {
                 let row = log_probs.get(0).get(0).get(t as i64);
                 nll -= row.double_value(&[target]);

@@ -39,7 +39,8 @@ impl RunTrainer {
     pub fn new(run: &RunDir, config: &RunConfig, device: Device) -> Result<RunTrainer> {
         let architecture = Architecture::new(&config.model, config.tokens.layout());
         let stack = config.jobs.stack.min(config.design.models) as usize;
-        train::check_memory(&architecture, stack, &config.train, device)?;
+        // Rows are at most a window long.
+        train::check_memory(&architecture, stack, &config.train, config.model.window(), device)?;
         let corpus: CorpusTable = schema::read(&run.corpus())?;
         let (_, members) = membership::header(&run.membership())?;
         if members as usize != corpus.doc.len() {

@@ -9,8 +9,8 @@ use clap::Args;
 
 use jobs::DeviceChoice;
 use jobs::base::LoadedBase;
-use jobs::lora::Lora;
 use jobs::bench::{self, BenchRequest, MatmulPeak, StackRun};
+use jobs::lora::Lora;
 use subsets::config::{Hyperparameters, Precision};
 use subsets::tokenizer::Tokenizer;
 
@@ -105,8 +105,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     for &precision in &precisions {
         for &stack in &args.stacks {
             eprintln!("training a stack of {stack} in {}", precision_name(precision));
-            let mut request =
-                BenchRequest {
+            let mut request = BenchRequest {
                 hyperparameters: hyperparameters.clone(),
                 base: base.as_ref(),
                 steps: args.steps,

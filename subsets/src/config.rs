@@ -922,6 +922,40 @@ mod tests {
     }
 
     #[test]
+    fn bad_adapter_settings_are_refused_naming_the_setting() {
+        let lora = |text: &str| -> Result<Hyperparameters> {
+            let h: Hyperparameters =
+                toml::from_str(&format!("[train]\ninit = \"/bases/b\"\nadapter = \"lora\"\n{text}"))
+                    .map_err(|e| Error::Invalid(e.to_string()))?;
+            h.validate().map(|()| h)
+        };
+        let h = lora("").unwrap();
+        assert_eq!(
+            (h.train.lora_rank, h.train.lora_alpha, h.train.lora_targets.clone()),
+            (8, 16.0, vec![LoraTarget::Attention])
+        );
+        let all = lora("lora_targets = [\"c_attn\", \"attn.c_proj\", \"c_fc\", \"mlp.c_proj\"]").unwrap();
+        assert_eq!(all.train.lora_targets, LoraTarget::ALL);
+        let problem = |text: &str| lora(text).unwrap_err().to_string();
+        assert_eq!(problem("lora_rank = 0"), "invalid setting: train.lora_rank must be at least 1");
+        assert_eq!(problem("lora_alpha = -1.0"), "invalid setting: train.lora_alpha must be positive, got -1");
+        assert_eq!(
+            problem("lora_targets = []"),
+            "invalid setting: train.lora_targets must name at least one of \"c_attn\", \"attn.c_proj\", \"c_fc\", \
+             \"mlp.c_proj\""
+        );
+        assert_eq!(
+            problem("lora_targets = [\"c_fc\", \"c_fc\"]"),
+            "invalid setting: train.lora_targets names \"c_fc\" twice"
+        );
+        let unknown = problem("lora_targets = [\"c_proj\"]");
+        assert!(unknown.contains("unknown variant `c_proj`, expected one of `c_attn`, `attn.c_proj`"), "{unknown}");
+        let mut scratch = Hyperparameters::default();
+        scratch.train.adapter = Adapter::Lora;
+        assert!(scratch.validate().unwrap_err().to_string().contains("set train.init to a base model's directory"));
+    }
+
+    #[test]
     fn bad_checkpoints_are_refused_naming_train_eval_at() {
         let problem = |eval_at: &[f64]| {
             let mut h = Hyperparameters::default();

@@ -2,10 +2,12 @@
 windows exactly as cfmem evaluates a document: the reference that cfmem's evaluation of an
 imported model must match.
 
-    reference_nll.py MODEL_DIR CORPUS_JSONL OUT_JSONL [--window W]
+    reference_nll.py MODEL_DIR CORPUS_JSONL OUT_JSONL [--window W] [--adapter DIR]
 
 MODEL_DIR holds config.json, model.safetensors and tokenizer.json (as tiny_gpt2.py writes
-them); the model runs in float32, eval mode, on the CPU. Each document (a JSONL object with
+them); the model runs in float32, eval mode, on the CPU. With --adapter, the LoRA adapters
+in DIR (adapter_config.json, adapter_model.safetensors) are loaded over it with peft's
+`PeftModel.from_pretrained`, unmerged: the model evaluated is the base plus its adapters. Each document (a JSONL object with
 a "text" field; blank lines are skipped, as cfmem skips them) is encoded with
 `Tokenizer.encode(text, add_special_tokens=False)`, so a literal "<|endoftext|>" in a text is
 that special token, as in cfmem, which encodes the same way.
@@ -71,10 +73,15 @@ def main() -> None:
     parser.add_argument("corpus_jsonl")
     parser.add_argument("out_jsonl")
     parser.add_argument("--window", type=int, help="tokens per window (default: n_positions - 1)")
+    parser.add_argument("--adapter", help="a directory of LoRA adapters (peft's layout) to load over the model")
     args = parser.parse_args()
 
     model = GPT2LMHeadModel.from_pretrained(args.model_dir, dtype=torch.float32).to("cpu").eval()
     config = model.config
+    if args.adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, args.adapter).eval()
     tokenizer = Tokenizer.from_file(os.path.join(args.model_dir, "tokenizer.json"))
     bos = config.bos_token_id
     if bos is None:

@@ -37,16 +37,20 @@ fn python_ok(python: &Path, args: &[&str]) {
 
 /// `transformers`'s per-document evaluation of `model` on `corpus`: (tokens, nll, correct).
 fn reference(python: &Path, model: &Path, corpus: &Path) -> Vec<(u32, f64, u32)> {
-    let out = model.with_extension("reference.jsonl");
-    python_ok(
-        python,
-        &[
-            script("reference_nll.py").to_str().unwrap(),
-            model.to_str().unwrap(),
-            corpus.to_str().unwrap(),
-            out.to_str().unwrap(),
-        ],
-    );
+    reference_with(python, model, corpus, None)
+}
+
+/// [`reference`], with peft's LoRA `adapter` (a directory) loaded over `model` if given.
+fn reference_with(python: &Path, model: &Path, corpus: &Path, adapter: Option<&Path>) -> Vec<(u32, f64, u32)> {
+    let out = match adapter {
+        Some(dir) => model.with_extension(format!("{}.reference.jsonl", dir.file_name().unwrap().to_str().unwrap())),
+        None => model.with_extension("reference.jsonl"),
+    };
+    let mut args = vec![script("reference_nll.py"), model.to_path_buf(), corpus.to_path_buf(), out.clone()];
+    if let Some(dir) = adapter {
+        args.extend([PathBuf::from("--adapter"), dir.to_path_buf()]);
+    }
+    python_ok(python, &args.iter().map(|a| a.to_str().unwrap()).collect::<Vec<_>>());
     std::fs::read_to_string(&out)
         .unwrap()
         .lines()
@@ -81,13 +85,20 @@ fn evaluate(model: &Path, corpus: &Path) -> EvaluationTable {
 /// Asserts cfmem's evaluation equals the reference: nll within 1e-4 relative, the same
 /// token counts, and the same correct counts on at least 99.9% of documents.
 fn assert_same(cfmem: &EvaluationTable, reference: &[(u32, f64, u32)], what: &str) {
-    assert_eq!(cfmem.doc.len(), reference.len(), "{what}");
+    let ours: Vec<(u32, f64, u32)> =
+        (0..cfmem.doc.len()).map(|i| (cfmem.tokens[i], cfmem.nll[i], cfmem.correct[i])).collect();
+    assert_same_rows(&ours, reference, what);
+}
+
+/// [`assert_same`] of (tokens, nll, correct) per document.
+fn assert_same_rows(cfmem: &[(u32, f64, u32)], reference: &[(u32, f64, u32)], what: &str) {
+    assert_eq!(cfmem.len(), reference.len(), "{what}");
     let mut correct_differs = 0;
-    for (i, &(tokens, nll, correct)) in reference.iter().enumerate() {
-        assert_eq!(cfmem.tokens[i], tokens, "{what}: document {i}'s tokens");
-        let relative = (cfmem.nll[i] - nll).abs() / nll.abs().max(1e-12);
-        assert!(relative < 1e-4, "{what}: document {i}: nll {} in cfmem, {nll} in transformers", cfmem.nll[i]);
-        correct_differs += usize::from(cfmem.correct[i] != correct);
+    for (i, (&(tokens, nll, correct), &(our_tokens, our_nll, our_correct))) in reference.iter().zip(cfmem).enumerate() {
+        assert_eq!(our_tokens, tokens, "{what}: document {i}'s tokens");
+        let relative = (our_nll - nll).abs() / nll.abs().max(1e-12);
+        assert!(relative < 1e-4, "{what}: document {i}: nll {our_nll} in cfmem, {nll} in transformers");
+        correct_differs += usize::from(our_correct != correct);
     }
     assert!(correct_differs * 1000 <= reference.len(), "{what}: correct counts differ on {correct_differs} documents");
 }
@@ -407,4 +418,69 @@ fn bad_pretraining_and_init_requests_are_refused_with_what_is_wrong() {
     ));
     assert!(err.contains("train.init") && err.contains("no-such-base"), "{err}");
     assert!(!dir.path().join("run").exists());
+}
+
+#[test]
+fn a_lora_run_keeps_each_models_adapters_and_exports_it_merged_for_transformers_and_peft() {
+    let Some(python) = hf_python() else { return };
+    let _one_at_a_time = training_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    python_ok(&python, &[script("tiny_gpt2.py").to_str().unwrap(), base.to_str().unwrap()]);
+    let corpus = dir.path().join("corpus.jsonl");
+    sentences(&corpus, 12, 4);
+    let config = dir.path().join("lora.toml");
+    std::fs::write(
+        &config,
+        "[train]\nadapter = \"lora\"\nlora_rank = 4\nlora_alpha = 8.0\nlora_targets = [\"c_attn\", \"mlp.c_proj\"]\n\
+         epochs = 30\nbatch_size = 4\nlr = 0.01\n[jobs]\nstack = 2\n",
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let config_arg = config.to_str().unwrap();
+    cfmem_ok(&plan_args(&corpus, &run, "4", "5", &["--init", base.to_str().unwrap(), "--config", config_arg]));
+    let toml = std::fs::read_to_string(run.join("run.toml")).unwrap();
+    for setting in
+        ["adapter = \"lora\"", "lora_rank = 4", "lora_alpha = 8.0", "lora_targets = [\"c_attn\", \"mlp.c_proj\"]"]
+    {
+        assert!(toml.contains(setting), "run.toml records {setting}:\n{toml}");
+    }
+    let refused = cfmem_err(&["export", run.to_str().unwrap(), "--model", "1", "--out", "/nonexistent/x"]);
+    assert!(refused.contains("model 1 has no adapters yet: its job has not completed"), "{refused}");
+    cfmem_ok(&["run", run.to_str().unwrap(), "--device", "cpu"]);
+
+    let model = 1;
+    let adapters = run.join(format!("adapters/model-{model:05}"));
+    let exported = dir.path().join("exported");
+    cfmem_ok(&["export", run.to_str().unwrap(), "--model", "1", "--out", exported.to_str().unwrap()]);
+    // The run's own evaluation of model 1 (at the end of training), document by document.
+    let mut ours = Vec::new();
+    for job in 0..2 {
+        let log: LogTable = schema::read(&run.join(format!("logs/job-{job:05}.parquet"))).unwrap();
+        ours.extend(
+            (0..log.model.len())
+                .filter(|&i| log.model[i] == model)
+                .map(|i| (log.doc[i], (log.tokens[i], log.nll[i], log.correct[i]))),
+        );
+    }
+    ours.sort_by_key(|&(doc, _)| doc);
+    let ours: Vec<(u32, f64, u32)> = ours.into_iter().map(|(_, row)| row).collect();
+    let base_nll: f64 = reference(&python, &base, &corpus).iter().map(|r| r.1).sum();
+    let our_nll: f64 = ours.iter().map(|r| r.1).sum();
+    assert!(our_nll < 0.98 * base_nll, "the adapters learned: nll {our_nll} against the base's {base_nll}");
+    // The merged model in transformers, and the adapters over the base in peft, unmerged.
+    assert_same_rows(&ours, &reference(&python, &exported, &corpus), "the exported merged model in transformers");
+    assert_same_rows(&ours, &reference_with(&python, &base, &corpus, Some(&adapters)), "the adapters in peft");
+
+    let out = dir.path().join("none");
+    let err = cfmem_err(&["export", run.to_str().unwrap(), "--model", "4", "--out", out.to_str().unwrap()]);
+    assert!(err.contains("the run has models 0 to 3; there is no model 4"), "{err}");
+    // Models trained whole keep no weights to export; adapters need a base.
+    let full = dir.path().join("full");
+    cfmem_ok(&plan_args(&corpus, &full, "4", "5", &["--init", base.to_str().unwrap()]));
+    let err = cfmem_err(&["export", full.to_str().unwrap(), "--model", "0", "--out", out.to_str().unwrap()]);
+    assert!(err.contains("train.adapter is \"full\": cfmem keeps no model's full weights"), "{err}");
+    let err = cfmem_err(&plan_args(&corpus, &dir.path().join("scratch"), "4", "5", &["--config", config_arg]));
+    assert!(err.contains("train.adapter = \"lora\" trains adapters over a frozen base: set train.init"), "{err}");
+    assert!(!out.exists() && !dir.path().join("scratch").exists(), "nothing written");
 }
