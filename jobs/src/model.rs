@@ -430,6 +430,30 @@ mod tests {
     }
 
     #[test]
+    fn the_memory_estimate_counts_a_lora_stacks_base_once() {
+        // GPT-2 small: 124M parameters; rank-8 adapters on c_attn, 294,912 a model.
+        let model =
+            ModelConfig { n_layer: 12, n_head: 12, d_model: 768, context: 1024, tied_head: true, ..Default::default() };
+        let arch = Architecture::new(&model, EmbeddingLayout { rows: 50257, bos: 50256, pad: 50256 });
+        let train = subsets::config::TrainConfig {
+            init: "a base".into(),
+            adapter: subsets::config::Adapter::Lora,
+            ..Default::default()
+        };
+        let lora = Lora::of(&arch, &train).unwrap();
+        let (p, q) = (arch.parameters() as u64, lora.parameters() as u64);
+        assert_eq!((p, q), (124_439_808, 12 * 8 * (768 + 3 * 768)));
+        // Without activations (no batch), what stays: the state.
+        let state = |models, lora| arch.memory_estimate(models, 0, 0, 0, lora);
+        assert_eq!(state(64, Some(&lora)), 4 * p + 64 * 16 * q, "the base once, 64 models' adapters");
+        assert_eq!(state(1, None), 16 * p);
+        assert!(state(64, Some(&lora)) < state(1, None) / 2, "64 LoRA models hold less than one full fine-tune");
+        // Activations stay per model either way.
+        let activations = arch.memory_estimate(1, 1, 1, 64, None) - state(1, None);
+        assert_eq!(arch.memory_estimate(64, 1, 1, 64, Some(&lora)), state(64, Some(&lora)) + 64 * activations);
+    }
+
+    #[test]
     fn models_of_a_stack_do_not_see_each_other() {
         let arch = tiny();
         let a = arch.initial_weights(1);
