@@ -51,6 +51,9 @@ pub struct StackRun {
     /// every document of a corpus over the time to train on it at `train.epochs` epochs and
     /// keep 0.5, full-length documents either way.
     pub checkpoint_cost: f64,
+    /// Bytes of the tensors the stack holds (weights or base and adapters, AdamW's
+    /// moments), activations aside.
+    pub state_bytes: i64,
     /// CPU: the process's peak resident memory during this stack's run. CUDA: device
     /// memory in use after the run (the allocator keeps what it reserved, so this is the
     /// peak of this and every smaller stack before it).
@@ -228,6 +231,7 @@ pub fn measure_stack(request: &BenchRequest<'_>, stack: usize, device: Device, p
         fraction_of_peak: flops_per_second / peak_flops,
         eval_documents_per_second,
         checkpoint_cost,
+        state_bytes: trained.bytes(),
         peak_memory_bytes: peak_memory(device),
     })
 }

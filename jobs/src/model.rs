@@ -5,11 +5,14 @@
 //! embeddings, pre-LayerNorm blocks of causal self-attention and a GELU MLP, a final
 //! LayerNorm and a linear head over the vocabulary, its own matrix or the token embedding
 //! (tied). The parameter layout is GPT-2's tensors in order ([`subsets::base`]), so a
-//! Hugging Face checkpoint maps onto it tensor by tensor. All weights of the stack live in one `[G, P]` tensor
-//! (row g is model g's P parameters), so the optimizer, the per-model gradient norms and
-//! the weight decay are a few elementwise kernels over it; the forward pass reads the
-//! individual weights as views of it. Models never mix: every operation is batched over
-//! the model dimension, and nothing reduces across it.
+//! Hugging Face checkpoint maps onto it tensor by tensor. All weights of the stack live in
+//! one `[G, P]` tensor (row g is model g's P parameters), so the optimizer, the per-model
+//! gradient norms and the weight decay are a few elementwise kernels over it; the forward
+//! pass reads the individual weights as views of it. Or the G models share one `[1, P]`
+//! set of weights, a frozen base, and each adds its own low-rank adapters
+//! ([`crate::lora`]): the base's products then run once over all models' rows. Models
+//! never mix: every operation is batched over the model dimension, and nothing reduces
+//! across it.
 
 use std::collections::HashMap;
 

@@ -417,15 +417,6 @@ impl Stack {
         self.adapters.as_ref().map(|(lora, adapters)| (lora, adapters))
     }
 
-    /// Model g's full weights `[P]` on the CPU: its own, or its adapters merged into the
-    /// base.
-    pub fn merged(&self, g: i64) -> Tensor {
-        match &self.adapters {
-            Some((lora, adapters)) => lora.merge(&self.architecture, &self.weights.get(0), &adapters.get(g).detach()),
-            None => self.weights.get(g).detach().to_device(Device::Cpu),
-        }
-    }
-
     /// Bytes of every tensor the stack holds on its device: weights, adapters, AdamW's
     /// moments and the decay mask.
     pub fn bytes(&self) -> i64 {
@@ -1132,8 +1123,9 @@ mod tests {
         let stack = train(&input, Device::Cpu, &Silent).unwrap();
         let docs: Vec<&[u32]> = documents.iter().map(Vec::as_slice).collect();
         let adapted = stack.evaluate(&docs, 4).unwrap();
+        let (lora, adapters) = stack.adapters().unwrap();
         for g in 0..2 {
-            let merged = stack.merged(g);
+            let merged = lora.merge(&stack.architecture, &stack.weights.get(0), &adapters.get(g).detach());
             assert_ne!(merged, base, "model {g} moved away from its base");
             let architecture = Architecture::new(&config.model, config.tokens.layout());
             let full = Stack::from_rows(architecture, &[merged], Precision::Fp32, Device::Cpu).unwrap();
