@@ -465,7 +465,7 @@ fn a_lora_run_keeps_each_models_adapters_and_exports_it_merged_for_transformers_
     }
     ours.sort_by_key(|&(doc, _)| doc);
     let ours: Vec<(u32, f64, u32)> = ours.into_iter().map(|(_, row)| row).collect();
-    let base_nll: f64 = reference(&python, &base, &corpus).iter().map(|r| r.1).sum();
+    let base_nll: f64 = evaluate(&base, &corpus).nll.iter().sum();
     let our_nll: f64 = ours.iter().map(|r| r.1).sum();
     assert!(our_nll < 0.98 * base_nll, "the adapters learned: nll {our_nll} against the base's {base_nll}");
     // The merged model in transformers, and the adapters over the base in peft, unmerged.
@@ -482,5 +482,42 @@ fn a_lora_run_keeps_each_models_adapters_and_exports_it_merged_for_transformers_
     assert!(err.contains("train.adapter is \"full\": cfmem keeps no model's full weights"), "{err}");
     let err = cfmem_err(&plan_args(&corpus, &dir.path().join("scratch"), "4", "5", &["--config", config_arg]));
     assert!(err.contains("train.adapter = \"lora\" trains adapters over a frozen base: set train.init"), "{err}");
+    let err = cfmem_err(&[
+        "pretrain",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--config",
+        config_arg,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(err.contains("pretraining trains every weight of a new model"), "{err}");
     assert!(!out.exists() && !dir.path().join("scratch").exists(), "nothing written");
+
+    // `cfmem bench` trains LoRA stacks over the base: rank 4 on two matrices of each of the
+    // 2 blocks (d_model 32), the base held once per stack.
+    let bench = cfmem_ok(&[
+        "bench",
+        "--device",
+        "cpu",
+        "--init",
+        base.to_str().unwrap(),
+        "--config",
+        config_arg,
+        "--stacks",
+        "1,2",
+        "--steps",
+        "2",
+        "--document-tokens",
+        "16",
+        "--json",
+    ]);
+    let bench: serde_json::Value = serde_json::from_str(&bench).unwrap();
+    let q = 2 * (4 * (32 + 96) + 4 * (128 + 32));
+    assert_eq!((bench["adapter"].as_str(), bench["adapter_parameters"].as_i64()), (Some("lora"), Some(q)));
+    let p = bench["non_embedding_parameters"].as_i64().unwrap() + (bench["vocab"].as_i64().unwrap() + 32) * 32;
+    for run in bench["runs"].as_array().unwrap() {
+        let g = run["stack"].as_i64().unwrap();
+        assert_eq!(run["state_bytes"].as_i64(), Some(4 * p + 3 * 4 * g * q + 4 * q), "stack of {g}: {run}");
+    }
 }
