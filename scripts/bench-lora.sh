@@ -10,7 +10,8 @@
 # random weights made by transformers), STACK (16), RANK (8), TARGETS (c_attn), BATCH (4),
 # TIME (64 tokens a row), STEPS (3 timed, after one untimed), MODEL_STEPS (the steps of the
 # fine-tune a "model" stands for in models per hour: 1000; the ratio does not depend on it),
-# DEVICE (cpu). About 10 minutes on two cores at the defaults.
+# DEVICE (cpu; cuda runs both sides on the GPU, the peer's peak memory then its device's).
+# About 10 minutes on two cores at the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -48,7 +49,7 @@ echo "cfmem: a stack of $STACK LoRA models" >&2
 echo "peer: transformers + peft, one model" >&2
 "$CFMEM_HF_PYTHON" scripts/lora_peer.py "$out/base" --rank "$RANK" --alpha $((2 * RANK)) --targets "$TARGETS" \
     --batch "$BATCH" --time "$TIME" --steps "$STEPS" --warmup-steps 1 --lr 1e-3 --weight-decay 0.0 \
-    > "$out/peer.json"
+    --device "$DEVICE" > "$out/peer.json"
 
 python3 - "$out" "$MODEL_STEPS" <<'PY'
 import json, pathlib, sys
@@ -66,6 +67,6 @@ print(f"device: {cfmem['device']}; base of {peer['base_parameters']:,} parameter
 print(f"cfmem, stack of {stack}: {run['step_seconds']:.2f} s a step (median), {cfmem_per_hour:.2f} models per hour, "
       f"peak memory {gib(run['peak_memory_bytes']):.2f} GiB")
 print(f"transformers + peft, one model at a time: {peer['step_seconds_median']:.2f} s a step (median), "
-      f"{peer_per_hour:.2f} models per hour, peak memory {gib(peer['peak_rss_bytes']):.2f} GiB")
+      f"{peer_per_hour:.2f} models per hour, peak memory {gib(peer['peak_device_bytes'] or peer['peak_rss_bytes']):.2f} GiB")
 print(f"ratio: {cfmem_per_hour / peer_per_hour:.2f}× the peer's models per hour")
 PY

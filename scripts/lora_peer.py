@@ -4,7 +4,7 @@ step, so that cfmem's own trainer can be compared with it in models per hour.
 
     lora_peer.py BASE_DIR [--rank 8] [--alpha 16] [--targets c_attn[,attn.c_proj,c_fc,mlp.c_proj]]
                  [--batch 4] [--time 64] [--steps 10] [--warmup-steps 3] [--lr 1e-3]
-                 [--lr-warmup N] [--weight-decay 0.0] [--grad-clip 1.0] [--threads N]
+                 [--lr-warmup N] [--weight-decay 0.0] [--grad-clip 1.0] [--threads N] [--device cpu|cuda]
                  [--seed 0] [--fixed-batch] [--verbose]
 
 BASE_DIR holds config.json and model.safetensors (as tests/hf/tiny_gpt2.py writes them).
@@ -38,7 +38,9 @@ step and `zero_grad(set_to_none=True)`. The learning rate is cfmem's schedule
 First --warmup-steps steps run untimed (allocator, thread pools and the first backward's
 setup warm up), then --steps steps are each timed with `time.perf_counter()` from before
 the forward to after zero_grad; reading the loss for the log is outside the timing.
---threads N > 0 calls `torch.set_num_threads(N)` first; 0 leaves torch's default.
+--threads N > 0 calls `torch.set_num_threads(N)` first; 0 leaves torch's default. With
+--device cuda the model and the batches live on the GPU, and each timed step is bracketed
+by `torch.cuda.synchronize()`.
 
 stdout is one JSON object:
 
@@ -134,6 +136,7 @@ def main() -> int:
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--grad-clip", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads when > 0")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fixed-batch", action="store_true", help="train every step on one batch")
     parser.add_argument("--verbose", action="store_true", help="list the adapted modules and losses")
@@ -191,7 +194,8 @@ def main() -> int:
         bias="none",
     )
     model = peft.get_peft_model(model, lora_config)
-    model.train()
+    device = torch.device(args.device)
+    model.to(device).train()
 
     adapted = sorted(
         name.removeprefix("base_model.model.")
@@ -222,7 +226,13 @@ def main() -> int:
     data = torch.randint(
         0, config.vocab_size, (draws, args.batch, args.time + 1), generator=generator, dtype=torch.long
     )
-    batches = [(data[i, :, :-1].contiguous(), data[i, :, 1:].contiguous()) for i in range(draws)]
+    batches = [
+        (data[i, :, :-1].contiguous().to(device), data[i, :, 1:].contiguous().to(device)) for i in range(draws)
+    ]
+
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     optimizer = torch.optim.AdamW(
         trainable, lr=args.lr, betas=(0.9, 0.99), eps=1e-8, weight_decay=args.weight_decay
@@ -249,8 +259,10 @@ def main() -> int:
     step_seconds = []
     for step in range(total):
         timed = step >= args.warmup_steps
+        synchronize()
         start = time.perf_counter()
         loss = train_step(step)
+        synchronize()
         elapsed = time.perf_counter() - start
         if timed:
             step_seconds.append(elapsed)
@@ -266,6 +278,8 @@ def main() -> int:
         "trainable_parameters": trainable_parameters,
         "base_parameters": base_parameters,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "device": str(device),
+        "peak_device_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
         "batch": args.batch,
         "time": args.time,
         "rank": args.rank,
