@@ -11,20 +11,10 @@
 #     bash scripts/finetune-evidence.sh [OUT_DIR]     # about 15 minutes on two cores
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/env.sh
-cargo build --release --locked -p pipeline
-cfmem=$PWD/target/release/cfmem
-out=${1:-$(mktemp -d)}
-mkdir -p "$out"
-python3 tests/real_text/docstrings.py "$out"
-models=16
+source scripts/real-text-setup.sh
 
 cat > "$out/scratch.toml" <<TOML
-[model]
-n_layer = 2
-n_head = 4
-d_model = 64
-context = 128
+$MODEL_TOML
 [train]
 epochs = 2
 batch_size = 16

@@ -11,21 +11,11 @@
 #     bash scripts/lora-evidence.sh [OUT_DIR]     # about 10 minutes on two cores
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/env.sh
-cargo build --release --locked -p pipeline
-cfmem=$PWD/target/release/cfmem
-out=${1:-$(mktemp -d)}
-mkdir -p "$out"
-python3 tests/real_text/docstrings.py "$out"
-models=16
+source scripts/real-text-setup.sh
 
 # The base: scripts/finetune-evidence.sh's.
 cat > "$out/pretrain.toml" <<TOML
-[model]
-n_layer = 2
-n_head = 4
-d_model = 64
-context = 128
+$MODEL_TOML
 [train]
 epochs = 8
 batch_size = 16
