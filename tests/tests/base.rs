@@ -433,7 +433,7 @@ fn a_lora_run_keeps_each_models_adapters_and_exports_it_merged_for_transformers_
     std::fs::write(
         &config,
         "[train]\nadapter = \"lora\"\nlora_rank = 4\nlora_alpha = 8.0\nlora_targets = [\"c_attn\", \"mlp.c_proj\"]\n\
-         epochs = 30\nbatch_size = 4\nlr = 0.01\n[jobs]\nstack = 2\n",
+         epochs = 12\nbatch_size = 4\nlr = 0.01\n[jobs]\nstack = 2\n",
     )
     .unwrap();
     let run = dir.path().join("run");
