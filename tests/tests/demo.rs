@@ -124,7 +124,8 @@ fn a_spectrum_demo_finds_each_kind_memorized_at_its_level() {
     let _one_at_a_time = training_lock();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("spectrum");
-    let printed = demo(&run, &["--levels", "document,cluster,passage", "--models", "18"]);
+    // The spectrum rests on the end of training: no earlier checkpoints to evaluate.
+    let printed = demo(&run, &["--levels", "document,cluster,passage", "--models", "18", "--eval-at", "1"]);
     assert!(
         printed.contains(
             "spectrum: median mem_acc by source and level (models per level: document 6, cluster 6, passage 6)"

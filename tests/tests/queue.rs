@@ -104,7 +104,9 @@ fn xorshift(state: &mut u64) -> f64 {
 
 #[test]
 fn workers_killed_at_random_points_resume_to_the_same_scores() {
-    const TRIALS: usize = 20;
+    // Odd trials aim at the two phases of a job that random kill times can miss, so a
+    // dozen trials cover every phase.
+    const TRIALS: usize = 12;
     let _one_at_a_time = training_lock();
     let dir = tempfile::tempdir().unwrap();
     // Longer training than the other tests, so that most kills land inside a job, with
