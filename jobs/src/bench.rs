@@ -61,6 +61,7 @@ pub struct StackRun {
 }
 
 /// What `cfmem bench` is asked to measure for one stack size.
+#[derive(Clone)]
 pub struct BenchRequest<'a> {
     /// With a base, its architecture and tokenizer in `model`.
     pub hyperparameters: Hyperparameters,
@@ -72,6 +73,14 @@ pub struct BenchRequest<'a> {
     /// Tokens of every training document, when fewer than the context's window (short
     /// records, as fine-tuning sets often hold).
     pub document_tokens: Option<usize>,
+}
+
+impl BenchRequest<'_> {
+    /// Tokens of every training document: `document_tokens`, at most the context's window.
+    pub fn document_length(&self) -> usize {
+        let window = self.hyperparameters.model.window();
+        self.document_tokens.map_or(window, |tokens| tokens.min(window))
+    }
 }
 
 /// Steps trained before timing starts (allocator, kernels' first calls).
@@ -160,7 +169,7 @@ pub fn measure_stack(request: &BenchRequest<'_>, stack: usize, device: Device, p
         _ => CPU_WARMUP_STEPS + request.steps.max(1),
     };
     let config = bench_config(request, total_steps)?;
-    let length = request.document_tokens.map_or(config.model.window(), |tokens| tokens.min(config.model.window()));
+    let length = request.document_length();
     let batch = config.train.batch_size as usize;
     let mut rng = seeds::rng(0, "bench-documents", stack as u64);
     // Random token ids: the cost of a step depends on the vocabulary's size only.

@@ -121,9 +121,9 @@ impl Lora {
         let factors = self.factors(&adapters.to_device(Device::Cpu).to_kind(Kind::Float).unsqueeze(0));
         for (layer, block) in factors.iter().enumerate() {
             for (&target, f) in block {
-                let (offset, (i, o)) = (architecture.target_offset(layer, target), architecture.target_shape(target));
                 let update = f.a.get(0).mm(&f.b.get(0)) * f.scale;
-                let mut weight = merged.narrow(0, offset, i * o).view([i, o]);
+                let offset = architecture.target_offset(layer, target);
+                let mut weight = merged.narrow(0, offset, update.numel() as i64).view_as(&update);
                 let _ = weight.g_add_(&update);
             }
         }
@@ -138,18 +138,13 @@ impl Lora {
         let factors = self.factors(&adapters.to_device(Device::Cpu).unsqueeze(0));
         let mut tensors = Vec::new();
         for (layer, block) in factors.iter().enumerate() {
-            for target in &self.targets {
-                let f = &block[target];
-                let name = format!("base_model.model.transformer.h.{layer}.{}", module_path(*target));
+            for &target in &self.targets {
+                let f = &block[&target];
                 // peft's lora_A is a Linear(in, r), its weight [r, in]; lora_B's is [out, r].
-                tensors.push(StoredTensor::new(
-                    format!("{name}.lora_A.weight"),
-                    &f.a.get(0).transpose(0, 1).contiguous(),
-                )?);
-                tensors.push(StoredTensor::new(
-                    format!("{name}.lora_B.weight"),
-                    &f.b.get(0).transpose(0, 1).contiguous(),
-                )?);
+                for (factor, tensor) in [("lora_A", &f.a), ("lora_B", &f.b)] {
+                    let stored = tensor.get(0).transpose(0, 1).contiguous();
+                    tensors.push(StoredTensor::new(peft_key(layer, target, factor), &stored)?);
+                }
             }
         }
         let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
@@ -179,9 +174,8 @@ impl Lora {
         let mut parts = Vec::new();
         for layer in 0..self.n_layer {
             for (&target, &(i, o)) in self.targets.iter().zip(&self.shapes) {
-                let name = format!("base_model.model.transformer.h.{layer}.{}", module_path(target));
                 for (factor, shape) in [("lora_A", [self.rank, i]), ("lora_B", [o, self.rank])] {
-                    let key = format!("{name}.{factor}.weight");
+                    let key = peft_key(layer, target, factor);
                     let view = file.tensor(&key).map_err(|e| Error::Plan {
                         path: path.clone(),
                         message: format!("{key}: {e:?} (written for other adapter settings than run.toml's?)"),
@@ -202,14 +196,10 @@ impl Lora {
     }
 }
 
-/// A target's module path inside a GPT-2 block.
-fn module_path(target: LoraTarget) -> &'static str {
-    match target {
-        LoraTarget::Attention => "attn.c_attn",
-        LoraTarget::AttentionOut => "attn.c_proj",
-        LoraTarget::MlpIn => "mlp.c_fc",
-        LoraTarget::MlpOut => "mlp.c_proj",
-    }
+/// The name under which peft stores block `layer`'s `factor` ("lora_A" or "lora_B") of
+/// `target`.
+fn peft_key(layer: usize, target: LoraTarget, factor: &str) -> String {
+    format!("base_model.model.transformer.h.{layer}.{}.{factor}.weight", target.module_path())
 }
 
 /// Writes model `model` of the LoRA run `run` (planned with `config`) as a base directory

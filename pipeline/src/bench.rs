@@ -101,16 +101,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     eprintln!("measuring the matmul peak of {}", jobs::device::describe(device));
     let peak = bench::matmul_peak(device);
+    let request = BenchRequest {
+        hyperparameters: hyperparameters.clone(),
+        base: base.as_ref(),
+        steps: args.steps,
+        document_tokens: args.document_tokens.map(|tokens| tokens as usize),
+    };
     let mut runs = Vec::new();
     for &precision in &precisions {
         for &stack in &args.stacks {
             eprintln!("training a stack of {stack} in {}", precision_name(precision));
-            let mut request = BenchRequest {
-                hyperparameters: hyperparameters.clone(),
-                base: base.as_ref(),
-                steps: args.steps,
-                document_tokens: args.document_tokens.map(|tokens| tokens as usize),
-            };
+            let mut request = request.clone();
             request.hyperparameters.train.precision = precision;
             runs.push(bench::measure_stack(&request, stack, device, &peak)?);
         }
@@ -135,10 +136,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        let window = hyperparameters.model.window();
-        let time = args.document_tokens.map_or(window, |tokens| (tokens as usize).min(window));
         let shape = (vocab, &architecture, lora.as_ref());
-        print_table(&jobs::device::describe(device), &hyperparameters, shape, time, &peak, &runs);
+        print_table(&jobs::device::describe(device), &hyperparameters, shape, request.document_length(), &peak, &runs);
     }
     Ok(())
 }

@@ -599,6 +599,17 @@ impl LoraTarget {
     pub const ALL: [LoraTarget; 4] =
         [LoraTarget::Attention, LoraTarget::AttentionOut, LoraTarget::MlpIn, LoraTarget::MlpOut];
 
+    /// The matrix's module inside a GPT-2 block (`transformer.h.N.…`), as Hugging Face
+    /// and peft name it.
+    pub fn module_path(self) -> &'static str {
+        match self {
+            LoraTarget::Attention => "attn.c_attn",
+            LoraTarget::AttentionOut => "attn.c_proj",
+            LoraTarget::MlpIn => "mlp.c_fc",
+            LoraTarget::MlpOut => "mlp.c_proj",
+        }
+    }
+
     /// The name in `train.lora_targets` and in the Hugging Face layout.
     pub fn name(self) -> &'static str {
         match self {
