@@ -29,7 +29,7 @@ case $SHAPE in
     tiny) shape_flags=() ;;
     *) echo "SHAPE must be distilgpt2, gpt2-small or tiny, not $SHAPE" >&2; exit 2 ;;
 esac
-[ -f "$out/base/model.safetensors" ] || "$CFMEM_HF_PYTHON" tests/hf/tiny_gpt2.py "$out/base" "${shape_flags[@]}"
+[ -f "$out/base/model.safetensors" ] || "$CFMEM_HF_PYTHON" tests/hf/tiny_model.py "$out/base" "${shape_flags[@]}"
 targets_toml=$(echo "$TARGETS" | sed 's/[^,]*/"&"/g; s/,/, /g')
 cat > "$out/lora.toml" <<TOML
 [train]

@@ -7,7 +7,7 @@ step, so that cfmem's own trainer can be compared with it in models per hour.
                  [--lr-warmup N] [--weight-decay 0.0] [--grad-clip 1.0] [--threads N] [--device cpu|cuda]
                  [--seed 0] [--fixed-batch] [--verbose]
 
-BASE_DIR holds config.json and model.safetensors (as tests/hf/tiny_gpt2.py writes them).
+BASE_DIR holds config.json and model.safetensors (as tests/hf/tiny_model.py writes them).
 The model is loaded with `GPT2LMHeadModel.from_pretrained(BASE_DIR, dtype=torch.float32)`
 on the CPU, with its dropouts forced to 0 (cfmem trains without dropout), and put in train
 mode. It is wrapped with `peft.get_peft_model` and a `LoraConfig(r=rank, lora_alpha=alpha,

@@ -20,7 +20,8 @@ use subsets::tokenizer::Tokenizer;
 
 use crate::Result;
 use crate::base::LoadedBase;
-use crate::model::Architecture;
+use subsets::architecture::Architecture;
+
 use crate::train::{self, LOSS_EVERY, StackInput};
 
 /// Dense matrix-product peak of a device, FLOP/s.
@@ -41,7 +42,7 @@ pub struct StackRun {
     /// Predicted training tokens per second, all models together.
     pub tokens_per_second: f64,
     pub tokens_per_second_per_model: f64,
-    /// Model FLOP/s ([`crate::model::Architecture::training_flops_per_token`]).
+    /// Model FLOP/s ([`subsets::architecture::Architecture::training_flops_per_token`]).
     pub flops_per_second: f64,
     /// Of the measured matmul peak of the precision trained in.
     pub fraction_of_peak: f64,
@@ -224,7 +225,7 @@ pub fn measure_stack(request: &BenchRequest<'_>, stack: usize, device: Device, p
 
     let tokens_per_step = (stack * batch * length) as f64;
     let tokens_per_second = tokens_per_step / step_seconds;
-    let adapters = trained.adapters().map(|(lora, _)| lora);
+    let adapters = trained.adapters().map(|(lora, _)| lora.parameters());
     let flops_per_second = tokens_per_second * trained.architecture().training_flops_per_token(length as i64, adapters);
     let peak_flops = match config.train.precision {
         Precision::Bf16 => peak.bf16.unwrap_or(peak.fp32),

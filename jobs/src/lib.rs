@@ -1,16 +1,17 @@
 //! Training and evaluating the models of a planned run: the only crate that links libtorch.
 //!
-//! - [`base`] loads a base model's weights into the parameter layout and writes a model as
-//!   a base directory in the Hugging Face GPT-2 layout.
+//! - [`base`] loads a base model's weights into the parameter layout, writes a model as a
+//!   base directory in its family's Hugging Face layout, and exports a LoRA run's model.
 //! - [`bench`] measures the trainer against the device's matmul peak (`cfmem bench`).
 //! - [`device`] resolves `auto|cpu|cuda|cuda:N` to a torch device, and keeps freed CPU
 //!   memory for reuse.
 //! - [`lora`] lays out low-rank adapters over a frozen base, merges them into full
 //!   weights and stores them as peft does.
-//! - [`model`] is the tiny decoder-only transformer over the run's tokens, G of them
-//!   stacked in one set of tensors.
+//! - [`model`] computes the model that [`subsets::architecture`] describes (every family),
+//!   G of them stacked in one set of tensors.
 //! - [`pretrain`] trains one model on a whole corpus, with checkpoints it resumes from,
 //!   and writes it as a base.
+//! - [`stored`] reads and writes tensors as safetensors files (a leaf: it knows no model).
 //! - [`train`] trains a stack of models, each on its own subset, and evaluates every model
 //!   on every document.
 //! - [`trainer`] is the trainer the job queue (crate `queue`) drives: a run's documents
@@ -26,6 +27,7 @@ pub mod device;
 pub mod lora;
 pub mod model;
 pub mod pretrain;
+pub mod stored;
 pub mod train;
 pub mod trainer;
 

@@ -1,27 +1,26 @@
 //! Low-rank adapters (LoRA) over a frozen base: the layout of a model's adapters in its row
 //! of the stack's `[G, Q]` adapter tensor, how they start, how they merge into full weights,
-//! how they are stored in peft's directory layout, and a run's model exported with its
-//! adapters merged.
+//! and how they are stored in peft's directory layout.
 //!
-//! For each block and each target matrix W `[in, out]` (the Hugging Face GPT-2 orientation,
-//! as in the parameter layout), a model owns A `[in, r]` and B `[r, out]`; it computes with
+//! For each block and each target matrix W `[in, out]` (as the model computes with it:
+//! [`subsets::architecture`]), a model owns A `[in, r]` and B `[r, out]`; it computes with
 //! W + (alpha / r)·A·B. As in peft, A starts uniform in ±1/√in (Kaiming-uniform with
-//! a = √5) and B at zero, so a model starts as its base. Which blocks' products run where,
-//! and the base's place in memory, are the model's and the stack's ([`crate::model`],
-//! [`crate::train`]).
+//! a = √5) and B at zero, so a model starts as its base. Targets are named as peft names
+//! them in the model's family. Which blocks' products run where, and the base's place in
+//! memory, are the model's and the stack's ([`crate::model`], [`crate::train`]).
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 
+use subsets::architecture::Architecture;
 use subsets::atomic;
-use subsets::config::{Adapter, LoraTarget, RunConfig, TrainConfig};
-use subsets::layout::RunDir;
-use subsets::tokenizer::Tokenizer;
+use subsets::config::{Adapter, TrainConfig};
+use subsets::family::Part;
 
-use crate::base::{StoredTensor, serialize};
-use crate::model::Architecture;
+use crate::model::Factors;
+use crate::stored::{StoredTensor, serialize};
 use crate::{Error, Result};
 
 /// The adapters every model of a stack trains: rank, scale, targets and their shapes.
@@ -29,37 +28,57 @@ use crate::{Error, Result};
 pub struct Lora {
     rank: i64,
     alpha: f64,
-    targets: Vec<LoraTarget>,
-    /// Per block, per target in `targets` order: the target matrix's (in, out).
+    /// Each target's peft name and the block matrix it adapts, in the blocks' order.
+    targets: Vec<(String, Part)>,
+    /// Per target in `targets` order: the target matrix's (in, out).
     shapes: Vec<(i64, i64)>,
     n_layer: usize,
-}
-
-/// One target's factors for every model of a stack: A `[G, in, r]`, B `[G, r, out]`, and
-/// the scale of their product.
-pub struct Factors {
-    pub a: Tensor,
-    pub b: Tensor,
-    pub scale: f64,
+    /// The blocks' module path (`transformer.h`, `model.layers`, …) and each part's module
+    /// inside a block.
+    blocks: &'static str,
+    block_modules: &'static [(Part, &'static str)],
+    /// The family stores matrices `[in, out]` (peft's `fan_in_fan_out`).
+    conv1d: bool,
 }
 
 impl Lora {
     /// The adapters `train` asks for over `architecture`, or None when models train every
-    /// weight.
-    pub fn of(architecture: &Architecture, train: &TrainConfig) -> Option<Lora> {
+    /// weight. A target the family does not have is refused, listing the ones it has.
+    pub fn of(architecture: &Architecture, train: &TrainConfig) -> Result<Option<Lora>> {
         if train.adapter == Adapter::Full {
-            return None;
+            return Ok(None);
         }
-        let mut targets = train.lora_targets.clone();
-        targets.sort_unstable();
-        let shapes = targets.iter().map(|&target| architecture.target_shape(target)).collect();
-        Some(Lora {
+        let traits = architecture.traits();
+        let mut targets = train
+            .lora_targets_of(architecture.family)
+            .into_iter()
+            .map(|name| match traits.lora_target(&name) {
+                Some(part) => Ok((name, part)),
+                None => Err(Error::Device(format!(
+                    "train.lora_targets: \"{name}\" is not a matrix of a {} block; it has {}",
+                    architecture.family,
+                    traits.lora_target_list()
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        targets.sort_by_key(|&(_, part)| part);
+        let shapes = targets
+            .iter()
+            .map(|&(_, part)| {
+                let (_, fan_in, fan_out) = architecture.matrix(0, part);
+                (fan_in, fan_out)
+            })
+            .collect();
+        Ok(Some(Lora {
             rank: i64::from(train.lora_rank),
             alpha: train.lora_alpha,
             targets,
             shapes,
-            n_layer: architecture.n_layer(),
-        })
+            n_layer: architecture.n_layer as usize,
+            blocks: traits.blocks,
+            block_modules: traits.block_modules,
+            conv1d: traits.conv1d,
+        }))
     }
 
     /// alpha / r, the factor of A·B.
@@ -95,7 +114,7 @@ impl Lora {
 
     /// Every block's factors, per target in `targets` order, as views of `adapters`
     /// `[G, Q]`.
-    pub fn factors(&self, adapters: &Tensor) -> Vec<HashMap<LoraTarget, Factors>> {
+    pub fn factors(&self, adapters: &Tensor) -> Vec<HashMap<Part, Factors>> {
         let models = adapters.size()[0];
         let mut parts = adapters.split_with_sizes(self.sizes(), 1).into_iter();
         (0..self.n_layer)
@@ -103,10 +122,10 @@ impl Lora {
                 self.targets
                     .iter()
                     .zip(&self.shapes)
-                    .map(|(&target, &(i, o))| {
+                    .map(|(&(_, part), &(i, o))| {
                         let a = parts.next().expect("sizes cover every factor").view([models, i, self.rank]);
                         let b = parts.next().expect("sizes cover every factor").view([models, self.rank, o]);
-                        (target, Factors { a, b, scale: self.scale() })
+                        (part, Factors { a, b, scale: self.scale() })
                     })
                     .collect()
             })
@@ -120,9 +139,9 @@ impl Lora {
         let merged = base.to_device(Device::Cpu).to_kind(Kind::Float).copy();
         let factors = self.factors(&adapters.to_device(Device::Cpu).to_kind(Kind::Float).unsqueeze(0));
         for (layer, block) in factors.iter().enumerate() {
-            for (&target, f) in block {
+            for (&part, f) in block {
                 let update = f.a.get(0).mm(&f.b.get(0)) * f.scale;
-                let offset = architecture.target_offset(layer, target);
+                let (offset, _, _) = architecture.matrix(layer, part);
                 let mut weight = merged.narrow(0, offset, update.numel() as i64).view_as(&update);
                 let _ = weight.g_add_(&update);
             }
@@ -130,20 +149,20 @@ impl Lora {
         merged
     }
 
-    /// Writes a model's `adapters` `[Q]` into `dir` as peft saves a LoRA of a
-    /// `GPT2LMHeadModel` (`adapter_config.json`, `adapter_model.safetensors`), so that
+    /// Writes a model's `adapters` `[Q]` into `dir` as peft saves a LoRA of the family's
+    /// CausalLM model (`adapter_config.json`, `adapter_model.safetensors`), so that
     /// `PeftModel.from_pretrained(base, dir)` loads them over `base_dir`.
     pub fn write_peft(&self, dir: &Path, base_dir: &Path, adapters: &Tensor) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(subsets::Error::io(dir))?;
         let factors = self.factors(&adapters.to_device(Device::Cpu).unsqueeze(0));
         let mut tensors = Vec::new();
         for (layer, block) in factors.iter().enumerate() {
-            for &target in &self.targets {
-                let f = &block[&target];
+            for &(_, part) in &self.targets {
+                let f = &block[&part];
                 // peft's lora_A is a Linear(in, r), its weight [r, in]; lora_B's is [out, r].
                 for (factor, tensor) in [("lora_A", &f.a), ("lora_B", &f.b)] {
                     let stored = tensor.get(0).transpose(0, 1).contiguous();
-                    tensors.push(StoredTensor::new(peft_key(layer, target, factor), &stored)?);
+                    tensors.push(StoredTensor::new(self.peft_key(layer, part, factor), &stored)?);
                 }
             }
         }
@@ -157,12 +176,24 @@ impl Lora {
             "lora_alpha": self.alpha,
             "lora_dropout": 0.0,
             "bias": "none",
-            "fan_in_fan_out": true,
-            "target_modules": self.targets.iter().map(|t| t.name()).collect::<Vec<_>>(),
+            "fan_in_fan_out": self.conv1d,
+            "target_modules": self.targets.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
         });
         let json = serde_json::to_string_pretty(&config).map_err(|e| Error::Device(e.to_string()))?;
         atomic::write_bytes(&dir.join("adapter_config.json"), json.as_bytes())?;
         Ok(())
+    }
+
+    /// The name under which peft stores block `layer`'s `factor` ("lora_A" or "lora_B") of
+    /// the matrix `part`.
+    fn peft_key(&self, layer: usize, part: Part, factor: &str) -> String {
+        let module = self.module(part);
+        format!("base_model.model.{}.{layer}.{module}.{factor}.weight", self.blocks)
+    }
+
+    /// The module of `part` inside a block.
+    fn module(&self, part: Part) -> &'static str {
+        self.block_modules.iter().find(|(p, _)| *p == part).map(|&(_, m)| m).expect("a target is a block module")
     }
 
     /// The adapters `[Q]` that [`Lora::write_peft`] wrote into `dir`.
@@ -173,9 +204,9 @@ impl Lora {
             .map_err(|e| Error::Plan { path: path.clone(), message: format!("{e:?}") })?;
         let mut parts = Vec::new();
         for layer in 0..self.n_layer {
-            for (&target, &(i, o)) in self.targets.iter().zip(&self.shapes) {
+            for (&(_, part), &(i, o)) in self.targets.iter().zip(&self.shapes) {
                 for (factor, shape) in [("lora_A", [self.rank, i]), ("lora_B", [o, self.rank])] {
-                    let key = peft_key(layer, target, factor);
+                    let key = self.peft_key(layer, part, factor);
                     let view = file.tensor(&key).map_err(|e| Error::Plan {
                         path: path.clone(),
                         message: format!("{key}: {e:?} (written for other adapter settings than run.toml's?)"),
@@ -194,49 +225,4 @@ impl Lora {
         }
         Ok(Tensor::cat(&parts, 0))
     }
-}
-
-/// The name under which peft stores block `layer`'s `factor` ("lora_A" or "lora_B") of
-/// `target`.
-fn peft_key(layer: usize, target: LoraTarget, factor: &str) -> String {
-    format!("base_model.model.transformer.h.{layer}.{}.{factor}.weight", target.module_path())
-}
-
-/// Writes model `model` of the LoRA run `run` (planned with `config`) as a base directory
-/// `out` in the Hugging Face GPT-2 layout: its adapters, as its job kept them, merged into
-/// the run's base, with the run's tokenizer. Returns the merged weights `[P]`.
-pub fn export(run: &RunDir, config: &RunConfig, model: u32, out: &Path) -> Result<Tensor> {
-    let architecture = Architecture::new(&config.model, config.tokens.layout());
-    let (Some(lora), Some(base_dir), Some(planned)) =
-        (Lora::of(&architecture, &config.train), config.train.base(), &config.base)
-    else {
-        return Err(Error::Plan {
-            path: run.config(),
-            message: "train.adapter is \"full\": cfmem keeps no model's full weights, only a LoRA model's adapters \
-                      (train.adapter = \"lora\"), which export merges into its base"
-                .into(),
-        });
-    };
-    if model >= config.design.models {
-        return Err(Error::Plan {
-            path: run.config(),
-            message: format!("the run has models 0 to {}; there is no model {model}", config.design.models - 1),
-        });
-    }
-    let dir = run.adapters(model);
-    if !dir.join("adapter_model.safetensors").exists() {
-        return Err(Error::Plan {
-            path: dir,
-            message: format!(
-                "model {model} has no adapters yet: its job has not completed (cfmem status {0}, cfmem run {0})",
-                run.root().display()
-            ),
-        });
-    }
-    let adapters = lora.read_peft(&dir)?;
-    let base = crate::base::load_weights(base_dir, &config.model, config.tokens.layout(), &planned.weights_sha256)?;
-    let merged = lora.merge(&architecture, &base, &adapters);
-    let tokenizer = Tokenizer::for_run(run, config)?;
-    crate::base::write(out, &config.model, config.tokens.layout(), &merged, &tokenizer.file_json())?;
-    Ok(merged)
 }

@@ -1,79 +1,34 @@
-//! A stack of G tiny decoder-only transformers held in one set of tensors: every weight has
-//! a leading model dimension, so each kernel does the work of all G models at once.
+//! The computation of a stack of G decoder-only transformers held in one set of tensors:
+//! every weight has a leading model dimension, so each kernel does the work of all G
+//! models at once.
 //!
-//! Each model is the same small transformer, GPT-2's: learned token and position
-//! embeddings, pre-LayerNorm blocks of causal self-attention and a GELU MLP, a final
-//! LayerNorm and a linear head over the vocabulary, its own matrix or the token embedding
-//! (tied). The parameter layout is GPT-2's tensors in order ([`subsets::base`]), so a
-//! Hugging Face checkpoint maps onto it tensor by tensor. All weights of the stack live in
-//! one `[G, P]` tensor (row g is model g's P parameters), so the optimizer, the per-model
+//! What a model is — its family, dimensions and the tensors of its row of parameters — is
+//! [`subsets::architecture::Architecture`]'s, the one description that import, export and
+//! LoRA read too; this module computes it ([`Compute`]): initial weights, the decay mask,
+//! and the forward pass of every family from the family's traits (norm, positions, the
+//! attention's projections, the MLP, the residual). All weights of the stack live in one
+//! `[G, P]` tensor (row g is model g's P parameters), so the optimizer, the per-model
 //! gradient norms and the weight decay are a few elementwise kernels over it; the forward
 //! pass reads the individual weights as views of it. Or the G models share one `[1, P]`
-//! set of weights, a frozen base, and each adds its own low-rank adapters
-//! ([`crate::lora`]): the base's products then run once over all models' rows. Models
-//! never mix: every operation is batched over the model dimension, and nothing reduces
-//! across it.
+//! set of weights, a frozen base, and each adds its own low-rank adapters ([`Factors`],
+//! laid out by [`crate::lora`]): the base's products then run once over all models' rows.
+//! Models never mix: every operation is batched over the model dimension, and nothing
+//! reduces across it.
 
 use std::collections::HashMap;
 
 use tch::{Device, Kind, Tensor};
 
-use subsets::config::{Activation, EmbeddingLayout, LoraTarget, ModelConfig, Precision};
+use subsets::architecture::{Architecture, Init, Slot};
+use subsets::config::{Activation, Precision};
+use subsets::family::{Mlp, Norm, Part, Positions, Projections};
 
-use crate::lora::{Factors, Lora};
-
-/// How a parameter starts.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Init {
-    Normal(f64),
-    /// Uniform in ±bound.
-    Uniform(f64),
-    Ones,
-    Zeros,
-}
-
-/// One parameter tensor of a model: its shape, its initialization and whether AdamW
-/// decays it (matrices only: not embeddings, LayerNorm weights or biases).
-#[derive(Debug, Clone)]
-struct ParamSpec {
-    shape: Vec<i64>,
-    init: Init,
-    decay: bool,
-}
-
-impl ParamSpec {
-    fn numel(&self) -> i64 {
-        self.shape.iter().product()
-    }
-}
-
-/// The architecture of every model of a stack, and the layout of a model's parameters in
-/// its row of the stacked tensor.
-#[derive(Debug, Clone)]
-pub struct Architecture {
-    n_layer: i64,
-    n_head: i64,
-    d_model: i64,
-    context: i64,
-    /// Rows of the token embedding and columns of the head, BOS and PAD among them.
-    layout: EmbeddingLayout,
-    activation: Activation,
-    tied_head: bool,
-    layer_norm_epsilon: f64,
-    specs: Vec<ParamSpec>,
-}
-
-/// Parameter tensors per block, in layout order.
-const BLOCK_PARAMS: usize = 12;
-
-/// Where a target matrix is among its block's parameters.
-fn target_index(target: LoraTarget) -> usize {
-    match target {
-        LoraTarget::Attention => 2,
-        LoraTarget::AttentionOut => 4,
-        LoraTarget::MlpIn => 8,
-        LoraTarget::MlpOut => 10,
-    }
+/// One adapted matrix's factors for every model of a stack: A `[G, in, r]`, B `[G, r, out]`,
+/// and the scale of their product, which adds to the matrix's output.
+pub struct Factors {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub scale: f64,
 }
 
 /// Runs `draw` with libtorch's default generator seeded with `seed`.
@@ -87,109 +42,33 @@ pub(crate) fn with_seed<T>(seed: u64, draw: impl FnOnce() -> T) -> T {
     draw()
 }
 
-impl Architecture {
-    /// The architecture of `config` over the token embedding `layout`.
-    pub fn new(config: &ModelConfig, layout: EmbeddingLayout) -> Architecture {
-        let d = i64::from(config.d_model);
-        let rows = i64::from(layout.rows);
-        let context = i64::from(config.context);
-        // As tch's nn::linear and nn::embedding start: weights Kaiming-uniform (ReLU gain,
-        // ±sqrt(6/fan_in)), biases uniform in ±1/sqrt(fan_in), embeddings standard normal.
-        let kaiming = |fan_in: i64| (6.0 / fan_in as f64).sqrt();
-        let linear = |fan_in: i64, fan_out: i64| {
-            [
-                ParamSpec { shape: vec![fan_in, fan_out], init: Init::Uniform(kaiming(fan_in)), decay: true },
-                ParamSpec { shape: vec![fan_out], init: Init::Uniform(1.0 / (fan_in as f64).sqrt()), decay: false },
-            ]
-        };
-        let layer_norm = || {
-            [
-                ParamSpec { shape: vec![d], init: Init::Ones, decay: false },
-                ParamSpec { shape: vec![d], init: Init::Zeros, decay: false },
-            ]
-        };
-        let mut specs = vec![
-            ParamSpec { shape: vec![rows, d], init: Init::Normal(1.0), decay: false },
-            ParamSpec { shape: vec![context, d], init: Init::Normal(1.0), decay: false },
-        ];
-        for _ in 0..config.n_layer {
-            specs.extend(layer_norm());
-            specs.extend(linear(d, 3 * d));
-            specs.extend(linear(d, d));
-            specs.extend(layer_norm());
-            specs.extend(linear(d, 4 * d));
-            specs.extend(linear(4 * d, d));
-        }
-        specs.extend(layer_norm());
-        if !config.tied_head {
-            specs.push(ParamSpec { shape: vec![d, rows], init: Init::Uniform(kaiming(d)), decay: true });
-        }
-        Architecture {
-            n_layer: i64::from(config.n_layer),
-            n_head: i64::from(config.n_head),
-            d_model: d,
-            context,
-            layout,
-            activation: config.activation,
-            tied_head: config.tied_head,
-            layer_norm_epsilon: config.layer_norm_epsilon,
-            specs,
-        }
-    }
-
-    /// Positions a model reads: a window and the token before it.
-    pub fn context(&self) -> i64 {
-        self.context
-    }
-
-    /// The token that starts every document.
-    pub fn bos(&self) -> i64 {
-        i64::from(self.layout.bos)
-    }
-
-    /// The token that fills a batch row after its window ends.
-    pub fn pad(&self) -> i64 {
-        i64::from(self.layout.pad)
-    }
-
-    /// Logits per position: one per embedding row.
-    pub fn outputs(&self) -> i64 {
-        i64::from(self.layout.rows)
-    }
-
-    /// Elements of each parameter tensor, in layout order.
-    pub fn parameter_sizes(&self) -> Vec<i64> {
-        self.specs.iter().map(ParamSpec::numel).collect()
-    }
-
-    /// Parameters of one model.
-    pub fn parameters(&self) -> i64 {
-        self.specs.iter().map(ParamSpec::numel).sum()
-    }
-
-    /// Parameters of one model outside the embeddings: the N of the 6·N·tokens rule.
-    pub fn non_embedding_parameters(&self) -> i64 {
-        self.parameters() - self.specs[0].numel() - self.specs[1].numel()
-    }
-
-    /// Training FLOPs of one model per predicted token at sequence length `time`: 6·N for
-    /// the weights, and 6·n_layer·time·d_model for attention scores and values (two
-    /// matrix products of 2·time·d each per token, forward, times three with backward).
-    /// With `adapters`, the frozen weights take 4·N (forward, and the backward's gradient
-    /// of their inputs; none of their own) and the adapters 6·Q.
-    pub fn training_flops_per_token(&self, time: i64, adapters: Option<&Lora>) -> f64 {
-        let weights = match adapters {
-            Some(lora) => 4.0 * self.non_embedding_parameters() as f64 + 6.0 * lora.parameters() as f64,
-            None => 6.0 * self.non_embedding_parameters() as f64,
-        };
-        weights + 6.0 * (self.n_layer * time * self.d_model) as f64
-    }
-
+/// The tensors of an [`Architecture`]: what a model computes.
+pub trait Compute {
     /// The initial weights of one model, `[P]` on the CPU, drawn from `seed` alone.
-    pub fn initial_weights(&self, seed: u64) -> Tensor {
+    fn initial_weights(&self, seed: u64) -> Tensor;
+
+    /// `[1, P]`: 1 where AdamW decays the weight, 0 elsewhere.
+    fn decay_mask(&self, device: Device) -> Tensor;
+
+    /// Next-token logits `[G, batch, time, outputs]` (fp32) of the stacked models for token
+    /// ids `[G, batch, time]` (each model reads its own rows). `weights` are `[G, P]`, each
+    /// model's own, or `[1, P]`, one set all G models share: its products then run once for
+    /// all models' rows together. `adapters`, per block, add each model's own low-rank
+    /// update to the adapted matrices.
+    fn forward(
+        &self,
+        weights: &Tensor,
+        adapters: Option<&[HashMap<Part, Factors>]>,
+        tokens: &Tensor,
+        precision: Precision,
+    ) -> Tensor;
+}
+
+impl Compute for Architecture {
+    fn initial_weights(&self, seed: u64) -> Tensor {
         with_seed(seed, || {
             let parts: Vec<Tensor> = self
-                .specs
+                .tensors
                 .iter()
                 .map(|spec| {
                     let mut values = Tensor::empty([spec.numel()], (Kind::Float, Device::Cpu));
@@ -205,169 +84,201 @@ impl Architecture {
         })
     }
 
-    /// Blocks of the model.
-    pub fn n_layer(&self) -> usize {
-        self.n_layer as usize
-    }
-
-    /// The (in, out) shape of a block's `target` matrix.
-    pub fn target_shape(&self, target: LoraTarget) -> (i64, i64) {
-        let shape = &self.specs[2 + target_index(target)].shape;
-        (shape[0], shape[1])
-    }
-
-    /// Where block `layer`'s `target` matrix starts in a model's parameters.
-    pub fn target_offset(&self, layer: usize, target: LoraTarget) -> i64 {
-        let index = 2 + BLOCK_PARAMS * layer + target_index(target);
-        self.specs[..index].iter().map(ParamSpec::numel).sum()
-    }
-
-    /// Bytes a stack of `models` needs on its device: each model's trained parameters with
-    /// their gradient and AdamW's two moments (16 bytes a parameter: every weight, or with
-    /// `adapters` the model's adapters, plus the frozen base's 4 bytes a parameter once for
-    /// the whole stack), and the larger of a training step's activations (`batch` rows of
-    /// `time` positions, kept for the backward pass) and an evaluation batch's logits and
-    /// log-probabilities (`eval_batch` rows). Counted from the fp32 tensors a training step
-    /// holds, per position: about 17·d_model per layer (LayerNorms, q/k/v, attention output,
-    /// the 4·d_model MLP before and after GELU, the residual), three copies of every head's
-    /// attention row (scores, probabilities, their gradient), and four of the logits
-    /// (logits, log-probabilities, their gradients). For a 124M GPT-2 at 1023 positions on
-    /// the CPU this says 5.3 GB a model; `cfmem bench` measured 5.6 GB more for each model
-    /// of a stack.
-    pub fn memory_estimate(
-        &self,
-        models: usize,
-        batch: usize,
-        eval_batch: usize,
-        time: usize,
-        adapters: Option<&Lora>,
-    ) -> u64 {
-        let (d, heads, layers, rows) =
-            (self.d_model as u64, self.n_head as u64, self.n_layer as u64, self.outputs() as u64);
-        let time = time as u64;
-        let per_position = 4 * (layers * (17 * d + 3 * heads * time) + 4 * rows);
-        let training = batch as u64 * time * per_position;
-        let evaluation = eval_batch as u64 * time * 4 * 2 * rows;
-        let parameters = self.parameters() as u64;
-        let (shared, trained) = match adapters {
-            Some(lora) => (4 * parameters, lora.parameters() as u64),
-            None => (0, parameters),
-        };
-        shared + models as u64 * (16 * trained + training.max(evaluation))
-    }
-
-    /// `[1, P]`: 1 where AdamW decays the weight, 0 elsewhere.
-    pub fn decay_mask(&self, device: Device) -> Tensor {
+    fn decay_mask(&self, device: Device) -> Tensor {
         let parts: Vec<Tensor> = self
-            .specs
+            .tensors
             .iter()
             .map(|spec| Tensor::full([spec.numel()], if spec.decay { 1.0 } else { 0.0 }, (Kind::Float, device)))
             .collect();
         Tensor::cat(&parts, 0).unsqueeze(0)
     }
 
-    /// Next-token logits `[G, batch, time, outputs]` (fp32) of the stacked models for token
-    /// ids `[G, batch, time]` (each model reads its own rows). `weights` are `[G, P]`, each
-    /// model's own, or `[1, P]`, one set all G models share: its products then run once for
-    /// all models' rows together. `adapters`, per block, add each model's own low-rank
-    /// update to the target matrices ([`Lora::factors`]).
     #[expect(clippy::assign_op_pattern, reason = "tch's += adds in place, and autograd still needs the old x")]
-    pub fn forward(
+    fn forward(
         &self,
         weights: &Tensor,
-        adapters: Option<&[HashMap<LoraTarget, Factors>]>,
+        adapters: Option<&[HashMap<Part, Factors>]>,
         tokens: &Tensor,
         precision: Precision,
     ) -> Tensor {
         let (models, batch, time) = tokens.size3().expect("tokens are [models, batch, time]");
         assert!(time <= self.context, "{time} positions exceed the context of {}", self.context);
+        let traits = self.traits();
         let d = self.d_model;
-        let sizes = self.parameter_sizes();
         let sets = weights.size()[0];
         let params: Vec<Tensor> = weights
-            .split_with_sizes(&sizes, 1)
+            .split_with_sizes(self.parameter_sizes(), 1)
             .into_iter()
-            .zip(&self.specs)
+            .zip(&self.tensors)
             .map(|(flat, spec)| flat.view([&[sets], spec.shape.as_slice()].concat().as_slice()))
             .collect();
+        let weight = |layer: Option<usize>, part: Part| -> &Tensor {
+            let index = self.find(Slot { layer, part, bias: false });
+            &params[index.unwrap_or_else(|| unreachable!("the model has no {part:?}"))]
+        };
+        let bias = |layer: Option<usize>, part: Part| self.find(Slot { layer, part, bias: true }).map(|i| &params[i]);
+        let norm = |x: &Tensor, layer: Option<usize>, part: Part| match traits.norm {
+            Norm::Layer => {
+                layer_norm(x, weight(layer, part), bias(layer, part).expect("LayerNorm shifts"), self.norm_epsilon)
+            }
+            Norm::Rms => rms_norm(x, weight(layer, part), self.norm_epsilon),
+        };
         let rows = batch * time;
 
         // Embeddings: with weights per model, model g's token t is row g·rows + t of the
         // stacked token tables (torch's embedding backward sums rows without atomics, unlike
         // a gather's).
         let rows_per_model = self.outputs();
+        let table = weight(None, Part::TokenEmbedding);
         let embedded = if sets == 1 {
-            Tensor::embedding(&params[0].get(0), tokens, -1, false, false)
+            Tensor::embedding(&table.get(0), tokens, -1, false, false)
         } else {
             let offsets =
                 (Tensor::arange(models, (Kind::Int64, tokens.device())) * rows_per_model).view([models, 1, 1]);
-            let table = params[0].reshape([models * rows_per_model, d]);
-            Tensor::embedding(&table, &(tokens + offsets), -1, false, false)
+            Tensor::embedding(&table.reshape([models * rows_per_model, d]), &(tokens + offsets), -1, false, false)
         };
-        let positions = params[1].narrow(1, 0, time).unsqueeze(1);
-        let mut x = (embedded + positions).view([models, rows, d]);
-
-        let blocks = params[2..2 + BLOCK_PARAMS * self.n_layer as usize].chunks(BLOCK_PARAMS);
-        for (layer, block) in blocks.enumerate() {
-            let [ln_attn_w, ln_attn_b, qkv_w, qkv_b, out_w, out_b, ln_mlp_w, ln_mlp_b, in_w, in_b, mlp_w, mlp_b] =
-                block
-            else {
-                unreachable!("a block has {BLOCK_PARAMS} parameters")
-            };
-            let update = |target| adapters.and_then(|blocks| blocks[layer].get(&target));
-            let qkv = linear(
-                &self.layer_norm(&x, ln_attn_w, ln_attn_b),
-                qkv_w,
-                qkv_b,
-                update(LoraTarget::Attention),
-                precision,
-            );
-            let attended = self.attention(&qkv, models * batch, time, precision).view([models, rows, d]);
-            x = x + linear(&attended, out_w, out_b, update(LoraTarget::AttentionOut), precision);
-            let approximate = match self.activation {
-                Activation::Gelu => "none",
-                Activation::GeluTanh => "tanh",
-            };
-            let normed = self.layer_norm(&x, ln_mlp_w, ln_mlp_b);
-            let hidden = linear(&normed, in_w, in_b, update(LoraTarget::MlpIn), precision).gelu(approximate);
-            x = x + linear(&hidden, mlp_w, mlp_b, update(LoraTarget::MlpOut), precision);
+        let mut x = match traits.positions {
+            Positions::Learned => embedded + weight(None, Part::PositionEmbedding).narrow(1, 0, time).unsqueeze(1),
+            Positions::Rotary => embedded,
         }
-        let last = 2 + BLOCK_PARAMS * self.n_layer as usize;
-        let x = self.layer_norm(&x, &params[last], &params[last + 1]);
-        let head = if self.tied_head { params[0].transpose(1, 2) } else { params[last + 2].shallow_clone() };
+        .view([models, rows, d]);
+        let rotary = self.rotary.map(|rotary| RotaryTable::new(rotary.dims, rotary.theta, time, tokens.device()));
+
+        for layer in 0..self.n_layer as usize {
+            let at = Some(layer);
+            let project = |input: &Tensor, part: Part| {
+                let update = adapters.and_then(|blocks| blocks[layer].get(&part));
+                linear(input, weight(at, part), bias(at, part), update, precision)
+            };
+            let attention = {
+                let h = norm(&x, at, Part::AttentionNorm);
+                let attended = attention(self, &h, &project, models * batch, time, rotary.as_ref());
+                project(&attended.view([models, rows, -1]), Part::AttentionOut)
+            };
+            let mlp = |input: &Tensor| {
+                let h = norm(input, at, Part::MlpNorm);
+                let hidden = match traits.mlp {
+                    Mlp::Plain => activate(&project(&h, Part::MlpIn), self.activation),
+                    Mlp::Gated => activate(&project(&h, Part::Gate), self.activation) * project(&h, Part::MlpIn),
+                };
+                project(&hidden, Part::MlpOut)
+            };
+            if self.parallel_residual {
+                x = x.shallow_clone() + attention + mlp(&x);
+            } else {
+                x = x + attention;
+                x = x.shallow_clone() + mlp(&x);
+            }
+        }
+        let x = norm(&x, None, Part::FinalNorm);
+        let head = match self.find(Slot { layer: None, part: Part::Head, bias: false }) {
+            Some(index) => params[index].shallow_clone(),
+            None => table.transpose(1, 2),
+        };
         matmul(&x, &head, precision).to_kind(Kind::Float).view([models, batch, time, rows_per_model])
     }
+}
 
-    /// LayerNorm over the last dimension with each model's own scale and shift `[G, d]`.
-    fn layer_norm(&self, x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
-        let d = x.size().last().copied().expect("activations have a feature dimension");
-        let normed = x.layer_norm([d], None::<Tensor>, None::<Tensor>, self.layer_norm_epsilon, true);
-        bias.unsqueeze(1).addcmul(&normed, &weight.unsqueeze(1))
+/// The cosines and sines `[time, dims]` of rotary positions 0..time, computed in fp32 as
+/// transformers computes them: frequencies θ^(−2i/dims), each used for two features.
+struct RotaryTable {
+    dims: i64,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl RotaryTable {
+    fn new(dims: i64, theta: f64, time: i64, device: Device) -> RotaryTable {
+        let exponents = Tensor::arange_start_step(0, dims, 2, (Kind::Int64, device)).to_kind(Kind::Float) / dims as f64;
+        let inverse = Tensor::pow_scalar(theta, &exponents).reciprocal();
+        let positions = Tensor::arange(time, (Kind::Float, device));
+        let angles = positions.unsqueeze(1) * inverse.unsqueeze(0);
+        let angles = Tensor::cat(&[&angles, &angles], 1);
+        RotaryTable { dims, cos: angles.cos(), sin: angles.sin() }
     }
 
-    /// Causal self-attention of `[G, rows, 3·d]` projections, as `[G·batch, time, d]` in the
-    /// precision's kind.
-    fn attention(&self, qkv: &Tensor, sequences: i64, time: i64, precision: Precision) -> Tensor {
-        let (heads, d) = (self.n_head, self.d_model);
-        let qkv = match precision {
-            Precision::Fp32 => qkv.shallow_clone(),
-            Precision::Bf16 => qkv.to_kind(Kind::BFloat16),
-        };
-        // [3, sequences, heads, time, head_dim]
-        let qkv = qkv.view([sequences, time, 3, heads, d / heads]).permute([2, 0, 3, 1, 4]);
-        // Causal: position t attends to positions <= t only. Padding sits at the end of a
-        // row, so no real position ever attends to it.
-        let attended = Tensor::scaled_dot_product_attention(
-            &qkv.get(0),
-            &qkv.get(1),
-            &qkv.get(2),
-            None::<Tensor>,
-            0.0,
-            true,
-            None,
-            false,
-        );
-        attended.transpose(1, 2).reshape([sequences, time, d])
+    /// `x` `[sequences, heads, time, head_dim]` with its first `dims` features of every head
+    /// rotated: x·cos + rotate_half(x)·sin, rotate_half(x) = (−x₂, x₁) of its halves.
+    fn apply(&self, x: &Tensor) -> Tensor {
+        let head_dim = x.size()[3];
+        let (cos, sin) = (self.cos.to_kind(x.kind()), self.sin.to_kind(x.kind()));
+        let rotating = x.narrow(3, 0, self.dims);
+        let half = self.dims / 2;
+        let rotated_half = Tensor::cat(&[&-rotating.narrow(3, half, half), &rotating.narrow(3, 0, half)], 3);
+        let rotated = rotating * cos + rotated_half * sin;
+        if self.dims == head_dim {
+            rotated
+        } else {
+            Tensor::cat(&[rotated, x.narrow(3, self.dims, head_dim - self.dims)], 3)
+        }
+    }
+}
+
+/// Causal self-attention of the normed input `h` `[G, rows, d]` through `project` (a
+/// block's projection of a part), as `[G·batch, time, heads·head_dim]`.
+fn attention(
+    architecture: &Architecture,
+    h: &Tensor,
+    project: &dyn Fn(&Tensor, Part) -> Tensor,
+    sequences: i64,
+    time: i64,
+    rotary: Option<&RotaryTable>,
+) -> Tensor {
+    let (heads, kv_heads, head_dim) = (architecture.n_head, architecture.n_kv_head, architecture.head_dim);
+    // Each [sequences, heads, time, head_dim].
+    let (q, k, v) = match architecture.traits().projections {
+        Projections::Fused => {
+            let qkv = project(h, Part::Qkv).view([sequences, time, 3, heads, head_dim]).permute([2, 0, 3, 1, 4]);
+            (qkv.get(0), qkv.get(1), qkv.get(2))
+        }
+        Projections::FusedPerHead => {
+            let qkv = project(h, Part::Qkv).view([sequences, time, heads, 3, head_dim]).permute([3, 0, 2, 1, 4]);
+            (qkv.get(0), qkv.get(1), qkv.get(2))
+        }
+        Projections::Separate => {
+            let split = |part, count| project(h, part).view([sequences, time, count, head_dim]).transpose(1, 2);
+            (split(Part::Query, heads), split(Part::Key, kv_heads), split(Part::Value, kv_heads))
+        }
+    };
+    let (q, k) = match rotary {
+        Some(table) => (table.apply(&q), table.apply(&k)),
+        None => (q, k),
+    };
+    // Grouped-query attention: key/value head j serves query heads j·groups to
+    // (j+1)·groups − 1, as transformers' repeat_kv.
+    let groups = heads / kv_heads;
+    let (k, v) = if groups > 1 {
+        (k.repeat_interleave_self_int(groups, 1, None), v.repeat_interleave_self_int(groups, 1, None))
+    } else {
+        (k, v)
+    };
+    // Causal: position t attends to positions <= t only. Padding sits at the end of a
+    // row, so no real position ever attends to it.
+    let attended = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, None, false);
+    attended.transpose(1, 2).reshape([sequences, time, heads * head_dim])
+}
+
+/// LayerNorm over the last dimension with each model's own scale and shift `[G, d]`.
+fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, epsilon: f64) -> Tensor {
+    let d = x.size().last().copied().expect("activations have a feature dimension");
+    let normed = x.layer_norm([d], None::<Tensor>, None::<Tensor>, epsilon, true);
+    bias.unsqueeze(1).addcmul(&normed, &weight.unsqueeze(1))
+}
+
+/// RMSNorm over the last dimension with each model's own scale `[G, d]`, as Llama's:
+/// x / sqrt(mean(x²) + ε) · scale, in fp32.
+fn rms_norm(x: &Tensor, weight: &Tensor, epsilon: f64) -> Tensor {
+    let x = x.to_kind(Kind::Float);
+    let mean_square = x.square().mean_dim(-1, true, Kind::Float);
+    (x * (mean_square + epsilon).rsqrt()) * weight.unsqueeze(1)
+}
+
+/// The MLP's nonlinearity.
+fn activate(x: &Tensor, activation: Activation) -> Tensor {
+    match activation {
+        Activation::Gelu => x.gelu("none"),
+        Activation::GeluTanh => x.gelu("tanh"),
+        Activation::Silu => x.silu(),
     }
 }
 
@@ -393,17 +304,23 @@ fn matmul(x: &Tensor, w: &Tensor, precision: Precision) -> Tensor {
     }
 }
 
-/// `x · w + b` per model, plus each model's low-rank update when it has one: `x [G, rows,
+/// `x · w (+ b)` per model, plus each model's low-rank update when it has one: `x [G, rows,
 /// in]`, `w` `[G, in, out]` or `[1, in, out]` and `b` `[G, out]` or `[1, out]` as in
-/// [`matmul`]; one fused product-and-add.
-fn linear(x: &Tensor, w: &Tensor, b: &Tensor, update: Option<&Factors>, precision: Precision) -> Tensor {
+/// [`matmul`]; with a bias, one fused product-and-add.
+fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, update: Option<&Factors>, precision: Precision) -> Tensor {
     let kind = product_kind(precision);
-    let (x, w, b) = (x.to_kind(kind), w.to_kind(kind), b.to_kind(kind));
-    let out = if w.size()[0] == 1 {
-        let (models, rows, width) = x.size3().expect("activations are [models, rows, features]");
-        b.addmm(&x.view([models * rows, width]), &w.get(0)).view([models, rows, -1])
-    } else {
-        b.unsqueeze(1).baddbmm(&x, &w, 1.0, 1.0)
+    let x = x.to_kind(kind);
+    let out = match b {
+        Some(b) => {
+            let (w, b) = (w.to_kind(kind), b.to_kind(kind));
+            if w.size()[0] == 1 {
+                let (models, rows, width) = x.size3().expect("activations are [models, rows, features]");
+                b.addmm(&x.view([models * rows, width]), &w.get(0)).view([models, rows, -1])
+            } else {
+                b.unsqueeze(1).baddbmm(&x, &w, 1.0, 1.0)
+            }
+        }
+        None => matmul(&x, w, precision),
     };
     match update {
         Some(Factors { a, b, scale }) => out.baddbmm(&x.bmm(&a.to_kind(kind)), &b.to_kind(kind), 1.0, *scale),
@@ -413,23 +330,31 @@ fn linear(x: &Tensor, w: &Tensor, b: &Tensor, update: Option<&Factors>, precisio
 
 #[cfg(test)]
 mod tests {
+    use subsets::config::{EmbeddingLayout, ModelConfig};
+    use subsets::family::Family;
+
     use super::*;
 
-    fn tiny() -> Architecture {
-        Architecture::new(
-            &ModelConfig { n_layer: 1, n_head: 2, d_model: 8, context: 6, ..Default::default() },
-            EmbeddingLayout::after_vocab(256),
-        )
+    fn tiny(family: Family) -> Architecture {
+        let model = ModelConfig {
+            architecture: family,
+            n_layer: 1,
+            n_head: 2,
+            d_model: 8,
+            context: 6,
+            n_kv_head: (family == Family::Llama).then_some(1),
+            rotary_pct: (family == Family::GptNeox).then_some(0.5),
+            ..Default::default()
+        };
+        Architecture::new(&model, EmbeddingLayout::after_vocab(256))
     }
 
     #[test]
-    fn parameter_count_and_decay_mask_follow_the_layout() {
-        let arch = tiny();
-        let (d, v, c) = (8, 258, 6);
-        let block = 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + 2 * d + (d * 4 * d + 4 * d) + (4 * d * d + d);
-        assert_eq!(arch.parameters(), v * d + c * d + block + 2 * d + d * v);
+    fn the_decay_mask_covers_matrices_only() {
+        let arch = tiny(Family::Gpt2);
+        let d = 8;
         let decayed = f64::try_from(arch.decay_mask(Device::Cpu).sum(Kind::Double)).unwrap() as i64;
-        assert_eq!(decayed, d * 3 * d + d * d + d * 4 * d + 4 * d * d + d * v, "matrices only");
+        assert_eq!(decayed, d * 3 * d + d * d + d * 4 * d + 4 * d * d + d * 258, "matrices only");
     }
 
     #[test]
@@ -443,30 +368,48 @@ mod tests {
             adapter: subsets::config::Adapter::Lora,
             ..Default::default()
         };
-        let lora = Lora::of(&arch, &train).unwrap();
+        let lora = crate::lora::Lora::of(&arch, &train).unwrap().unwrap();
         let (p, q) = (arch.parameters() as u64, lora.parameters() as u64);
         assert_eq!((p, q), (124_439_808, 12 * 8 * (768 + 3 * 768)));
         // Without activations (no batch), what stays: the state.
-        let state = |models, lora| arch.memory_estimate(models, 0, 0, 0, lora);
-        assert_eq!(state(64, Some(&lora)), 4 * p + 64 * 16 * q, "the base once, 64 models' adapters");
+        let state = |models, q: Option<i64>| arch.memory_estimate(models, 0, 0, 0, q);
+        let adapters = Some(lora.parameters());
+        assert_eq!(state(64, adapters), 4 * p + 64 * 16 * q, "the base once, 64 models' adapters");
         assert_eq!(state(1, None), 16 * p);
-        assert!(state(64, Some(&lora)) < state(1, None) / 2, "64 LoRA models hold less than one full fine-tune");
+        assert!(state(64, adapters) < state(1, None) / 2, "64 LoRA models hold less than one full fine-tune");
         // Activations stay per model either way.
         let activations = arch.memory_estimate(1, 1, 1, 64, None) - state(1, None);
-        assert_eq!(arch.memory_estimate(64, 1, 1, 64, Some(&lora)), state(64, Some(&lora)) + 64 * activations);
+        assert_eq!(arch.memory_estimate(64, 1, 1, 64, adapters), state(64, adapters) + 64 * activations);
     }
 
     #[test]
-    fn models_of_a_stack_do_not_see_each_other() {
-        let arch = tiny();
-        let a = arch.initial_weights(1);
-        let b = arch.initial_weights(2);
-        assert_eq!(a, arch.initial_weights(1), "weights come from the seed alone");
-        let tokens = Tensor::from_slice(&[1i64, 2, 3, 4, 5, 6, 7, 8]).view([2, 1, 4]);
-        let stacked = arch.forward(&Tensor::stack(&[&a, &b], 0), None, &tokens, Precision::Fp32);
-        let alone_a = arch.forward(&a.unsqueeze(0), None, &tokens.narrow(0, 0, 1), Precision::Fp32);
-        let alone_b = arch.forward(&b.unsqueeze(0), None, &tokens.narrow(0, 1, 1), Precision::Fp32);
-        assert!(stacked.get(0).allclose(&alone_a.get(0), 1e-5, 1e-6, false));
-        assert!(stacked.get(1).allclose(&alone_b.get(0), 1e-5, 1e-6, false));
+    fn models_of_a_stack_do_not_see_each_other_in_any_family() {
+        for family in Family::ALL {
+            let arch = tiny(family);
+            let a = arch.initial_weights(1);
+            let b = arch.initial_weights(2);
+            assert_eq!(a, arch.initial_weights(1), "weights come from the seed alone");
+            let tokens = Tensor::from_slice(&[1i64, 2, 3, 4, 5, 6, 7, 8]).view([2, 1, 4]);
+            let stacked = arch.forward(&Tensor::stack(&[&a, &b], 0), None, &tokens, Precision::Fp32);
+            let alone_a = arch.forward(&a.unsqueeze(0), None, &tokens.narrow(0, 0, 1), Precision::Fp32);
+            let alone_b = arch.forward(&b.unsqueeze(0), None, &tokens.narrow(0, 1, 1), Precision::Fp32);
+            assert!(stacked.get(0).allclose(&alone_a.get(0), 1e-5, 1e-6, false), "{family}");
+            assert!(stacked.get(1).allclose(&alone_b.get(0), 1e-5, 1e-6, false), "{family}");
+        }
+    }
+
+    #[test]
+    fn rotary_positions_turn_pairs_of_features_by_their_angle() {
+        // One head of 4 features, all rotating, θ = 100: position 1 turns feature pairs
+        // (0, 2) by 1 radian and (1, 3) by 100^(-1/2) = 0.1.
+        let table = RotaryTable::new(4, 100.0, 2, Device::Cpu);
+        let x = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0]).view([1, 1, 2, 4]);
+        let turned = Vec::<f32>::try_from(table.apply(&x).view([-1])).unwrap();
+        assert_eq!(&turned[..4], &[1.0, 2.0, 3.0, 4.0], "position 0 does not turn");
+        let (c1, s1, c2, s2) = (1f32.cos(), 1f32.sin(), 0.1f32.cos(), 0.1f32.sin());
+        let expected = [1.0 * c1 - 3.0 * s1, 2.0 * c2 - 4.0 * s2, 3.0 * c1 + 1.0 * s1, 4.0 * c2 + 2.0 * s2];
+        for (got, want) in turned[4..].iter().zip(expected) {
+            assert!((got - want).abs() < 1e-5, "{turned:?} vs {expected:?}");
+        }
     }
 }

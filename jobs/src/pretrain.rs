@@ -23,8 +23,11 @@ use queue::Progress;
 use subsets::config::{EmbeddingLayout, ModelConfig, TrainConfig};
 use subsets::{atomic, seeds};
 
-use crate::base::{self, StoredTensor};
-use crate::model::Architecture;
+use crate::base;
+use crate::stored::{StoredTensor, serialize};
+use subsets::architecture::Architecture;
+
+use crate::model::Compute;
 use crate::train::{ExampleStream, Schedule, Stack, TrainingTable};
 use crate::{Error, Result};
 
@@ -243,7 +246,7 @@ fn write_checkpoint(output: &Output, fingerprint: &str, stack: &Stack, step: usi
         (STEP.to_string(), step.to_string()),
         (STEPS_TAKEN.to_string(), steps_taken.to_string()),
     ]);
-    let bytes = base::serialize(&tensors, metadata)?;
+    let bytes = serialize(&tensors, metadata)?;
     atomic::write_bytes(&output.checkpoint(), &bytes)?;
     Ok(())
 }

@@ -39,12 +39,13 @@ use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Reduction, Tensor};
 
 use queue::Progress;
+use subsets::architecture::Architecture;
 use subsets::config::{Precision, RunConfig, TrainConfig};
 use subsets::schema::{LogRow, LogTable};
 use subsets::{design, seeds};
 
 use crate::lora::Lora;
-use crate::model::Architecture;
+use crate::model::Compute;
 use crate::{Error, Result};
 
 /// Steps between two readings of the loss.
@@ -138,9 +139,10 @@ pub fn check_memory(
     device: Device,
 ) -> Result<()> {
     let Some(free) = crate::device::free_memory(device) else { return Ok(()) };
-    let lora = Lora::of(architecture, train);
+    let lora = Lora::of(architecture, train)?;
     let (batch, eval_batch) = (train.batch_size as usize, train.eval_batch_size as usize);
-    let needed = |g: usize| architecture.memory_estimate(g, batch, eval_batch, time, lora.as_ref());
+    let adapters = lora.as_ref().map(Lora::parameters);
+    let needed = |g: usize| architecture.memory_estimate(g, batch, eval_batch, time, adapters);
     if needed(models) <= free {
         return Ok(());
     }
@@ -319,7 +321,7 @@ impl Stack {
     /// (run seed, model id).
     pub fn new(config: &RunConfig, models: &[u32], base: Option<&Tensor>, device: Device) -> Result<Stack> {
         let architecture = Architecture::new(&config.model, config.tokens.layout());
-        if let Some(lora) = Lora::of(&architecture, &config.train) {
+        if let Some(lora) = Lora::of(&architecture, &config.train)? {
             let base = base.ok_or_else(|| Error::Device("train.adapter = \"lora\" needs a base to adapt".into()))?;
             let adapters: Vec<Tensor> = models
                 .iter()
@@ -496,7 +498,7 @@ impl Stack {
         let _no_grad = tch::no_grad_guard();
         let device = self.weights.device();
         let models = self.models();
-        let span = self.architecture.context() as usize - 1;
+        let span = self.architecture.context as usize - 1;
         let mut windows: Vec<(usize, Window<'_>)> =
             docs.iter().enumerate().flat_map(|(d, doc)| windows(doc, span).map(move |w| (d, w))).collect();
         windows.sort_by_key(|(_, w)| std::cmp::Reverse(w.len()));
@@ -1052,7 +1054,7 @@ mod tests {
         config.train.init = "a base".into();
         config.train.adapter = subsets::config::Adapter::Lora;
         config.train.lora_rank = 4;
-        config.train.lora_targets = subsets::config::LoraTarget::ALL.to_vec();
+        config.train.lora_targets = Some(["c_attn", "attn.c_proj", "c_fc", "mlp.c_proj"].map(String::from).to_vec());
         config
     }
 
@@ -1167,7 +1169,7 @@ mod tests {
     fn adapters_written_for_peft_read_back_exactly() {
         let config = lora_config(1);
         let architecture = Architecture::new(&config.model, config.tokens.layout());
-        let lora = Lora::of(&architecture, &config.train).unwrap();
+        let lora = Lora::of(&architecture, &config.train).unwrap().unwrap();
         let adapters = Tensor::randn([lora.parameters()], (Kind::Float, Device::Cpu));
         let dir = tempfile::tempdir().unwrap();
         lora.write_peft(dir.path(), std::path::Path::new("/bases/tiny"), &adapters).unwrap();
@@ -1178,7 +1180,7 @@ mod tests {
         assert_eq!(json["target_modules"], serde_json::json!(["c_attn", "attn.c_proj", "c_fc", "mlp.c_proj"]));
         let mut other_rank = config.train.clone();
         other_rank.lora_rank = 2;
-        let err = Lora::of(&architecture, &other_rank).unwrap().read_peft(dir.path()).unwrap_err().to_string();
+        let err = Lora::of(&architecture, &other_rank).unwrap().unwrap().read_peft(dir.path()).unwrap_err().to_string();
         assert!(err.contains("expected F32"), "{err}");
     }
 }

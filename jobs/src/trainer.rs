@@ -14,9 +14,9 @@ use subsets::schema::{self, CorpusTable, LogTable};
 use subsets::tokenizer::{RunTokens, Tokenizer};
 
 use crate::base;
-use crate::model::Architecture;
 use crate::train::{self, StackInput};
 use crate::{Error, Result};
+use subsets::architecture::Architecture;
 
 /// A planned run's documents, tokenized, ready to train any of its jobs on `device`.
 pub struct RunTrainer {

@@ -11,6 +11,7 @@ use jobs::DeviceChoice;
 use jobs::base::LoadedBase;
 use jobs::bench::{self, BenchRequest, MatmulPeak, StackRun};
 use jobs::lora::Lora;
+use subsets::architecture::Architecture;
 use subsets::config::{Hyperparameters, Precision};
 use subsets::tokenizer::Tokenizer;
 
@@ -121,8 +122,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         None => subsets::config::EmbeddingLayout::after_vocab(Tokenizer::planned_vocab(&hyperparameters.model)?),
     };
     let vocab = layout.rows;
-    let architecture = jobs::model::Architecture::new(&hyperparameters.model, layout);
-    let lora = Lora::of(&architecture, &hyperparameters.train);
+    let architecture = Architecture::new(&hyperparameters.model, layout);
+    let lora = Lora::of(&architecture, &hyperparameters.train)?;
     if args.json {
         let report = serde_json::json!({
             "device": jobs::device::describe(device),
@@ -145,7 +146,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 fn print_table(
     device: &str,
     h: &Hyperparameters,
-    (vocab, architecture, lora): (u32, &jobs::model::Architecture, Option<&Lora>),
+    (vocab, architecture, lora): (u32, &Architecture, Option<&Lora>),
     time: usize,
     peak: &MatmulPeak,
     runs: &[StackRun],
@@ -158,16 +159,17 @@ fn print_table(
     println!();
     let m = &h.model;
     println!(
-        "model: {} layers, d_model {}, context {}, tokenizer {} (vocabulary {vocab}), batch {} per model, \
+        "model: {} {} layers, d_model {}, context {}, tokenizer {} (vocabulary {vocab}), batch {} per model, \
          documents of {time} tokens",
-        m.n_layer, m.d_model, m.context, m.tokenizer, h.train.batch_size
+        m.architecture, m.n_layer, m.d_model, m.context, m.tokenizer, h.train.batch_size
     );
-    let flops = architecture.training_flops_per_token(time as i64, lora);
-    let (n, attention) = (architecture.non_embedding_parameters(), format!("6·{}·{time}·{}", m.n_layer, m.d_model));
+    let flops = architecture.training_flops_per_token(time as i64, lora.map(Lora::parameters));
+    let width = architecture.n_head * architecture.head_dim;
+    let (n, attention) = (architecture.non_embedding_parameters(), format!("6·{}·{time}·{width}", m.n_layer));
     match lora {
         Some(lora) => {
             let t = &h.train;
-            let targets: Vec<&str> = t.lora_targets.iter().map(|target| target.name()).collect();
+            let targets = t.lora_targets_of(m.architecture);
             println!(
                 "LoRA rank {} (alpha {}) on {}: {} adapter parameters a model over a frozen base of {}, held once \
                  per stack",
@@ -178,11 +180,14 @@ fn print_table(
                 architecture.parameters()
             );
             println!(
-                "model FLOPs per token = 4·N + 6·Q + 6·n_layer·time·d_model = 4·{n} + 6·{} + {attention} = {flops:.3e}",
+                "model FLOPs per token = 4·N + 6·Q + 6·n_layer·time·heads·head_dim = 4·{n} + 6·{} + {attention} = \
+                 {flops:.3e}",
                 lora.parameters()
             );
         }
-        None => println!("model FLOPs per token = 6·N + 6·n_layer·time·d_model = 6·{n} + {attention} = {flops:.3e}"),
+        None => {
+            println!("model FLOPs per token = 6·N + 6·n_layer·time·heads·head_dim = 6·{n} + {attention} = {flops:.3e}")
+        }
     }
     println!(
         "\n{:<5} {:>5} {:>9} {:>12} {:>12} {:>8} {:>9} {:>8} {:>12} {:>10} {:>10}",

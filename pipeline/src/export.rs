@@ -24,7 +24,7 @@ pub struct ExportArgs {
 pub fn run(args: &ExportArgs) -> Result<()> {
     let run = RunDir::new(&args.run);
     let config = RunConfig::from_file(&run.config())?;
-    let merged = jobs::lora::export(&run, &config, args.model, &args.out)?;
+    let merged = jobs::base::export(&run, &config, args.model, &args.out)?;
     eprintln!(
         "wrote model {} ({} parameters, its adapters merged into {}) to {}; \
          its adapters alone, for peft, are in {}",

@@ -106,8 +106,9 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         checkpoint_every: Duration::from_secs_f64(args.checkpoint_every),
     };
     eprintln!(
-        "pretraining a model of {} parameters on {} documents ({} held out) on {}",
-        jobs::model::Architecture::new(model, tokenizer.layout()).parameters(),
+        "pretraining a {} model of {} parameters on {} documents ({} held out) on {}",
+        model.architecture,
+        subsets::architecture::Architecture::new(model, tokenizer.layout()).parameters(),
         documents.len() - request.record.held_out_documents as usize,
         request.record.held_out_documents,
         jobs::device::describe(device)

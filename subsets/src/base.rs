@@ -1,22 +1,35 @@
-//! A base model: a directory in the Hugging Face GPT-2 layout, `config.json` (GPT2Config's
-//! fields), `model.safetensors` and `tokenizer.json`, which every model of a run can start
-//! from (`[train] init`) and which `cfmem pretrain` writes. This module reads and checks
-//! such a directory without libtorch: the architecture it describes, as cfmem's `[model]`
-//! settings; the names and shapes of its tensors, in the order of cfmem's parameter
-//! layout; the sha256 of its weights. Loading and writing the tensors is `jobs::base`'s.
+//! A base model: a directory in the Hugging Face layout of one of cfmem's families
+//! ([`crate::family::Family`]) — `config.json`, `model.safetensors` (or shards named
+//! by `model.safetensors.index.json`) and `tokenizer.json` — which every model of a run can
+//! start from (`[train] init`) and which `cfmem pretrain` and `cfmem export` write. This
+//! module reads and checks such a directory without libtorch: the architecture it
+//! describes, as cfmem's `[model]` settings; its tensors against the architecture's
+//! description ([`crate::architecture::Architecture::tensors`]); the sha256 of its weights.
+//! Loading and writing the tensors is `jobs::base`'s.
 //!
 //! The mapping, both ways:
 //!
-//! - Architecture: `n_layer`, `n_head`, `n_embd` (cfmem's `d_model`), `n_positions`
-//!   (`context`), `activation_function` (`gelu_new` or `gelu_pytorch_tanh`, the tanh
-//!   approximation, or the exact `gelu`), `layer_norm_epsilon`, `tie_word_embeddings`
-//!   (`tied_head`). The MLP is 4·n_embd wide (`n_inner` absent or equal to that).
-//! - Tensors: GPT-2's Conv1D layout, `[in, out]`, is cfmem's, so matrices are copied as
-//!   they are; an untied head is `lm_head.weight` `[vocab, n_embd]`, the transpose of
-//!   cfmem's head. Names may carry the `transformer.` prefix of `GPT2LMHeadModel` or not
-//!   (`GPT2Model`); the attention-mask buffers of old checkpoints are ignored.
-//! - Tokens: `vocab_size` is the number of embedding rows, and BOS is `bos_token_id`
-//!   (GPT-2's `<|endoftext|>`); PAD is BOS, since a padded position is never a target and
+//! - `model_type` is `[model] architecture`: `gpt2`, `llama`, `qwen2` or `gpt_neox`. Any
+//!   other (a mixture of experts among them) is refused, naming it.
+//! - GPT-2: `n_layer`, `n_head`, `n_embd` (`d_model`), `n_positions` (`context`), `n_inner`
+//!   (`d_mlp`), `activation_function` (`gelu_new` or `gelu_pytorch_tanh`, the tanh
+//!   approximation, `gelu` or `silu`), `layer_norm_epsilon`, `tie_word_embeddings`.
+//! - Llama and Qwen2: `num_hidden_layers`, `num_attention_heads`, `num_key_value_heads`
+//!   (`n_kv_head`), `head_dim`, `hidden_size`, `intermediate_size` (`d_mlp`),
+//!   `max_position_embeddings` (`context`), `rms_norm_eps` (`layer_norm_epsilon`),
+//!   `hidden_act`, the rotary base (`rope_parameters.rope_theta`, or `rope_theta` in files
+//!   of transformers 4), Llama's `attention_bias` and `mlp_bias`. Rope scaling of any type
+//!   but `default` (Llama 3's `llama3`, `linear`, `yarn`, …) is refused, naming it, and so
+//!   is a Qwen2 sliding window in use.
+//! - GPT-NeoX: as Llama, with `layer_norm_eps`, `rope_parameters.partial_rotary_factor`
+//!   (or `rotary_pct`; `rotary_pct`), `rotary_emb_base` in old files, `use_parallel_residual`
+//!   and `attention_bias`.
+//! - Tensors: names and shapes are the description's. GPT-2's Conv1D matrices are stored
+//!   `[in, out]`, as cfmem computes; torch's Linear stores `[out, in]`, the transpose, and
+//!   so does every untied head. Names may carry the CausalLM prefix (`transformer.`,
+//!   `model.`, `gpt_neox.`) or not (the bare model); buffers of old checkpoints are ignored.
+//! - Tokens: `vocab_size` is the number of embedding rows, and BOS is `bos_token_id` (or
+//!   `eos_token_id` without one); PAD is BOS, since a padded position is never a target and
 //!   no real position attends to it. A tokenizer's ids must stay below `vocab_size`.
 //! - cfmem's own models, written by `cfmem pretrain`: `vocab_size` is the tokenizer's
 //!   vocabulary plus two rows, `bos_token_id` (and `eos_token_id`) the first of them,
@@ -27,11 +40,17 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use safetensors::SafeTensors;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 
-use crate::config::{Activation, EmbeddingLayout, ModelConfig, TokenizerChoice};
+use crate::architecture::{Architecture, TensorSpec};
+use crate::config::{
+    Activation, DEFAULT_ROPE_THETA, DEFAULT_ROTARY_PCT, EmbeddingLayout, ModelConfig, TokenizerChoice,
+};
+use crate::family::Family;
 use crate::tokenizer::Tokenizer;
-use crate::{Error, Result, corpus};
+use crate::{Error, Result};
 
 /// The files of a base directory.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,8 +71,14 @@ impl BaseDir {
         self.root.join("config.json")
     }
 
+    /// The weights in one file, as cfmem writes them.
     pub fn weights(&self) -> PathBuf {
         self.root.join("model.safetensors")
+    }
+
+    /// The index of sharded weights, as `save_pretrained` writes large models.
+    pub fn weights_index(&self) -> PathBuf {
+        self.root.join("model.safetensors.index.json")
     }
 
     pub fn tokenizer(&self) -> PathBuf {
@@ -61,244 +86,435 @@ impl BaseDir {
     }
 }
 
-/// The fields of a Hugging Face `GPT2Config` that decide what the model computes; the
-/// others are kept as they were read. Defaults are GPT2Config's.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Gpt2Config {
-    pub model_type: String,
-    pub vocab_size: u32,
-    pub n_positions: u32,
-    pub n_embd: u32,
-    pub n_layer: u32,
-    pub n_head: u32,
-    #[serde(default)]
-    pub n_inner: Option<u32>,
-    #[serde(default = "gelu_new")]
-    pub activation_function: String,
-    #[serde(default = "layer_norm_epsilon")]
-    pub layer_norm_epsilon: f64,
-    #[serde(default)]
-    pub bos_token_id: Option<u32>,
-    #[serde(default)]
-    pub eos_token_id: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pad_token_id: Option<u32>,
-    #[serde(default = "yes")]
-    pub tie_word_embeddings: bool,
-    #[serde(default = "yes")]
-    pub scale_attn_weights: bool,
-    #[serde(default)]
-    pub scale_attn_by_inverse_layer_idx: bool,
-    #[serde(default)]
-    pub add_cross_attention: bool,
-    #[serde(flatten)]
-    pub other: serde_json::Map<String, serde_json::Value>,
+/// The bytes of a base's weight files: `model.safetensors`, or the shards its index names.
+pub struct WeightFiles {
+    /// The file that names the weights, for messages: `model.safetensors` or the index.
+    pub path: PathBuf,
+    /// Each file with its bytes, shards in the order the index first names them.
+    pub files: Vec<(PathBuf, Vec<u8>)>,
+    /// Of `model.safetensors`'s bytes, or of the index's and then every shard's.
+    pub sha256: String,
 }
 
-fn gelu_new() -> String {
-    "gelu_new".into()
-}
-
-fn layer_norm_epsilon() -> f64 {
-    1e-5
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Gpt2Config {
-    pub fn read(path: &Path) -> Result<Gpt2Config> {
-        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::file(path, format!("not JSON: {e}")))?;
-        match value.get("model_type").and_then(|t| t.as_str()) {
-            Some("gpt2") => {}
-            Some(other) => {
-                return Err(Error::file(
-                    path,
-                    format!("model_type \"{other}\" is not GPT-2: cfmem starts from GPT2LMHeadModel checkpoints only"),
-                ));
+impl WeightFiles {
+    /// Reads the weights of the base directory `dir`.
+    pub fn read(dir: &BaseDir) -> Result<WeightFiles> {
+        let single = dir.weights();
+        let index = dir.weights_index();
+        let read = |path: &Path| std::fs::read(path).map_err(Error::io(path));
+        if single.exists() || !index.exists() {
+            let bytes = read(&single)?;
+            let sha256 = crate::corpus::sha256_hex(&bytes);
+            return Ok(WeightFiles { path: single.clone(), files: vec![(single, bytes)], sha256 });
+        }
+        let text = read(&index)?;
+        let parsed: Value = serde_json::from_slice(&text).map_err(|e| Error::file(&index, format!("not JSON: {e}")))?;
+        let Some(map) = parsed.get("weight_map").and_then(Value::as_object) else {
+            return Err(Error::file(&index, "no weight_map: not a safetensors index"));
+        };
+        let mut shards: Vec<&str> = Vec::new();
+        for (name, file) in map {
+            let Some(file) = file.as_str() else {
+                return Err(Error::file(&index, format!("weight_map[\"{name}\"] is not a file name")));
+            };
+            if !shards.contains(&file) {
+                shards.push(file);
             }
-            None => return Err(Error::file(path, "no model_type: not a Hugging Face model configuration")),
         }
-        serde_json::from_value(value).map_err(|e| Error::file(path, format!("not a GPT2Config: {e}")))
-    }
-
-    /// The configuration `cfmem pretrain` writes for a model of `model` over `layout`.
-    pub fn of(model: &ModelConfig, layout: EmbeddingLayout) -> Gpt2Config {
-        let other = serde_json::json!({
-            "architectures": ["GPT2LMHeadModel"],
-            // cfmem trains without dropout; so does a user who fine-tunes it elsewhere,
-            // unless they set these.
-            "attn_pdrop": 0.0,
-            "embd_pdrop": 0.0,
-            "resid_pdrop": 0.0,
-            "initializer_range": 0.02,
-            "torch_dtype": "float32",
-            "use_cache": true,
-        });
-        let serde_json::Value::Object(other) = other else { unreachable!("a JSON object literal") };
-        Gpt2Config {
-            model_type: "gpt2".into(),
-            vocab_size: layout.rows,
-            n_positions: model.context,
-            n_embd: model.d_model,
-            n_layer: model.n_layer,
-            n_head: model.n_head,
-            n_inner: None,
-            activation_function: match model.activation {
-                Activation::Gelu => "gelu".into(),
-                Activation::GeluTanh => "gelu_new".into(),
-            },
-            layer_norm_epsilon: model.layer_norm_epsilon,
-            bos_token_id: Some(layout.bos),
-            eos_token_id: Some(layout.bos),
-            pad_token_id: (layout.pad != layout.bos).then_some(layout.pad),
-            tie_word_embeddings: model.tied_head,
-            scale_attn_weights: true,
-            scale_attn_by_inverse_layer_idx: false,
-            add_cross_attention: false,
-            other,
-        }
-    }
-
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a GPT-2 configuration always serializes") + "\n"
-    }
-
-    /// The architecture as cfmem's `[model]` settings (the tokenizer: `tokenizer`) and
-    /// where BOS and PAD sit. `path` names the file in errors.
-    pub fn model(&self, path: &Path, tokenizer: &Path) -> Result<(ModelConfig, EmbeddingLayout)> {
-        let refuse = |message: String| Err(Error::file(path, message));
-        let activation = match self.activation_function.as_str() {
-            "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
-            "gelu" => Activation::Gelu,
-            other => {
-                return refuse(format!(
-                    "activation_function \"{other}\" is not supported: cfmem computes gelu_new, gelu_pytorch_tanh and gelu"
-                ));
+        let mut hasher = Sha256::new();
+        hasher.update(&text);
+        let mut files = Vec::with_capacity(shards.len());
+        for shard in shards {
+            if shard.contains('/') || shard.contains('\\') {
+                return Err(Error::file(&index, format!("shard \"{shard}\" is not a file of the directory")));
             }
-        };
-        if let Some(inner) = self.n_inner
-            && inner != 4 * self.n_embd
-        {
-            return refuse(format!("n_inner {inner}: cfmem's MLP is 4 × n_embd = {} wide", 4 * self.n_embd));
+            let path = dir.root().join(shard);
+            let bytes = read(&path)?;
+            hasher.update(&bytes);
+            files.push((path, bytes));
         }
-        if self.scale_attn_by_inverse_layer_idx || !self.scale_attn_weights || self.add_cross_attention {
-            return refuse(
-                "scale_attn_by_inverse_layer_idx, scale_attn_weights = false and add_cross_attention are not supported"
-                    .into(),
-            );
-        }
-        if self.n_layer == 0 || self.n_head == 0 || self.n_embd == 0 || !self.n_embd.is_multiple_of(self.n_head) {
-            return refuse(format!(
-                "n_embd {} must be a positive multiple of n_head {}, and n_layer {} at least 1",
-                self.n_embd, self.n_head, self.n_layer
-            ));
-        }
-        if self.n_positions < 2 {
-            return refuse(format!("n_positions {} must be at least 2", self.n_positions));
-        }
-        let Some(bos) = self.bos_token_id.or(self.eos_token_id) else {
-            return refuse(
-                "neither bos_token_id nor eos_token_id: cfmem needs the token that starts a document".into(),
-            );
-        };
-        if bos >= self.vocab_size {
-            return refuse(format!("bos_token_id {bos} is not below vocab_size {}", self.vocab_size));
-        }
-        let model = ModelConfig {
-            n_layer: self.n_layer,
-            n_head: self.n_head,
-            d_model: self.n_embd,
-            context: self.n_positions,
-            tokenizer: TokenizerChoice::File(tokenizer.to_string_lossy().into_owned()),
-            max_tokens_per_doc: None,
-            activation,
-            tied_head: self.tie_word_embeddings,
-            layer_norm_epsilon: self.layer_norm_epsilon,
-        };
-        Ok((model, EmbeddingLayout { rows: self.vocab_size, bos, pad: bos }))
+        Ok(WeightFiles { path: index, files, sha256: hex::encode(hasher.finalize()) })
+    }
+
+    /// Every file parsed, each with its path.
+    pub fn parse(&self) -> Result<Vec<(&Path, SafeTensors<'_>)>> {
+        self.files
+            .iter()
+            .map(|(path, bytes)| {
+                let file = SafeTensors::deserialize(bytes)
+                    .map_err(|e| Error::file(path, format!("not a safetensors file: {e:?}")))?;
+                Ok((path.as_path(), file))
+            })
+            .collect()
     }
 }
 
-/// One tensor of a base, in the order of cfmem's parameter layout.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TensorSpec {
-    /// Its name in `model.safetensors`, without the `transformer.` prefix.
-    pub name: String,
-    /// Its shape there.
-    pub shape: Vec<usize>,
-    /// Stored as the transpose of cfmem's parameter (an untied `lm_head.weight`).
-    pub transposed: bool,
+/// The file and the name under which `spec` is stored among `files`: its full name, or
+/// without the CausalLM class's prefix (`transformer.`, `model.`, `gpt_neox.`), as the
+/// bare model saves it.
+pub fn find_tensor<'a, 'b>(
+    spec: &TensorSpec,
+    files: &'a [(&'b Path, SafeTensors<'a>)],
+) -> Option<(&'a (&'b Path, SafeTensors<'a>), String)> {
+    let bare = spec.name.split_once('.').map(|(_, rest)| rest.to_string());
+    files.iter().find_map(|entry| {
+        let names = entry.1.names();
+        if names.iter().any(|n| **n == spec.name) {
+            return Some((entry, spec.name.clone()));
+        }
+        let bare = bare.as_ref()?;
+        names.iter().any(|n| *n == bare).then(|| (entry, bare.clone()))
+    })
 }
 
-/// Tensors of a GPT-2 base of `model` with `rows` embedding rows, in the order of cfmem's
-/// parameter layout: embeddings, then per block its LayerNorm, attention, LayerNorm and
-/// MLP, then the final LayerNorm and, untied, the head.
-pub fn tensor_specs(model: &ModelConfig, rows: u32) -> Vec<TensorSpec> {
-    let d = model.d_model as usize;
-    let spec = |name: String, shape: &[usize]| TensorSpec { name, shape: shape.to_vec(), transposed: false };
-    let mut specs =
-        vec![spec("wte.weight".into(), &[rows as usize, d]), spec("wpe.weight".into(), &[model.context as usize, d])];
-    for layer in 0..model.n_layer {
-        let name = |part: &str| format!("h.{layer}.{part}");
-        specs.extend([
-            spec(name("ln_1.weight"), &[d]),
-            spec(name("ln_1.bias"), &[d]),
-            spec(name("attn.c_attn.weight"), &[d, 3 * d]),
-            spec(name("attn.c_attn.bias"), &[3 * d]),
-            spec(name("attn.c_proj.weight"), &[d, d]),
-            spec(name("attn.c_proj.bias"), &[d]),
-            spec(name("ln_2.weight"), &[d]),
-            spec(name("ln_2.bias"), &[d]),
-            spec(name("mlp.c_fc.weight"), &[d, 4 * d]),
-            spec(name("mlp.c_fc.bias"), &[4 * d]),
-            spec(name("mlp.c_proj.weight"), &[4 * d, d]),
-            spec(name("mlp.c_proj.bias"), &[d]),
-        ]);
-    }
-    specs.extend([spec("ln_f.weight".into(), &[d]), spec("ln_f.bias".into(), &[d])]);
-    if !model.tied_head {
-        specs.push(TensorSpec { name: "lm_head.weight".into(), shape: vec![rows as usize, d], transposed: true });
-    }
-    specs
-}
-
-/// The name under which `spec` is stored in `tensors`: with `transformer.` (as
-/// `GPT2LMHeadModel` saves it, the head excepted) or without.
-pub fn stored_name<'a>(spec: &TensorSpec, mut names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    let prefixed = format!("transformer.{}", spec.name);
-    names.find(|&name| name == spec.name || name == prefixed)
-}
-
-/// Checks the header of `weights` (the bytes of `path`) against `specs`: every tensor
-/// present, with its shape and a floating-point type.
-pub fn check_tensors(path: &Path, weights: &[u8], specs: &[TensorSpec]) -> Result<()> {
-    let (_, metadata) = safetensors::SafeTensors::read_metadata(weights)
-        .map_err(|e| Error::file(path, format!("not a safetensors file: {e:?}")))?;
-    let tensors = metadata.tensors();
-    for spec in specs {
-        let Some(name) = stored_name(spec, tensors.keys().map(String::as_str)) else {
+/// Checks `weights` against the tensors `architecture` describes: every tensor present,
+/// with its shape and a floating-point type.
+pub fn check_tensors(weights: &WeightFiles, architecture: &Architecture) -> Result<()> {
+    let files = weights.parse()?;
+    for spec in &architecture.tensors {
+        let Some(((path, file), name)) = find_tensor(spec, &files) else {
+            return Err(Error::file(&weights.path, format!("no tensor {}, which config.json implies", spec.name)));
+        };
+        let info = file.tensor(&name).map_err(|e| Error::file(path, format!("{name}: {e:?}")))?;
+        let expected = spec.stored_shape();
+        if info.shape() != expected.as_slice() {
             return Err(Error::file(
                 path,
-                format!("no tensor {} (or transformer.{0}), which config.json implies", spec.name),
-            ));
-        };
-        let info = &tensors[name];
-        if info.shape != spec.shape {
-            return Err(Error::file(
-                path,
-                format!("tensor {name} has shape {:?}, config.json implies {:?}", info.shape, spec.shape),
+                format!("tensor {name} has shape {:?}, config.json implies {expected:?}", info.shape()),
             ));
         }
         use safetensors::Dtype;
-        if !matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
-            return Err(Error::file(path, format!("tensor {name} is {:?}: cfmem reads F32, F16 and BF16", info.dtype)));
+        if !matches!(info.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            return Err(Error::file(
+                path,
+                format!("tensor {name} is {:?}: cfmem reads F32, F16 and BF16", info.dtype()),
+            ));
         }
     }
     Ok(())
+}
+
+/// A `config.json`'s object, read key by key; each error names the file and the key.
+struct Keys<'a> {
+    path: &'a Path,
+    map: &'a Map<String, Value>,
+}
+
+impl Keys<'_> {
+    fn value(&self, key: &str) -> Option<&Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn refuse<T>(&self, message: String) -> Result<T> {
+        Err(Error::file(self.path, message))
+    }
+
+    fn optional_u32(&self, key: &str) -> Result<Option<u32>> {
+        match self.value(key) {
+            None => Ok(None),
+            Some(v) => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) => Ok(Some(n)),
+                None => self.refuse(format!("{key} is {v}, not a count")),
+            },
+        }
+    }
+
+    fn u32(&self, key: &str) -> Result<u32> {
+        self.optional_u32(key)?.map_or_else(|| self.refuse(format!("no {key}")), Ok)
+    }
+
+    fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
+        match self.value(key) {
+            None => Ok(default),
+            Some(v) => v.as_f64().map_or_else(|| self.refuse(format!("{key} is {v}, not a number")), Ok),
+        }
+    }
+
+    fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
+        match self.value(key) {
+            None => Ok(default),
+            Some(v) => v.as_bool().map_or_else(|| self.refuse(format!("{key} is {v}, not true or false")), Ok),
+        }
+    }
+
+    fn str_or<'v>(&'v self, key: &str, default: &'v str) -> Result<&'v str> {
+        match self.value(key) {
+            None => Ok(default),
+            Some(v) => v.as_str().map_or_else(|| self.refuse(format!("{key} is {v}, not a string")), Ok),
+        }
+    }
+
+    /// The activation named by `key`.
+    fn activation(&self, key: &str, default: &str) -> Result<Activation> {
+        match self.str_or(key, default)? {
+            "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
+            "gelu" => Ok(Activation::Gelu),
+            "silu" | "swish" => Ok(Activation::Silu),
+            other => self.refuse(format!(
+                "{key} \"{other}\" is not supported: cfmem computes gelu, gelu_new (gelu_pytorch_tanh) and silu"
+            )),
+        }
+    }
+
+    /// (rope_theta, the rotating fraction if given) from `rope_parameters` (transformers 5)
+    /// or the keys transformers 4 wrote; a scaling other than the default is refused.
+    fn rope(&self, legacy_theta: &str) -> Result<(f64, Option<f64>)> {
+        let scaling = self.value("rope_parameters").or_else(|| self.value("rope_scaling"));
+        let (theta, fraction) = match scaling.and_then(Value::as_object) {
+            Some(parameters) => {
+                let keys = Keys { path: self.path, map: parameters };
+                let kind = keys.str_or("rope_type", keys.str_or("type", "default")?)?;
+                if kind != "default" {
+                    let key = if self.value("rope_parameters").is_some() { "rope_parameters" } else { "rope_scaling" };
+                    return self.refuse(format!(
+                        "{key}.rope_type \"{kind}\" is not supported: cfmem computes unscaled rotary positions \
+                         (rope_type \"default\")"
+                    ));
+                }
+                (
+                    keys.value("rope_theta").and_then(Value::as_f64),
+                    keys.value("partial_rotary_factor").and_then(Value::as_f64),
+                )
+            }
+            None => (None, None),
+        };
+        let theta = match theta {
+            Some(theta) => theta,
+            None => self.f64_or("rope_theta", self.f64_or(legacy_theta, DEFAULT_ROPE_THETA)?)?,
+        };
+        let fraction = match fraction {
+            Some(f) => Some(f),
+            None => match self.value("partial_rotary_factor").or_else(|| self.value("rotary_pct")) {
+                Some(v) => {
+                    Some(v.as_f64().map_or_else(|| self.refuse(format!("rotary_pct is {v}, not a number")), Ok)?)
+                }
+                None => None,
+            },
+        };
+        Ok((theta, fraction))
+    }
+}
+
+/// `value` unless it is the default.
+fn unless_default<T: PartialEq>(value: T, default: T) -> Option<T> {
+    (value != default).then_some(value)
+}
+
+/// The architecture a Hugging Face `config.json` (at `path`) describes, as cfmem's
+/// `[model]` settings (the tokenizer: `tokenizer`), and where BOS and PAD sit. A key
+/// whose value cfmem cannot compute is refused, naming it.
+pub fn read_config(path: &Path, tokenizer: &Path) -> Result<(ModelConfig, EmbeddingLayout)> {
+    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| Error::file(path, format!("not JSON: {e}")))?;
+    let Some(map) = value.as_object() else { return Err(Error::file(path, "not a JSON object")) };
+    let keys = Keys { path, map };
+    let Some(model_type) = keys.value("model_type").and_then(Value::as_str) else {
+        return Err(Error::file(path, "no model_type: not a Hugging Face model configuration"));
+    };
+    let names = Family::ALL.map(|f| format!("\"{f}\"")).join(", ");
+    let Some(family) = Family::from_name(model_type) else {
+        return Err(Error::file(
+            path,
+            format!("model_type \"{model_type}\" is not supported: cfmem computes the families {names}"),
+        ));
+    };
+    for key in ["num_local_experts", "num_experts", "n_routed_experts"] {
+        if keys.value(key).is_some_and(|v| v.as_u64() != Some(0)) {
+            return keys.refuse(format!("{key}: a mixture of experts is not supported"));
+        }
+    }
+    let tokenizer = TokenizerChoice::File(tokenizer.to_string_lossy().into_owned());
+    let mut model = ModelConfig { architecture: family, tokenizer, ..ModelConfig::default() };
+    match family {
+        Family::Gpt2 => {
+            model.n_layer = keys.u32("n_layer")?;
+            model.n_head = keys.u32("n_head")?;
+            model.d_model = keys.u32("n_embd")?;
+            model.context = keys.u32("n_positions")?;
+            model.d_mlp = keys.optional_u32("n_inner")?.and_then(|inner| unless_default(inner, 4 * model.d_model));
+            model.activation = keys.activation("activation_function", "gelu_new")?;
+            model.layer_norm_epsilon = keys.f64_or("layer_norm_epsilon", 1e-5)?;
+            model.tied_head = keys.bool_or("tie_word_embeddings", true)?;
+            if keys.bool_or("scale_attn_by_inverse_layer_idx", false)?
+                || !keys.bool_or("scale_attn_weights", true)?
+                || keys.bool_or("add_cross_attention", false)?
+            {
+                return keys.refuse(
+                    "scale_attn_by_inverse_layer_idx, scale_attn_weights = false and add_cross_attention are not \
+                     supported"
+                        .into(),
+                );
+            }
+        }
+        Family::Llama | Family::Qwen2 | Family::GptNeox => {
+            model.n_layer = keys.u32("num_hidden_layers")?;
+            model.n_head = keys.u32("num_attention_heads")?;
+            model.d_model = keys.u32("hidden_size")?;
+            model.context = keys.u32("max_position_embeddings")?;
+            model.tied_head = keys.bool_or("tie_word_embeddings", false)?;
+            let d_mlp = keys.u32("intermediate_size")?;
+            let neox = family == Family::GptNeox;
+            let (theta, fraction) = keys.rope(if neox { "rotary_emb_base" } else { "rope_theta" })?;
+            model.rope_theta = unless_default(theta, DEFAULT_ROPE_THETA);
+            if neox {
+                model.layer_norm_epsilon = keys.f64_or("layer_norm_eps", 1e-5)?;
+                model.activation = keys.activation("hidden_act", "gelu")?;
+                model.rotary_pct = unless_default(fraction.unwrap_or(DEFAULT_ROTARY_PCT), DEFAULT_ROTARY_PCT);
+                model.parallel_residual = unless_default(keys.bool_or("use_parallel_residual", true)?, true);
+                model.attention_bias = unless_default(keys.bool_or("attention_bias", true)?, true);
+            } else {
+                model.layer_norm_epsilon = keys.f64_or("rms_norm_eps", 1e-6)?;
+                model.activation = keys.activation("hidden_act", "silu")?;
+                if fraction.is_some_and(|f| f != 1.0) {
+                    return keys.refuse(format!("partial_rotary_factor {fraction:?}: {family} rotates whole heads"));
+                }
+                let heads = model.n_head;
+                model.n_kv_head = unless_default(keys.optional_u32("num_key_value_heads")?.unwrap_or(heads), heads);
+                let even = model.d_model / heads.max(1);
+                model.head_dim = keys.optional_u32("head_dim")?.and_then(|h| unless_default(h, even));
+            }
+            if family == Family::Llama {
+                model.attention_bias = unless_default(keys.bool_or("attention_bias", false)?, false);
+                model.mlp_bias = unless_default(keys.bool_or("mlp_bias", false)?, false);
+            }
+            if family == Family::Qwen2 {
+                let sliding_layers = keys
+                    .value("layer_types")
+                    .and_then(Value::as_array)
+                    .is_some_and(|types| types.iter().any(|t| t.as_str() != Some("full_attention")));
+                if keys.bool_or("use_sliding_window", false)? || sliding_layers {
+                    return keys.refuse(
+                        "use_sliding_window: a sliding attention window is not supported; cfmem attends to the \
+                         whole context"
+                            .into(),
+                    );
+                }
+            }
+            model.d_mlp = unless_default(d_mlp, model.mlp_width());
+        }
+    }
+    if model.n_layer == 0 || model.n_head == 0 || model.d_model == 0 {
+        return keys.refuse(format!(
+            "{} layers, {} heads and width {}: each must be at least 1",
+            model.n_layer, model.n_head, model.d_model
+        ));
+    }
+    if model.head_dim.is_none() && !model.d_model.is_multiple_of(model.n_head) {
+        return keys.refuse(format!("hidden size {} is not a multiple of {} heads", model.d_model, model.n_head));
+    }
+    if !model.n_head.is_multiple_of(model.kv_heads().max(1)) || model.kv_heads() == 0 {
+        return keys.refuse(format!(
+            "num_key_value_heads {} must divide num_attention_heads {}",
+            model.kv_heads(),
+            model.n_head
+        ));
+    }
+    if model.rotary().is_some_and(|(dims, _)| dims % 2 == 1) {
+        return keys.refuse("an odd number of rotary features per head is not supported".into());
+    }
+    if model.context < 2 {
+        return keys.refuse(format!("a context of {} positions: at least 2", model.context));
+    }
+    let vocab_size = keys.u32("vocab_size")?;
+    let Some(bos) = keys.optional_u32("bos_token_id")?.or(keys.optional_u32("eos_token_id")?) else {
+        return keys
+            .refuse("neither bos_token_id nor eos_token_id: cfmem needs the token that starts a document".into());
+    };
+    if bos >= vocab_size {
+        return keys.refuse(format!("bos_token_id {bos} is not below vocab_size {vocab_size}"));
+    }
+    Ok((model, EmbeddingLayout { rows: vocab_size, bos, pad: bos }))
+}
+
+/// The `config.json` cfmem writes for a model of `model` over `layout`: what
+/// `transformers` loads as the family's CausalLM class.
+pub fn config_json(model: &ModelConfig, layout: EmbeddingLayout) -> String {
+    let traits = model.architecture.traits();
+    let activation = match model.activation {
+        Activation::Gelu => "gelu",
+        Activation::GeluTanh => "gelu_new",
+        Activation::Silu => "silu",
+    };
+    let mut config = json!({
+        "architectures": [traits.class],
+        "model_type": traits.model_type,
+        "vocab_size": layout.rows,
+        "bos_token_id": layout.bos,
+        "eos_token_id": layout.bos,
+        "tie_word_embeddings": model.tied_head,
+        "initializer_range": 0.02,
+        "torch_dtype": "float32",
+        "use_cache": true,
+    });
+    let family = match model.architecture {
+        // cfmem trains without dropout; so does a user who fine-tunes it elsewhere, unless
+        // they set these.
+        Family::Gpt2 => json!({
+            "n_layer": model.n_layer,
+            "n_head": model.n_head,
+            "n_embd": model.d_model,
+            "n_positions": model.context,
+            "n_inner": model.d_mlp,
+            "activation_function": activation,
+            "layer_norm_epsilon": model.layer_norm_epsilon,
+            "attn_pdrop": 0.0,
+            "embd_pdrop": 0.0,
+            "resid_pdrop": 0.0,
+            "scale_attn_weights": true,
+            "scale_attn_by_inverse_layer_idx": false,
+            "add_cross_attention": false,
+        }),
+        Family::Llama | Family::Qwen2 => {
+            let (qkv_bias, _, mlp_bias) = model.biases();
+            let theta = model.rope_theta.unwrap_or(DEFAULT_ROPE_THETA);
+            let mut llama = json!({
+                "num_hidden_layers": model.n_layer,
+                "num_attention_heads": model.n_head,
+                "num_key_value_heads": model.kv_heads(),
+                "head_dim": model.head_size(),
+                "hidden_size": model.d_model,
+                "intermediate_size": model.mlp_width(),
+                "max_position_embeddings": model.context,
+                "rms_norm_eps": model.layer_norm_epsilon,
+                "hidden_act": activation,
+                "rope_parameters": {"rope_type": "default", "rope_theta": theta},
+                "attention_dropout": 0.0,
+            });
+            if model.architecture == Family::Llama {
+                llama["attention_bias"] = json!(qkv_bias);
+                llama["mlp_bias"] = json!(mlp_bias);
+            } else {
+                llama["use_sliding_window"] = json!(false);
+            }
+            llama
+        }
+        Family::GptNeox => json!({
+            "num_hidden_layers": model.n_layer,
+            "num_attention_heads": model.n_head,
+            "hidden_size": model.d_model,
+            "intermediate_size": model.mlp_width(),
+            "max_position_embeddings": model.context,
+            "layer_norm_eps": model.layer_norm_epsilon,
+            "hidden_act": activation,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": model.rope_theta.unwrap_or(DEFAULT_ROPE_THETA),
+                "partial_rotary_factor": model.rotary_pct.unwrap_or(DEFAULT_ROTARY_PCT),
+            },
+            "use_parallel_residual": model.parallel_residual(),
+            "attention_bias": model.biases().0,
+            "attention_dropout": 0.0,
+            "hidden_dropout": 0.0,
+        }),
+    };
+    let (Value::Object(config_map), Value::Object(family_map)) = (&mut config, family) else {
+        unreachable!("JSON object literals")
+    };
+    config_map.extend(family_map.into_iter().filter(|(_, v)| !v.is_null()));
+    if layout.pad != layout.bos {
+        config_map.insert("pad_token_id".into(), json!(layout.pad));
+    }
+    serde_json::to_string_pretty(&config).expect("a model configuration always serializes") + "\n"
 }
 
 /// A base directory, read and checked.
@@ -308,20 +524,20 @@ pub struct Base {
     pub model: ModelConfig,
     pub layout: EmbeddingLayout,
     pub tokenizer: Tokenizer,
-    /// sha256 of `model.safetensors`.
+    /// sha256 of the weights ([`WeightFiles::sha256`]).
     pub weights_sha256: String,
 }
 
 impl Base {
-    /// Reads `dir` and checks that its three files agree: the tensors' names and shapes
-    /// with `config.json`, the tokenizer's ids with the embedding.
+    /// Reads `dir` and checks that its files agree: the tensors' names and shapes with
+    /// `config.json`, the tokenizer's ids with the embedding.
     pub fn read(dir: &Path) -> Result<Base> {
         Base::read_with_weights(dir).map(|(base, _)| base)
     }
 
-    /// [`Base::read`], and the bytes of `model.safetensors` it read, for a caller that loads
-    /// them without reading and hashing the file again.
-    pub fn read_with_weights(dir: &Path) -> Result<(Base, Vec<u8>)> {
+    /// [`Base::read`], and the weight files it read, for a caller that loads them without
+    /// reading and hashing the files again.
+    pub fn read_with_weights(dir: &Path) -> Result<(Base, WeightFiles)> {
         let dir = BaseDir::new(dir);
         if !dir.root().is_dir() {
             return Err(Error::file(
@@ -329,9 +545,7 @@ impl Base {
                 "no such directory: a base is a directory holding config.json, model.safetensors and tokenizer.json",
             ));
         }
-        let config_path = dir.config();
-        let config = Gpt2Config::read(&config_path)?;
-        let (model, layout) = config.model(&config_path, &dir.tokenizer())?;
+        let (model, layout) = read_config(&dir.config(), &dir.tokenizer())?;
         let tokenizer = Tokenizer::from_file(&dir.tokenizer())?;
         if tokenizer.vocab() > layout.rows {
             return Err(Error::file(
@@ -343,10 +557,9 @@ impl Base {
                 ),
             ));
         }
-        let weights_path = dir.weights();
-        let weights = std::fs::read(&weights_path).map_err(Error::io(&weights_path))?;
-        check_tensors(&weights_path, &weights, &tensor_specs(&model, layout.rows))?;
-        let base = Base { weights_sha256: corpus::sha256_hex(&weights), dir, model, layout, tokenizer };
+        let weights = WeightFiles::read(&dir)?;
+        check_tensors(&weights, &Architecture::new(&model, layout))?;
+        let base = Base { weights_sha256: weights.sha256.clone(), dir, model, layout, tokenizer };
         Ok((base, weights))
     }
 }
@@ -394,7 +607,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
         std::fs::write(&path, json).unwrap();
-        Gpt2Config::read(&path)?.model(&path, Path::new("tok.json"))
+        read_config(&path, Path::new("tok.json"))
     }
 
     #[test]
@@ -406,60 +619,145 @@ mod tests {
         assert_eq!(model.layer_norm_epsilon, 1e-5);
         assert_eq!(layout, EmbeddingLayout { rows: 300, bos: 299, pad: 299 });
         let (model, _) =
-            parse(&gpt2_json(", \"activation_function\": \"gelu\", \"tie_word_embeddings\": false")).unwrap();
-        assert_eq!((model.activation, model.tied_head), (Activation::Gelu, false));
+            parse(&gpt2_json(", \"activation_function\": \"gelu\", \"tie_word_embeddings\": false, \"n_inner\": 7"))
+                .unwrap();
+        assert_eq!((model.activation, model.tied_head, model.d_mlp), (Activation::Gelu, false, Some(7)));
     }
 
     #[test]
-    fn what_cfmem_cannot_compute_is_refused_naming_the_field() {
+    fn llama_qwen2_and_gpt_neox_configurations_of_transformers_4_and_5_are_read() {
+        // As transformers 5 writes SmolLM2-135M's shape.
+        let smol = r#"{"model_type": "llama", "vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536,
+            "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64,
+            "max_position_embeddings": 2048, "rms_norm_eps": 1e-05, "hidden_act": "silu", "tie_word_embeddings": true,
+            "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}, "bos_token_id": 1, "eos_token_id": 2,
+            "attention_bias": false, "mlp_bias": false, "pretraining_tp": 1}"#;
+        let (model, layout) = parse(smol).unwrap();
+        assert_eq!(model.architecture, Family::Llama);
+        assert_eq!(
+            (model.n_layer, model.n_head, model.kv_heads(), model.head_size(), model.mlp_width()),
+            (30, 9, 3, 64, 1536)
+        );
+        assert_eq!((model.n_kv_head, model.head_dim, model.d_mlp), (Some(3), None, None), "defaults stay unset");
+        assert_eq!(
+            (model.rope_theta, model.context, model.tied_head, model.layer_norm_epsilon),
+            (Some(100000.0), 2048, true, 1e-5)
+        );
+        assert_eq!(layout, EmbeddingLayout { rows: 49152, bos: 1, pad: 1 });
+        // transformers 4 kept rope_theta at the top.
+        let old = smol.replace(
+            r#""rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}"#,
+            r#""rope_theta": 100000.0, "rope_scaling": null"#,
+        );
+        assert_eq!(parse(&old).unwrap().0, model);
+        let pythia = r#"{"model_type": "gpt_neox", "vocab_size": 50304, "hidden_size": 768, "intermediate_size": 3072,
+            "num_hidden_layers": 12, "num_attention_heads": 12, "max_position_embeddings": 2048, "rotary_pct": 0.25,
+            "rotary_emb_base": 10000, "use_parallel_residual": true, "layer_norm_eps": 1e-05, "hidden_act": "gelu",
+            "tie_word_embeddings": false, "bos_token_id": 0, "eos_token_id": 0}"#;
+        let (neox, _) = parse(pythia).unwrap();
+        assert_eq!(
+            (neox.architecture, neox.rotary(), neox.parallel_residual(), neox.biases()),
+            (Family::GptNeox, Some((16, 10000.0)), true, (true, true, true))
+        );
+        let qwen = r#"{"model_type": "qwen2", "vocab_size": 100, "hidden_size": 32, "intermediate_size": 80,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 32,
+            "use_sliding_window": false, "sliding_window": 4096, "layer_types": ["full_attention", "full_attention"],
+            "bos_token_id": 99}"#;
+        let (qwen2, _) = parse(qwen).unwrap();
+        assert_eq!((qwen2.architecture, qwen2.d_mlp, qwen2.activation), (Family::Qwen2, Some(80), Activation::Silu));
+    }
+
+    #[test]
+    fn what_cfmem_cannot_compute_is_refused_naming_the_key() {
         let err = |json: &str| parse(json).expect_err("refused").to_string();
-        assert!(err("{\"model_type\": \"llama\"}").contains("model_type \"llama\" is not GPT-2"));
+        assert!(err("{\"model_type\": \"mixtral\"}").contains(
+            "model_type \"mixtral\" is not supported: cfmem computes the families \"gpt2\", \"llama\", \"qwen2\", \"gpt_neox\""
+        ));
         assert!(err(&gpt2_json(", \"activation_function\": \"relu\"")).contains("activation_function \"relu\""));
-        assert!(err(&gpt2_json(", \"n_inner\": 7")).contains("n_inner 7"));
         let no_bos = gpt2_json("").replace(", \"bos_token_id\": 299, \"eos_token_id\": 299", "");
         assert!(err(&no_bos).contains("bos_token_id"));
+        let llama = |extra: &str| {
+            format!(
+                "{{\"model_type\": \"llama\", \"vocab_size\": 10, \"hidden_size\": 8, \"intermediate_size\": 8, \
+                 \"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"max_position_embeddings\": 8, \"bos_token_id\": 1{extra}}}"
+            )
+        };
+        parse(&llama("")).unwrap();
+        let scaled = err(&llama(
+            ", \"rope_parameters\": {\"rope_type\": \"llama3\", \"rope_theta\": 500000.0, \"factor\": 32.0}",
+        ));
+        assert!(scaled.contains("rope_parameters.rope_type \"llama3\" is not supported"), "{scaled}");
+        assert!(
+            err(&llama(", \"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}"))
+                .contains("rope_scaling.rope_type \"linear\"")
+        );
+        assert!(err(&llama(", \"num_local_experts\": 8")).contains("num_local_experts: a mixture of experts"));
+        assert!(
+            err(&llama(", \"num_key_value_heads\": 3"))
+                .contains("num_key_value_heads 3 must divide num_attention_heads 2")
+        );
+        let sliding = llama(", \"use_sliding_window\": true").replace("\"llama\"", "\"qwen2\"");
+        assert!(err(&sliding).contains("use_sliding_window: a sliding attention window is not supported"));
+        assert!(err(&llama(", \"hidden_size\": \"eight\"")).contains("hidden_size is \"eight\", not a count"));
     }
 
     #[test]
     fn the_configuration_cfmem_writes_reads_back_as_the_same_model() {
-        let model = ModelConfig { n_layer: 3, n_head: 2, d_model: 16, context: 32, ..Default::default() };
         let layout = EmbeddingLayout::after_vocab(256);
-        let written = Gpt2Config::of(&model, layout);
-        let json = written.to_json();
-        let (read, read_layout) = parse(&json).unwrap();
-        assert_eq!(read, ModelConfig { tokenizer: read.tokenizer.clone(), ..model });
-        assert_eq!(read_layout, EmbeddingLayout { rows: 258, bos: 256, pad: 256 });
-        assert!(json.contains("\"pad_token_id\": 257") && json.contains("GPT2LMHeadModel"), "{json}");
-    }
-
-    #[test]
-    fn tensors_follow_the_parameter_layout_and_the_head_only_when_untied() {
-        let model = ModelConfig { n_layer: 2, d_model: 8, context: 4, ..Default::default() };
-        let specs = tensor_specs(&model, 10);
-        assert_eq!(specs.len(), 2 + 2 * 12 + 2 + 1);
-        assert_eq!(specs[4].name, "h.0.attn.c_attn.weight");
-        assert_eq!(specs[4].shape, [8, 24]);
-        assert_eq!(specs.last().unwrap().shape, [10, 8]);
-        assert!(specs.last().unwrap().transposed);
-        let tied = tensor_specs(&ModelConfig { tied_head: true, ..model }, 10);
-        assert_eq!(tied.last().unwrap().name, "ln_f.bias");
+        let gpt2 = ModelConfig { n_layer: 3, n_head: 2, d_model: 16, context: 32, ..Default::default() };
+        let llama = ModelConfig {
+            architecture: Family::Llama,
+            n_kv_head: Some(1),
+            d_mlp: Some(40),
+            rope_theta: Some(500.0),
+            mlp_bias: Some(true),
+            activation: Activation::Silu,
+            tied_head: true,
+            ..gpt2.clone()
+        };
+        let neox = ModelConfig {
+            architecture: Family::GptNeox,
+            rotary_pct: Some(0.5),
+            parallel_residual: Some(false),
+            ..gpt2.clone()
+        };
+        let qwen2 = ModelConfig {
+            architecture: Family::Qwen2,
+            head_dim: Some(4),
+            activation: Activation::Silu,
+            ..gpt2.clone()
+        };
+        for model in [gpt2, llama, neox, qwen2] {
+            let json = config_json(&model, layout);
+            let (read, read_layout) = parse(&json).unwrap();
+            assert_eq!(read, ModelConfig { tokenizer: read.tokenizer.clone(), ..model.clone() }, "{json}");
+            assert_eq!(read_layout, EmbeddingLayout { rows: 258, bos: 256, pad: 256 });
+            assert!(
+                json.contains("\"pad_token_id\": 257") && json.contains(model.architecture.traits().class),
+                "{json}"
+            );
+        }
     }
 
     #[test]
     fn a_tensor_missing_or_of_another_shape_is_named() {
-        let model = ModelConfig { n_layer: 1, d_model: 2, context: 2, tied_head: true, ..Default::default() };
-        let specs = tensor_specs(&model, 3);
+        let model =
+            ModelConfig { n_layer: 1, n_head: 1, d_model: 2, context: 2, tied_head: true, ..Default::default() };
+        let architecture = Architecture::new(&model, EmbeddingLayout { rows: 3, bos: 0, pad: 0 });
+        let dir = tempfile::tempdir().unwrap();
+        let base = BaseDir::new(dir.path());
         let write = |skip: Option<&str>, wrong: Option<&str>| {
-            let data: Vec<(String, Vec<usize>, Vec<u8>)> = specs
+            let data: Vec<(String, Vec<usize>, Vec<u8>)> = architecture
+                .tensors
                 .iter()
                 .filter(|s| Some(s.name.as_str()) != skip)
                 .map(|s| {
-                    let mut shape = s.shape.clone();
+                    let mut shape = s.stored_shape();
                     if Some(s.name.as_str()) == wrong {
                         shape[0] += 1;
                     }
                     let bytes = vec![0u8; 4 * shape.iter().product::<usize>()];
-                    (format!("transformer.{}", s.name), shape, bytes)
+                    (s.name.clone(), shape, bytes)
                 })
                 .collect();
             let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
@@ -471,16 +769,40 @@ mod tests {
                     )
                 })
                 .collect();
-            safetensors::tensor::serialize(views, &None).unwrap()
+            std::fs::write(base.weights(), safetensors::tensor::serialize(views, &None).unwrap()).unwrap();
+            WeightFiles::read(&base).unwrap()
         };
-        let path = Path::new("model.safetensors");
-        check_tensors(path, &write(None, None), &specs).unwrap();
-        let missing = check_tensors(path, &write(Some("h.0.mlp.c_fc.bias"), None), &specs).unwrap_err();
-        assert!(missing.to_string().contains("no tensor h.0.mlp.c_fc.bias"), "{missing}");
-        let shaped = check_tensors(path, &write(None, Some("wpe.weight")), &specs).unwrap_err();
+        check_tensors(&write(None, None), &architecture).unwrap();
+        let missing = check_tensors(&write(Some("transformer.h.0.mlp.c_fc.bias"), None), &architecture).unwrap_err();
+        assert!(missing.to_string().contains("no tensor transformer.h.0.mlp.c_fc.bias"), "{missing}");
+        let shaped = check_tensors(&write(None, Some("transformer.wpe.weight")), &architecture).unwrap_err();
         assert!(
             shaped.to_string().contains("tensor transformer.wpe.weight has shape [3, 2], config.json implies [2, 2]"),
             "{shaped}"
         );
+    }
+
+    #[test]
+    fn sharded_weights_are_read_through_their_index_and_hashed_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = BaseDir::new(dir.path());
+        let one = |name: &str| {
+            let bytes = vec![0u8; 8];
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &bytes).unwrap();
+            safetensors::tensor::serialize(vec![(name.to_string(), view)], &None).unwrap()
+        };
+        std::fs::write(dir.path().join("model-00001-of-00002.safetensors"), one("a")).unwrap();
+        std::fs::write(dir.path().join("model-00002-of-00002.safetensors"), one("b")).unwrap();
+        let index = r#"{"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}"#;
+        std::fs::write(base.weights_index(), index).unwrap();
+        let weights = WeightFiles::read(&base).unwrap();
+        assert_eq!(weights.files.len(), 2);
+        assert_eq!(weights.path, base.weights_index());
+        let first = weights.sha256.clone();
+        std::fs::write(dir.path().join("model-00002-of-00002.safetensors"), one("c")).unwrap();
+        assert_ne!(WeightFiles::read(&base).unwrap().sha256, first, "a changed shard changes the hash");
+        std::fs::write(base.weights_index(), r#"{"weight_map": {"a": "../elsewhere.safetensors"}}"#).unwrap();
+        let outside = WeightFiles::read(&base).err().unwrap().to_string();
+        assert!(outside.contains("shard \"../elsewhere.safetensors\" is not a file of the directory"), "{outside}");
     }
 }

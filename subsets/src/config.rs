@@ -7,6 +7,7 @@
 use duplicates::Settings;
 use serde::{Deserialize, Serialize};
 
+use crate::family::Family;
 use crate::schema::FINAL_CHECKPOINT;
 use crate::{Error, Result};
 
@@ -366,27 +367,48 @@ impl DesignConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "ModelToml", into = "ModelToml")]
 pub struct ModelConfig {
+    /// The model family ([`crate::architecture`]); the keys below marked with a family mean
+    /// something for it alone, and are refused, named, for another.
+    pub architecture: Family,
     pub n_layer: u32,
     pub n_head: u32,
     pub d_model: u32,
     /// Positions per sequence: a window of `context − 1` tokens and the token before it.
     pub context: u32,
+    /// Key and value heads (grouped-query attention; llama, qwen2); absent: `n_head`.
+    pub n_kv_head: Option<u32>,
+    /// Features of each attention head (llama, qwen2); absent: `d_model / n_head`.
+    pub head_dim: Option<u32>,
+    /// Width of the MLP's hidden layer; absent: the family's usual ([`ModelConfig::mlp_width`]).
+    pub d_mlp: Option<u32>,
+    /// Base of the rotary frequencies (llama, qwen2, gpt_neox); absent: 10000.
+    pub rope_theta: Option<f64>,
+    /// Fraction of each head's features that rotate (gpt_neox); absent: 0.25.
+    pub rotary_pct: Option<f64>,
+    /// Attention and MLP read the same input and add to the residual together
+    /// (gpt_neox's `use_parallel_residual`); absent: true.
+    pub parallel_residual: Option<bool>,
+    /// Biases on the attention's projections (llama: q, k, v and o; gpt_neox: its fused
+    /// q/k/v and dense); absent: llama none, gpt_neox yes. Qwen2 always biases q, k and v.
+    pub attention_bias: Option<bool>,
+    /// Biases on the MLP's matrices (llama); absent: none.
+    pub mlp_bias: Option<bool>,
     /// How text becomes tokens. Scores are per token of this tokenizer.
     pub tokenizer: TokenizerChoice,
     /// Tokens of a document beyond this are dropped, to bound the cost of long documents;
     /// absent: whole documents.
     pub max_tokens_per_doc: Option<u32>,
-    /// The MLP's nonlinearity.
+    /// The MLP's nonlinearity; in TOML, absent: gelu, or silu for llama and qwen2.
     pub activation: Activation,
     /// The head is the token embedding, transposed (as in GPT-2), instead of a matrix of
     /// its own.
     pub tied_head: bool,
-    /// The epsilon of every LayerNorm.
+    /// The epsilon of every LayerNorm (or RMSNorm).
     pub layer_norm_epsilon: f64,
 }
 
-/// The MLP's nonlinearity, named as `activation_function` in a Hugging Face GPT-2
-/// `config.json`.
+/// The MLP's nonlinearity, named as in a Hugging Face `config.json` (GPT-2's
+/// `activation_function`, the others' `hidden_act`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Activation {
     /// The exact GELU, x·Φ(x).
@@ -396,6 +418,9 @@ pub enum Activation {
     /// The tanh approximation of GELU that GPT-2 was trained with.
     #[serde(rename = "gelu_new")]
     GeluTanh,
+    /// x·σ(x), Llama's.
+    #[serde(rename = "silu")]
+    Silu,
 }
 
 /// How a run's text becomes tokens. In TOML (`[model]`): `tokenizer = "bytes"`,
@@ -434,27 +459,50 @@ impl std::fmt::Display for TokenizerChoice {
 
 /// `[model]` as written in TOML, where the tokenizer is a string and `vocab_size` a key of its
 /// own. Files written before [`TokenizerChoice`] existed hold a `vocab_size` whatever the
-/// tokenizer; it is read, and kept only for a BPE.
+/// tokenizer; it is read, and kept only for a BPE. Files written before families existed
+/// hold no `architecture`: GPT-2.
 #[derive(Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct ModelToml {
+    #[serde(skip_serializing_if = "is_gpt2")]
+    architecture: Family,
     n_layer: u32,
     n_head: u32,
     d_model: u32,
     context: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n_kv_head: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    head_dim: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    d_mlp: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rope_theta: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotary_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_residual: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attention_bias: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mlp_bias: Option<bool>,
     tokenizer: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     vocab_size: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens_per_doc: Option<u32>,
-    activation: Activation,
+    activation: Option<Activation>,
     tied_head: bool,
     layer_norm_epsilon: f64,
 }
 
+fn is_gpt2(family: &Family) -> bool {
+    *family == Family::Gpt2
+}
+
 impl Default for ModelToml {
     fn default() -> Self {
-        ModelConfig::default().into()
+        ModelToml { activation: None, ..ModelConfig::default().into() }
     }
 }
 
@@ -465,14 +513,23 @@ impl From<ModelConfig> for ModelToml {
             TokenizerChoice::Bytes | TokenizerChoice::File(_) => None,
         };
         ModelToml {
+            architecture: m.architecture,
             n_layer: m.n_layer,
             n_head: m.n_head,
             d_model: m.d_model,
             context: m.context,
+            n_kv_head: m.n_kv_head,
+            head_dim: m.head_dim,
+            d_mlp: m.d_mlp,
+            rope_theta: m.rope_theta,
+            rotary_pct: m.rotary_pct,
+            parallel_residual: m.parallel_residual,
+            attention_bias: m.attention_bias,
+            mlp_bias: m.mlp_bias,
             tokenizer: m.tokenizer.to_string(),
             vocab_size,
             max_tokens_per_doc: m.max_tokens_per_doc,
-            activation: m.activation,
+            activation: Some(m.activation),
             tied_head: m.tied_head,
             layer_norm_epsilon: m.layer_norm_epsilon,
         }
@@ -489,14 +546,42 @@ impl TryFrom<ModelToml> for ModelConfig {
             "" => return Err("model.tokenizer: expected \"bytes\", \"bpe\" or the path of a tokenizer.json".into()),
             path => TokenizerChoice::File(path.to_string()),
         };
+        let family = m.architecture;
+        let set = [
+            ("n_kv_head", m.n_kv_head.is_some()),
+            ("head_dim", m.head_dim.is_some()),
+            ("rope_theta", m.rope_theta.is_some()),
+            ("rotary_pct", m.rotary_pct.is_some()),
+            ("parallel_residual", m.parallel_residual.is_some()),
+            ("attention_bias", m.attention_bias.is_some()),
+            ("mlp_bias", m.mlp_bias.is_some()),
+        ];
+        if let Some((key, _)) = set.iter().find(|&&(key, set)| set && !ModelConfig::family_key(family, key)) {
+            return Err(format!(
+                "model.{key} means nothing for architecture \"{family}\": it sets {}; leave it out",
+                ModelConfig::keys_of(key)
+            ));
+        }
         Ok(ModelConfig {
+            architecture: family,
             n_layer: m.n_layer,
             n_head: m.n_head,
             d_model: m.d_model,
             context: m.context,
+            n_kv_head: m.n_kv_head,
+            head_dim: m.head_dim,
+            d_mlp: m.d_mlp,
+            rope_theta: m.rope_theta,
+            rotary_pct: m.rotary_pct,
+            parallel_residual: m.parallel_residual,
+            attention_bias: m.attention_bias,
+            mlp_bias: m.mlp_bias,
             tokenizer,
             max_tokens_per_doc: m.max_tokens_per_doc,
-            activation: m.activation,
+            activation: m.activation.unwrap_or(match family {
+                Family::Llama | Family::Qwen2 => Activation::Silu,
+                Family::Gpt2 | Family::GptNeox => Activation::Gelu,
+            }),
             tied_head: m.tied_head,
             layer_norm_epsilon: m.layer_norm_epsilon,
         })
@@ -506,10 +591,19 @@ impl TryFrom<ModelToml> for ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
+            architecture: Family::Gpt2,
             n_layer: 2,
             n_head: 4,
             d_model: 128,
             context: 128,
+            n_kv_head: None,
+            head_dim: None,
+            d_mlp: None,
+            rope_theta: None,
+            rotary_pct: None,
+            parallel_residual: None,
+            attention_bias: None,
+            mlp_bias: None,
             tokenizer: TokenizerChoice::Bytes,
             max_tokens_per_doc: None,
             activation: Activation::Gelu,
@@ -519,7 +613,113 @@ impl Default for ModelConfig {
     }
 }
 
+/// The base of rotary frequencies when `rope_theta` is absent.
+pub const DEFAULT_ROPE_THETA: f64 = 10000.0;
+/// The rotating fraction of a GPT-NeoX head when `rotary_pct` is absent (GPTNeoXConfig's).
+pub const DEFAULT_ROTARY_PCT: f64 = 0.25;
+
 impl ModelConfig {
+    /// Whether the family-specific key `key` means something for `family`.
+    fn family_key(family: Family, key: &str) -> bool {
+        match key {
+            "n_kv_head" | "head_dim" => matches!(family, Family::Llama | Family::Qwen2),
+            "rope_theta" => family != Family::Gpt2,
+            "rotary_pct" | "parallel_residual" => family == Family::GptNeox,
+            "attention_bias" => matches!(family, Family::Llama | Family::GptNeox),
+            "mlp_bias" => family == Family::Llama,
+            _ => true,
+        }
+    }
+
+    /// The families a family-specific key is for, for messages.
+    fn keys_of(key: &str) -> String {
+        let families: Vec<String> = Family::ALL
+            .into_iter()
+            .filter(|&family| ModelConfig::family_key(family, key))
+            .map(|family| format!("\"{family}\""))
+            .collect();
+        format!("something of {} models only", families.join(" and "))
+    }
+
+    /// Key and value heads.
+    pub fn kv_heads(&self) -> u32 {
+        self.n_kv_head.unwrap_or(self.n_head)
+    }
+
+    /// Features of each attention head.
+    pub fn head_size(&self) -> u32 {
+        self.head_dim.unwrap_or(self.d_model / self.n_head.max(1))
+    }
+
+    /// Width of the MLP's hidden layer: `d_mlp`, or the family's usual one, 4·d_model for
+    /// gpt2 and gpt_neox, and for llama and qwen2 (whose gated MLP has three matrices)
+    /// 8/3·d_model rounded up to a multiple of 64, as SmolLM2-135M's 1536 for 576.
+    pub fn mlp_width(&self) -> u32 {
+        self.d_mlp.unwrap_or(match self.architecture {
+            Family::Gpt2 | Family::GptNeox => 4 * self.d_model,
+            Family::Llama | Family::Qwen2 => (8 * self.d_model / 3).div_ceil(64) * 64,
+        })
+    }
+
+    /// Which projections carry biases: (q/k/v, the attention's output, the MLP's).
+    pub fn biases(&self) -> (bool, bool, bool) {
+        match self.architecture {
+            Family::Gpt2 => (true, true, true),
+            Family::Llama => {
+                let attention = self.attention_bias.unwrap_or(false);
+                (attention, attention, self.mlp_bias.unwrap_or(false))
+            }
+            Family::Qwen2 => (true, false, false),
+            Family::GptNeox => {
+                let attention = self.attention_bias.unwrap_or(true);
+                (attention, attention, true)
+            }
+        }
+    }
+
+    /// Rotary positions as (features of a head that rotate, rope_theta); None for learned
+    /// positions or when no feature rotates.
+    pub fn rotary(&self) -> Option<(u32, f64)> {
+        let fraction = match self.architecture {
+            Family::Gpt2 => return None,
+            Family::Llama | Family::Qwen2 => 1.0,
+            Family::GptNeox => self.rotary_pct.unwrap_or(DEFAULT_ROTARY_PCT),
+        };
+        // As transformers: int(head_dim · fraction).
+        let dims = (f64::from(self.head_size()) * fraction) as u32;
+        (dims > 0).then_some((dims, self.rope_theta.unwrap_or(DEFAULT_ROPE_THETA)))
+    }
+
+    /// What is wrong with the family-specific settings, if anything.
+    fn shape_problem(&self) -> Option<String> {
+        let heads = self.n_head.max(1);
+        if self.n_kv_head.is_some_and(|kv| kv == 0 || !heads.is_multiple_of(kv)) {
+            return Some(format!("model.n_kv_head must divide model.n_head ({heads})"));
+        }
+        if self.head_dim == Some(0) || self.d_mlp == Some(0) {
+            return Some("model.head_dim and model.d_mlp must be at least 1".into());
+        }
+        if self.rope_theta.is_some_and(|theta| !(theta > 0.0 && theta.is_finite())) {
+            return Some("model.rope_theta must be positive".into());
+        }
+        if self.rotary_pct.is_some_and(|pct| !(pct > 0.0 && pct <= 1.0)) {
+            return Some("model.rotary_pct must be in (0, 1]".into());
+        }
+        match self.rotary() {
+            Some((dims, _)) if dims % 2 == 1 => Some(format!(
+                "{dims} rotary features of a head of {}: rotary positions turn pairs of features, so the head's \
+                 rotating features must be even (model.head_dim, model.rotary_pct)",
+                self.head_size()
+            )),
+            _ => None,
+        }
+    }
+
+    /// Whether attention and MLP add to the residual together.
+    pub fn parallel_residual(&self) -> bool {
+        self.architecture == Family::GptNeox && self.parallel_residual.unwrap_or(true)
+    }
+
     /// Tokens of one window, the unit of training and evaluation: the context less the
     /// position of the token before the window.
     pub fn window(&self) -> usize {
@@ -560,8 +760,12 @@ pub struct TrainConfig {
     pub lora_rank: u32,
     /// An adapter's update is scaled by lora_alpha / lora_rank, as in peft.
     pub lora_alpha: f64,
-    /// The matrices of every block that get an adapter.
-    pub lora_targets: Vec<LoraTarget>,
+    /// The matrices of every block that get an adapter, named as peft's `target_modules`
+    /// names them in the model's family ([`crate::architecture::Traits::lora_targets`]);
+    /// absent: the family's default (GPT-2 `c_attn`; Llama and Qwen2 `q_proj`, `v_proj`;
+    /// GPT-NeoX `query_key_value`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora_targets: Option<Vec<String>>,
 }
 
 /// What a model of a run trains.
@@ -574,57 +778,6 @@ pub enum Adapter {
     /// Low-rank adapters (LoRA) on `lora_targets`, over a frozen base: the matrix W of a
     /// target becomes W + (lora_alpha / lora_rank)·A·B, with A `[in, r]` and B `[r, out]`.
     Lora,
-}
-
-/// A matrix of a GPT-2 block an adapter may update, named as in the Hugging Face layout
-/// (and as peft's `target_modules` names them, the block's path spelled out where GPT-2
-/// uses one name twice).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum LoraTarget {
-    /// The attention's query, key and value projection.
-    #[serde(rename = "c_attn")]
-    Attention,
-    /// The attention's output projection.
-    #[serde(rename = "attn.c_proj")]
-    AttentionOut,
-    /// The MLP's first matrix, d_model to 4·d_model.
-    #[serde(rename = "c_fc")]
-    MlpIn,
-    /// The MLP's second matrix, 4·d_model to d_model.
-    #[serde(rename = "mlp.c_proj")]
-    MlpOut,
-}
-
-impl LoraTarget {
-    pub const ALL: [LoraTarget; 4] =
-        [LoraTarget::Attention, LoraTarget::AttentionOut, LoraTarget::MlpIn, LoraTarget::MlpOut];
-
-    /// The matrix's module inside a GPT-2 block (`transformer.h.N.…`), as Hugging Face
-    /// and peft name it.
-    pub fn module_path(self) -> &'static str {
-        match self {
-            LoraTarget::Attention => "attn.c_attn",
-            LoraTarget::AttentionOut => "attn.c_proj",
-            LoraTarget::MlpIn => "mlp.c_fc",
-            LoraTarget::MlpOut => "mlp.c_proj",
-        }
-    }
-
-    /// The name in `train.lora_targets` and in the Hugging Face layout.
-    pub fn name(self) -> &'static str {
-        match self {
-            LoraTarget::Attention => "c_attn",
-            LoraTarget::AttentionOut => "attn.c_proj",
-            LoraTarget::MlpIn => "c_fc",
-            LoraTarget::MlpOut => "mlp.c_proj",
-        }
-    }
-}
-
-impl std::fmt::Display for LoraTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
 }
 
 /// `train.init` of models that start from random weights.
@@ -642,13 +795,20 @@ impl TrainConfig {
         self.eval_at.iter().map(|&f| ((f * total as f64).round() as usize).clamp(1, total)).collect()
     }
 
-    /// Why the adapter settings cannot train, if they cannot. The LoRA settings are checked
-    /// only when `adapter` is LoRA.
-    fn lora_problem(&self) -> Option<String> {
+    /// The LoRA targets of a model of `family`: the ones named, or the family's default.
+    pub fn lora_targets_of(&self, family: Family) -> Vec<String> {
+        match &self.lora_targets {
+            Some(targets) => targets.clone(),
+            None => family.traits().default_lora_targets.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    /// Why the adapter settings cannot train a model of `family`, if they cannot. The LoRA
+    /// settings are checked only when `adapter` is LoRA.
+    fn lora_problem(&self, family: Family) -> Option<String> {
         if self.adapter == Adapter::Full {
             return None;
         }
-        let targets = &self.lora_targets;
         if self.base().is_none() {
             return Some(
                 "train.adapter = \"lora\" trains adapters over a frozen base: set train.init to a base model's \
@@ -662,9 +822,16 @@ impl TrainConfig {
         if !(self.lora_alpha > 0.0 && self.lora_alpha.is_finite()) {
             return Some(format!("train.lora_alpha must be positive, got {}", self.lora_alpha));
         }
-        let names = || LoraTarget::ALL.map(|t| format!("\"{t}\"")).join(", ");
+        let traits = family.traits();
+        let targets = self.lora_targets_of(family);
         if targets.is_empty() {
-            return Some(format!("train.lora_targets must name at least one of {}", names()));
+            return Some(format!("train.lora_targets must name at least one of {}", traits.lora_target_list()));
+        }
+        if let Some(unknown) = targets.iter().find(|t| traits.lora_target(t).is_none()) {
+            return Some(format!(
+                "train.lora_targets: \"{unknown}\" is not a matrix of a {family} block; it has {}",
+                traits.lora_target_list()
+            ));
         }
         let mut sorted = targets.clone();
         sorted.sort_unstable();
@@ -727,7 +894,7 @@ impl Default for TrainConfig {
             adapter: Adapter::Full,
             lora_rank: 8,
             lora_alpha: 16.0,
-            lora_targets: vec![LoraTarget::Attention],
+            lora_targets: None,
         }
     }
 }
@@ -779,7 +946,7 @@ impl Hyperparameters {
             (m.n_layer >= 1, "model.n_layer must be at least 1"),
             (m.n_head >= 1, "model.n_head must be at least 1"),
             (
-                m.d_model >= 1 && m.d_model.is_multiple_of(m.n_head.max(1)),
+                m.d_model >= 1 && (m.head_dim.is_some() || m.d_model.is_multiple_of(m.n_head.max(1))),
                 "model.d_model must be a positive multiple of model.n_head",
             ),
             (m.context >= 2, "model.context must be at least 2"),
@@ -813,7 +980,10 @@ impl Hyperparameters {
         if let Some((_, message)) = checks.iter().find(|(ok, _)| !ok) {
             return Err(Error::Invalid(message.to_string()));
         }
-        match t.eval_at_problem().or_else(|| t.lora_problem()) {
+        if let Some(problem) = m.shape_problem() {
+            return Err(Error::Invalid(problem));
+        }
+        match t.eval_at_problem().or_else(|| t.lora_problem(m.architecture)) {
             Some(problem) => Err(Error::Invalid(problem)),
             None => Ok(()),
         }
@@ -941,12 +1111,10 @@ mod tests {
             h.validate().map(|()| h)
         };
         let h = lora("").unwrap();
-        assert_eq!(
-            (h.train.lora_rank, h.train.lora_alpha, h.train.lora_targets.clone()),
-            (8, 16.0, vec![LoraTarget::Attention])
-        );
-        let all = lora("lora_targets = [\"c_attn\", \"attn.c_proj\", \"c_fc\", \"mlp.c_proj\"]").unwrap();
-        assert_eq!(all.train.lora_targets, LoraTarget::ALL);
+        assert_eq!((h.train.lora_rank, h.train.lora_alpha, h.train.lora_targets.clone()), (8, 16.0, None));
+        assert_eq!(h.train.lora_targets_of(Family::Gpt2), ["c_attn"], "the family's default");
+        assert_eq!(h.train.lora_targets_of(Family::Llama), ["q_proj", "v_proj"]);
+        lora("lora_targets = [\"c_attn\", \"attn.c_proj\", \"c_fc\", \"mlp.c_proj\"]").unwrap();
         let problem = |text: &str| lora(text).unwrap_err().to_string();
         assert_eq!(problem("lora_rank = 0"), "invalid setting: train.lora_rank must be at least 1");
         assert_eq!(problem("lora_alpha = -1.0"), "invalid setting: train.lora_alpha must be positive, got -1");
@@ -959,11 +1127,80 @@ mod tests {
             problem("lora_targets = [\"c_fc\", \"c_fc\"]"),
             "invalid setting: train.lora_targets names \"c_fc\" twice"
         );
-        let unknown = problem("lora_targets = [\"c_proj\"]");
-        assert!(unknown.contains("unknown variant `c_proj`, expected one of `c_attn`, `attn.c_proj`"), "{unknown}");
+        assert_eq!(
+            problem("lora_targets = [\"c_proj\"]"),
+            "invalid setting: train.lora_targets: \"c_proj\" is not a matrix of a gpt2 block; it has \"c_attn\", \
+             \"attn.c_proj\", \"c_fc\", \"mlp.c_proj\""
+        );
+        let mut llama = lora("lora_targets = [\"q_proj\"]").unwrap_err().to_string();
+        assert!(llama.contains("\"q_proj\" is not a matrix of a gpt2 block"), "{llama}");
+        let mut h: Hyperparameters =
+            toml::from_str("[model]\narchitecture = \"gpt_neox\"\n[train]\ninit = \"/b\"\nadapter = \"lora\"\nlora_targets = [\"q_proj\"]").unwrap();
+        llama = h.validate().unwrap_err().to_string();
+        assert_eq!(
+            llama,
+            "invalid setting: train.lora_targets: \"q_proj\" is not a matrix of a gpt_neox block; it has \
+             \"query_key_value\", \"dense\", \"dense_h_to_4h\", \"dense_4h_to_h\""
+        );
+        h.train.lora_targets = Some(vec!["dense".into(), "dense_4h_to_h".into()]);
+        h.validate().unwrap();
         let mut scratch = Hyperparameters::default();
         scratch.train.adapter = Adapter::Lora;
         assert!(scratch.validate().unwrap_err().to_string().contains("set train.init to a base model's directory"));
+    }
+
+    #[test]
+    fn family_keys_resolve_to_the_familys_defaults_and_other_families_refuse_them() {
+        let model = |text: &str| toml::from_str::<Hyperparameters>(&format!("[model]\n{text}")).map(|h| h.model);
+        let gpt2 = model("").unwrap();
+        assert_eq!(
+            (gpt2.architecture, gpt2.activation, gpt2.mlp_width(), gpt2.rotary()),
+            (Family::Gpt2, Activation::Gelu, 512, None)
+        );
+        let llama = model("architecture = \"llama\"\nd_model = 576\nn_head = 9\nn_kv_head = 3").unwrap();
+        assert_eq!(
+            (llama.activation, llama.mlp_width(), llama.kv_heads(), llama.head_size()),
+            (Activation::Silu, 1536, 3, 64)
+        );
+        assert_eq!(llama.rotary(), Some((64, 10000.0)));
+        assert_eq!(llama.biases(), (false, false, false));
+        let neox = model("architecture = \"gpt_neox\"\nrope_theta = 500.0").unwrap();
+        assert_eq!((neox.mlp_width(), neox.rotary(), neox.parallel_residual()), (512, Some((8, 500.0)), true));
+        let qwen2 = model("architecture = \"qwen2\"").unwrap();
+        assert_eq!(qwen2.biases(), (true, false, false));
+        let refused = |text: &str| model(text).unwrap_err().to_string();
+        assert!(
+            refused("rope_theta = 1.0").contains(
+                "model.rope_theta means nothing for architecture \"gpt2\": it sets something of \"llama\" and \
+                 \"qwen2\" and \"gpt_neox\" models only; leave it out"
+            ),
+            "{}",
+            refused("rope_theta = 1.0")
+        );
+        assert!(
+            refused("architecture = \"llama\"\nrotary_pct = 0.5")
+                .contains("model.rotary_pct means nothing for architecture \"llama\"")
+        );
+        assert!(refused("architecture = \"gpt_neox\"\nn_kv_head = 2").contains("model.n_kv_head means nothing"));
+        assert!(
+            refused("architecture = \"qwen2\"\nattention_bias = false").contains("model.attention_bias means nothing")
+        );
+        assert!(refused("architecture = \"mistral\"").contains("unknown variant `mistral`"));
+        // The written table reads back the same, and a GPT-2 one writes no family key.
+        let toml_of = |m: &ModelConfig| toml::to_string(m).unwrap();
+        assert!(!toml_of(&gpt2).contains("architecture"));
+        for m in [gpt2, llama, neox, qwen2] {
+            assert_eq!(toml::from_str::<ModelConfig>(&toml_of(&m)).unwrap(), m);
+        }
+        let problem = |text: &str| {
+            let mut h = Hyperparameters::default();
+            h.model = model(text).unwrap();
+            h.validate().unwrap_err().to_string()
+        };
+        assert!(
+            problem("architecture = \"llama\"\nn_kv_head = 3").contains("model.n_kv_head must divide model.n_head (4)")
+        );
+        assert!(problem("architecture = \"gpt_neox\"\nrotary_pct = 0.1").contains("3 rotary features of a head of 32"));
     }
 
     #[test]

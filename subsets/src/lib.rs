@@ -13,13 +13,17 @@
 //!   reads them back.
 //! - [`schema`] defines every Parquet file of a run (columns, types, readers, writers) and
 //!   [`layout`] where each file lives in the run directory. No other crate names a column.
-//! - [`base`] reads and checks a base model directory in the Hugging Face GPT-2 layout,
-//!   which a run's models may start from.
+//! - [`family`] is the table of model families (GPT-2, Llama, Qwen2, GPT-NeoX), and
+//!   [`architecture`] the one description of a model's tensors derived from it, which
+//!   training, LoRA, import and export read.
+//! - [`base`] reads and checks a base model directory in the Hugging Face layout of one of
+//!   those families, which a run's models may start from.
 //! - [`atomic`] writes files so that a crash never leaves a half-written output.
 //!
 //! This crate knows nothing of models, training or statistics: it must build and test
 //! without libtorch.
 
+pub mod architecture;
 pub mod atomic;
 pub mod base;
 pub mod config;
@@ -28,6 +32,7 @@ pub mod demo;
 pub mod design;
 pub mod duplicate_scores;
 pub mod error;
+pub mod family;
 pub mod layout;
 pub mod membership;
 pub mod plan;

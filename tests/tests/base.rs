@@ -126,7 +126,7 @@ fn a_transformers_gpt2_evaluates_in_cfmem_as_in_transformers() {
     // Tied head with gelu_new (GPT-2's own), and an untied head with the exact GELU.
     for (name, flags) in [("tied", &[][..]), ("untied", &["--untied", "--activation", "gelu", "--seed", "1"][..])] {
         let model = dir.path().join(name);
-        let mut args = vec![script("tiny_gpt2.py").to_str().unwrap().to_string(), model.to_str().unwrap().to_string()];
+        let mut args = vec![script("tiny_model.py").to_str().unwrap().to_string(), model.to_str().unwrap().to_string()];
         args.extend(flags.iter().map(|f| f.to_string()));
         python_ok(&python, &args.iter().map(String::as_str).collect::<Vec<_>>());
         assert_same(&evaluate(&model, &corpus), &reference(&python, &model, &corpus), name);
@@ -140,7 +140,7 @@ fn a_base_that_is_not_gpt2_or_disagrees_with_itself_is_refused_naming_what() {
     let corpus = dir.path().join("corpus.jsonl");
     write_corpus(&corpus);
     let model = dir.path().join("model");
-    python_ok(&python, &[script("tiny_gpt2.py").to_str().unwrap(), model.to_str().unwrap()]);
+    python_ok(&python, &[script("tiny_model.py").to_str().unwrap(), model.to_str().unwrap()]);
     let plan = |name: &str| {
         let run = dir.path().join(name);
         cfmem_err(&plan_args(&corpus, &run, "2", "1", &["--init", model.to_str().unwrap()]))
@@ -426,7 +426,7 @@ fn a_lora_run_keeps_each_models_adapters_and_exports_it_merged_for_transformers_
     let _one_at_a_time = training_lock();
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("base");
-    python_ok(&python, &[script("tiny_gpt2.py").to_str().unwrap(), base.to_str().unwrap()]);
+    python_ok(&python, &[script("tiny_model.py").to_str().unwrap(), base.to_str().unwrap()]);
     let corpus = dir.path().join("corpus.jsonl");
     sentences(&corpus, 12, 4);
     let config = dir.path().join("lora.toml");
