@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # LoRA stacks against their peer: cfmem's stack of G LoRA models over one frozen base, and
-# a transformers + peft loop that trains one LoRA model at a time (scripts/lora_peer.py),
+# a transformers + peft loop that trains one LoRA model at a time (scripts/train_peer.py),
 # the same base, rank, targets, batch and sequence length, in one run on this machine.
 # Prints both in models per hour and their ratio, medians of the timed steps.
 #
@@ -8,7 +8,7 @@
 #
 # Settings (environment): SHAPE (default distilgpt2: GPT-2 small's shape with 6 layers,
 # random weights made by transformers), STACK (16), RANK (8), TARGETS (c_attn), BATCH (4),
-# TIME (64 tokens a row), STEPS (3 timed, after one untimed), MODEL_STEPS (the steps of the
+# TIME (64 tokens a row; cut to the base's context − 1 when longer), STEPS (3 timed, after one untimed), MODEL_STEPS (the steps of the
 # fine-tune a "model" stands for in models per hour: 1000; the ratio does not depend on it),
 # DEVICE (cpu; cuda runs both sides on the GPU, the peer's peak memory then its device's).
 # About 10 minutes on two cores at the defaults.
@@ -30,6 +30,12 @@ case $SHAPE in
     *) echo "SHAPE must be distilgpt2, gpt2-small or tiny, not $SHAPE" >&2; exit 2 ;;
 esac
 [ -f "$out/base/model.safetensors" ] || "$CFMEM_HF_PYTHON" tests/hf/tiny_model.py "$out/base" "${shape_flags[@]}"
+# cfmem cuts a longer document to the context's window (context − 1); the peer refuses one.
+window=$(($(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["n_positions"])' "$out/base/config.json") - 1))
+if [ "$TIME" -gt "$window" ]; then
+    echo "TIME $TIME is beyond the base's window; both sides train rows of $window tokens" >&2
+    TIME=$window
+fi
 targets_toml=$(echo "$TARGETS" | sed 's/[^,]*/"&"/g; s/,/, /g')
 cat > "$out/lora.toml" <<TOML
 [train]
@@ -47,7 +53,7 @@ echo "cfmem: a stack of $STACK LoRA models" >&2
 "$cfmem" bench --device "$DEVICE" --init "$out/base" --config "$out/lora.toml" --stacks "$STACK" \
     --steps "$STEPS" --document-tokens "$TIME" --json > "$out/cfmem.json"
 echo "peer: transformers + peft, one model" >&2
-"$CFMEM_HF_PYTHON" scripts/lora_peer.py "$out/base" --rank "$RANK" --alpha $((2 * RANK)) --targets "$TARGETS" \
+"$CFMEM_HF_PYTHON" scripts/train_peer.py "$out/base" --rank "$RANK" --alpha $((2 * RANK)) --targets "$TARGETS" \
     --batch "$BATCH" --time "$TIME" --steps "$STEPS" --warmup-steps 1 --lr 1e-3 --weight-decay 0.0 \
     --device "$DEVICE" > "$out/peer.json"
 

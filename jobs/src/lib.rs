@@ -30,6 +30,8 @@ pub mod pretrain;
 pub mod stored;
 pub mod train;
 pub mod trainer;
+#[cfg(test)]
+mod transformers_reference;
 
 pub use device::DeviceChoice;
 pub use trainer::RunTrainer;

@@ -718,14 +718,33 @@ impl<'a> Schedule<'a> {
 mod tests {
     use super::*;
     use queue::Silent;
-    use subsets::config::{CorpusConfig, DesignConfig, Hyperparameters, ModelConfig, TokensConfig};
+    use subsets::config::{Activation, CorpusConfig, DesignConfig, Hyperparameters, ModelConfig, TokensConfig};
+    use subsets::family::Family;
     use subsets::schema::Table;
 
     fn tiny_config(epochs: u32) -> RunConfig {
-        let mut h = Hyperparameters {
-            model: ModelConfig { n_layer: 1, n_head: 2, d_model: 32, context: 32, ..Default::default() },
+        tiny_config_of(Family::Gpt2, epochs)
+    }
+
+    /// A tiny model of `family`: one block of width 32, two heads (one key/value head in
+    /// llama, half of each head rotating in gpt_neox).
+    fn tiny_config_of(family: Family, epochs: u32) -> RunConfig {
+        let model = ModelConfig {
+            architecture: family,
+            n_layer: 1,
+            n_head: 2,
+            d_model: 32,
+            context: 32,
+            n_kv_head: (family == Family::Llama).then_some(1),
+            rotary_pct: (family == Family::GptNeox).then_some(0.5),
+            activation: if matches!(family, Family::Llama | Family::Qwen2) {
+                Activation::Silu
+            } else {
+                Activation::Gelu
+            },
             ..Default::default()
         };
+        let mut h = Hyperparameters { model, ..Default::default() };
         h.train.epochs = epochs;
         h.train.batch_size = 4;
         h.train.lr = 1e-2;
@@ -937,12 +956,12 @@ mod tests {
     }
 
     #[test]
-    fn a_stack_of_four_is_four_models_trained_alone() {
-        let config = tiny_config(8);
+    fn a_stack_of_four_is_four_models_trained_alone_in_every_family() {
         let (documents, in_docs) = corpus();
         let flags = one_copy_none_held(documents.len());
         let models: Vec<(u32, &[u32])> = in_docs.iter().enumerate().map(|(m, d)| (m as u32, d.as_slice())).collect();
-        for device in devices() {
+        for (family, device) in Family::ALL.into_iter().flat_map(|f| devices().into_iter().map(move |d| (f, d))) {
+            let config = tiny_config_of(family, 8);
             let input = input(&config, &documents, &models, &flags);
             let together = rows_by_model(&input, device);
             let mut alone = std::collections::BTreeMap::new();
@@ -1050,11 +1069,18 @@ mod tests {
 
     /// `tiny_config(epochs)` training rank-4 adapters on every target matrix of a base.
     fn lora_config(epochs: u32) -> RunConfig {
-        let mut config = tiny_config(epochs);
+        lora_config_of(Family::Gpt2, epochs)
+    }
+
+    /// `tiny_config_of(family, epochs)` training rank-4 adapters on every matrix of a block
+    /// that the family's LoRA may adapt.
+    fn lora_config_of(family: Family, epochs: u32) -> RunConfig {
+        let mut config = tiny_config_of(family, epochs);
         config.train.init = "a base".into();
         config.train.adapter = subsets::config::Adapter::Lora;
         config.train.lora_rank = 4;
-        config.train.lora_targets = Some(["c_attn", "attn.c_proj", "c_fc", "mlp.c_proj"].map(String::from).to_vec());
+        let targets = family.traits().lora_targets.iter().map(|(name, _)| name.to_string()).collect();
+        config.train.lora_targets = Some(targets);
         config
     }
 
@@ -1064,13 +1090,13 @@ mod tests {
     }
 
     #[test]
-    fn a_lora_stack_of_four_is_four_lora_models_trained_alone() {
-        let config = lora_config(8);
-        let base = random_base(&config);
+    fn a_lora_stack_of_four_is_four_lora_models_trained_alone_in_every_family() {
         let (documents, in_docs) = corpus();
         let flags = one_copy_none_held(documents.len());
         let models: Vec<(u32, &[u32])> = in_docs.iter().enumerate().map(|(m, d)| (m as u32, d.as_slice())).collect();
-        for device in devices() {
+        for (family, device) in Family::ALL.into_iter().flat_map(|f| devices().into_iter().map(move |d| (f, d))) {
+            let config = lora_config_of(family, 8);
+            let base = random_base(&config);
             let input = StackInput { base: Some(&base), ..input(&config, &documents, &models, &flags) };
             let together = rows_by_model(&input, device);
             let mut alone = std::collections::BTreeMap::new();

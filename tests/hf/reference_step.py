@@ -1,8 +1,8 @@
 """One optimizer step of a Hugging Face causal language model in PyTorch: the reference that
 a training step of cfmem on an imported model must match.
 
-    reference_step.py MODEL_DIR BATCH_JSON OUT_DIR --lr LR [--weight-decay 0.01]
-                      [--beta1 0.9] [--beta2 0.99] [--clip 1.0]
+    reference_step.py MODEL_DIR BATCH_JSON [BATCH_JSON ...] OUT_DIR --lr LR
+                      [--weight-decay 0.01] [--beta1 0.9] [--beta2 0.99] [--clip 1.0]
 
 MODEL_DIR holds config.json and model.safetensors (as tiny_model.py writes them), any family
 `AutoModelForCausalLM` loads; the model runs in float32, train mode (its dropout is 0), on
@@ -21,7 +21,9 @@ c_proj and c_fc, and an untied output head: lm_head or embed_out), none on the e
 (the token embedding, hence a tied head, and GPT-2's position embedding), the norm weights
 and the biases. A tied head stays tied: it is the embedding's parameter, stepped once.
 
-OUT_DIR gets the stepped model from `save_pretrained` (config.json, model.safetensors,
+Each batch steps the model of MODEL_DIR afresh (one python start for several references).
+With one batch OUT_DIR, with several OUT_DIR/0, OUT_DIR/1, ... in their order, gets the
+stepped model from `save_pretrained` (config.json, model.safetensors,
 float32), MODEL_DIR's tokenizer.json when it has one (so OUT_DIR is a model directory of
 its own), and loss.json, {"loss": float}: the loss before the step. Prints nothing but
 errors.
@@ -94,7 +96,7 @@ def parameter_groups(model, weight_decay: float) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir")
-    parser.add_argument("batch_json")
+    parser.add_argument("batch_json", nargs="+")
     parser.add_argument("out_dir")
     parser.add_argument("--lr", type=float, required=True)
     parser.add_argument("--weight-decay", type=float, default=0.01)
@@ -103,13 +105,20 @@ def main() -> None:
     parser.add_argument("--clip", type=float, default=1.0, help="the gradient norm's limit (0: no clipping)")
     args = parser.parse_args()
 
+    for index, batch_json in enumerate(args.batch_json):
+        out_dir = args.out_dir if len(args.batch_json) == 1 else os.path.join(args.out_dir, str(index))
+        step(args, batch_json, out_dir)
+
+
+def step(args, batch_json: str, out_dir: str) -> None:
+    """One step of MODEL_DIR's model on the batch of `batch_json`, saved in `out_dir`."""
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32).to("cpu").train()
     config = model.config
     tied = bool(getattr(config, "tie_word_embeddings", False))
     head, embedding = model.get_output_embeddings(), model.get_input_embeddings()
     if tied and head.weight is not embedding.weight:
         raise SystemExit(f"{args.model_dir}: tie_word_embeddings is set, but the head is not the embedding")
-    inputs, targets = read_batch(args.batch_json, config.vocab_size)
+    inputs, targets = read_batch(batch_json, config.vocab_size)
 
     logits = model(input_ids=inputs, use_cache=False).logits.to(torch.float32)
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
@@ -127,23 +136,23 @@ def main() -> None:
     if tied and model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
         raise SystemExit("the step untied the head from the embedding")
 
-    os.makedirs(args.out_dir, exist_ok=True)
+    os.makedirs(out_dir, exist_ok=True)
     model = model.eval()
     # transformers 5 always writes safetensors (its save_pretrained has no
     # safe_serialization any more); 4.x needs the flag.
     kwargs = {}
     if "safe_serialization" in inspect.signature(model.save_pretrained).parameters:
         kwargs["safe_serialization"] = True
-    model.save_pretrained(args.out_dir, **kwargs)
+    model.save_pretrained(out_dir, **kwargs)
     tokenizer = os.path.join(args.model_dir, "tokenizer.json")
-    if os.path.isfile(tokenizer) and not os.path.samefile(args.model_dir, args.out_dir):
-        shutil.copyfile(tokenizer, os.path.join(args.out_dir, "tokenizer.json"))
-    with open(os.path.join(args.out_dir, "loss.json"), "w", encoding="utf-8") as out:
+    if os.path.isfile(tokenizer) and not os.path.samefile(args.model_dir, out_dir):
+        shutil.copyfile(tokenizer, os.path.join(out_dir, "tokenizer.json"))
+    with open(os.path.join(out_dir, "loss.json"), "w", encoding="utf-8") as out:
         json.dump({"loss": float(loss.detach())}, out)
         out.write("\n")
     for name in ("config.json", "model.safetensors", "loss.json"):
-        if not os.path.isfile(os.path.join(args.out_dir, name)):
-            raise SystemExit(f"{name} was not written in {args.out_dir}")
+        if not os.path.isfile(os.path.join(out_dir, name)):
+            raise SystemExit(f"{name} was not written in {out_dir}")
 
 
 if __name__ == "__main__":
