@@ -59,6 +59,9 @@ pub struct StackRun {
     /// memory in use after the run (the allocator keeps what it reserved, so this is the
     /// peak of this and every smaller stack before it).
     pub peak_memory_bytes: Option<u64>,
+    /// What the memory check estimated for this stack before training
+    /// ([`Architecture::memory_estimate`]), to set beside the peak.
+    pub memory_estimate_bytes: u64,
 }
 
 /// What `cfmem bench` is asked to measure for one stack size.
@@ -243,6 +246,13 @@ pub fn measure_stack(request: &BenchRequest<'_>, stack: usize, device: Device, p
         checkpoint_cost,
         state_bytes: trained.bytes(),
         peak_memory_bytes: peak_memory(device),
+        memory_estimate_bytes: architecture.memory_estimate(
+            stack,
+            batch,
+            config.train.eval_batch_size as usize,
+            length,
+            trained.adapters().map(|(lora, _)| lora.parameters()),
+        ),
     })
 }
 

@@ -130,6 +130,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "matmul_peak_flops": peak,
             "tokenizer": hyperparameters.model.tokenizer.to_string(),
             "vocab": vocab,
+            "architecture": hyperparameters.model.architecture,
+            "parameters": architecture.parameters(),
             "non_embedding_parameters": architecture.non_embedding_parameters(),
             "adapter": hyperparameters.train.adapter,
             "adapter_parameters": lora.as_ref().map(Lora::parameters),
@@ -190,7 +192,7 @@ fn print_table(
         }
     }
     println!(
-        "\n{:<5} {:>5} {:>9} {:>12} {:>12} {:>8} {:>9} {:>8} {:>12} {:>10} {:>10}",
+        "\n{:<5} {:>5} {:>9} {:>12} {:>12} {:>8} {:>9} {:>8} {:>12} {:>10} {:>10} {:>10}",
         "prec",
         "stack",
         "step ms",
@@ -201,7 +203,8 @@ fn print_table(
         "of peak",
         "eval docs/s",
         "checkpoint",
-        "peak mem"
+        "peak mem",
+        "estimate"
     );
     for run in runs {
         let single = runs.iter().find(|r| r.stack == 1 && r.precision == run.precision);
@@ -210,7 +213,7 @@ fn print_table(
         let memory =
             run.peak_memory_bytes.map_or_else(|| "-".to_string(), |b| format!("{:.0} MiB", b as f64 / 1048576.0));
         println!(
-            "{:<5} {:>5} {:>9.2} {:>12.0} {:>12.0} {:>8} {:>9.3} {:>7.1}% {:>12.0} {:>9.1}% {:>10}",
+            "{:<5} {:>5} {:>9.2} {:>12.0} {:>12.0} {:>8} {:>9.3} {:>7.1}% {:>12.0} {:>9.1}% {:>10} {:>6.0} MiB",
             precision_name(run.precision),
             run.stack,
             run.step_seconds * 1e3,
@@ -221,7 +224,8 @@ fn print_table(
             100.0 * run.fraction_of_peak,
             run.eval_documents_per_second,
             100.0 * run.checkpoint_cost,
-            memory
+            memory,
+            run.memory_estimate_bytes as f64 / 1048576.0
         );
     }
     for run in runs.iter().filter(|r| r.precision == Precision::Bf16) {
@@ -237,7 +241,8 @@ fn print_table(
         "\nvs 1×G: tokens/s of the stack against the same models trained one at a time (stack 1); \
          of peak: model FLOP/s over the measured matmul peak of the same precision; \
          eval docs/s: documents × models evaluated per second; checkpoint: what one evaluation checkpoint \
-         (train.eval_at) adds to a job's time, every document evaluated against training at {} epochs and keep 0.5.",
+         (train.eval_at) adds to a job's time, every document evaluated against training at {} epochs and keep 0.5; \
+         estimate: the memory check's estimate for the stack, beside the peak measured.",
         h.train.epochs
     );
 }

@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests in `tests/`: locating and running the real `cfmem`
 //! binary and reading what it wrote.
 
+pub mod hf;
 pub mod page;
 
 use std::path::{Path, PathBuf};
@@ -92,4 +93,41 @@ pub fn skip_or_fail(missing: &str) {
     let required = ["CI", "CFMEM_REQUIRE_ALL"].iter().any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()));
     assert!(!required, "{missing} (CI and scripts/test.sh as root run every test)");
     eprintln!("skipped: {missing}");
+}
+
+/// A corpus of `documents` sentences over a small vocabulary, from `seed`.
+pub fn sentences(path: &Path, documents: usize, seed: u64) {
+    let words = ["the", "cat", "dog", "sat", "on", "a", "mat", "ran", "to", "big", "small", "house", "and", "saw"];
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = |n: usize| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as usize % n
+    };
+    let lines: String = (0..documents)
+        .map(|_| {
+            let text: Vec<&str> = (0..24).map(|_| words[next(words.len())]).collect();
+            serde_json::json!({ "text": text.join(" ") + "." }).to_string() + "\n"
+        })
+        .collect();
+    std::fs::write(path, lines).unwrap();
+}
+
+/// Model `model`'s evaluation at the end of training in the logs of the completed run
+/// `run`: (tokens, nll, correct) per document, in corpus order.
+pub fn logged_evaluation(run: &Path, model: u32) -> Vec<(u32, f64, u32)> {
+    let mut rows = Vec::new();
+    for entry in std::fs::read_dir(run.join("logs")).expect("the run's logs") {
+        let path = entry.expect("a log").path();
+        if path.extension().is_none_or(|e| e != "parquet") {
+            continue;
+        }
+        let log: schema::LogTable = schema::read(&path).expect("a log file");
+        rows.extend(
+            (0..log.model.len())
+                .filter(|&i| log.model[i] == model && log.checkpoint[i] == schema::FINAL_CHECKPOINT)
+                .map(|i| (log.doc[i], (log.tokens[i], log.nll[i], log.correct[i]))),
+        );
+    }
+    rows.sort_by_key(|&(doc, _)| doc);
+    rows.into_iter().map(|(_, row)| row).collect()
 }
