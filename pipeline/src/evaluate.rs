@@ -37,8 +37,7 @@ pub fn run(args: &EvaluateArgs) -> Result<()> {
     let device = args.compute.device.resolve()?;
     let loaded = LoadedBase::load(&args.model)?;
     let documents = corpus::read(&args.corpus)?;
-    let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
-    let ids = loaded.base.tokenizer.encode_all(&texts, None)?;
+    let ids = loaded.base.tokenizer.encode_documents(&documents, None)?;
     let slices: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
     let evals = loaded.evaluate(&slices, args.batch_size as usize, device)?;
     let mut table = EvaluationTable::default();

@@ -67,8 +67,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("--holdout: {}", e.to_string().trim_start_matches("design.holdout: ")))?;
     let model = &hyperparameters.model;
     let tokenizer = Tokenizer::for_plan(model, documents.iter().map(|d| d.text.as_str()))?;
-    let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
-    let ids = tokenizer.encode_all(&texts, model.max_tokens_per_doc)?;
+    let ids = tokenizer.encode_documents(&documents, model.max_tokens_per_doc)?;
     let tokenizer_json = tokenizer.file_json();
 
     // Everything that changes the training changes the fingerprint, so that a checkpoint

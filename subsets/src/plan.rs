@@ -135,8 +135,7 @@ fn build_scored(
     let all_texts = documents.iter().chain(background_documents).map(|d| d.text.as_str());
     let tokenizer = Tokenizer::for_plan(&hyperparameters.model, all_texts)?;
     let cap = hyperparameters.model.max_tokens_per_doc;
-    let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
-    let extents = tokenizer.measure_all(&texts, cap)?;
+    let extents = tokenizer.measure_documents(&documents, cap)?;
     let seen: Vec<_> = documents
         .iter()
         .zip(&extents)
@@ -226,8 +225,8 @@ fn build_scored(
     let background_table = match &background {
         None => None,
         Some(background) => {
+            let extents = tokenizer.measure_documents(&background.documents, cap)?;
             let texts: Vec<String> = background.documents.iter().map(|d| d.text.clone()).collect();
-            let extents = tokenizer.measure_all(&texts, cap)?;
             let ids = background.documents.iter().map(|d| d.id.clone()).collect();
             Some(BackgroundTable { doc_id: ids, tokens: extents.iter().map(|e| e.tokens).collect(), text: texts })
         }

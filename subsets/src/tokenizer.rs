@@ -25,9 +25,44 @@ use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::{TokenizerBuilder, TokenizerImpl};
 
 use crate::config::{EmbeddingLayout, ModelConfig, RunConfig, TokenizerChoice};
+use crate::corpus::Document;
 use crate::layout::RunDir;
 use crate::schema::{self, BackgroundTable, CorpusTable};
 use crate::{Error, Result, corpus};
+
+/// How a document is named in a message: by its id.
+fn document_name(document: &Document) -> String {
+    format!("document \"{}\"", document.id)
+}
+
+/// Refuses an encoding of `text` that leaves a character out or maps it to the tokenizer's
+/// unknown token, naming the character and its byte offset.
+fn check_represented(tokenizer: &tokenizers::Tokenizer, text: &str, encoding: &tokenizers::Encoding) -> Result<()> {
+    let unknown = match tokenizer.get_model() {
+        tokenizers::ModelWrapper::BPE(bpe) => bpe.get_unk_token().as_ref().and_then(|unk| tokenizer.token_to_id(unk)),
+        tokenizers::ModelWrapper::WordPiece(wordpiece) => tokenizer.token_to_id(&wordpiece.unk_token),
+        tokenizers::ModelWrapper::WordLevel(wordlevel) => tokenizer.token_to_id(&wordlevel.unk_token),
+        tokenizers::ModelWrapper::Unigram(_) => None,
+    };
+    let offsets = encoding.get_offsets();
+    if let Some(position) = unknown.and_then(|unk| encoding.get_ids().iter().position(|&id| id == unk)) {
+        let (start, end) = offsets[position];
+        return Err(Error::Invalid(format!(
+            "the tokenizer has no token for {:?} (byte {start}): it becomes the unknown token",
+            text.get(start..end).unwrap_or("")
+        )));
+    }
+    let mut covered = vec![false; text.len()];
+    for &(start, end) in offsets {
+        covered[start.min(text.len())..end.min(text.len())].iter_mut().for_each(|c| *c = true);
+    }
+    match text.char_indices().find(|&(at, c)| !c.is_whitespace() && !covered[at]) {
+        Some((at, c)) => Err(Error::Invalid(format!(
+            "the tokenizer drops {c:?} (byte {at}): it has no token for it, no byte fallback and no unknown token"
+        ))),
+        None => Ok(()),
+    }
+}
 
 /// Pairs seen fewer times than this are never merged, so the trained vocabulary can be
 /// smaller than `vocab_size` on a small corpus.
@@ -179,7 +214,10 @@ impl Tokenizer {
         }
     }
 
-    /// The tokens of `text`, at most `cap` of them.
+    /// The tokens of `text`, at most `cap` of them. Text the tokenizer cannot represent —
+    /// characters it drops (a BPE with neither byte fallback nor an unknown token) or maps
+    /// to its unknown token — is refused, naming the character and where it is: the model
+    /// would never see it, and its score would be about other text.
     pub fn encode(&self, text: &str, cap: Option<u32>) -> Result<Tokens> {
         let cap = cap.map_or(usize::MAX, |c| c as usize);
         match self {
@@ -189,6 +227,7 @@ impl Tokenizer {
             }
             Tokenizer::Bpe { tokenizer, .. } => {
                 let encoding = tokenizer.encode(text, false).map_err(|e| Error::Invalid(format!("tokenizer: {e}")))?;
+                check_represented(tokenizer, text, &encoding)?;
                 let mut ids = encoding.get_ids().to_vec();
                 if ids.len() <= cap {
                     return Ok(Tokens { ids, bytes: text.len(), capped: false });
@@ -202,35 +241,50 @@ impl Tokenizer {
         }
     }
 
-    /// `each` of the tokens of every text, computed in parallel; an error names the text's
-    /// index.
+    /// `each` of the tokens of every text, computed in parallel; an error names the text
+    /// with `name(index)`.
     fn map_all<S: AsRef<str> + Sync, T: Send>(
         &self,
         texts: &[S],
         cap: Option<u32>,
+        name: &(dyn Fn(usize) -> String + Sync),
         each: impl Fn(Tokens) -> T + Sync,
     ) -> Result<Vec<T>> {
         texts
             .par_iter()
             .enumerate()
             .map(|(i, text)| {
-                self.encode(text.as_ref(), cap).map(&each).map_err(|e| Error::Invalid(format!("document {i}: {e}")))
+                self.encode(text.as_ref(), cap).map(&each).map_err(|e| {
+                    let problem = match e {
+                        Error::Invalid(problem) => problem,
+                        other => other.to_string(),
+                    };
+                    Error::Invalid(format!("{}: {problem}", name(i)))
+                })
             })
             .collect()
     }
 
-    /// The token ids of every text.
-    pub fn encode_all<S: AsRef<str> + Sync>(&self, texts: &[S], cap: Option<u32>) -> Result<Vec<Vec<u32>>> {
-        self.map_all(texts, cap, |tokens| tokens.ids)
+    /// The token ids of every document, an error naming the document by its id.
+    pub fn encode_documents(&self, documents: &[Document], cap: Option<u32>) -> Result<Vec<Vec<u32>>> {
+        let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
+        self.map_all(&texts, cap, &|i| document_name(&documents[i]), |tokens| tokens.ids)
     }
 
-    /// How many tokens every text has, without keeping them.
-    pub fn measure_all<S: AsRef<str> + Sync>(&self, texts: &[S], cap: Option<u32>) -> Result<Vec<Extent>> {
-        self.map_all(texts, cap, |tokens| Extent {
+    /// How many tokens every document has, without keeping them; an error names the
+    /// document by its id.
+    pub fn measure_documents(&self, documents: &[Document], cap: Option<u32>) -> Result<Vec<Extent>> {
+        let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
+        self.map_all(&texts, cap, &|i| document_name(&documents[i]), |tokens| Extent {
             tokens: tokens.ids.len() as u32,
             bytes: tokens.bytes,
             capped: tokens.capped,
         })
+    }
+
+    /// The token ids of every text; an error names the text by its index.
+    pub fn encode_all<S: AsRef<str> + Sync>(&self, texts: &[S], cap: Option<u32>) -> Result<Vec<Vec<u32>>> {
+        self.map_all(texts, cap, &|i| format!("document {i}"), |tokens| tokens.ids)
     }
 
     /// The token ids of a planned run's documents (`corpus`, its `corpus.parquet`) and of its
@@ -398,5 +452,67 @@ mod tests {
         std::fs::write(&path, empty).unwrap();
         let err = Tokenizer::from_file(&path).err().unwrap().to_string();
         assert!(err.ends_with("broken.json: the tokenizer has an empty vocabulary"), "{err}");
+    }
+
+    /// A BPE over the letters a, b, c and the pair "ab", with `<unk>` (id 0) and `<s>`
+    /// (id 1), and the 256 byte tokens when `byte_fallback`; its post-processor adds `<s>`.
+    fn sentencepiece_like(unknown: bool, byte_fallback: bool) -> Tokenizer {
+        let mut vocab: Vec<(String, u32)> =
+            ["<unk>", "<s>", "a", "b", "c", "ab"].iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect();
+        if byte_fallback {
+            vocab.extend((0..=255u32).map(|b| (format!("<0x{b:02X}>"), 6 + b)));
+        }
+        let mut model = BPE::builder()
+            .vocab_and_merges(
+                vocab.into_iter().collect::<tokenizers::models::bpe::Vocab>(),
+                vec![("a".into(), "b".into())],
+            )
+            .byte_fallback(byte_fallback);
+        if unknown {
+            model = model.unk_token("<unk>".into());
+        }
+        let mut tokenizer = tokenizers::Tokenizer::new(model.build().unwrap());
+        let template = tokenizers::processors::template::TemplateProcessing::builder()
+            .try_single("<s> $A")
+            .unwrap()
+            .special_tokens(vec![("<s>", 1)])
+            .build()
+            .unwrap();
+        tokenizer.with_post_processor(Some(template));
+        Tokenizer::bpe(tokenizer)
+    }
+
+    #[test]
+    fn a_post_processor_that_adds_bos_adds_nothing_to_a_document() {
+        let tokenizer = sentencepiece_like(true, true);
+        let Tokenizer::Bpe { tokenizer: inner, .. } = &tokenizer else { unreachable!("a BPE") };
+        assert_eq!(inner.encode("abc", true).unwrap().get_ids(), [1, 5, 4], "the post-processor adds <s>");
+        assert_eq!(tokenizer.encode("abc", None).unwrap().ids, [5, 4], "a document is its text's tokens alone");
+    }
+
+    #[test]
+    fn text_the_tokenizer_cannot_represent_is_refused_naming_the_document_and_the_character() {
+        // With byte fallback, an unknown character becomes its UTF-8 bytes.
+        let bytes = sentencepiece_like(true, true).encode("abé", None).unwrap();
+        assert_eq!(bytes.ids, [5, 6 + 0xC3, 6 + 0xA9]);
+        let documents = |text: &str| {
+            vec![
+                Document { id: "fine".into(), text: "abc".into(), source: None },
+                Document { id: "doc-7".into(), text: text.into(), source: None },
+            ]
+        };
+        let unknown = sentencepiece_like(true, false).encode_documents(&documents("abé"), None).unwrap_err();
+        assert_eq!(
+            unknown.to_string(),
+            "invalid setting: document \"doc-7\": the tokenizer has no token for \"é\" (byte 2): it becomes the \
+             unknown token"
+        );
+        let dropped = sentencepiece_like(false, false).measure_documents(&documents("abcx"), None).unwrap_err();
+        assert_eq!(
+            dropped.to_string(),
+            "invalid setting: document \"doc-7\": the tokenizer drops 'x' (byte 3): it has no token for it, no \
+             byte fallback and no unknown token"
+        );
+        assert_eq!(sentencepiece_like(false, false).measure_documents(&documents("cab"), None).unwrap()[1].tokens, 2);
     }
 }
