@@ -42,8 +42,7 @@
 # models' activations at batch 4 x 64); pythia-160m's, about 6.8 GiB.
 #
 # The memory estimate column reads `runs[0].memory_estimate_bytes` of cfmem's JSON (what
-# jobs::train::check_memory compares with the free memory); a cfmem whose bench JSON has no
-# such field prints "-" there.
+# jobs::train::check_memory compares with the free memory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh

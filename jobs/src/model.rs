@@ -374,8 +374,8 @@ mod tests {
         // Without activations (no batch), what stays: the state.
         let state = |models, q: Option<i64>| arch.memory_estimate(models, 0, 0, 0, q);
         let adapters = Some(lora.parameters());
-        assert_eq!(state(64, adapters), 4 * p + 64 * 16 * q, "the base once, 64 models' adapters");
-        assert_eq!(state(1, None), 16 * p);
+        assert_eq!(state(64, adapters), 4 * p + 64 * 20 * q, "the base once, 64 models' adapters");
+        assert_eq!(state(1, None), 4 * p + 20 * p);
         assert!(state(64, adapters) < state(1, None) / 2, "64 LoRA models hold less than one full fine-tune");
         // Activations stay per model either way.
         let activations = arch.memory_estimate(1, 1, 1, 64, None) - state(1, None);

@@ -121,7 +121,8 @@ pub fn pretrain(
     std::fs::create_dir_all(output.progress_dir()).map_err(subsets::Error::io(output.progress_dir()))?;
 
     let architecture = Architecture::new(&request.model, request.layout);
-    crate::train::check_memory(&architecture, 1, &request.train, request.model.window(), device)?;
+    let longest = request.documents.iter().map(Vec::len).max().unwrap_or(0);
+    crate::train::check_memory(&architecture, 1, &request.train, longest.clamp(1, request.model.window()), device)?;
     let trained: Vec<&[u32]> = request
         .documents
         .iter()

@@ -468,7 +468,10 @@ impl Stack {
     }
 
     /// Per-model gradient clipping, then AdamW (torch's formulation, decoupled weight decay
-    /// on matrices only), all on the device without reading anything back.
+    /// on matrices only), all on the device without reading anything back. Once the moments
+    /// have read it, the gradient's own storage holds the denominator: every pass over the
+    /// trained tensor works in place, with no temporary of its size (on the CPU a fresh one
+    /// costs more than the arithmetic).
     fn update(&mut self, lr: f64, train: &subsets::config::TrainConfig) {
         let mut trained = self.trained().shallow_clone();
         let mut grad = trained.grad();
@@ -478,16 +481,20 @@ impl Stack {
         self.steps_taken += 1;
         let (b1, b2) = (train.beta1, train.beta2);
         let _ = self.exp_avg.lerp_(&grad, 1.0 - b1);
-        let _ = self.exp_avg_sq.g_mul_scalar_(b2);
-        let _ = self.exp_avg_sq.g_add_(&(grad.square() * (1.0 - b2)));
+        let _ = grad.square_();
+        let _ = self.exp_avg_sq.lerp_(&grad, 1.0 - b2);
         if train.weight_decay > 0.0 {
-            let keep = &self.decay_mask * (-lr * train.weight_decay) + 1.0;
-            let _ = trained.g_mul_(&keep);
+            let mut keep = &self.decay_mask * (-lr * train.weight_decay);
+            let _ = trained.g_mul_(&keep.g_add_scalar_(1.0));
         }
         let correction1 = 1.0 - b1.powi(self.steps_taken);
         let correction2 = 1.0 - b2.powi(self.steps_taken);
-        let denominator = self.exp_avg_sq.sqrt() / correction2.sqrt() + 1e-8;
-        let _ = trained.addcdiv_(&(&self.exp_avg * (-lr / correction1)), &denominator);
+        // w += m / d with d = (sqrt(v)/sqrt(c2) + eps)·(−c1/lr): w − (lr/c1)·m/(sqrt(v)/sqrt(c2) + eps).
+        let scale = -correction1 / lr;
+        let mut denominator = self.exp_avg_sq.sqrt_out(&grad);
+        let _ = denominator.g_mul_scalar_(scale / correction2.sqrt());
+        let _ = denominator.g_add_scalar_(1e-8 * scale);
+        let _ = trained.addcdiv_(&self.exp_avg, &denominator);
     }
 
     /// Teacher-forced evaluation of `docs` by every model, `batch_size` windows a forward:

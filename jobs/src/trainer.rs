@@ -37,10 +37,6 @@ impl RunTrainer {
     /// background with the run's tokenizer, which must be the file the plan wrote; loads
     /// the base, which must be the one the plan read.
     pub fn new(run: &RunDir, config: &RunConfig, device: Device) -> Result<RunTrainer> {
-        let architecture = Architecture::new(&config.model, config.tokens.layout());
-        let stack = config.jobs.stack.min(config.design.models) as usize;
-        // Rows are at most a window long.
-        train::check_memory(&architecture, stack, &config.train, config.model.window(), device)?;
         let corpus: CorpusTable = schema::read(&run.corpus())?;
         let (_, members) = membership::header(&run.membership())?;
         if members as usize != corpus.doc.len() {
@@ -50,6 +46,12 @@ impl RunTrainer {
             });
         }
         let RunTokens { documents, background } = Tokenizer::for_run(run, config)?.encode_run(run, config, &corpus)?;
+        // Rows are at most a window long, and no longer than the longest document: a base
+        // of a long context costs no more on short records than its rows need.
+        let longest = documents.iter().chain(&background).map(Vec::len).max().unwrap_or(0);
+        let architecture = Architecture::new(&config.model, config.tokens.layout());
+        let stack = config.jobs.stack.min(config.design.models) as usize;
+        train::check_memory(&architecture, stack, &config.train, longest.clamp(1, config.model.window()), device)?;
         let base = match (config.train.base(), &config.base) {
             (None, _) => None,
             (Some(dir), Some(planned)) => {

@@ -234,9 +234,10 @@ impl Architecture {
     }
 
     /// Bytes a stack of `models` needs on its device: each model's trained parameters with
-    /// their gradient and AdamW's two moments (16 bytes a parameter: every weight, or with
-    /// `adapter_parameters` the model's adapters, plus the frozen base's 4 bytes a parameter
-    /// once for the whole stack), and the larger of a training step's activations (`batch`
+    /// their gradient, AdamW's two moments and the decay mask (20 bytes a parameter: every
+    /// weight, or with `adapter_parameters` the model's adapters), the base's 4 bytes a
+    /// parameter once for the whole stack (the frozen base of LoRA, or the weights a full
+    /// stack's rows are copied from), and the larger of a training step's activations (`batch`
     /// rows of `time` positions, kept for the backward pass) and an evaluation batch's
     /// logits and log-probabilities (`eval_batch` rows). Counted from the fp32 tensors a
     /// training step holds, per position and layer: the norms' inputs and outputs, queries,
@@ -262,11 +263,8 @@ impl Architecture {
         let training = batch as u64 * time * per_position;
         let evaluation = eval_batch as u64 * time * 4 * 2 * rows;
         let parameters = self.parameters() as u64;
-        let (shared, trained) = match adapter_parameters {
-            Some(q) => (4 * parameters, q as u64),
-            None => (0, parameters),
-        };
-        shared + models as u64 * (16 * trained + training.max(evaluation))
+        let trained = adapter_parameters.map_or(parameters, |q| q as u64);
+        4 * parameters + models as u64 * (20 * trained + training.max(evaluation))
     }
 }
 
