@@ -17,7 +17,7 @@ use tch::{Device, Kind, Tensor};
 use subsets::architecture::Architecture;
 use subsets::atomic;
 use subsets::config::{Adapter, TrainConfig};
-use subsets::family::Part;
+use subsets::family::{Part, Traits};
 
 use crate::model::Factors;
 use crate::stored::{StoredTensor, serialize};
@@ -33,12 +33,9 @@ pub struct Lora {
     /// Per target in `targets` order: the target matrix's (in, out).
     shapes: Vec<(i64, i64)>,
     n_layer: usize,
-    /// The blocks' module path (`transformer.h`, `model.layers`, …) and each part's module
-    /// inside a block.
-    blocks: &'static str,
-    block_modules: &'static [(Part, &'static str)],
-    /// The family stores matrices `[in, out]` (peft's `fan_in_fan_out`).
-    conv1d: bool,
+    /// The family's entry: its module names, and whether it stores matrices `[in, out]`
+    /// (peft's `fan_in_fan_out`).
+    traits: &'static Traits,
 }
 
 impl Lora {
@@ -75,9 +72,7 @@ impl Lora {
             targets,
             shapes,
             n_layer: architecture.n_layer as usize,
-            blocks: traits.blocks,
-            block_modules: traits.block_modules,
-            conv1d: traits.conv1d,
+            traits,
         }))
     }
 
@@ -176,7 +171,7 @@ impl Lora {
             "lora_alpha": self.alpha,
             "lora_dropout": 0.0,
             "bias": "none",
-            "fan_in_fan_out": self.conv1d,
+            "fan_in_fan_out": self.traits.conv1d,
             "target_modules": self.targets.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
         });
         let json = serde_json::to_string_pretty(&config).map_err(|e| Error::Device(e.to_string()))?;
@@ -187,13 +182,8 @@ impl Lora {
     /// The name under which peft stores block `layer`'s `factor` ("lora_A" or "lora_B") of
     /// the matrix `part`.
     fn peft_key(&self, layer: usize, part: Part, factor: &str) -> String {
-        let module = self.module(part);
-        format!("base_model.model.{}.{layer}.{module}.{factor}.weight", self.blocks)
-    }
-
-    /// The module of `part` inside a block.
-    fn module(&self, part: Part) -> &'static str {
-        self.block_modules.iter().find(|(p, _)| *p == part).map(|&(_, m)| m).expect("a target is a block module")
+        let (blocks, module) = (self.traits.blocks, self.traits.block_module(part));
+        format!("base_model.model.{blocks}.{layer}.{module}.{factor}.weight")
     }
 
     /// The adapters `[Q]` that [`Lora::write_peft`] wrote into `dir`.
