@@ -570,7 +570,11 @@ impl Base {
     /// value is not the base's; `max_tokens_per_doc` stays the user's.
     pub fn model_for(&self, requested: &ModelConfig, set: &[String], source: &Path) -> Result<ModelConfig> {
         let table = |model: &ModelConfig| match toml::Table::try_from(model) {
-            Ok(table) => table,
+            // A GPT-2 table leaves its family out; a file may name it all the same.
+            Ok(mut table) => {
+                table.insert("architecture".into(), model.architecture.name().into());
+                table
+            }
             Err(e) => unreachable!("a model configuration is a table: {e}"),
         };
         let (theirs, ours) = (table(requested), table(&self.model));
@@ -804,5 +808,27 @@ mod tests {
         std::fs::write(base.weights_index(), r#"{"weight_map": {"a": "../elsewhere.safetensors"}}"#).unwrap();
         let outside = WeightFiles::read(&base).err().unwrap().to_string();
         assert!(outside.contains("shard \"../elsewhere.safetensors\" is not a file of the directory"), "{outside}");
+    }
+
+    #[test]
+    fn a_configuration_that_names_the_bases_family_agrees_and_another_family_conflicts() {
+        let base = |family| Base {
+            dir: BaseDir::new("/bases/b"),
+            model: ModelConfig { architecture: family, ..ModelConfig::default() },
+            layout: EmbeddingLayout::after_vocab(256),
+            tokenizer: Tokenizer::Bytes,
+            weights_sha256: String::new(),
+        };
+        let set = ["architecture".to_string()];
+        let named = |family| ModelConfig { architecture: family, ..ModelConfig::default() };
+        let source = Path::new("c.toml");
+        for family in Family::ALL {
+            base(family).model_for(&named(family), &set, source).unwrap();
+        }
+        let err = base(Family::Gpt2).model_for(&named(Family::Llama), &set, source).unwrap_err().to_string();
+        assert!(
+            err.contains("[model] architecture = \"llama\" conflicts with the base in /bases/b, which has \"gpt2\""),
+            "{err}"
+        );
     }
 }

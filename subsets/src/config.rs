@@ -367,7 +367,7 @@ impl DesignConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "ModelToml", into = "ModelToml")]
 pub struct ModelConfig {
-    /// The model family ([`crate::architecture`]); the keys below marked with a family mean
+    /// The model family ([`crate::family`]); the keys below marked with a family mean
     /// something for it alone, and are refused, named, for another.
     pub architecture: Family,
     pub n_layer: u32,
