@@ -186,6 +186,11 @@ fn a_base_of_every_family_that_cfmem_pretrains_loads_in_transformers_with_the_sa
     sentences(&background, 200, 1);
     let audited = dir.path().join("audited.jsonl");
     write_corpus(&audited);
+    // `cfmem pretrain` of the background with `config` into `out`, through `cfmem_ok` or `cfmem_err`.
+    let pretrain = |expect: fn(&[&str]) -> String, config: &Path, out: &Path| {
+        let (corpus, config, out) = (background.to_str().unwrap(), config.to_str().unwrap(), out.to_str().unwrap());
+        expect(&["pretrain", "--corpus", corpus, "--config", config, "--out", out, "--device", "cpu"])
+    };
     let families = [
         ("llama", "n_kv_head = 1\nd_mlp = 48\nrope_theta = 500.0\n"),
         ("qwen2", "n_kv_head = 2\n"),
@@ -202,17 +207,7 @@ fn a_base_of_every_family_that_cfmem_pretrains_loads_in_transformers_with_the_sa
         )
         .unwrap();
         let base = dir.path().join(family);
-        let printed = cfmem_ok(&[
-            "pretrain",
-            "--corpus",
-            background.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            base.to_str().unwrap(),
-            "--device",
-            "cpu",
-        ]);
+        let printed = pretrain(cfmem_ok, &config, &base);
         let accuracy: f64 =
             printed.split("accuracy ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
         assert!(accuracy > 0.2, "{family}: the base learned the sentences: held-out accuracy {accuracy}");
@@ -226,15 +221,7 @@ fn a_base_of_every_family_that_cfmem_pretrains_loads_in_transformers_with_the_sa
     let config = dir.path().join("wrong.toml");
     std::fs::write(&config, "[model]\narchitecture = \"llama\"\nrotary_pct = 0.5\n").unwrap();
     let out = dir.path().join("wrong");
-    let err = cfmem_err(&[
-        "pretrain",
-        "--corpus",
-        background.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let err = pretrain(cfmem_err, &config, &out);
     assert!(err.contains("model.rotary_pct means nothing for architecture \"llama\""), "{err}");
     assert!(!out.exists());
 }
