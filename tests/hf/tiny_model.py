@@ -8,6 +8,7 @@ from transformers' own `save_pretrained` (float32), and OUT_DIR/tokenizer.json, 
                   [--intermediate I] [--activation ACT] [--untied | --tied]
                   [--kv-heads K] [--head-dim HD] [--rope-theta T]
                   [--attention-bias] [--mlp-bias] [--rotary-pct R] [--sequential]
+                  [--shard-size SIZE]
 
 Nothing comes from the Hugging Face hub: the weights are `torch.manual_seed(seed)` random,
 dropout is 0 everywhere (so a model is the same function in train and eval mode), and the
@@ -54,7 +55,9 @@ gpt2-small (GPT-2 small, 124M parameters, vocab 50257), smollm2-135m (llama: hid
 rope_theta 100000, rms_norm_eps 1e-5) and pythia-160m (gpt_neox: hidden 768, 12 layers, 12
 heads, intermediate 3072, rotary_pct 0.25, vocab 50304, untied, 2048 positions, parallel
 residual). Without --family, the family is the shape's (gpt2 for tiny). Explicit flags win
-over a shape's values. The tiny models are reloaded with `AutoModelForCausalLM` at the end
+over a shape's values. --shard-size SIZE saves the weights in shards of at most SIZE
+(`save_pretrained`'s max_shard_size, e.g. 20KB) with `model.safetensors.index.json`, as
+large models are saved. The tiny models are reloaded with `AutoModelForCausalLM` at the end
 and must give the same logits. Prints nothing but errors.
 """
 
@@ -330,6 +333,9 @@ def main() -> None:
     parser.add_argument("--family", choices=FAMILIES, help="default: the shape's family (gpt2 for tiny)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--shard-size", help="save_pretrained's max_shard_size (e.g. 20KB): sharded weights with their index"
+    )
+    parser.add_argument(
         "--scale", type=float, help="redraw the weights at S * 0.02 (1: keep transformers' init; 0: the default)"
     )
     parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
@@ -389,9 +395,12 @@ def main() -> None:
     kwargs = {}
     if "safe_serialization" in inspect.signature(model.save_pretrained).parameters:
         kwargs["safe_serialization"] = True
+    if args.shard_size is not None:
+        kwargs["max_shard_size"] = args.shard_size
     model.save_pretrained(args.out_dir, **kwargs)
     tokenizer.save(os.path.join(args.out_dir, "tokenizer.json"))
-    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+    weights = "model.safetensors" if args.shard_size is None else "model.safetensors.index.json"
+    for name in ("config.json", weights, "tokenizer.json"):
         if not os.path.isfile(os.path.join(args.out_dir, name)):
             raise SystemExit(f"{name} was not written in {args.out_dir}")
 

@@ -1,6 +1,6 @@
 //! The model families besides GPT-2, end to end, against `transformers` and `peft`: tiny
 //! random Llama (grouped-query attention, tied head, a SentencePiece-style tokenizer whose
-//! post-processor adds BOS), Qwen2 (q/k/v biases, untied head) and GPT-NeoX (a quarter of
+//! post-processor adds BOS; one saved in shards with their index), Qwen2 (q/k/v biases, untied head) and GPT-NeoX (a quarter of
 //! each head rotating, parallel and sequential residual) models evaluate in cfmem as in
 //! `transformers`, on documents shorter and longer than the context; LoRA runs over them
 //! keep adapters that `peft` loads and export merged models that `transformers` loads, each
@@ -48,6 +48,7 @@ fn a_transformers_model_of_every_family_evaluates_in_cfmem_as_in_transformers() 
     write_corpus(&corpus);
     let models: [(&str, &str, &[&str]); 4] = [
         ("llama", "llama", &["--kv-heads", "2"]),
+        ("llama-sharded", "llama", &["--kv-heads", "2", "--shard-size", "20KB", "--seed", "2"]),
         ("qwen2", "qwen2", &[]),
         ("neox-parallel", "gpt_neox", &["--rotary-pct", "0.25"]),
         ("neox-sequential", "gpt_neox", &["--rotary-pct", "0.25", "--sequential", "--seed", "1"]),
