@@ -19,8 +19,8 @@ use std::collections::HashMap;
 
 use tch::{Device, Kind, Tensor};
 
-use subsets::architecture::{Architecture, Init, Slot};
-use subsets::config::{Activation, Precision};
+use subsets::architecture::{Architecture, Init, Rotary, Slot};
+use subsets::config::{Activation, Precision, RopeScaling};
 use subsets::family::{Mlp, Norm, Part, Positions, Projections};
 
 /// One adapted matrix's factors for every model of a stack: A `[G, in, r]`, B `[G, r, out]`,
@@ -142,7 +142,7 @@ impl Compute for Architecture {
             Positions::Rotary => embedded,
         }
         .view([models, rows, d]);
-        let rotary = self.rotary.map(|rotary| RotaryTable::new(rotary.dims, rotary.theta, time, tokens.device()));
+        let rotary = self.rotary.map(|rotary| RotaryTable::new(rotary, time, tokens.device()));
 
         for layer in 0..self.n_layer as usize {
             let at = Some(layer);
@@ -180,7 +180,8 @@ impl Compute for Architecture {
 }
 
 /// The cosines and sines `[time, dims]` of rotary positions 0..time, computed in fp32 as
-/// transformers computes them: frequencies θ^(−2i/dims), each used for two features.
+/// transformers computes them: frequencies θ^(−2i/dims), rescaled as Llama 3's when the
+/// rotary positions say so, each used for two features.
 struct RotaryTable {
     dims: i64,
     cos: Tensor,
@@ -188,9 +189,14 @@ struct RotaryTable {
 }
 
 impl RotaryTable {
-    fn new(dims: i64, theta: f64, time: i64, device: Device) -> RotaryTable {
+    fn new(rotary: Rotary, time: i64, device: Device) -> RotaryTable {
+        let dims = rotary.dims;
         let exponents = Tensor::arange_start_step(0, dims, 2, (Kind::Int64, device)).to_kind(Kind::Float) / dims as f64;
-        let inverse = Tensor::pow_scalar(theta, &exponents).reciprocal();
+        let inverse = Tensor::pow_scalar(rotary.theta, &exponents).reciprocal();
+        let inverse = match rotary.scaling {
+            Some(scaling) => llama3_frequencies(&inverse, scaling),
+            None => inverse,
+        };
         let positions = Tensor::arange(time, (Kind::Float, device));
         let angles = positions.unsqueeze(1) * inverse.unsqueeze(0);
         let angles = Tensor::cat(&[&angles, &angles], 1);
@@ -212,6 +218,22 @@ impl RotaryTable {
             Tensor::cat(&[rotated, x.narrow(3, self.dims, head_dim - self.dims)], 3)
         }
     }
+}
+
+/// Llama 3's rescaled rotary frequencies, as transformers' `_compute_llama3_parameters`: a
+/// frequency of wavelength λ = 2π/f stays when λ < L/high_freq_factor, is divided by
+/// `factor` when λ > L/low_freq_factor (L the original context), and between the two is
+/// interpolated, (1 − s)·f/factor + s·f with s = (L/λ − low) / (high − low).
+fn llama3_frequencies(inverse: &Tensor, scaling: RopeScaling) -> Tensor {
+    let context = f64::from(scaling.original_max_position_embeddings);
+    let (low, high) = (scaling.low_freq_factor, scaling.high_freq_factor);
+    let (long, short) = (context / low, context / high);
+    let wavelength = inverse.full_like(2.0 * std::f64::consts::PI) / inverse;
+    let scaled = (inverse / scaling.factor).where_self(&wavelength.gt(long), inverse);
+    let smooth = (wavelength.full_like(context) / &wavelength - low) / (high - low);
+    let smoothed: Tensor = (-&smooth + 1.0) * &scaled / scaling.factor + &smooth * &scaled;
+    let medium = wavelength.lt(short).logical_not().logical_and(&wavelength.gt(long).logical_not());
+    smoothed.where_self(&medium, &scaled)
 }
 
 /// Causal self-attention of the normed input `h` `[G, rows, d]` through `project` (a
@@ -402,7 +424,7 @@ mod tests {
     fn rotary_positions_turn_pairs_of_features_by_their_angle() {
         // One head of 4 features, all rotating, θ = 100: position 1 turns feature pairs
         // (0, 2) by 1 radian and (1, 3) by 100^(-1/2) = 0.1.
-        let table = RotaryTable::new(4, 100.0, 2, Device::Cpu);
+        let table = RotaryTable::new(Rotary { dims: 4, theta: 100.0, scaling: None }, 2, Device::Cpu);
         let x = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0]).view([1, 1, 2, 4]);
         let turned = Vec::<f32>::try_from(table.apply(&x).view([-1])).unwrap();
         assert_eq!(&turned[..4], &[1.0, 2.0, 3.0, 4.0], "position 0 does not turn");

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use crate::config::{Activation, EmbeddingLayout, ModelConfig};
+use crate::config::{Activation, EmbeddingLayout, ModelConfig, RopeScaling};
 use crate::family::{Family, Mlp, Norm, Part, Positions, Projections, Traits};
 
 /// How a parameter starts when a model trains from scratch.
@@ -63,11 +63,12 @@ impl TensorSpec {
 }
 
 /// Rotary positions: the first `dims` features of every query and key head rotate, at
-/// frequencies `theta^(-2i/dims)`.
+/// frequencies `theta^(-2i/dims)`, rescaled as Llama 3's when `scaling` says so.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rotary {
     pub dims: i64,
     pub theta: f64,
+    pub scaling: Option<RopeScaling>,
 }
 
 /// Everything about a model's architecture that its computation, its parameters and its
@@ -162,7 +163,11 @@ impl Architecture {
             activation: model.activation,
             tied_head: model.tied_head,
             norm_epsilon: model.layer_norm_epsilon,
-            rotary: model.rotary().map(|(dims, theta)| Rotary { dims: i64::from(dims), theta }),
+            rotary: model.rotary().map(|(dims, theta)| Rotary {
+                dims: i64::from(dims),
+                theta,
+                scaling: model.rope_scaling,
+            }),
             parallel_residual: model.parallel_residual(),
             tensors,
             index,
@@ -380,7 +385,7 @@ mod tests {
                 ("model.norm.weight", vec![8]),
             ]
         );
-        assert_eq!(arch.rotary, Some(Rotary { dims: 2, theta: 10000.0 }));
+        assert_eq!(arch.rotary, Some(Rotary { dims: 2, theta: 10000.0, scaling: None }));
         assert_eq!(arch.matrix(0, Part::Key), (100 * 8 + 8 + 64, 8, 4));
         assert_eq!(arch.non_embedding_parameters(), arch.parameters() - 800);
     }

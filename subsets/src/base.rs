@@ -46,7 +46,7 @@ use sha2::{Digest, Sha256};
 
 use crate::architecture::{Architecture, TensorSpec};
 use crate::config::{
-    Activation, DEFAULT_ROPE_THETA, DEFAULT_ROTARY_PCT, EmbeddingLayout, ModelConfig, TokenizerChoice,
+    Activation, DEFAULT_ROPE_THETA, DEFAULT_ROTARY_PCT, EmbeddingLayout, ModelConfig, RopeScaling, TokenizerChoice,
 };
 use crate::family::Family;
 use crate::tokenizer::Tokenizer;
@@ -256,27 +256,42 @@ impl Keys<'_> {
         }
     }
 
-    /// (rope_theta, the rotating fraction if given) from `rope_parameters` (transformers 5)
-    /// or the keys transformers 4 wrote; a scaling other than the default is refused.
-    fn rope(&self, legacy_theta: &str) -> Result<(f64, Option<f64>)> {
-        let scaling = self.value("rope_parameters").or_else(|| self.value("rope_scaling"));
-        let (theta, fraction) = match scaling.and_then(Value::as_object) {
+    /// (rope_theta, the rotating fraction if given, Llama 3's scaling if given) from
+    /// `rope_parameters` (transformers 5) or the keys transformers 4 wrote; a scaling other
+    /// than the default and `llama3` is refused.
+    fn rope(&self, legacy_theta: &str) -> Result<(f64, Option<f64>, Option<RopeScaling>)> {
+        let key = if self.value("rope_parameters").is_some() { "rope_parameters" } else { "rope_scaling" };
+        let (theta, fraction, scaling) = match self.value(key).and_then(Value::as_object) {
             Some(parameters) => {
                 let keys = Keys { path: self.path, map: parameters };
                 let kind = keys.str_or("rope_type", keys.str_or("type", "default")?)?;
-                if kind != "default" {
-                    let key = if self.value("rope_parameters").is_some() { "rope_parameters" } else { "rope_scaling" };
-                    return self.refuse(format!(
-                        "{key}.rope_type \"{kind}\" is not supported: cfmem computes unscaled rotary positions \
-                         (rope_type \"default\")"
-                    ));
-                }
-                (
-                    keys.value("rope_theta").and_then(Value::as_f64),
-                    keys.value("partial_rotary_factor").and_then(Value::as_f64),
-                )
+                let scaling = match kind {
+                    "default" => None,
+                    "llama3" => {
+                        let number = |name: &str| {
+                            keys.value(name).and_then(Value::as_f64).map_or_else(
+                                || self.refuse(format!("{key}.{name}: Llama 3's rope scaling needs it")),
+                                Ok,
+                            )
+                        };
+                        Some(RopeScaling {
+                            factor: number("factor")?,
+                            low_freq_factor: number("low_freq_factor")?,
+                            high_freq_factor: number("high_freq_factor")?,
+                            original_max_position_embeddings: number("original_max_position_embeddings")? as u32,
+                        })
+                    }
+                    other => {
+                        return self.refuse(format!(
+                            "{key}.rope_type \"{other}\" is not supported: cfmem computes unscaled rotary positions \
+                             (rope_type \"default\") and Llama 3's scaling (\"llama3\")"
+                        ));
+                    }
+                };
+                let fraction = keys.value("partial_rotary_factor").and_then(Value::as_f64);
+                (keys.value("rope_theta").and_then(Value::as_f64), fraction, scaling)
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         let theta = match theta {
             Some(theta) => theta,
@@ -291,7 +306,10 @@ impl Keys<'_> {
                 None => None,
             },
         };
-        Ok((theta, fraction))
+        if let Some(problem) = scaling.as_ref().and_then(RopeScaling::problem) {
+            return self.refuse(format!("{key}: {problem}"));
+        }
+        Ok((theta, fraction, scaling))
     }
 }
 
@@ -354,8 +372,12 @@ pub fn read_config(path: &Path, tokenizer: &Path) -> Result<(ModelConfig, Embedd
             model.tied_head = keys.bool_or("tie_word_embeddings", false)?;
             let d_mlp = keys.u32("intermediate_size")?;
             let neox = family == Family::GptNeox;
-            let (theta, fraction) = keys.rope(if neox { "rotary_emb_base" } else { "rope_theta" })?;
+            let (theta, fraction, scaling) = keys.rope(if neox { "rotary_emb_base" } else { "rope_theta" })?;
             model.rope_theta = unless_default(theta, DEFAULT_ROPE_THETA);
+            if scaling.is_some() && family != Family::Llama {
+                return keys.refuse(format!("rope_type \"llama3\" is Llama 3's rope scaling, not {family}'s"));
+            }
+            model.rope_scaling = scaling;
             if neox {
                 model.layer_norm_epsilon = keys.f64_or("layer_norm_eps", 1e-5)?;
                 model.activation = keys.activation("hidden_act", "gelu")?;
@@ -467,6 +489,17 @@ pub fn config_json(model: &ModelConfig, layout: EmbeddingLayout) -> String {
         Family::Llama | Family::Qwen2 => {
             let (qkv_bias, _, mlp_bias) = model.biases();
             let theta = model.rope_theta.unwrap_or(DEFAULT_ROPE_THETA);
+            let rope = match model.rope_scaling {
+                None => json!({"rope_type": "default", "rope_theta": theta}),
+                Some(scaling) => json!({
+                    "rope_type": "llama3",
+                    "rope_theta": theta,
+                    "factor": scaling.factor,
+                    "low_freq_factor": scaling.low_freq_factor,
+                    "high_freq_factor": scaling.high_freq_factor,
+                    "original_max_position_embeddings": scaling.original_max_position_embeddings,
+                }),
+            };
             let mut llama = json!({
                 "num_hidden_layers": model.n_layer,
                 "num_attention_heads": model.n_head,
@@ -477,7 +510,7 @@ pub fn config_json(model: &ModelConfig, layout: EmbeddingLayout) -> String {
                 "max_position_embeddings": model.context,
                 "rms_norm_eps": model.layer_norm_epsilon,
                 "hidden_act": activation,
-                "rope_parameters": {"rope_type": "default", "rope_theta": theta},
+                "rope_parameters": rope,
                 "attention_dropout": 0.0,
             });
             if model.architecture == Family::Llama {
@@ -687,10 +720,26 @@ mod tests {
             )
         };
         parse(&llama("")).unwrap();
-        let scaled = err(&llama(
-            ", \"rope_parameters\": {\"rope_type\": \"llama3\", \"rope_theta\": 500000.0, \"factor\": 32.0}",
-        ));
-        assert!(scaled.contains("rope_parameters.rope_type \"llama3\" is not supported"), "{scaled}");
+        let scaled =
+            err(&llama(", \"rope_parameters\": {\"rope_type\": \"yarn\", \"rope_theta\": 500000.0, \"factor\": 32.0}"));
+        assert!(scaled.contains("rope_parameters.rope_type \"yarn\" is not supported"), "{scaled}");
+        let llama3 = ", \"rope_parameters\": {\"rope_type\": \"llama3\", \"rope_theta\": 500000.0, \"factor\": 32.0, \
+                      \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192}";
+        let (model, _) = parse(&llama(llama3)).unwrap();
+        let expected = RopeScaling {
+            factor: 32.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        };
+        assert_eq!((model.rope_scaling, model.rope_theta), (Some(expected), Some(500000.0)), "Llama 3.2's scaling");
+        let incomplete = err(&llama(&llama3.replace(", \"low_freq_factor\": 1.0", "")));
+        assert!(
+            incomplete.contains("rope_parameters.low_freq_factor: Llama 3's rope scaling needs it"),
+            "{incomplete}"
+        );
+        let on_neox = llama(llama3).replace("\"llama\"", "\"gpt_neox\"");
+        assert!(err(&on_neox).contains("rope_type \"llama3\" is Llama 3's rope scaling, not gpt_neox's"));
         assert!(
             err(&llama(", \"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}"))
                 .contains("rope_scaling.rope_type \"linear\"")
@@ -711,6 +760,12 @@ mod tests {
         let gpt2 = ModelConfig { n_layer: 3, n_head: 2, d_model: 16, context: 32, ..Default::default() };
         let llama = ModelConfig {
             architecture: Family::Llama,
+            rope_scaling: Some(RopeScaling {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 16,
+            }),
             n_kv_head: Some(1),
             d_mlp: Some(40),
             rope_theta: Some(500.0),

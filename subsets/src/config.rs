@@ -383,6 +383,9 @@ pub struct ModelConfig {
     pub d_mlp: Option<u32>,
     /// Base of the rotary frequencies (llama, qwen2, gpt_neox); absent: 10000.
     pub rope_theta: Option<f64>,
+    /// Llama 3's rope scaling (llama; `rope_type = "llama3"` in a `config.json`): long
+    /// wavelengths stretched by `factor`; absent: none.
+    pub rope_scaling: Option<RopeScaling>,
     /// Fraction of each head's features that rotate (gpt_neox); absent: 0.25.
     pub rotary_pct: Option<f64>,
     /// Attention and MLP read the same input and add to the residual together
@@ -479,6 +482,8 @@ struct ModelToml {
     #[serde(skip_serializing_if = "Option::is_none")]
     rope_theta: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    rope_scaling: Option<RopeScaling>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     rotary_pct: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     parallel_residual: Option<bool>,
@@ -522,6 +527,7 @@ impl From<ModelConfig> for ModelToml {
             head_dim: m.head_dim,
             d_mlp: m.d_mlp,
             rope_theta: m.rope_theta,
+            rope_scaling: m.rope_scaling,
             rotary_pct: m.rotary_pct,
             parallel_residual: m.parallel_residual,
             attention_bias: m.attention_bias,
@@ -551,6 +557,7 @@ impl TryFrom<ModelToml> for ModelConfig {
             ("n_kv_head", m.n_kv_head.is_some()),
             ("head_dim", m.head_dim.is_some()),
             ("rope_theta", m.rope_theta.is_some()),
+            ("rope_scaling", m.rope_scaling.is_some()),
             ("rotary_pct", m.rotary_pct.is_some()),
             ("parallel_residual", m.parallel_residual.is_some()),
             ("attention_bias", m.attention_bias.is_some()),
@@ -572,6 +579,7 @@ impl TryFrom<ModelToml> for ModelConfig {
             head_dim: m.head_dim,
             d_mlp: m.d_mlp,
             rope_theta: m.rope_theta,
+            rope_scaling: m.rope_scaling,
             rotary_pct: m.rotary_pct,
             parallel_residual: m.parallel_residual,
             attention_bias: m.attention_bias,
@@ -600,6 +608,7 @@ impl Default for ModelConfig {
             head_dim: None,
             d_mlp: None,
             rope_theta: None,
+            rope_scaling: None,
             rotary_pct: None,
             parallel_residual: None,
             attention_bias: None,
@@ -610,6 +619,37 @@ impl Default for ModelConfig {
             tied_head: false,
             layer_norm_epsilon: 1e-5,
         }
+    }
+}
+
+/// Llama 3's rope scaling (transformers' `rope_type = "llama3"`): of each rotary frequency,
+/// with wavelength λ, those of λ below `original_max_position_embeddings / high_freq_factor`
+/// stay, those of λ above `original_max_position_embeddings / low_freq_factor` are divided
+/// by `factor`, and those between are interpolated smoothly.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RopeScaling {
+    pub factor: f64,
+    pub low_freq_factor: f64,
+    pub high_freq_factor: f64,
+    pub original_max_position_embeddings: u32,
+}
+
+impl RopeScaling {
+    /// What makes the scaling meaningless, if anything.
+    pub fn problem(&self) -> Option<String> {
+        let positive = |x: f64| x > 0.0 && x.is_finite();
+        if !(positive(self.factor) && positive(self.low_freq_factor) && positive(self.high_freq_factor)) {
+            return Some("factor, low_freq_factor and high_freq_factor must be positive".into());
+        }
+        if self.high_freq_factor <= self.low_freq_factor {
+            return Some(format!(
+                "high_freq_factor {} must exceed low_freq_factor {}",
+                self.high_freq_factor, self.low_freq_factor
+            ));
+        }
+        (self.original_max_position_embeddings == 0)
+            .then(|| "original_max_position_embeddings must be at least 1".into())
     }
 }
 
@@ -624,6 +664,7 @@ impl ModelConfig {
         match key {
             "n_kv_head" | "head_dim" => matches!(family, Family::Llama | Family::Qwen2),
             "rope_theta" => family != Family::Gpt2,
+            "rope_scaling" => family == Family::Llama,
             "rotary_pct" | "parallel_residual" => family == Family::GptNeox,
             "attention_bias" => matches!(family, Family::Llama | Family::GptNeox),
             "mlp_bias" => family == Family::Llama,
@@ -701,6 +742,9 @@ impl ModelConfig {
         }
         if self.rope_theta.is_some_and(|theta| !(theta > 0.0 && theta.is_finite())) {
             return Some("model.rope_theta must be positive".into());
+        }
+        if let Some(problem) = self.rope_scaling.as_ref().and_then(RopeScaling::problem) {
+            return Some(format!("model.rope_scaling: {problem}"));
         }
         if self.rotary_pct.is_some_and(|pct| !(pct > 0.0 && pct <= 1.0)) {
             return Some("model.rotary_pct must be in (0, 1]".into());
@@ -1186,6 +1230,11 @@ mod tests {
             refused("architecture = \"qwen2\"\nattention_bias = false").contains("model.attention_bias means nothing")
         );
         assert!(refused("architecture = \"mistral\"").contains("unknown variant `mistral`"));
+        let llama3 = "rope_scaling = { factor = 8.0, low_freq_factor = 1.0, high_freq_factor = 4.0, \
+                      original_max_position_embeddings = 8192 }";
+        assert!(refused(&format!("architecture = \"qwen2\"\n{llama3}")).contains("model.rope_scaling means nothing"));
+        let scaled = model(&format!("architecture = \"llama\"\n{llama3}")).unwrap();
+        assert_eq!(scaled.rope_scaling.map(|s| s.original_max_position_embeddings), Some(8192));
         // The written table reads back the same, and a GPT-2 one writes no family key.
         let toml_of = |m: &ModelConfig| toml::to_string(m).unwrap();
         assert!(!toml_of(&gpt2).contains("architecture"));
@@ -1201,6 +1250,9 @@ mod tests {
             problem("architecture = \"llama\"\nn_kv_head = 3").contains("model.n_kv_head must divide model.n_head (4)")
         );
         assert!(problem("architecture = \"gpt_neox\"\nrotary_pct = 0.1").contains("3 rotary features of a head of 32"));
+        let inverted = "architecture = \"llama\"\nrope_scaling = { factor = 8.0, low_freq_factor = 4.0, \
+                        high_freq_factor = 1.0, original_max_position_embeddings = 8192 }";
+        assert!(problem(inverted).contains("model.rope_scaling: high_freq_factor 1 must exceed low_freq_factor 4"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ from transformers' own `save_pretrained` (float32), and OUT_DIR/tokenizer.json, 
                   [--shape tiny|gpt2-small|smollm2-135m|pythia-160m]
                   [--n-layer L] [--n-head H] [--n-embd D] [--n-positions P]
                   [--intermediate I] [--activation ACT] [--untied | --tied]
-                  [--kv-heads K] [--head-dim HD] [--rope-theta T]
+                  [--kv-heads K] [--head-dim HD] [--rope-theta T] [--llama3-rope FACTOR]
                   [--attention-bias] [--mlp-bias] [--rotary-pct R] [--sequential]
                   [--shard-size SIZE]
 
@@ -21,7 +21,9 @@ tokenizer is trained here on the paragraph below. The families, with their "tiny
   llama     LlamaForCausalLM: 2 layers, 4 heads, --kv-heads 2 (grouped-query attention),
             --head-dim (default hidden / heads), hidden 32, intermediate 80 (not 4x on
             purpose), 32 positions, rms_norm_eps 1e-6, --rope-theta 10000, silu, tied head
-            (--untied unties), no biases unless --attention-bias / --mlp-bias.
+            (--untied unties), no biases unless --attention-bias / --mlp-bias; --llama3-rope
+            FACTOR: Llama 3's rope scaling (low 1, high 4, over an original context of half
+            the model's).
   qwen2     Qwen2ForCausalLM: as llama's tiny shape (2 KV heads), but an untied head (--tied
             ties it) and the q/k/v biases Qwen2 always has.
   gpt_neox  GPTNeoXForCausalLM: 2 layers, 4 heads, hidden 32, intermediate 128, 32
@@ -152,6 +154,7 @@ FAMILY_FLAGS = {
     "kv_heads": ("llama", "qwen2"),
     "head_dim": ("llama",),
     "rope_theta": ("llama", "qwen2", "gpt_neox"),
+    "llama3_rope": ("llama",),
     "attention_bias": ("llama",),
     "mlp_bias": ("llama",),
     "rotary_pct": ("gpt_neox",),
@@ -288,6 +291,18 @@ def build(family: str, shape: dict, args, vocab_size: int, bos: int, eos: int):
     )
     theta = shape["rope_theta"] if args.rope_theta is None else args.rope_theta
     rope = {"rope_type": "default", "rope_theta": float(theta)}
+    if args.llama3_rope is not None:
+        # Llama 3's scaling over an original context of half the model's, so that the
+        # tiny model's frequencies fall in all three of its bands (kept, interpolated,
+        # divided by the factor).
+        rope = dict(
+            rope,
+            rope_type="llama3",
+            factor=args.llama3_rope,
+            low_freq_factor=1.0,
+            high_freq_factor=4.0,
+            original_max_position_embeddings=shape["n_positions"] // 2,
+        )
     if family == "llama":
         config = LlamaConfig(
             **common,
@@ -351,6 +366,9 @@ def main() -> None:
     parser.add_argument("--kv-heads", type=int, help="llama, qwen2: key/value heads (default 2)")
     parser.add_argument("--head-dim", type=int, help="llama: per-head size (default hidden / heads)")
     parser.add_argument("--rope-theta", type=float, help="llama, qwen2, gpt_neox: RoPE base (default 10000)")
+    parser.add_argument(
+        "--llama3-rope", type=float, metavar="FACTOR", help="llama: Llama 3's rope scaling (rope_type llama3) by FACTOR"
+    )
     parser.add_argument("--attention-bias", action="store_true", help="llama: biases on q/k/v/o")
     parser.add_argument("--mlp-bias", action="store_true", help="llama: biases on gate/up/down")
     parser.add_argument("--rotary-pct", type=float, help="gpt_neox: the rotated share of a head (default 0.25)")

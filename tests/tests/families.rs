@@ -1,6 +1,7 @@
 //! The model families besides GPT-2, end to end, against `transformers` and `peft`: tiny
 //! random Llama (grouped-query attention, tied head, a SentencePiece-style tokenizer whose
-//! post-processor adds BOS; one saved in shards with their index), Qwen2 (q/k/v biases, untied head) and GPT-NeoX (a quarter of
+//! post-processor adds BOS; one saved in shards with their index, one with Llama 3's rope
+//! scaling), Qwen2 (q/k/v biases, untied head) and GPT-NeoX (a quarter of
 //! each head rotating, parallel and sequential residual) models evaluate in cfmem as in
 //! `transformers`, on documents shorter and longer than the context; LoRA runs over them
 //! keep adapters that `peft` loads and export merged models that `transformers` loads, each
@@ -46,9 +47,10 @@ fn a_transformers_model_of_every_family_evaluates_in_cfmem_as_in_transformers() 
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.jsonl");
     write_corpus(&corpus);
-    let models: [(&str, &str, &[&str]); 4] = [
+    let models: [(&str, &str, &[&str]); 6] = [
         ("llama", "llama", &["--kv-heads", "2"]),
         ("llama-sharded", "llama", &["--kv-heads", "2", "--shard-size", "20KB", "--seed", "2"]),
+        ("llama3-rope", "llama", &["--llama3-rope", "8", "--seed", "3"]),
         ("qwen2", "qwen2", &[]),
         ("neox-parallel", "gpt_neox", &["--rotary-pct", "0.25"]),
         ("neox-sequential", "gpt_neox", &["--rotary-pct", "0.25", "--sequential", "--seed", "1"]),
@@ -193,7 +195,11 @@ fn a_base_of_every_family_that_cfmem_pretrains_loads_in_transformers_with_the_sa
         expect(&["pretrain", "--corpus", corpus, "--config", config, "--out", out, "--device", "cpu"])
     };
     let families = [
-        ("llama", "n_kv_head = 1\nd_mlp = 48\nrope_theta = 500.0\n"),
+        (
+            "llama",
+            "n_kv_head = 1\nd_mlp = 48\nrope_theta = 500.0\nrope_scaling = { factor = 8.0, low_freq_factor = 1.0, \
+             high_freq_factor = 4.0, original_max_position_embeddings = 16 }\n",
+        ),
         ("qwen2", "n_kv_head = 2\n"),
         ("gpt_neox", "rotary_pct = 0.5\nparallel_residual = false\n"),
     ];
@@ -250,13 +256,9 @@ fn a_base_cfmem_cannot_compute_is_refused_naming_the_key_and_the_file() {
     };
     let restore = |base: &Path, original: String| std::fs::write(base.join("config.json"), original).unwrap();
 
-    let original = edit(
-        &llama,
-        "\"rope_type\": \"default\"",
-        "\"rope_type\": \"llama3\", \"factor\": 32.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0",
-    );
+    let original = edit(&llama, "\"rope_type\": \"default\"", "\"rope_type\": \"yarn\", \"factor\": 4.0");
     let err = plan("a", &llama);
-    assert!(err.contains("config.json: rope_parameters.rope_type \"llama3\" is not supported"), "{err}");
+    assert!(err.contains("config.json: rope_parameters.rope_type \"yarn\" is not supported"), "{err}");
     restore(&llama, original);
     let original = edit(&llama, "\"model_type\": \"llama\"", "\"model_type\": \"mixtral\"");
     let err = plan("b", &llama);
