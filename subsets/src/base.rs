@@ -404,7 +404,9 @@ pub fn read_config(path: &Path, tokenizer: &Path) -> Result<(ModelConfig, Embedd
                     .value("layer_types")
                     .and_then(Value::as_array)
                     .is_some_and(|types| types.iter().any(|t| t.as_str() != Some("full_attention")));
-                if keys.bool_or("use_sliding_window", false)? || sliding_layers {
+                // A window as wide as the context changes nothing: only a narrower one is in use.
+                let narrower = keys.optional_u32("sliding_window")?.is_some_and(|window| window < model.context);
+                if (keys.bool_or("use_sliding_window", false)? || sliding_layers) && narrower {
                     return keys.refuse(
                         "use_sliding_window: a sliding attention window is not supported; cfmem attends to the \
                          whole context"
@@ -749,8 +751,10 @@ mod tests {
             err(&llama(", \"num_key_value_heads\": 3"))
                 .contains("num_key_value_heads 3 must divide num_attention_heads 2")
         );
-        let sliding = llama(", \"use_sliding_window\": true").replace("\"llama\"", "\"qwen2\"");
+        let sliding = llama(", \"use_sliding_window\": true, \"sliding_window\": 4").replace("\"llama\"", "\"qwen2\"");
         assert!(err(&sliding).contains("use_sliding_window: a sliding attention window is not supported"));
+        parse(&sliding.replace("\"sliding_window\": 4", "\"sliding_window\": 8"))
+            .expect("a window as wide as the context");
         assert!(err(&llama(", \"hidden_size\": \"eight\"")).contains("hidden_size is \"eight\", not a count"));
     }
 

@@ -271,6 +271,7 @@ fn a_base_cfmem_cannot_compute_is_refused_naming_the_key_and_the_file() {
         "{err}"
     );
     restore(&llama, original);
+    edit(&qwen2, "\"sliding_window\": null", "\"sliding_window\": 16");
     edit(&qwen2, "\"use_sliding_window\": false", "\"use_sliding_window\": true");
     let err = plan("d", &qwen2);
     assert!(err.contains("use_sliding_window: a sliding attention window is not supported"), "{err}");
