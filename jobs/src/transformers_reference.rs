@@ -32,9 +32,12 @@ fn python_ok(python: &Path, script: &str, args: &[&str]) {
     assert!(out.status.success(), "{script:?} {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A batch's inputs and targets, as lists of rows.
+type Batch = (Vec<Vec<i64>>, Vec<Vec<i64>>);
+
 /// A batch of `rows` rows of `time` positions, the last row padded after `time / 2`
 /// positions as cfmem pads a short window: (inputs, targets) as lists of rows.
-fn batch(seed: u64, rows: usize, time: usize, vocab: u32, pad: i64) -> (Vec<Vec<i64>>, Vec<Vec<i64>>) {
+fn batch(seed: u64, rows: usize, time: usize, vocab: u32, pad: i64) -> Batch {
     let mut state = seed;
     let mut next = || {
         state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -108,7 +111,7 @@ fn a_training_step_of_a_stack_is_pytorchs_adamw_step_on_the_transformers_model()
         // cfmem: a stack of two copies of the base, each model its own batch.
         let two = [base.weights.shallow_clone(), base.weights.shallow_clone()];
         let mut stack = Stack::from_rows(architecture, &two, Precision::Fp32, Device::Cpu).unwrap();
-        let table = |pick: fn(&(Vec<Vec<i64>>, Vec<Vec<i64>>)) -> &Vec<Vec<i64>>| {
+        let table = |pick: fn(&Batch) -> &Vec<Vec<i64>>| {
             let flat: Vec<i64> = batches.iter().flat_map(|b| pick(b).iter().flatten().copied()).collect();
             Tensor::from_slice(&flat).view([2, rows as i64, time as i64])
         };
@@ -134,12 +137,12 @@ fn a_training_step_of_a_stack_is_pytorchs_adamw_step_on_the_transformers_model()
             args.extend([flag.to_string(), value.to_string()]);
         }
         python_ok(&python, "reference_step.py", &args.iter().map(String::as_str).collect::<Vec<_>>());
-        for g in 0..batches.len() {
+        for (g, &loss_of_ours) in losses.iter().enumerate() {
             let stepped = stepped_dir.join(g.to_string());
             let loss: serde_json::Value =
                 serde_json::from_str(&std::fs::read_to_string(stepped.join("loss.json")).unwrap()).unwrap();
             let reference_loss = loss["loss"].as_f64().unwrap();
-            let ours = f64::from(losses[g]);
+            let ours = f64::from(loss_of_ours);
             assert!(
                 (ours - reference_loss).abs() <= 1e-5 * reference_loss,
                 "{family} model {g}: loss {ours} in cfmem, {reference_loss} in PyTorch"

@@ -163,7 +163,7 @@ pub fn find_tensor<'a, 'b>(
             return Some((entry, spec.name.clone()));
         }
         let bare = bare.as_ref()?;
-        names.iter().any(|n| *n == bare).then(|| (entry, bare.clone()))
+        names.contains(&bare).then(|| (entry, bare.clone()))
     })
 }
 

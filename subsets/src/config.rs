@@ -506,8 +506,11 @@ fn is_gpt2(family: &Family) -> bool {
 }
 
 impl Default for ModelToml {
+    /// ModelConfig's defaults, the activation left to the family.
     fn default() -> Self {
-        ModelToml { activation: None, ..ModelConfig::default().into() }
+        let mut toml = ModelToml::from(ModelConfig::default());
+        toml.activation = None;
+        toml
     }
 }
 
@@ -1242,8 +1245,7 @@ mod tests {
             assert_eq!(toml::from_str::<ModelConfig>(&toml_of(&m)).unwrap(), m);
         }
         let problem = |text: &str| {
-            let mut h = Hyperparameters::default();
-            h.model = model(text).unwrap();
+            let h = Hyperparameters { model: model(text).unwrap(), ..Default::default() };
             h.validate().unwrap_err().to_string()
         };
         assert!(
