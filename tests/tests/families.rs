@@ -1,7 +1,7 @@
 //! The model families besides GPT-2, end to end, against `transformers` and `peft`: tiny
 //! random Llama (grouped-query attention, tied head, a SentencePiece-style tokenizer whose
 //! post-processor adds BOS; one saved in shards with their index, one with Llama 3's rope
-//! scaling), Qwen2 (q/k/v biases, untied head) and GPT-NeoX (a quarter of
+//! scaling, one with a given head_dim, an untied head and biases), Qwen2 (q/k/v biases, untied head) and GPT-NeoX (a quarter of
 //! each head rotating, parallel and sequential residual) models evaluate in cfmem as in
 //! `transformers`, on documents shorter and longer than the context; LoRA runs over them
 //! keep adapters that `peft` loads and export merged models that `transformers` loads, each
@@ -47,10 +47,12 @@ fn a_transformers_model_of_every_family_evaluates_in_cfmem_as_in_transformers() 
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.jsonl");
     write_corpus(&corpus);
-    let models: [(&str, &str, &[&str]); 6] = [
+    let models: [(&str, &str, &[&str]); 7] = [
         ("llama", "llama", &["--kv-heads", "2"]),
         ("llama-sharded", "llama", &["--kv-heads", "2", "--shard-size", "20KB", "--seed", "2"]),
         ("llama3-rope", "llama", &["--llama3-rope", "8", "--seed", "3"]),
+        // Heads wider than hidden / heads, an untied head, biases on attention and MLP.
+        ("llama-head-dim", "llama", &["--head-dim", "16", "--untied", "--attention-bias", "--mlp-bias", "--seed", "4"]),
         ("qwen2", "qwen2", &[]),
         ("neox-parallel", "gpt_neox", &["--rotary-pct", "0.25"]),
         ("neox-sequential", "gpt_neox", &["--rotary-pct", "0.25", "--sequential", "--seed", "1"]),
