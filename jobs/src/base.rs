@@ -30,7 +30,7 @@ pub struct LoadedBase {
 }
 
 impl LoadedBase {
-    /// Reads the base in `dir` and loads its weights.
+    /// Reads the base in `dir` and loads its weights (which reading it checked).
     pub fn load(dir: &Path) -> Result<LoadedBase> {
         let (base, files) = Base::read_with_weights(dir)?;
         let weights = weights_from_files(&files, &Architecture::new(&base.model, base.layout))?;
@@ -61,12 +61,14 @@ pub fn load_weights(dir: &Path, model: &ModelConfig, layout: EmbeddingLayout, ex
             ),
         });
     }
-    weights_from_files(&files, &Architecture::new(model, layout))
+    let architecture = Architecture::new(model, layout);
+    subsets::base::check_tensors(&files, &architecture)?;
+    weights_from_files(&files, &architecture)
 }
 
-/// The weights in `files`, in the parameter layout of `architecture`.
+/// The weights in `files`, checked against `architecture` ([`subsets::base::check_tensors`]),
+/// in its parameter layout.
 fn weights_from_files(files: &WeightFiles, architecture: &Architecture) -> Result<Tensor> {
-    subsets::base::check_tensors(files, architecture)?;
     let parsed = files.parse()?;
     let parts = architecture
         .tensors

@@ -14,14 +14,13 @@ use rand::RngExt;
 use tch::{Device, Kind, Tensor};
 
 use queue::Progress;
+use subsets::architecture::Architecture;
 use subsets::config::{CorpusConfig, DesignConfig, Hyperparameters, Precision, RunConfig, TokensConfig};
 use subsets::seeds;
 use subsets::tokenizer::Tokenizer;
 
 use crate::Result;
 use crate::base::LoadedBase;
-use subsets::architecture::Architecture;
-
 use crate::train::{self, LOSS_EVERY, StackInput};
 
 /// Dense matrix-product peak of a device, FLOP/s.
@@ -251,7 +250,7 @@ pub fn measure_stack(request: &BenchRequest<'_>, stack: usize, device: Device, p
             batch,
             config.train.eval_batch_size as usize,
             length,
-            trained.adapters().map(|(lora, _)| lora.parameters()),
+            adapters,
         ),
     })
 }

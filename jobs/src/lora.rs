@@ -45,19 +45,7 @@ impl Lora {
         if train.adapter == Adapter::Full {
             return Ok(None);
         }
-        let traits = architecture.traits();
-        let mut targets = train
-            .lora_targets_of(architecture.family)
-            .into_iter()
-            .map(|name| match traits.lora_target(&name) {
-                Some(part) => Ok((name, part)),
-                None => Err(Error::Device(format!(
-                    "train.lora_targets: \"{name}\" is not a matrix of a {} block; it has {}",
-                    architecture.family,
-                    traits.lora_target_list()
-                ))),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let mut targets = train.lora_target_parts(architecture.family).map_err(subsets::Error::Invalid)?;
         targets.sort_by_key(|&(_, part)| part);
         let shapes = targets
             .iter()
@@ -72,7 +60,7 @@ impl Lora {
             targets,
             shapes,
             n_layer: architecture.n_layer as usize,
-            traits,
+            traits: architecture.traits(),
         }))
     }
 

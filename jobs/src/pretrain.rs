@@ -20,14 +20,13 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use queue::Progress;
+use subsets::architecture::Architecture;
 use subsets::config::{EmbeddingLayout, ModelConfig, TrainConfig};
 use subsets::{atomic, seeds};
 
 use crate::base;
-use crate::stored::{StoredTensor, serialize};
-use subsets::architecture::Architecture;
-
 use crate::model::Compute;
+use crate::stored::{StoredTensor, serialize};
 use crate::train::{ExampleStream, Schedule, Stack, TrainingTable};
 use crate::{Error, Result};
 
@@ -122,7 +121,7 @@ pub fn pretrain(
 
     let architecture = Architecture::new(&request.model, request.layout);
     let longest = request.documents.iter().map(Vec::len).max().unwrap_or(0);
-    crate::train::check_memory(&architecture, 1, &request.train, longest.clamp(1, request.model.window()), device)?;
+    crate::train::check_memory(&architecture, 1, &request.train, longest, device)?;
     let trained: Vec<&[u32]> = request
         .documents
         .iter()

@@ -129,16 +129,19 @@ fn evaluate_into(
 }
 
 /// Refuses, before any work, a stack of `models` whose estimated memory
-/// ([`Architecture::memory_estimate`]) at rows of `time` positions exceeds what `device`
-/// has free, saying the estimate, the limit and the largest stack that would fit.
+/// ([`Architecture::memory_estimate`]) exceeds what `device` has free, saying the estimate,
+/// the limit and the largest stack that would fit. Rows are as long as the `longest`
+/// document but at most a window: a base of a long context costs no more on short records
+/// than its rows need.
 pub fn check_memory(
     architecture: &Architecture,
     models: usize,
     train: &TrainConfig,
-    time: usize,
+    longest: usize,
     device: Device,
 ) -> Result<()> {
     let Some(free) = crate::device::free_memory(device) else { return Ok(()) };
+    let time = longest.clamp(1, architecture.context as usize - 1);
     let lora = Lora::of(architecture, train)?;
     let (batch, eval_batch) = (train.batch_size as usize, train.eval_batch_size as usize);
     let adapters = lora.as_ref().map(Lora::parameters);

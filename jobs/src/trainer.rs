@@ -7,6 +7,7 @@
 use tch::{Device, Tensor};
 
 use queue::Progress;
+use subsets::architecture::Architecture;
 use subsets::config::RunConfig;
 use subsets::layout::RunDir;
 use subsets::membership;
@@ -16,7 +17,6 @@ use subsets::tokenizer::{RunTokens, Tokenizer};
 use crate::base;
 use crate::train::{self, StackInput};
 use crate::{Error, Result};
-use subsets::architecture::Architecture;
 
 /// A planned run's documents, tokenized, ready to train any of its jobs on `device`.
 pub struct RunTrainer {
@@ -46,12 +46,10 @@ impl RunTrainer {
             });
         }
         let RunTokens { documents, background } = Tokenizer::for_run(run, config)?.encode_run(run, config, &corpus)?;
-        // Rows are at most a window long, and no longer than the longest document: a base
-        // of a long context costs no more on short records than its rows need.
         let longest = documents.iter().chain(&background).map(Vec::len).max().unwrap_or(0);
         let architecture = Architecture::new(&config.model, config.tokens.layout());
         let stack = config.jobs.stack.min(config.design.models) as usize;
-        train::check_memory(&architecture, stack, &config.train, longest.clamp(1, config.model.window()), device)?;
+        train::check_memory(&architecture, stack, &config.train, longest, device)?;
         let base = match (config.train.base(), &config.base) {
             (None, _) => None,
             (Some(dir), Some(planned)) => {

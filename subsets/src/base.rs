@@ -156,14 +156,10 @@ pub fn find_tensor<'a, 'b>(
     spec: &TensorSpec,
     files: &'a [(&'b Path, SafeTensors<'a>)],
 ) -> Option<(&'a (&'b Path, SafeTensors<'a>), String)> {
-    let bare = spec.name.split_once('.').map(|(_, rest)| rest.to_string());
+    let bare = spec.name.split_once('.').map(|(_, rest)| rest);
     files.iter().find_map(|entry| {
-        let names = entry.1.names();
-        if names.iter().any(|n| **n == spec.name) {
-            return Some((entry, spec.name.clone()));
-        }
-        let bare = bare.as_ref()?;
-        names.contains(&bare).then(|| (entry, bare.clone()))
+        let name = [Some(spec.name.as_str()), bare].into_iter().flatten().find(|name| entry.1.tensor(name).is_ok())?;
+        Some((entry, name.to_string()))
     })
 }
 

@@ -7,7 +7,7 @@
 use duplicates::Settings;
 use serde::{Deserialize, Serialize};
 
-use crate::family::Family;
+use crate::family::{Family, Part};
 use crate::schema::FINAL_CHECKPOINT;
 use crate::{Error, Result};
 
@@ -850,6 +850,22 @@ impl TrainConfig {
         }
     }
 
+    /// Each LoRA target of a model of `family` with the block matrix it adapts, in the
+    /// order named; a name the family lacks is refused, listing the ones it has.
+    pub fn lora_target_parts(&self, family: Family) -> std::result::Result<Vec<(String, Part)>, String> {
+        let traits = family.traits();
+        self.lora_targets_of(family)
+            .into_iter()
+            .map(|name| match traits.lora_target(&name) {
+                Some(part) => Ok((name, part)),
+                None => Err(format!(
+                    "train.lora_targets: \"{name}\" is not a matrix of a {family} block; it has {}",
+                    traits.lora_target_list()
+                )),
+            })
+            .collect()
+    }
+
     /// Why the adapter settings cannot train a model of `family`, if they cannot. The LoRA
     /// settings are checked only when `adapter` is LoRA.
     fn lora_problem(&self, family: Family) -> Option<String> {
@@ -869,18 +885,15 @@ impl TrainConfig {
         if !(self.lora_alpha > 0.0 && self.lora_alpha.is_finite()) {
             return Some(format!("train.lora_alpha must be positive, got {}", self.lora_alpha));
         }
-        let traits = family.traits();
-        let targets = self.lora_targets_of(family);
-        if targets.is_empty() {
-            return Some(format!("train.lora_targets must name at least one of {}", traits.lora_target_list()));
-        }
-        if let Some(unknown) = targets.iter().find(|t| traits.lora_target(t).is_none()) {
-            return Some(format!(
-                "train.lora_targets: \"{unknown}\" is not a matrix of a {family} block; it has {}",
-                traits.lora_target_list()
-            ));
-        }
-        let mut sorted = targets.clone();
+        let targets = match self.lora_target_parts(family) {
+            Ok(targets) if targets.is_empty() => {
+                let names = family.traits().lora_target_list();
+                return Some(format!("train.lora_targets must name at least one of {names}"));
+            }
+            Ok(targets) => targets,
+            Err(problem) => return Some(problem),
+        };
+        let mut sorted: Vec<&String> = targets.iter().map(|(name, _)| name).collect();
         sorted.sort_unstable();
         if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
             return Some(format!("train.lora_targets names \"{}\" twice", pair[0]));
