@@ -110,7 +110,7 @@ counts = dict(zip(("gpt2", "llama"), map(int, (out / "parameters.txt").read_text
 medians = {}
 for family in ("gpt2", "llama"):
     summary = json.loads((out / family / "analysis/summary.json").read_text())
-    reliability = re.search(r"reliability: .*", (out / f"{family}.txt").read_text()).group(0)
+    reliability = re.search(r"reliability \(mem_acc\): .*", (out / f"{family}.txt").read_text()).group(0)
     pretraining = tomllib.loads((out / f"base-{family}/pretraining.toml").read_text())
     overall = summary["diagnosis"]["overall"]
     pretrain_seconds = int((out / f"pretrain-{family}.seconds").read_text())
@@ -122,7 +122,7 @@ for family in ("gpt2", "llama"):
           f"bigram {overall['bigram_baseline']:.3f}, median mem_acc {summary['mem_acc_quantiles']['median']:+.3f}")
     for source in summary["diagnosis"]["sources"]:
         name = source["source"]
-        median = summary["sources"].get(name, {}).get("median")
+        median = summary["sources"].get(name, {}).get("mem_acc", {}).get("median")
         medians.setdefault(name, {})[family] = median
         print(f"   {name:<12} acc IN {source['acc_in']:.3f}  acc OUT {source['acc_out']:.3f}  "
               f"bigram {source['bigram_baseline']:.3f}  median mem_acc {median if median is None else f'{median:+.3f}'}")

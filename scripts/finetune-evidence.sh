@@ -58,7 +58,7 @@ rows = []
 for run, extra in (("scratch", 0), ("finetuned", pretraining["tokens_trained"])):
     summary = json.loads((out / run / "analysis/summary.json").read_text())
     printed = (out / f"{run}.txt").read_text()
-    reliability = re.search(r"reliability: .*", printed).group(0)
+    reliability = re.search(r"reliability \(mem_acc\): .*", printed).group(0)
     overall = summary["diagnosis"]["overall"]
     rows.append((run, overall, summary, reliability, training_tokens(run) + extra))
     print(f"== {run}: {reliability}")
@@ -66,7 +66,7 @@ for run, extra in (("scratch", 0), ("finetuned", pretraining["tokens_trained"]))
           f"bigram {overall['bigram_baseline']:.3f}, median mem_acc {summary['mem_acc_quantiles']['median']:+.3f}")
     for source in summary["diagnosis"]["sources"]:
         name = source["source"]
-        median = summary["sources"].get(name, {}).get("median")
+        median = summary["sources"].get(name, {}).get("mem_acc", {}).get("median")
         print(f"   {name:<12} acc IN {source['acc_in']:.3f}  acc OUT {source['acc_out']:.3f}  "
               f"bigram {source['bigram_baseline']:.3f}  median mem_acc {median if median is None else f'{median:+.3f}'}")
     print(f"   training tokens, all models{' and the pretraining' if extra else ''}: {training_tokens(run) + extra:,.0f}")

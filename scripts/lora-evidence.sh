@@ -39,7 +39,7 @@ import json, pathlib, re, sys
 out = pathlib.Path(sys.argv[1])
 for run in ("full", "lora"):
     summary = json.loads((out / run / "analysis/summary.json").read_text())
-    reliability = re.search(r"reliability: .*", (out / f"{run}.txt").read_text()).group(0)
+    reliability = re.search(r"reliability \(mem_acc\): .*", (out / f"{run}.txt").read_text()).group(0)
     overall = summary["diagnosis"]["overall"]
     seconds = int((out / f"{run}.seconds").read_text())
     print(f"== {run}: cfmem run took {seconds} s; {reliability}")
@@ -47,7 +47,7 @@ for run in ("full", "lora"):
           f"bigram {overall['bigram_baseline']:.3f}, median mem_acc {summary['mem_acc_quantiles']['median']:+.3f}")
     for source in summary["diagnosis"]["sources"]:
         name = source["source"]
-        median = summary["sources"].get(name, {}).get("median")
+        median = summary["sources"].get(name, {}).get("mem_acc", {}).get("median")
         print(f"   {name:<12} acc IN {source['acc_in']:.3f}  acc OUT {source['acc_out']:.3f}  "
               f"median mem_acc {median if median is None else f'{median:+.3f}'}")
 PY

@@ -318,6 +318,10 @@ pub struct DocumentAccuracy {
     pub acc_in: Option<f64>,
     /// Mean per-token accuracy of the models that did not, None if every model did.
     pub acc_out: Option<f64>,
+    /// Mean per-token loss (nats) of the models that trained on the document.
+    pub loss_in: Option<f64>,
+    /// Mean per-token loss of the models that did not.
+    pub loss_out: Option<f64>,
     /// [`Baseline::bigram_accuracy`].
     pub bigram: Option<f64>,
     /// [`Baseline::unigram_accuracy`].
@@ -328,9 +332,11 @@ pub struct DocumentAccuracy {
 /// that have the value (a long document counts as much as a short one), None when none
 /// has it; the gaps are differences of the means shown, so a reader can check them.
 ///
-/// JSON fields: `documents`, `holdout`, `acc_in`, `acc_out`, `bigram_baseline`,
-/// `unigram_baseline`, `generalization_gap`, `memorization_gap` (numbers or null) and
-/// `memorizing` (bool).
+/// JSON fields: `documents`, `holdout`, `acc_in`, `acc_out`, `loss_in`, `loss_out`,
+/// `bigram_baseline`, `unigram_baseline`, `generalization_gap`, `memorization_gap`
+/// (numbers or null) and `memorizing` (bool). The losses are shown beside the accuracies;
+/// the rule is on accuracy, which the baselines are in. Summaries written before the
+/// losses were shown read with them null.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupAccuracy {
     pub documents: usize,
@@ -338,6 +344,11 @@ pub struct GroupAccuracy {
     pub holdout: usize,
     pub acc_in: Option<f64>,
     pub acc_out: Option<f64>,
+    /// Mean per-token loss IN and OUT: `loss_out − loss_in` is the group's mean mem_loss.
+    #[serde(default)]
+    pub loss_in: Option<f64>,
+    #[serde(default)]
+    pub loss_out: Option<f64>,
     pub bigram_baseline: Option<f64>,
     pub unigram_baseline: Option<f64>,
     /// `acc_out − bigram_baseline`: how much better than a bigram table the models predict
@@ -408,6 +419,8 @@ fn group_accuracy(documents: &[&DocumentAccuracy], canaries: bool) -> GroupAccur
         holdout: documents.iter().filter(|d| d.holdout).count(),
         acc_in,
         acc_out,
+        loss_in: mean(documents.iter().map(|d| d.loss_in)),
+        loss_out: mean(documents.iter().map(|d| d.loss_out)),
         bigram_baseline,
         unigram_baseline: mean(documents.iter().map(|d| d.unigram)),
         generalization_gap,
@@ -490,19 +503,24 @@ impl fmt::Display for Diagnosis {
             let flag = if group.memorizing { "  memorizing" } else { "" };
             writeln!(
                 f,
-                "  {label:<20} {:>7} {:>8} {:>8} {:>8} {:>8}{flag}",
+                "  {label:<20} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}{flag}",
                 group.documents,
                 show(group.acc_in),
                 show(group.acc_out),
                 show(group.bigram_baseline),
                 show(group.unigram_baseline),
+                show(group.loss_in),
+                show(group.loss_out),
             )
         };
-        writeln!(f, "generalization (mean per-token accuracy over documents; baselines leave the document out):")?;
         writeln!(
             f,
-            "  {:<20} {:>7} {:>8} {:>8} {:>8} {:>8}",
-            "source", "docs", "acc IN", "acc OUT", "bigram", "unigram"
+            "generalization (mean per-token accuracy and loss over documents; baselines leave the document out):"
+        )?;
+        writeln!(
+            f,
+            "  {:<20} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "source", "docs", "acc IN", "acc OUT", "bigram", "unigram", "loss IN", "loss OUT"
         )?;
         let has_canaries = self.sources.iter().any(|s| is_canary(s.source.as_deref()));
         row(f, if has_canaries { "all but canaries" } else { "all" }, &self.overall)?;
@@ -639,6 +657,7 @@ mod tests {
         assert_eq!(successors(&pool, &positions, &bounds), one);
     }
 
+    /// A document whose losses are 1 − its accuracies.
     fn document(
         source: Option<&str>,
         acc_in: Option<f64>,
@@ -651,6 +670,8 @@ mod tests {
             holdout: acc_in.is_none(),
             acc_in,
             acc_out: Some(acc_out),
+            loss_in: acc_in.map(|a| 1.0 - a),
+            loss_out: Some(1.0 - acc_out),
             bigram: Some(bigram),
             unigram: Some(unigram),
         }
@@ -716,9 +737,18 @@ mod tests {
         assert!(warning.contains("web: mean accuracy OUT 0.300") && !warning.contains("canary"), "{warning}");
 
         let table = diagnosis.to_string();
-        assert!(table.contains("  all but canaries           3    0.650    0.400    0.333    0.133\n"), "{table}");
-        assert!(table.contains("  web                        2    0.800    0.300    0.400    0.150  memorizing\n"));
-        assert!(table.contains("  (none)                     1    0.500    0.600    0.200    0.100\n"));
+        // Losses beside them: IN (0.2 + 0.5) / 2, OUT (0.6 + 0.8 + 0.4) / 3.
+        assert!(close(overall.loss_in, 0.35) && close(overall.loss_out, 0.6), "{overall:?}");
+        assert!(
+            table.contains("  all but canaries           3    0.650    0.400    0.333    0.133    0.350    0.600\n"),
+            "{table}"
+        );
+        assert!(table.contains(
+            "  web                        2    0.800    0.300    0.400    0.150    0.200    0.700  memorizing\n"
+        ));
+        assert!(
+            table.contains("  (none)                     1    0.500    0.600    0.200    0.100    0.500    0.400\n")
+        );
     }
 
     #[test]
@@ -737,6 +767,8 @@ mod tests {
             "documents",
             "generalization_gap",
             "holdout",
+            "loss_in",
+            "loss_out",
             "memorization_gap",
             "memorizing",
             "unigram_baseline",

@@ -1,5 +1,6 @@
 //! Everything cfmem computes from a run's files: the memorization estimators and their
-//! standard errors ([`estimate`], [`stats`]), the per-model matrices ([`per_model`]) that
+//! standard errors ([`estimate`], [`stats`]) for both scores, mem_loss and mem_acc, one of
+//! which ranks ([`measure`]), the per-model matrices ([`per_model`]) that
 //! the bootstrap intervals ([`bootstrap`]), the reliability measures ([`reliability`]) and
 //! counterfactual influence ([`influence`]) multiply with one GEMM ([`gemm`]), the score
 //! tables ([`scores`]) and their profile over training ([`profile`]), the memorization
@@ -20,6 +21,7 @@ pub mod estimate;
 pub mod gemm;
 pub mod html_report;
 pub mod influence;
+pub mod measure;
 pub mod per_model;
 pub mod printed_summary;
 pub mod profile;

@@ -9,6 +9,7 @@ use subsets::config::RunConfig;
 use subsets::schema::{CorpusTable, ScoreTable};
 
 use crate::diagnosis::Diagnosis;
+use crate::measure::{ByMeasure, Measure};
 use crate::profile::{ProfileSummary, percent};
 use crate::reliability::Verdict;
 use crate::spectrum::SpectrumSummary;
@@ -27,20 +28,23 @@ pub struct PrintedSummary {
     capped: (u32, Option<u32>),
     numbers: Summary,
     top: Vec<TopDoc>,
-    reliability: Verdict,
+    /// The verdict on each score's ranking, the ranking score's first.
+    reliability: Vec<Verdict>,
     diagnosis: Diagnosis,
-    /// The spectrum's numbers and each level's reliability verdict, if the run has levels
+    /// The spectrum's numbers and each level's reliability verdicts, if the run has levels
     /// beyond the document.
     spectrum: Option<(SpectrumSummary, Vec<(String, Verdict)>)>,
     /// Memorization over training, if the models were evaluated at more than one checkpoint.
     profile: Option<ProfileSummary>,
 }
 
-/// A line of the most memorized documents.
+/// A line of the most memorized documents: the ranking score with its standard error,
+/// then the other score.
 #[derive(Debug, Clone)]
 struct TopDoc {
-    mem_acc: f64,
+    value: f64,
     se: Option<f64>,
+    other: Option<f64>,
     source: Option<String>,
     id: String,
     preview: String,
@@ -49,37 +53,38 @@ struct TopDoc {
 /// The sources the printed table and `summary.json` list: those with a name and a scored
 /// document. Documents without a source have no row here, as a JSON key could not tell
 /// them from a source named like the label the views give them.
-fn named_sources(numbers: &Summary) -> impl Iterator<Item = (&str, usize, f64, f64)> {
-    numbers.sources.iter().filter_map(|row| {
-        let source = row.source.as_deref()?;
-        Some((source, row.mem_acc.len(), row.median?, row.mean?))
-    })
+fn named_sources(numbers: &Summary) -> impl Iterator<Item = (&str, &crate::summary::SourceRow)> {
+    numbers.sources.iter().filter_map(|row| Some((row.source.as_deref()?, row)).filter(|_| row.scored() > 0))
 }
 
 impl PrintedSummary {
-    /// The summary of an analysis: `numbers` of its tables, with the most memorized
-    /// documents' lines read from `scores` and `corpus`.
+    /// The summary of an analysis: `numbers` of its tables (ranked by `numbers.rank_by`),
+    /// with the most memorized documents' lines read from `scores` and `corpus`, and the
+    /// verdicts on both scores' rankings (`reliability`, the ranking score's first).
     pub fn new(
         config: &RunConfig,
         corpus: &CorpusTable,
         scores: &ScoreTable,
         numbers: Summary,
         logs: (usize, usize),
-        reliability: Verdict,
+        reliability: Vec<Verdict>,
         diagnosis: Diagnosis,
     ) -> PrintedSummary {
+        let lead = numbers.rank_by.columns(scores);
+        let other = numbers.rank_by.other().columns(scores);
         let top = numbers
             .most_memorized(TOP)
             .map(|d| TopDoc {
-                mem_acc: scores.mem_acc[d].expect("ranked documents are scored"),
-                se: scores.mem_acc_se[d],
+                value: lead.value[d].expect("ranked documents are scored"),
+                se: lead.se[d],
+                other: other.value[d],
                 source: scores.source[d].clone(),
                 id: scores.doc_id[d].clone(),
                 preview: preview(&corpus.text[d], PREVIEW_CHARS),
             })
             .collect();
         PrintedSummary {
-            models: reliability.models(),
+            models: reliability.first().map_or(0, Verdict::models),
             logs,
             capped: (config.tokens.capped, config.model.max_tokens_per_doc),
             numbers,
@@ -96,35 +101,48 @@ impl PrintedSummary {
         PrintedSummary { profile: Some(profile), ..self }
     }
 
-    /// The summary with a spectrum's numbers and each level's reliability verdict.
+    /// The summary with a spectrum's numbers and each level's reliability verdicts.
     pub fn with_spectrum(self, spectrum: SpectrumSummary, verdicts: Vec<(String, Verdict)>) -> PrintedSummary {
         PrintedSummary { spectrum: Some((spectrum, verdicts)), ..self }
     }
 
-    /// `summary.json`: `models`, `documents`, `holdout`, `jobs_analyzed`, `jobs`,
-    /// `mem_acc_quantiles` (`min`, `p10`, `median`, `p90`, `max`, or null), `sources`
-    /// (`{source: {count, median, mean}}` of mem_acc over the scored documents of each
-    /// named source), `reliability` ([`Verdict::to_json`]), `diagnosis` ([`Diagnosis`]),
-    /// `spectrum` and `profile` ([`ProfileSummary`]), the last two null where the run has none.
+    fn rank_by(&self) -> Measure {
+        self.numbers.rank_by
+    }
+
+    /// `summary.json`: `models`, `documents`, `holdout`, `jobs_analyzed`, `jobs`, `rank_by`
+    /// (`loss` or `accuracy`), `mem_loss_quantiles` and `mem_acc_quantiles` (`min`, `p10`,
+    /// `median`, `p90`, `max`, or null), `sources` (`{source: {count, mem_loss: {median,
+    /// mean}, mem_acc: {median, mean}}}` over the scored documents of each named source),
+    /// `reliability` (`{mem_loss: …, mem_acc: …}`, each [`Verdict::to_json`]), `diagnosis`
+    /// ([`Diagnosis`]), `spectrum` and `profile` ([`ProfileSummary`]), the last two null
+    /// where the run has none.
     pub fn to_json(&self) -> serde_json::Value {
-        let quantiles = self
-            .numbers
-            .quantiles
-            .map(|q| serde_json::json!({"min": q.min, "p10": q.p10, "median": q.median, "p90": q.p90, "max": q.max}));
+        let quantiles = |m: Measure| {
+            self.numbers.quantiles.of(m).map(
+                |q| serde_json::json!({"min": q.min, "p10": q.p10, "median": q.median, "p90": q.p90, "max": q.max}),
+            )
+        };
         let sources: serde_json::Map<String, serde_json::Value> = named_sources(&self.numbers)
-            .map(|(source, count, median, mean)| {
-                (source.to_string(), serde_json::json!({"count": count, "median": median, "mean": mean}))
+            .map(|(source, row)| {
+                let of = |m: Measure| serde_json::json!({"median": row.median(m), "mean": row.mean(m)});
+                let entry = serde_json::json!({"count": row.scored(), "mem_loss": of(Measure::Loss), "mem_acc": of(Measure::Accuracy)});
+                (source.to_string(), entry)
             })
             .collect();
+        let reliability: serde_json::Map<String, serde_json::Value> =
+            self.reliability.iter().map(|v| (v.measure().score().to_string(), v.to_json())).collect();
         serde_json::json!({
             "models": self.models,
             "documents": self.numbers.documents,
             "holdout": self.numbers.held_out,
             "jobs_analyzed": self.logs.0,
             "jobs": self.logs.1,
-            "mem_acc_quantiles": quantiles,
+            "rank_by": self.rank_by(),
+            "mem_loss_quantiles": quantiles(Measure::Loss),
+            "mem_acc_quantiles": quantiles(Measure::Accuracy),
             "sources": sources,
-            "reliability": self.reliability.to_json(),
+            "reliability": reliability,
             "diagnosis": self.diagnosis,
             "spectrum": self.spectrum.as_ref().map(|(spectrum, _)| spectrum_json(spectrum)),
             "profile": self.profile,
@@ -136,8 +154,13 @@ fn opt(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_string(), |v| format!("{v:+.3}"))
 }
 
+fn se(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_string(), |s| format!("{s:.3}"))
+}
+
 impl fmt::Display for PrintedSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [lead, other] = self.rank_by().leading();
         writeln!(
             f,
             "{} models, {} documents ({} held out), logs of {} of {} jobs",
@@ -146,57 +169,93 @@ impl fmt::Display for PrintedSummary {
         if let (capped @ 1.., Some(cap)) = self.capped {
             writeln!(f, "{capped} documents were cut to model.max_tokens_per_doc = {cap} tokens")?;
         }
-        if let Some(Quantiles { min, p10, median, p90, max }) = self.numbers.quantiles {
-            writeln!(f, "mem_acc: min {min:+.3}  10% {p10:+.3}  median {median:+.3}  90% {p90:+.3}  max {max:+.3}")?;
+        writeln!(f, "ranked by {lead} ({}; `--rank-by {}` ranks by {other})", lead.unit(), other.name())?;
+        for m in [lead, other] {
+            if let Some(Quantiles { min, p10, median, p90, max }) = self.numbers.quantiles.of(m) {
+                writeln!(
+                    f,
+                    "{:<9} min {min:+.3}  10% {p10:+.3}  median {median:+.3}  90% {p90:+.3}  max {max:+.3}",
+                    format!("{m}:")
+                )?;
+            }
         }
-        writeln!(f, "{}", self.reliability)?;
-        writeln!(f, "\nmost memorized (mem_acc ± se, source, id, text):")?;
+        for verdict in &self.reliability {
+            writeln!(f, "{verdict}")?;
+        }
+        writeln!(f, "\nmost memorized by {lead} ({lead} ± se, {other}, source, id, text):")?;
         for (rank, doc) in self.top.iter().enumerate() {
-            let se = doc.se.map_or_else(|| "-".to_string(), |s| format!("{s:.3}"));
             let source = source_label(doc.source.as_deref());
-            writeln!(f, "{:>3}. {:+.3} ± {se}  {source:<16} {:<20} {}", rank + 1, doc.mem_acc, doc.id, doc.preview)?;
+            writeln!(
+                f,
+                "{:>3}. {:+.3} ± {}  {:>6}  {source:<16} {:<20} {}",
+                rank + 1,
+                doc.value,
+                se(doc.se),
+                opt(doc.other),
+                doc.id,
+                doc.preview
+            )?;
         }
         let mut sources = named_sources(&self.numbers).peekable();
         if sources.peek().is_some() {
-            writeln!(f, "\nby source:        count   median     mean")?;
-            for (source, count, median, mean) in sources {
-                writeln!(f, "  {source:<16} {count:>5}  {median:+.3}  {mean:+.3}")?;
+            let median = |m: Measure| format!("{m} median");
+            writeln!(
+                f,
+                "\nby source:        count  {:>15}  {:>7}  {:>15}  {:>7}",
+                median(lead),
+                "mean",
+                median(other),
+                "mean"
+            )?;
+            for (source, row) in sources {
+                writeln!(
+                    f,
+                    "  {source:<16} {:>5}  {:>15}  {:>7}  {:>15}  {:>7}",
+                    row.scored(),
+                    opt(row.median(lead)),
+                    opt(row.mean(lead)),
+                    opt(row.median(other)),
+                    opt(row.mean(other))
+                )?;
             }
         }
         let clusters = &self.numbers.clusters;
         if !clusters.is_empty() {
-            writeln!(f, "\nnear-duplicate clusters: {} (group mem_acc vs mean member mem_acc)", clusters.len())?;
+            writeln!(
+                f,
+                "\nnear-duplicate clusters: {} (group score vs mean member score, {lead} then {other})",
+                clusters.len()
+            )?;
             for line in clusters.iter().take(TOP) {
-                writeln!(
-                    f,
-                    "  cluster {:<5} size {:<4} group {}  members {}",
-                    line.cluster,
-                    line.size,
-                    opt(line.group_mem_acc),
-                    opt(line.member_mean)
-                )?;
+                let pair =
+                    |m: Measure| format!("group {}  members {}", opt(*line.group.of(m)), opt(*line.member_mean.of(m)));
+                writeln!(f, "  cluster {:<5} size {:<4} {}  |  {}", line.cluster, line.size, pair(lead), pair(other))?;
             }
         }
         if !self.numbers.copies.is_empty() {
-            writeln!(f, "\ncopy sweep (canaries): copies  canaries  mem_acc ± se")?;
+            writeln!(f, "\ncopy sweep (canaries): copies  canaries  {lead} ± se  {other} ± se")?;
             for row in &self.numbers.copies {
-                let se = row.mem_acc_se.map_or_else(|| "-".to_string(), |s| format!("{s:.3}"));
-                writeln!(f, "  {:>6}  {:>8}  {} ± {se}", row.copies, row.canaries, opt(row.mem_acc))?;
+                let scores = ByMeasure {
+                    mem_loss: format!("{} ± {}", opt(row.mem_loss), se(row.mem_loss_se)),
+                    mem_acc: format!("{} ± {}", opt(row.mem_acc), se(row.mem_acc_se)),
+                };
+                writeln!(f, "  {:>6}  {:>8}  {}  {}", row.copies, row.canaries, scores.of(lead), scores.of(other))?;
             }
         }
         if let Some((spectrum, verdicts)) = &self.spectrum {
-            write_spectrum(f, spectrum, verdicts)?;
+            write_spectrum(f, spectrum, verdicts, lead)?;
         }
         if let Some(profile) = &self.profile {
-            write_profile(f, profile)?;
+            write_profile(f, profile, lead)?;
         }
         write!(f, "\n{}", self.diagnosis)
     }
 }
 
-/// `summary.json`'s `spectrum`: `levels` (`[{level, models, reliability, fallen_back}]`),
-/// `sources` (`{source: {level: median mem_acc}}`, named sources only) and `coarser_only`
-/// (`[{id, source, finest, level, mem_acc, lo, hi, unit_size, shared, preview}]`).
+/// `summary.json`'s `spectrum`: `levels` (`[{level, models, reliability: {mem_loss,
+/// mem_acc}, fallen_back}]`), `sources` (`{source: {level: {mem_loss, mem_acc}}}`, the
+/// medians, named sources only) and `coarser_only` (`[{id, source, finest, level, mem_acc,
+/// lo, hi, unit_size, shared, preview}]`, found on mem_acc).
 fn spectrum_json(spectrum: &SpectrumSummary) -> serde_json::Value {
     let levels: Vec<serde_json::Value> = spectrum
         .levels
@@ -218,8 +277,11 @@ fn spectrum_json(spectrum: &SpectrumSummary) -> serde_json::Value {
             let by_level: serde_json::Map<String, serde_json::Value> = spectrum
                 .levels
                 .iter()
-                .zip(&row.quartiles)
-                .map(|((level, _), q)| (level.clone(), serde_json::json!(q.map(|q| q[1]))))
+                .enumerate()
+                .map(|(l, (level, _))| {
+                    let median = ByMeasure::from_fn(|m| row.quartiles.of(m)[l].map(|q| q[1]));
+                    (level.clone(), serde_json::json!(median))
+                })
                 .collect();
             Some((row.source.clone()?, serde_json::Value::Object(by_level)))
         })
@@ -241,9 +303,10 @@ fn write_spectrum(
     f: &mut fmt::Formatter<'_>,
     spectrum: &SpectrumSummary,
     verdicts: &[(String, Verdict)],
+    lead: Measure,
 ) -> fmt::Result {
     let models: Vec<String> = spectrum.levels.iter().map(|(level, m)| format!("{level} {m}")).collect();
-    writeln!(f, "\nspectrum: median mem_acc by source and level (models per level: {})", models.join(", "))?;
+    writeln!(f, "\nspectrum: median {lead} by source and level (models per level: {})", models.join(", "))?;
     write!(f, "  {:<16}", "source")?;
     for (level, _) in &spectrum.levels {
         write!(f, " {level:>10}")?;
@@ -251,7 +314,7 @@ fn write_spectrum(
     writeln!(f)?;
     for row in &spectrum.sources {
         write!(f, "  {:<16}", source_label(row.source.as_deref()))?;
-        for q in &row.quartiles {
+        for q in row.quartiles.of(lead) {
             write!(f, " {:>10}", opt(q.map(|q| q[1])))?;
         }
         writeln!(f)?;
@@ -293,11 +356,13 @@ fn write_spectrum(
     Ok(())
 }
 
-fn write_profile(f: &mut fmt::Formatter<'_>, profile: &ProfileSummary) -> fmt::Result {
+fn write_profile(f: &mut fmt::Formatter<'_>, profile: &ProfileSummary, lead: Measure) -> fmt::Result {
     let steps: Vec<String> = profile.checkpoints.iter().map(|c| c.step.to_string()).collect();
+    let leading = profile.of(lead);
     writeln!(
         f,
-        "\nmemorization over training: mean mem_acc by source at each checkpoint (steps {})",
+        "\nmemorization over training: mean {} by source at each checkpoint (steps {})",
+        leading.measure,
         steps.join(", ")
     )?;
     write!(f, "  {:<16}", "source")?;
@@ -305,9 +370,9 @@ fn write_profile(f: &mut fmt::Formatter<'_>, profile: &ProfileSummary) -> fmt::R
         write!(f, " {:>7}", percent(c.checkpoint))?;
     }
     writeln!(f)?;
-    for row in &profile.sources {
+    for row in &leading.sources {
         write!(f, "  {:<16}", source_label(row.source.as_deref()))?;
-        for m in &row.mem_acc {
+        for m in &row.mean {
             write!(f, " {:>7}", opt(*m))?;
         }
         writeln!(f)?;
@@ -322,10 +387,15 @@ fn write_profile(f: &mut fmt::Formatter<'_>, profile: &ProfileSummary) -> fmt::R
         true => writeln!(f, "  (memorizing regime at no checkpoint)")?,
         false => writeln!(f, "  (memorizing regime at {})", memorizing.join(", "))?,
     }
-    write!(f, "  {:<16}", "Spearman w/ end")?;
-    for c in &profile.checkpoints {
-        write!(f, " {:>7}", c.spearman_with_final.map_or_else(|| "-".into(), |r| format!("{r:.2}")))?;
+    for score in &profile.scores {
+        write!(f, "  {:<16}", format!("{} w/ end", score.measure))?;
+        for rho in &score.spearman_with_final {
+            write!(f, " {:>7}", rho.map_or_else(|| "-".into(), |r| format!("{r:.2}")))?;
+        }
+        writeln!(f, "  (Spearman)")?;
     }
-    writeln!(f)?;
-    writeln!(f, "ranking over training: {}", profile.ranking_answer())
+    for score in &profile.scores {
+        writeln!(f, "ranking over training ({}): {}", score.measure, profile.ranking_answer(score))?;
+    }
+    Ok(())
 }

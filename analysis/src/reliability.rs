@@ -1,5 +1,5 @@
-//! Are there enough models? Two measures of how stable the ranking of documents by mem_acc
-//! is, written to `analysis/reliability.parquet`:
+//! Are there enough models? Two measures of how stable the ranking of documents by each
+//! score (mem_loss and mem_acc, [`Measure`]) is, written to `analysis/reliability.parquet`:
 //!
 //! - split-half: the models are split into two random halves (seeded by the run), each
 //!   half ranks the documents, and the Spearman correlation of the two rankings is
@@ -9,19 +9,20 @@
 //!
 //! When the ranking is not stable, the same formula, inverted, says how many models would
 //! make it so ([`models_for_stable`]), and the verdict gives the command that grows the run
-//! to them and its expected time.
+//! to them and its expected time. Both scores use the same halves and subsets.
 //!
-//! Both are weight rows of [`crate::bootstrap`]: their mem_acc values come from the same
-//! products as the bootstrap's.
+//! Both are weight rows of [`crate::bootstrap`]: their values come from the same products
+//! as the bootstrap's.
 
 use std::fmt;
 
 use rand::seq::SliceRandom;
 
-use subsets::schema::ReliabilityTable;
+use subsets::schema::{ReliabilityTable, Table};
 use subsets::seeds;
 
 use crate::bootstrap::Weights;
+use crate::measure::{ByMeasure, Measure};
 use crate::stats::spearman;
 
 /// Spearman-Brown reliability from which the ranking is called stable.
@@ -84,24 +85,28 @@ impl Layout {
     }
 }
 
-/// The measures, from each document's values of the layout's rows (`per_doc[d]`, in
-/// [`Layout::push_rows`] order).
-pub fn measure(layout: &Layout, per_doc: &[Vec<f32>]) -> ReliabilityTable {
-    let column = |r: usize| -> Vec<f64> { per_doc.iter().map(|values| f64::from(values[r])).collect() };
-    let all = column(layout.rows() - 1);
+/// The measures of both scores (mem_loss's rows, then mem_acc's), from each document's
+/// values of the layout's rows (`per_doc[d]`, in [`Layout::push_rows`] order).
+pub fn measure(layout: &Layout, per_doc: &[ByMeasure<Vec<f32>>]) -> ReliabilityTable {
     let mut table = ReliabilityTable::default();
-    let halves = spearman(&column(0), &column(1));
-    table.measure.push("split-half".into());
-    table.models.push(layout.half as u32);
-    table.spearman.push(halves);
-    table.predicted.push(halves.and_then(|r| (r > -1.0).then(|| 2.0 * r / (1.0 + r))));
-    table.models_for_stable.push(halves.and_then(|r| models_for_stable(r, layout.half as u32)));
-    for (i, &m) in layout.sizes.iter().enumerate() {
-        table.measure.push("convergence".into());
-        table.models.push(m as u32);
-        table.spearman.push(spearman(&column(2 + i), &all));
-        table.predicted.push(None);
-        table.models_for_stable.push(None);
+    for m in Measure::BOTH {
+        let column = |r: usize| -> Vec<f64> { per_doc.iter().map(|values| f64::from(values.of(m)[r])).collect() };
+        let all = column(layout.rows() - 1);
+        let halves = spearman(&column(0), &column(1));
+        table.score.push(m.score().into());
+        table.measure.push("split-half".into());
+        table.models.push(layout.half as u32);
+        table.spearman.push(halves);
+        table.predicted.push(halves.and_then(|r| (r > -1.0).then(|| 2.0 * r / (1.0 + r))));
+        table.models_for_stable.push(halves.and_then(|r| models_for_stable(r, layout.half as u32)));
+        for (i, &size) in layout.sizes.iter().enumerate() {
+            table.score.push(m.score().into());
+            table.measure.push("convergence".into());
+            table.models.push(size as u32);
+            table.spearman.push(spearman(&column(2 + i), &all));
+            table.predicted.push(None);
+            table.models_for_stable.push(None);
+        }
     }
     table
 }
@@ -110,6 +115,7 @@ pub fn measure(layout: &Layout, per_doc: &[Vec<f32>]) -> ReliabilityTable {
 /// and how to get them.
 #[derive(Debug, Clone)]
 pub struct Verdict {
+    measure: Measure,
     models: usize,
     half: u32,
     halves: Option<f64>,
@@ -118,6 +124,8 @@ pub struct Verdict {
     largest_subset: Option<(u32, Option<f64>)>,
     /// [`models_for_stable`] from the halves.
     models_for_stable: Option<u32>,
+    /// m and Spearman of every convergence row, the last one all models.
+    convergence: Vec<(u32, Option<f64>)>,
     growth: Growth,
 }
 
@@ -136,23 +144,46 @@ pub struct Growth {
 }
 
 impl Verdict {
-    /// The verdict on the `models` whose measures `table` holds, the run grown as `growth`
-    /// says (None: the command names `RUN` and no time is given).
-    pub fn new(table: &ReliabilityTable, models: usize, growth: Option<Growth>) -> Verdict {
-        let largest_subset = (0..table.measure.len())
-            .rfind(|&i| table.measure[i] == "convergence" && (table.models[i] as usize) < models)
-            .map(|i| (table.models[i], table.spearman[i]));
+    /// The verdict on the ranking by `measure` of the `models` whose measures `table`
+    /// holds, the run grown as `growth` says (None: the command names `RUN` and no time is
+    /// given). None when the table has no rows of the measure's score (a table written
+    /// before mem_loss had them).
+    pub fn new(table: &ReliabilityTable, measure: Measure, models: usize, growth: Option<Growth>) -> Option<Verdict> {
+        let rows: Vec<usize> = (0..table.len()).filter(|&i| table.score[i] == measure.score()).collect();
+        let split = *rows.iter().find(|&&i| table.measure[i] == "split-half")?;
+        let convergence: Vec<(u32, Option<f64>)> = rows
+            .iter()
+            .filter(|&&i| table.measure[i] == "convergence")
+            .map(|&i| (table.models[i], table.spearman[i]))
+            .collect();
+        let largest_subset = convergence.iter().rfind(|(m, _)| (*m as usize) < models).copied();
         let growth =
             growth.unwrap_or(Growth { run: "RUN".into(), run_models: models, scale: 1.0, models_per_hour: None });
-        Verdict {
+        Some(Verdict {
+            measure,
             models,
-            half: table.models[0],
-            halves: table.spearman[0],
-            predicted: table.predicted[0],
+            half: table.models[split],
+            halves: table.spearman[split],
+            predicted: table.predicted[split],
             largest_subset,
-            models_for_stable: table.models_for_stable.first().copied().flatten(),
+            models_for_stable: table.models_for_stable[split],
+            convergence,
             growth,
-        }
+        })
+    }
+
+    /// The verdicts on both measures' rankings, `leading` first.
+    pub fn both(table: &ReliabilityTable, leading: Measure, models: usize, growth: Option<Growth>) -> Vec<Verdict> {
+        leading.leading().into_iter().filter_map(|m| Verdict::new(table, m, models, growth.clone())).collect()
+    }
+
+    pub fn measure(&self) -> Measure {
+        self.measure
+    }
+
+    /// The Spearman-Brown estimate for all models.
+    pub fn predicted(&self) -> Option<f64> {
+        self.predicted
     }
 
     /// Models of the run.
@@ -171,18 +202,27 @@ impl Verdict {
         Some(((f64::from(needed) * self.growth.scale).ceil() as usize).max(self.growth.run_models + 1))
     }
 
-    /// `summary.json`'s `reliability`: `half`, `halves` (Spearman), `predicted`, `stable`,
-    /// `models_for_stable`, and, when not stable, `extend_to` (models of the run), `command`
-    /// and `hours` (at the measured throughput, or null).
+    /// One score's entry of `summary.json`'s `reliability`: `score`, `models`, `half`,
+    /// `halves` (Spearman), `predicted`, `stable`, `models_for_stable`, `convergence`
+    /// (`[{models, spearman}]`, the first m models against all), and, when not stable,
+    /// `extend_to` (models of the run), `command` and `hours` (at the measured throughput,
+    /// or null).
     pub fn to_json(&self) -> serde_json::Value {
         let grow = self.extend_to();
+        let convergence: Vec<serde_json::Value> = self
+            .convergence
+            .iter()
+            .map(|(models, spearman)| serde_json::json!({"models": models, "spearman": spearman}))
+            .collect();
         serde_json::json!({
+            "score": self.measure.score(),
             "models": self.models,
             "half": self.half,
             "halves": self.halves,
             "predicted": self.predicted,
             "stable": self.stable(),
             "models_for_stable": self.models_for_stable,
+            "convergence": convergence,
             "extend_to": grow,
             "command": grow.map(|total| self.command(total)),
             "hours": grow.and_then(|total| self.hours(total)),
@@ -213,16 +253,19 @@ fn duration(hours: f64) -> String {
 
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let measure = self.measure;
         let (Some(halves), Some(predicted)) = (self.halves, self.predicted) else {
             return write!(
                 f,
-                "reliability: too few models or scored documents to tell; grow the run, e.g. to twice its models: `{}`",
+                "reliability ({measure}): too few models or scored documents to tell; grow the run, e.g. to twice its \
+                 models: `{}`",
                 self.command(self.growth.run_models * 2)
             );
         };
         write!(
             f,
-            "reliability: halves of {} models agree at Spearman {halves:.2}, {predicted:.2} estimated for all {}",
+            "reliability ({measure}): halves of {} models agree at Spearman {halves:.2}, {predicted:.2} estimated for \
+             all {}",
             self.half, self.models
         )?;
         if let Some((m, Some(rho))) = self.largest_subset {
@@ -280,30 +323,41 @@ mod tests {
     #[test]
     fn measures_and_verdict_from_hand_made_values() {
         let layout = Layout { half: 4, sizes: vec![4, 8] };
-        // Halves rank 5 documents 1 2 3 4 5 and 2 1 4 3 5 (rho 0.8); first 4 equals all.
-        let per_doc: Vec<Vec<f32>> = (0..5)
+        // mem_acc: halves rank 5 documents 1 2 3 4 5 and 2 1 4 3 5 (rho 0.8); first 4
+        // equals all. mem_loss: the halves agree, and the first 4 rank them in reverse.
+        let per_doc: Vec<ByMeasure<Vec<f32>>> = (0..5)
             .map(|d| {
                 let second = [2.0, 1.0, 4.0, 3.0, 5.0][d];
-                vec![d as f32, second, d as f32, d as f32]
+                let d = d as f32;
+                ByMeasure { mem_acc: vec![d, second, d, d], mem_loss: vec![d, d, -d, d] }
             })
             .collect();
         let table = measure(&layout, &per_doc);
-        assert_eq!(table.measure, ["split-half", "convergence", "convergence"]);
-        assert_eq!(table.models, [4, 4, 8]);
-        assert!((table.spearman[0].unwrap() - 0.8).abs() < 1e-12);
-        assert!((table.predicted[0].unwrap() - 1.6 / 1.8).abs() < 1e-12);
-        assert_eq!(table.spearman[1..], [Some(1.0), Some(1.0)]);
+        assert_eq!(table.score, ["mem_loss", "mem_loss", "mem_loss", "mem_acc", "mem_acc", "mem_acc"]);
+        assert_eq!(table.measure, ["split-half", "convergence", "convergence"].repeat(2));
+        assert_eq!(table.models, [4, 4, 8, 4, 4, 8]);
+        assert_eq!(table.spearman[..3], [Some(1.0), Some(-1.0), Some(1.0)]);
+        assert_eq!((table.predicted[0], table.models_for_stable[0]), (Some(1.0), Some(4)));
+        assert!((table.spearman[3].unwrap() - 0.8).abs() < 1e-12);
+        assert!((table.predicted[3].unwrap() - 1.6 / 1.8).abs() < 1e-12);
+        assert_eq!(table.spearman[4..], [Some(1.0), Some(1.0)]);
         // Odds 0.8 / 0.2 = 4 at 4 models; odds 9 at 4 × 9 / 4 = 9 models.
-        assert_eq!(table.models_for_stable, [Some(9), None, None]);
-        let line = Verdict::new(&table, 8, None).to_string();
+        assert_eq!(table.models_for_stable[3..], [Some(9), None, None]);
+        let line = Verdict::new(&table, Measure::Accuracy, 8, None).unwrap().to_string();
         assert_eq!(
             line,
-            "reliability: halves of 4 models agree at Spearman 0.80, 0.89 estimated for all 8 \
+            "reliability (mem_acc): halves of 4 models agree at Spearman 0.80, 0.89 estimated for all 8 \
              (first 4 vs all: 1.00); not enough models for a stable ranking (below 0.9): about 9 models would reach it \
              (Spearman-Brown from the halves): `cfmem plan --extend RUN --models 9`, then `cfmem run`: 1 models more"
         );
+        let line = Verdict::new(&table, Measure::Loss, 8, None).unwrap().to_string();
+        assert_eq!(
+            line,
+            "reliability (mem_loss): halves of 4 models agree at Spearman 1.00, 1.00 estimated for all 8 \
+             (first 4 vs all: -1.00); enough models for a stable ranking"
+        );
         let growth = Growth { run: "runs/a".into(), run_models: 16, scale: 2.0, models_per_hour: Some(4.0) };
-        let line = Verdict::new(&table, 8, Some(growth)).to_string();
+        let line = Verdict::new(&table, Measure::Accuracy, 8, Some(growth)).unwrap().to_string();
         assert!(
             line.ends_with(
                 "about 9 models of this level would reach it (Spearman-Brown from the halves): \
@@ -312,10 +366,20 @@ mod tests {
             ),
             "{line}"
         );
-        let json = Verdict::new(&table, 8, None).to_json();
+        let json = Verdict::new(&table, Measure::Accuracy, 8, None).unwrap().to_json();
+        assert_eq!(json["score"], "mem_acc");
         assert_eq!(json["models_for_stable"], 9);
         assert_eq!(json["command"], "cfmem plan --extend RUN --models 9");
         assert_eq!(json["stable"], false);
+        assert_eq!(
+            json["convergence"],
+            serde_json::json!([{"models": 4, "spearman": 1.0}, {"models": 8, "spearman": 1.0}])
+        );
+        let verdicts = Verdict::both(&table, Measure::Loss, 8, None);
+        assert_eq!(verdicts.iter().map(Verdict::measure).collect::<Vec<_>>(), [Measure::Loss, Measure::Accuracy]);
+        // A table written before mem_loss had rows (schema version 2) has only mem_acc's.
+        let old = ReliabilityTable { score: vec!["mem_acc".into(); 6], ..table.clone() };
+        assert!(Verdict::new(&old, Measure::Loss, 8, None).is_none());
     }
 
     #[test]

@@ -22,6 +22,7 @@ use subsets::tokenizer::{RunTokens, Tokenizer};
 use crate::bootstrap::{self, Weights};
 use crate::diagnosis::{self, Baseline, Diagnosis, DocumentAccuracy};
 use crate::estimate::{self, Metrics};
+use crate::measure::{ByMeasure, Measure};
 use crate::per_model::{ModelValues, RunLogs};
 use crate::printed_summary::PrintedSummary;
 use crate::profile::{self, ProfileSummary};
@@ -34,13 +35,17 @@ use crate::{Error, Result};
 /// Settings of `cfmem analyze`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AnalyzeSettings {
-    /// Bootstrap replicates (resamples of the models) behind `mem_acc_lo` and `mem_acc_hi`.
+    /// Bootstrap replicates (resamples of the models) behind the scores' intervals
+    /// (`mem_acc_lo`, `mem_acc_hi`, `mem_loss_lo`, `mem_loss_hi`).
     pub bootstrap: usize,
+    /// The score that orders the lists, leads the reliability verdict and is compared
+    /// across checkpoints; both are computed and written either way.
+    pub rank_by: Measure,
 }
 
 impl Default for AnalyzeSettings {
     fn default() -> Self {
-        AnalyzeSettings { bootstrap: 200 }
+        AnalyzeSettings { bootstrap: 200, rank_by: Measure::default() }
     }
 }
 
@@ -71,7 +76,7 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
     let fell_back = check_units(stored.as_ref(), &config, &corpus.unit, &found.cluster)?;
     let sizes = cluster_sizes(&found.cluster);
     // A spectrum run's scores are those of its finest level, from that level's models.
-    let values = logs.scored_values(&config.design, corpus.len(), (0..corpus.len() as u32).collect(), false);
+    let values = logs.scored_values(&config.design, corpus.len(), (0..corpus.len() as u32).collect(), true);
     let only = values.only_these.then(|| values.models.clone());
     let values = Mutex::new(values);
     let accumulated = estimate::accumulate(&logs.logs, only.as_deref(), &found.cluster, &sizes, &values)?;
@@ -105,13 +110,16 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
         scores.acc_out.push(metrics.acc.outside.mean());
         scores.mem_acc.push(mem_acc);
         scores.mem_acc_se.push(mem_acc_se);
-        let interval = interval.filter(|_| mem_acc.is_some());
-        scores.mem_acc_lo.push(interval.map(|(lo, _)| lo));
-        scores.mem_acc_hi.push(interval.map(|(_, hi)| hi));
+        let acc_interval = interval.mem_acc.filter(|_| mem_acc.is_some());
+        scores.mem_acc_lo.push(acc_interval.map(|(lo, _)| lo));
+        scores.mem_acc_hi.push(acc_interval.map(|(_, hi)| hi));
         scores.loss_in.push(metrics.loss.inside.mean());
         scores.loss_out.push(metrics.loss.outside.mean());
         scores.mem_loss.push(mem_loss);
         scores.mem_loss_se.push(mem_loss_se);
+        let loss_interval = interval.mem_loss.filter(|_| mem_loss.is_some());
+        scores.mem_loss_lo.push(loss_interval.map(|(lo, _)| lo));
+        scores.mem_loss_hi.push(loss_interval.map(|(_, hi)| hi));
         scores.copies.push(corpus.copies[doc]);
         scores.exact_dup_count.push(found.exact_dup_count[doc]);
         scores.near_dup_count.push(found.near_dup_count[doc]);
@@ -134,9 +142,15 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
             / config.design.spectrum.first().map_or(config.design.models, |b| b.size()) as f64,
         models_per_hour: queue::Queue::open(run.clone())?.status()?.models_per_hour,
     };
-    let verdict = Verdict::new(&reliability, accumulated.models.len(), Some(growth.clone()));
+    let verdicts = Verdict::both(&reliability, settings.rank_by, accumulated.models.len(), Some(growth.clone()));
     let baselines = baselines(run, &config, &corpus)?;
-    let diagnosis = diagnose_regime(&baselines, &scores, &scores.acc_in, &scores.acc_out);
+    let end = Sides {
+        acc_in: &scores.acc_in,
+        acc_out: &scores.acc_out,
+        loss_in: &scores.loss_in,
+        loss_out: &scores.loss_out,
+    };
+    let diagnosis = diagnose_regime(&baselines, &scores, end);
     let profile = profile::table(&accumulated, &scores, &fell_back);
     // The regime at each earlier checkpoint; at the end it is the diagnosis's.
     let mut checkpoints = profile::checkpoints(&profile);
@@ -144,12 +158,20 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
     let regimes = checkpoints
         .into_iter()
         .map(|(_, _, rows)| {
-            diagnose_regime(&baselines, &scores, &profile.acc_in[rows.clone()], &profile.acc_out[rows]).overall
+            let at = Sides {
+                acc_in: &profile.acc_in[rows.clone()],
+                acc_out: &profile.acc_out[rows.clone()],
+                loss_in: &profile.loss_in[rows.clone()],
+                loss_out: &profile.loss_out[rows],
+            };
+            diagnose_regime(&baselines, &scores, at).overall
         })
         .chain([diagnosis.overall.clone()])
         .collect();
-    let profile_summary = ProfileSummary::new(&profile, regimes, reliability.predicted[0]);
-    let numbers = Summary::new(&scores, &clusters, &copies);
+    let end_reliability =
+        ByMeasure::from_fn(|m| verdicts.iter().find(|v| v.measure() == m).and_then(Verdict::predicted));
+    let profile_summary = ProfileSummary::new(&profile, regimes, end_reliability, settings.rank_by);
+    let numbers = Summary::new(&scores, &clusters, &copies, settings.rank_by);
     let spectrum = match &stored {
         Some(stored) if spectrum::applies(&config) => {
             Some(spectrum::analyze(&config, &corpus, stored, logs, settings)?)
@@ -157,12 +179,12 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
         _ => None,
     };
     let logs = (logs.logs.len(), logs.jobs);
-    let mut summary = PrintedSummary::new(&config, &corpus, &scores, numbers, logs, verdict, diagnosis);
+    let mut summary = PrintedSummary::new(&config, &corpus, &scores, numbers, logs, verdicts, diagnosis);
     if let (Some(tables), Some(stored)) = (&spectrum, &stored) {
         let fields = FieldValues::read(run, &tables.documents)?;
         summary = summary.with_spectrum(
             SpectrumSummary::new(tables, &corpus, stored, &fields),
-            SpectrumSummary::verdicts(tables, &growth),
+            SpectrumSummary::verdicts(tables, &growth, settings.rank_by),
         );
     }
     if let Some(profile) = profile_summary {
@@ -186,22 +208,27 @@ fn baselines(run: &RunDir, config: &RunConfig, corpus: &CorpusTable) -> Result<V
     diagnosis::leave_one_out_baselines(&documents, &weights, &background, tokenizer.vocab())
 }
 
-/// Whether the models generalize: each document's IN and OUT accuracy (`acc_in[doc]`,
-/// `acc_out[doc]`, at one checkpoint) against its `baselines`.
-fn diagnose_regime(
-    baselines: &[Baseline],
-    scores: &ScoreTable,
-    acc_in: &[Option<f64>],
-    acc_out: &[Option<f64>],
-) -> Diagnosis {
+/// Each document's mean accuracy and loss IN and OUT at one checkpoint, by document.
+struct Sides<'a> {
+    acc_in: &'a [Option<f64>],
+    acc_out: &'a [Option<f64>],
+    loss_in: &'a [Option<f64>],
+    loss_out: &'a [Option<f64>],
+}
+
+/// Whether the models generalize: each document's IN and OUT accuracy at one checkpoint
+/// (`at`) against its `baselines`, the losses beside them.
+fn diagnose_regime(baselines: &[Baseline], scores: &ScoreTable, at: Sides<'_>) -> Diagnosis {
     let accuracies: Vec<DocumentAccuracy> = baselines
         .iter()
         .enumerate()
         .map(|(doc, baseline)| DocumentAccuracy {
             source: scores.source[doc].clone(),
             holdout: scores.holdout[doc],
-            acc_in: acc_in[doc],
-            acc_out: acc_out[doc],
+            acc_in: at.acc_in[doc],
+            acc_out: at.acc_out[doc],
+            loss_in: at.loss_in[doc],
+            loss_out: at.loss_out[doc],
             bigram: baseline.bigram_accuracy(),
             unigram: baseline.unigram_accuracy(),
         })
@@ -209,20 +236,20 @@ fn diagnose_regime(
     diagnosis::diagnose(&accuracies)
 }
 
-/// Each document's bootstrap interval of mem_acc and the run's reliability measures, from
-/// one product of weight rows (bootstrap resamples, halves, first-m subsets) with the
+/// A document's bootstrap interval of each score.
+type Intervals = ByMeasure<Option<(f64, f64)>>;
+
+/// Each document's bootstrap interval of both scores and the run's reliability measures,
+/// from one product of weight rows (bootstrap resamples, halves, first-m subsets) with the
 /// per-model values.
-fn how_sure(
-    values: &ModelValues,
-    config: &RunConfig,
-    settings: AnalyzeSettings,
-) -> (Vec<Option<(f64, f64)>>, ReliabilityTable) {
+fn how_sure(values: &ModelValues, config: &RunConfig, settings: AnalyzeSettings) -> (Vec<Intervals>, ReliabilityTable) {
     let replicates = settings.bootstrap;
     let mut weights = Weights::new(values.models.len());
     weights.push_bootstrap(replicates, |b| seeds::rng(config.seed, "bootstrap", b));
     let layout = reliability::Layout::push_rows(&mut weights, config.seed);
     let per_doc = bootstrap::map_documents(values, &weights, |_, rows| {
-        (bootstrap::percentile_interval(&rows[..replicates]), rows[replicates..].to_vec())
+        let intervals = ByMeasure::from_fn(|m| bootstrap::percentile_interval(&rows.of(m)[..replicates]));
+        (intervals, ByMeasure::from_fn(|m| rows.of(m)[replicates..].to_vec()))
     });
     let (intervals, subsets): (Vec<_>, Vec<_>) = per_doc.into_iter().unzip();
     (intervals, reliability::measure(&layout, &subsets))
@@ -467,12 +494,116 @@ mod tests {
             // The model offsets (0, 0.01, 0.02) are the only noise: the interval is narrow.
             assert!(lo <= mem + 1e-6 && mem <= hi + 1e-6 && hi - lo < 0.03, "doc {doc}: {lo} {mem} {hi}");
         }
+        // The loss is 1 − the accuracy: mem_loss equals mem_acc, and so does its interval.
+        for doc in 0..16 {
+            assert!((s.mem_loss[doc].unwrap() - s.mem_acc[doc].unwrap()).abs() < 1e-6, "doc {doc}");
+            assert!((s.mem_loss_lo[doc].unwrap() - s.mem_acc_lo[doc].unwrap()).abs() < 1e-5, "doc {doc}");
+            assert!((s.mem_loss_hi[doc].unwrap() - s.mem_acc_hi[doc].unwrap()).abs() < 1e-5, "doc {doc}");
+        }
         let r = &analysis.reliability;
-        assert_eq!(r.measure, ["split-half", "convergence", "convergence"]);
-        assert_eq!(r.models, [4, 4, 8]);
-        assert!(r.spearman[0].unwrap() > 0.9 && r.predicted[0].unwrap() > r.spearman[0].unwrap(), "{r:?}");
-        assert_eq!(r.spearman[2], Some(1.0));
-        assert!(analysis.summary.to_string().contains("enough models for a stable ranking"));
+        assert_eq!(r.score, ["mem_loss", "mem_loss", "mem_loss", "mem_acc", "mem_acc", "mem_acc"]);
+        assert_eq!(r.measure, ["split-half", "convergence", "convergence"].repeat(2));
+        assert_eq!(r.models, [4, 4, 8, 4, 4, 8]);
+        for split in [0, 3] {
+            assert!(
+                r.spearman[split].unwrap() > 0.9 && r.predicted[split].unwrap() > r.spearman[split].unwrap(),
+                "{r:?}"
+            );
+            assert_eq!(r.spearman[split + 2], Some(1.0));
+        }
+        let printed = analysis.summary.to_string();
+        for score in ["mem_loss", "mem_acc"] {
+            assert!(printed.contains(&format!("reliability ({score}): halves of 4 models")), "{printed}");
+        }
+        assert!(printed.contains("enough models for a stable ranking"));
+    }
+
+    #[test]
+    fn each_scores_reliability_and_models_needed_equal_a_recomputation_from_the_logs() {
+        use rand::seq::SliceRandom;
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path().join("run"));
+        let spec =
+            Spec { documents: synthetic_run::documents(60, 2), models: 16, stack: 4, seed: 11, ..spec(Unit::Document) };
+        // Memorization d mod 7 for accuracy, d mod 5 for loss, each with its own noise.
+        let noise = |model: u32, doc: usize, what: &str| {
+            let mut rng = seeds::rng(u64::from(model), what, doc as u64);
+            normal(&mut rng)
+        };
+        synthetic_run::write(&run, &spec, |model, doc, in_train| {
+            let inside = f64::from(u8::from(in_train[doc]));
+            let accuracy = 0.4 + inside * 0.02 * (doc % 7) as f64 + 0.05 * noise(model, doc, "acc");
+            let loss = 2.0 - inside * 0.03 * (doc % 5) as f64 + 0.05 * noise(model, doc, "loss");
+            Row { tokens: 10_000, correct: (accuracy * 10_000.0).round() as u32, nll: loss * 10_000.0 }
+        })
+        .unwrap();
+        let analysis = analyze_run(&run).unwrap();
+
+        // Each model's accuracy, loss and membership per document, straight from the logs.
+        let (models, docs) = (16, 60);
+        let mut cells = vec![(0.0, 0.0, false); models * docs];
+        for job in 0..4 {
+            let log: subsets::schema::LogTable = schema::read(&run.log(job)).unwrap();
+            for i in 0..log.len() {
+                let tokens = f64::from(log.tokens[i]);
+                let cell = (f64::from(log.correct[i]) / tokens, log.nll[i] / tokens, log.in_train[i]);
+                cells[log.model[i] as usize * docs + log.doc[i] as usize] = cell;
+            }
+        }
+        // The halves as the analysis draws them: model rows shuffled by the run's seed.
+        let mut shuffled: Vec<usize> = (0..models).collect();
+        shuffled.shuffle(&mut seeds::rng(11, "split-half", 0));
+        let halves = [&shuffled[..8], &shuffled[8..]];
+        // A score over some models: mean IN − mean OUT accuracy, mean OUT − mean IN loss.
+        let score = |among: &[usize], doc: usize, loss: bool| -> f64 {
+            let side = |inside: bool| {
+                let values: Vec<f64> = among
+                    .iter()
+                    .map(|&m| cells[m * docs + doc])
+                    .filter(|c| c.2 == inside)
+                    .map(|c| if loss { c.1 } else { c.0 })
+                    .collect();
+                values.iter().sum::<f64>() / values.len() as f64
+            };
+            if loss { side(false) - side(true) } else { side(true) - side(false) }
+        };
+        let r = &analysis.reliability;
+        for (name, loss) in [("mem_loss", true), ("mem_acc", false)] {
+            let half_scores: Vec<Vec<f64>> =
+                halves.iter().map(|half| (0..docs).map(|d| score(half, d, loss)).collect()).collect();
+            let rho = crate::stats::spearman(&half_scores[0], &half_scores[1]).unwrap();
+            let predicted = 2.0 * rho / (1.0 + rho);
+            // Odds grow with the models: 0.9's odds (9) over the halves' odds, times 8.
+            let needed = (8.0 * 9.0 / (rho / (1.0 - rho)) - 1e-9).ceil() as u32;
+            let row = (0..r.len()).find(|&i| r.score[i] == name && r.measure[i] == "split-half").unwrap();
+            assert!((r.spearman[row].unwrap() - rho).abs() < 1e-9, "{name}: {:?} vs {rho}", r.spearman[row]);
+            assert!((r.predicted[row].unwrap() - predicted).abs() < 1e-9, "{name}");
+            assert_eq!(r.models_for_stable[row], Some(needed.max(2)), "{name}: rho {rho}");
+            let all: Vec<usize> = (0..models).collect();
+            for size in [4, 8] {
+                let first: Vec<usize> = (0..size).collect();
+                let subset: Vec<f64> = (0..docs).map(|d| score(&first, d, loss)).collect();
+                let whole: Vec<f64> = (0..docs).map(|d| score(&all, d, loss)).collect();
+                let rho = crate::stats::spearman(&subset, &whole).unwrap();
+                let row = (0..r.len())
+                    .find(|&i| r.score[i] == name && r.measure[i] == "convergence" && r.models[i] as usize == size)
+                    .unwrap();
+                assert!((r.spearman[row].unwrap() - rho).abs() < 1e-9, "{name} first {size}");
+            }
+        }
+        // summary.json and the printed lines carry the same numbers, mem_loss first.
+        let json = analysis.summary.to_json();
+        let printed = analysis.summary.to_string();
+        let loss_line = printed.find("reliability (mem_loss)").unwrap();
+        assert!(loss_line < printed.find("reliability (mem_acc)").unwrap(), "{printed}");
+        for name in ["mem_loss", "mem_acc"] {
+            let row = (0..r.len()).find(|&i| r.score[i] == name && r.measure[i] == "split-half").unwrap();
+            assert_eq!(json["reliability"][name]["halves"].as_f64(), r.spearman[row]);
+            assert_eq!(
+                json["reliability"][name]["models_for_stable"].as_u64(),
+                r.models_for_stable[row].map(u64::from)
+            );
+        }
     }
 
     /// Accuracy as [`row`], the IN gain growing with training: `checkpoint` of it.
@@ -535,22 +666,29 @@ mod tests {
 
         // Document d gains 5·(d mod 10) points IN at the end, a quarter of that at 25%: the
         // ranking at 25% is the final one's up to rounding.
+        // The loss at checkpoint c is (1 − accuracy) / c: the same ranking, on another scale.
         let summary = analysis.summary.to_json();
-        let checkpoints = summary["profile"]["checkpoints"].as_array().unwrap();
-        assert_eq!(checkpoints.len(), 3);
-        assert!(checkpoints[0]["spearman_with_final"].as_f64().unwrap() > 0.9, "{checkpoints:?}");
-        assert_eq!(summary["profile"]["stable_from"], 0.25);
+        assert_eq!(summary["profile"]["checkpoints"].as_array().unwrap().len(), 3);
+        let scores = summary["profile"]["scores"].as_array().unwrap();
+        assert_eq!((scores[0]["measure"].as_str(), scores[1]["measure"].as_str()), (Some("loss"), Some("accuracy")));
+        for score in scores {
+            assert!(score["spearman_with_final"][0].as_f64().unwrap() > 0.9, "{score:?}");
+            assert_eq!(score["stable_from"], 0.25);
+        }
         let printed = analysis.summary.to_string();
         assert!(
             printed.contains(
-                "memorization over training: mean mem_acc by source at each checkpoint (steps 250, 500, 1000)"
+                "memorization over training: mean mem_loss by source at each checkpoint (steps 250, 500, 1000)"
             ),
             "{printed}"
         );
-        assert!(
-            printed.contains("from 25% of training (step 250 of 1000) on, the ranking of documents is the final one's"),
-            "{printed}"
-        );
+        for score in ["mem_loss", "mem_acc"] {
+            let answer = format!(
+                "ranking over training ({score}): from 25% of training (step 250 of 1000) on, the ranking of \
+                 documents by {score} is the final one's"
+            );
+            assert!(printed.contains(&answer), "{printed}");
+        }
     }
 
     /// A standard normal draw (Box-Muller).
@@ -560,8 +698,9 @@ mod tests {
     }
 
     /// A run of `models` over 2000 documents whose true memorization has standard deviation
-    /// `signal` and whose every (model, document) accuracy has independent noise `noise`.
-    fn noisy_run(dir: &std::path::Path, models: u32, signal: f64, noise: f64) -> Analysis {
+    /// `signal` and whose every (model, document) accuracy has independent noise `noise`,
+    /// and loss (1.5 less the memorization when IN) independent noise `loss_noise`.
+    fn noisy_run(dir: &std::path::Path, models: u32, signal: f64, noise: f64, loss_noise: f64) -> Analysis {
         let run = RunDir::new(dir.join(format!("run-{models}")));
         let spec = Spec {
             documents: synthetic_run::documents(2000, 5),
@@ -576,9 +715,10 @@ mod tests {
         synthetic_run::write(&run, &spec, |model, doc, in_train| {
             let mut rng = seeds::rng(u64::from(model), "noise", doc as u64);
             let accuracy = 0.5 + if in_train[doc] { truth[doc] } else { 0.0 } + noise * normal(&mut rng);
+            let loss = 1.5 - if in_train[doc] { truth[doc] } else { 0.0 } + loss_noise * normal(&mut rng);
             let tokens = 1_000_000;
             let correct = (accuracy.clamp(0.0, 1.0) * f64::from(tokens)).round() as u32;
-            Row { tokens, correct, nll: 1.0 }
+            Row { tokens, correct, nll: loss * f64::from(tokens) }
         })
         .unwrap();
         analyze_run(&run).unwrap()
@@ -589,23 +729,35 @@ mod tests {
         // With keep 0.5, M models estimate a document's memorization with noise variance
         // noise² · 4 / M, so the reliability of M models is s² / (s² + 4·noise²/M): 0.9 at
         // M = 36 · noise² / s² = 64 models for noise / s = 4 / 3.
-        let (signal, noise) = (0.03, 0.04);
-        let truth = 36.0 * noise * noise / (signal * signal);
+        // The loss has half the accuracy's noise: 16 models for it.
+        let (signal, noise, loss_noise) = (0.03, 0.04, 0.02);
+        let needed = |noise: f64| 36.0 * noise * noise / (signal * signal);
         let dir = tempfile::tempdir().unwrap();
-        let small = noisy_run(dir.path(), 16, signal, noise);
-        let estimate = small.reliability.models_for_stable[0].unwrap();
-        // The halves' Spearman understates their Pearson correlation, and random halves are
-        // not balanced per document as the whole run is: both make the estimate a little high.
-        assert!(
-            (0.9 * truth..1.35 * truth).contains(&f64::from(estimate)),
-            "{estimate} models estimated, {truth} true"
-        );
+        let small = noisy_run(dir.path(), 16, signal, noise, loss_noise);
+        let split_half = |r: &ReliabilityTable, score: &str| {
+            (0..r.len()).find(|&i| r.score[i] == score && r.measure[i] == "split-half").unwrap()
+        };
+        let r = &small.reliability;
+        let split = |score: &str| split_half(r, score);
         let json = small.summary.to_json();
-        assert_eq!(json["reliability"]["models_for_stable"], estimate);
-        assert!(small.summary.to_string().contains(&format!("about {estimate} models would reach it")));
+        let printed = small.summary.to_string();
+        for (score, truth) in [("mem_acc", needed(noise)), ("mem_loss", needed(loss_noise))] {
+            let estimate = r.models_for_stable[split(score)].unwrap();
+            // The halves' Spearman understates their Pearson correlation, and random halves
+            // are not balanced per document as the whole run is: both make the estimate a
+            // little high.
+            assert!(
+                (0.9 * truth..1.35 * truth).contains(&f64::from(estimate)),
+                "{score}: {estimate} models estimated, {truth} true"
+            );
+            assert_eq!(json["reliability"][score]["models_for_stable"], estimate);
+        }
+        let estimate = r.models_for_stable[split("mem_acc")].unwrap();
+        assert!(printed.contains(&format!("about {estimate} models would reach it")), "{printed}");
+        assert_eq!(json["rank_by"], "loss");
         // And that many models do rank the documents stably.
-        let grown = noisy_run(dir.path(), estimate, signal, noise);
-        let predicted = grown.reliability.predicted[0].unwrap();
+        let grown = noisy_run(dir.path(), estimate, signal, noise, loss_noise);
+        let predicted = grown.reliability.predicted[split_half(&grown.reliability, "mem_acc")].unwrap();
         assert!(predicted >= 0.88, "{estimate} models: Spearman-Brown {predicted}");
     }
 }

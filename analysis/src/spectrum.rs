@@ -6,9 +6,10 @@
 //! by level, and the documents whose memorization appears only at a coarser level.
 //!
 //! At one level, for document x with unit u: `mem_acc` = mean accuracy on x of the
-//! level's models with u IN − of those with u OUT (and `mem_loss`, with standard errors and
-//! a bootstrap interval over the level's models), and the group score of u (the members'
-//! mean, from the models with all of u IN or all OUT). A document whose unit was over the
+//! level's models with u IN − of those with u OUT, and `mem_loss` = mean loss of those
+//! with u OUT − of those with u IN, each with a standard error and a bootstrap interval
+//! over the level's models, and the group scores of u (the members' mean, from the models
+//! with all of u IN or all OUT). A document whose unit was over the
 //! size limit, sampled by a finer unit instead, has no score at the level: `note` says why.
 //!
 //! It reads the stored units (`units.parquet`) and the logs' per-model values; which
@@ -26,6 +27,7 @@ use subsets::units::{self, LevelUnits};
 
 use crate::bootstrap::{self, Weights};
 use crate::estimate::Metrics;
+use crate::measure::{ByMeasure, Measure};
 use crate::per_model::{self, ModelValues, RunLogs};
 use crate::reliability::{self, Growth, Layout, Verdict};
 use crate::scores::AnalyzeSettings;
@@ -114,7 +116,8 @@ pub fn measure_level(
     weights.push_bootstrap_of(replicates, rows, |b| seeds::rng(seed, &format!("bootstrap-{level}"), b));
     let layout = Layout::push_rows_of(&mut weights, rows, &mut seeds::rng(seed, &format!("split-half-{level}"), 0));
     let per_doc_rows = bootstrap::map_documents(values, &weights, |_, r| {
-        (bootstrap::percentile_interval(&r[..replicates]), r[replicates..].to_vec())
+        let intervals = ByMeasure::from_fn(|m| bootstrap::percentile_interval(&r.of(m)[..replicates]));
+        (intervals, ByMeasure::from_fn(|m| r.of(m)[replicates..].to_vec()))
     });
     let (intervals, subsets): (Vec<_>, Vec<_>) = per_doc_rows.into_iter().unzip();
 
@@ -137,7 +140,8 @@ pub fn measure_level(
         let group = if units.unit_size[doc] > 1 { groups.get(&units.unit[doc]).copied() } else { Some(metrics) };
         let group = group.filter(|_| scored).unwrap_or_default();
         let [(mem_acc, mem_acc_se), (mem_loss, mem_loss_se)] = metrics.scores_if(scored);
-        let interval = intervals[doc].filter(|_| mem_acc.is_some());
+        let acc_interval = intervals[doc].mem_acc.filter(|_| mem_acc.is_some());
+        let loss_interval = intervals[doc].mem_loss.filter(|_| mem_loss.is_some());
         let (group_mem_acc, group_mem_acc_se) = group.mem_acc();
         let (group_mem_loss, group_mem_loss_se) = group.mem_loss();
         t.level.push(level.clone());
@@ -152,10 +156,12 @@ pub fn measure_level(
         t.acc_out.push(metrics.acc.outside.mean().filter(|_| scored));
         t.mem_acc.push(mem_acc);
         t.mem_acc_se.push(mem_acc_se);
-        t.mem_acc_lo.push(interval.map(|(lo, _)| lo));
-        t.mem_acc_hi.push(interval.map(|(_, hi)| hi));
+        t.mem_acc_lo.push(acc_interval.map(|(lo, _)| lo));
+        t.mem_acc_hi.push(acc_interval.map(|(_, hi)| hi));
         t.mem_loss.push(mem_loss);
         t.mem_loss_se.push(mem_loss_se);
+        t.mem_loss_lo.push(loss_interval.map(|(lo, _)| lo));
+        t.mem_loss_hi.push(loss_interval.map(|(_, hi)| hi));
         t.group_mem_acc.push(group_mem_acc);
         t.group_mem_acc_se.push(group_mem_acc_se);
         t.group_mem_loss.push(group_mem_loss);
@@ -189,6 +195,7 @@ pub fn measure_level(
     let r = &mut tables.reliability;
     for i in 0..measured.len() {
         r.level.push(level.clone());
+        r.score.push(measured.score[i].clone());
         r.measure.push(measured.measure[i].clone());
         r.models.push(measured.models[i]);
         r.spearman.push(measured.spearman[i]);
@@ -273,8 +280,9 @@ pub struct CoarserOnly {
 pub struct SourceLevels {
     /// None for the documents without a source.
     pub source: Option<String>,
-    /// Per level, the quartiles (25%, median, 75%) of the mem_acc of its scored documents.
-    pub quartiles: Vec<Option<[f64; 3]>>,
+    /// Per score, then per level, the quartiles (25%, median, 75%) of the score of its
+    /// scored documents.
+    pub quartiles: ByMeasure<Vec<Option<[f64; 3]>>>,
 }
 
 /// The spectrum's numbers both views show.
@@ -286,8 +294,9 @@ pub struct SpectrumSummary {
     pub sources: Vec<SourceLevels>,
     /// Per level, documents without a score there because their unit was over the limit.
     pub fallen_back: Vec<usize>,
-    /// Per level, split-half reliability stepped up to the level's models.
-    pub reliability: Vec<Option<f64>>,
+    /// Per level, each score's split-half reliability stepped up to the level's models
+    /// (null for mem_loss in files analyzed before it had rows).
+    pub reliability: Vec<ByMeasure<Option<f64>>>,
     /// The clearest documents memorized only at a coarser level, most different first.
     pub coarser_only: Vec<CoarserOnly>,
 }
@@ -320,32 +329,47 @@ impl SpectrumSummary {
         let reliability = levels
             .iter()
             .map(|level| {
-                (0..reliability_rows.len())
-                    .find(|&i| reliability_rows.level[i] == *level && reliability_rows.measure[i] == "split-half")
-                    .and_then(|i| reliability_rows.predicted[i])
+                ByMeasure::from_fn(|m| {
+                    (0..reliability_rows.len())
+                        .find(|&i| {
+                            reliability_rows.level[i] == *level
+                                && reliability_rows.score[i] == m.score()
+                                && reliability_rows.measure[i] == "split-half"
+                        })
+                        .and_then(|i| reliability_rows.predicted[i])
+                })
             })
             .collect();
 
-        let mut sources: BTreeMap<Option<String>, Vec<Vec<f64>>> = BTreeMap::new();
+        let mut sources: BTreeMap<Option<String>, ByMeasure<Vec<Vec<f64>>>> = BTreeMap::new();
         for (l, rows) in by_level.iter().enumerate() {
             for &i in rows {
-                let values = sources.entry(t.source[i].clone()).or_insert_with(|| vec![Vec::new(); levels.len()]);
-                values[l].extend(t.mem_acc[i]);
+                let values = sources
+                    .entry(t.source[i].clone())
+                    .or_insert_with(|| ByMeasure::from_fn(|_| vec![Vec::new(); levels.len()]));
+                values.mem_acc[l].extend(t.mem_acc[i]);
+                values.mem_loss[l].extend(t.mem_loss[i]);
             }
         }
+        let quartiles = |values: &mut Vec<Vec<f64>>| -> Vec<Option<[f64; 3]>> {
+            values
+                .iter_mut()
+                .map(|v| {
+                    v.sort_by(f64::total_cmp);
+                    Some([quantile(v, 0.25)?, quantile(v, 0.5)?, quantile(v, 0.75)?])
+                })
+                .collect()
+        };
         let sources = sources
             .into_iter()
-            .map(|(source, mut values)| {
-                let quartiles = values
-                    .iter_mut()
-                    .map(|v| {
-                        v.sort_by(f64::total_cmp);
-                        Some([quantile(v, 0.25)?, quantile(v, 0.5)?, quantile(v, 0.75)?])
-                    })
-                    .collect();
-                SourceLevels { source, quartiles }
+            .map(|(source, mut values)| SourceLevels {
+                source,
+                quartiles: ByMeasure {
+                    mem_loss: quartiles(&mut values.mem_loss),
+                    mem_acc: quartiles(&mut values.mem_acc),
+                },
             })
-            .filter(|row| row.quartiles.iter().any(Option::is_some))
+            .filter(|row| row.quartiles.mem_acc.iter().any(Option::is_some))
             .collect();
         let fallen_back = by_level
             .iter()
@@ -418,17 +442,18 @@ impl SpectrumSummary {
         Ok(Some(SpectrumSummary::new(&tables, corpus, &units, &fields)))
     }
 
-    /// The reliability verdict of each level, as the printed summary words it, the run
-    /// grown as `run` says (its `scale` set here, per level).
-    pub fn verdicts(tables: &SpectrumTables, run: &Growth) -> Vec<(String, Verdict)> {
+    /// The reliability verdicts of each level, `rank_by`'s first, as the printed summary
+    /// words them, the run grown as `run` says (its `scale` set here, per level).
+    pub fn verdicts(tables: &SpectrumTables, run: &Growth, rank_by: Measure) -> Vec<(String, Verdict)> {
         let r = &tables.reliability;
         let mut levels: Vec<String> = r.level.clone();
         levels.dedup();
         levels
             .into_iter()
-            .map(|level| {
+            .flat_map(|level| {
                 let rows: Vec<usize> = (0..r.len()).filter(|&i| r.level[i] == level).collect();
                 let table = subsets::schema::ReliabilityTable {
+                    score: rows.iter().map(|&i| r.score[i].clone()).collect(),
                     measure: rows.iter().map(|&i| r.measure[i].clone()).collect(),
                     models: rows.iter().map(|&i| r.models[i]).collect(),
                     spearman: rows.iter().map(|&i| r.spearman[i]).collect(),
@@ -437,7 +462,8 @@ impl SpectrumSummary {
                 };
                 let models = table.models.iter().copied().max().unwrap_or(0) as usize;
                 let scale = run.run_models as f64 / models.max(1) as f64;
-                (level, Verdict::new(&table, models, Some(Growth { scale, ..run.clone() })))
+                let verdicts = Verdict::both(&table, rank_by, models, Some(Growth { scale, ..run.clone() }));
+                verdicts.into_iter().map(move |verdict| (level.clone(), verdict))
             })
             .collect()
     }
@@ -554,6 +580,8 @@ mod tests {
             documents.mem_acc_hi.push(Some(hi));
             documents.mem_loss.push(None);
             documents.mem_loss_se.push(None);
+            documents.mem_loss_lo.push(None);
+            documents.mem_loss_hi.push(None);
             documents.group_mem_acc.push(None);
             documents.group_mem_acc_se.push(None);
             documents.group_mem_loss.push(None);
@@ -572,7 +600,8 @@ mod tests {
         // Source a: 0.02 and 0.40 alone, 0.45 and 0.50 in the passage.
         let a = &summary.sources[0];
         assert_eq!(a.source.as_deref(), Some("a"));
-        let [q1, median, q3] = a.quartiles[1].unwrap();
+        let [q1, median, q3] = a.quartiles.mem_acc[1].unwrap();
+        assert_eq!(a.quartiles.mem_loss, [None, None], "no document has a mem_loss here");
         assert!((q1 - 0.4625).abs() < 1e-12 && (median - 0.475).abs() < 1e-12 && (q3 - 0.4875).abs() < 1e-12);
         assert_eq!(summary.levels.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>(), ["document", "passage"]);
         assert_eq!(summary.fallen_back, [0, 0]);
@@ -627,6 +656,10 @@ mod tests {
                 let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
                 let expected = mean(&inside) - mean(&outside);
                 assert!((t.mem_acc[i].unwrap() - expected).abs() < 1e-6, "{} doc {doc}", block.level);
+                // The loss is 2 − the accuracy, so OUT − IN loss is the same difference.
+                assert!((t.mem_loss[i].unwrap() - expected).abs() < 1e-6, "{} doc {doc}", block.level);
+                let (lo, hi) = (t.mem_loss_lo[i].unwrap(), t.mem_loss_hi[i].unwrap());
+                assert!(lo <= expected + 1e-6 && expected <= hi + 1e-6, "{} doc {doc}: [{lo}, {hi}]", block.level);
                 assert_eq!((t.n_in[i], t.n_out[i]), (inside.len() as u32, outside.len() as u32));
                 assert_eq!(t.unit[i], units.unit[doc]);
             }
@@ -643,7 +676,21 @@ mod tests {
         }
         assert_eq!(t.unit_size[2 * 12 + 5], 4, "the shared sentence joins four documents");
         let rel = &tables.reliability;
-        assert_eq!(rel.level.iter().filter(|l| *l == "cluster").count(), 3, "split-half and two convergence rows");
+        let cluster: Vec<usize> = (0..rel.len()).filter(|&i| rel.level[i] == "cluster").collect();
+        let scores: Vec<&str> = cluster.iter().map(|&i| rel.score[i].as_str()).collect();
+        assert_eq!(
+            scores,
+            ["mem_loss", "mem_loss", "mem_loss", "mem_acc", "mem_acc", "mem_acc"],
+            "split-half and two convergence rows each"
+        );
+        let verdicts = SpectrumSummary::verdicts(
+            &tables,
+            &Growth { run: "r".into(), run_models: 24, scale: 1.0, models_per_hour: None },
+            Measure::Loss,
+        );
+        let named: Vec<(&str, Measure)> = verdicts.iter().map(|(l, v)| (l.as_str(), v.measure())).collect();
+        assert_eq!(&named[..2], [("document", Measure::Loss), ("document", Measure::Accuracy)]);
+        assert_eq!(named.len(), 6);
         // The family's documents share long substrings too: two passage units.
         assert_eq!(tables.units.level.iter().filter(|l| *l == "passage").count(), 2);
         let u = &tables.units;

@@ -20,6 +20,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 
 use analysis::influence::InfluenceSettings;
+use analysis::measure::Measure;
 use analysis::per_model::RunLogs;
 use analysis::scores::AnalyzeSettings;
 use duplicates::{DupParams, Param, Settings, Shingling};
@@ -237,9 +238,15 @@ struct ComputeArgs {
 #[derive(Args)]
 struct AnalyzeArgs {
     run: PathBuf,
-    /// Bootstrap replicates (resamples of the models) behind mem_acc_lo and mem_acc_hi.
+    /// Bootstrap replicates (resamples of the models) behind the scores' 95% intervals.
     #[arg(long, default_value_t = AnalyzeSettings::default().bootstrap)]
     bootstrap: usize,
+    /// The score that orders the most and least memorized lists, leads the reliability
+    /// verdict and its growth command, and is compared across checkpoints: loss (mem_loss,
+    /// the founding definition, stable with fewer models) or accuracy (mem_acc). Both are
+    /// computed and written either way.
+    #[arg(long, value_name = "loss|accuracy", default_value = "loss")]
+    rank_by: Measure,
     /// Analyze the complete jobs of a run whose jobs are not all complete.
     #[arg(long)]
     partial: bool,
@@ -295,6 +302,10 @@ struct ReportArgs {
     /// How many of the most and of the least memorized documents to list.
     #[arg(long, default_value_t = analysis::html_report::DEFAULT_TOP as u32, value_parser = clap::value_parser!(u32).range(1..))]
     top: u32,
+    /// The score that orders the lists and leads each section: loss (mem_loss) or accuracy
+    /// (mem_acc); default: the one `analyze` ranked by.
+    #[arg(long, value_name = "loss|accuracy")]
+    rank_by: Option<Measure>,
 }
 
 impl NearDupArgs {
@@ -385,7 +396,8 @@ fn dispatch(command: Command) -> Result<()> {
             run_jobs(&args.run, &args.compute, &Selection { jobs, max_jobs: args.max_jobs })
         }
         Command::Analyze(args) => {
-            analyze(&args.run, args.partial, AnalyzeSettings { bootstrap: args.bootstrap }).map(drop)
+            let settings = AnalyzeSettings { bootstrap: args.bootstrap, rank_by: args.rank_by };
+            analyze(&args.run, args.partial, settings).map(drop)
         }
         Command::Status(args) => status::status(&args.run, args.json),
         Command::Slurm(args) => slurm::slurm(&args.run.clone(), &slurm_settings(args)),
@@ -397,7 +409,9 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Tokenizer(args) => train_tokenizer(&args),
         Command::Dups(args) => dups::run(&args),
         Command::Influence(args) => influence::run(&args),
-        Command::Report(args) => report::write(&args.run, args.out.as_deref(), args.top as usize).map(drop),
+        Command::Report(args) => {
+            report::write(&args.run, args.out.as_deref(), args.top as usize, args.rank_by).map(drop)
+        }
     }
 }
 
@@ -729,5 +743,5 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
     run_jobs(&args.out, &args.compute, &Selection::default())?;
     let logs = analyze(&args.out, false, AnalyzeSettings::default())?;
     influence::write(&args.out, &logs, &InfluenceSettings::default())?;
-    report::write(&args.out, None, analysis::html_report::DEFAULT_TOP).map(drop)
+    report::write(&args.out, None, analysis::html_report::DEFAULT_TOP, None).map(drop)
 }

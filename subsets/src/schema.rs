@@ -150,8 +150,9 @@ pub fn string_values(array: &dyn Array) -> std::result::Result<Vec<Option<String
 /// renamed or changes type, or a table's rows change meaning (adding a column alone does not
 /// break readers). 2: logs hold one row per (model, document, checkpoint), with the
 /// columns `checkpoint` and `step`; logs of version 1 read as holding the final checkpoint
-/// only.
-pub const SCHEMA_VERSION: u32 = 2;
+/// only. 3: the reliability tables hold the rows of each score (`score`: `mem_loss` or
+/// `mem_acc`); files of version 2 read as holding `mem_acc`'s rows only.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// A Parquet table of a run: a struct of equally long column vectors.
 pub trait Table: Default + Sized {
@@ -351,6 +352,10 @@ table! {
         pub loss_out: Vec<Option<f64>>,
         pub mem_loss: Vec<Option<f64>>,
         pub mem_loss_se: Vec<Option<f64>>,
+        /// 95% percentile interval of mem_loss from the same bootstrap (null in files
+        /// analyzed before it was written).
+        pub mem_loss_lo: Vec<Option<f64>> = None,
+        pub mem_loss_hi: Vec<Option<f64>> = None,
         pub copies: Vec<u16>,
         pub exact_dup_count: Vec<u32>,
         pub near_dup_count: Vec<u32>,
@@ -386,6 +391,9 @@ table! {
         pub mem_acc_se: Vec<Option<f64>>,
         pub mem_loss: Vec<Option<f64>>,
         pub mem_loss_se: Vec<Option<f64>>,
+        /// Mean per-token loss IN and OUT (null in files analyzed before they were written).
+        pub loss_in: Vec<Option<f64>> = None,
+        pub loss_out: Vec<Option<f64>> = None,
     }
 }
 
@@ -487,6 +495,9 @@ table! {
         pub mem_acc_hi: Vec<Option<f64>>,
         pub mem_loss: Vec<Option<f64>>,
         pub mem_loss_se: Vec<Option<f64>>,
+        /// The same bootstrap's interval of mem_loss (null in older files).
+        pub mem_loss_lo: Vec<Option<f64>> = None,
+        pub mem_loss_hi: Vec<Option<f64>> = None,
         /// The unit's group score (member means, models with the unit all IN or all OUT).
         pub group_mem_acc: Vec<Option<f64>>,
         pub group_mem_acc_se: Vec<Option<f64>>,
@@ -515,14 +526,16 @@ table! {
 }
 
 table! {
-    /// `analysis/reliability.parquet`: how stable the mem_acc ranking is across models.
-    /// `measure` is `split-half` (one row: `models` per half, `spearman` between the
+    /// `analysis/reliability.parquet`: how stable the ranking by each score is across
+    /// models, the rows of `score` (`mem_loss`, then `mem_acc`; files of schema version 2
+    /// have `mem_acc`'s only). `measure` is `split-half` (one row: `models` per half, `spearman` between the
     /// halves, `predicted` the Spearman-Brown estimate for all models) or `convergence`
     /// (one row per m: `spearman` between the ranking of the first m models and of all;
     /// `predicted` null). `models_for_stable`, on the split-half row: the models whose
     /// Spearman-Brown estimate would reach 0.9, from the halves' Spearman (null when the
     /// halves do not agree, and on convergence rows).
     pub struct ReliabilityTable {
+        pub score: Vec<String> = "mem_acc".to_string(),
         pub measure: Vec<String>,
         pub models: Vec<u32>,
         pub spearman: Vec<Option<f64>>,
@@ -536,6 +549,7 @@ table! {
     /// level of the run, from that level's models.
     pub struct SpectrumReliabilityTable {
         pub level: Vec<String>,
+        pub score: Vec<String> = "mem_acc".to_string(),
         pub measure: Vec<String>,
         pub models: Vec<u32>,
         pub spearman: Vec<Option<f64>>,
@@ -771,7 +785,7 @@ mod tests {
         let value = |key: &str| pairs[key].as_deref().unwrap();
         assert_eq!(value("cfmem.version"), env!("CARGO_PKG_VERSION"));
         assert_eq!(value("cfmem.schema"), "JobTable");
-        assert_eq!(value("cfmem.schema_version"), "2");
+        assert_eq!(value("cfmem.schema_version"), "3");
         assert_eq!(value("cfmem.run_seed"), "42");
 
         write(&path, &JobTable::default(), None).unwrap();
@@ -787,6 +801,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jobs.parquet");
         let wrong = ReliabilityTable {
+            score: vec!["mem_loss".into()],
             measure: vec!["split-half".into()],
             models: vec![2],
             spearman: vec![None],

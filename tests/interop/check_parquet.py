@@ -4,7 +4,7 @@ and DuckDB.
 Plans, trains (tiny models) and analyzes a small corpus with a holdout and a copy sweep with
 the real binary, and a spectrum run of it (documents, and sources as groups), then checks
 each file of both runs against the README's column types and its key-value metadata, and
-recomputes mem_acc of every document from the logs with DuckDB SQL.
+recomputes mem_acc and mem_loss of every document from the logs with DuckDB SQL.
 
     python check_parquet.py CFMEM_BINARY WORK_DIR
 """
@@ -118,7 +118,7 @@ def check_file(path, pattern, table, columns, version):
     found = [(f.name, str(f.type), f.nullable) for f in schema]
     assert found == columns, f"{path}: columns {found}\n  README says {columns}"
     meta = {k.decode(): v.decode() for k, v in (pf.metadata.metadata or {}).items()}
-    expected = {"cfmem.version": version, "cfmem.schema": table, "cfmem.schema_version": "2",
+    expected = {"cfmem.version": version, "cfmem.schema": table, "cfmem.schema_version": "3",
                 "cfmem.run_seed": str(SEED)}
     for key, value in expected.items():
         assert meta.get(key) == value, f"{path}: metadata {key} = {meta.get(key)!r}, expected {value!r}"
@@ -132,29 +132,33 @@ def check_file(path, pattern, table, columns, version):
 
 
 def check_mem_acc(run):
-    """mem_acc recomputed from the logs in SQL equals scores.parquet within 1e-12 (the end of
-    training), and profile.parquet at every checkpoint."""
+    """mem_acc and mem_loss recomputed from the logs in SQL equal scores.parquet within 1e-12
+    (the end of training), and profile.parquet at every checkpoint."""
     recomputed = duckdb.execute(f"""
         WITH per_model AS (
-            SELECT checkpoint, doc, in_train, correct::DOUBLE / tokens AS acc
+            SELECT checkpoint, doc, in_train, correct::DOUBLE / tokens AS acc, nll / tokens AS loss
             FROM read_parquet('{run}/logs/job-*.parquet'))
         SELECT checkpoint, doc,
-               avg(acc) FILTER (WHERE in_train) - avg(acc) FILTER (WHERE NOT in_train) AS mem_acc
+               avg(acc) FILTER (WHERE in_train) - avg(acc) FILTER (WHERE NOT in_train) AS mem_acc,
+               avg(loss) FILTER (WHERE NOT in_train) - avg(loss) FILTER (WHERE in_train) AS mem_loss
         FROM per_model GROUP BY checkpoint, doc ORDER BY checkpoint, doc""").df()
-    scores = pd.read_parquet(run / "analysis/scores.parquet", columns=["doc", "mem_acc"])
-    profile = pd.read_parquet(run / "analysis/profile.parquet", columns=["checkpoint", "doc", "mem_acc"])
+    columns = ["doc", "mem_acc", "mem_loss"]
+    scores = pd.read_parquet(run / "analysis/scores.parquet", columns=columns)
+    profile = pd.read_parquet(run / "analysis/profile.parquet", columns=["checkpoint", *columns])
     final = recomputed[recomputed.checkpoint == 1.0]
     assert sorted(set(recomputed.checkpoint)) == [0.5, 1.0], "the run was evaluated at 50% and at the end"
     assert len(final) == len(scores) and len(recomputed) == len(profile), "every document has log rows"
     nulls = 0
-    pairs = [*zip(scores.doc, scores.mem_acc, final.mem_acc), *zip(profile.doc, profile.mem_acc, recomputed.mem_acc)]
+    pairs = []
+    for score in ("mem_acc", "mem_loss"):
+        pairs += [*zip(scores.doc, scores[score], final[score]), *zip(profile.doc, profile[score], recomputed[score])]
     for doc, mine, theirs in pairs:
         if pd.isna(mine) or pd.isna(theirs):
             assert pd.isna(mine) and pd.isna(theirs), f"doc {doc}: {mine} vs {theirs}"
             nulls += 1
         else:
             assert math.fabs(mine - theirs) <= 1e-12, f"doc {doc}: ours {mine!r}, SQL {theirs!r}"
-    assert nulls > 0 and nulls < len(pairs), "the holdout documents (and only they) have no mem_acc"
+    assert nulls > 0 and nulls < len(pairs), "the holdout documents (and only they) have no scores"
     return len(pairs) - nulls
 
 
@@ -209,7 +213,7 @@ def main():
     read = check_users_files(cfmem, work)
     print(f"interop: {', '.join(read)} read by cfmem")
     print(f"interop: {len(files)} Parquet files read by pyarrow, pandas and DuckDB; "
-          f"mem_acc of {scored} (document, checkpoint) pairs recomputed in SQL within 1e-12")
+          f"mem_acc and mem_loss of {scored} (score, document, checkpoint) triples recomputed in SQL within 1e-12")
 
 
 if __name__ == "__main__":

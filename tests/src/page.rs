@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use subsets::schema::{self, ClusterTable, CopiesTable, ProfileTable, ReliabilityTable};
+use subsets::schema::{self, ClusterTable, CopiesTable, ProfileTable, ReliabilityTable, ScoreTable};
 
 /// The text between `<section id="ID">` and its end.
 pub fn section<'a>(html: &'a str, id: &str) -> &'a str {
@@ -23,7 +23,15 @@ pub fn plots(html: &str) -> Vec<String> {
 
 /// The plots a report of `run` must draw, from its Parquet files.
 pub fn expected_plots(run: &Path) -> Vec<String> {
-    let mut kinds = vec!["histogram", "box", "near-dups", "repeats"];
+    // A histogram and a box plot per score the analysis wrote (mem_loss, then mem_acc).
+    let scores: ScoreTable = schema::read(&run.join("analysis/scores.parquet")).unwrap();
+    let mut kinds = Vec::new();
+    for column in [&scores.mem_loss, &scores.mem_acc] {
+        if column.iter().any(Option::is_some) {
+            kinds.extend(["histogram", "box"]);
+        }
+    }
+    kinds.extend(["near-dups", "repeats"]);
     let clusters: ClusterTable = schema::read(&run.join("analysis/clusters.parquet")).unwrap();
     if clusters.group_mem_acc.iter().any(Option::is_some) {
         kinds.push("clusters");

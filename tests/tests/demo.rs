@@ -104,8 +104,9 @@ fn memorization_over_training_rises_for_random_ids_and_stays_flat_for_repetitive
     assert_eq!(profile.mem_acc[3 * docs..], scores.mem_acc[..]);
     assert_eq!(profile.mem_acc_se[3 * docs..], scores.mem_acc_se[..]);
     let printed = &demo.printed;
-    assert!(printed.contains("memorization over training: mean mem_acc by source at each checkpoint"), "{printed}");
-    assert!(printed.contains("ranking over training: "), "{printed}");
+    assert!(printed.contains("memorization over training: mean mem_loss by source at each checkpoint"), "{printed}");
+    assert!(printed.contains("ranking over training (mem_loss): "), "{printed}");
+    assert!(printed.contains("ranking over training (mem_acc): "), "{printed}");
     let html = std::fs::read_to_string(demo.run.join("analysis/report.html")).unwrap();
     assert!(section(&html, "profile").contains("Memorization against training progress, per source"));
 }
@@ -128,7 +129,7 @@ fn a_spectrum_demo_finds_each_kind_memorized_at_its_level() {
     let printed = demo(&run, &["--levels", "document,cluster,passage", "--models", "18", "--eval-at", "1"]);
     assert!(
         printed.contains(
-            "spectrum: median mem_acc by source and level (models per level: document 6, cluster 6, passage 6)"
+            "spectrum: median mem_loss by source and level (models per level: document 6, cluster 6, passage 6)"
         ),
         "{printed}"
     );
@@ -172,7 +173,8 @@ fn a_spectrum_demo_finds_each_kind_memorized_at_its_level() {
 #[test]
 fn demo_twins_are_their_targets_top_influence_and_the_tables_agree() {
     let Demo { run, printed, .. } = shared_demo();
-    assert!(printed.contains("reliability: halves of 8 models agree at Spearman"), "{printed}");
+    assert!(printed.contains("reliability (mem_loss): halves of 8 models agree at Spearman"), "{printed}");
+    assert!(printed.contains("reliability (mem_acc): halves of 8 models agree at Spearman"), "{printed}");
     assert!(printed.contains("strongest pairs"), "{printed}");
 
     let influence: InfluenceTable = schema::read(&run.join("analysis/influence.parquet")).unwrap();
@@ -220,9 +222,10 @@ fn demo_twins_are_their_targets_top_influence_and_the_tables_agree() {
     assert!(inside * 10 >= scores.mem_acc.iter().flatten().count() * 9, "intervals hold their estimates");
 
     let reliability: ReliabilityTable = schema::read(&run.join("analysis/reliability.parquet")).unwrap();
-    assert_eq!(reliability.measure[0], "split-half");
-    assert_eq!(reliability.models, [8, 4, 8, 16]);
-    assert!(reliability.predicted[0].unwrap() > 0.5, "{reliability:?}");
+    assert_eq!((reliability.score[0].as_str(), reliability.measure[0].as_str()), ("mem_loss", "split-half"));
+    assert_eq!((reliability.score[4].as_str(), reliability.measure[4].as_str()), ("mem_acc", "split-half"));
+    assert_eq!(reliability.models, [8, 4, 8, 16, 8, 4, 8, 16]);
+    assert!(reliability.predicted[0].unwrap() > 0.5 && reliability.predicted[4].unwrap() > 0.5, "{reliability:?}");
 }
 
 #[test]
@@ -233,14 +236,14 @@ fn the_demo_report_shows_the_numbers_of_its_parquet_files_and_renders_cleanly_in
     assert!(stdout.contains(&format!("report: {}", report.display())), "the demo prints the report's path:\n{stdout}");
     let html = std::fs::read_to_string(&report).unwrap();
 
-    // Numbers on the page, recomputed from scores.parquet.
+    // Numbers on the page, recomputed from scores.parquet: the demo ranks by mem_loss.
     let scores = scores(run);
     let mut by_source = std::collections::BTreeMap::<String, Vec<f64>>::new();
     for d in 0..scores.doc.len() {
-        by_source.entry(scores.source[d].clone().unwrap()).or_default().extend(scores.mem_acc[d]);
+        by_source.entry(scores.source[d].clone().unwrap()).or_default().extend(scores.mem_loss[d]);
     }
     let sources = section(&html, "distribution");
-    // Held-out sources (the demo's influence targets) have no mem_acc and no row.
+    // Held-out sources (the demo's influence targets) have no mem_loss and no row.
     for (source, mut values) in by_source.into_iter().filter(|(_, values)| !values.is_empty()) {
         values.sort_by(f64::total_cmp);
         let mean = values.iter().sum::<f64>() / values.len() as f64;
@@ -253,8 +256,8 @@ fn the_demo_report_shows_the_numbers_of_its_parquet_files_and_renders_cleanly_in
     // as the page breaks ties.
     let best = (0..scores.doc.len())
         .rev()
-        .filter(|&d| scores.mem_acc[d].is_some())
-        .max_by(|&a, &b| scores.mem_acc[a].unwrap().total_cmp(&scores.mem_acc[b].unwrap()));
+        .filter(|&d| scores.mem_loss[d].is_some())
+        .max_by(|&a, &b| scores.mem_loss[a].unwrap().total_cmp(&scores.mem_loss[b].unwrap()));
     let best = best.unwrap();
     let most = section(&html, "most");
     let first_row = &most[most.find("<tbody><tr>").unwrap()..];
@@ -262,7 +265,7 @@ fn the_demo_report_shows_the_numbers_of_its_parquet_files_and_renders_cleanly_in
         "<td class=\"id\">{}<br><span class=\"source\">{}</span></td><td class=\"num\">{:+.3}</td>",
         scores.doc_id[best],
         scores.source[best].as_deref().unwrap(),
-        scores.mem_acc[best].unwrap()
+        scores.mem_loss[best].unwrap()
     );
     assert!(
         first_row.starts_with(&format!("<tbody><tr>{expected}")),

@@ -47,12 +47,10 @@ fn block<'a>(summary: &'a str, heading: &str) -> Vec<&'a str> {
     lines.take_while(|line| !line.is_empty()).collect()
 }
 
-#[test]
-fn the_printed_summary_and_the_report_show_the_same_numbers() {
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    // Sources "alpha", "beta" and none in turn, six copies of one text as a cluster, and
-    // accuracies that tie across documents (no training: the logs are written here).
+/// A run whose logs are written here (no training): sources "alpha", "beta" and none in
+/// turn, six copies of one text as a cluster, accuracies that tie across documents, and a
+/// loss that ranks the documents otherwise than the accuracy.
+fn synthetic(run: &Path) {
     let mut documents = synthetic_run::documents(40, 7);
     for (i, document) in documents.iter_mut().enumerate() {
         document.source = [Some("alpha".to_string()), Some("beta".to_string()), None][i % 3].clone();
@@ -64,26 +62,35 @@ fn the_printed_summary_and_the_report_show_the_same_numbers() {
         source: (i % 2 == 1).then(|| "beta".to_string()),
     }));
     let spec = Spec { documents, models: 8, stack: 4, seed: 3, unit: Unit::Cluster, holdout_ids: vec!["doc-5".into()] };
-    synthetic_run::write(&RunDir::new(&run), &spec, |model, doc, in_train| {
+    synthetic_run::write(&RunDir::new(run), &spec, |model, doc, in_train| {
         let correct = 30 + model % 3 + if in_train[doc] { 5 * (doc as u32 % 7) } else { 0 };
-        Row { tokens: 100, correct, nll: f64::from(100 - correct) }
+        let gain = if in_train[doc] { f64::from(doc as u32 % 6) * 3.0 } else { 0.0 };
+        Row { tokens: 100, correct, nll: f64::from(100 - correct) - gain }
     })
     .unwrap();
+}
+
+#[test]
+fn the_printed_summary_and_the_report_show_the_same_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    synthetic(&run);
     let printed = cfmem_ok(&["analyze", run.to_str().unwrap()]);
     cfmem_ok(&["report", run.to_str().unwrap(), "--top", "10"]);
     let html = std::fs::read_to_string(run.join("analysis/report.html")).unwrap();
 
-    // The ten most memorized documents: the same ids, sources and mem_acc in the same order.
+    // The ten most memorized documents: the same ids, sources, mem_loss and mem_acc in the
+    // same order.
     let printed_top: Vec<Vec<&str>> = block(&printed, "most memorized")
         .iter()
         .map(|line| line.split_whitespace().collect::<Vec<_>>())
-        .map(|words| vec![words[5], words[4], words[1]])
+        .map(|words| vec![words[6], words[5], words[1], words[4]])
         .collect();
     let page_top: Vec<Vec<String>> = body_rows(section(&html, "most"))
         .into_iter()
         .map(|cells| {
             let (id, source) = cells[0].split_once('\n').expect("id, then source");
-            vec![id.to_string(), source.to_string(), cells[1].clone()]
+            vec![id.to_string(), source.to_string(), cells[1].clone(), cells[3].clone()]
         })
         .collect();
     assert_eq!(printed_top.len(), 10);
@@ -91,14 +98,21 @@ fn the_printed_summary_and_the_report_show_the_same_numbers() {
     assert!(printed_top.iter().any(|doc| doc[1] == "(none)"), "a document without a source is among them");
     assert!(!html.contains("(no source)"), "one label for a document without a source");
 
-    // Per source: count of scored documents, median and mean.
+    // Per source: count of scored documents, median and mean of mem_loss, then of mem_acc.
     let page_sources = body_rows(section(&html, "distribution"));
     let by_source = block(&printed, "by source:");
     assert_eq!(by_source.len(), 2, "alpha and beta; documents without a source have no printed row:\n{printed}");
     for line in by_source {
-        let [source, count, median, mean] = line.split_whitespace().collect::<Vec<_>>()[..] else { panic!("{line}") };
+        let [source, count, median, mean, acc_median, acc_mean] = line.split_whitespace().collect::<Vec<_>>()[..]
+        else {
+            panic!("{line}")
+        };
         let row = page_sources.iter().find(|cells| cells[0] == source).expect("a row per source");
-        assert_eq!([&row[2], &row[4], &row[3]], [count, median, mean], "{source}");
+        assert_eq!(
+            [&row[2], &row[4], &row[3], &row[10], &row[9]],
+            [count, median, mean, acc_median, acc_mean],
+            "{source}"
+        );
     }
     assert!(page_sources.iter().any(|cells| cells[0] == "(none)"), "the page has a row for them");
 
@@ -107,10 +121,118 @@ fn the_printed_summary_and_the_report_show_the_same_numbers() {
     assert!(section(&html, "distribution").contains(&format!("scored documents: median {median},")), "{median}");
     let cluster = block(&printed, "near-duplicate clusters")[0].split_whitespace().collect::<Vec<_>>();
     let point = format!(
-        "cluster {} of {} documents: group mem_acc {}, members' mean mem_acc {}",
+        "cluster {} of {} documents: group mem_loss {}, members' mean mem_loss {}",
         cluster[1], cluster[3], cluster[5], cluster[7]
     );
     assert!(section(&html, "clusters").contains(&point), "{point}");
+}
+
+/// The ids of `scores`' documents ranked by `column`, most memorized first, ties in
+/// document order, as far as `n`.
+fn ranked(scores: &subsets::schema::ScoreTable, column: &[Option<f64>], n: usize) -> Vec<String> {
+    let mut docs: Vec<usize> = (0..column.len()).filter(|&d| column[d].is_some()).collect();
+    docs.sort_by(|&a, &b| column[b].unwrap().total_cmp(&column[a].unwrap()).then(a.cmp(&b)));
+    docs.into_iter().take(n).map(|d| scores.doc_id[d].clone()).collect()
+}
+
+/// The ids of a printed summary's most memorized list.
+fn printed_ids(printed: &str) -> Vec<String> {
+    block(printed, "most memorized").iter().map(|line| line.split_whitespace().nth(6).unwrap().to_string()).collect()
+}
+
+/// The ids of a report's list `id` ("most" or "least").
+fn page_ids(html: &str, id: &str) -> Vec<String> {
+    body_rows(section(html, id)).iter().map(|cells| cells[0].split_once('\n').unwrap().0.to_string()).collect()
+}
+
+#[test]
+fn mem_loss_ranks_by_default_and_rank_by_accuracy_gives_the_mem_acc_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    synthetic(&run);
+    let run_arg = run.to_str().unwrap();
+    let by_loss = cfmem_ok(&["analyze", run_arg]);
+    let table = scores(&run);
+    let (loss_top, acc_top) = (ranked(&table, &table.mem_loss, 10), ranked(&table, &table.mem_acc, 10));
+    assert_ne!(loss_top, acc_top, "the two scores rank these documents differently");
+    assert_eq!(printed_ids(&by_loss), loss_top);
+    assert!(by_loss.contains("most memorized by mem_loss (mem_loss ± se, mem_acc,"), "{by_loss}");
+    let summary = |run: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(run.join("analysis/summary.json")).unwrap()).unwrap()
+    };
+    assert_eq!(summary(&run)["rank_by"], "loss");
+
+    // --rank-by accuracy: the lists by mem_acc, as before mem_loss ranked; the tables are
+    // the same either way.
+    let by_accuracy = cfmem_ok(&["analyze", run_arg, "--rank-by", "accuracy"]);
+    assert_eq!(printed_ids(&by_accuracy), acc_top);
+    assert!(by_accuracy.contains("most memorized by mem_acc (mem_acc ± se, mem_loss,"), "{by_accuracy}");
+    assert_eq!(scores(&run), table, "scores.parquet does not depend on the ranking");
+    assert_eq!(summary(&run)["rank_by"], "accuracy");
+    let acc_line = by_accuracy.find("reliability (mem_acc)").unwrap();
+    assert!(acc_line < by_accuracy.find("reliability (mem_loss)").unwrap(), "the ranking score's verdict leads");
+
+    // The report ranks as the analysis did unless told otherwise.
+    cfmem_ok(&["report", run_arg, "--top", "10"]);
+    let html = std::fs::read_to_string(run.join("analysis/report.html")).unwrap();
+    assert_eq!(page_ids(&html, "most"), acc_top);
+    cfmem_ok(&["report", run_arg, "--top", "10", "--rank-by", "loss"]);
+    let html = std::fs::read_to_string(run.join("analysis/report.html")).unwrap();
+    assert_eq!(page_ids(&html, "most"), loss_top);
+    let mut least = ranked(&table, &table.mem_loss, usize::MAX);
+    least.reverse();
+    least.truncate(10);
+    assert_eq!(page_ids(&html, "least"), least);
+    let err = cfmem_err(&["analyze", run_arg, "--rank-by", "perplexity"]);
+    assert!(err.contains("unknown measure \"perplexity\"") && err.contains("--rank-by"), "{err}");
+}
+
+#[test]
+fn a_run_analyzed_before_both_scores_were_reported_still_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    synthetic(&run);
+    let run_arg = run.to_str().unwrap();
+    cfmem_ok(&["analyze", run_arg]);
+    // The files as the cfmem before this one wrote them: no mem_loss intervals, reliability
+    // rows of mem_acc alone, and summary.json's reliability that of mem_acc, flat.
+    let mut old = scores(&run);
+    old.mem_loss_lo = vec![None; old.doc.len()];
+    old.mem_loss_hi = vec![None; old.doc.len()];
+    schema::write(&run.join("analysis/scores.parquet"), &old, Some(3)).unwrap();
+    let path = run.join("analysis/reliability.parquet");
+    let mut reliability: ReliabilityTable = schema::read(&path).unwrap();
+    let keep: Vec<usize> = (0..reliability.score.len()).filter(|&i| reliability.score[i] == "mem_acc").collect();
+    let pick = |column: &[Option<f64>]| keep.iter().map(|&i| column[i]).collect::<Vec<_>>();
+    reliability = ReliabilityTable {
+        score: vec!["mem_acc".into(); keep.len()],
+        measure: keep.iter().map(|&i| reliability.measure[i].clone()).collect(),
+        models: keep.iter().map(|&i| reliability.models[i]).collect(),
+        spearman: pick(&reliability.spearman),
+        predicted: pick(&reliability.predicted),
+        models_for_stable: keep.iter().map(|&i| reliability.models_for_stable[i]).collect(),
+    };
+    schema::write(&path, &reliability, Some(3)).unwrap();
+    let summary_path = run.join("analysis/summary.json");
+    let mut summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary_path).unwrap()).unwrap();
+    let mut flat = summary["reliability"]["mem_acc"].take();
+    flat["extend_to"] = serde_json::json!(99);
+    flat["command"] = serde_json::json!("cfmem plan --extend RUN --models 99");
+    summary["reliability"] = flat;
+    summary.as_object_mut().unwrap().remove("rank_by");
+    std::fs::write(&summary_path, summary.to_string()).unwrap();
+
+    cfmem_ok(&["report", run_arg]);
+    let html = std::fs::read_to_string(run.join("analysis/report.html")).unwrap();
+    let stable = section(&html, "reliability");
+    assert!(stable.contains("the mem_acc rankings of two halves") && !stable.contains("mem_loss rankings"), "{stable}");
+    assert!(
+        stable.contains("the run needs about 99 models: <code>cfmem plan --extend RUN --models 99</code>"),
+        "{stable}"
+    );
+    assert!(html.contains("ranked by mem_loss"), "a run that recorded no ranking reads ranked by mem_loss");
+    assert!(section(&html, "most").contains("≈["), "mem_loss without its bootstrap interval: ± 1.96 se");
 }
 
 /// Documents a report must show as text: markup, script, quotes, a closing textarea.
@@ -186,6 +308,8 @@ fn influence_reliability_and_bootstrap_intervals_appear_when_the_analysis_has_th
     let mut bare = scores(&run);
     bare.mem_acc_lo = vec![None; bare.doc.len()];
     bare.mem_acc_hi = vec![None; bare.doc.len()];
+    bare.mem_loss_lo = vec![None; bare.doc.len()];
+    bare.mem_loss_hi = vec![None; bare.doc.len()];
     schema::write(&run.join("analysis/scores.parquet"), &bare, Some(3)).unwrap();
     let html = {
         cfmem_ok(&["report", run_arg]);
@@ -201,6 +325,8 @@ fn influence_reliability_and_bootstrap_intervals_appear_when_the_analysis_has_th
     let top = top.unwrap();
     scores.mem_acc_lo = scores.mem_acc.iter().map(|m| m.map(|m| m - 0.125)).collect();
     scores.mem_acc_hi = scores.mem_acc.iter().map(|m| m.map(|m| m + 0.25)).collect();
+    scores.mem_loss_lo = scores.mem_loss.iter().map(|m| m.map(|m| m - 0.5)).collect();
+    scores.mem_loss_hi = scores.mem_loss.iter().map(|m| m.map(|m| m + 0.5)).collect();
     schema::write(&run.join("analysis/scores.parquet"), &scores, Some(3)).unwrap();
     let influence = InfluenceTable {
         target: vec![4, 1],
@@ -214,7 +340,9 @@ fn influence_reliability_and_bootstrap_intervals_appear_when_the_analysis_has_th
         infl_loss_se: vec![None, Some(0.125)],
     };
     schema::write(&run.join("analysis/influence.parquet"), &influence, Some(3)).unwrap();
+    // As an analysis before mem_loss had rows wrote it (schema version 2: mem_acc's alone).
     let reliability = ReliabilityTable {
+        score: vec!["mem_acc".into(); 4],
         measure: vec!["split-half".into(), "convergence".into(), "convergence".into(), "convergence".into()],
         models: vec![2, 2, 3, 4],
         spearman: vec![Some(0.625), Some(0.5), Some(0.75), Some(1.0)],

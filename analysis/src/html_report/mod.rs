@@ -25,6 +25,7 @@ use subsets::schema::{
 };
 
 use crate::diagnosis::Diagnosis;
+use crate::measure::{ByMeasure, Measure};
 use crate::profile::{ProfileSummary, percent};
 use crate::spectrum::SpectrumSummary;
 use crate::summary::{self, CopyRow, SourceRow, Summary, preview, source_label};
@@ -63,9 +64,11 @@ pub struct ReportData {
     pub spectrum: Option<SpectrumSummary>,
     /// Memorization over training, for runs evaluated at more than one checkpoint.
     pub profile: Option<ProfileSummary>,
-    /// `summary.json`'s command that grows the run to a stable ranking, with the models it
-    /// plans, when the ranking is not stable.
-    pub growth: Option<(String, u64)>,
+    /// Per score, `summary.json`'s command that grows the run to a stable ranking by it,
+    /// with the models it plans, when that ranking is not stable.
+    pub growth: ByMeasure<Option<(String, u64)>>,
+    /// The score that orders the lists and leads each section.
+    pub rank_by: Measure,
     /// Jobs with a completion record, of all jobs.
     pub jobs_complete: (usize, usize),
     pub planned: Option<SystemTime>,
@@ -82,9 +85,10 @@ fn read_if_present<T: Table>(path: &Path) -> Result<Option<T>> {
 }
 
 impl ReportData {
-    /// Reads an analyzed run; a run that was not analyzed, or whose scores no longer match
-    /// its corpus, is refused with the command to run.
-    pub fn load(run: &RunDir) -> Result<ReportData> {
+    /// Reads an analyzed run, ranked by `rank_by`, or else as its analysis ranked (by
+    /// mem_loss for a run analyzed before that was recorded); a run that was not analyzed,
+    /// or whose scores no longer match its corpus, is refused with the command to run.
+    pub fn load(run: &RunDir, rank_by: Option<Measure>) -> Result<ReportData> {
         let root = run.root().display();
         if !run.config().exists() {
             return Err(Error::Message(format!("{root} is not a planned run: no run.toml here")));
@@ -111,7 +115,7 @@ impl ReportData {
         job_ids.sort_unstable();
         job_ids.dedup();
         let records: Vec<SystemTime> = job_ids.iter().filter_map(|&job| modified(&run.log_done(job))).collect();
-        let SummaryParts { diagnosis, profile, growth } = read_summary(&run.summary())?;
+        let SummaryParts { diagnosis, profile, growth, rank_by: analyzed_by } = read_summary(&run.summary())?;
         let name = std::fs::canonicalize(run.root())
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -126,6 +130,7 @@ impl ReportData {
             diagnosis,
             profile,
             growth,
+            rank_by: rank_by.or(analyzed_by).unwrap_or_default(),
             spectrum,
             jobs_complete: (records.len(), job_ids.len()),
             planned: modified(&run.config()),
@@ -143,9 +148,11 @@ struct SummaryParts {
     diagnosis: Option<Diagnosis>,
     /// None also for a run evaluated only at the end, or analyzed by an older cfmem.
     profile: Option<ProfileSummary>,
-    /// The command that grows the run to a stable ranking and the models it plans, when
-    /// the ranking is not stable.
-    growth: Option<(String, u64)>,
+    /// Per score, the command that grows the run to a stable ranking by it and the models
+    /// it plans, when that ranking is not stable.
+    growth: ByMeasure<Option<(String, u64)>>,
+    /// The score the analysis ranked by, when it recorded one.
+    rank_by: Option<Measure>,
 }
 
 /// Reads `summary.json` once for the parts the report shows; the diagnosis must be there.
@@ -160,12 +167,23 @@ fn read_summary(path: &Path) -> Result<SummaryParts> {
     let profile = match summary["profile"].take() {
         serde_json::Value::Null => None,
         part => Some(
-            serde_json::from_value(part).map_err(|e| Error::Message(format!("{}: `profile`: {e}", path.display())))?,
+            ProfileSummary::from_json(part)
+                .map_err(|e| Error::Message(format!("{}: `profile`: {e}", path.display())))?,
         ),
     };
+    let rank_by = summary["rank_by"].as_str().and_then(|name| name.parse().ok());
+    // One entry per score; an analysis before both scores had one wrote mem_acc's alone.
     let reliability = &summary["reliability"];
-    let growth = reliability["command"].as_str().zip(reliability["extend_to"].as_u64());
-    Ok(SummaryParts { diagnosis: Some(diagnosis), profile, growth: growth.map(|(c, n)| (c.to_string(), n)) })
+    let of_score = |m: Measure| match reliability.get(m.score()) {
+        Some(verdict) => verdict,
+        None if m == Measure::Accuracy => reliability,
+        None => &serde_json::Value::Null,
+    };
+    let growth = ByMeasure::from_fn(|m| {
+        let verdict = of_score(m);
+        verdict["command"].as_str().zip(verdict["extend_to"].as_u64()).map(|(c, n)| (c.to_string(), n))
+    });
+    Ok(SummaryParts { diagnosis: Some(diagnosis), profile, growth, rank_by })
 }
 
 /// The legend of lines coloured in palette order, one per name.
@@ -232,11 +250,15 @@ pub const DEFAULT_TOP: usize = 20;
 
 /// The whole report page for `data`, with the `top` most and least memorized documents.
 pub fn render(data: &ReportData, top: usize) -> String {
-    let summary = Summary::new(&data.scores, &data.clusters, &data.copies);
+    let summary = Summary::new(&data.scores, &data.clusters, &data.copies, data.rank_by);
     let colors = SourceColors::new(&summary);
     let mut sections = vec![
         Section { id: "glance", title: "The run at a glance", body: glance(data, &summary) },
-        Section { id: "distribution", title: "Distribution of mem_acc", body: distribution(data, &summary, &colors) },
+        Section {
+            id: "distribution",
+            title: "Distribution of mem_loss and mem_acc",
+            body: distribution(data, &summary, &colors),
+        },
         Section { id: "duplicates", title: "Memorization and duplication", body: duplication(data, &colors) },
         Section { id: "clusters", title: "Near-duplicate clusters", body: clusters(&summary) },
     ];
@@ -244,16 +266,18 @@ pub fn render(data: &ReportData, top: usize) -> String {
         sections.push(Section { id: "regime", title: "Do the models generalize?", body: regime(diagnosis) });
     }
     if !summary.copies.is_empty() {
-        sections.push(Section { id: "copies", title: "Copy sweep", body: copy_sweep(&summary.copies) });
+        sections.push(Section { id: "copies", title: "Copy sweep", body: copy_sweep(&summary.copies, data.rank_by) });
     }
     if let Some(spectrum) = &data.spectrum {
-        sections.push(Section { id: "spectrum", title: "The memorization spectrum", body: spectrum_section(spectrum) });
+        let body = spectrum_section(spectrum, data.rank_by);
+        sections.push(Section { id: "spectrum", title: "The memorization spectrum", body });
     }
     if let Some(profile) = &data.profile {
-        sections.push(Section { id: "profile", title: "Memorization over training", body: profile_section(profile) });
+        let body = profile_section(profile, data.rank_by);
+        sections.push(Section { id: "profile", title: "Memorization over training", body });
     }
     if let Some(reliability) = &data.reliability {
-        let body = stability(reliability, data.growth.as_ref());
+        let body = stability(reliability, &data.growth, data.rank_by);
         sections.push(Section { id: "reliability", title: "Reliability of the ranking", body });
     }
     if let Some(influence) = &data.influence {
@@ -262,12 +286,12 @@ pub fn render(data: &ReportData, top: usize) -> String {
     sections.push(Section {
         id: "most",
         title: "Most memorized documents",
-        body: documents(data, summary.most_memorized(top)),
+        body: documents(data, summary.most_memorized(top), &summary),
     });
     sections.push(Section {
         id: "least",
         title: "Least memorized documents",
-        body: documents(data, summary.least_memorized(top)),
+        body: documents(data, summary.least_memorized(top), &summary),
     });
 
     let page = html! {
@@ -284,8 +308,9 @@ pub fn render(data: &ReportData, top: usize) -> String {
                 header {
                     h1 { "Counterfactual memorization of " code { (data.name) } }
                     p class="meta" {
-                        "cfmem " (env!("CARGO_PKG_VERSION")) " · mem_acc = mean accuracy of models trained on a \
-                         document − mean accuracy of models not trained on it"
+                        "cfmem " (env!("CARGO_PKG_VERSION")) " · mem_loss = mean per-token loss of models not \
+                         trained on a document − of models trained on it · mem_acc = mean accuracy of models trained \
+                         on it − of models not · ranked by " (data.rank_by.score())
                     }
                     nav {
                         @for section in &sections {
@@ -355,44 +380,78 @@ fn glance(data: &ReportData, summary: &Summary) -> Markup {
     }
 }
 
-fn mem_acc_axis(scores: &ScoreTable) -> Axis {
-    Axis::fit("mem_acc", Scale::Linear, scores.mem_acc.iter().flatten().copied())
+fn score_axis(scores: &ScoreTable, measure: Measure) -> Axis {
+    Axis::fit(measure.score(), Scale::Linear, measure.columns(scores).value.iter().flatten().copied())
 }
 
 fn distribution(data: &ReportData, summary: &Summary, colors: &SourceColors<'_>) -> Markup {
-    let Some(quantiles) = summary.quantiles else {
+    let [lead, other] = summary.rank_by.leading();
+    if summary.quantiles.of(lead).is_none() {
         return html! { p { "No document has a score: each needs models on both sides (IN and OUT)." } };
-    };
-    let x = mem_acc_axis(&data.scores);
-    let groups: Vec<BoxGroup<'_>> = summary
-        .sources
-        .iter()
-        .filter(|row| !row.mem_acc.is_empty())
-        .map(|row| BoxGroup { name: row.label(), color: colors.of(row.label()), values: row.mem_acc.clone() })
-        .collect();
-    html! {
-        p {
-            (summary.mem_acc.len()) " scored documents: median " (signed(Some(quantiles.median))) ", middle 80% from "
-            (signed(Some(quantiles.p10))) " to " (signed(Some(quantiles.p90))) "."
-        }
-        div class="figures" {
-            figure { (plot::histogram("Histogram of mem_acc over all scored documents", &summary.mem_acc, &x)) figcaption { "All scored documents." } }
-            figure {
-                (plot::box_plot("mem_acc by source", &groups, &x))
-                figcaption { "By source, on the same scale: box from the 25% to the 75% quantile, bar at the median, \
-                              whiskers to the furthest value within 1.5 box lengths, points beyond." }
+    }
+    let figures = |m: Measure| -> Markup {
+        let Some(quantiles) = *summary.quantiles.of(m) else {
+            return html! { h3 { (m.score()) } p { "No document has a " (m.score()) " (an analysis by an older cfmem)." } };
+        };
+        let x = score_axis(&data.scores, m);
+        let groups: Vec<BoxGroup<'_>> = summary
+            .sources
+            .iter()
+            .filter(|row| !row.values(m).is_empty())
+            .map(|row| BoxGroup { name: row.label(), color: colors.of(row.label()), values: row.values(m).to_vec() })
+            .collect();
+        let name = m.score();
+        html! {
+            h3 { (name) " (" (m.unit()) ")" }
+            p {
+                (summary.values.of(m).len()) " scored documents: median " (signed(Some(quantiles.median))) ", middle 80% from "
+                (signed(Some(quantiles.p10))) " to " (signed(Some(quantiles.p90))) "."
             }
+            div class="figures" {
+                figure { (plot::histogram(&format!("Histogram of {name} over all scored documents"), summary.values.of(m), &x)) figcaption { "All scored documents." } }
+                figure {
+                    (plot::box_plot(&format!("{name} by source"), &groups, &x))
+                    figcaption { "By source, on the same scale: box from the 25% to the 75% quantile, bar at the median, \
+                                  whiskers to the furthest value within 1.5 box lengths, points beyond." }
+                }
+            }
+        }
+    };
+    let s = &data.scores;
+    let mut loss_out: Vec<f64> =
+        (0..s.doc.len()).filter(|&d| s.mem_loss[d].is_some()).filter_map(|d| s.loss_out[d]).collect();
+    loss_out.sort_by(f64::total_cmp);
+    let typical_loss = crate::stats::quantile(&loss_out, 0.5);
+    html! {
+        (figures(lead))
+        (figures(other))
+        p class="note" {
+            "How to read mem_loss: it is in nats per token, the mean loss of the models that did not train on a document \
+             minus that of the models that did, so a positive value means training on the document lowered its loss. \
+             A value of 0.1 means the models that saw the document give its tokens about e"
+            sup { "0.1" } " ≈ 1.11 times the probability (geometric mean over tokens) that the others give them"
+            @if let Some(loss) = typical_loss {
+                "; next to this run's median per-token loss of " (format!("{loss:.2}")) " nats on documents a model did not \
+                 train on, 0.1 is " (format!("{:.0}%", 10.0 / loss)) " of it"
+            }
+            ". mem_acc is the gain in the share of tokens predicted exactly (argmax), from −1 to 1. Both are in every \
+             table; the lists are ranked by " (lead.score()) " (" code { "--rank-by " (other.name()) } " ranks by "
+            (other.score()) ")."
         }
         div class="table-wrap" {
             table class="numbers" id="sources" {
-                thead { tr { th { "source" } th { "documents" } th { "scored" } th { "mean" } th { "median" } th { "10%" } th { "90%" } th { "min" } th { "max" } } }
+                thead {
+                    tr { th colspan="3" {} th colspan="6" { (lead.score()) } th colspan="2" { (other.score()) } }
+                    tr { th { "source" } th { "documents" } th { "scored" } th { "mean" } th { "median" } th { "10%" } th { "90%" } th { "min" } th { "max" } th { "mean" } th { "median" } }
+                }
                 tbody {
                     @for row in &summary.sources {
                         tr {
                             td { span class="swatch" style=(format!("background:{}", colors.of(row.label()))) {} (row.label()) }
-                            td { (row.documents) } td { (row.mem_acc.len()) } td { (signed(row.mean)) } td { (signed(row.median)) }
-                            td { (signed(row.quantile(0.1))) } td { (signed(row.quantile(0.9))) }
-                            td { (signed(row.mem_acc.first().copied())) } td { (signed(row.mem_acc.last().copied())) }
+                            td { (row.documents) } td { (row.values(lead).len()) } td { (signed(row.mean(lead))) } td { (signed(row.median(lead))) }
+                            td { (signed(row.quantile(lead, 0.1))) } td { (signed(row.quantile(lead, 0.9))) }
+                            td { (signed(row.values(lead).first().copied())) } td { (signed(row.values(lead).last().copied())) }
+                            td { (signed(row.mean(other))) } td { (signed(row.median(other))) }
                         }
                     }
                 }
@@ -403,8 +462,9 @@ fn distribution(data: &ReportData, summary: &Summary, colors: &SourceColors<'_>)
 
 /// Scored documents to draw: all of them, or every k-th when there are more than
 /// [`MAX_POINTS`]; the note says which.
-fn sampled_documents(scores: &ScoreTable) -> (Vec<usize>, Option<String>) {
-    let scored: Vec<usize> = (0..scores.doc.len()).filter(|&d| scores.mem_acc[d].is_some()).collect();
+fn sampled_documents(scores: &ScoreTable, measure: Measure) -> (Vec<usize>, Option<String>) {
+    let value = measure.columns(scores).value;
+    let scored: Vec<usize> = (0..scores.doc.len()).filter(|&d| value[d].is_some()).collect();
     if scored.len() <= MAX_POINTS {
         return (scored, None);
     }
@@ -416,15 +476,18 @@ fn sampled_documents(scores: &ScoreTable) -> (Vec<usize>, Option<String>) {
 
 fn duplication(data: &ReportData, colors: &SourceColors<'_>) -> Markup {
     let s = &data.scores;
-    let (drawn, note) = sampled_documents(s);
+    let lead = data.rank_by;
+    let value = lead.columns(s).value;
+    let (drawn, note) = sampled_documents(s, lead);
     if drawn.is_empty() {
         return html! { p { "No document has a score." } };
     }
     let label = |d: usize| {
         format!(
-            "{} ({}): mem_acc {}, {} near-duplicates, repeat fraction {:.3}",
+            "{} ({}): mem_loss {}, mem_acc {}, {} near-duplicates, repeat fraction {:.3}",
             s.doc_id[d],
             source_label(s.source[d].as_deref()),
+            signed(s.mem_loss[d]),
             signed(s.mem_acc[d]),
             s.near_dup_count[d],
             s.repeat_fraction[d]
@@ -435,26 +498,27 @@ fn duplication(data: &ReportData, colors: &SourceColors<'_>) -> Markup {
             .iter()
             .map(|&d| Point {
                 x: x(d),
-                y: s.mem_acc[d].expect("scored"),
+                y: value[d].expect("scored"),
                 color: colors.of(source_label(s.source[d].as_deref())),
                 label: label(d),
             })
             .collect()
     };
-    let y = mem_acc_axis(s);
+    let y = score_axis(s, lead);
+    let name = lead.score();
     let max_near = drawn.iter().map(|&d| s.near_dup_count[d]).max().unwrap_or(0);
     let near_axis = Axis::between("near_dup_count (log scale, 0 included)", Scale::LogCount, 0.0, f64::from(max_near));
     let repeat_axis = Axis::between("repeat_fraction", Scale::Linear, 0.0, 1.0);
     html! {
-        p { "A document with many near-duplicates and a low mem_acc is not safe: its twins carry it (see the clusters below)." }
+        p { "A document with many near-duplicates and a low " (name) " is not safe: its twins carry it (see the clusters below)." }
         div class="figures" {
             figure {
-                (plot::scatter("near-dups", "mem_acc against near_dup_count",
+                (plot::scatter("near-dups", &format!("{name} against near_dup_count"),
                     &points(&|d| f64::from(s.near_dup_count[d])), &near_axis, &y, false))
                 figcaption { "Other documents within the near-duplicate threshold." }
             }
             figure {
-                (plot::scatter("repeats", "mem_acc against repeat_fraction", &points(&|d| s.repeat_fraction[d]), &repeat_axis, &y, false))
+                (plot::scatter("repeats", &format!("{name} against repeat_fraction"), &points(&|d| s.repeat_fraction[d]), &repeat_axis, &y, false))
                 figcaption { "Share of the document's bytes in substrings that occur in another document." }
             }
         }
@@ -465,19 +529,21 @@ fn duplication(data: &ReportData, colors: &SourceColors<'_>) -> Markup {
 
 fn clusters(summary: &Summary) -> Markup {
     let rows = &summary.clusters;
+    let lead = summary.rank_by;
+    let name = lead.score();
     let Some(largest) = rows.iter().map(|row| row.size).max() else {
         return html! { p { "No near-duplicate clusters of two or more documents." } };
     };
     let points: Vec<Point<'_>> = rows
         .iter()
         .filter_map(|row| {
-            let (group, mean) = (row.group_mem_acc?, row.member_mean?);
+            let (group, mean) = ((*row.group.of(lead))?, (*row.member_mean.of(lead))?);
             Some(Point {
                 x: mean,
                 y: group,
                 color: PALETTE[0],
                 label: format!(
-                    "cluster {} of {} documents: group mem_acc {group:+.3}, members' mean mem_acc {mean:+.3}",
+                    "cluster {} of {} documents: group {name} {group:+.3}, members' mean {name} {mean:+.3}",
                     row.cluster, row.size
                 ),
             })
@@ -502,8 +568,8 @@ fn clusters(summary: &Summary) -> Markup {
         (summary)
         p { (points.len()) " of them have a group score: enough models trained on the whole cluster, and enough on none of it." }
         figure class="single" {
-            (plot::scatter("clusters", "group mem_acc against the members' mean mem_acc",
-                &points, &axis("members' mean mem_acc"), &axis("group mem_acc"), true))
+            (plot::scatter("clusters", &format!("group {name} against the members' mean {name}"),
+                &points, &axis(&format!("members' mean {name}")), &axis(&format!("group {name}")), true))
             figcaption {
                 "One point per cluster. Above the dashed line y = x, the group is memorized more than any single \
                  twin shows: each twin is low because the others carry it."
@@ -512,36 +578,34 @@ fn clusters(summary: &Summary) -> Markup {
     }
 }
 
-fn copy_sweep(rows: &[CopyRow]) -> Markup {
+fn copy_sweep(rows: &[CopyRow], lead: Measure) -> Markup {
+    let name = lead.score();
     let steps: Vec<Step> = rows
         .iter()
         .filter_map(|row| {
-            let mem = row.mem_acc?;
-            let se = row.mem_acc_se;
+            let (mem, se) = match lead {
+                Measure::Loss => (row.mem_loss?, row.mem_loss_se),
+                Measure::Accuracy => (row.mem_acc?, row.mem_acc_se),
+            };
             Some(Step {
                 x: f64::from(row.copies),
                 y: mem,
                 bar: se.map(|se| (mem - Z95 * se, mem + Z95 * se)),
-                label: format!(
-                    "{} copies, {} canaries: mem_acc {mem:+.3} ± {}",
-                    row.copies,
-                    row.canaries,
-                    unsigned(se)
-                ),
+                label: format!("{} copies, {} canaries: {name} {mem:+.3} ± {}", row.copies, row.canaries, unsigned(se)),
             })
         })
         .collect();
     let x = Axis::fit("copies in a training set (log scale)", Scale::Log2, steps.iter().map(|s| s.x));
     let y = Axis::fit(
-        "mem_acc",
+        name,
         Scale::Linear,
         steps.iter().flat_map(|s| [s.y, s.bar.map_or(s.y, |b| b.0), s.bar.map_or(s.y, |b| b.1)]),
     );
     html! {
         @if !steps.is_empty() {
             figure class="single" {
-                (plot::line_chart("copies", "mem_acc of canaries against their copies", &steps, &x, &y))
-                figcaption { "Mean mem_acc of the canaries planted with each copy count; bars: 95% interval (± 1.96 standard errors across canaries)." }
+                (plot::line_chart("copies", &format!("{name} of canaries against their copies"), &steps, &x, &y))
+                figcaption { "Mean " (name) " of the canaries planted with each copy count; bars: 95% interval (± 1.96 standard errors across canaries)." }
             }
         }
         div class="table-wrap" {
@@ -573,7 +637,7 @@ fn regime(diagnosis: &Diagnosis) -> Markup {
             table class="numbers" {
                 thead { tr {
                     th { "source" } th { "documents" } th { "accuracy IN" } th { "accuracy OUT" }
-                    th { "bigram baseline" } th { "unigram baseline" } th { "regime" }
+                    th { "bigram baseline" } th { "unigram baseline" } th { "loss IN" } th { "loss OUT" } th { "regime" }
                 } }
                 tbody {
                     @for (name, group) in rows {
@@ -581,6 +645,7 @@ fn regime(diagnosis: &Diagnosis) -> Markup {
                             td { (name) } td class="num" { (group.documents) }
                             td class="num" { (unsigned(group.acc_in)) } td class="num" { (unsigned(group.acc_out)) }
                             td class="num" { (unsigned(group.bigram_baseline)) } td class="num" { (unsigned(group.unigram_baseline)) }
+                            td class="num" { (unsigned(group.loss_in)) } td class="num" { (unsigned(group.loss_out)) }
                             td { @if group.memorizing { "memorizing" } @else { "–" } }
                         }
                     }
@@ -588,51 +653,75 @@ fn regime(diagnosis: &Diagnosis) -> Markup {
             }
         }
         p class="note" {
-            "Mean per-token accuracy over documents. The baselines predict each token from the one before it (bigram) \
-             or from nothing (unigram), fit on the training pool without the document itself, as if it were OUT. \
+            "Mean per-token accuracy and loss (nats) over documents; loss OUT − loss IN is the mean mem_loss, accuracy \
+             IN − OUT the mean mem_acc. The regime is judged on accuracy, which the baselines are in. The baselines \
+             predict each token from the one before it (bigram) or from nothing (unigram), fit on the training pool without the document itself, as if it were OUT. \
              A group is memorizing when its OUT accuracy is less than " (diagnosis.generalization_margin)
             " above the bigram baseline while IN accuracy is more than " (diagnosis.memorization_margin) " above OUT."
         }
     }
 }
 
-fn stability(reliability: &ReliabilityTable, growth: Option<&(String, u64)>) -> Markup {
+fn stability(reliability: &ReliabilityTable, growth: &ByMeasure<Option<(String, u64)>>, lead: Measure) -> Markup {
     let rows = 0..reliability.measure.len();
-    let steps: Vec<Step> = rows
-        .clone()
-        .filter(|&r| reliability.measure[r] == "convergence")
-        .filter_map(|r| {
-            let rho = reliability.spearman[r]?;
-            let models = reliability.models[r];
-            Some(Step {
-                x: f64::from(models),
-                y: rho,
-                bar: None,
-                label: format!("first {models} models: Spearman {rho:.3} with the ranking of all models"),
-            })
+    // A file of an analysis before mem_loss had rows holds mem_acc's only.
+    let measures: Vec<Measure> =
+        lead.leading().into_iter().filter(|m| rows.clone().any(|r| reliability.score[r] == m.score())).collect();
+    let lines: Vec<plot::Line<'_>> = measures
+        .iter()
+        .enumerate()
+        .map(|(i, &m)| {
+            let steps = rows
+                .clone()
+                .filter(|&r| reliability.score[r] == m.score() && reliability.measure[r] == "convergence")
+                .filter_map(|r| {
+                    let rho = reliability.spearman[r]?;
+                    let models = reliability.models[r];
+                    Some(Step {
+                        x: f64::from(models),
+                        y: rho,
+                        bar: None,
+                        label: format!("{m}, first {models} models: Spearman {rho:.3} with the ranking of all models"),
+                    })
+                })
+                .collect();
+            plot::Line { color: PALETTE[i % PALETTE.len()], steps }
         })
         .collect();
-    let split_half: Vec<usize> = rows.filter(|&r| reliability.measure[r] == "split-half").collect();
-    let x = Axis::fit("models", Scale::Linear, steps.iter().map(|s| s.x));
-    let y = Axis::fit("Spearman with all models", Scale::Linear, steps.iter().map(|s| s.y).chain([1.0]));
+    let drawn = || lines.iter().flat_map(|line| &line.steps);
+    let x = Axis::fit("models", Scale::Linear, drawn().map(|s| s.x));
+    let y = Axis::fit("Spearman with all models", Scale::Linear, drawn().map(|s| s.y).chain([1.0]));
+    let split_half = |m: Measure| {
+        rows.clone().filter(move |&r| reliability.score[r] == m.score() && reliability.measure[r] == "split-half")
+    };
     html! {
-        @for &r in &split_half {
-            p {
-                "Split-half: the mem_acc rankings of two halves of " (reliability.models[r]) " models agree with Spearman "
-                (unsigned(reliability.spearman[r])) "; the Spearman–Brown prediction for all models is "
-                (unsigned(reliability.predicted[r])) "."
+        @for &m in &measures {
+            h3 { (m.score()) @if m == lead { " (ranks the lists)" } }
+            @for r in split_half(m) {
+                p {
+                    "Split-half: the " (m.score()) " rankings of two halves of " (reliability.models[r]) " models agree with \
+                     Spearman " (unsigned(reliability.spearman[r])) "; the Spearman–Brown prediction for all models is "
+                    (unsigned(reliability.predicted[r])) "."
+                    @if let Some(needed) = reliability.models_for_stable[r] {
+                        " About " (needed) " models give it " (crate::reliability::STABLE) "."
+                    }
+                }
+            }
+            @if let Some((command, total)) = growth.of(m) {
+                p class=(if m == lead { "warning" } else { "note" }) {
+                    "The " (m.score()) " ranking is not stable (Spearman–Brown below " (crate::reliability::STABLE) "). \
+                     Inverting the same formula, the run needs about " (total) " models: " code { (command) } ", then "
+                    code { "cfmem run" } "."
+                }
             }
         }
-        @if let Some((command, total)) = growth {
-            p class="warning" {
-                "The ranking is not stable (Spearman–Brown below " (crate::reliability::STABLE) "). Inverting the same \
-                 formula, the run needs about " (total) " models: " code { (command) } ", then " code { "cfmem run" } "."
-            }
-        }
-        @if !steps.is_empty() {
+        @if drawn().next().is_some() {
             figure class="single" {
-                (plot::line_chart("convergence", "Convergence of the mem_acc ranking", &steps, &x, &y))
-                figcaption { "Spearman correlation between the ranking from the first m models and the ranking from all of them." }
+                (plot::lines("convergence", "Convergence of the rankings", &lines, &x, &y))
+                figcaption {
+                    "Spearman correlation between the ranking from the first m models and the ranking from all of them."
+                    (palette_legend(measures.iter().map(|m| m.score())))
+                }
             }
         }
     }
@@ -640,8 +729,10 @@ fn stability(reliability: &ReliabilityTable, growth: Option<&(String, u64)>) -> 
 
 /// Per source, memorization against training progress (one plot), then the regime and the
 /// ranking's agreement with the final one at each checkpoint.
-fn profile_section(profile: &ProfileSummary) -> Markup {
-    let lines: Vec<plot::Line<'_>> = profile
+fn profile_section(profile: &ProfileSummary, lead: Measure) -> Markup {
+    let leading = profile.of(lead);
+    let name = leading.measure.score();
+    let lines: Vec<plot::Line<'_>> = leading
         .sources
         .iter()
         .enumerate()
@@ -652,7 +743,7 @@ fn profile_section(profile: &ProfileSummary) -> Markup {
                 .iter()
                 .enumerate()
                 .filter_map(|(c, checkpoint)| {
-                    let mean = row.mem_acc[c]?;
+                    let mean = row.mean[c]?;
                     let bar = row.lo[c].zip(row.hi[c]);
                     let interval =
                         bar.map_or_else(String::new, |(lo, hi)| format!(", 95% interval {lo:+.3} to {hi:+.3}"));
@@ -661,7 +752,7 @@ fn profile_section(profile: &ProfileSummary) -> Markup {
                         y: mean,
                         bar,
                         label: format!(
-                            "{label} at {} of training (step {}): mean mem_acc {mean:+.3}{interval}",
+                            "{label} at {} of training (step {}): mean {name} {mean:+.3}{interval}",
                             percent(checkpoint.checkpoint),
                             checkpoint.step
                         ),
@@ -673,12 +764,12 @@ fn profile_section(profile: &ProfileSummary) -> Markup {
         .collect();
     let x = Axis::between("fraction of training", Scale::Linear, 0.0, 1.0);
     let y = Axis::fit(
-        "mean mem_acc",
+        &format!("mean {name}"),
         Scale::Linear,
-        profile
+        leading
             .sources
             .iter()
-            .flat_map(|row| row.lo.iter().chain(&row.hi).chain(&row.mem_acc).flatten().copied())
+            .flat_map(|row| row.lo.iter().chain(&row.hi).chain(&row.mean).flatten().copied())
             .chain([0.0]),
     );
     html! {
@@ -690,8 +781,8 @@ fn profile_section(profile: &ProfileSummary) -> Markup {
         figure class="single" {
             (plot::lines("profile", "Memorization against training progress, per source", &lines, &x, &y))
             figcaption {
-                "Mean mem_acc of each source's documents at each checkpoint; bars: its 95% interval (±1.96 √(Σ se²)/n)."
-                (palette_legend(profile.sources.iter().map(|row| summary::source_label(row.source.as_deref()))))
+                "Mean " (name) " of each source's documents at each checkpoint; bars: its 95% interval (±1.96 √(Σ se²)/n)."
+                (palette_legend(leading.sources.iter().map(|row| summary::source_label(row.source.as_deref()))))
             }
         }
         div class="table-wrap" {
@@ -699,29 +790,33 @@ fn profile_section(profile: &ProfileSummary) -> Markup {
                 caption { "The regime and the ranking at each checkpoint (all documents but canaries)" }
                 thead { tr {
                     th { "checkpoint" } th { "step" } th { "accuracy IN" } th { "accuracy OUT" } th { "bigram baseline" }
-                    th { "OUT − bigram" } th { "IN − OUT" } th { "regime" } th { "Spearman with the end" }
+                    th { "OUT − bigram" } th { "IN − OUT" } th { "regime" }
+                    @for score in &profile.scores { th { (score.measure.score()) ": Spearman with the end" } }
                 } }
                 tbody {
-                    @for c in &profile.checkpoints {
+                    @for (i, c) in profile.checkpoints.iter().enumerate() {
                         tr {
                             td { (percent(c.checkpoint)) } td class="num" { (c.step) }
                             td class="num" { (unsigned(c.regime.acc_in)) } td class="num" { (unsigned(c.regime.acc_out)) }
                             td class="num" { (unsigned(c.regime.bigram_baseline)) }
                             td class="num" { (signed(c.regime.generalization_gap)) } td class="num" { (signed(c.regime.memorization_gap)) }
                             td { @if c.regime.memorizing { "memorizing" } @else { "–" } }
-                            td class="num" { (unsigned(c.spearman_with_final)) }
+                            @for score in &profile.scores { td class="num" { (unsigned(score.spearman_with_final[i])) } }
                         }
                     }
                 }
             }
         }
-        p { "Ranking over training: " (profile.ranking_answer()) "." }
+        @for score in &profile.scores {
+            p { "Ranking over training by " (score.measure.score()) ": " (profile.ranking_answer(score)) "." }
+        }
     }
 }
 
 /// Per source, memorization by level (one plot), then the documents memorized only at a
 /// coarser level.
-fn spectrum_section(spectrum: &SpectrumSummary) -> Markup {
+fn spectrum_section(spectrum: &SpectrumSummary, lead: Measure) -> Markup {
+    let name = lead.score();
     let names: Vec<String> = spectrum.levels.iter().map(|(level, _)| level.clone()).collect();
     let x = Axis::categories("level (finest to coarsest)", &names);
     let lines: Vec<plot::Line<'_>> = spectrum
@@ -732,6 +827,7 @@ fn spectrum_section(spectrum: &SpectrumSummary) -> Markup {
             let label = summary::source_label(row.source.as_deref()).to_string();
             let steps = row
                 .quartiles
+                .of(lead)
                 .iter()
                 .enumerate()
                 .filter_map(|(l, q)| {
@@ -748,12 +844,12 @@ fn spectrum_section(spectrum: &SpectrumSummary) -> Markup {
         })
         .collect();
     let y = Axis::fit(
-        "mem_acc",
+        name,
         Scale::Linear,
         spectrum
             .sources
             .iter()
-            .flat_map(|row| row.quartiles.iter().flatten().flat_map(|q| q.iter().copied()))
+            .flat_map(|row| row.quartiles.of(lead).iter().flatten().flat_map(|q| q.iter().copied()))
             .chain([0.0]),
     );
     html! {
@@ -768,7 +864,7 @@ fn spectrum_section(spectrum: &SpectrumSummary) -> Markup {
         figure class="single" {
             (plot::lines("spectrum", "Memorization by level, per source", &lines, &x, &y))
             figcaption {
-                "Median mem_acc of each source's documents at each level; bars from the 25% to the 75% quantile."
+                "Median " (name) " of each source's documents at each level; bars from the 25% to the 75% quantile."
                 (palette_legend(spectrum.sources.iter().map(|row| summary::source_label(row.source.as_deref()))))
             }
         }
@@ -822,32 +918,37 @@ fn influence_pairs(influence: &InfluenceTable, top: usize) -> Markup {
     }
 }
 
-/// The 95% interval of a document's mem_acc: the bootstrap interval of the analysis when it
-/// has one, else ± 1.96 standard errors (marked ≈).
-fn interval(s: &ScoreTable, d: usize) -> String {
-    match (s.mem_acc_lo[d], s.mem_acc_hi[d], s.mem_acc[d], s.mem_acc_se[d]) {
+/// The 95% interval of a document's score `measure`: the bootstrap interval of the analysis
+/// when it has one, else ± 1.96 standard errors (marked ≈).
+fn interval(s: &ScoreTable, d: usize, measure: Measure) -> String {
+    let c = measure.columns(s);
+    match (c.lo[d], c.hi[d], c.value[d], c.se[d]) {
         (Some(lo), Some(hi), _, _) => format!("[{lo:+.3}, {hi:+.3}]"),
         (_, _, Some(m), Some(se)) => format!("≈[{:+.3}, {:+.3}]", m - Z95 * se, m + Z95 * se),
         _ => "–".to_string(),
     }
 }
 
-fn documents(data: &ReportData, docs: impl Iterator<Item = usize>) -> Markup {
+fn documents(data: &ReportData, docs: impl Iterator<Item = usize>, summary: &Summary) -> Markup {
     let s = &data.scores;
+    let measures = summary.rank_by.leading();
     html! {
         div class="table-wrap" {
             table class="documents" {
                 thead { tr {
-                    th { "document" } th { "mem_acc" } th { "95% interval" } th { "IN/OUT" } th { "mem_loss" }
-                    th { "near/exact dups" } th { "cluster" } th { "repeat" } th { "text" }
+                    th { "document" }
+                    @for m in measures { th { (m.score()) } th { "95% interval" } }
+                    th { "IN/OUT" } th { "near/exact dups" } th { "cluster" } th { "repeat" } th { "text" }
                 } }
                 tbody {
                     @for d in docs {
                         @let text = &data.texts[d];
                         tr {
                             td class="id" { (s.doc_id[d]) br; span class="source" { (source_label(s.source[d].as_deref())) } }
-                            td class="num" { (signed(s.mem_acc[d])) } td class="num" { (interval(s, d)) }
-                            td class="num" { (s.n_in[d]) "/" (s.n_out[d]) } td class="num" { (signed(s.mem_loss[d])) }
+                            @for m in measures {
+                                td class="num" { (signed(m.columns(s).value[d])) } td class="num" { (interval(s, d, m)) }
+                            }
+                            td class="num" { (s.n_in[d]) "/" (s.n_out[d]) }
                             td class="num" { (s.near_dup_count[d]) " / " (s.exact_dup_count[d]) }
                             td class="num" { (s.cluster_size[d]) } td class="num" { (format!("{:.2}", s.repeat_fraction[d])) }
                             td class="text" {
@@ -861,7 +962,10 @@ fn documents(data: &ReportData, docs: impl Iterator<Item = usize>) -> Markup {
                 }
             }
         }
-        p class="note" { "Interval: the bootstrap interval of the analysis, or ≈ ± 1.96 standard errors where it has none. Open a row's text to read the whole document." }
+        p class="note" {
+            "Ranked by " (summary.rank_by.score()) ". Interval: the bootstrap interval of the analysis, or ≈ ± 1.96 \
+             standard errors where it has none. Open a row's text to read the whole document."
+        }
     }
 }
 
@@ -914,7 +1018,11 @@ mod tests {
             mem_acc_se: vec![Some(0.1), None, None],
             mem_acc_lo: vec![None; 3],
             mem_acc_hi: vec![None; 3],
-            mem_loss: vec![Some(1.0), Some(0.0), None],
+            mem_loss: vec![Some(0.0), Some(1.0), None],
+            mem_loss_se: vec![Some(0.05), Some(0.05), None],
+            mem_loss_lo: vec![None; 3],
+            mem_loss_hi: vec![None; 3],
+            loss_out: vec![Some(2.0), Some(2.5), Some(3.0)],
             exact_dup_count: vec![0, 0, 0],
             near_dup_count: vec![1, 1, 0],
             max_jaccard: vec![0.9, 0.9, 0.0],
@@ -927,6 +1035,7 @@ mod tests {
             cluster: vec![0],
             cluster_size: vec![2],
             group_mem_acc: vec![Some(0.75)],
+            group_mem_loss: vec![Some(0.5)],
             ..ClusterTable::default()
         };
         ReportData {
@@ -941,7 +1050,8 @@ mod tests {
             diagnosis: None,
             spectrum: None,
             profile: None,
-            growth: None,
+            growth: ByMeasure::default(),
+            rank_by: Measure::Accuracy,
             jobs_complete: (2, 2),
             planned: None,
             last_log: None,
@@ -967,7 +1077,37 @@ mod tests {
         let most = &page[page.find("<section id=\"most\">").unwrap()..page.find("<section id=\"least\">").unwrap()];
         assert!(most.contains("≈[+0.304, +0.696]") && !most.contains("&lt;b&gt;"), "--top 1: only the best");
         let kinds = page.matches("<svg class=\"plot\"").count();
-        assert_eq!(kinds, 5, "histogram, box plot, two scatters and the cluster plot");
+        assert_eq!(kinds, 7, "a histogram and a box plot per score, two scatters and the cluster plot");
+    }
+
+    /// The section of `page` with anchor `id`.
+    fn section<'a>(page: &'a str, id: &str) -> &'a str {
+        let start = page.find(&format!("<section id=\"{id}\">")).unwrap();
+        &page[start..start + page[start..].find("</section>").unwrap()]
+    }
+
+    #[test]
+    fn the_ranking_score_orders_the_lists_and_leads_every_section() {
+        let by_accuracy = render(&data(["first", "second", "third"]), 1);
+        let by_loss = render(&ReportData { rank_by: Measure::Loss, ..data(["first", "second", "third"]) }, 1);
+        // mem_acc ranks a (+0.5) over <b> (−0.25); mem_loss ranks <b> (+1.0) over a (0.0).
+        assert!(section(&by_accuracy, "most").contains(">a<br>"));
+        assert!(section(&by_loss, "most").contains(">&lt;b&gt;<br>"), "{}", section(&by_loss, "most"));
+        assert!(section(&by_loss, "least").contains(">a<br>"));
+        // Both scores, each with its interval, the ranking one first.
+        let most = section(&by_loss, "most");
+        let header = &most[most.find("<thead>").unwrap()..most.find("</thead>").unwrap()];
+        assert!(header.find("mem_loss").unwrap() < header.find("mem_acc").unwrap(), "{header}");
+        assert!(most.contains("≈[+0.902, +1.098]"), "mem_loss ± 1.96 se: {most}");
+        // Both distributions, the ranking score's first, and how to read mem_loss at this
+        // run's scale: the median OUT loss of the scored documents is 2.25 nats.
+        let distribution = section(&by_loss, "distribution");
+        assert!(
+            distribution.find("Histogram of mem_loss").unwrap() < distribution.find("Histogram of mem_acc").unwrap()
+        );
+        assert!(distribution.contains("median per-token loss of 2.25 nats"), "{distribution}");
+        assert!(section(&by_loss, "duplicates").contains("mem_loss against near_dup_count"));
+        assert!(by_loss.contains("ranked by mem_loss") && by_accuracy.contains("ranked by mem_acc"));
     }
 
     #[test]
@@ -1020,9 +1160,14 @@ mod tests {
             mem_acc_hi: vec![None],
             ..ScoreTable::default()
         };
-        assert_eq!(interval(&s, 0), "≈[+0.304, +0.696]");
+        assert_eq!(interval(&s, 0, Measure::Accuracy), "≈[+0.304, +0.696]");
         s.mem_acc_lo[0] = Some(0.25);
         s.mem_acc_hi[0] = Some(0.75);
-        assert_eq!(interval(&s, 0), "[+0.250, +0.750]");
+        assert_eq!(interval(&s, 0, Measure::Accuracy), "[+0.250, +0.750]");
+        s.mem_loss = vec![Some(0.2)];
+        s.mem_loss_se = vec![None];
+        s.mem_loss_lo = vec![None];
+        s.mem_loss_hi = vec![None];
+        assert_eq!(interval(&s, 0, Measure::Loss), "–", "no interval and no standard error");
     }
 }
