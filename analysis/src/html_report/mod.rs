@@ -703,7 +703,7 @@ fn stability(reliability: &ReliabilityTable, growth: &ByMeasure<Option<(String, 
                      Spearman " (unsigned(reliability.spearman[r])) "; the Spearman–Brown prediction for all models is "
                     (unsigned(reliability.predicted[r])) "."
                     @if let Some(needed) = reliability.models_for_stable[r] {
-                        " About " (needed) " models give it " (crate::reliability::STABLE) "."
+                        " About " (needed) " models would give it " (crate::reliability::STABLE) "."
                     }
                 }
             }
