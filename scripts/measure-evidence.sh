@@ -5,7 +5,8 @@
 # weight trained (configs/finetune.toml) and rank-8 LoRA adapters (configs/lora.toml, 8
 # models per job so that its first 8 models are one job). Then, for the first 8, 16, 32 and
 # 64 models of each run (a copy of the run with only those models' logs), `cfmem analyze`
-# and each measure's split-half reliability and models needed for 0.9.
+# and each measure's split-half reliability and models needed for 0.9; and, on all 64 models,
+# the membership attacks and the documents' exposure (README, "Membership exposure").
 #
 #     bash scripts/measure-evidence.sh [OUT_DIR]     # about 45 minutes on two cores
 #
@@ -78,4 +79,19 @@ for audit in ("full", "lora"):
             cells.append(f"{predicted:>20}  {needed:>6}")
         print(f"{audit:<6} {size:>6}  " + "  ".join(cells))
     print(f"{audit}: cfmem run took {(out / f'{audit}.seconds').read_text().strip()} s for 64 models")
+print()
+print("membership attacks on the 64-model runs (each model the target, the others its shadows):")
+print("audit  attack         AUC [95% interval]        TPR at 1% FPR  at 0.1% FPR  Spearman with mem_loss")
+for audit in ("full", "lora"):
+    summary = json.loads((out / f"{audit}-first-64" / "analysis/summary.json").read_text())
+    for a in summary["attacks"]["attacks"]:
+        if a["auc"] is None:
+            print(f"{audit:<6} {a['attack']:<13}  unavailable: {a['note']}")
+            continue
+        print(f"{audit:<6} {a['attack']:<13}  {a['auc']:.3f} [{a['auc_lo']:.3f}, {a['auc_hi']:.3f}]  "
+              f"{100 * a['tpr_at_1pct_fpr']:>12.1f}%  {100 * a['tpr_at_0_1pct_fpr']:>10.1f}%  "
+              f"{a['spearman_mem_loss']:+.2f}")
+    m = summary["membership"]
+    print(f"{audit:<6} exposure: median d' {m['median_exposure_d']:+.2f}, median AUC {m['median_exposure_auc']:.3f}, "
+          f"{100 * m['saturated']:.0f}% of documents at AUC 1 ({m['variance']} variance)")
 PY

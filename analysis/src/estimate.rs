@@ -25,7 +25,7 @@ use rayon::prelude::*;
 use subsets::schema::{self, FINAL_CHECKPOINT, LogTable, Table};
 
 use crate::Result;
-use crate::per_model::{LogRows, ModelValues};
+use crate::per_model::{Cell, LogRows, ModelValues};
 use crate::stats::{self, Moments};
 
 /// IN and OUT moments of one metric.
@@ -225,7 +225,14 @@ fn accumulate_file(
             }
             acc.step = acc.step.max(batch.step[i]);
             acc.docs[doc].push(batch.in_train[i], accuracy, loss);
-            rows.push(batch.model[i], doc, batch.in_train[i], accuracy, loss);
+            let cell = Cell {
+                in_train: batch.in_train[i],
+                acc: accuracy,
+                loss,
+                min_k: batch.min_k[i],
+                min_k_pp: batch.min_k_pp[i],
+            };
+            rows.push(batch.model[i], doc, cell);
             let c = cluster[doc];
             if cluster_size[c as usize] > 1 {
                 let cell = groups.entry((batch.model[i], c)).or_default();
@@ -270,7 +277,19 @@ mod tests {
         let mut log = LogTable::default();
         for &(model, doc, in_train, tokens, nll, correct) in rows {
             let copies = u16::from(in_train);
-            log.push(LogRow { checkpoint: 1.0, step: 10, model, doc, in_train, tokens, nll, correct, copies });
+            log.push(LogRow {
+                checkpoint: 1.0,
+                step: 10,
+                model,
+                doc,
+                in_train,
+                tokens,
+                nll,
+                correct,
+                copies,
+                min_k: None,
+                min_k_pp: None,
+            });
         }
         schema::write(&path, &log, None).unwrap();
         path

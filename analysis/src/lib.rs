@@ -6,7 +6,9 @@
 //! tables ([`scores`]) and their profile over training ([`profile`]), the memorization
 //! spectrum ([`spectrum`]), the run's summary numbers ([`summary`]) and their two views, the
 //! printed summary ([`printed_summary`]) and the HTML report ([`html_report`]), and whether
-//! the models generalize beyond a leave-one-out bigram baseline ([`diagnosis`]).
+//! the models generalize beyond a leave-one-out bigram baseline ([`diagnosis`]), and each
+//! document's membership exposure ([`membership`]) and the membership inference attacks on the
+//! run's own models ([`attacks`]).
 //! [`synthetic_run`] writes runs
 //! with known answers for tests and benchmarks.
 //!
@@ -15,6 +17,7 @@
 //! job queue (`queue::verify`); it never depends on tch: it builds and
 //! tests without libtorch.
 
+pub mod attacks;
 pub mod bootstrap;
 pub mod diagnosis;
 pub mod estimate;
@@ -22,6 +25,7 @@ pub mod gemm;
 pub mod html_report;
 pub mod influence;
 pub mod measure;
+pub mod membership;
 pub mod per_model;
 pub mod printed_summary;
 pub mod profile;

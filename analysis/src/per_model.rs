@@ -84,6 +84,9 @@ pub struct ModelValues {
     pub acc: Vec<f32>,
     /// Per-token loss, same layout, only when asked for.
     pub loss: Option<Vec<f32>>,
+    /// The logs' Min-K% and Min-K%++ statistics, same layout, kept with the losses (NaN
+    /// where a log has none: written before schema version 4).
+    pub min_k: Option<[Vec<f32>; 2]>,
     /// In the model's training set, `models.len() × docs`.
     pub member: Vec<bool>,
     /// Whether a model's rows were read.
@@ -104,6 +107,7 @@ impl ModelValues {
             member: vec![false; models.len() * docs],
             acc: vec![f32::NAN; cells],
             loss: with_loss.then(|| vec![f32::NAN; cells]),
+            min_k: with_loss.then(|| [vec![f32::NAN; cells], vec![f32::NAN; cells]]),
             models,
             docs,
             kept,
@@ -152,8 +156,21 @@ struct ModelRow {
     acc: Vec<f32>,
     /// Empty unless losses are kept.
     loss: Vec<f32>,
+    /// Min-K% and Min-K%++, kept with the losses.
+    min_k: [Vec<f32>; 2],
     member: Vec<bool>,
     seen: usize,
+}
+
+/// One log row's numbers at the end of training.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cell {
+    pub in_train: bool,
+    /// Per-token accuracy and loss.
+    pub acc: f64,
+    pub loss: f64,
+    pub min_k: Option<f64>,
+    pub min_k_pp: Option<f64>,
 }
 
 impl<'a> LogRows<'a> {
@@ -161,27 +178,31 @@ impl<'a> LogRows<'a> {
         LogRows { path, docs, with_loss, rows: HashMap::new() }
     }
 
-    pub(crate) fn push(&mut self, model: u32, doc: usize, in_train: bool, acc: f64, loss: f64) {
+    pub(crate) fn push(&mut self, model: u32, doc: usize, cell: Cell) {
         let docs = self.docs;
         let with_loss = self.with_loss;
+        let kept = |keep: bool| if keep { vec![f32::NAN; docs] } else { Vec::new() };
         let row = self.rows.entry(model).or_insert_with(|| ModelRow {
             acc: vec![f32::NAN; docs],
-            loss: if with_loss { vec![f32::NAN; docs] } else { Vec::new() },
+            loss: kept(with_loss),
+            min_k: [kept(with_loss), kept(with_loss)],
             member: vec![false; docs],
             seen: 0,
         });
-        row.acc[doc] = acc as f32;
+        row.acc[doc] = cell.acc as f32;
         if with_loss {
-            row.loss[doc] = loss as f32;
+            row.loss[doc] = cell.loss as f32;
+            row.min_k[0][doc] = cell.min_k.map_or(f32::NAN, |v| v as f32);
+            row.min_k[1][doc] = cell.min_k_pp.map_or(f32::NAN, |v| v as f32);
         }
-        row.member[doc] = in_train;
+        row.member[doc] = cell.in_train;
         row.seen += 1;
     }
 
     /// Copies the rows in; every model of the log must have one row per document.
     pub(crate) fn finish(self, target: &Mutex<ModelValues>) -> Result<()> {
         let mut values = target.lock().expect("no panics while locked");
-        for (model, ModelRow { acc, loss, member, seen }) in self.rows {
+        for (model, ModelRow { acc, loss, min_k, member, seen }) in self.rows {
             let bad = |what: String| Error::Message(format!("{}: model {model} {what}", self.path.display()));
             if seen != self.docs || acc.iter().any(|a| a.is_nan()) {
                 return Err(bad(format!("has {seen} rows, not one per document ({})", self.docs)));
@@ -197,6 +218,10 @@ impl<'a> LogRows<'a> {
                 values.acc[row * width + c] = acc[doc];
                 if let Some(all) = values.loss.as_mut() {
                     all[row * width + c] = loss[doc];
+                }
+                if let Some(all) = values.min_k.as_mut() {
+                    all[0][row * width + c] = min_k[0][doc];
+                    all[1][row * width + c] = min_k[1][doc];
                 }
             }
             values.member[row * self.docs..(row + 1) * self.docs].copy_from_slice(&member);
@@ -225,13 +250,14 @@ pub fn read(logs: &[PathBuf], values: ModelValues) -> Result<ModelValues> {
                     let message = format!("doc {doc} of {docs} documents with {tokens} tokens");
                     return Err(subsets::Error::Row { path: path.to_path_buf(), row, message });
                 }
-                rows.push(
-                    batch.model[i],
-                    doc,
-                    batch.in_train[i],
-                    f64::from(batch.correct[i]) / tokens,
-                    batch.nll[i] / tokens,
-                );
+                let cell = Cell {
+                    in_train: batch.in_train[i],
+                    acc: f64::from(batch.correct[i]) / tokens,
+                    loss: batch.nll[i] / tokens,
+                    min_k: batch.min_k[i],
+                    min_k_pp: batch.min_k_pp[i],
+                };
+                rows.push(batch.model[i], doc, cell);
             }
             Ok(())
         })?;

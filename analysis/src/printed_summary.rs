@@ -8,8 +8,10 @@ use std::fmt;
 use subsets::config::RunConfig;
 use subsets::schema::{CorpusTable, ScoreTable};
 
+use crate::attacks::AttackSummary;
 use crate::diagnosis::Diagnosis;
 use crate::measure::{ByMeasure, Measure};
+use crate::membership::MembershipSummary;
 use crate::profile::{ProfileSummary, percent};
 use crate::reliability::Verdict;
 use crate::spectrum::SpectrumSummary;
@@ -36,6 +38,8 @@ pub struct PrintedSummary {
     spectrum: Option<(SpectrumSummary, Vec<(String, Verdict)>)>,
     /// Memorization over training, if the models were evaluated at more than one checkpoint.
     profile: Option<ProfileSummary>,
+    /// The documents' membership exposure and the attacks on the run's models.
+    membership: Option<(MembershipSummary, AttackSummary)>,
 }
 
 /// A line of the most memorized documents: the ranking score with its standard error,
@@ -93,7 +97,13 @@ impl PrintedSummary {
             diagnosis,
             spectrum: None,
             profile: None,
+            membership: None,
         }
+    }
+
+    /// The summary with the documents' membership exposure and the attacks.
+    pub fn with_membership(self, membership: MembershipSummary, attacks: AttackSummary) -> PrintedSummary {
+        PrintedSummary { membership: Some((membership, attacks)), ..self }
     }
 
     /// The summary with memorization over training.
@@ -116,7 +126,8 @@ impl PrintedSummary {
     /// mean}, mem_acc: {median, mean}}}` over the scored documents of each named source),
     /// `reliability` (`{mem_loss: …, mem_acc: …}`, each [`Verdict::to_json`]), `diagnosis`
     /// ([`Diagnosis`]), `spectrum` and `profile` ([`ProfileSummary`]), the last two null
-    /// where the run has none.
+    /// where the run has none, `membership` ([`MembershipSummary`]) and `attacks`
+    /// ([`AttackSummary::to_json`]).
     pub fn to_json(&self) -> serde_json::Value {
         let quantiles = |m: Measure| {
             self.numbers.quantiles.of(m).map(
@@ -146,6 +157,8 @@ impl PrintedSummary {
             "diagnosis": self.diagnosis,
             "spectrum": self.spectrum.as_ref().map(|(spectrum, _)| spectrum_json(spectrum)),
             "profile": self.profile,
+            "membership": self.membership.as_ref().map(|(membership, _)| membership),
+            "attacks": self.membership.as_ref().map(|(_, attacks)| attacks.to_json()),
         })
     }
 }
@@ -247,6 +260,9 @@ impl fmt::Display for PrintedSummary {
         }
         if let Some(profile) = &self.profile {
             write_profile(f, profile, lead)?;
+        }
+        if let Some((membership, attacks)) = &self.membership {
+            write!(f, "\n{membership}{attacks}")?;
         }
         write!(f, "\n{}", self.diagnosis)
     }

@@ -1,6 +1,9 @@
 //! `cfmem analyze`: from a run directory to `analysis/scores.parquet`,
 //! `analysis/clusters.parquet`, `analysis/copies.parquet`, `analysis/reliability.parquet`,
 //! `analysis/profile.parquet` (the scores at every checkpoint of training, [`crate::profile`]),
+//! `analysis/membership.parquet` (each document's membership exposure, [`crate::membership`]),
+//! `analysis/attacks.parquet` (membership inference attacks on the run's models,
+//! [`crate::attacks`]),
 //! the printed summary ([`crate::printed_summary`]) and its numbers in `analysis/summary.json`,
 //! the diagnosis of whether the models generalize ([`crate::diagnosis`]) included. The
 //! duplicate scores and clusters are the ones `plan` stored (`analysis/duplicates.parquet`),
@@ -14,15 +17,18 @@ use subsets::duplicate_scores;
 use subsets::layout::RunDir;
 use subsets::plan::CANARY_SOURCE;
 use subsets::schema::{
-    self, ClusterTable, CopiesTable, CorpusTable, ProfileTable, ReliabilityTable, ScoreTable, Table, UnitTable,
+    self, AttackTable, ClusterTable, CopiesTable, CorpusTable, MembershipTable, ProfileTable, ReliabilityTable,
+    ScoreTable, Table, UnitTable,
 };
 use subsets::seeds;
 use subsets::tokenizer::{RunTokens, Tokenizer};
 
+use crate::attacks::{self, AttackSummary};
 use crate::bootstrap::{self, Weights};
 use crate::diagnosis::{self, Baseline, Diagnosis, DocumentAccuracy};
 use crate::estimate::{self, Metrics};
 use crate::measure::{ByMeasure, Measure};
+use crate::membership::{self, MembershipSummary};
 use crate::per_model::{ModelValues, RunLogs};
 use crate::printed_summary::PrintedSummary;
 use crate::profile::{self, ProfileSummary};
@@ -57,6 +63,10 @@ pub struct Analysis {
     pub reliability: ReliabilityTable,
     /// The scores at every checkpoint of training (one checkpoint, the end, by default).
     pub profile: ProfileTable,
+    /// Each document's membership exposure.
+    pub membership: MembershipTable,
+    /// The membership inference attacks evaluated on the run's models.
+    pub attacks: AttackTable,
     /// Memorization at each level, for runs with levels beyond the document.
     pub spectrum: Option<SpectrumTables>,
     pub summary: PrintedSummary,
@@ -83,7 +93,7 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
     let values = values.into_inner().expect("no panics while locked");
     values.check_complete()?;
     let (intervals, reliability) = how_sure(&values, &config, settings);
-    drop(values);
+    let (membership, variance) = membership::table(&values, &corpus);
 
     let mut scores = ScoreTable::default();
     for (doc, interval) in intervals.into_iter().enumerate() {
@@ -133,6 +143,9 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
         scores.group_mem_loss_se.push(group_mem_loss_se);
     }
 
+    let (attacks, attack_variance) =
+        attacks::evaluate(&values, &corpus, &scores, &membership, settings.bootstrap, config.seed);
+    drop(values);
     let clusters = cluster_table(&accumulated.clusters, &sizes);
     let copies = copies_table(&config, &corpus, &scores);
     let growth = Growth {
@@ -190,7 +203,22 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
     if let Some(profile) = profile_summary {
         summary = summary.with_profile(profile);
     }
-    Ok(Analysis { scores, clusters, copies, reliability, profile, spectrum, summary, run_seed: config.seed })
+    summary = summary.with_membership(
+        MembershipSummary::new(&membership, variance),
+        AttackSummary { table: attacks.clone(), variance: attack_variance },
+    );
+    Ok(Analysis {
+        scores,
+        clusters,
+        copies,
+        reliability,
+        profile,
+        membership,
+        attacks,
+        spectrum,
+        summary,
+        run_seed: config.seed,
+    })
 }
 
 /// Each document's leave-one-out baselines: what a bigram model fit on the training pool
@@ -366,6 +394,8 @@ impl Analysis {
         schema::write(&run.copies(), &self.copies, seed)?;
         schema::write(&run.reliability(), &self.reliability, seed)?;
         schema::write(&run.profile(), &self.profile, seed)?;
+        schema::write(&run.membership_exposure(), &self.membership, seed)?;
+        schema::write(&run.attacks(), &self.attacks, seed)?;
         if let Some(spectrum) = &self.spectrum {
             spectrum.write(run, self.run_seed)?;
         }

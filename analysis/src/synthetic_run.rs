@@ -133,7 +133,23 @@ fn write_design(
                     let Row { tokens, correct, nll } = row(checkpoint, model, doc, &in_train);
                     let copies = u16::from(inside);
                     let doc = doc as u32;
-                    log.push(LogRow { checkpoint, step, model, doc, in_train: inside, tokens, nll, correct, copies });
+                    // No tokens to rank: the per-token statistics stand in as multiples of the mean
+                    // log-likelihood, which they follow in real logs.
+                    let mean = -nll / f64::from(tokens.max(1));
+                    let (min_k, min_k_pp) = (Some(3.0 * mean), Some(2.0 * mean));
+                    log.push(LogRow {
+                        checkpoint,
+                        step,
+                        model,
+                        doc,
+                        in_train: inside,
+                        tokens,
+                        nll,
+                        correct,
+                        copies,
+                        min_k,
+                        min_k_pp,
+                    });
                 }
             }
         }

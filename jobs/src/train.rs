@@ -41,7 +41,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 use queue::Progress;
 use subsets::architecture::Architecture;
 use subsets::config::{Precision, RunConfig, TrainConfig};
-use subsets::schema::{LogRow, LogTable};
+use subsets::schema::{LogRow, LogTable, MIN_K_FRACTION};
 use subsets::{design, seeds};
 
 use crate::lora::Lora;
@@ -115,11 +115,24 @@ fn evaluate_into(
         let evals = stack.evaluate(chunk, input.config.train.eval_batch_size as usize)?;
         let mut log = LogTable::default();
         for (&(model, in_docs), evals) in input.models.iter().zip(evals) {
-            for (i, DocEval { tokens, nll, correct }) in evals.into_iter().enumerate() {
+            for (i, DocEval { tokens, nll, correct, min_k, min_k_pp }) in evals.into_iter().enumerate() {
                 let doc = first + i;
                 let in_train = in_docs.binary_search(&(doc as u32)).is_ok();
                 let copies = if in_train { input.copies[doc] } else { 0 };
-                log.push(LogRow { checkpoint, step, model, doc: doc as u32, in_train, tokens, nll, correct, copies });
+                let doc = doc as u32;
+                log.push(LogRow {
+                    checkpoint,
+                    step,
+                    model,
+                    doc,
+                    in_train,
+                    tokens,
+                    nll,
+                    correct,
+                    copies,
+                    min_k,
+                    min_k_pp,
+                });
             }
         }
         rows(log)?;
@@ -183,6 +196,24 @@ pub struct DocEval {
     pub nll: f64,
     /// Positions whose argmax is the target.
     pub correct: u32,
+    /// Min-K%: the mean of the lowest [`MIN_K_FRACTION`] of the positions' target
+    /// log-probabilities; None for a document without positions.
+    pub min_k: Option<f64>,
+    /// Min-K%++: the same mean of the target log-probabilities standardized by the mean and
+    /// standard deviation of the log-probabilities under the model's predicted distribution
+    /// at each position.
+    pub min_k_pp: Option<f64>,
+}
+
+/// The mean of the lowest ⌈[`MIN_K_FRACTION`] · n⌉ (at least one) of `values`, None when
+/// there are none.
+fn mean_of_lowest(values: &mut [f32]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let k = ((MIN_K_FRACTION * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    values.select_nth_unstable_by(k - 1, f32::total_cmp);
+    Some(values[..k].iter().map(|&v| f64::from(v)).sum::<f64>() / k as f64)
 }
 
 /// Learning rate at `step` of `total`: linear warmup to `peak`, then cosine decay to 0.
@@ -502,8 +533,12 @@ impl Stack {
 
     /// Teacher-forced evaluation of `docs` by every model, `batch_size` windows a forward:
     /// per model, one [`DocEval`] per document in the order given, summed over the
-    /// document's windows. Windows are batched by length to cut padding; results stay on
-    /// the device until every batch is done.
+    /// document's windows. Windows are batched by length to cut padding; the sums stay on
+    /// the device until every batch is done. The per-token statistics of Min-K% and
+    /// Min-K%++ (each position's target log-probability, and its standardized value) come
+    /// from the same forward pass, two floats per position moved to the host per batch,
+    /// and are reduced per document there: a document's lowest tokens may lie in any of
+    /// its windows.
     pub fn evaluate(&self, docs: &[&[u32]], batch_size: usize) -> Result<Vec<Vec<DocEval>>> {
         let _no_grad = tch::no_grad_guard();
         let device = self.weights.device();
@@ -517,6 +552,8 @@ impl Stack {
         let (inputs, targets) = token_table(&sorted, specials, device);
         let mut nll_parts = Vec::new();
         let mut correct_parts = Vec::new();
+        // Per batch, [models, rows, time, 2] on the host: target log-probability, standardized.
+        let mut token_parts: Vec<(Vec<f32>, usize)> = Vec::new();
         for (b, batch) in sorted.chunks(batch_size).enumerate() {
             let (start, rows, time) = ((b * batch_size) as i64, batch.len() as i64, batch[0].len() as i64);
             let take = |t: &Tensor| {
@@ -533,6 +570,8 @@ impl Stack {
             ));
             let hits = log_probs.argmax(-1, false).eq_tensor(&targets).logical_and(&mask);
             correct_parts.push(hits.sum_dim_intlist(2, false, Kind::Int64));
+            token_parts
+                .push((Vec::<f32>::try_from(per_token_statistics(&log_probs, &target_log_probs))?, time as usize));
         }
         let nll = Tensor::cat(&nll_parts, 1).to_device(Device::Cpu);
         let correct = Tensor::cat(&correct_parts, 1).to_device(Device::Cpu);
@@ -540,16 +579,61 @@ impl Stack {
             .map(|g| {
                 let nll = Vec::<f64>::try_from(nll.get(g))?;
                 let correct = Vec::<i64>::try_from(correct.get(g))?;
-                let mut evals: Vec<DocEval> =
-                    docs.iter().map(|doc| DocEval { tokens: doc.len() as u32, nll: 0.0, correct: 0 }).collect();
-                for (position, &(doc, _)) in windows.iter().enumerate() {
+                let mut evals: Vec<DocEval> = docs
+                    .iter()
+                    .map(|doc| DocEval { tokens: doc.len() as u32, nll: 0.0, correct: 0, min_k: None, min_k_pp: None })
+                    .collect();
+                // Each document's positions' statistics, gathered from its windows.
+                let mut log_probs: Vec<Vec<f32>> = docs.iter().map(|doc| Vec::with_capacity(doc.len())).collect();
+                let mut standardized = log_probs.clone();
+                for (position, &(doc, window)) in windows.iter().enumerate() {
                     evals[doc].nll += nll[position];
                     evals[doc].correct += correct[position] as u32;
+                    let (batch, row) = (position / batch_size, position % batch_size);
+                    let (values, time) = &token_parts[batch];
+                    let rows = values.len() / (2 * time * models as usize);
+                    let start = ((g as usize * rows + row) * time) * 2;
+                    for pair in values[start..start + 2 * window.len()].chunks_exact(2) {
+                        log_probs[doc].push(pair[0]);
+                        standardized[doc].push(pair[1]);
+                    }
+                }
+                for (eval, (log_probs, standardized)) in
+                    evals.iter_mut().zip(log_probs.iter_mut().zip(&mut standardized))
+                {
+                    eval.min_k = mean_of_lowest(log_probs);
+                    eval.min_k_pp = mean_of_lowest(standardized);
                 }
                 Ok(evals)
             })
             .collect()
     }
+}
+
+/// Per position of `log_probs` (`[models, rows, time, vocabulary]`), the target's
+/// log-probability and its Min-K%++ standardization (log p − μ) / σ, with μ and σ² the mean
+/// and variance of log p under the predicted distribution p; σ is floored at 1e-6 so that a
+/// certain prediction stays finite. `[models, rows, time, 2]` flattened, on the host, as f32.
+fn per_token_statistics(log_probs: &Tensor, target_log_probs: &Tensor) -> Tensor {
+    // The moments need a temporary of the logits' size: taken a few rows at a time, so that
+    // it stays under 64 Mi values whatever the vocabulary and batch.
+    let [_, rows, _, _] = log_probs.size()[..] else { unreachable!("log-probabilities are 4-D") };
+    let per_row = log_probs.numel() as i64 / rows.max(1);
+    let step = ((1i64 << 26) / per_row.max(1)).clamp(1, rows.max(1));
+    let (mut means, mut seconds) = (Vec::new(), Vec::new());
+    for start in (0..rows).step_by(step as usize) {
+        let part = log_probs.narrow(1, start, step.min(rows - start));
+        // p, then p·log p, then p·(log p)², in place.
+        let mut moments = part.exp();
+        let _ = moments.g_mul_(&part);
+        means.push(moments.sum_dim_intlist(-1, false, Kind::Float));
+        let _ = moments.g_mul_(&part);
+        seconds.push(moments.sum_dim_intlist(-1, false, Kind::Float));
+    }
+    let (mean, second) = (Tensor::cat(&means, 1), Tensor::cat(&seconds, 1));
+    let sd = (second - mean.square()).clamp_min(0.0).sqrt().clamp_min(1e-6);
+    let standardized = (target_log_probs - mean) / sd;
+    Tensor::stack(&[target_log_probs.to_kind(Kind::Float), standardized], -1).to_device(Device::Cpu).flatten(0, -1)
 }
 
 /// bf16 needs a CUDA device.
@@ -1023,29 +1107,53 @@ mod tests {
         assert_eq!(inputs[31], i64::from(doc[30]), "a later window reads the token before it");
         assert_eq!(&targets[62..70], doc[62..70].iter().map(|&t| i64::from(t)).collect::<Vec<_>>().as_slice());
 
-        // The document's evaluation is the sum of its windows', each computed by hand.
+        // The document's evaluation is the sum of its windows', each computed by hand, for
+        // both models of a stack; windows two a batch, so that a document spans batches.
         let config = tiny_config(1);
         let documents = vec![doc.clone()];
         let flags = one_copy_none_held(1);
-        let stack = train(&input(&config, &documents, &[(0, &[0])], &flags), Device::Cpu, &Silent).unwrap();
-        let eval = stack.evaluate(&[&doc], 2).unwrap()[0][0];
-        assert_eq!(eval.tokens, 70);
-        let (mut nll, mut correct) = (0.0, 0);
-        for w in windows(&doc, 31) {
-            let (inputs, targets) = padded(&[w], w.len(), BYTES);
-            let inputs = Tensor::from_slice(&inputs).view([1, 1, -1]);
-            let log_probs = stack
-                .architecture
-                .forward(&stack.weights, None, &inputs, Precision::Fp32)
-                .log_softmax(-1, Kind::Double);
-            for (t, &target) in targets.iter().enumerate() {
-                let row = log_probs.get(0).get(0).get(t as i64);
-                nll -= row.double_value(&[target]);
-                correct += u32::from(row.argmax(0, false).int64_value(&[]) == target);
+        let models: [(u32, &[u32]); 2] = [(0, &[0]), (1, &[0])];
+        let stack = train(&input(&config, &documents, &models, &flags), Device::Cpu, &Silent).unwrap();
+        let evals = stack.evaluate(&[&doc], 2).unwrap();
+        for (g, evals) in evals.iter().enumerate() {
+            let eval = evals[0];
+            assert_eq!(eval.tokens, 70);
+            let (mut nll, mut correct) = (0.0, 0);
+            let (mut log_probs, mut standardized) = (Vec::new(), Vec::new());
+            for w in windows(&doc, 31) {
+                let (inputs, targets) = padded(&[w], w.len(), BYTES);
+                let inputs = Tensor::from_slice(&inputs).view([1, 1, -1]).expand([2, 1, -1], false).contiguous();
+                let all = stack
+                    .architecture
+                    .forward(&stack.weights, None, &inputs, Precision::Fp32)
+                    .log_softmax(-1, Kind::Double);
+                for (t, &target) in targets.iter().enumerate() {
+                    let row = all.get(g as i64).get(0).get(t as i64);
+                    let target_log_prob = row.double_value(&[target]);
+                    nll -= target_log_prob;
+                    correct += u32::from(row.argmax(0, false).int64_value(&[]) == target);
+                    // Min-K%++: the target against the mean and deviation of log p under p.
+                    let values = Vec::<f64>::try_from(&row).unwrap();
+                    let mean: f64 = values.iter().map(|lp| lp.exp() * lp).sum();
+                    let variance: f64 = values.iter().map(|lp| lp.exp() * (lp - mean).powi(2)).sum();
+                    log_probs.push(target_log_prob);
+                    standardized.push((target_log_prob - mean) / variance.sqrt());
+                }
             }
+            assert!((eval.nll - nll).abs() < 1e-3, "model {g}: {} vs {nll}", eval.nll);
+            assert_eq!(eval.correct, correct);
+            // The lowest ⌈0.2 · 70⌉ = 14 of the document's 70 positions, over all windows.
+            let lowest = |values: &mut Vec<f64>| {
+                values.sort_by(f64::total_cmp);
+                values[..14].iter().sum::<f64>() / 14.0
+            };
+            let (min_k, min_k_pp) = (lowest(&mut log_probs), lowest(&mut standardized));
+            assert!((eval.min_k.unwrap() - min_k).abs() < 1e-4, "model {g}: {:?} vs {min_k}", eval.min_k);
+            assert!((eval.min_k_pp.unwrap() - min_k_pp).abs() < 1e-3, "model {g}: {:?} vs {min_k_pp}", eval.min_k_pp);
         }
-        assert!((eval.nll - nll).abs() < 1e-3, "{} vs {nll}", eval.nll);
-        assert_eq!(eval.correct, correct);
+        let mut values = vec![3.0f32, -1.0, 2.0];
+        assert_eq!(mean_of_lowest(&mut values), Some(-1.0), "⌈0.6⌉ = 1 of 3");
+        assert_eq!(mean_of_lowest(&mut []), None);
     }
 
     #[test]

@@ -287,6 +287,8 @@ mod tests {
             nll: (0..docs).map(f64::from).collect(),
             correct: vec![1; docs as usize],
             copies: (0..docs).map(|d| (d % 2 == 0).into()).collect(),
+            min_k: (0..docs).map(|d| Some(-f64::from(d))).collect(),
+            min_k_pp: vec![None; docs as usize],
         }
     }
 

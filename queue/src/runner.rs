@@ -242,7 +242,19 @@ mod tests {
         for doc in 0..docs {
             let in_train = in_docs.binary_search(&doc).is_ok();
             let (nll, copies) = (f64::from(model * 100 + doc), u16::from(in_train));
-            rows.push(LogRow { checkpoint: 1.0, step: 10, model, doc, in_train, tokens: 4, nll, correct: 1, copies });
+            rows.push(LogRow {
+                checkpoint: 1.0,
+                step: 10,
+                model,
+                doc,
+                in_train,
+                tokens: 4,
+                nll,
+                correct: 1,
+                copies,
+                min_k: None,
+                min_k_pp: None,
+            });
         }
         rows
     }

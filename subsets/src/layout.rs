@@ -145,6 +145,14 @@ impl RunDir {
         self.analysis_dir().join("profile.parquet")
     }
 
+    pub fn membership_exposure(&self) -> PathBuf {
+        self.analysis_dir().join("membership.parquet")
+    }
+
+    pub fn attacks(&self) -> PathBuf {
+        self.analysis_dir().join("attacks.parquet")
+    }
+
     pub fn spectrum(&self) -> PathBuf {
         self.analysis_dir().join("spectrum.parquet")
     }

@@ -151,8 +151,10 @@ pub fn string_values(array: &dyn Array) -> std::result::Result<Vec<Option<String
 /// break readers). 2: logs hold one row per (model, document, checkpoint), with the
 /// columns `checkpoint` and `step`; logs of version 1 read as holding the final checkpoint
 /// only. 3: the reliability tables hold the rows of each score (`score`: `mem_loss` or
-/// `mem_acc`); files of version 2 read as holding `mem_acc`'s rows only.
-pub const SCHEMA_VERSION: u32 = 3;
+/// `mem_acc`); files of version 2 read as holding `mem_acc`'s rows only. 4: logs hold the
+/// per-token statistics of membership attacks (`min_k`, `min_k_pp`); older logs read with
+/// them null.
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// A Parquet table of a run: a struct of equally long column vectors.
 pub trait Table: Default + Sized {
@@ -301,8 +303,20 @@ table! {
         pub correct: Vec<u32>,
         /// Copies of the document in the model's training set (0 when OUT).
         pub copies: Vec<u16>,
+        /// Min-K%: the mean of the lowest 20% of the document's token log-probabilities
+        /// (nats; [`MIN_K_FRACTION`]), null for an empty document and in logs written
+        /// before it was logged (schema version 3 and older).
+        pub min_k: Vec<Option<f64>> = None,
+        /// Min-K%++: the same mean of each token's log-probability standardized by the mean
+        /// and standard deviation of log-probabilities under the model's predicted
+        /// distribution at that position.
+        pub min_k_pp: Vec<Option<f64>> = None,
     }
 }
+
+/// The share of a document's tokens, its least likely ones, that Min-K% and Min-K%++
+/// average: ⌈0.2 · tokens⌉, at least one.
+pub const MIN_K_FRACTION: f64 = 0.2;
 
 /// One row of a [`LogTable`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -316,6 +330,8 @@ pub struct LogRow {
     pub nll: f64,
     pub correct: u32,
     pub copies: u16,
+    pub min_k: Option<f64>,
+    pub min_k_pp: Option<f64>,
 }
 
 impl LogTable {
@@ -329,6 +345,8 @@ impl LogTable {
         self.nll.push(row.nll);
         self.correct.push(row.correct);
         self.copies.push(row.copies);
+        self.min_k.push(row.min_k);
+        self.min_k_pp.push(row.min_k_pp);
     }
 }
 
@@ -545,6 +563,50 @@ table! {
 }
 
 table! {
+    /// `analysis/attacks.parquet`: one row per membership inference attack, evaluated with
+    /// each model in turn the target and the others its shadows, the targets' scores pooled
+    /// into one ROC: its `auc` with a 95% bootstrap interval over target models (`auc_lo`,
+    /// `auc_hi`), the TPR at 1% and at 0.1% FPR, the `targets` pooled (0: the attack is
+    /// unavailable, `note` says why), and `spearman_mem_loss`, the Spearman correlation over
+    /// documents of the attack's mean score on a document's members with its mem_loss.
+    pub struct AttackTable {
+        pub attack: Vec<String>,
+        pub auc: Vec<Option<f64>>,
+        pub auc_lo: Vec<Option<f64>>,
+        pub auc_hi: Vec<Option<f64>>,
+        pub tpr_at_1pct_fpr: Vec<Option<f64>>,
+        pub tpr_at_0_1pct_fpr: Vec<Option<f64>>,
+        pub targets: Vec<u32>,
+        pub spearman_mem_loss: Vec<Option<f64>>,
+        pub note: Vec<Option<String>>,
+    }
+}
+
+table! {
+    /// `analysis/membership.parquet`: each document's membership exposure. The statistic
+    /// is a model's mean per-token log-likelihood of the document; `mu_in`, `sd_in` (`mu_out`,
+    /// `sd_out`) are the median and standard deviation of the models that trained on it (did
+    /// not), the deviation the document's own or pooled over documents (see
+    /// `summary.json`'s `membership.variance`); `exposure_d` = (mu_in − mu_out) /
+    /// √((sd_in² + sd_out²) / 2), `exposure_auc` the AUC of its IN statistics against its OUT
+    /// ones. Null where a side has no models (held-out documents).
+    pub struct MembershipTable {
+        pub doc: Vec<u32>,
+        pub doc_id: Vec<String>,
+        pub source: Vec<Option<String>>,
+        pub mu_in: Vec<Option<f64>>,
+        pub sd_in: Vec<Option<f64>>,
+        pub mu_out: Vec<Option<f64>>,
+        pub sd_out: Vec<Option<f64>>,
+        pub exposure_d: Vec<Option<f64>>,
+        pub exposure_auc: Vec<Option<f64>>,
+        /// The zlib-compressed length of the document's UTF-8 bytes (level 6): the
+        /// denominator of the zlib attack.
+        pub zlib_bytes: Vec<u32>,
+    }
+}
+
+table! {
     /// `analysis/spectrum_reliability.parquet`: the rows of `reliability.parquet` for each
     /// level of the run, from that level's models.
     pub struct SpectrumReliabilityTable {
@@ -714,6 +776,8 @@ mod tests {
             nll: vec![1.25, f64::MIN_POSITIVE, 1e300],
             correct: vec![5, 0, 2],
             copies: vec![1, 0, u16::MAX],
+            min_k: vec![Some(-2.5), None, Some(-0.125)],
+            min_k_pp: vec![Some(-1.75), None, Some(0.5)],
         };
         write(&path, &table, None).unwrap();
         assert_eq!(read::<LogTable>(&path).unwrap(), table);
@@ -733,10 +797,13 @@ mod tests {
             nll: vec![1.5, 4.0],
             correct: vec![4, 1],
             copies: vec![1, 0],
+            min_k: vec![None; 2],
+            min_k_pp: vec![None; 2],
         };
-        // Schema version 1's columns: the table's less the first two.
+        // Schema version 1's columns: the table's less the first two and the last two
+        // (version 4's per-token statistics, null when absent).
         let batch = table.to_batch();
-        let old = batch.project(&(2..batch.num_columns()).collect::<Vec<_>>()).unwrap();
+        let old = batch.project(&(2..batch.num_columns() - 2).collect::<Vec<_>>()).unwrap();
         let file = std::fs::File::create(&path).unwrap();
         let mut writer = ArrowWriter::try_new(file, old.schema(), None).unwrap();
         writer.write(&old).unwrap();
@@ -785,7 +852,7 @@ mod tests {
         let value = |key: &str| pairs[key].as_deref().unwrap();
         assert_eq!(value("cfmem.version"), env!("CARGO_PKG_VERSION"));
         assert_eq!(value("cfmem.schema"), "JobTable");
-        assert_eq!(value("cfmem.schema_version"), "3");
+        assert_eq!(value("cfmem.schema_version"), "4");
         assert_eq!(value("cfmem.run_seed"), "42");
 
         write(&path, &JobTable::default(), None).unwrap();

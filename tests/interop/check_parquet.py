@@ -17,8 +17,10 @@ import re
 import subprocess
 import sys
 import tomllib
+import zlib
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -118,7 +120,7 @@ def check_file(path, pattern, table, columns, version):
     found = [(f.name, str(f.type), f.nullable) for f in schema]
     assert found == columns, f"{path}: columns {found}\n  README says {columns}"
     meta = {k.decode(): v.decode() for k, v in (pf.metadata.metadata or {}).items()}
-    expected = {"cfmem.version": version, "cfmem.schema": table, "cfmem.schema_version": "3",
+    expected = {"cfmem.version": version, "cfmem.schema": table, "cfmem.schema_version": "4",
                 "cfmem.run_seed": str(SEED)}
     for key, value in expected.items():
         assert meta.get(key) == value, f"{path}: metadata {key} = {meta.get(key)!r}, expected {value!r}"
@@ -160,6 +162,93 @@ def check_mem_acc(run):
             assert math.fabs(mine - theirs) <= 1e-12, f"doc {doc}: ours {mine!r}, SQL {theirs!r}"
     assert nulls > 0 and nulls < len(pairs), "the holdout documents (and only they) have no scores"
     return len(pairs) - nulls
+
+
+def pooled_roc(scores, labels):
+    """AUC (ties half) and TPR at 1% and 0.1% FPR (the lowest threshold whose FPR stays within),
+    counted over every (positive, negative) pair and every threshold."""
+    scores, labels = np.asarray(scores), np.asarray(labels, bool)
+    ranks = pd.Series(scores).rank(method="average").to_numpy()
+    positives, negatives = labels.sum(), (~labels).sum()
+    auc = (ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives)
+    tprs = []
+    for bound in (0.01, 0.001):
+        best = 0.0
+        for threshold in np.unique(scores)[::-1]:
+            above = scores >= threshold
+            if (above & ~labels).sum() / negatives <= bound:
+                best = (above & labels).sum() / positives
+            else:
+                break
+        tprs.append(best)
+    return auc, tprs
+
+
+def check_attacks(run):
+    """Every attack recomputed from the logs with numpy and pandas, target by target with its
+    shadows listed one by one: the same AUC within 1e-6, TPRs and Spearman with mem_loss."""
+    logs = pd.concat(pd.read_parquet(p) for p in sorted((run / "logs").glob("job-*.parquet")))
+    logs = logs[logs.checkpoint == 1.0]
+    corpus = pd.read_parquet(run / "corpus.parquet", columns=["doc", "text", "tokens", "holdout"])
+    membership = pd.read_parquet(run / "analysis/membership.parquet")
+    mem_loss = pd.read_parquet(run / "analysis/scores.parquet", columns=["doc", "mem_loss"]).mem_loss.to_numpy()
+    models, docs = sorted(logs.model.unique()), len(corpus)
+    shape = (len(models), docs)
+    statistic, member = np.zeros(shape), np.zeros(shape, bool)
+    min_k, min_k_pp = np.zeros(shape), np.zeros(shape)
+    for row in logs.itertuples():
+        m = models.index(row.model)
+        statistic[m, row.doc] = -row.nll / row.tokens
+        member[m, row.doc] = row.in_train
+        min_k[m, row.doc], min_k_pp[m, row.doc] = row.min_k, row.min_k_pp
+    holdout = corpus.holdout.to_numpy()
+    for doc, text in enumerate(corpus.text):
+        # zlib-rs and C zlib choose their blocks differently: a few bytes apart.
+        ours, theirs = int(membership.zlib_bytes[doc]), len(zlib.compress(text.encode(), 6))
+        assert abs(theirs - ours) <= max(4, theirs // 10), f"doc {doc}: zlib {ours} bytes, C zlib {theirs}"
+    zlib_factor = corpus.tokens.to_numpy() / membership.zlib_bytes.to_numpy()
+    scored = [d for d in range(docs) if not holdout[d] and member[:, d].any() and (~member[:, d]).any()]
+
+    def shadow_side(target, doc, inside):
+        return np.array([statistic[m, doc] for m in range(len(models)) if m != target and member[m, doc] == inside])
+
+    def pooled_sd(target, inside):
+        squares = dof = 0.0
+        for doc in scored:
+            values = shadow_side(target, doc, inside)
+            if len(values) >= 2:
+                squares += ((values - values.mean()) ** 2).sum()
+                dof += len(values) - 1
+        return np.sqrt(squares / dof)
+
+    fixed = not all(len(shadow_side(-1, d, side)) > 32 for d in scored for side in (True, False))
+    assert fixed, "the interop run has fewer than 33 models a side"
+    score = {name: np.full(shape, np.nan) for name in ("lira_online", "lira_offline")}
+    for target in range(len(models)):
+        sd_in, sd_out = pooled_sd(target, True), pooled_sd(target, False)
+        for doc in scored:
+            mu_in, mu_out = np.median(shadow_side(target, doc, True)), np.median(shadow_side(target, doc, False))
+            s = statistic[target, doc]
+            log_in = -np.log(sd_in) - (s - mu_in) ** 2 / (2 * sd_in**2)
+            log_out = -np.log(sd_out) - (s - mu_out) ** 2 / (2 * sd_out**2)
+            score["lira_online"][target, doc] = log_in - log_out
+            score["lira_offline"][target, doc] = (s - mu_out) / sd_out
+    score.update(loss=statistic, zlib=statistic * zlib_factor, min_k=min_k, min_k_pp=min_k_pp)
+    table = pd.read_parquet(run / "analysis/attacks.parquet").set_index("attack")
+    for name, values in score.items():
+        points = [(values[m, d], member[m, d]) for m in range(len(models)) for d in range(docs)
+                  if not holdout[d] and np.isfinite(values[m, d])]
+        auc, (tpr_1, tpr_01) = pooled_roc([p[0] for p in points], [p[1] for p in points])
+        row = table.loc[name]
+        assert abs(row.auc - auc) <= 1e-6, f"{name}: AUC {row.auc} ours, {auc} recomputed"
+        assert (row.tpr_at_1pct_fpr, row.tpr_at_0_1pct_fpr) == (tpr_1, tpr_01), f"{name}: TPRs {row}"
+        per_doc = [(np.nanmean(values[member[:, d], d]), mem_loss[d]) for d in range(docs)
+                   if not holdout[d] and member[:, d].any() and not np.isnan(mem_loss[d])]
+        frame = pd.DataFrame(per_doc, columns=["score", "mem_loss"])
+        spearman = frame.score.rank().corr(frame.mem_loss.rank())
+        assert abs(row.spearman_mem_loss - spearman) <= 1e-9, f"{name}: Spearman {row.spearman_mem_loss} vs {spearman}"
+    assert table.loc["reference"].targets == 0 and "reference model" in table.loc["reference"].note
+    return len(score)
 
 
 def check_readme_queries(run):
@@ -209,11 +298,13 @@ def main():
     assert spectrum <= seen, f"the spectrum run lacks {spectrum - seen}"
     files += spectrum_files
     scored = check_mem_acc(run)
+    attacks = check_attacks(run)
     check_readme_queries(run)
     read = check_users_files(cfmem, work)
     print(f"interop: {', '.join(read)} read by cfmem")
     print(f"interop: {len(files)} Parquet files read by pyarrow, pandas and DuckDB; "
-          f"mem_acc and mem_loss of {scored} (score, document, checkpoint) triples recomputed in SQL within 1e-12")
+          f"mem_acc and mem_loss of {scored} (score, document, checkpoint) triples recomputed in SQL within 1e-12; "
+          f"{attacks} membership attacks recomputed target by target with numpy")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use analysis::stats::quantile;
-use subsets::schema::{self, ClusterTable, InfluenceTable, ProfileTable, ReliabilityTable, SpectrumTable};
+use subsets::schema::{
+    self, AttackTable, ClusterTable, InfluenceTable, MembershipTable, ProfileTable, ReliabilityTable, SpectrumTable,
+};
 use tests::page::{chromium, expected_plots, plots, section};
 use tests::{cfmem_ok, mean, mem_acc_of, scores, training_lock};
 
@@ -68,6 +70,34 @@ fn demo_ranks_the_planted_kinds_as_theory_predicts() {
     }
     let exact = mean(&mem_acc_of(&scores, "exact-duplicate"));
     assert!(exact < 0.15, "exact duplicates are low: mean {exact:.3}");
+}
+
+#[test]
+fn on_the_demo_lira_beats_the_loss_attack_and_random_identifiers_are_the_most_exposed() {
+    let demo = shared_demo();
+    let attacks: AttackTable = schema::read(&demo.run.join("analysis/attacks.parquet")).unwrap();
+    let row = |name: &str| attacks.attack.iter().position(|a| a == name).unwrap();
+    let auc = |name: &str| attacks.auc[row(name)].unwrap();
+    assert!(auc("lira_online") > auc("loss") + 0.1, "LiRA {:.3} against loss {:.3}", auc("lira_online"), auc("loss"));
+    let (lo, hi) = (attacks.auc_lo[row("lira_online")].unwrap(), attacks.auc_hi[row("lira_online")].unwrap());
+    assert!(lo <= auc("lira_online") && auc("lira_online") <= hi, "[{lo}, {hi}]");
+    for name in ["min_k", "min_k_pp"] {
+        assert_eq!(attacks.targets[row(name)], 16, "{name}: the demo's logs carry the per-token statistics");
+    }
+    assert!(demo.printed.contains("membership attacks (each of 16 models the target"), "{}", demo.printed);
+
+    // The most exposed documents are random identifiers (the twins are lists of them too).
+    let exposure: MembershipTable = schema::read(&demo.run.join("analysis/membership.parquet")).unwrap();
+    let mut ranked: Vec<usize> = (0..exposure.doc.len()).filter(|&i| exposure.exposure_d[i].is_some()).collect();
+    ranked.sort_by(|&a, &b| exposure.exposure_d[b].unwrap().total_cmp(&exposure.exposure_d[a].unwrap()));
+    for &i in &ranked[..10] {
+        let source = exposure.source[i].as_deref().unwrap();
+        assert!(
+            ["random-id", "twin"].contains(&source),
+            "{} ({source}) among the ten most exposed",
+            exposure.doc_id[i]
+        );
+    }
 }
 
 #[test]
