@@ -197,8 +197,7 @@ fn accumulate_file(
     values: &Mutex<ModelValues>,
 ) -> Result<Accumulated> {
     let mut acc = Accumulated::new(cluster.len());
-    let with_loss = values.lock().expect("no panics while locked").loss.is_some();
-    let mut rows = LogRows::new(path, cluster.len(), with_loss);
+    let mut rows = LogRows::new(path, &values.lock().expect("no panics while locked"));
     // Ordered by (model, cluster), so that each cluster's sums are taken in one order.
     let mut groups: BTreeMap<(u32, u32), GroupCell> = BTreeMap::new();
     let mut row = 0usize;

@@ -84,8 +84,9 @@ pub struct ModelValues {
     pub acc: Vec<f32>,
     /// Per-token loss, same layout, only when asked for.
     pub loss: Option<Vec<f32>>,
-    /// The logs' Min-K% and Min-K%++ statistics, same layout, kept with the losses (NaN
-    /// where a log has none: written before schema version 4).
+    /// The logs' Min-K% and Min-K%++ statistics, same layout, only when asked for
+    /// ([`ModelValues::with_token_statistics`]; NaN where a log has none: written before
+    /// schema version 4).
     pub min_k: Option<[Vec<f32>; 2]>,
     /// In the model's training set, `models.len() × docs`.
     pub member: Vec<bool>,
@@ -107,12 +108,18 @@ impl ModelValues {
             member: vec![false; models.len() * docs],
             acc: vec![f32::NAN; cells],
             loss: with_loss.then(|| vec![f32::NAN; cells]),
-            min_k: with_loss.then(|| [vec![f32::NAN; cells], vec![f32::NAN; cells]]),
+            min_k: None,
             models,
             docs,
             kept,
             only_these: false,
         }
+    }
+
+    /// The same room, keeping the logs' Min-K% and Min-K%++ statistics too.
+    pub fn with_token_statistics(self) -> ModelValues {
+        let cells = self.models.len() * self.kept.len();
+        ModelValues { min_k: Some([vec![f32::NAN; cells], vec![f32::NAN; cells]]), ..self }
     }
 
     /// Room for `models` over `docs` documents, keeping every document's accuracy.
@@ -148,6 +155,7 @@ pub(crate) struct LogRows<'a> {
     path: &'a Path,
     docs: usize,
     with_loss: bool,
+    with_token_statistics: bool,
     rows: HashMap<u32, ModelRow>,
 }
 
@@ -156,7 +164,7 @@ struct ModelRow {
     acc: Vec<f32>,
     /// Empty unless losses are kept.
     loss: Vec<f32>,
-    /// Min-K% and Min-K%++, kept with the losses.
+    /// Min-K% and Min-K%++, empty unless kept.
     min_k: [Vec<f32>; 2],
     member: Vec<bool>,
     seen: usize,
@@ -174,24 +182,34 @@ pub(crate) struct Cell {
 }
 
 impl<'a> LogRows<'a> {
-    pub(crate) fn new(path: &'a Path, docs: usize, with_loss: bool) -> LogRows<'a> {
-        LogRows { path, docs, with_loss, rows: HashMap::new() }
+    /// Rows of the log at `path` for the room of `values`: its losses and token statistics
+    /// kept if it keeps them.
+    pub(crate) fn new(path: &'a Path, values: &ModelValues) -> LogRows<'a> {
+        LogRows {
+            path,
+            docs: values.docs,
+            with_loss: values.loss.is_some(),
+            with_token_statistics: values.min_k.is_some(),
+            rows: HashMap::new(),
+        }
     }
 
     pub(crate) fn push(&mut self, model: u32, doc: usize, cell: Cell) {
         let docs = self.docs;
-        let with_loss = self.with_loss;
+        let (with_loss, with_token_statistics) = (self.with_loss, self.with_token_statistics);
         let kept = |keep: bool| if keep { vec![f32::NAN; docs] } else { Vec::new() };
         let row = self.rows.entry(model).or_insert_with(|| ModelRow {
             acc: vec![f32::NAN; docs],
             loss: kept(with_loss),
-            min_k: [kept(with_loss), kept(with_loss)],
+            min_k: [kept(with_token_statistics), kept(with_token_statistics)],
             member: vec![false; docs],
             seen: 0,
         });
         row.acc[doc] = cell.acc as f32;
         if with_loss {
             row.loss[doc] = cell.loss as f32;
+        }
+        if with_token_statistics {
             row.min_k[0][doc] = cell.min_k.map_or(f32::NAN, |v| v as f32);
             row.min_k[1][doc] = cell.min_k_pp.map_or(f32::NAN, |v| v as f32);
         }
@@ -233,10 +251,10 @@ impl<'a> LogRows<'a> {
 
 /// Reads `logs` into `values` (their rows name only its models).
 pub fn read(logs: &[PathBuf], values: ModelValues) -> Result<ModelValues> {
-    let (docs, with_loss) = (values.docs, values.loss.is_some());
+    let docs = values.docs;
     let target = Mutex::new(values);
     logs.par_iter().try_for_each(|path| {
-        let mut rows = LogRows::new(path, docs, with_loss);
+        let mut rows = LogRows::new(path, &target.lock().expect("no panics while locked"));
         let mut row = 0usize;
         schema::for_each_batch(path, |batch: LogTable| {
             for i in 0..batch.len() {

@@ -86,7 +86,9 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
     let fell_back = check_units(stored.as_ref(), &config, &corpus.unit, &found.cluster)?;
     let sizes = cluster_sizes(&found.cluster);
     // A spectrum run's scores are those of its finest level, from that level's models.
-    let values = logs.scored_values(&config.design, corpus.len(), (0..corpus.len() as u32).collect(), true);
+    let values = logs
+        .scored_values(&config.design, corpus.len(), (0..corpus.len() as u32).collect(), true)
+        .with_token_statistics();
     let only = values.only_these.then(|| values.models.clone());
     let values = Mutex::new(values);
     let accumulated = estimate::accumulate(&logs.logs, only.as_deref(), &found.cluster, &sizes, &values)?;
