@@ -31,56 +31,12 @@ use rayon::prelude::*;
 use subsets::schema::{AttackTable, CorpusTable, MembershipTable, ScoreTable};
 use subsets::seeds;
 
-use crate::membership::{PER_DOCUMENT_VARIANCE, Variance};
+use crate::membership::{PER_DOCUMENT_VARIANCE, Side, Variance};
 use crate::per_model::ModelValues;
 use crate::stats::{quantile, spearman};
 
 /// The attacks, in the order of `attacks.parquet`.
 pub const ATTACKS: [&str; 7] = ["lira_online", "lira_offline", "loss", "zlib", "min_k", "min_k_pp", "reference"];
-
-/// A document's values on one side, sorted, with running sums.
-struct Side {
-    sorted: Vec<f64>,
-    sum: f64,
-    squares: f64,
-}
-
-impl Side {
-    fn new(mut values: Vec<f64>) -> Side {
-        values.sort_by(f64::total_cmp);
-        Side { sum: values.iter().sum(), squares: values.iter().map(|v| v * v).sum(), sorted: values }
-    }
-
-    fn len(&self) -> usize {
-        self.sorted.len()
-    }
-
-    /// The median without the value at rank `without` (None: all values).
-    fn median(&self, without: Option<usize>) -> Option<f64> {
-        let n = self.len() - usize::from(without.is_some());
-        if n == 0 {
-            return None;
-        }
-        // The i-th remaining value in order.
-        let at = |i: usize| self.sorted[if without.is_some_and(|r| i >= r) { i + 1 } else { i }];
-        Some(if n % 2 == 1 { at(n / 2) } else { (at(n / 2 - 1) + at(n / 2)) / 2.0 })
-    }
-
-    /// The sample standard deviation without the value at rank `without`.
-    fn sd(&self, without: Option<usize>) -> Option<f64> {
-        let (mut n, mut sum, mut squares) = (self.len() as f64, self.sum, self.squares);
-        if let Some(r) = without {
-            let v = self.sorted[r];
-            (n, sum, squares) = (n - 1.0, sum - v, squares - v * v);
-        }
-        (n >= 2.0).then(|| ((squares - sum * sum / n) / (n - 1.0)).max(0.0).sqrt())
-    }
-
-    /// The rank of `value` (one of the side's).
-    fn rank(&self, value: f64) -> usize {
-        self.sorted.partition_point(|&v| v < value)
-    }
-}
 
 /// The shadows' Gaussians of one (target, document): (μ_in, σ_in, μ_out, σ_out).
 type Gaussians = (f64, f64, f64, f64);

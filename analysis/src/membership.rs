@@ -29,7 +29,6 @@ use serde::Serialize;
 use subsets::schema::{CorpusTable, MembershipTable};
 
 use crate::per_model::ModelValues;
-use crate::stats::quantile;
 
 /// Models a side from which every document's own variance is used.
 pub const PER_DOCUMENT_VARIANCE: usize = 32;
@@ -54,24 +53,53 @@ pub enum Variance {
     Fixed,
 }
 
-/// The IN and OUT statistics of one document, in model order.
-struct Sides {
-    inside: Vec<f64>,
-    outside: Vec<f64>,
+/// A document's values on one side, sorted, with running sums.
+pub(crate) struct Side {
+    pub(crate) sorted: Vec<f64>,
+    sum: f64,
+    squares: f64,
 }
 
-/// The median of `values` (sorted in place), None when empty.
-fn median(values: &mut [f64]) -> Option<f64> {
-    values.sort_by(f64::total_cmp);
-    quantile(values, 0.5)
-}
+impl Side {
+    pub(crate) fn new(mut values: Vec<f64>) -> Side {
+        values.sort_by(f64::total_cmp);
+        Side { sum: values.iter().sum(), squares: values.iter().map(|v| v * v).sum(), sorted: values }
+    }
 
-/// Sum of squared deviations from the mean, and the degrees of freedom (n − 1).
-fn squares(values: &[f64]) -> Option<(f64, usize)> {
-    (values.len() >= 2).then(|| {
-        let mean = values.iter().sum::<f64>() / values.len() as f64;
-        (values.iter().map(|v| (v - mean).powi(2)).sum(), values.len() - 1)
-    })
+    pub(crate) fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// The median without the value at rank `without` (None: all values).
+    pub(crate) fn median(&self, without: Option<usize>) -> Option<f64> {
+        let n = self.len() - usize::from(without.is_some());
+        if n == 0 {
+            return None;
+        }
+        // The i-th remaining value in order.
+        let at = |i: usize| self.sorted[if without.is_some_and(|r| i >= r) { i + 1 } else { i }];
+        Some(if n % 2 == 1 { at(n / 2) } else { (at(n / 2 - 1) + at(n / 2)) / 2.0 })
+    }
+
+    /// The sum of squared deviations from the mean.
+    pub(crate) fn squares_about_mean(&self) -> f64 {
+        (self.squares - self.sum * self.sum / self.len() as f64).max(0.0)
+    }
+
+    /// The sample standard deviation without the value at rank `without`.
+    pub(crate) fn sd(&self, without: Option<usize>) -> Option<f64> {
+        let (mut n, mut sum, mut squares) = (self.len() as f64, self.sum, self.squares);
+        if let Some(r) = without {
+            let v = self.sorted[r];
+            (n, sum, squares) = (n - 1.0, sum - v, squares - v * v);
+        }
+        (n >= 2.0).then(|| ((squares - sum * sum / n) / (n - 1.0)).max(0.0).sqrt())
+    }
+
+    /// The rank of `value` (one of the side's).
+    pub(crate) fn rank(&self, value: f64) -> usize {
+        self.sorted.partition_point(|&v| v < value)
+    }
 }
 
 /// The AUC of `inside` against `outside`: P(in > out) + ½ P(in = out), by ranks.
@@ -100,49 +128,39 @@ fn auc(inside: &[f64], outside: &[f64]) -> Option<f64> {
 pub fn table(values: &ModelValues, corpus: &CorpusTable) -> (MembershipTable, Variance) {
     let loss = values.loss.as_deref().expect("membership reads losses");
     let width = values.kept.len();
-    let sides: Vec<Sides> = (0..width)
+    // Per document, its OUT and IN statistics.
+    let sides: Vec<[Side; 2]> = (0..width)
         .map(|c| {
             let doc = values.kept[c] as usize;
-            let mut sides = Sides { inside: Vec::new(), outside: Vec::new() };
-            for row in 0..values.models.len() {
-                let statistic = -f64::from(loss[row * width + c]);
-                match values.member_row(row)[doc] {
-                    true => sides.inside.push(statistic),
-                    false => sides.outside.push(statistic),
-                }
-            }
-            sides
+            [false, true].map(|inside| {
+                let rows = (0..values.models.len()).filter(|&row| values.member_row(row)[doc] == inside);
+                Side::new(rows.map(|row| -f64::from(loss[row * width + c])).collect())
+            })
         })
         .collect();
-    let scored = |s: &Sides| !s.inside.is_empty() && !s.outside.is_empty();
-    let per_document = sides
-        .iter()
-        .filter(|s| scored(s))
-        .all(|s| s.inside.len() >= PER_DOCUMENT_VARIANCE && s.outside.len() >= PER_DOCUMENT_VARIANCE);
+    let scored = |s: &[Side; 2]| s.iter().all(|side| side.len() > 0);
+    let per_document =
+        sides.iter().filter(|s| scored(s)).all(|s| s.iter().all(|side| side.len() >= PER_DOCUMENT_VARIANCE));
     let variance = if per_document { Variance::PerDocument } else { Variance::Fixed };
-    let pooled = |side: fn(&Sides) -> &[f64]| -> Option<f64> {
-        let (sum, dof) = sides
+    let pooled = |i: usize| -> Option<f64> {
+        let (squares, dof) = sides
             .iter()
-            .filter(|s| scored(s))
-            .filter_map(|s| squares(side(s)))
-            .fold((0.0, 0), |(sum, dof), (ss, n)| (sum + ss, dof + n));
-        (dof > 0).then(|| (sum / dof as f64).sqrt())
+            .filter(|s| scored(s) && s[i].len() >= 2)
+            .fold((0.0, 0.0), |(squares, dof), s| (squares + s[i].squares_about_mean(), dof + s[i].len() as f64 - 1.0));
+        (dof > 0.0).then(|| (squares / dof).sqrt())
     };
-    let (pooled_in, pooled_out) = (pooled(|s| &s.inside), pooled(|s| &s.outside));
+    let (pooled_out, pooled_in) = (pooled(0), pooled(1));
 
     let mut table = MembershipTable::default();
-    for (c, mut s) in sides.into_iter().enumerate() {
+    for (c, [outside, inside]) in sides.iter().enumerate() {
         let doc = values.kept[c] as usize;
-        let (sd_in, sd_out) = match (variance, scored(&s)) {
+        let (sd_in, sd_out) = match (variance, scored(&sides[c])) {
             (_, false) => (None, None),
-            (Variance::PerDocument, true) => {
-                let sd = |v: &[f64]| squares(v).map(|(ss, n)| (ss / n as f64).sqrt());
-                (sd(&s.inside), sd(&s.outside))
-            }
+            (Variance::PerDocument, true) => (inside.sd(None), outside.sd(None)),
             (Variance::Fixed, true) => (pooled_in, pooled_out),
         };
-        let exposure_auc = if scored(&s) { auc(&s.inside, &s.outside) } else { None };
-        let (mu_in, mu_out) = (median(&mut s.inside), median(&mut s.outside));
+        let exposure_auc = if scored(&sides[c]) { auc(&inside.sorted, &outside.sorted) } else { None };
+        let (mu_in, mu_out) = (inside.median(None), outside.median(None));
         let exposure_d = match (mu_in, mu_out, sd_in, sd_out) {
             (Some(mu_in), Some(mu_out), Some(sd_in), Some(sd_out)) => {
                 let spread = ((sd_in * sd_in + sd_out * sd_out) / 2.0).sqrt();
@@ -198,8 +216,8 @@ impl MembershipSummary {
         let mut ranked: Vec<usize> = (0..table.doc.len()).filter(|&i| table.exposure_d[i].is_some()).collect();
         let d = |i: usize| table.exposure_d[i].expect("filtered");
         ranked.sort_by(|&a, &b| d(b).total_cmp(&d(a)).then(a.cmp(&b)));
-        let mut exposures: Vec<f64> = ranked.iter().map(|&i| d(i)).collect();
-        let mut aucs: Vec<f64> = ranked.iter().filter_map(|&i| table.exposure_auc[i]).collect();
+        let exposures: Vec<f64> = ranked.iter().map(|&i| d(i)).collect();
+        let aucs: Vec<f64> = ranked.iter().filter_map(|&i| table.exposure_auc[i]).collect();
         let saturated =
             (!aucs.is_empty()).then(|| aucs.iter().filter(|&&a| a >= 1.0).count() as f64 / aucs.len() as f64);
         MembershipSummary {
@@ -207,8 +225,8 @@ impl MembershipSummary {
             variance,
             per_document_variance_from: PER_DOCUMENT_VARIANCE,
             documents: ranked.len(),
-            median_exposure_d: median(&mut exposures),
-            median_exposure_auc: median(&mut aucs),
+            median_exposure_d: Side::new(exposures).median(None),
+            median_exposure_auc: Side::new(aucs).median(None),
             saturated,
             most_exposed: ranked
                 .iter()
