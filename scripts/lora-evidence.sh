@@ -13,15 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/real-text-setup.sh
 
-# The base: scripts/finetune-evidence.sh's.
-cat > "$out/pretrain.toml" <<TOML
-$MODEL_TOML
-[train]
-epochs = 8
-batch_size = 16
-lr = 0.01
-TOML
-"$cfmem" pretrain --corpus "$out/background.jsonl" --config "$out/pretrain.toml" --out "$out/base" --device cpu
+pretrain_base
 
 for audit in full lora; do
     config=configs/finetune.toml

@@ -18,15 +18,7 @@ source scripts/real-text-setup.sh
 source scripts/hf-env.sh
 models=64
 
-cat > "$out/pretrain.toml" <<TOML
-$MODEL_TOML
-[train]
-epochs = 8
-batch_size = 16
-lr = 0.01
-TOML
-[ -f "$out/base/config.json" ] ||
-    "$cfmem" pretrain --corpus "$out/background.jsonl" --config "$out/pretrain.toml" --out "$out/base" --device cpu
+pretrain_base
 sed 's/^stack = 16$/stack = 8/' configs/lora.toml > "$out/lora.toml"
 
 for audit in full lora; do
