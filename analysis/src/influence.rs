@@ -18,7 +18,6 @@
 //! Self-influence (x = y, which is mem) is left out, as are training documents without
 //! both IN and OUT models.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -145,26 +144,7 @@ fn target_docs(corpus: &CorpusTable, targets: &Targets) -> Result<Vec<u32>> {
             }
             held
         }
-        Targets::Ids(path) => {
-            let text = std::fs::read_to_string(path).map_err(subsets::Error::io(path))?;
-            let by_id: HashMap<&str, u32> =
-                corpus.doc_id.iter().map(String::as_str).zip(corpus.doc.iter().copied()).collect();
-            let mut docs = Vec::new();
-            for (line, id) in text.lines().enumerate() {
-                let id = id.trim();
-                if id.is_empty() {
-                    continue;
-                }
-                let doc = by_id.get(id).ok_or_else(|| {
-                    Error::Message(format!("{}: line {}: no document has id {id:?}", path.display(), line + 1))
-                })?;
-                docs.push(*doc);
-            }
-            if docs.is_empty() {
-                return Err(Error::Message(format!("{}: lists no document ids", path.display())));
-            }
-            docs
-        }
+        Targets::Ids(path) => subsets::corpus::listed_documents(path, &corpus.doc_id)?,
     };
     Ok(docs)
 }

@@ -145,8 +145,16 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
         scores.group_mem_loss_se.push(group_mem_loss_se);
     }
 
-    let (attacks, attack_variance) =
-        attacks::evaluate(&values, &corpus, &scores, &membership, settings.bootstrap, config.seed);
+    let reference = attacks::reference_statistic(run, &corpus)?;
+    let (attacks, attack_variance) = attacks::evaluate(
+        &values,
+        &corpus,
+        &scores,
+        &membership,
+        (reference.as_deref(), config.base.is_some()),
+        settings.bootstrap,
+        config.seed,
+    );
     drop(values);
     let clusters = cluster_table(&accumulated.clusters, &sizes);
     let copies = copies_table(&config, &corpus, &scores);

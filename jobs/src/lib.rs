@@ -12,10 +12,13 @@
 //! - [`pretrain`] trains one model on a whole corpus, with checkpoints it resumes from,
 //!   and writes it as a base.
 //! - [`stored`] reads and writes tensors as safetensors files (a leaf: it knows no model).
+//! - [`target`] evaluates a model from outside a run on the run's documents, once it is
+//!   found compatible with the run's models (`cfmem attack`).
 //! - [`train`] trains a stack of models, each on its own subset, and evaluates every model
 //!   on every document.
 //! - [`trainer`] is the trainer the job queue (crate `queue`) drives: a run's documents
-//!   tokenized once, then each job's stack trained and evaluated.
+//!   tokenized once, then each job's stack trained and evaluated; and the base evaluated
+//!   as the membership attacks' reference.
 //!
 //! Which job runs, claims, logs and their completion records are the queue's: results leave
 //! through [`subsets::schema::LogTable`] rows handed to the queue, and progress through
@@ -28,6 +31,7 @@ pub mod lora;
 pub mod model;
 pub mod pretrain;
 pub mod stored;
+pub mod target;
 pub mod train;
 pub mod trainer;
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The trainer the job queue drives ([`queue::Trainer`]): a planned run's documents and
 //! background tokenized once, and its base's weights loaded once, when the trainer is
 //! built, then each job's stack handed to [`train::train_and_evaluate`] on one device, and
-//! a LoRA stack's adapters kept in the run directory.
+//! a LoRA stack's adapters kept in the run directory; and the base's own evaluation of
+//! every document, the reference model of the membership attacks (`RUN/reference.parquet`).
 //! Which job runs, claims and logs are the queue's.
 
 use tch::{Device, Tensor};
@@ -11,16 +12,17 @@ use subsets::architecture::Architecture;
 use subsets::config::RunConfig;
 use subsets::layout::RunDir;
 use subsets::membership;
-use subsets::schema::{self, CorpusTable, LogTable};
+use subsets::schema::{self, CorpusTable, EvaluationTable, LogTable};
 use subsets::tokenizer::{RunTokens, Tokenizer};
 
 use crate::base;
-use crate::train::{self, StackInput};
+use crate::train::{self, DocEval, StackInput};
 use crate::{Error, Result};
 
 /// A planned run's documents, tokenized, ready to train any of its jobs on `device`.
 pub struct RunTrainer {
     config: RunConfig,
+    doc_ids: Vec<String>,
     /// Token ids of every document, whole or cut to `max_tokens_per_doc`.
     documents: Vec<Vec<u32>>,
     background: Vec<Vec<u32>>,
@@ -64,6 +66,7 @@ impl RunTrainer {
         };
         Ok(RunTrainer {
             config: config.clone(),
+            doc_ids: corpus.doc_id,
             documents,
             background,
             copies: corpus.copies,
@@ -73,6 +76,61 @@ impl RunTrainer {
             run: run.clone(),
         })
     }
+}
+
+impl RunTrainer {
+    /// The run's documents as its models read them: token ids, whole or cut.
+    pub fn documents(&self) -> &[Vec<u32>] {
+        &self.documents
+    }
+
+    pub fn config(&self) -> &RunConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Evaluates `weights` (`[P]`, of the run's architecture) on every document, as the
+    /// jobs evaluate their models but in fp32.
+    pub fn evaluate_weights(&self, architecture: Architecture, weights: &Tensor) -> Result<Vec<DocEval>> {
+        let stack = train::Stack::from_rows(
+            architecture,
+            std::slice::from_ref(weights),
+            subsets::config::Precision::Fp32,
+            self.device,
+        )?;
+        let documents: Vec<&[u32]> = self.documents.iter().map(Vec::as_slice).collect();
+        Ok(stack.evaluate(&documents, self.config.train.eval_batch_size as usize)?.remove(0))
+    }
+
+    /// Writes `RUN/reference.parquet`, the base evaluated on every document, unless the run
+    /// has no base or the file is there; returns whether it wrote it.
+    pub fn write_reference(&self) -> Result<bool> {
+        let path = self.run.reference();
+        let Some(base) = self.base.as_ref().filter(|_| !path.exists()) else {
+            return Ok(false);
+        };
+        let architecture = Architecture::new(&self.config.model, self.config.tokens.layout());
+        let evals = self.evaluate_weights(architecture, base)?;
+        schema::write(&path, &evaluation_table(&self.doc_ids, &evals), Some(self.config.seed))?;
+        Ok(true)
+    }
+}
+
+/// A model's evaluation of each document (`doc_ids`, in corpus order) as an
+/// [`EvaluationTable`].
+pub fn evaluation_table(doc_ids: &[String], evals: &[DocEval]) -> EvaluationTable {
+    let mut table = EvaluationTable::default();
+    for (doc, (id, eval)) in doc_ids.iter().zip(evals).enumerate() {
+        table.doc.push(doc as u32);
+        table.doc_id.push(id.clone());
+        table.tokens.push(eval.tokens);
+        table.nll.push(eval.nll);
+        table.correct.push(eval.correct);
+    }
+    table
 }
 
 impl queue::Trainer for RunTrainer {

@@ -10,7 +10,7 @@ use clap::Args;
 
 use jobs::base::LoadedBase;
 use subsets::corpus;
-use subsets::schema::{self, EvaluationTable};
+use subsets::schema;
 
 use crate::ComputeArgs;
 
@@ -40,14 +40,8 @@ pub fn run(args: &EvaluateArgs) -> Result<()> {
     let ids = loaded.base.tokenizer.encode_documents(&documents, None)?;
     let slices: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
     let evals = loaded.evaluate(&slices, args.batch_size as usize, device)?;
-    let mut table = EvaluationTable::default();
-    for (doc, (document, eval)) in documents.iter().zip(&evals).enumerate() {
-        table.doc.push(doc as u32);
-        table.doc_id.push(document.id.clone());
-        table.tokens.push(eval.tokens);
-        table.nll.push(eval.nll);
-        table.correct.push(eval.correct);
-    }
+    let doc_ids: Vec<String> = documents.iter().map(|d| d.id.clone()).collect();
+    let table = jobs::trainer::evaluation_table(&doc_ids, &evals);
     schema::write(&args.out, &table, None)?;
     let tokens: u64 = table.tokens.iter().map(|&t| u64::from(t)).sum();
     let nll: f64 = table.nll.iter().sum();

@@ -2,6 +2,7 @@
 //! crates (`duplicates`, `subsets`, `queue`, `jobs`, `analysis`), which never see a clap
 //! type; progress is drawn here, from the events the job runner reports.
 
+mod attack;
 mod bench;
 mod dups;
 mod evaluate;
@@ -69,6 +70,10 @@ enum Command {
     /// Counterfactual influence: for each target document, the training documents whose
     /// presence changes the models' accuracy on it most.
     Influence(influence::InfluenceArgs),
+    /// Attack a model from outside the run (exported from it, or fine-tuned elsewhere on
+    /// some of its documents) with the run's models as shadows: every membership attack's
+    /// score of each document, and with --members its AUC and TPR at low FPR.
+    Attack(attack::AttackArgs),
     /// Jobs complete, claimed, stale, damaged or not started; models done, throughput, ETA.
     Status(StatusArgs),
     /// Write (and with --submit, submit) a Slurm job array that runs the run's jobs.
@@ -409,6 +414,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Tokenizer(args) => train_tokenizer(&args),
         Command::Dups(args) => dups::run(&args),
         Command::Influence(args) => influence::run(&args),
+        Command::Attack(args) => attack::run(&args),
         Command::Report(args) => {
             report::write(&args.run, args.out.as_deref(), args.top as usize, args.rank_by).map(drop)
         }
@@ -659,6 +665,16 @@ fn run_jobs(run: &Path, compute: &ComputeArgs, selection: &Selection) -> Result<
     let bars = progress::Bars::new(count);
     let outcomes = queue.run(&trainer, selection, &bars)?;
     bars.finish();
+    // One worker evaluates the base once: the one whose jobs include the run's first.
+    let first = queue.job_ids().first().copied();
+    if selection.jobs.as_ref().is_none_or(|jobs| first.is_some_and(|f| jobs.contains(&f)))
+        && trainer.write_reference()?
+    {
+        eprintln!(
+            "evaluated the base on every document, the membership attacks' reference: {}",
+            queue.run_dir().reference().display()
+        );
+    }
     let count = |f: fn(&JobOutcome) -> bool| outcomes.iter().filter(|(_, o)| f(o)).count();
     eprintln!(
         "{} jobs ran, {} redone, {} already complete",

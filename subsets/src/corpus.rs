@@ -32,6 +32,31 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The documents a file of ids lists, one id a line (blank lines skipped), as rows of a
+/// corpus whose ids are `doc_ids`; an unknown id is refused naming its line, and a file
+/// that lists none is refused.
+pub fn listed_documents(path: &Path, doc_ids: &[String]) -> Result<Vec<u32>> {
+    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+    let by_id: HashMap<&str, u32> = doc_ids.iter().enumerate().map(|(doc, id)| (id.as_str(), doc as u32)).collect();
+    let mut docs = Vec::new();
+    for (line, id) in text.lines().enumerate() {
+        let id = id.trim();
+        if id.is_empty() {
+            continue;
+        }
+        let doc = by_id.get(id).ok_or_else(|| Error::Line {
+            path: path.to_path_buf(),
+            line: line + 1,
+            message: format!("no document has id {id:?}"),
+        })?;
+        docs.push(*doc);
+    }
+    if docs.is_empty() {
+        return Err(Error::file(path, "lists no document ids"));
+    }
+    Ok(docs)
+}
+
 /// Reads and validates the corpus at `path`.
 pub fn read(path: &Path) -> Result<Vec<Document>> {
     let meta = std::fs::metadata(path).map_err(Error::io(path))?;

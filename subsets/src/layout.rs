@@ -13,8 +13,10 @@
 //! RUN/logs/job-NNNNN.done      checksum, size and mtime of that log, written when the job completed
 //! RUN/adapters/model-NNNNN/   a LoRA model's adapters as peft saves them (adapter_config.json,
 //!                              adapter_model.safetensors), written when its job trained it
+//! RUN/reference.parquet        the base evaluated on every document, the attacks' reference (runs from a base)
 //! RUN/slurm/                   array.sbatch, the Slurm job ids submitted, task output
-//! RUN/analysis/*.parquet       scores, clusters, copies, duplicates, influence, reliability, spectrum
+//! RUN/analysis/*.parquet       scores, clusters, copies, duplicates, influence, reliability, spectrum,
+//!                              membership exposure, attacks
 //! RUN/analysis/summary.json    the printed summary's numbers, the diagnosis of the regime included
 //! RUN/analysis/report.html     the HTML report (`cfmem report`)
 //! ```
@@ -102,6 +104,13 @@ impl RunDir {
 
     pub fn slurm_script(&self) -> PathBuf {
         self.slurm_dir().join("array.sbatch")
+    }
+
+    /// The run's base evaluated on every document (an `EvaluationTable`): the reference
+    /// model of the membership attacks, written once by the worker whose jobs include the
+    /// run's first.
+    pub fn reference(&self) -> PathBuf {
+        self.root.join("reference.parquet")
     }
 
     /// The Slurm job ids of `cfmem slurm --submit`, one a line, the latest last.

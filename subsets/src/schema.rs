@@ -99,6 +99,19 @@ impl ColumnType for bool {
     }
 }
 
+impl ColumnType for Option<bool> {
+    const DATA_TYPE: DataType = DataType::Boolean;
+    const NULLABLE: bool = true;
+    fn to_array(values: &[Self]) -> ArrayRef {
+        let mut builder = BooleanBuilder::with_capacity(values.len());
+        builder.extend(values.iter().copied());
+        Arc::new(builder.finish())
+    }
+    fn from_array(array: &dyn Array) -> Option<Vec<Self>> {
+        Some(array.as_boolean_opt()?.iter().collect())
+    }
+}
+
 impl ColumnType for Option<String> {
     const DATA_TYPE: DataType = DataType::Utf8;
     const NULLABLE: bool = true;
@@ -565,20 +578,49 @@ table! {
 table! {
     /// `analysis/attacks.parquet`: one row per membership inference attack, evaluated with
     /// each model in turn the target and the others its shadows, the targets' scores pooled
-    /// into one ROC: its `auc` with a 95% bootstrap interval over target models (`auc_lo`,
-    /// `auc_hi`), the TPR at 1% and at 0.1% FPR, the `targets` pooled (0: the attack is
+    /// into one ROC: its `auc` and TPR at 1% and at 0.1% FPR, each with a 95% bootstrap
+    /// interval over target models (`_lo`, `_hi`), the `targets` pooled (0: the attack is
     /// unavailable, `note` says why), and `spearman_mem_loss`, the Spearman correlation over
     /// documents of the attack's mean score on a document's members with its mem_loss.
+    /// `cfmem attack --members` prints the same table for one target, its intervals over
+    /// documents.
     pub struct AttackTable {
         pub attack: Vec<String>,
         pub auc: Vec<Option<f64>>,
         pub auc_lo: Vec<Option<f64>>,
         pub auc_hi: Vec<Option<f64>>,
         pub tpr_at_1pct_fpr: Vec<Option<f64>>,
+        pub tpr_at_1pct_fpr_lo: Vec<Option<f64>> = None,
+        pub tpr_at_1pct_fpr_hi: Vec<Option<f64>> = None,
         pub tpr_at_0_1pct_fpr: Vec<Option<f64>>,
+        pub tpr_at_0_1pct_fpr_lo: Vec<Option<f64>> = None,
+        pub tpr_at_0_1pct_fpr_hi: Vec<Option<f64>> = None,
         pub targets: Vec<u32>,
         pub spearman_mem_loss: Vec<Option<f64>>,
         pub note: Vec<Option<String>>,
+    }
+}
+
+table! {
+    /// `cfmem attack` output: one row per document of the run, every attack's score of the
+    /// target model (higher for a member; null where an attack has none: a held-out
+    /// document has no IN shadows, `reference` needs the run's base), and the target's own
+    /// evaluation (`nll` summed over `tokens`). `member` is what `--members` said, null
+    /// without it.
+    pub struct TargetAttackTable {
+        pub doc: Vec<u32>,
+        pub doc_id: Vec<String>,
+        pub source: Vec<Option<String>>,
+        pub member: Vec<Option<bool>>,
+        pub tokens: Vec<u32>,
+        pub nll: Vec<f64>,
+        pub lira_online: Vec<Option<f64>>,
+        pub lira_offline: Vec<Option<f64>>,
+        pub loss: Vec<Option<f64>>,
+        pub zlib: Vec<Option<f64>>,
+        pub min_k: Vec<Option<f64>>,
+        pub min_k_pp: Vec<Option<f64>>,
+        pub reference: Vec<Option<f64>>,
     }
 }
 
