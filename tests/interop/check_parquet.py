@@ -71,11 +71,14 @@ def make_run(cfmem, work):
             f.write(json.dumps({"id": f"bg-{i}", "text": f"background text number {i}, trained on, never scored"}) + "\n")
     config = work / "tiny.toml"
     config.write_text(TINY)
-    run = work / "run"
+    run, base = work / "run", work / "base"
     steps = [
+        # A base pretrained on the background: the run's models start from it, and `cfmem run`
+        # evaluates it into reference.parquet, the reference attack's model.
+        ["pretrain", "--corpus", str(background), "--config", str(config), "--out", str(base), "--seed", str(SEED)],
         ["plan", "--corpus", str(corpus), "--out", str(run), "--models", "6", "--keep", "0.5",
          "--seed", str(SEED), "--holdout", "0.1", "--config", str(config), "--copies", "1,4", "--canaries", "4",
-         "--background", str(background), "--eval-at", "0.5,1"],
+         "--background", str(background), "--eval-at", "0.5,1", "--init", str(base)],
         ["run", str(run), "--device", "cpu"],
         ["analyze", str(run)],
     ]
@@ -184,9 +187,10 @@ def pooled_roc(scores, labels):
     return auc, tprs
 
 
-def check_attacks(run):
+def check_attacks(cfmem, run, work):
     """Every attack recomputed from the logs with numpy and pandas, target by target with its
-    shadows listed one by one: the same AUC within 1e-6, TPRs and Spearman with mem_loss."""
+    shadows listed one by one: the same AUC within 1e-6, TPRs and Spearman with mem_loss. And
+    `cfmem attack` on the run's base, every run model its shadow: the same LiRA scores."""
     logs = pd.concat(pd.read_parquet(p) for p in sorted((run / "logs").glob("job-*.parquet")))
     logs = logs[logs.checkpoint == 1.0]
     corpus = pd.read_parquet(run / "corpus.parquet", columns=["doc", "text", "tokens", "holdout"])
@@ -233,7 +237,11 @@ def check_attacks(run):
             log_out = -np.log(sd_out) - (s - mu_out) ** 2 / (2 * sd_out**2)
             score["lira_online"][target, doc] = log_in - log_out
             score["lira_offline"][target, doc] = (s - mu_out) / sd_out
-    score.update(loss=statistic, zlib=statistic * zlib_factor, min_k=min_k, min_k_pp=min_k_pp)
+    reference = pd.read_parquet(run / "reference.parquet")
+    assert list(reference.doc_id) == list(pd.read_parquet(run / "corpus.parquet").doc_id)
+    base_statistic = (-reference.nll / reference.tokens).to_numpy()
+    score.update(loss=statistic, zlib=statistic * zlib_factor, min_k=min_k, min_k_pp=min_k_pp,
+                 reference=statistic - base_statistic)
     table = pd.read_parquet(run / "analysis/attacks.parquet").set_index("attack")
     for name, values in score.items():
         points = [(values[m, d], member[m, d]) for m in range(len(models)) for d in range(docs)
@@ -247,7 +255,31 @@ def check_attacks(run):
         frame = pd.DataFrame(per_doc, columns=["score", "mem_loss"])
         spearman = frame.score.rank().corr(frame.mem_loss.rank())
         assert abs(row.spearman_mem_loss - spearman) <= 1e-9, f"{name}: Spearman {row.spearman_mem_loss} vs {spearman}"
-    assert table.loc["reference"].targets == 0 and "reference model" in table.loc["reference"].note
+
+    # The base attacked from outside, as if it had trained on the first ten documents.
+    members, out = work / "members.txt", work / "base-attack.parquet"
+    members.write_text("\n".join(f"doc-{i}" for i in range(10)) + "\n")
+    printed = subprocess.run([cfmem, "attack", str(run), "--target", str(work / "base"), "--members", str(members),
+                              "--out", str(out), "--device", "cpu"], check=True, capture_output=True, text=True).stdout
+    attacked = pd.read_parquet(out)
+    assert list(attacked.member[:10]) == [True] * 10 and not attacked.member[10:].any()
+    sd_in, sd_out = pooled_sd(-1, True), pooled_sd(-1, False)
+    for doc in range(docs):
+        s = -attacked.nll[doc] / attacked.tokens[doc]
+        if doc not in scored:
+            assert np.isnan(attacked.lira_online[doc]), f"doc {doc}: held out, no LiRA score"
+            continue
+        mu_in, mu_out = np.median(shadow_side(-1, doc, True)), np.median(shadow_side(-1, doc, False))
+        online = -np.log(sd_in) - (s - mu_in) ** 2 / (2 * sd_in**2) + np.log(sd_out) + (s - mu_out) ** 2 / (2 * sd_out**2)
+        for name, ours in (("lira_online", online), ("lira_offline", (s - mu_out) / sd_out),
+                           ("reference", s - base_statistic[doc])):
+            theirs = attacked[name][doc]
+            assert abs(theirs - ours) <= 1e-5 * max(1, abs(ours)), f"attack on the base, doc {doc}: {name} {theirs} vs {ours}"
+    online = attacked.lira_online.to_numpy()
+    finite = np.isfinite(online)
+    auc, _ = pooled_roc(list(online[finite]), list(attacked.member.to_numpy()[finite]))
+    line = next(line for line in printed.splitlines() if line.strip().startswith("lira_online"))
+    assert f"AUC {auc:.3f}" in line, f"printed {line!r}, recomputed AUC {auc}"
     return len(score)
 
 
@@ -298,13 +330,13 @@ def main():
     assert spectrum <= seen, f"the spectrum run lacks {spectrum - seen}"
     files += spectrum_files
     scored = check_mem_acc(run)
-    attacks = check_attacks(run)
+    attacks = check_attacks(cfmem, run, work)
     check_readme_queries(run)
     read = check_users_files(cfmem, work)
     print(f"interop: {', '.join(read)} read by cfmem")
     print(f"interop: {len(files)} Parquet files read by pyarrow, pandas and DuckDB; "
           f"mem_acc and mem_loss of {scored} (score, document, checkpoint) triples recomputed in SQL within 1e-12; "
-          f"{attacks} membership attacks recomputed target by target with numpy")
+          f"{attacks} membership attacks recomputed target by target with numpy, and `cfmem attack` on the base")
 
 
 if __name__ == "__main__":
