@@ -1,5 +1,7 @@
-//! Time and peak memory of `analyze` (scores, bootstrap, reliability) and of `influence`
-//! on a synthetic run written by the benchmark itself, and the GEMM's throughput.
+//! Time and peak memory of `analyze` (scores, bootstrap, reliability, membership attacks),
+//! of `analyze` without the attacks (the baseline their cost is a ratio of), and of
+//! `influence` on a synthetic run written by the benchmark itself, and the GEMM's
+//! throughput.
 //!
 //! ```text
 //! cargo bench -p analysis --bench analyze [-- MODELS DOCS TARGETS RUNS]
@@ -9,8 +11,9 @@
 //! for influence, 3 runs each (medians reported). The run is written into a scratch
 //! directory under `target/` (about 1.5 GB at the defaults), removed at the end. Each
 //! measured stage runs in a child process of its own, so that its peak resident memory
-//! (VmHWM) is its own. With `CFMEM_BENCH_KEEP=1` the run is kept, and `analyze-stage RUN`
-//! and `influence-stage RUN IDS` run one stage on it, e.g. under `/usr/bin/time -v`.
+//! (VmHWM) is its own; the two analyses alternate, run by run. With `CFMEM_BENCH_KEEP=1` the
+//! run is kept, and `analyze-stage RUN attacks|no-attacks` and `influence-stage RUN IDS` run
+//! one stage on it, e.g. under `/usr/bin/time -v`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,7 +30,7 @@ use subsets::layout::RunDir;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     match args.first().map(String::as_str) {
-        Some("analyze-stage") => analyze_stage(Path::new(&args[1])),
+        Some("analyze-stage") => analyze_stage(Path::new(&args[1]), args.get(2).is_none_or(|a| a != "no-attacks")),
         Some("influence-stage") => influence_stage(Path::new(&args[1]), Path::new(&args[2])),
         _ => {
             let number = |i: usize, default: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
@@ -60,17 +63,19 @@ fn drive(models: usize, docs: usize, targets: usize, runs: usize) {
     std::fs::write(&ids, listed).expect("targets file");
 
     let exe = std::env::current_exe().expect("bench binary");
-    let stage = |args: &[&Path]| -> Vec<String> {
-        (0..runs)
-            .map(|_| {
-                let out = Command::new(&exe).args(args).output().expect("stage runs");
-                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-                String::from_utf8(out.stdout).expect("utf-8")
-            })
-            .collect()
-    };
-    let analyze_runs = stage(&[Path::new("analyze-stage"), &dir]);
-    summarize(&format!("analyze, {models} models × {docs} documents, bootstrap 200 + reliability"), &analyze_runs);
+    let stage = |args: &[&Path]| -> Vec<String> { (0..runs).flat_map(|_| stage_once(&exe, args)).collect() };
+    let (mut with_attacks, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        with_attacks.extend(stage_once(&exe, &[Path::new("analyze-stage"), &dir, Path::new("attacks")]));
+        without.extend(stage_once(&exe, &[Path::new("analyze-stage"), &dir, Path::new("no-attacks")]));
+    }
+    let what = format!("{models} models × {docs} documents, bootstrap 200 + reliability");
+    summarize(&format!("analyze, {what}, membership attacks"), &with_attacks);
+    summarize(&format!("analyze --no-attacks, {what}"), &without);
+    println!(
+        "  analyze with the attacks takes {:.2} times the time without (medians)",
+        median_seconds(&with_attacks) / median_seconds(&without)
+    );
     let influence_runs = stage(&[Path::new("influence-stage"), &dir, &ids]);
     let flops = 2.0 * targets as f64 * models as f64 * docs as f64;
     summarize(&format!("influence, {models} models × {docs} training documents × {targets} targets"), &influence_runs);
@@ -98,11 +103,19 @@ fn mix(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn analyze_stage(dir: &Path) {
+/// One stage in a child process of its own: its output.
+fn stage_once(exe: &Path, args: &[&Path]) -> Option<String> {
+    let out = Command::new(exe).args(args).output().expect("stage runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Some(String::from_utf8(out.stdout).expect("utf-8"))
+}
+
+fn analyze_stage(dir: &Path, attacks: bool) {
     let run = RunDir::new(dir);
     let start = Instant::now();
     let logs = RunLogs::open(&run).expect("complete logs");
-    let analysis = scores::analyze(&run, &logs, AnalyzeSettings::default()).expect("analyze");
+    let settings = AnalyzeSettings { attacks, ..AnalyzeSettings::default() };
+    let analysis = scores::analyze(&run, &logs, settings).expect("analyze");
     analysis.write(&run).expect("write");
     let elapsed = start.elapsed();
     println!("seconds {:.3}", elapsed.as_secs_f64());

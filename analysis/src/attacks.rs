@@ -36,7 +36,8 @@ use rayon::prelude::*;
 use subsets::config::RunConfig;
 use subsets::layout::RunDir;
 use subsets::schema::{
-    self, AttackTable, CorpusTable, EvaluationTable, MembershipTable, ScoreTable, Table, TargetAttackTable,
+    self, AttackRocTable, AttackTable, CorpusTable, EvaluationTable, MembershipTable, ScoreTable, Table,
+    TargetAttackTable,
 };
 use subsets::seeds;
 
@@ -50,6 +51,11 @@ pub const ATTACKS: [&str; 7] = ["lira_online", "lira_offline", "loss", "zlib", "
 
 /// The FPR bounds whose TPR the tables give.
 const FPRS: [f64; 2] = [0.01, 0.001];
+
+/// The FPRs `attack_roc.parquet` samples each curve at: 10⁻⁴ to 1, ten a decade.
+fn roc_grid() -> Vec<f64> {
+    (0..=40).map(|k| 10f64.powf(-4.0 + f64::from(k) / 10.0)).collect()
+}
 
 /// The shadows' Gaussians of one (target, document): (μ_in, σ_in, μ_out, σ_out).
 type Gaussians = (f64, f64, f64, f64);
@@ -458,7 +464,10 @@ impl Pooled {
         };
         let resampled_tprs: Vec<Vec<f64>> = weights.par_iter().filter_map(|w| self.tprs(w, &FPRS)).collect();
         let tpr_interval = |i: usize| interval(resampled_tprs.iter().map(|t| t[i]).collect());
+        let grid = roc_grid();
+        let curve = grid.iter().copied().zip(self.tprs(&ones, &grid)?).collect();
         Some(Figures {
+            curve,
             auc,
             auc_interval: interval(resampled_aucs),
             tprs: [tprs[0], tprs[1]],
@@ -469,6 +478,8 @@ impl Pooled {
 
 /// A pooled ROC's figures.
 struct Figures {
+    /// (FPR, TPR) at [`roc_grid`]'s FPRs.
+    curve: Vec<(f64, f64)>,
     auc: f64,
     auc_interval: Option<(f64, f64)>,
     tprs: [f64; 2],
@@ -535,8 +546,7 @@ fn no_reference(has_base: bool) -> String {
 /// Evaluates every attack on the run's models (`values`, with losses), the documents'
 /// `scores` giving mem_loss and `membership` their zlib lengths, `reference` the reference
 /// statistic of every corpus document (`has_base`: why there is none); `bootstrap`
-/// resamples of the targets, seeded by `seed`. Returns the table and the variance rule the
-/// LiRA attacks used.
+/// resamples of the targets, seeded by `seed`.
 pub fn evaluate(
     values: &ModelValues,
     corpus: &CorpusTable,
@@ -545,7 +555,7 @@ pub fn evaluate(
     (reference, has_base): (Option<&[f64]>, bool),
     bootstrap: usize,
     seed: u64,
-) -> (AttackTable, Variance) {
+) -> AttackSummary {
     let docs = values.kept.len();
     let shadows = Shadows::new(values, corpus, &membership.zlib_bytes, reference);
     let holdout = &shadows.holdout;
@@ -560,7 +570,7 @@ pub fn evaluate(
     let models = targets.len();
     let member = |t: usize, doc: usize| shadows.member(targets[t], doc);
     let weights = resampling_weights(models, bootstrap, seed, "attack-bootstrap");
-    let mut table = AttackTable::default();
+    let (mut table, mut roc) = (AttackTable::default(), AttackRocTable::default());
     for (a, name) in ATTACKS.iter().enumerate() {
         let values_of = &all[a];
         let points: Vec<(f64, bool, usize)> = (0..models)
@@ -580,6 +590,11 @@ pub fn evaluate(
         }
         let note = (missing > 0).then(|| format!("{missing} (target, document) pairs without a score left out"));
         let figures = Pooled::new(points, models).figures(&weights);
+        for &(fpr, tpr) in figures.iter().flat_map(|f| &f.curve) {
+            roc.attack.push(name.to_string());
+            roc.fpr.push(fpr);
+            roc.tpr.push(tpr);
+        }
         // Per document: the mean score its members give it, against mem_loss.
         let (mut mean_score, mut mem_loss) = (Vec::new(), Vec::new());
         for d in (0..docs).filter(|&d| !holdout[d]) {
@@ -595,7 +610,7 @@ pub fn evaluate(
         }
         push_row(&mut table, name, figures.as_ref(), models as u32, spearman(&mean_score, &mem_loss), note);
     }
-    (table, shadows.variance())
+    AttackSummary { table, roc, variance: shadows.variance() }
 }
 
 /// A model from outside the run evaluated on one document: what `cfmem attack` hands over
@@ -770,10 +785,12 @@ fn target_roc(
     table
 }
 
-/// What the views say of the attacks: the table and the variance rule LiRA used.
+/// The attacks on the run's models: the table, the ROC curves and the variance rule LiRA
+/// used.
 #[derive(Debug, Clone)]
 pub struct AttackSummary {
     pub table: AttackTable,
+    pub roc: AttackRocTable,
     pub variance: Variance,
 }
 

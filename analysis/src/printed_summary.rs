@@ -38,8 +38,9 @@ pub struct PrintedSummary {
     spectrum: Option<(SpectrumSummary, Vec<(String, Verdict)>)>,
     /// Memorization over training, if the models were evaluated at more than one checkpoint.
     profile: Option<ProfileSummary>,
-    /// The documents' membership exposure and the attacks on the run's models.
-    membership: Option<(MembershipSummary, AttackSummary)>,
+    /// The documents' membership exposure and the attacks on the run's models (unless
+    /// skipped).
+    membership: Option<(MembershipSummary, Option<AttackSummary>)>,
 }
 
 /// A line of the most memorized documents: the ranking score with its standard error,
@@ -102,7 +103,7 @@ impl PrintedSummary {
     }
 
     /// The summary with the documents' membership exposure and the attacks.
-    pub fn with_membership(self, membership: MembershipSummary, attacks: AttackSummary) -> PrintedSummary {
+    pub fn with_membership(self, membership: MembershipSummary, attacks: Option<AttackSummary>) -> PrintedSummary {
         PrintedSummary { membership: Some((membership, attacks)), ..self }
     }
 
@@ -158,7 +159,7 @@ impl PrintedSummary {
             "spectrum": self.spectrum.as_ref().map(|(spectrum, _)| spectrum_json(spectrum)),
             "profile": self.profile,
             "membership": self.membership.as_ref().map(|(membership, _)| membership),
-            "attacks": self.membership.as_ref().map(|(_, attacks)| attacks.to_json()),
+            "attacks": self.membership.as_ref().and_then(|(_, attacks)| attacks.as_ref()).map(AttackSummary::to_json),
         })
     }
 }
@@ -262,7 +263,10 @@ impl fmt::Display for PrintedSummary {
             write_profile(f, profile, lead)?;
         }
         if let Some((membership, attacks)) = &self.membership {
-            write!(f, "\n{membership}{attacks}")?;
+            write!(f, "\n{membership}")?;
+            if let Some(attacks) = attacks {
+                write!(f, "{attacks}")?;
+            }
         }
         write!(f, "\n{}", self.diagnosis)
     }

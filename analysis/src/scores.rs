@@ -2,8 +2,9 @@
 //! `analysis/clusters.parquet`, `analysis/copies.parquet`, `analysis/reliability.parquet`,
 //! `analysis/profile.parquet` (the scores at every checkpoint of training, [`crate::profile`]),
 //! `analysis/membership.parquet` (each document's membership exposure, [`crate::membership`]),
-//! `analysis/attacks.parquet` (membership inference attacks on the run's models,
-//! [`crate::attacks`]),
+//! `analysis/attacks.parquet` and `analysis/attack_roc.parquet` (membership inference attacks
+//! on the run's models and their ROC curves, [`crate::attacks`]; skipped with
+//! [`AnalyzeSettings::attacks`] false),
 //! the printed summary ([`crate::printed_summary`]) and its numbers in `analysis/summary.json`,
 //! the diagnosis of whether the models generalize ([`crate::diagnosis`]) included. The
 //! duplicate scores and clusters are the ones `plan` stored (`analysis/duplicates.parquet`),
@@ -17,8 +18,8 @@ use subsets::duplicate_scores;
 use subsets::layout::RunDir;
 use subsets::plan::CANARY_SOURCE;
 use subsets::schema::{
-    self, AttackTable, ClusterTable, CopiesTable, CorpusTable, MembershipTable, ProfileTable, ReliabilityTable,
-    ScoreTable, Table, UnitTable,
+    self, ClusterTable, CopiesTable, CorpusTable, MembershipTable, ProfileTable, ReliabilityTable, ScoreTable, Table,
+    UnitTable,
 };
 use subsets::seeds;
 use subsets::tokenizer::{RunTokens, Tokenizer};
@@ -47,11 +48,14 @@ pub struct AnalyzeSettings {
     /// The score that orders the lists, leads the reliability verdict and is compared
     /// across checkpoints; both are computed and written either way.
     pub rank_by: Measure,
+    /// Whether the membership inference attacks are evaluated (`attacks.parquet`); without
+    /// them the logs' Min-K% statistics are not read either.
+    pub attacks: bool,
 }
 
 impl Default for AnalyzeSettings {
     fn default() -> Self {
-        AnalyzeSettings { bootstrap: 200, rank_by: Measure::default() }
+        AnalyzeSettings { bootstrap: 200, rank_by: Measure::default(), attacks: true }
     }
 }
 
@@ -65,8 +69,8 @@ pub struct Analysis {
     pub profile: ProfileTable,
     /// Each document's membership exposure.
     pub membership: MembershipTable,
-    /// The membership inference attacks evaluated on the run's models.
-    pub attacks: AttackTable,
+    /// The membership inference attacks evaluated on the run's models, unless skipped.
+    pub attacks: Option<AttackSummary>,
     /// Memorization at each level, for runs with levels beyond the document.
     pub spectrum: Option<SpectrumTables>,
     pub summary: PrintedSummary,
@@ -86,9 +90,8 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
     let fell_back = check_units(stored.as_ref(), &config, &corpus.unit, &found.cluster)?;
     let sizes = cluster_sizes(&found.cluster);
     // A spectrum run's scores are those of its finest level, from that level's models.
-    let values = logs
-        .scored_values(&config.design, corpus.len(), (0..corpus.len() as u32).collect(), true)
-        .with_token_statistics();
+    let values = logs.scored_values(&config.design, corpus.len(), (0..corpus.len() as u32).collect(), true);
+    let values = if settings.attacks { values.with_token_statistics() } else { values };
     let only = values.only_these.then(|| values.models.clone());
     let values = Mutex::new(values);
     let accumulated = estimate::accumulate(&logs.logs, only.as_deref(), &found.cluster, &sizes, &values)?;
@@ -145,16 +148,21 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
         scores.group_mem_loss_se.push(group_mem_loss_se);
     }
 
-    let reference = attacks::reference_statistic(run, &corpus)?;
-    let (attacks, attack_variance) = attacks::evaluate(
-        &values,
-        &corpus,
-        &scores,
-        &membership,
-        (reference.as_deref(), config.base.is_some()),
-        settings.bootstrap,
-        config.seed,
-    );
+    let attacks = match settings.attacks {
+        false => None,
+        true => {
+            let reference = attacks::reference_statistic(run, &corpus)?;
+            Some(attacks::evaluate(
+                &values,
+                &corpus,
+                &scores,
+                &membership,
+                (reference.as_deref(), config.base.is_some()),
+                settings.bootstrap,
+                config.seed,
+            ))
+        }
+    };
     drop(values);
     let clusters = cluster_table(&accumulated.clusters, &sizes);
     let copies = copies_table(&config, &corpus, &scores);
@@ -213,10 +221,7 @@ pub fn analyze(run: &RunDir, logs: &RunLogs, settings: AnalyzeSettings) -> Resul
     if let Some(profile) = profile_summary {
         summary = summary.with_profile(profile);
     }
-    summary = summary.with_membership(
-        MembershipSummary::new(&membership, variance),
-        AttackSummary { table: attacks.clone(), variance: attack_variance },
-    );
+    summary = summary.with_membership(MembershipSummary::new(&membership, variance), attacks.clone());
     Ok(Analysis {
         scores,
         clusters,
@@ -405,7 +410,21 @@ impl Analysis {
         schema::write(&run.reliability(), &self.reliability, seed)?;
         schema::write(&run.profile(), &self.profile, seed)?;
         schema::write(&run.membership_exposure(), &self.membership, seed)?;
-        schema::write(&run.attacks(), &self.attacks, seed)?;
+        match &self.attacks {
+            Some(attacks) => {
+                schema::write(&run.attacks(), &attacks.table, seed)?;
+                schema::write(&run.attack_roc(), &attacks.roc, seed)?;
+            }
+            // No earlier analysis's attacks left beside this one's scores.
+            None => {
+                for path in [run.attacks(), run.attack_roc()] {
+                    match std::fs::remove_file(&path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(subsets::Error::io(path)(e))?,
+                        _ => (),
+                    }
+                }
+            }
+        }
         if let Some(spectrum) = &self.spectrum {
             spectrum.write(run, self.run_seed)?;
         }

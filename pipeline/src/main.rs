@@ -255,6 +255,10 @@ struct AnalyzeArgs {
     /// Analyze the complete jobs of a run whose jobs are not all complete.
     #[arg(long)]
     partial: bool,
+    /// Skip the membership inference attacks (attacks.parquet), and the logs' Min-K%
+    /// statistics they read: a faster analysis in less memory on a very large run.
+    #[arg(long)]
+    no_attacks: bool,
 }
 
 #[derive(Args)]
@@ -401,7 +405,8 @@ fn dispatch(command: Command) -> Result<()> {
             run_jobs(&args.run, &args.compute, &Selection { jobs, max_jobs: args.max_jobs })
         }
         Command::Analyze(args) => {
-            let settings = AnalyzeSettings { bootstrap: args.bootstrap, rank_by: args.rank_by };
+            let settings =
+                AnalyzeSettings { bootstrap: args.bootstrap, rank_by: args.rank_by, attacks: !args.no_attacks };
             analyze(&args.run, args.partial, settings).map(drop)
         }
         Command::Status(args) => status::status(&args.run, args.json),

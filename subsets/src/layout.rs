@@ -16,7 +16,7 @@
 //! RUN/reference.parquet        the base evaluated on every document, the attacks' reference (runs from a base)
 //! RUN/slurm/                   array.sbatch, the Slurm job ids submitted, task output
 //! RUN/analysis/*.parquet       scores, clusters, copies, duplicates, influence, reliability, spectrum,
-//!                              membership exposure, attacks
+//!                              membership exposure, attacks and their ROC curves
 //! RUN/analysis/summary.json    the printed summary's numbers, the diagnosis of the regime included
 //! RUN/analysis/report.html     the HTML report (`cfmem report`)
 //! ```
@@ -160,6 +160,10 @@ impl RunDir {
 
     pub fn attacks(&self) -> PathBuf {
         self.analysis_dir().join("attacks.parquet")
+    }
+
+    pub fn attack_roc(&self) -> PathBuf {
+        self.analysis_dir().join("attack_roc.parquet")
     }
 
     pub fn spectrum(&self) -> PathBuf {

@@ -602,6 +602,17 @@ table! {
 }
 
 table! {
+    /// `analysis/attack_roc.parquet`: each available attack's pooled ROC curve, sampled at
+    /// FPRs spaced evenly in log from 10⁻⁴ to 1 (ten a decade): `tpr` is the TPR at the
+    /// lowest threshold whose FPR is at most `fpr`.
+    pub struct AttackRocTable {
+        pub attack: Vec<String>,
+        pub fpr: Vec<f64>,
+        pub tpr: Vec<f64>,
+    }
+}
+
+table! {
     /// `cfmem attack` output: one row per document of the run, every attack's score of the
     /// target model (higher for a member; null where an attack has none: a held-out
     /// document has no IN shadows, `reference` needs the run's base), and the target's own

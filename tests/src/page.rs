@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use subsets::schema::{self, ClusterTable, CopiesTable, ProfileTable, ReliabilityTable, ScoreTable};
+use subsets::schema::{self, AttackRocTable, ClusterTable, CopiesTable, ProfileTable, ReliabilityTable, ScoreTable};
 
 /// The text between `<section id="ID">` and its end.
 pub fn section<'a>(html: &'a str, id: &str) -> &'a str {
@@ -56,6 +56,10 @@ pub fn expected_plots(run: &Path) -> Vec<String> {
         if table.measure.iter().zip(&table.spearman).any(|(m, s)| m == "convergence" && s.is_some()) {
             kinds.push("convergence");
         }
+    }
+    let roc = run.join("analysis/attack_roc.parquet");
+    if roc.exists() && schema::read::<AttackRocTable>(&roc).unwrap().attack.iter().next().is_some() {
+        kinds.push("roc");
     }
     kinds.into_iter().map(String::from).collect()
 }

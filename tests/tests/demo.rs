@@ -98,6 +98,20 @@ fn on_the_demo_lira_beats_the_loss_attack_and_random_identifiers_are_the_most_ex
             exposure.doc_id[i]
         );
     }
+    // The report shows the same: the attack table, the curves, the most exposed in order.
+    let html = std::fs::read_to_string(demo.run.join("analysis/report.html")).unwrap();
+    let shown = section(&html, "membership");
+    let lira = format!(
+        "{:.3} [{:.3}, {:.3}]",
+        auc("lira_online"),
+        attacks.auc_lo[row("lira_online")].unwrap(),
+        attacks.auc_hi[row("lira_online")].unwrap()
+    );
+    assert!(shown.contains(&lira) && shown.contains("data-plot=\"roc\""), "{lira} and the ROC plot: {shown}");
+    let listed = &shown[shown.find("Most exposed").unwrap()..];
+    let positions: Vec<usize> =
+        ranked[..10].iter().map(|&i| listed.find(&format!(">{}<", exposure.doc_id[i])).unwrap()).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "most exposed first: {positions:?}");
 }
 
 #[test]

@@ -378,6 +378,27 @@ fn influence_reliability_and_bootstrap_intervals_appear_when_the_analysis_has_th
 }
 
 #[test]
+fn analyze_without_attacks_leaves_no_earlier_attacks_and_the_report_says_they_were_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    synthetic(&run);
+    let run_arg = run.to_str().unwrap();
+    let printed = cfmem_ok(&["analyze", run_arg]);
+    assert!(printed.contains("membership attacks (each of 8 models the target"), "{printed}");
+    assert!(run.join("analysis/attacks.parquet").exists() && run.join("analysis/attack_roc.parquet").exists());
+    let printed = cfmem_ok(&["analyze", run_arg, "--no-attacks"]);
+    assert!(!printed.contains("membership attacks") && printed.contains("membership exposure"), "{printed}");
+    assert!(!run.join("analysis/attacks.parquet").exists() && !run.join("analysis/attack_roc.parquet").exists());
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("analysis/summary.json")).unwrap()).unwrap();
+    assert!(summary["attacks"].is_null() && summary["membership"].is_object(), "{summary}");
+    cfmem_ok(&["report", run_arg]);
+    let html = std::fs::read_to_string(run.join("analysis/report.html")).unwrap();
+    let shown = section(&html, "membership");
+    assert!(shown.contains("skipped the attacks") && shown.contains("Most exposed documents"), "{shown}");
+}
+
+#[test]
 fn report_refuses_a_run_that_was_not_analyzed() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.jsonl");

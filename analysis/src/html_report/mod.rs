@@ -8,9 +8,10 @@
 //! the same ones the printed summary ([`crate::printed_summary`]) shows (ranking, quantiles,
 //! per-source table, cluster means, copy sweep, previews and the label of a document
 //! without a source). Sections for files another analysis adds (influence, reliability)
-//! appear when the file exists. Document text and ids are untrusted input: every
+//! appear when the file exists, as does the membership section ([`membership`]). Document text and ids are untrusted input: every
 //! interpolated string goes through maud, which escapes it.
 
+mod membership;
 pub mod plot;
 
 use std::path::Path;
@@ -64,6 +65,8 @@ pub struct ReportData {
     pub spectrum: Option<SpectrumSummary>,
     /// Memorization over training, for runs evaluated at more than one checkpoint.
     pub profile: Option<ProfileSummary>,
+    /// Membership exposure and the attacks, for runs analyzed since cfmem measures them.
+    pub membership: Option<membership::MembershipReport>,
     /// Per score, `summary.json`'s command that grows the run to a stable ranking by it,
     /// with the models it plans, when that ranking is not stable.
     pub growth: ByMeasure<Option<(String, u64)>>,
@@ -129,6 +132,7 @@ impl ReportData {
             reliability: read_if_present(&run.reliability())?,
             diagnosis,
             profile,
+            membership: membership::MembershipReport::load(run)?,
             growth,
             rank_by: rank_by.or(analyzed_by).unwrap_or_default(),
             spectrum,
@@ -279,6 +283,10 @@ pub fn render(data: &ReportData, top: usize) -> String {
     if let Some(reliability) = &data.reliability {
         let body = stability(reliability, &data.growth, data.rank_by);
         sections.push(Section { id: "reliability", title: "Reliability of the ranking", body });
+    }
+    if let Some(report) = &data.membership {
+        let body = membership::section(report, &data.scores, &data.texts);
+        sections.push(Section { id: "membership", title: "Membership inference", body });
     }
     if let Some(influence) = &data.influence {
         sections.push(Section { id: "influence", title: "Strongest influence", body: influence_pairs(influence, top) });
@@ -1050,6 +1058,7 @@ mod tests {
             diagnosis: None,
             spectrum: None,
             profile: None,
+            membership: None,
             growth: ByMeasure::default(),
             rank_by: Measure::Accuracy,
             jobs_complete: (2, 2),

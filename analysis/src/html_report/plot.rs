@@ -27,6 +27,8 @@ pub enum Scale {
     LogCount,
     /// log2(v): positive values that double, such as copy counts.
     Log2,
+    /// log10(v): positive values over decades, such as the FPRs of a ROC curve.
+    Log10,
 }
 
 impl Scale {
@@ -35,6 +37,7 @@ impl Scale {
             Scale::Linear => v,
             Scale::LogCount => v.max(0.0).ln_1p(),
             Scale::Log2 => v.log2(),
+            Scale::Log10 => v.log10(),
         }
     }
 }
@@ -74,6 +77,7 @@ impl Axis {
             Scale::Linear => linear_ticks(min.min(max), max.max(min)),
             Scale::LogCount => count_ticks(max),
             Scale::Log2 => power_of_two_ticks(min, max),
+            Scale::Log10 => power_of_ten_ticks(min, max),
         };
         Axis { label: label.to_string(), scale, lo: lo - pad, hi: hi + pad, ticks, names: Vec::new() }
     }
@@ -149,9 +153,16 @@ fn power_of_two_ticks(min: f64, max: f64) -> Vec<f64> {
     (first..=last).map(|p| 2f64.powi(p)).collect()
 }
 
+fn power_of_ten_ticks(min: f64, max: f64) -> Vec<f64> {
+    let (first, last) = (min.max(1e-12).log10().ceil() as i32, max.max(1e-12).log10().floor() as i32);
+    (first..=last).map(|p| 10f64.powi(p)).collect()
+}
+
 fn tick_label(v: f64) -> String {
     if v == 0.0 {
         "0".to_string()
+    } else if v.abs() < 0.001 {
+        format!("{v:e}")
     } else if v.abs() >= 1000.0 || v.fract() == 0.0 {
         format!("{v:.0}")
     } else {
@@ -423,6 +434,9 @@ mod tests {
         assert_eq!(linear_ticks(0.0, 37.0), [0.0, 10.0, 20.0, 30.0]);
         assert_eq!(count_ticks(60.0), [0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0]);
         assert_eq!(power_of_two_ticks(1.0, 16.0), [1.0, 2.0, 4.0, 8.0, 16.0]);
+        assert_eq!(power_of_ten_ticks(1e-4, 1.0), [1e-4, 1e-3, 1e-2, 1e-1, 1.0]);
+        assert_eq!(tick_label(1e-4), "1e-4");
+        assert_eq!(tick_label(0.01), "0.01");
     }
 
     #[test]
