@@ -24,6 +24,7 @@
 
 use std::io::Write;
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use subsets::schema::{CorpusTable, MembershipTable};
@@ -81,11 +82,6 @@ impl Side {
         Some(if n % 2 == 1 { at(n / 2) } else { (at(n / 2 - 1) + at(n / 2)) / 2.0 })
     }
 
-    /// The sum of squared deviations from the mean.
-    pub(crate) fn squares_about_mean(&self) -> f64 {
-        (self.squares - self.sum * self.sum / self.len() as f64).max(0.0)
-    }
-
     /// The sample standard deviation without the value at rank `without`.
     pub(crate) fn sd(&self, without: Option<usize>) -> Option<f64> {
         let (mut n, mut sum, mut squares) = (self.len() as f64, self.sum, self.squares);
@@ -102,82 +98,115 @@ impl Side {
     }
 }
 
-/// The AUC of `inside` against `outside`: P(in > out) + ½ P(in = out), by ranks.
+/// The AUC of sorted `inside` against sorted `outside`: P(in > out) + ½ P(in = out), by one
+/// merge of the two.
 fn auc(inside: &[f64], outside: &[f64]) -> Option<f64> {
     if inside.is_empty() || outside.is_empty() {
         return None;
     }
-    let mut all: Vec<(f64, bool)> =
-        inside.iter().map(|&v| (v, true)).chain(outside.iter().map(|&v| (v, false))).collect();
-    all.sort_by(|a, b| a.0.total_cmp(&b.0));
-    // Mann-Whitney: the IN values' rank sum, ties at their mean rank.
-    let mut rank_sum = 0.0;
-    let mut start = 0;
-    while start < all.len() {
-        let end = start + all[start..].iter().take_while(|v| v.0 == all[start].0).count();
-        let mean_rank = (start + end + 1) as f64 / 2.0;
-        rank_sum += mean_rank * all[start..end].iter().filter(|v| v.1).count() as f64;
-        start = end;
+    // For each IN value x: the OUT values below it, and those at most x.
+    let (mut below, mut at_most, mut wins) = (0, 0, 0.0);
+    for &x in inside {
+        while below < outside.len() && outside[below] < x {
+            below += 1;
+        }
+        at_most = at_most.max(below);
+        while at_most < outside.len() && outside[at_most] <= x {
+            at_most += 1;
+        }
+        wins += below as f64 + (at_most - below) as f64 / 2.0;
     }
-    let (n_in, n_out) = (inside.len() as f64, outside.len() as f64);
-    Some((rank_sum - n_in * (n_in + 1.0) / 2.0) / (n_in * n_out))
+    Some(wins / (inside.len() as f64 * outside.len() as f64))
+}
+
+/// One document's row of `membership.parquet`, less its identity.
+struct Exposure {
+    mu_in: Option<f64>,
+    sd_in: Option<f64>,
+    mu_out: Option<f64>,
+    sd_out: Option<f64>,
+    exposure_d: Option<f64>,
+    exposure_auc: Option<f64>,
+    zlib_bytes: u32,
 }
 
 /// `membership.parquet` from the models' losses in `values` (which must hold them), and the
-/// variance rule it used. Held-out documents (no IN side) have nulls.
+/// variance rule it used. Held-out documents (no IN side) have nulls. Two parallel passes
+/// over the documents, neither keeping every document's values: the sides' sums (for the
+/// pooled variance), then each document's sorted sides.
 pub fn table(values: &ModelValues, corpus: &CorpusTable) -> (MembershipTable, Variance) {
     let loss = values.loss.as_deref().expect("membership reads losses");
     let width = values.kept.len();
-    // Per document, its OUT and IN statistics.
-    let sides: Vec<[Side; 2]> = (0..width)
+    let side = |c: usize, inside: bool| -> Vec<f64> {
+        let doc = values.kept[c] as usize;
+        let rows = (0..values.models.len()).filter(|&row| values.member_row(row)[doc] == inside);
+        rows.map(|row| -f64::from(loss[row * width + c])).collect()
+    };
+    // Pass 1: per document and side [OUT, IN], the count and the squares about the mean.
+    let moments: Vec<[(usize, f64); 2]> = (0..width)
+        .into_par_iter()
         .map(|c| {
-            let doc = values.kept[c] as usize;
             [false, true].map(|inside| {
-                let rows = (0..values.models.len()).filter(|&row| values.member_row(row)[doc] == inside);
-                Side::new(rows.map(|row| -f64::from(loss[row * width + c])).collect())
+                let v = side(c, inside);
+                let (sum, squares) = v.iter().fold((0.0, 0.0), |(s, q), x| (s + x, q + x * x));
+                (v.len(), if v.is_empty() { 0.0 } else { (squares - sum * sum / v.len() as f64).max(0.0) })
             })
         })
         .collect();
-    let scored = |s: &[Side; 2]| s.iter().all(|side| side.len() > 0);
+    let scored = |c: usize| moments[c].iter().all(|&(n, _)| n > 0);
     let per_document =
-        sides.iter().filter(|s| scored(s)).all(|s| s.iter().all(|side| side.len() >= PER_DOCUMENT_VARIANCE));
+        (0..width).filter(|&c| scored(c)).all(|c| moments[c].iter().all(|&(n, _)| n >= PER_DOCUMENT_VARIANCE));
     let variance = if per_document { Variance::PerDocument } else { Variance::Fixed };
     let pooled = |i: usize| -> Option<f64> {
-        let (squares, dof) = sides
-            .iter()
-            .filter(|s| scored(s) && s[i].len() >= 2)
-            .fold((0.0, 0.0), |(squares, dof), s| (squares + s[i].squares_about_mean(), dof + s[i].len() as f64 - 1.0));
+        let (squares, dof) = (0..width)
+            .filter(|&c| scored(c) && moments[c][i].0 >= 2)
+            .fold((0.0, 0.0), |(squares, dof), c| (squares + moments[c][i].1, dof + moments[c][i].0 as f64 - 1.0));
         (dof > 0.0).then(|| (squares / dof).sqrt())
     };
     let (pooled_out, pooled_in) = (pooled(0), pooled(1));
 
-    let mut table = MembershipTable::default();
-    for (c, [outside, inside]) in sides.iter().enumerate() {
-        let doc = values.kept[c] as usize;
-        let (sd_in, sd_out) = match (variance, scored(&sides[c])) {
-            (_, false) => (None, None),
-            (Variance::PerDocument, true) => (inside.sd(None), outside.sd(None)),
-            (Variance::Fixed, true) => (pooled_in, pooled_out),
-        };
-        let exposure_auc = if scored(&sides[c]) { auc(&inside.sorted, &outside.sorted) } else { None };
-        let (mu_in, mu_out) = (inside.median(None), outside.median(None));
-        let exposure_d = match (mu_in, mu_out, sd_in, sd_out) {
-            (Some(mu_in), Some(mu_out), Some(sd_in), Some(sd_out)) => {
-                let spread = ((sd_in * sd_in + sd_out * sd_out) / 2.0).sqrt();
-                (spread > 0.0).then(|| (mu_in - mu_out) / spread)
+    // Pass 2: per document, its sorted sides.
+    let rows: Vec<Exposure> = (0..width)
+        .into_par_iter()
+        .map(|c| {
+            let [outside, inside] = [false, true].map(|inside| Side::new(side(c, inside)));
+            let (sd_in, sd_out) = match (variance, scored(c)) {
+                (_, false) => (None, None),
+                (Variance::PerDocument, true) => (inside.sd(None), outside.sd(None)),
+                (Variance::Fixed, true) => (pooled_in, pooled_out),
+            };
+            let (mu_in, mu_out) = (inside.median(None), outside.median(None));
+            let exposure_d = match (mu_in, mu_out, sd_in, sd_out) {
+                (Some(mu_in), Some(mu_out), Some(sd_in), Some(sd_out)) => {
+                    let spread = ((sd_in * sd_in + sd_out * sd_out) / 2.0).sqrt();
+                    (spread > 0.0).then(|| (mu_in - mu_out) / spread)
+                }
+                _ => None,
+            };
+            Exposure {
+                mu_in,
+                sd_in,
+                mu_out,
+                sd_out,
+                exposure_d,
+                exposure_auc: auc(&inside.sorted, &outside.sorted),
+                zlib_bytes: zlib_bytes(&corpus.text[values.kept[c] as usize]),
             }
-            _ => None,
-        };
+        })
+        .collect();
+    let mut table = MembershipTable::default();
+    for (c, row) in rows.into_iter().enumerate() {
+        let doc = values.kept[c] as usize;
         table.doc.push(doc as u32);
         table.doc_id.push(corpus.doc_id[doc].clone());
         table.source.push(corpus.source[doc].clone());
-        table.mu_in.push(mu_in);
-        table.sd_in.push(sd_in);
-        table.mu_out.push(mu_out);
-        table.sd_out.push(sd_out);
-        table.exposure_d.push(exposure_d);
-        table.exposure_auc.push(exposure_auc);
-        table.zlib_bytes.push(zlib_bytes(&corpus.text[doc]));
+        table.mu_in.push(row.mu_in);
+        table.sd_in.push(row.sd_in);
+        table.mu_out.push(row.mu_out);
+        table.sd_out.push(row.sd_out);
+        table.exposure_d.push(row.exposure_d);
+        table.exposure_auc.push(row.exposure_auc);
+        table.zlib_bytes.push(row.zlib_bytes);
     }
     (table, variance)
 }
@@ -360,9 +389,27 @@ mod tests {
 
     #[test]
     fn auc_counts_ties_as_half() {
-        assert_eq!(auc(&[3.0, 1.0], &[2.0]), Some(0.5));
-        assert_eq!(auc(&[2.0], &[2.0, 1.0]), Some(0.75));
+        assert_eq!(auc(&[1.0, 3.0], &[2.0]), Some(0.5));
+        assert_eq!(auc(&[2.0], &[1.0, 2.0]), Some(0.75));
         assert_eq!(auc(&[], &[1.0]), None);
+        // Against counting every pair, with runs of ties on both sides.
+        let inside = [0.5, 1.0, 1.0, 2.0, 2.0, 2.0, 3.5, 4.0];
+        let outside = [0.0, 1.0, 2.0, 2.0, 3.0, 4.0, 4.0, 9.0];
+        let pairs: f64 = inside
+            .iter()
+            .flat_map(|x| {
+                outside.iter().map(move |y| {
+                    if x > y {
+                        1.0
+                    } else if x == y {
+                        0.5
+                    } else {
+                        0.0
+                    }
+                })
+            })
+            .sum();
+        assert_eq!(auc(&inside, &outside), Some(pairs / 64.0));
     }
 
     #[test]
