@@ -32,6 +32,9 @@ for audit in full lora; do
         "$cfmem" run "$out/$audit" --device cpu
         echo $((SECONDS - start)) > "$out/$audit.seconds"
     fi
+    # Complete jobs are skipped: this writes reference.parquet (the base evaluated, the
+    # reference attack's model) for a run trained before cfmem wrote it.
+    [ -f "$out/$audit/reference.parquet" ] || "$cfmem" run "$out/$audit" --device cpu
     for size in 8 16 32 64; do
         subset="$out/$audit-first-$size"
         rm -rf "$subset"
@@ -73,16 +76,16 @@ for audit in ("full", "lora"):
     print(f"{audit}: cfmem run took {(out / f'{audit}.seconds').read_text().strip()} s for 64 models")
 print()
 print("membership attacks on the 64-model runs (each model the target, the others its shadows):")
-print("audit  attack         AUC [95% interval]        TPR at 1% FPR  at 0.1% FPR  Spearman with mem_loss")
+print("audit  attack         AUC [95% interval]     TPR at 1% FPR [95%]     at 0.1% FPR [95%]      Spearman with mem_loss")
 for audit in ("full", "lora"):
     summary = json.loads((out / f"{audit}-first-64" / "analysis/summary.json").read_text())
     for a in summary["attacks"]["attacks"]:
         if a["auc"] is None:
             print(f"{audit:<6} {a['attack']:<13}  unavailable: {a['note']}")
             continue
+        tpr = lambda key: (f"{100 * a[key]:.1f}% [{100 * a[key + '_lo']:.1f}, {100 * a[key + '_hi']:.1f}]")
         print(f"{audit:<6} {a['attack']:<13}  {a['auc']:.3f} [{a['auc_lo']:.3f}, {a['auc_hi']:.3f}]  "
-              f"{100 * a['tpr_at_1pct_fpr']:>12.1f}%  {100 * a['tpr_at_0_1pct_fpr']:>10.1f}%  "
-              f"{a['spearman_mem_loss']:+.2f}")
+              f"{tpr('tpr_at_1pct_fpr'):<22}  {tpr('tpr_at_0_1pct_fpr'):<21}  {a['spearman_mem_loss']:+.2f}")
     m = summary["membership"]
     print(f"{audit:<6} exposure: median d' {m['median_exposure_d']:+.2f}, median AUC {m['median_exposure_auc']:.3f}, "
           f"{100 * m['saturated']:.0f}% of documents at AUC 1 ({m['variance']} variance)")
