@@ -965,14 +965,14 @@ mod tests {
                 // The same model from outside the run, its own row left out: the same scores.
                 let outside: Vec<TargetValues> = (0..5).map(|d| shadows.model_values(r, d)).collect();
                 let exported = shadows.external(&outside, Some(r));
-                for d in 0..5 {
+                for (d, exported) in exported.iter().enumerate() {
                     let (online, offline) = brute_lira(&values, Some(r), d, expected);
                     let i = r * 5 + d;
                     assert!(close(all[0][i], online), "{models} models, target {r}, doc {d}");
                     assert!(close(all[1][i], offline), "{models} models, target {r}, doc {d}");
                     assert_eq!(all[2][i], -values.loss.as_ref().unwrap()[i], "loss");
                     for a in 0..ATTACKS.len() {
-                        assert!(exported[d][a].total_cmp(&all[a][i]).is_eq(), "{}: target {r}, doc {d}", ATTACKS[a]);
+                        assert!(exported[a].total_cmp(&all[a][i]).is_eq(), "{}: target {r}, doc {d}", ATTACKS[a]);
                     }
                 }
             }

@@ -58,7 +58,7 @@ pub fn expected_plots(run: &Path) -> Vec<String> {
         }
     }
     let roc = run.join("analysis/attack_roc.parquet");
-    if roc.exists() && schema::read::<AttackRocTable>(&roc).unwrap().attack.iter().next().is_some() {
+    if roc.exists() && !schema::read::<AttackRocTable>(&roc).unwrap().attack.is_empty() {
         kinds.push("roc");
     }
     kinds.into_iter().map(String::from).collect()
