@@ -287,6 +287,8 @@ fn spectrum_json(spectrum: &SpectrumSummary) -> serde_json::Value {
                 "models": models,
                 "reliability": spectrum.reliability[i],
                 "fallen_back": spectrum.fallen_back[i],
+                "removal_mean": spectrum.removal[i].mean,
+                "removal_largest": spectrum.removal[i].largest,
             })
         })
         .collect();
@@ -316,7 +318,21 @@ fn spectrum_json(spectrum: &SpectrumSummary) -> serde_json::Value {
             })
         })
         .collect();
-    serde_json::json!({"levels": levels, "sources": sources, "coarser_only": findings})
+    let places: serde_json::Map<String, serde_json::Value> = spectrum
+        .places
+        .iter()
+        .map(|row| {
+            let mut shares: serde_json::Map<String, serde_json::Value> = spectrum
+                .levels
+                .iter()
+                .zip(&row.counts)
+                .map(|((level, _), &count)| (level.clone(), serde_json::json!(count)))
+                .collect();
+            shares.insert("none".into(), serde_json::json!(row.unplaced));
+            (source_label(row.source.as_deref()).to_string(), serde_json::Value::Object(shares))
+        })
+        .collect();
+    serde_json::json!({"levels": levels, "sources": sources, "places": places, "coarser_only": findings})
 }
 
 fn write_spectrum(
@@ -339,6 +355,32 @@ fn write_spectrum(
         }
         writeln!(f)?;
     }
+    writeln!(
+        f,
+        "  place on the spectrum (the finest level whose {lead} reaches {}% of the document's largest, when that \
+         is significant), share of each source's documents:",
+        100.0 * crate::spectrum::PLACE_SHARE
+    )?;
+    write!(f, "  {:<16}", "source")?;
+    for (level, _) in &spectrum.levels {
+        write!(f, " {level:>10}")?;
+    }
+    writeln!(f, " {:>10}", "none")?;
+    for row in &spectrum.places {
+        write!(f, "  {:<16}", source_label(row.source.as_deref()))?;
+        let total = row.documents().max(1) as f64;
+        for &count in row.counts.iter().chain([&row.unplaced]) {
+            write!(f, " {:>9.0}%", 100.0 * count as f64 / total)?;
+        }
+        writeln!(f)?;
+    }
+    let removed: Vec<String> = spectrum
+        .levels
+        .iter()
+        .zip(&spectrum.removal)
+        .map(|((level, _), r)| format!("{level} {:.1} (largest {})", r.mean, r.largest))
+        .collect();
+    writeln!(f, "  documents one unit OUT removes from a model's training set, mean: {}", removed.join(", "))?;
     for (i, (level, _)) in spectrum.levels.iter().enumerate() {
         if spectrum.fallen_back[i] > 0 {
             writeln!(

@@ -1,9 +1,10 @@
 //! The memorization spectrum: each document's memorization at every level of the run
-//! (document, near-duplicate cluster, passage group, group field), each level estimated
+//! (document, near-duplicate cluster, passage group, topic, group field), each level estimated
 //! from its own block of models, in which the level's units were IN or OUT together
 //! (`analysis/spectrum.parquet`, `spectrum_units.parquet`, `spectrum_reliability.parquet`);
 //! and the numbers both views show of it ([`SpectrumSummary`]): per source, memorization
-//! by level, and the documents whose memorization appears only at a coarser level.
+//! by level, the documents whose memorization appears only at a coarser level, each
+//! document's place on the spectrum ([`places`]) and what one unit OUT removes.
 //!
 //! At one level, for document x with unit u: `mem_acc` = mean accuracy on x of the
 //! level's models with u IN − of those with u OUT, and `mem_loss` = mean loss of those
@@ -77,15 +78,44 @@ pub fn analyze(
             None => values.models.clone(),
         };
         let rows: Vec<usize> = models.iter().filter_map(|&m| values.row(m)).collect();
-        let context = LevelContext {
-            units: &units,
-            corpus,
-            limit: units::max_unit_size(config.design.max_unit_fraction, docs),
-            seed: config.seed,
-        };
+        let context =
+            LevelContext { units: &units, corpus, limit: config.design.max_unit_size(docs), seed: config.seed };
         measure_level(&values, &rows, &context, settings, &mut tables);
     }
+    tables.documents.finest_level = places(&tables.documents, &config.design.levels(), settings.rank_by);
     Ok(tables)
+}
+
+/// The share of a document's largest score over the levels that its place on the spectrum
+/// must reach: the seed's "destroys the model's performance" is the large drop, not the
+/// first detectable one.
+pub const PLACE_SHARE: f64 = 0.5;
+
+/// Each row's `finest_level` in `table` (rows level by level, in the order of `levels`,
+/// finest first as a run's levels are), by `measure`'s score (the one `analyze` ranks by):
+/// per document, the finest level whose score reaches [`PLACE_SHARE`] of the document's
+/// largest score over the levels, when that largest is significant (the lower end of its
+/// interval above zero: the bootstrap's, else ± 1.96 standard errors); None otherwise.
+pub fn places(table: &SpectrumTable, levels: &[Unit], measure: Measure) -> Vec<Option<String>> {
+    let (score, lower_end, se) = match measure {
+        Measure::Loss => (&table.mem_loss, &table.mem_loss_lo, &table.mem_loss_se),
+        Measure::Accuracy => (&table.mem_acc, &table.mem_acc_lo, &table.mem_acc_se),
+    };
+    let docs = table.len() / levels.len().max(1);
+    let place_of = |d: usize| -> Option<String> {
+        let row = |l: usize| l * docs + d;
+        let (largest, at) = (0..levels.len())
+            .filter_map(|l| Some((score[row(l)]?, l)))
+            .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)))?;
+        let lower = lower_end[row(at)].or_else(|| Some(largest - 1.96 * se[row(at)]?))?;
+        if lower <= 0.0 {
+            return None;
+        }
+        let level = (0..levels.len()).find(|&l| score[row(l)].is_some_and(|m| m >= PLACE_SHARE * largest))?;
+        Some(levels[level].to_string())
+    };
+    let per_doc: Vec<Option<String>> = (0..docs).map(place_of).collect();
+    (0..table.len()).map(|i| per_doc[i % docs.max(1)].clone()).collect()
 }
 
 /// What one level's measures read besides the models' values.
@@ -285,6 +315,32 @@ pub struct SourceLevels {
     pub quartiles: ByMeasure<Vec<Option<[f64; 3]>>>,
 }
 
+/// One source's scored documents by their place on the spectrum ([`places`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourcePlaces {
+    /// None for the documents without a source.
+    pub source: Option<String>,
+    /// Per level (finest first), the documents whose place it is.
+    pub counts: Vec<usize>,
+    /// Documents without a place: generalized at every level measured.
+    pub unplaced: usize,
+}
+
+impl SourcePlaces {
+    pub fn documents(&self) -> usize {
+        self.counts.iter().sum::<usize>() + self.unplaced
+    }
+}
+
+/// What a model removes from its training set when one unit of a level is OUT: the mean
+/// and the largest number of documents of the units sampled as one (the seed's bound on
+/// what a selection rule may remove).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Removal {
+    pub mean: f64,
+    pub largest: u32,
+}
+
 /// The spectrum's numbers both views show.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpectrumSummary {
@@ -299,6 +355,10 @@ pub struct SpectrumSummary {
     pub reliability: Vec<ByMeasure<Option<f64>>>,
     /// The clearest documents memorized only at a coarser level, most different first.
     pub coarser_only: Vec<CoarserOnly>,
+    /// Per source with a scored document, its documents by place on the spectrum.
+    pub places: Vec<SourcePlaces>,
+    /// Per level, what one unit OUT removes.
+    pub removal: Vec<Removal>,
 }
 
 impl SpectrumSummary {
@@ -419,6 +479,8 @@ impl SpectrumSummary {
         });
         coarser_only.truncate(FINDINGS);
         SpectrumSummary {
+            places: source_places(t, &levels, by_level.first().map_or(&[][..], Vec::as_slice)),
+            removal: levels.iter().map(|level| removal(units, level)).collect(),
             levels: levels.iter().map(|l| (l.clone(), models(l))).collect(),
             sources,
             fallen_back,
@@ -469,6 +531,36 @@ impl SpectrumSummary {
     }
 }
 
+/// Per source, the documents of `rows` (one per document) with a score at some level, by
+/// their `finest_level` among `levels`.
+fn source_places(t: &SpectrumTable, levels: &[String], rows: &[usize]) -> Vec<SourcePlaces> {
+    let docs = rows.len();
+    let scored = |d: usize| (0..levels.len()).any(|l| t.mem_acc.get(l * docs + d).copied().flatten().is_some());
+    let mut by_source: BTreeMap<Option<String>, SourcePlaces> = BTreeMap::new();
+    for &i in rows.iter().enumerate().filter(|&(d, _)| scored(d)).map(|(_, i)| i) {
+        let places = by_source.entry(t.source[i].clone()).or_insert_with(|| SourcePlaces {
+            source: t.source[i].clone(),
+            counts: vec![0; levels.len()],
+            unplaced: 0,
+        });
+        match t.finest_level.get(i).and_then(Option::as_ref).and_then(|place| levels.iter().position(|l| l == place)) {
+            Some(l) => places.counts[l] += 1,
+            None => places.unplaced += 1,
+        }
+    }
+    by_source.into_values().collect()
+}
+
+/// What one unit of `level` OUT removes, from the units the plan sampled.
+fn removal(units: &UnitTable, level: &str) -> Removal {
+    let mut sizes: BTreeMap<u32, u32> = BTreeMap::new();
+    for i in (0..units.len()).filter(|&i| units.level[i] == level) {
+        *sizes.entry(units.sampled_unit[i]).or_default() += 1;
+    }
+    let total: u32 = sizes.values().sum();
+    Removal { mean: f64::from(total) / sizes.len().max(1) as f64, largest: sizes.values().copied().max().unwrap_or(0) }
+}
+
 /// The values of the group fields of `field:NAME` levels, by name, from `corpus.parquet`.
 #[derive(Debug, Clone, Default)]
 pub struct FieldValues(pub BTreeMap<String, Vec<Option<String>>>);
@@ -511,6 +603,9 @@ fn shared_by(
         let value = fields.0.get(name).and_then(|values| values[doc].clone()).unwrap_or_default();
         return format!("{name} = \"{}\", {size} documents", crate::summary::preview(&value, 60));
     }
+    if level.starts_with("topic:") {
+        return format!("a topic of {size} documents");
+    }
     format!("a near-duplicate cluster of {size} documents")
 }
 
@@ -518,6 +613,54 @@ fn shared_by(
 mod tests {
     use super::*;
     use crate::synthetic_run::{self, Row, Spec};
+
+    #[test]
+    fn a_documents_place_is_the_finest_level_reaching_half_its_largest_significant_score() {
+        // Three levels, four documents: (mem_acc, lower end of the interval) per level.
+        let cells: [[(Option<f64>, Option<f64>); 3]; 4] = [
+            // Large only with the topic group removed: +0.2 at document level is significant
+            // but below half of +0.85, so its place is the field.
+            [(Some(0.2), Some(0.1)), (Some(0.25), Some(0.1)), (Some(0.85), Some(0.7))],
+            // A random identifier: its own removal destroys it.
+            [(Some(0.6), Some(0.5)), (Some(0.6), Some(0.5)), (Some(0.55), Some(0.4))],
+            // Nothing significant anywhere: no place.
+            [(Some(0.05), Some(-0.02)), (Some(0.08), Some(-0.01)), (Some(0.1), Some(-0.05))],
+            // Held out at every level: no score, no place.
+            [(None, None), (None, None), (None, None)],
+        ];
+        let mut t = SpectrumTable::default();
+        for level in ["document", "cluster", "field:topic"] {
+            let l = ["document", "cluster", "field:topic"].iter().position(|&x| x == level).unwrap();
+            for doc in &cells {
+                t.level.push(level.to_string());
+                t.mem_acc.push(doc[l].0);
+                t.mem_acc_lo.push(doc[l].1);
+                t.mem_acc_se.push(None);
+                t.mem_loss.push(None);
+                t.mem_loss_lo.push(None);
+                t.mem_loss_se.push(None);
+                t.source.push(None);
+            }
+        }
+        let levels = [Unit::Document, Unit::Cluster, Unit::Field("topic".into())];
+        t.finest_level = places(&t, &levels, Measure::Accuracy);
+        let per_doc: Vec<Option<&str>> = t.finest_level[..4].iter().map(Option::as_deref).collect();
+        assert_eq!(per_doc, [Some("field:topic"), Some("document"), None, None]);
+        assert_eq!(t.finest_level[4..8], t.finest_level[..4], "the same on every level's row");
+        // Without an interval, ± 1.96 standard errors decide.
+        t.mem_acc_lo = vec![None; 12];
+        t.mem_acc_se = vec![Some(0.5); 12];
+        assert!(places(&t, &levels, Measure::Accuracy).iter().all(Option::is_none), "+0.85 − 1.96 · 0.5 < 0");
+        assert!(places(&t, &levels, Measure::Loss).iter().all(Option::is_none), "no mem_loss: no place");
+        t.finest_level = places(&t, &levels, Measure::Accuracy);
+        let shares = source_places(&t, &["document".into(), "cluster".into(), "field:topic".into()], &[0, 1, 2, 3]);
+        assert_eq!((shares.len(), shares[0].unplaced, shares[0].documents()), (1, 3, 3), "held out: not counted");
+
+        // Removal: a level's sampled units, one of 3 documents and two of 1.
+        let units =
+            UnitTable { level: vec!["passage".into(); 5], sampled_unit: vec![0, 0, 0, 1, 2], ..Default::default() };
+        assert_eq!(removal(&units, "passage"), Removal { mean: 5.0 / 3.0, largest: 3 });
+    }
     use subsets::config::Block;
     use subsets::corpus::Document;
 

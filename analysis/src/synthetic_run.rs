@@ -51,7 +51,7 @@ pub fn write_limited(
 ) -> Result<Plan> {
     let design = DesignConfig {
         unit: spec.unit.clone(),
-        max_unit_fraction,
+        max_unit_fraction: Some(max_unit_fraction),
         holdout_ids: spec.holdout_ids.clone(),
         ..DesignConfig::documents(spec.models, 0.5)
     };
@@ -86,7 +86,7 @@ pub fn write_spectrum(
     let design = DesignConfig {
         unit: levels[0].clone(),
         spectrum: subsets::config::blocks(levels, spec.models),
-        max_unit_fraction,
+        max_unit_fraction: Some(max_unit_fraction),
         holdout_ids: spec.holdout_ids.clone(),
         ..DesignConfig::documents(spec.models, 0.5)
     };

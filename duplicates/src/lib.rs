@@ -102,6 +102,12 @@
 //! [`Duplicates::near_pairs`] expands, and [`Duplicates::pair_count`] counts without
 //! expanding.
 //!
+//! # Topics
+//!
+//! [`topics`] groups documents into K topics by their content (TF-IDF over words and word
+//! pairs, a randomized truncated SVD, spherical k-means), where near-duplicates and passage
+//! groups join documents only by the text they share.
+//!
 //! # Memory
 //!
 //! The near-duplicate stage holds about 8 bytes per word of shingle hashes and 600 bytes
@@ -116,6 +122,7 @@ mod params;
 mod shingle;
 mod substr;
 pub mod synthetic;
+pub mod topics;
 
 use std::collections::{HashMap, HashSet};
 

@@ -44,6 +44,15 @@ impl LoadedBase {
         let stack = Stack::from_rows(architecture, std::slice::from_ref(&self.weights), Precision::Fp32, device)?;
         Ok(stack.evaluate(documents, batch_size)?.remove(0))
     }
+
+    /// Each document's (token ids) mean final-layer hidden state under the base, `batch_size`
+    /// windows a forward, on `device`: what `topic:K` levels group documents by in a run
+    /// from a base.
+    pub fn mean_hidden_states(&self, documents: &[&[u32]], batch_size: usize, device: Device) -> Result<Vec<Vec<f32>>> {
+        let architecture = Architecture::new(&self.base.model, self.base.layout);
+        let stack = Stack::from_rows(architecture, std::slice::from_ref(&self.weights), Precision::Fp32, device)?;
+        stack.mean_hidden_states(documents, batch_size)
+    }
 }
 
 /// The weights of the base in `dir`, `[P]` fp32 on the CPU in the parameter layout of

@@ -50,18 +50,29 @@ pub trait Compute {
     /// `[1, P]`: 1 where AdamW decays the weight, 0 elsewhere.
     fn decay_mask(&self, device: Device) -> Tensor;
 
-    /// Next-token logits `[G, batch, time, outputs]` (fp32) of the stacked models for token
-    /// ids `[G, batch, time]` (each model reads its own rows). `weights` are `[G, P]`, each
-    /// model's own, or `[1, P]`, one set all G models share: its products then run once for
-    /// all models' rows together. `adapters`, per block, add each model's own low-rank
-    /// update to the adapted matrices.
+    /// What `output` asks of the stacked models for token ids `[G, batch, time]` (each
+    /// model reads its own rows): next-token logits `[G, batch, time, outputs]`, or the
+    /// final-layer hidden states `[G, batch, time, d_model]` the logits are computed from
+    /// (after the final norm), fp32. `weights` are `[G, P]`, each model's own, or `[1, P]`,
+    /// one set all G models share: its products then run once for all models' rows
+    /// together. `adapters`, per block, add each model's own low-rank update to the adapted
+    /// matrices.
     fn forward(
         &self,
         weights: &Tensor,
         adapters: Option<&[HashMap<Part, Factors>]>,
         tokens: &Tensor,
         precision: Precision,
+        output: Output,
     ) -> Tensor;
+}
+
+/// What [`Compute::forward`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Logits,
+    /// The final-layer hidden states, for document embeddings.
+    Hidden,
 }
 
 impl Compute for Architecture {
@@ -100,6 +111,7 @@ impl Compute for Architecture {
         adapters: Option<&[HashMap<Part, Factors>]>,
         tokens: &Tensor,
         precision: Precision,
+        output: Output,
     ) -> Tensor {
         let (models, batch, time) = tokens.size3().expect("tokens are [models, batch, time]");
         assert!(time <= self.context, "{time} positions exceed the context of {}", self.context);
@@ -171,6 +183,9 @@ impl Compute for Architecture {
             }
         }
         let x = norm(&x, None, Part::FinalNorm);
+        if output == Output::Hidden {
+            return x.to_kind(Kind::Float).view([models, batch, time, d]);
+        }
         let head = match self.find(Slot { layer: None, part: Part::Head, bias: false }) {
             Some(index) => params[index].shallow_clone(),
             None => table.transpose(1, 2),
@@ -412,9 +427,9 @@ mod tests {
             let b = arch.initial_weights(2);
             assert_eq!(a, arch.initial_weights(1), "weights come from the seed alone");
             let tokens = Tensor::from_slice(&[1i64, 2, 3, 4, 5, 6, 7, 8]).view([2, 1, 4]);
-            let stacked = arch.forward(&Tensor::stack(&[&a, &b], 0), None, &tokens, Precision::Fp32);
-            let alone_a = arch.forward(&a.unsqueeze(0), None, &tokens.narrow(0, 0, 1), Precision::Fp32);
-            let alone_b = arch.forward(&b.unsqueeze(0), None, &tokens.narrow(0, 1, 1), Precision::Fp32);
+            let stacked = arch.forward(&Tensor::stack(&[&a, &b], 0), None, &tokens, Precision::Fp32, Output::Logits);
+            let alone_a = arch.forward(&a.unsqueeze(0), None, &tokens.narrow(0, 0, 1), Precision::Fp32, Output::Logits);
+            let alone_b = arch.forward(&b.unsqueeze(0), None, &tokens.narrow(0, 1, 1), Precision::Fp32, Output::Logits);
             assert!(stacked.get(0).allclose(&alone_a.get(0), 1e-5, 1e-6, false), "{family}");
             assert!(stacked.get(1).allclose(&alone_b.get(0), 1e-5, 1e-6, false), "{family}");
         }

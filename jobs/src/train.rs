@@ -45,7 +45,7 @@ use subsets::schema::{LogRow, LogTable, MIN_K_FRACTION};
 use subsets::{design, seeds};
 
 use crate::lora::Lora;
-use crate::model::Compute;
+use crate::model::{Compute, Output};
 use crate::{Error, Result};
 
 /// Steps between two readings of the loss.
@@ -467,7 +467,7 @@ impl Stack {
     /// Next-token logits of every model for `inputs` `[G, batch, time]`.
     fn logits(&self, inputs: &Tensor) -> Tensor {
         let factors = self.adapters.as_ref().map(|(lora, adapters)| lora.factors(adapters));
-        self.architecture.forward(&self.weights, factors.as_deref(), inputs, self.precision)
+        self.architecture.forward(&self.weights, factors.as_deref(), inputs, self.precision, Output::Logits)
     }
 
     pub fn models(&self) -> i64 {
@@ -607,6 +607,52 @@ impl Stack {
                 Ok(evals)
             })
             .collect()
+    }
+}
+
+impl Stack {
+    /// Each document's mean final-layer hidden state over its positions (each predicting
+    /// one of its tokens), under the stack's model (a stack of one: a base): one `d_model`
+    /// vector per document, in the order given, zeros for an empty one. Windows are cut
+    /// and batched as [`Stack::evaluate`] cuts them.
+    pub fn mean_hidden_states(&self, docs: &[&[u32]], batch_size: usize) -> Result<Vec<Vec<f32>>> {
+        let _no_grad = tch::no_grad_guard();
+        let device = self.weights.device();
+        let span = self.architecture.context as usize - 1;
+        let mut windows: Vec<(usize, Window<'_>)> =
+            docs.iter().enumerate().flat_map(|(d, doc)| windows(doc, span).map(move |w| (d, w))).collect();
+        windows.sort_by_key(|(_, w)| std::cmp::Reverse(w.len()));
+        let sorted: Vec<Window<'_>> = windows.iter().map(|&(_, w)| w).collect();
+        let (inputs, targets) = token_table(&sorted, Specials::of(&self.architecture), device);
+        let width = self.architecture.d_model as usize;
+        let (mut sums, mut counts) = (vec![vec![0f64; width]; docs.len()], vec![0f64; docs.len()]);
+        for (b, batch) in sorted.chunks(batch_size).enumerate() {
+            let (start, rows, time) = ((b * batch_size) as i64, batch.len() as i64, batch[0].len() as i64);
+            let take = |t: &Tensor| t.narrow(0, start, rows).narrow(1, 0, time).unsqueeze(0);
+            let factors = self.adapters.as_ref().map(|(lora, adapters)| lora.factors(adapters));
+            let hidden = self.architecture.forward(
+                &self.weights,
+                factors.as_deref(),
+                &take(&inputs).contiguous(),
+                self.precision,
+                Output::Hidden,
+            );
+            let mask = take(&targets).ne(NO_TARGET).to_kind(Kind::Float).unsqueeze(-1);
+            let summed = Vec::<f32>::try_from((hidden * &mask).sum_dim_intlist(2, false, Kind::Float).flatten(0, -1))?;
+            let counted = Vec::<f32>::try_from(mask.sum_dim_intlist(2, false, Kind::Float).flatten(0, -1))?;
+            for row in 0..rows as usize {
+                let (doc, _) = windows[b * batch_size + row];
+                for (sum, &value) in sums[doc].iter_mut().zip(&summed[row * width..(row + 1) * width]) {
+                    *sum += f64::from(value);
+                }
+                counts[doc] += f64::from(counted[row]);
+            }
+        }
+        Ok(sums
+            .into_iter()
+            .zip(counts)
+            .map(|(sum, count)| sum.into_iter().map(|v| if count > 0.0 { (v / count) as f32 } else { 0.0 }).collect())
+            .collect())
     }
 }
 
@@ -1125,7 +1171,7 @@ mod tests {
                 let inputs = Tensor::from_slice(&inputs).view([1, 1, -1]).expand([2, 1, -1], false).contiguous();
                 let all = stack
                     .architecture
-                    .forward(&stack.weights, None, &inputs, Precision::Fp32)
+                    .forward(&stack.weights, None, &inputs, Precision::Fp32, Output::Logits)
                     .log_softmax(-1, Kind::Double);
                 for (t, &target) in targets.iter().enumerate() {
                     let row = all.get(g as i64).get(0).get(t as i64);

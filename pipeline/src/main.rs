@@ -28,7 +28,7 @@ use duplicates::{DupParams, Param, Settings, Shingling};
 use jobs::{DeviceChoice, RunTrainer};
 use queue::{JobOutcome, Queue, Selection};
 use subsets::base::Base;
-use subsets::config::{Block, DEFAULT_MAX_UNIT_FRACTION, DesignConfig, Hyperparameters, RunConfig, Unit};
+use subsets::config::{Block, DesignConfig, Hyperparameters, RunConfig, Unit};
 use subsets::corpus;
 use subsets::demo;
 use subsets::layout::RunDir;
@@ -132,18 +132,20 @@ struct PlanArgs {
 #[derive(Args)]
 struct DesignArgs {
     /// What is IN or OUT together: document, cluster (near-duplicates), passage (documents
-    /// sharing a substring of --min-repeat bytes or more, joined transitively) or
-    /// field:NAME (a string field of the corpus, e.g. field:url).
+    /// sharing a substring of --min-repeat bytes or more, joined transitively), topic:K (K
+    /// topics found from the text: TF-IDF, truncated SVD, spherical k-means) or field:NAME
+    /// (a string field of the corpus, e.g. field:url).
     #[arg(long, default_value = "document", conflicts_with = "levels")]
     unit: Unit,
     /// A spectrum run: these levels (as --unit, comma separated), each sampled by its own
-    /// block of the models, e.g. document,cluster,passage,field:source.
+    /// block of the models, e.g. document,cluster,passage,topic:20,field:source.
     #[arg(long, value_delimiter = ',')]
     levels: Vec<Unit>,
     /// Units of more than this fraction of the documents are not sampled as one: their
-    /// documents fall back to the next finer level and get no score at theirs.
-    #[arg(long, default_value_t = DEFAULT_MAX_UNIT_FRACTION)]
-    max_unit_fraction: f64,
+    /// documents fall back to the next finer level and get no score at theirs. Default:
+    /// 1% of the documents or ⌊√documents⌋ of them, whichever is larger.
+    #[arg(long)]
+    max_unit_fraction: Option<f64>,
     /// Copy counts to plant for canaries, e.g. 1,2,4,8.
     #[arg(long, value_delimiter = ',')]
     copies: Vec<u16>,
@@ -458,6 +460,7 @@ impl PlanArgs {
             holdout: self.holdout,
             unit,
             max_unit_fraction: self.design.max_unit_fraction,
+            topics: None,
             spectrum,
             duplicates: self.near.params()?.settings,
             copies: self.design.copies,
@@ -476,7 +479,10 @@ impl PlanArgs {
         if !self.eval_at.is_empty() {
             hyperparameters.train.eval_at = self.eval_at;
         }
-        let base = resolve_base(&mut hyperparameters, self.config.as_deref())?;
+        let mut base = resolve_base(&mut hyperparameters, self.config.as_deref())?;
+        if let Some(base) = base.as_mut().filter(|_| design.levels().iter().any(|l| matches!(l, Unit::Topic(_)))) {
+            base.embed = Some(base_embedder(PathBuf::from(&hyperparameters.train.init)));
+        }
         hyperparameters.validate()?;
         Ok(PlanSettings::New {
             corpus: self.corpus.expect("clap requires --corpus without --extend"),
@@ -533,6 +539,30 @@ fn resolve_base(hyperparameters: &mut Hyperparameters, config: Option<&Path>) ->
     Ok(Some(PlannedBase::from(&base)))
 }
 
+/// The base in `dir`'s embedding of texts, for topics in a run from it: each text tokenized
+/// by the base and its mean final-layer hidden state, in one batched pass on the best
+/// device there is.
+fn base_embedder(dir: PathBuf) -> plan::DocumentEmbedder {
+    Box::new(move |texts: &[&str]| {
+        let embed = || -> Result<Vec<Vec<f32>>> {
+            let loaded = jobs::base::LoadedBase::load(&dir)?;
+            let ids = loaded.base.tokenizer.encode_all(texts, None)?;
+            let slices: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+            let device = DeviceChoice::Auto.resolve()?;
+            let started = std::time::Instant::now();
+            let embedded = loaded.mean_hidden_states(&slices, 16, device)?;
+            eprintln!(
+                "embedded {} documents with the base for topics in {:.1} s on {}",
+                texts.len(),
+                started.elapsed().as_secs_f64(),
+                jobs::device::describe(device)
+            );
+            Ok(embedded)
+        };
+        embed().map_err(|e| format!("{e:#}"))
+    })
+}
+
 fn extend(run: &Path, models: u32) -> Result<()> {
     let extension = plan::extend(&RunDir::new(run), models)?;
     eprintln!(
@@ -564,15 +594,15 @@ fn plan_run(out: &Path, request: PlanRequest<'_>) -> Result<()> {
         let in_count = (plan.config.design.keep * f64::from(block.size())).round();
         eprintln!("  level {:<16} {} models (each unit IN for {in_count})", block.level.to_string(), block.size());
     }
-    let limit = subsets::units::max_unit_size(plan.config.design.max_unit_fraction, plan.corpus.doc.len());
+    let limit = plan.config.design.max_unit_size(plan.corpus.doc.len());
     for (level, over, preview) in &plan.oversized {
         if let Some((size, _)) = over.largest {
             eprintln!(
-                "  level {level}: {} units over the limit of {limit} documents (--max-unit-fraction {}) are not sampled \
-                 as one; their {} documents fall back to level {} and get no {level} score. Largest: {size} \
-                 documents, {preview}",
+                "  level {level}: {} units over the limit of {limit} documents ({:.2}% of the corpus; \
+                 --max-unit-fraction sets it) are not sampled as one; their {} documents fall back to level {} and \
+                 get no {level} score. Largest: {size} documents, {preview}",
                 over.units,
-                plan.config.design.max_unit_fraction,
+                100.0 * plan.config.design.max_unit_fraction.unwrap_or_default(),
                 over.documents,
                 level.finer().expect("a document is never over the limit"),
             );
@@ -748,7 +778,7 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
         design: DesignConfig {
             unit,
             spectrum,
-            max_unit_fraction: args.max_unit_fraction,
+            max_unit_fraction: Some(args.max_unit_fraction),
             holdout_ids,
             ..DesignConfig::documents(args.models, 0.5)
         },

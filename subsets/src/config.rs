@@ -111,7 +111,7 @@ pub struct BackgroundConfig {
 /// What is IN or OUT of a model's training set together: a level of the memorization
 /// spectrum, from the finest to the coarsest (the order of the variants, which `Ord`
 /// follows). Written in `run.toml` and on the command line as `document`, `cluster`,
-/// `passage` or `field:NAME`.
+/// `passage`, `topic:K` or `field:NAME`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Unit {
@@ -121,6 +121,9 @@ pub enum Unit {
     Cluster,
     /// Documents sharing a substring of at least `min_repeat` bytes, joined transitively.
     Passage,
+    /// Documents about the same thing: K topics found from their content (`[design.topics]`
+    /// records how).
+    Topic(u32),
     /// Documents with the same value of a string field of the corpus (a site, an author);
     /// a document without a value is its own unit.
     Field(String),
@@ -134,7 +137,7 @@ impl Unit {
             Unit::Document => None,
             Unit::Cluster => Some(Unit::Document),
             Unit::Passage => Some(Unit::Cluster),
-            Unit::Field(_) => Some(Unit::Passage),
+            Unit::Topic(_) | Unit::Field(_) => Some(Unit::Passage),
         }
     }
 }
@@ -145,6 +148,7 @@ impl std::fmt::Display for Unit {
             Unit::Document => f.write_str("document"),
             Unit::Cluster => f.write_str("cluster"),
             Unit::Passage => f.write_str("passage"),
+            Unit::Topic(k) => write!(f, "topic:{k}"),
             Unit::Field(name) => write!(f, "field:{name}"),
         }
     }
@@ -157,10 +161,16 @@ impl std::str::FromStr for Unit {
             "document" => Ok(Unit::Document),
             "cluster" => Ok(Unit::Cluster),
             "passage" => Ok(Unit::Passage),
-            _ => match text.strip_prefix("field:") {
-                Some(name) if !name.is_empty() => Ok(Unit::Field(name.to_string())),
+            _ => match (text.strip_prefix("field:"), text.strip_prefix("topic:")) {
+                (Some(name), _) if !name.is_empty() => Ok(Unit::Field(name.to_string())),
+                (_, Some(k)) => match k.parse::<u32>() {
+                    Ok(0) => Err(format!("{text}: K must be at least 1 topic")),
+                    Ok(k) => Ok(Unit::Topic(k)),
+                    Err(_) => Err(format!("{text}: K must be a number of topics, e.g. topic:20")),
+                },
                 _ => Err(format!(
-                    "unknown level {text:?}: expected document, cluster, passage or field:NAME (a string field of the corpus)"
+                    "unknown level {text:?}: expected document, cluster, passage, topic:K (K topics found from the \
+                     text) or field:NAME (a string field of the corpus)"
                 )),
             },
         }
@@ -180,17 +190,24 @@ impl From<Unit> for String {
     }
 }
 
-/// The largest unit sampled as one, as a fraction of the corpus's documents, unless the
-/// user says otherwise. At keep 0.5 a unit of 1% moves each model's training set by about
-/// 2% of its size: that barely changes how well a model predicts text in general (loss
-/// falls as a small power of the data, a change near 0.2%), so what its OUT models lose on
-/// the unit is memorization. A unit of 10% would move training sets by 20% and its OUT
-/// models would be weaker on everything, generalization counted as memorization.
-pub const DEFAULT_MAX_UNIT_FRACTION: f64 = 0.01;
+/// The largest unit sampled as one, unless the user gives a fraction: 1% of the corpus's
+/// documents or ⌊√n⌋ of them, whichever is larger. On a large corpus the 1% rules: at keep
+/// 0.5 a unit of 1% moves each model's training set by about 2% of its size, which barely
+/// changes how well a model predicts text in general (loss falls as a small power of the
+/// data, a change near 0.2%), so what its OUT models lose on the unit is memorization; a
+/// unit of 10% would weaken its OUT models on everything, generalization counted as
+/// memorization. On a small corpus 1% is less than a document, and every passage or
+/// cluster would fall back: √n keeps a corpus's natural groups (a passage shared by 6 of 70
+/// documents: the bound is 8) while a share that shrinks as 1/√n still refuses what most
+/// of a corpus shares (a footer on 90% of 70 documents).
+pub fn default_max_unit_size(documents: usize) -> u32 {
+    let percent = documents / 100;
+    (percent.max(documents.isqrt()).max(1)) as u32
+}
 
 /// Runs planned before the size limit existed sampled every unit whole.
-fn no_unit_limit() -> f64 {
-    1.0
+fn no_unit_limit() -> Option<f64> {
+    Some(1.0)
 }
 
 /// One level of a spectrum run and the models that sample the corpus at it.
@@ -241,9 +258,11 @@ pub struct DesignConfig {
     /// The sampling unit of a single-level run; in a spectrum run, its finest level.
     pub unit: Unit,
     /// A unit of more than this fraction of the documents is not sampled as one: its
-    /// documents fall back to the next finer level ([`Unit::finer`]).
+    /// documents fall back to the next finer level ([`Unit::finer`]). None, before
+    /// planning: the default bound ([`default_max_unit_size`]), which the plan records as
+    /// the fraction it is of the corpus.
     #[serde(default = "no_unit_limit")]
-    pub max_unit_fraction: f64,
+    pub max_unit_fraction: Option<f64>,
     /// Duplicate settings, one definition of clusters per run: `threshold`, `shingles`,
     /// `min_repeat` and `max_candidates`, keys of `[design]` itself. The duplicate scores
     /// are computed with them once, at plan time, on the bytes the models see.
@@ -257,10 +276,26 @@ pub struct DesignConfig {
     pub canary_ids: Vec<String>,
     /// Ids of documents no model trains on, besides the `holdout` fraction.
     pub holdout_ids: Vec<String>,
+    /// How the topics of `topic:K` levels were found, recorded by the plan of a run with
+    /// one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topics: Option<TopicConfig>,
     /// The levels of a spectrum run (`plan --levels`), finest first, each with its block of
     /// models; empty in a single-level run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spectrum: Vec<Block>,
+}
+
+/// How a plan found the topics of its `topic:K` levels (`[design.topics]`): the method, and
+/// its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    /// `tfidf-svd`: TF-IDF over word unigrams and bigrams (sublinear tf, L2-normalized),
+    /// reduced by truncated SVD, then spherical k-means seeded from the run seed.
+    pub method: String,
+    #[serde(flatten)]
+    pub settings: duplicates::topics::TopicSettings,
 }
 
 impl DesignConfig {
@@ -273,7 +308,8 @@ impl DesignConfig {
             keep,
             holdout: 0.0,
             unit: Unit::Document,
-            max_unit_fraction: DEFAULT_MAX_UNIT_FRACTION,
+            max_unit_fraction: None,
+            topics: None,
             spectrum: vec![],
             duplicates: Settings::default(),
             copies: vec![],
@@ -283,16 +319,21 @@ impl DesignConfig {
         }
     }
 
+    /// The most documents a unit sampled as one may hold in a corpus of `documents`.
+    pub fn max_unit_size(&self, documents: usize) -> u32 {
+        match self.max_unit_fraction {
+            Some(fraction) => crate::units::max_unit_size(fraction, documents),
+            None => default_max_unit_size(documents),
+        }
+    }
+
     /// Checks what can be checked before the corpus is read: enough models for `keep`, the
     /// holdout fraction, and a copy sweep's settings, which go together.
     pub fn validate(&self) -> Result<()> {
         crate::design::in_count(self.models, self.keep)?;
         crate::design::check_holdout_fraction(self.holdout)?;
-        if !(self.max_unit_fraction > 0.0 && self.max_unit_fraction <= 1.0) {
-            return Err(Error::setting(
-                "design.max_unit_fraction",
-                format!("must be in (0, 1], got {}", self.max_unit_fraction),
-            ));
+        if let Some(fraction) = self.max_unit_fraction.filter(|f| !(*f > 0.0 && *f <= 1.0)) {
+            return Err(Error::setting("design.max_unit_fraction", format!("must be in (0, 1], got {fraction}")));
         }
         self.validate_spectrum()?;
         let canaries = self.canaries > 0 || !self.canary_ids.is_empty();

@@ -12,7 +12,7 @@ use rand::seq::SliceRandom;
 
 use crate::config::{
     BackgroundConfig, BaseConfig, Block, CorpusConfig, DesignConfig, EmbeddingLayout, Hyperparameters, RunConfig,
-    TokensConfig, Unit,
+    TokensConfig, TopicConfig, Unit,
 };
 use crate::corpus::{self, Document};
 use crate::layout::RunDir;
@@ -73,11 +73,18 @@ pub struct PlanRequest<'a> {
 pub struct PlannedBase {
     pub layout: EmbeddingLayout,
     pub weights_sha256: String,
+    /// The base's embedding of texts (one vector per text), which `topic:K` levels group
+    /// documents by; None: topics from the text itself. It runs the model, which this
+    /// crate does not: the binary hands it over.
+    pub embed: Option<DocumentEmbedder>,
 }
+
+/// A model's embedding of each of the texts, or why it failed.
+pub type DocumentEmbedder = Box<dyn Fn(&[&str]) -> std::result::Result<Vec<Vec<f32>>, String> + Send + Sync>;
 
 impl From<&crate::base::Base> for PlannedBase {
     fn from(base: &crate::base::Base) -> PlannedBase {
-        PlannedBase { layout: base.layout, weights_sha256: base.weights_sha256.clone() }
+        PlannedBase { layout: base.layout, weights_sha256: base.weights_sha256.clone(), embed: None }
     }
 }
 
@@ -96,7 +103,53 @@ pub fn build(request: PlanRequest<'_>) -> Result<Plan> {
 
 /// Whether `level` or a finer level it may fall back to is the passage level.
 fn needs_passages(level: &Unit) -> bool {
-    matches!(level, Unit::Passage | Unit::Field(_))
+    matches!(level, Unit::Passage | Unit::Topic(_) | Unit::Field(_))
+}
+
+/// How topics are found from the text alone.
+const TEXT_TOPICS: &str = "tfidf-svd";
+/// How topics are found in a run from a base: the base's mean final-layer hidden states.
+const BASE_TOPICS: &str = "base-hidden-mean";
+
+/// The topics of every `topic:K` level among `levels`, found in `texts` (what the models
+/// see) as `config` says, with `embed` (the base's) for the base's method, seeded from the
+/// run seed.
+fn find_topics(
+    levels: &[Unit],
+    texts: &[&str],
+    config: &TopicConfig,
+    embed: Option<&DocumentEmbedder>,
+    seed: u64,
+) -> Result<BTreeMap<u32, Vec<u32>>> {
+    use duplicates::topics::{self, Embeddings};
+    let seed = seeds::derive(seed, "topics", 0);
+    let embeddings = match (config.method.as_str(), embed) {
+        (TEXT_TOPICS, _) => topics::text_embeddings(texts, &config.settings, seed),
+        (BASE_TOPICS, Some(embed)) => {
+            let rows =
+                embed(texts).map_err(|e| Error::Invalid(format!("embedding the documents with the base: {e}")))?;
+            let dims = rows.first().map_or(0, Vec::len);
+            let values = rows
+                .into_iter()
+                .flat_map(|row| {
+                    let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+                    row.into_iter().map(move |v| if norm > 0.0 { v / norm } else { 0.0 })
+                })
+                .collect();
+            Ok(Embeddings { rows: texts.len(), dims, values })
+        }
+        (method, _) => return Err(Error::Invalid(format!("design.topics: unknown method {method:?}"))),
+    };
+    let embeddings = embeddings.map_err(|e| Error::Invalid(format!("topics: {e}")))?;
+    let mut found = BTreeMap::new();
+    for level in levels {
+        if let Unit::Topic(k) = level {
+            let labels = topics::spherical_kmeans(&embeddings, *k as usize, config.settings.kmeans_iterations, seed)
+                .map_err(|e| Error::Invalid(format!("level {level}: {e}")))?;
+            found.insert(*k, labels);
+        }
+    }
+    Ok(found)
 }
 
 /// Builds the plan. `duplicates_of(ids, texts)` scores the documents' duplicates on
@@ -112,7 +165,7 @@ fn build_scored(
         corpus_path,
         mut documents,
         seed,
-        design: design_config,
+        design: mut design_config,
         hyperparameters,
         background,
         base,
@@ -152,12 +205,25 @@ fn build_scored(
         )));
     }
 
+    let has_topics = design_config.levels().iter().any(|level| matches!(level, Unit::Topic(_)));
+    let embed = base.as_ref().and_then(|b| b.embed.as_ref());
+    if has_topics && design_config.topics.is_none() {
+        let method = if embed.is_some() { BASE_TOPICS } else { TEXT_TOPICS };
+        design_config.topics = Some(TopicConfig { method: method.into(), settings: Default::default() });
+    }
+    let topics = match &design_config.topics {
+        Some(topic_config) => find_topics(&design_config.levels(), &texts, topic_config, embed, seed)?,
+        None => BTreeMap::new(),
+    };
     let groupings = Groupings {
         cluster: &duplicates.cluster,
         passage: passages.as_ref().map(|p| units::Passages { group: &p.group, shared: &p.longest_shared }),
         fields: &field_values,
+        topics: &topics,
     };
-    let max_size = units::max_unit_size(design_config.max_unit_fraction, documents.len());
+    let max_size = design_config.max_unit_size(documents.len());
+    // run.toml records the bound the plan applied, the default's too.
+    design_config.max_unit_fraction.get_or_insert(f64::from(max_size) / documents.len().max(1) as f64);
     let levels: Vec<LevelUnits> = design_config
         .levels()
         .iter()
@@ -315,7 +381,7 @@ fn unit_preview(
             let value = groupings.fields.get(name).and_then(|values| values[doc].clone()).unwrap_or_default();
             format!("{name} = \"{}\"", cut(&value))
         }
-        Unit::Document | Unit::Cluster => format!("\"{}\"", cut(&seen[doc])),
+        Unit::Document | Unit::Cluster | Unit::Topic(_) => format!("\"{}\"", cut(&seen[doc])),
     }
 }
 
@@ -646,7 +712,7 @@ mod tests {
     fn cluster_unit_puts_members_in_together() {
         let mut d = design(6, 0.5);
         d.unit = Unit::Cluster;
-        d.max_unit_fraction = 1.0;
+        d.max_unit_fraction = Some(1.0);
         let plan = build_scored(request(docs(6), d), |_, _| (clustered(vec![9, 9, 4, 9, 4, 7]), None)).unwrap();
         assert_eq!(plan.corpus.unit, [0, 0, 1, 0, 1, 2]);
         let models_of = |doc: u32| -> Vec<u32> { (0..6).filter(|&m| plan.membership.contains(m, doc)).collect() };
@@ -661,7 +727,7 @@ mod tests {
         let mut d = design(models, 0.5);
         d.unit = levels[0].clone();
         d.spectrum = crate::config::blocks(levels, models);
-        d.max_unit_fraction = 0.5;
+        d.max_unit_fraction = Some(0.5);
         d
     }
 

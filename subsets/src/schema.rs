@@ -535,6 +535,11 @@ table! {
         pub group_mem_loss: Vec<Option<f64>>,
         pub group_mem_loss_se: Vec<Option<f64>>,
         pub note: Vec<Option<String>>,
+        /// The document's place on the spectrum, the same on each of its rows: the finest
+        /// level whose score (the one `analyze` ranked by) reaches half of its largest over
+        /// the levels, when that largest is significant (null: generalized at every level
+        /// measured, and in older files).
+        pub finest_level: Vec<Option<String>> = None,
     }
 }
 

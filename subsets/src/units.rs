@@ -28,6 +28,8 @@ pub struct Groupings<'a> {
     pub passage: Option<Passages<'a>>,
     /// Group fields by name (`source` among them when a level names it).
     pub fields: &'a BTreeMap<String, Vec<Option<String>>>,
+    /// Topic ids by K, for the `topic:K` levels.
+    pub topics: &'a BTreeMap<u32, Vec<u32>>,
 }
 
 /// Each document's passage group and longest shared byte range.
@@ -73,9 +75,10 @@ pub struct Oversized {
 }
 
 /// The most documents a unit sampled as one may hold: `fraction` of `documents`, at
-/// least one.
+/// least one. The fraction a plan records for a size (size / documents) gives the size back
+/// despite rounding.
 pub fn max_unit_size(fraction: f64, documents: usize) -> u32 {
-    ((fraction * documents as f64).floor() as u32).max(1)
+    ((fraction * documents as f64 + 1e-9).floor() as u32).max(1)
 }
 
 /// The units of `level`, with units of more than `max_size` documents falling back to the
@@ -108,6 +111,11 @@ fn natural_units(level: &Unit, groupings: &Groupings<'_>) -> Result<Vec<u32>> {
             let passages =
                 groupings.passage.ok_or_else(|| Error::Invalid("passage groups were not computed".into()))?;
             dense(passages.group)
+        }
+        Unit::Topic(k) => {
+            let topics =
+                groupings.topics.get(k).ok_or_else(|| Error::Invalid(format!("the {k} topics were not computed")))?;
+            dense(topics)
         }
         Unit::Field(name) => {
             let values = groupings
@@ -197,7 +205,8 @@ mod tests {
         shared: &'a [(u32, u32)],
         fields: &'a BTreeMap<String, Vec<Option<String>>>,
     ) -> Groupings<'a> {
-        Groupings { cluster, passage: Some(Passages { group: passage, shared }), fields }
+        static NO_TOPICS: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        Groupings { cluster, passage: Some(Passages { group: passage, shared }), fields, topics: &NO_TOPICS }
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub fn expected_plots(run: &Path) -> Vec<String> {
         kinds.push("copies");
     }
     if run.join("analysis/spectrum.parquet").exists() {
-        kinds.push("spectrum");
+        kinds.extend(["spectrum", "places"]);
     }
     let profile = run.join("analysis/profile.parquet");
     if profile.exists() {

@@ -204,6 +204,18 @@ fn a_spectrum_demo_finds_each_kind_memorized_at_its_level() {
     for i in (0..spectrum.doc.len()).filter(|&i| spectrum.mem_acc[i].is_some()) {
         assert_eq!((spectrum.n_in[i], spectrum.n_out[i]), (3, 3), "{} {}", spectrum.level[i], spectrum.doc_id[i]);
     }
+    // Each kind's place on the spectrum: most random identifiers at their own level, most of
+    // the family at the cluster's, most of the passage's documents at the passage's.
+    let docs = spectrum.doc.len() / 3;
+    let placed = |source: &str, level: &str| -> f64 {
+        let of: Vec<usize> = (0..docs).filter(|&d| spectrum.source[d].as_deref() == Some(source)).collect();
+        of.iter().filter(|&&d| spectrum.finest_level[d].as_deref() == Some(level)).count() as f64 / of.len() as f64
+    };
+    for (source, level) in [("random-id", "document"), ("near-duplicate", "cluster"), ("planted-passage", "passage")] {
+        assert!(placed(source, level) >= 0.5, "{source}: {:.0}% placed at {level}", 100.0 * placed(source, level));
+    }
+    assert!(printed.contains("place on the spectrum (the finest level whose mem_loss reaches 50%"), "{printed}");
+    assert!(printed.contains("documents one unit OUT removes from a model's training set, mean: document 1.0"));
     // The near-duplicates are listed as memorized only at the cluster level.
     let found = printed.split("memorized only at a coarser level").nth(1).expect("a findings list");
     assert!(found.contains("near-duplicate") && found.contains("→ cluster"), "{printed}");

@@ -1,12 +1,16 @@
-//! Planning at coarser levels with the real binary (no training): a footer shared by
+//! Planning at coarser levels with the real binary (no training, but for one base pretrained
+//! to find topics with): a footer shared by
 //! thousands of documents is one passage unit that the size limit refuses to sample whole,
-//! and plan says so; a group field becomes units and a column of `corpus.parquet`.
+//! and plan says so; on a small corpus the default bound keeps a passage six documents share
+//! and still refuses a footer most of them share; topics are found from the text, or from a
+//! base's hidden states, and bad requests for them refused; a group field becomes units and
+//! a column of `corpus.parquet`.
 
 use std::collections::HashMap;
 
 use subsets::membership::Membership;
 use subsets::schema::{self, UnitTable};
-use tests::{cfmem, plan_args};
+use tests::{TINY_CONFIG, cfmem, plan_args, training_lock};
 
 /// `level`'s rows of `units.parquet`, in document order.
 fn rows_of(units: &UnitTable, level: &str) -> Vec<usize> {
@@ -30,9 +34,9 @@ fn a_footer_shared_by_thousands_is_caught_by_the_size_limit_and_named() {
     let out = cfmem(&plan_args(&corpus, &run, "4", "1", &["--unit", "passage"]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    let expected = "level passage: 1 units over the limit of 32 documents (--max-unit-fraction 0.01) are not sampled \
-                    as one; their 3000 documents fall back to level cluster and get no passage score. Largest: 3000 \
-                    documents, shared passage \"";
+    let expected = "level passage: 1 units over the limit of 56 documents (1.75% of the corpus; --max-unit-fraction \
+                    sets it) are not sampled as one; their 3000 documents fall back to level cluster and get no \
+                    passage score. Largest: 3000 documents, shared passage \"";
     let said = stderr.split(expected).nth(1).unwrap_or_else(|| panic!("{expected}\nnot in:\n{stderr}"));
     assert!(
         said.contains("of the list. Copyright the example publishing house"),
@@ -59,6 +63,135 @@ fn a_footer_shared_by_thousands_is_caught_by_the_size_limit_and_named() {
     for doc in 0..3200 {
         assert_eq!((0..4).filter(|&m| membership.contains(m, doc)).count(), 2, "doc {doc}");
     }
+}
+
+#[test]
+fn on_a_small_corpus_the_default_bound_keeps_a_shared_passage_and_refuses_a_footer() {
+    let dir = tempfile::tempdir().unwrap();
+    let quote = "In the beginning was the word, and the word was with the reader of this quotation.";
+    let footer = "This page is part of the collected manuals; all rights reserved by their authors.";
+    // 70 documents each time: six quoting the passage, then 63 ending in the footer.
+    for (name, shared, sharing) in [("quote", quote, 6), ("footer", footer, 63)] {
+        let corpus = dir.path().join(format!("{name}.jsonl"));
+        let lines: String = (0..70)
+            .map(|i| {
+                let own = format!("document {i} says {} things about item {}", i * 37 % 101, i * 7919 % 1009);
+                let text = if i < sharing { format!("{own}. {shared}") } else { own };
+                serde_json::json!({ "text": text }).to_string() + "\n"
+            })
+            .collect();
+        std::fs::write(&corpus, lines).unwrap();
+        let run = dir.path().join(name);
+        let out = cfmem(&plan_args(&corpus, &run, "4", "1", &["--unit", "passage"]));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let units: UnitTable = schema::read(&run.join("units.parquet")).unwrap();
+        let passage = rows_of(&units, "passage");
+        assert_eq!(units.unit_size[passage[0]], sharing, "{name}: one unit of the documents sharing it");
+        // ⌊√70⌋ = 8 documents, more than 1% of 70.
+        assert_eq!(units.fallback[passage[0]], sharing > 8, "{name}: {stderr}");
+        let toml = std::fs::read_to_string(run.join("run.toml")).unwrap();
+        assert!(toml.contains(&format!("max_unit_fraction = {}", 8.0 / 70.0)), "run.toml records the bound: {toml}");
+    }
+}
+
+/// `per_topic` documents on each of three topics, each written with its own vocabulary
+/// (no passage shared), one JSONL line each, topic after topic; the planted topic of each.
+fn topic_corpus(path: &std::path::Path, per_topic: usize, seed: u64) -> Vec<u32> {
+    let vocabularies = [
+        "frog pond tadpole lily croak swamp amphibian leap marsh newt toad wetland spawn reed insect",
+        "engine piston gearbox torque clutch exhaust cylinder valve crankshaft radiator throttle diesel brake axle",
+        "violin sonata orchestra cello melody harmony concerto tempo rhythm chord symphony overture bow score",
+    ];
+    let (mut lines, mut planted) = (String::new(), Vec::new());
+    let mut state = seed;
+    for (topic, words) in vocabularies.iter().enumerate() {
+        let words: Vec<&str> = words.split(' ').collect();
+        for i in 0..per_topic {
+            let text: Vec<&str> = (0..30)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    words[(state >> 33) as usize % words.len()]
+                })
+                .collect();
+            lines += &(serde_json::json!({ "id": format!("t{topic}-{i}"), "text": text.join(" ") }).to_string() + "\n");
+            planted.push(topic as u32);
+        }
+    }
+    std::fs::write(path, lines).unwrap();
+    planted
+}
+
+#[test]
+fn topics_are_found_from_the_text_recorded_in_run_toml_and_bad_requests_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("topics.jsonl");
+    let planted = topic_corpus(&corpus, 20, 12345);
+    let run = dir.path().join("run");
+    let out =
+        cfmem(&plan_args(&corpus, &run, "4", "1", &["--levels", "document,topic:3", "--max-unit-fraction", "0.5"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let units: UnitTable = schema::read(&run.join("units.parquet")).unwrap();
+    let topic = rows_of(&units, "topic:3");
+    let found: Vec<u32> = topic.iter().map(|&i| units.unit[i]).collect();
+    let agreement = duplicates::topics::adjusted_rand(&found, &planted);
+    assert!(agreement >= 0.9, "adjusted Rand {agreement} of {found:?}");
+    assert!(topic.iter().all(|&i| units.unit_size[i] == 20 && !units.fallback[i]));
+    let toml = std::fs::read_to_string(run.join("run.toml")).unwrap();
+    assert!(toml.contains("[design.topics]") && toml.contains("method = \"tfidf-svd\""), "{toml}");
+    assert!(toml.contains("dims = 100") && toml.contains("min_df = 2"), "{toml}");
+
+    // A topic of a third of the corpus is over the default bound, and falls back.
+    let bounded = dir.path().join("bounded");
+    let out = cfmem(&plan_args(&corpus, &bounded, "4", "1", &["--levels", "document,topic:3"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("level topic:3: 3 units over the limit of 7 documents"), "{stderr}");
+
+    let refused = |levels: &str| {
+        let out = cfmem(&plan_args(&corpus, &dir.path().join("refused"), "4", "1", &["--levels", levels]));
+        assert!(!out.status.success(), "{levels} should be refused");
+        assert!(!dir.path().join("refused").exists(), "nothing written for {levels}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(refused("document,topic:0").contains("topic:0: K must be at least 1 topic"));
+    assert!(refused("document,topic:x").contains("topic:x: K must be a number of topics"));
+    let err = refused("document,topic:61");
+    assert!(err.contains("level topic:61: K = 61 topics for 60 documents: at most one topic per document"), "{err}");
+    let empty = dir.path().join("empty.jsonl");
+    let lines: String =
+        (0..6).map(|i| serde_json::json!({ "text": format!("{}", "?!".repeat(i + 1)) }).to_string() + "\n").collect();
+    std::fs::write(&empty, lines).unwrap();
+    let out = cfmem(&plan_args(&empty, &dir.path().join("refused"), "4", "1", &["--levels", "document,topic:2"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("the corpus has no vocabulary to group by topic"), "{err}");
+}
+
+#[test]
+fn in_a_run_from_a_base_topics_are_found_from_the_bases_hidden_states() {
+    let _one_at_a_time = training_lock();
+    let dir = tempfile::tempdir().unwrap();
+    // A base pretrained on text of the same kind (other documents of the same topics).
+    let pretraining = dir.path().join("pretraining.jsonl");
+    topic_corpus(&pretraining, 60, 777);
+    let config = dir.path().join("tiny.toml");
+    std::fs::write(&config, TINY_CONFIG).unwrap();
+    let base = dir.path().join("base");
+    let args = ["pretrain", "--corpus", pretraining.to_str().unwrap(), "--config", config.to_str().unwrap()];
+    let out = cfmem(&[&args[..], &["--out", base.to_str().unwrap(), "--seed", "1", "--device", "cpu"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let corpus = dir.path().join("topics.jsonl");
+    let planted = topic_corpus(&corpus, 20, 12345);
+    let run = dir.path().join("run");
+    let extra = ["--init", base.to_str().unwrap(), "--levels", "document,topic:3", "--max-unit-fraction", "0.5"];
+    let out = cfmem(&plan_args(&corpus, &run, "4", "1", &extra));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("embedded 60 documents with the base for topics"), "{stderr}");
+    let units: UnitTable = schema::read(&run.join("units.parquet")).unwrap();
+    let found: Vec<u32> = rows_of(&units, "topic:3").iter().map(|&i| units.unit[i]).collect();
+    let agreement = duplicates::topics::adjusted_rand(&found, &planted);
+    assert!(agreement >= 0.9, "adjusted Rand {agreement} of {found:?}");
+    let toml = std::fs::read_to_string(run.join("run.toml")).unwrap();
+    assert!(toml.contains("method = \"base-hidden-mean\""), "{toml}");
 }
 
 #[test]

@@ -351,6 +351,7 @@ fn glance(data: &ReportData, summary: &Summary) -> Markup {
         Unit::Document => "document".to_string(),
         Unit::Cluster => "near-duplicate cluster".to_string(),
         Unit::Passage => format!("passage group (documents sharing {} bytes or more)", c.design.duplicates.min_repeat),
+        Unit::Topic(k) => format!("topic (one of {k} found from the text)"),
         Unit::Field(name) => format!("value of the field {name}"),
     };
     let unit = if c.design.spectrum.is_empty() {
@@ -876,6 +877,7 @@ fn spectrum_section(spectrum: &SpectrumSummary, lead: Measure) -> Markup {
                 (palette_legend(spectrum.sources.iter().map(|row| summary::source_label(row.source.as_deref()))))
             }
         }
+        (places(spectrum, lead))
         @for (i, (level, _)) in spectrum.levels.iter().enumerate() {
             @if spectrum.fallen_back[i] > 0 {
                 p { (spectrum.fallen_back[i]) " documents are in " (level) " units over the size limit: they were sampled by a finer level and have no " (level) " score." }
@@ -898,6 +900,45 @@ fn spectrum_section(spectrum: &SpectrumSummary, lead: Measure) -> Markup {
                             td { (c.shared) }
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Per source, the share of its documents at each place on the spectrum, and what one
+/// unit of each level removes.
+fn places(spectrum: &SpectrumSummary, lead: Measure) -> Markup {
+    let mut parts: Vec<&str> = spectrum.levels.iter().map(|(level, _)| level.as_str()).collect();
+    parts.push("none");
+    let mut colors: Vec<&str> = (0..spectrum.levels.len()).map(|i| PALETTE[i % PALETTE.len()]).collect();
+    colors.push("#BBBBBB");
+    let rows: Vec<plot::StackedRow<'_>> = spectrum
+        .places
+        .iter()
+        .map(|row| plot::StackedRow {
+            name: summary::source_label(row.source.as_deref()),
+            counts: row.counts.iter().copied().chain([row.unplaced]).collect(),
+        })
+        .collect();
+    html! {
+        figure class="single" {
+            (plot::stacked_bars("places", "Each document's place on the spectrum, per source", &rows, &parts, &colors))
+            figcaption {
+                "A document's place is the finest level whose " (lead.score()) " (the score the analysis ranked by) reaches "
+                (format!("{:.0}%", 100.0 * crate::spectrum::PLACE_SHARE))
+                " of its largest over the levels, when that largest is significant (its interval above zero): \
+                 the level at which removing what the document belongs to destroys most of what can be destroyed. \
+                 Grey: no level significant, generalized at every level measured."
+                (palette_legend(parts[..parts.len() - 1].iter().copied()))
+            }
+        }
+        table class="numbers" {
+            caption { "Documents one unit OUT removes from a model's training set (the units sampled as one)" }
+            thead { tr { th { "level" } th { "mean" } th { "largest" } } }
+            tbody {
+                @for ((level, _), removal) in spectrum.levels.iter().zip(&spectrum.removal) {
+                    tr { td { (level) } td { (format!("{:.1}", removal.mean)) } td { (removal.largest) } }
                 }
             }
         }

@@ -370,6 +370,50 @@ pub fn scatter(kind: &str, title: &str, points: &[Point<'_>], x: &Axis, y: &Axis
     )
 }
 
+/// One row of a [`stacked_bars`] chart: its name and its parts' counts, in the colours'
+/// order.
+pub struct StackedRow<'a> {
+    pub name: &'a str,
+    pub counts: Vec<usize>,
+}
+
+/// One horizontal bar per row, its parts side by side as shares of the row's total, each in
+/// its colour of `colors` (one per part) and named by `parts` in its title.
+pub fn stacked_bars(kind: &str, title: &str, rows: &[StackedRow<'_>], parts: &[&str], colors: &[&str]) -> Markup {
+    const BAR: f64 = 22.0;
+    let height = TOP + BOTTOM + rows.len() as f64 * (BAR + 8.0);
+    let x = Axis::between("share of the documents", Scale::Linear, 0.0, 1.0);
+    let y = Axis::from_zero("", 1.0);
+    let frame = Frame { x: &x, y: &y, height, left: BOX_LEFT };
+    let (x0, x1) = (frame.px(0.0), frame.px(1.0));
+    svg(
+        kind,
+        title,
+        height,
+        html! {
+            g class="axis" {
+                line x1=(fmt(x0)) x2=(fmt(x1)) y1=(fmt(frame.bottom())) y2=(fmt(frame.bottom())) {}
+                @for &t in &x.ticks {
+                    text x=(fmt(frame.px(t))) y=(fmt(frame.bottom() + 16.0)) text-anchor="middle" { (tick_label(t)) }
+                }
+                text class="label" x=(fmt((x0 + x1) / 2.0)) y=(fmt(height - 8.0)) text-anchor="middle" { (x.label) }
+            }
+            @for (r, row) in rows.iter().enumerate() {
+                @let top = TOP + r as f64 * (BAR + 8.0);
+                @let total = row.counts.iter().sum::<usize>().max(1) as f64;
+                text x=(fmt(BOX_LEFT - 6.0)) y=(fmt(top + BAR / 2.0 + 4.0)) text-anchor="end" { (row.name) }
+                @let starts: Vec<f64> = row.counts.iter().scan(0.0, |at, &c| { let start = *at; *at += c as f64 / total; Some(start) }).collect();
+                @for (p, &count) in row.counts.iter().enumerate().filter(|(_, c)| **c > 0) {
+                    rect x=(fmt(frame.px(starts[p]))) width=(fmt(frame.px(starts[p] + count as f64 / total) - frame.px(starts[p])))
+                        y=(fmt(top)) height=(fmt(BAR)) fill=(colors[p % colors.len()]) {
+                        title { (format!("{}: {} {count} of {} documents ({:.0}%)", row.name, parts[p], total, 100.0 * count as f64 / total)) }
+                    }
+                }
+            }
+        },
+    )
+}
+
 /// A point of a line chart with an optional error bar from `lo` to `hi`.
 pub struct Step {
     pub x: f64,
