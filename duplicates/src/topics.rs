@@ -742,40 +742,34 @@ fn kmeans_plus_plus(embeddings: &Embeddings, k: usize, seed: u64) -> Vec<Vec<f32
             total += weight(&drawn, row, nearest[row]);
             cumulative.push(total);
         }
-        let chosen = if total > 0.0 {
-            let candidates: Vec<usize> = (0..if center == 0 { 1 } else { trials })
+        let candidates: Vec<usize> = if total > 0.0 {
+            (0..if center == 0 { 1 } else { trials })
                 .map(|_| {
                     let target = rng.random::<f64>() * total;
                     cumulative.partition_point(|&sum| sum <= target).min(rows - 1)
                 })
-                .collect();
-            let candidate_rows: Vec<Vec<f32>> = candidates.iter().map(|&row| embeddings.row(row).to_vec()).collect();
-            let block_sums = similarities_by_block(embeddings, &candidate_rows, |first, similarities| {
-                let mut sums = vec![0.0; candidates.len()];
-                for (offset, row_similarities) in similarities.chunks(candidates.len()).enumerate() {
-                    let row = first + offset;
-                    for (sum, &similarity) in sums.iter_mut().zip(row_similarities) {
-                        *sum += weight(&drawn, row, nearest[row].max(similarity));
-                    }
-                }
-                sums
-            });
-            let mut sums = vec![0.0; candidates.len()];
-            for block in block_sums {
-                sums.iter_mut().zip(block).for_each(|(sum, v)| *sum += v);
-            }
-            let best = (0..candidates.len()).reduce(|best, i| if sums[i] < sums[best] { i } else { best });
-            candidates[best.expect("at least one candidate")]
+                .collect()
         } else {
-            drawn.iter().position(|&drawn| !drawn).expect("k <= rows")
+            vec![drawn.iter().position(|&drawn| !drawn).expect("k <= rows")]
         };
-        drawn[chosen] = true;
-        let centroid = embeddings.row(chosen).to_vec();
-        let similarities = similarities_by_block(embeddings, std::slice::from_ref(&centroid), |_, s| s.to_vec());
-        for (nearest, &similarity) in nearest.iter_mut().zip(similarities.iter().flatten()) {
-            *nearest = nearest.max(similarity);
+        let mut candidate_rows: Vec<Vec<f32>> = candidates.iter().map(|&row| embeddings.row(row).to_vec()).collect();
+        // Row-major, one similarity per candidate.
+        let similarities = similarities_by_block(embeddings, &candidate_rows, |_, s| s.to_vec()).concat();
+        let similarity = |row: usize, candidate: usize| similarities[row * candidates.len() + candidate];
+        // The weight each candidate would leave; the least wins, the first of ties.
+        let potential: Vec<f64> = (0..candidates.len())
+            .map(|candidate| {
+                (0..rows).map(|row| weight(&drawn, row, nearest[row].max(similarity(row, candidate)))).sum()
+            })
+            .collect();
+        let best = (0..candidates.len())
+            .reduce(|best, candidate| if potential[candidate] < potential[best] { candidate } else { best })
+            .expect("at least one candidate");
+        for (row, nearest) in nearest.iter_mut().enumerate() {
+            *nearest = nearest.max(similarity(row, best));
         }
-        centroids.push(centroid);
+        drawn[candidates[best]] = true;
+        centroids.push(candidate_rows.swap_remove(best));
     }
     centroids
 }

@@ -320,9 +320,11 @@ impl DesignConfig {
     }
 
     /// The most documents a unit sampled as one may hold in a corpus of `documents`.
+    /// With a fraction: that fraction of the documents, at least one; the fraction a plan
+    /// records for a size (size / documents) gives the size back despite rounding.
     pub fn max_unit_size(&self, documents: usize) -> u32 {
         match self.max_unit_fraction {
-            Some(fraction) => crate::units::max_unit_size(fraction, documents),
+            Some(fraction) => ((fraction * documents as f64 + 1e-9).floor() as u32).max(1),
             None => default_max_unit_size(documents),
         }
     }
@@ -1111,6 +1113,18 @@ mod tests {
     use duplicates::Shingling;
 
     use super::*;
+
+    #[test]
+    fn the_unit_size_bound_is_the_fraction_given_or_one_percent_or_the_square_root() {
+        let with = |fraction: Option<f64>, documents: usize| {
+            DesignConfig { max_unit_fraction: fraction, ..DesignConfig::documents(4, 0.5) }.max_unit_size(documents)
+        };
+        assert_eq!((with(Some(0.01), 150), with(Some(0.1), 125), with(Some(0.01), 300)), (1, 12, 3));
+        // ⌊√70⌋ = 8 keeps a passage of 6; 1% of 10⁶ is above ⌊√10⁶⌋ = 1000.
+        assert_eq!((with(None, 70), with(None, 3200), with(None, 1_000_000), with(None, 0)), (8, 56, 10_000, 1));
+        // The fraction a plan records gives the same bound back.
+        assert_eq!(with(Some(8.0 / 70.0), 70), 8);
+    }
 
     #[test]
     fn partial_config_file_keeps_defaults_and_rejects_unknown_keys() {

@@ -74,13 +74,6 @@ pub struct Oversized {
     pub largest: Option<(u32, usize)>,
 }
 
-/// The most documents a unit sampled as one may hold: `fraction` of `documents`, at
-/// least one. The fraction a plan records for a size (size / documents) gives the size back
-/// despite rounding.
-pub fn max_unit_size(fraction: f64, documents: usize) -> u32 {
-    ((fraction * documents as f64 + 1e-9).floor() as u32).max(1)
-}
-
 /// The units of `level`, with units of more than `max_size` documents falling back to the
 /// next finer level.
 pub fn level_units(level: &Unit, groupings: &Groupings<'_>, max_size: u32) -> Result<LevelUnits> {
@@ -246,8 +239,6 @@ mod tests {
         // With a limit of one document, clusters fall back to documents too.
         let passage = level_units(&Unit::Passage, &g, 1).unwrap();
         assert_eq!(passage.sampled, [0, 1, 2, 3, 4, 5, 6]);
-        assert_eq!(max_unit_size(0.01, 150), 1);
-        assert_eq!(max_unit_size(0.1, 125), 12);
     }
 
     #[test]
