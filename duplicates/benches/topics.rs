@@ -57,7 +57,11 @@ fn main() {
     let median = times[runs / 2];
     let which = if runs == 1 { "one run".to_owned() } else { format!("median of {runs}") };
     println!("text_topics: {which} {median:.2} s, {:.0} documents/s", docs as f64 / median);
-    println!("peak memory (VmHWM): {:.0} MB, of which the texts {:.0} MB", peak as f64 / 1e6, bytes as f64 / 1e6);
+    println!(
+        "peak memory (VmHWM, over all runs): {:.0} MB, of which the texts {:.0} MB",
+        peak as f64 / 1e6,
+        bytes as f64 / 1e6
+    );
     let topics = last.expect("at least one run");
     let found = topics.iter().max().map_or(0, |&t| t + 1);
     println!("{found} topics found; adjusted Rand against the planted topics: {:.4}", adjusted_rand(&topics, &planted));

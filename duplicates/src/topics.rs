@@ -30,8 +30,8 @@
 //! least `min_df` and below the number of documents n (a term in every document tells
 //! none apart), the `max_features` most frequent of them (ties by term text). Weights are
 //! `(1 + ln tf) × (ln((1 + n) / (1 + df)) + 1)` (sublinear term frequency, smooth inverse
-//! document frequency, as scikit-learn's `TfidfVectorizer(sublinear_tf=True)`), each
-//! document's row L2-normalized. Terms are identified by 64-bit hashes of their text, so
+//! document frequency: the weights of scikit-learn's `TfidfVectorizer(sublinear_tf=True)`),
+//! each document's row L2-normalized. Terms are identified by 64-bit hashes of their text, so
 //! two distinct terms with equal hashes (improbable) count as one.
 //!
 //! The sparse n × terms matrix A is reduced to `dims` dimensions by the randomized range
@@ -39,25 +39,29 @@
 //! `dims + 10` columns, `power_iterations` passes through A Aᵀ with the basis
 //! re-orthonormalized after every product, then the SVD of the small projected matrix.
 //! A document's embedding is its row of U Σ (equivalently A V), L2-normalized; a document
-//! with no kept term has a zero row.
+//! with no kept term has a zero row. The n × (dims + 10) basis stays in f32, orthonormalized
+//! by SVQB (Stathopoulos & Wu 2002: from the eigendecomposition of its Gram matrix, in
+//! f64) applied twice, as Cholesky-QR2 is; unlike Cholesky, SVQB drops the directions a
+//! rank-deficient corpus lacks (repeated documents) instead of failing.
 //!
 //! # Clustering
 //!
-//! Spherical k-means on cosine similarity: k-means++ seeding (the dissimilarity
-//! `1 − cos`, half the squared distance between unit vectors, in the role of the squared
-//! distance), then Lloyd iterations that assign each document to the centroid of largest
-//! dot product and move each centroid to the normalized mean of its documents, until no
-//! assignment changes. A cluster left empty takes the document farthest from its centroid.
+//! Spherical k-means on cosine similarity: greedy k-means++ seeding (as scikit-learn's,
+//! with the dissimilarity `1 − cos`, half the squared distance between unit vectors, in
+//! the role of the squared distance), then Lloyd iterations that assign each document to
+//! the centroid of largest dot product and move each centroid to the normalized mean of
+//! its documents, until no assignment changes. A cluster left empty takes the document
+//! farthest from its centroid.
 //!
 //! # Determinism and cost
 //!
 //! Every floating-point sum is taken in a fixed order (per row, or over fixed blocks of
 //! rows added in order), so embeddings and topics depend on the texts, the settings and
-//! the seed, not on the number of threads. The TF-IDF matrix and its transpose hold 16
-//! bytes per distinct term of each document, the range finder two f32 blocks of
-//! n × (dims + 10) and terms × (dims + 10), and the embedding 4 × dims bytes per document;
-//! counting document frequencies holds every distinct term of the corpus, about 40 bytes
-//! each per thread. On 10⁶ documents of 30 to 60 words, 2 cores take about a minute (see
+//! the seed, not on the number of threads. Counting document frequencies holds 8 bytes per
+//! distinct term of each document; the TF-IDF matrix 8 bytes per kept term of each
+//! document; the range finder 4 × (dims + 10) bytes per document and per kept term; the
+//! embedding 4 × dims bytes per document. On 10⁶ documents of 30 to 60 words (6.5 × 10⁷
+//! entries in the matrix), 2 cores take about 35 s and 1.6 GB, the texts included (see
 //! `benches/topics.rs`).
 
 use std::collections::HashMap;
@@ -141,10 +145,7 @@ pub fn text_embeddings(texts: &[&str], settings: &TopicSettings, seed: u64) -> R
     }
     assert!(u32::try_from(texts.len()).is_ok(), "{} documents: at most u32::MAX", texts.len());
     let vocabulary = Vocabulary::new(texts, settings)?;
-    eprintln!("TIMING vocabulary done {:?}", std::time::SystemTime::now()); // TIMING
-    let t = std::time::Instant::now(); // TIMING
     let matrix = tfidf_matrix(texts, &vocabulary);
-    eprintln!("TIMING matrix {:?} nnz {}", t.elapsed(), matrix.columns.len()); // TIMING
     drop(vocabulary);
     Ok(svd_embedding(matrix, settings.dims, settings.power_iterations, seed))
 }
@@ -159,20 +160,12 @@ pub fn spherical_kmeans(
     seed: u64,
 ) -> Result<Vec<u32>, TopicError> {
     check_topic_count(k, embeddings.rows)?;
-    let t = std::time::Instant::now(); // TIMING
-    let mut iterations_run = 0; // TIMING
     let mut centroids = kmeans_plus_plus(embeddings, k, seed);
     let mut labels = nearest_centroids(embeddings, &centroids);
-    eprintln!("TIMING kmeans++ {:?}", t.elapsed()); // TIMING
     for _ in 0..iterations {
         fill_empty_clusters(embeddings, &mut centroids, &mut labels);
         centroids = mean_directions(embeddings, &labels, k);
         let next = nearest_centroids(embeddings, &centroids);
-        iterations_run += 1; // TIMING
-        eprintln!(
-            "TIMING iteration {iterations_run} changed {}",
-            next.iter().zip(&labels).filter(|(a, b)| a != b).count()
-        ); // TIMING
         if next == labels {
             break;
         }
@@ -180,7 +173,6 @@ pub fn spherical_kmeans(
     }
     // The last assignment may have emptied a cluster when the iterations ran out.
     fill_empty_clusters(embeddings, &mut centroids, &mut labels);
-    eprintln!("TIMING kmeans {:?} iterations {iterations_run}", t.elapsed()); // TIMING
     Ok(numbered_by_first_row(&labels))
 }
 
@@ -195,15 +187,14 @@ pub fn text_topics(texts: &[&str], k: usize, settings: &TopicSettings, seed: u64
 
 /// The adjusted Rand index of two labelings of the same items (Hubert & Arabie 1985): 1
 /// for the same partition (whatever the label names), about 0 for independent ones,
-/// negative for less agreement than chance. Two labelings of fewer than two items, or
-/// both of one cluster, or both of singletons, are the same partition: 1.
+/// negative for less agreement than chance.
 ///
 /// # Panics
 ///
 /// If the labelings have different lengths.
 pub fn adjusted_rand(a: &[u32], b: &[u32]) -> f64 {
     assert_eq!(a.len(), b.len(), "two labelings of the same items");
-    let pairs = |count: u64| (count * count.saturating_sub(1) / 2) as f64;
+    let pairs = |count: u64| count * count.saturating_sub(1) / 2;
     let mut joint: HashMap<(u32, u32), u64> = HashMap::new();
     let mut in_a: HashMap<u32, u64> = HashMap::new();
     let mut in_b: HashMap<u32, u64> = HashMap::new();
@@ -212,15 +203,18 @@ pub fn adjusted_rand(a: &[u32], b: &[u32]) -> f64 {
         *in_a.entry(x).or_default() += 1;
         *in_b.entry(y).or_default() += 1;
     }
-    let together: f64 = joint.values().map(|&count| pairs(count)).sum();
-    let together_a: f64 = in_a.values().map(|&count| pairs(count)).sum();
-    let together_b: f64 = in_b.values().map(|&count| pairs(count)).sum();
-    let expected = together_a * together_b / pairs(a.len() as u64);
-    let most = (together_a + together_b) / 2.0;
-    if most == expected {
+    let together: u64 = joint.values().map(|&count| pairs(count)).sum();
+    let together_a: u64 = in_a.values().map(|&count| pairs(count)).sum();
+    let together_b: u64 = in_b.values().map(|&count| pairs(count)).sum();
+    let all = pairs(a.len() as u64);
+    // Both one cluster, or both singletons (or fewer than two items): the same partition,
+    // where the index is 0 / 0.
+    if together_a == together_b && (together_a == 0 || together_a == all) {
         return 1.0;
     }
-    (together - expected) / (most - expected)
+    let expected = together_a as f64 * together_b as f64 / all as f64;
+    let most = (together_a + together_b) as f64 / 2.0;
+    (together as f64 - expected) / (most - expected)
 }
 
 fn check_topic_count(k: usize, documents: usize) -> Result<(), TopicError> {
@@ -300,9 +294,7 @@ struct Vocabulary {
 impl Vocabulary {
     fn new(texts: &[&str], settings: &TopicSettings) -> Result<Vocabulary, TopicError> {
         let documents = texts.len();
-        let t = std::time::Instant::now(); // TIMING
         let mut candidates = document_frequencies(texts, |df| df >= settings.min_df && (df as usize) < documents);
-        eprintln!("TIMING df {:?} candidates {}", t.elapsed(), candidates.len()); // TIMING
         if candidates.is_empty() {
             return Err(TopicError::NoVocabulary { min_df: settings.min_df });
         }
@@ -314,7 +306,6 @@ impl Vocabulary {
             candidates.retain(|&(_, df)| df >= lowest_kept);
         }
         let mut terms = term_texts(texts, &candidates);
-        eprintln!("TIMING named {:?} candidates {}", t.elapsed(), candidates.len()); // TIMING
         let mut order: Vec<usize> = (0..candidates.len()).collect();
         let df = |i: usize| candidates[i].1;
         order.par_sort_unstable_by(|&i, &j| df(j).cmp(&df(i)).then_with(|| terms[i].cmp(&terms[j])));
@@ -339,40 +330,41 @@ const HASH_PARTS: usize = 256;
 /// The terms (hash, document frequency) whose document frequency passes `keep`.
 ///
 /// A hash map of every distinct term of a large corpus (tens of millions of word pairs,
-/// most in one document) misses the cache at every insertion; instead each block of
-/// documents sorts its documents' distinct terms into parts of the hash space by their
-/// top bits, and each part, gathered from all blocks, is sorted and counted in the cache.
-/// This holds 8 bytes per distinct term of each document.
+/// most in one document) would miss the cache at every insertion. Instead each block of
+/// documents lists its documents' distinct terms, sorted, so that each part of the hash
+/// space (by the top bits) is a slice of every block; each part, gathered from all blocks,
+/// is then counted in the cache. This holds 8 bytes per distinct term of each document.
 fn document_frequencies(texts: &[&str], keep: impl Fn(u32) -> bool + Sync) -> Vec<(u64, u32)> {
-    let blocks: Vec<Vec<Vec<u64>>> = texts
+    let blocks: Vec<Vec<u64>> = texts
         .par_chunks(BLOCK_DOCUMENTS)
         .map(|block| {
-            let mut parts = vec![Vec::new(); HASH_PARTS];
-            let (mut buffers, mut hashes) = (TermBuffers::default(), Vec::new());
+            let (mut buffers, mut document_terms, mut block_terms) = (TermBuffers::default(), Vec::new(), Vec::new());
             for text in block {
-                hashes.clear();
-                visit_terms(text, &mut buffers, |hash, _| hashes.push(hash));
-                hashes.sort_unstable();
-                hashes.dedup();
-                for &hash in &hashes {
-                    parts[(hash >> (64 - HASH_PARTS.trailing_zeros())) as usize].push(hash);
-                }
+                document_terms.clear();
+                visit_terms(text, &mut buffers, |hash, _| document_terms.push(hash));
+                document_terms.sort_unstable();
+                document_terms.dedup();
+                block_terms.extend_from_slice(&document_terms);
             }
-            parts
+            block_terms.sort_unstable();
+            block_terms
         })
         .collect();
-    let mut by_part: Vec<Vec<Vec<u64>>> = (0..HASH_PARTS).map(|_| Vec::with_capacity(blocks.len())).collect();
-    for block in blocks {
-        for (part, hashes) in by_part.iter_mut().zip(block) {
-            part.push(hashes);
-        }
-    }
-    by_part
+    let part_of = |hash: u64| (hash >> (64 - HASH_PARTS.trailing_zeros())) as usize;
+    (0..HASH_PARTS)
         .into_par_iter()
-        .flat_map_iter(|pieces| {
-            let mut hashes = pieces.concat();
-            drop(pieces);
-            hashes.sort_unstable();
+        .flat_map_iter(|part| {
+            let mut hashes: Vec<u64> = blocks
+                .iter()
+                .flat_map(|block| {
+                    let start = block.partition_point(|&hash| part_of(hash) < part);
+                    let end = start + block[start..].partition_point(|&hash| part_of(hash) == part);
+                    &block[start..end]
+                })
+                .copied()
+                .collect();
+            // Sorted runs, one per block, which the stable sort merges.
+            hashes.sort();
             let counts: Vec<(u64, u32)> = hashes
                 .chunk_by(|a, b| a == b)
                 .map(|copies| (copies[0], copies.len() as u32))
@@ -394,7 +386,8 @@ fn term_texts(texts: &[&str], terms: &[(u64, u32)]) -> Vec<String> {
         .with_min_len(256)
         .map_init(TermBuffers::default, |buffers, text| {
             let mut found = Vec::new();
-            // Frequent terms are all named early: the rest of the corpus is skipped.
+            // Once every term is named (often early: kept terms are frequent), the rest of
+            // the corpus is skipped.
             if unnamed.load(Ordering::Relaxed) > 0 {
                 visit_terms(text, buffers, |hash, term| {
                     if let Some(&i) = index.get(&hash)
@@ -540,7 +533,6 @@ fn tfidf_matrix(texts: &[&str], vocabulary: &Vocabulary) -> SparseRows {
             (lengths, columns, values)
         })
         .collect();
-    eprintln!("TIMING blocks built {:?}", std::time::SystemTime::now()); // TIMING
     let entries = blocks.iter().map(|(_, columns, _)| columns.len()).sum();
     let mut matrix = SparseRows {
         starts: Vec::with_capacity(texts.len() + 1),
@@ -577,31 +569,23 @@ const RANK_TOLERANCE: f64 = 1e-10;
 /// (see the module documentation).
 fn svd_embedding(matrix: SparseRows, dims: usize, power_iterations: usize, seed: u64) -> Embeddings {
     let (documents, terms) = (matrix.row_count(), matrix.column_count);
-    let t = std::time::Instant::now(); // TIMING
     let dims = dims.min(documents).min(terms);
     let width = (dims + OVERSAMPLING).min(documents).min(terms);
 
     // `range` (documents × width) ends as an orthonormal basis Q of the range of A;
     // `term_block` (terms × width) holds first the test matrix, then Aᵀ Q.
     let mut term_block = gaussian_matrix(terms, width, seed);
-    eprintln!("TIMING gaussian {:?}", t.elapsed()); // TIMING
     let mut range = vec![0.0; documents * width];
     matrix.multiply(&term_block, width, &mut range);
     orthonormalize(&mut range, width);
-    eprintln!("TIMING first A and orth {:?}", t.elapsed()); // TIMING
     for _ in 0..power_iterations {
         matrix.multiply_transposed(&range, width, &mut term_block);
-        eprintln!("TIMING At {:?}", t.elapsed()); // TIMING
         orthonormalize(&mut term_block, width);
-        eprintln!("TIMING orth m {:?}", t.elapsed()); // TIMING
         matrix.multiply(&term_block, width, &mut range);
-        eprintln!("TIMING A {:?}", t.elapsed()); // TIMING
         orthonormalize(&mut range, width);
-        eprintln!("TIMING orth n {:?}", t.elapsed()); // TIMING
     }
     matrix.multiply_transposed(&range, width, &mut term_block);
     drop(matrix);
-    eprintln!("TIMING final At {:?}", t.elapsed()); // TIMING
 
     // With B = Qᵀ A = term_blockᵀ, B Bᵀ = Ũ Σ² Ũᵀ and U Σ = Q Ũ Σ.
     let eigen = SymmetricEigen::new(gram(&term_block, width));
@@ -613,7 +597,6 @@ fn svd_embedding(matrix: SparseRows, dims: usize, power_iterations: usize, seed:
     });
     let mut values = rows_times(&range, width, &projection);
     values.par_chunks_mut(dims).for_each(normalize);
-    eprintln!("TIMING embedded {:?}", t.elapsed()); // TIMING
     Embeddings { rows: documents, dims, values }
 }
 
@@ -682,10 +665,10 @@ fn transform_rows(matrix: &mut [f32], width: usize, w: &DMatrix<f64>) {
 fn orthonormalize(matrix: &mut [f32], width: usize) {
     for _ in 0..2 {
         let eigen = SymmetricEigen::new(gram(matrix, width));
-        let largest = eigen.eigenvalues.max();
+        let floor = RANK_TOLERANCE * eigen.eigenvalues.max().max(0.0);
         let mut w = eigen.eigenvectors;
         for (column, &value) in eigen.eigenvalues.iter().enumerate() {
-            let scale = if value > RANK_TOLERANCE * largest { value.sqrt().recip() } else { 0.0 };
+            let scale = if value > floor { value.sqrt().recip() } else { 0.0 };
             w.column_mut(column).scale_mut(scale);
         }
         transform_rows(matrix, width, &w);
@@ -738,8 +721,8 @@ fn kmeans_plus_plus(embeddings: &Embeddings, k: usize, seed: u64) -> Vec<Vec<f32
     for center in 0..k {
         let mut cumulative = Vec::with_capacity(rows);
         let mut total = 0.0;
-        for row in 0..rows {
-            total += weight(&drawn, row, nearest[row]);
+        for (row, &similarity) in nearest.iter().enumerate() {
+            total += weight(&drawn, row, similarity);
             cumulative.push(total);
         }
         let candidates: Vec<usize> = if total > 0.0 {
@@ -754,7 +737,7 @@ fn kmeans_plus_plus(embeddings: &Embeddings, k: usize, seed: u64) -> Vec<Vec<f32
         };
         let mut candidate_rows: Vec<Vec<f32>> = candidates.iter().map(|&row| embeddings.row(row).to_vec()).collect();
         // Row-major, one similarity per candidate.
-        let similarities = similarities_by_block(embeddings, &candidate_rows, |_, s| s.to_vec()).concat();
+        let similarities = similarities_by_block(embeddings, &candidate_rows, <[f32]>::to_vec).concat();
         let similarity = |row: usize, candidate: usize| similarities[row * candidates.len() + candidate];
         // The weight each candidate would leave; the least wins, the first of ties.
         let potential: Vec<f64> = (0..candidates.len())
@@ -775,12 +758,12 @@ fn kmeans_plus_plus(embeddings: &Embeddings, k: usize, seed: u64) -> Vec<Vec<f32
 }
 
 /// The dot products of every row with every one of `centroids`, by fixed blocks of rows,
-/// one matrix product each: `visit` gets a block's first row and its similarities,
-/// row-major (one per centroid), and its results come back in block order.
+/// one matrix product each: `visit` gets a block's similarities, row-major (one per
+/// centroid), and its results come back in block order.
 fn similarities_by_block<T: Send>(
     embeddings: &Embeddings,
     centroids: &[Vec<f32>],
-    visit: impl Fn(usize, &[f32]) -> T + Sync,
+    visit: impl Fn(&[f32]) -> T + Sync,
 ) -> Vec<T> {
     let dims = embeddings.dims;
     let stacked = DMatrix::from_fn(centroids.len(), dims, |centroid, dim| centroids[centroid][dim]);
@@ -796,21 +779,19 @@ fn similarities_by_block<T: Send>(
                 let similarities: Vec<f32> = (first..first + rows)
                     .flat_map(|row| centroids.iter().map(move |centroid| dot(embeddings.row(row), centroid)))
                     .collect();
-                return visit(first, &similarities);
+                return visit(&similarities);
             }
             // Column-major, the block's rows are the columns of a dims × rows matrix.
-            visit(first, (&stacked * DMatrixView::from_slice(values, dims, rows)).as_slice())
+            visit((&stacked * DMatrixView::from_slice(values, dims, rows)).as_slice())
         })
         .collect()
 }
 
 /// Each row's centroid of largest dot product, the first of ties.
 fn nearest_centroids(embeddings: &Embeddings, centroids: &[Vec<f32>]) -> Vec<u32> {
-    let blocks = similarities_by_block(embeddings, centroids, |_, similarities| {
-        similarities
-            .chunks(centroids.len())
-            .map(|row| (0..row.len()).reduce(|best, c| if row[c] > row[best] { c } else { best }).unwrap_or(0) as u32)
-            .collect::<Vec<u32>>()
+    let blocks = similarities_by_block(embeddings, centroids, |similarities| {
+        let nearest = |row: &[f32]| (0..row.len()).reduce(|best, c| if row[c] > row[best] { c } else { best });
+        similarities.chunks(centroids.len()).map(|row| nearest(row).expect("k >= 1") as u32).collect::<Vec<u32>>()
     });
     blocks.concat()
 }
@@ -927,40 +908,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore]
-    fn scratch_tokenize_speed() {
-        // TIMING
-        let (texts, _) = planted_corpus(1); // TIMING
-        let mut rng = ChaCha8Rng::seed_from_u64(3); // TIMING
-        let words: Vec<String> = (0..8200).map(|i| format!("w{}x{}", i, rng.random_range(0..1000))).collect(); // TIMING
-        let texts: Vec<String> = (0..1_000_000)
-            .map(|_| (0..45).map(|_| words[rng.random_range(0..8200)].as_str()).collect::<Vec<_>>().join(" "))
-            .collect(); // TIMING
-        let texts = as_strs(&texts); // TIMING
-        let t = std::time::Instant::now(); // TIMING
-        let total: u64 = texts
-            .par_iter()
-            .map(|text| {
-                let mut b = TermBuffers::default();
-                let mut x = 0u64;
-                visit_terms(text, &mut b, |h, _| x ^= h);
-                x
-            })
-            .sum(); // TIMING
-        eprintln!("tokenize {:?} {total}", t.elapsed()); // TIMING
-        let t = std::time::Instant::now(); // TIMING
-        let counts = document_frequencies(&texts, |df| df >= 2); // TIMING
-        eprintln!("term_counts {:?} {}", t.elapsed(), counts.len()); // TIMING
-        let settings = TopicSettings::default(); // TIMING
-        let t = std::time::Instant::now(); // TIMING
-        let vocabulary = Vocabulary::new(&texts, &settings).unwrap(); // TIMING
-        eprintln!("vocabulary {:?}", t.elapsed()); // TIMING
-        let t = std::time::Instant::now(); // TIMING
-        let m = tfidf_matrix(&texts, &vocabulary); // TIMING
-        eprintln!("matrix {:?} {}", t.elapsed(), m.columns.len()); // TIMING
-    } // TIMING
-
-    #[test]
     fn planted_topics_are_found() {
         let (texts, planted) = planted_corpus(1);
         let topics = text_topics(&as_strs(&texts), 3, &TopicSettings::default(), 11).expect("topics");
@@ -1033,6 +980,8 @@ mod tests {
         assert_eq!(adjusted_rand(&[0, 0, 0], &[1, 1, 1]), 1.0);
         assert_eq!(adjusted_rand(&[0, 1, 2], &[0, 1, 2]), 1.0);
         assert_eq!(adjusted_rand(&[0, 0, 0], &[0, 1, 2]), 0.0);
+        assert_eq!(adjusted_rand(&[4], &[2]), 1.0);
+        assert_eq!(adjusted_rand(&[], &[]), 1.0);
     }
 
     #[test]
@@ -1088,6 +1037,97 @@ mod tests {
             terms.push(term.to_owned());
         });
         assert_eq!(terms, ["ünïcode", "s", "ünïcode s", "σοφια", "s σοφια", "x2", "σοφια x2"]);
+    }
+
+    /// A `rows` × `columns` matrix with about half its entries zero, row-major, and the same
+    /// as a sparse one.
+    fn random_sparse(rows: usize, columns: usize, seed: u64) -> (Vec<f32>, SparseRows) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let dense: Vec<f32> =
+            (0..rows * columns).map(|_| if rng.random::<bool>() { rng.random_range(0.1..1.0) } else { 0.0 }).collect();
+        let mut sparse = SparseRows { starts: vec![0], columns: Vec::new(), values: Vec::new(), column_count: columns };
+        for row in dense.chunks(columns) {
+            for (column, &value) in row.iter().enumerate().filter(|&(_, &value)| value != 0.0) {
+                sparse.columns.push(column as u32);
+                sparse.values.push(value);
+            }
+            sparse.starts.push(sparse.columns.len());
+        }
+        (dense, sparse)
+    }
+
+    #[test]
+    fn sparse_products_equal_dense_ones() {
+        let (rows, columns, width) = (300, 70, 9);
+        let (dense, sparse) = random_sparse(rows, columns, 4);
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let right: Vec<f32> = (0..columns * width).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let left: Vec<f32> = (0..rows * width).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let mut product = vec![0.0; rows * width];
+        sparse.multiply(&right, width, &mut product);
+        let mut transposed_product = vec![f32::NAN; columns * width];
+        sparse.multiply_transposed(&left, width, &mut transposed_product);
+        for (i, j) in (0..rows).flat_map(|i| (0..width).map(move |j| (i, j))) {
+            let expected: f32 = (0..columns).map(|c| dense[i * columns + c] * right[c * width + j]).sum();
+            assert!((product[i * width + j] - expected).abs() < 1e-4, "({i}, {j})");
+        }
+        for (c, j) in (0..columns).flat_map(|c| (0..width).map(move |j| (c, j))) {
+            let expected: f32 = (0..rows).map(|i| dense[i * columns + c] * left[i * width + j]).sum();
+            assert!((transposed_product[c * width + j] - expected).abs() < 1e-4, "({c}, {j})");
+        }
+    }
+
+    #[test]
+    fn orthonormalize_keeps_the_span_and_drops_missing_directions() {
+        // 500 rows, 6 columns, the last two combinations of the first two: rank 4.
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let width = 6;
+        let mut matrix = Vec::new();
+        for _ in 0..500 {
+            let row: Vec<f32> = (0..4).map(|_| rng.random_range(-1.0..1.0)).collect();
+            matrix.extend(&row);
+            matrix.extend([row[0] + row[1], 2.0 * row[0] - row[1]]);
+        }
+        let original = matrix.clone();
+        orthonormalize(&mut matrix, width);
+        let gram = gram(&matrix, width);
+        let kept: Vec<usize> = (0..width).filter(|&c| gram[(c, c)] > 0.5).collect();
+        assert_eq!(kept.len(), 4, "{gram}");
+        for i in 0..width {
+            for j in 0..width {
+                let identity = if i == j && kept.contains(&i) { 1.0 } else { 0.0 };
+                assert!((gram[(i, j)] - identity).abs() < 1e-5, "({i}, {j}): {gram}");
+            }
+        }
+        // Each original column is its own projection on the new basis.
+        let q = DMatrix::from_row_slice(500, width, &matrix.iter().map(|&v| f64::from(v)).collect::<Vec<_>>());
+        let m = DMatrix::from_row_slice(500, width, &original.iter().map(|&v| f64::from(v)).collect::<Vec<_>>());
+        let residual = &m - &q * (q.transpose() * &m);
+        assert!(residual.amax() < 1e-4, "{}", residual.amax());
+    }
+
+    #[test]
+    fn the_embedding_is_the_exact_svd_when_the_basis_spans_every_term() {
+        // 12 terms: dims + 10 columns cover them all, so the range finder is exact.
+        let (documents, terms, dims) = (40, 12, 3);
+        let (dense, sparse) = random_sparse(documents, terms, 7);
+        let embeddings = svd_embedding(sparse, dims, 2, 8);
+        let exact = DMatrix::from_row_slice(documents, terms, &dense.iter().map(|&v| f64::from(v)).collect::<Vec<_>>())
+            .svd(true, false);
+        let u = exact.u.expect("asked for");
+        let mut expected: Vec<f32> = (0..documents)
+            .flat_map(|row| (0..dims).map(|c| (u[(row, c)] * exact.singular_values[c]) as f32).collect::<Vec<_>>())
+            .collect();
+        expected.chunks_mut(dims).for_each(normalize);
+        // Singular vectors are defined up to sign.
+        for c in 0..dims {
+            let agreement: f32 =
+                (0..documents).map(|row| embeddings.values[row * dims + c] * expected[row * dims + c]).sum();
+            for row in 0..documents {
+                let found = embeddings.values[row * dims + c] * agreement.signum();
+                assert!((found - expected[row * dims + c]).abs() < 1e-4, "row {row}, dimension {c}");
+            }
+        }
     }
 
     #[test]
