@@ -123,7 +123,7 @@ fn level_errors_name_the_level_and_plan_nothing() {
     case.plan_fails(
         &corpus,
         &["--levels", "document,paragraph"],
-        "invalid value 'paragraph' for '--levels <LEVELS>': unknown level \"paragraph\": expected document, cluster, passage or field:NAME",
+        "invalid value 'paragraph' for '--levels <LEVELS>': unknown level \"paragraph\": expected document, cluster, passage, topic:K (K topics found from the text) or field:NAME",
     );
     case.plan_fails(&corpus, &["--levels", "cluster,document,cluster"], "--levels: level cluster is given twice");
     case.plan_fails(
