@@ -21,12 +21,16 @@
 //! reset (through /proc/self/clear_refs) after the corpus is generated, so it covers the
 //! generated texts and the runs.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use duplicates::synthetic::{Spec, generate};
+
+use common::{peak_memory, reset_peak_memory};
 use duplicates::{DupParams, Duplicates, brute_force_near_duplicates_of, find_duplicates};
 use rand::SeedableRng;
 use rand::seq::index;
@@ -189,22 +193,4 @@ fn recall(texts: &[&str], found: &Duplicates, params: &DupParams, sample: usize)
         brute.as_secs_f64(),
         caught as f64 / total.max(1) as f64
     );
-}
-
-fn reset_peak_memory() {
-    // "5" resets the peak resident set size (Linux 4.0 and later).
-    if std::fs::write("/proc/self/clear_refs", "5").is_err() {
-        println!("  (could not reset the peak memory counter: it includes corpus generation)");
-    }
-}
-
-/// VmHWM, in bytes.
-fn peak_memory() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?.to_owned();
-            line[6..].trim().trim_end_matches("kB").trim().parse::<u64>().ok()
-        })
-        .map_or(0, |kb| kb * 1024)
 }

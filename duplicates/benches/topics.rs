@@ -11,11 +11,15 @@
 //! process's VmHWM, reset (through /proc/self/clear_refs) after the corpus is generated,
 //! so it covers the generated texts and the runs.
 
-use std::collections::HashSet;
+mod common;
+
 use std::time::Instant;
 
+use duplicates::synthetic::vocabulary;
 use duplicates::topics::{TopicSettings, adjusted_rand, text_topics};
 use rand::{RngExt, SeedableRng};
+
+use common::{peak_memory, reset_peak_memory};
 use rand_chacha::ChaCha8Rng;
 
 const TOPICS: usize = 20;
@@ -70,7 +74,7 @@ fn main() {
 /// `docs` texts and the topic each was written on.
 fn planted_corpus(docs: usize, seed: u64) -> (Vec<String>, Vec<u32>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut words = distinct_words(&mut rng, TOPICS * TOPIC_WORDS + FILLER_WORDS);
+    let mut words = vocabulary(&mut rng, TOPICS * TOPIC_WORDS + FILLER_WORDS);
     let filler = words.split_off(TOPICS * TOPIC_WORDS);
     let topic_words: Vec<&[String]> = words.chunks(TOPIC_WORDS).collect();
     let mut texts = Vec::with_capacity(docs);
@@ -88,36 +92,4 @@ fn planted_corpus(docs: usize, seed: u64) -> (Vec<String>, Vec<u32>) {
         planted.push(topic as u32);
     }
     (texts, planted)
-}
-
-/// `count` distinct lowercase words of 3 to 9 letters.
-fn distinct_words(rng: &mut ChaCha8Rng, count: usize) -> Vec<String> {
-    let mut seen = HashSet::with_capacity(count);
-    let mut words = Vec::with_capacity(count);
-    while words.len() < count {
-        let length = rng.random_range(3..=9);
-        let word: String = (0..length).map(|_| char::from(rng.random_range(b'a'..=b'z'))).collect();
-        if seen.insert(word.clone()) {
-            words.push(word);
-        }
-    }
-    words
-}
-
-fn reset_peak_memory() {
-    // "5" resets the peak resident set size (Linux 4.0 and later).
-    if std::fs::write("/proc/self/clear_refs", "5").is_err() {
-        println!("  (could not reset the peak memory counter: it includes corpus generation)");
-    }
-}
-
-/// VmHWM, in bytes.
-fn peak_memory() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?.to_owned();
-            line[6..].trim().trim_end_matches("kB").trim().parse::<u64>().ok()
-        })
-        .map_or(0, |kb| kb * 1024)
 }

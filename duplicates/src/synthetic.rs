@@ -164,7 +164,7 @@ pub fn generate(spec: &Spec) -> Corpus {
 }
 
 /// `size` distinct lowercase words of 3 to 9 letters.
-fn vocabulary(rng: &mut ChaCha8Rng, size: usize) -> Vec<String> {
+pub fn vocabulary(rng: &mut ChaCha8Rng, size: usize) -> Vec<String> {
     let mut seen = HashSet::with_capacity(size);
     let mut words = Vec::with_capacity(size);
     while words.len() < size {
