@@ -541,15 +541,8 @@ impl Stack {
     /// its windows.
     pub fn evaluate(&self, docs: &[&[u32]], batch_size: usize) -> Result<Vec<Vec<DocEval>>> {
         let _no_grad = tch::no_grad_guard();
-        let device = self.weights.device();
         let models = self.models();
-        let span = self.architecture.context as usize - 1;
-        let mut windows: Vec<(usize, Window<'_>)> =
-            docs.iter().enumerate().flat_map(|(d, doc)| windows(doc, span).map(move |w| (d, w))).collect();
-        windows.sort_by_key(|(_, w)| std::cmp::Reverse(w.len()));
-        let sorted: Vec<Window<'_>> = windows.iter().map(|&(_, w)| w).collect();
-        let specials = Specials::of(&self.architecture);
-        let (inputs, targets) = token_table(&sorted, specials, device);
+        let (windows, sorted, inputs, targets) = self.window_table(docs);
         let mut nll_parts = Vec::new();
         let mut correct_parts = Vec::new();
         // Per batch, [models, rows, time, 2] on the host: target log-probability, standardized.
@@ -608,28 +601,34 @@ impl Stack {
             })
             .collect()
     }
-}
 
-impl Stack {
+    /// Every window of `docs` with its document, longest first (batches of similar length
+    /// cut padding), the windows alone in that order, and their input and target tokens
+    /// `[windows, time]` on the stack's device.
+    #[allow(clippy::type_complexity)]
+    fn window_table<'a>(&self, docs: &[&'a [u32]]) -> (Vec<(usize, Window<'a>)>, Vec<Window<'a>>, Tensor, Tensor) {
+        let span = self.architecture.context as usize - 1;
+        let mut windows: Vec<(usize, Window<'a>)> =
+            docs.iter().enumerate().flat_map(|(d, doc)| windows(doc, span).map(move |w| (d, w))).collect();
+        windows.sort_by_key(|(_, w)| std::cmp::Reverse(w.len()));
+        let sorted: Vec<Window<'a>> = windows.iter().map(|&(_, w)| w).collect();
+        let (inputs, targets) = token_table(&sorted, Specials::of(&self.architecture), self.weights.device());
+        (windows, sorted, inputs, targets)
+    }
+
     /// Each document's mean final-layer hidden state over its positions (each predicting
     /// one of its tokens), under the stack's model (a stack of one: a base): one `d_model`
     /// vector per document, in the order given, zeros for an empty one. Windows are cut
     /// and batched as [`Stack::evaluate`] cuts them.
     pub fn mean_hidden_states(&self, docs: &[&[u32]], batch_size: usize) -> Result<Vec<Vec<f32>>> {
         let _no_grad = tch::no_grad_guard();
-        let device = self.weights.device();
-        let span = self.architecture.context as usize - 1;
-        let mut windows: Vec<(usize, Window<'_>)> =
-            docs.iter().enumerate().flat_map(|(d, doc)| windows(doc, span).map(move |w| (d, w))).collect();
-        windows.sort_by_key(|(_, w)| std::cmp::Reverse(w.len()));
-        let sorted: Vec<Window<'_>> = windows.iter().map(|&(_, w)| w).collect();
-        let (inputs, targets) = token_table(&sorted, Specials::of(&self.architecture), device);
+        let (windows, sorted, inputs, targets) = self.window_table(docs);
         let width = self.architecture.d_model as usize;
         let (mut sums, mut counts) = (vec![vec![0f64; width]; docs.len()], vec![0f64; docs.len()]);
+        let factors = self.adapters.as_ref().map(|(lora, adapters)| lora.factors(adapters));
         for (b, batch) in sorted.chunks(batch_size).enumerate() {
             let (start, rows, time) = ((b * batch_size) as i64, batch.len() as i64, batch[0].len() as i64);
             let take = |t: &Tensor| t.narrow(0, start, rows).narrow(1, 0, time).unsqueeze(0);
-            let factors = self.adapters.as_ref().map(|(lora, adapters)| lora.factors(adapters));
             let hidden = self.architecture.forward(
                 &self.weights,
                 factors.as_deref(),
