@@ -31,6 +31,7 @@ pub mod printed_summary;
 pub mod profile;
 pub mod reliability;
 pub mod scores;
+pub mod settings;
 pub mod spectrum;
 pub mod stats;
 pub mod summary;

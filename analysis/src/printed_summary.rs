@@ -15,7 +15,7 @@ use crate::membership::MembershipSummary;
 use crate::profile::{ProfileSummary, percent};
 use crate::reliability::Verdict;
 use crate::spectrum::SpectrumSummary;
-use crate::summary::{Quantiles, Summary, preview, source_label};
+use crate::summary::{Quantiles, Summary, preview, shared_words, source_label};
 
 /// How many of the most memorized documents, and of the clusters, are listed.
 const TOP: usize = 10;
@@ -314,7 +314,8 @@ fn spectrum_json(spectrum: &SpectrumSummary) -> serde_json::Value {
         .map(|c| {
             serde_json::json!({
                 "id": c.id, "source": c.source, "finest": c.finest, "level": c.level, "mem_acc": c.mem_acc,
-                "lo": c.lo, "hi": c.hi, "unit_size": c.unit_size, "shared": c.shared, "preview": c.preview,
+                "lo": c.lo, "hi": c.hi, "unit_size": c.unit_size,
+                "shared": shared_words(&c.shared, c.unit_size, PREVIEW_CHARS), "preview": preview(&c.text, PREVIEW_CHARS),
             })
         })
         .collect();
@@ -410,9 +411,9 @@ fn write_spectrum(
                 c.mem_acc,
                 c.lo,
                 c.hi,
-                c.shared
+                shared_words(&c.shared, c.unit_size, PREVIEW_CHARS)
             )?;
-            writeln!(f, "      {}", c.preview)?;
+            writeln!(f, "      {}", preview(&c.text, PREVIEW_CHARS))?;
         }
     }
     Ok(())

@@ -4,7 +4,7 @@
 //! `analysis/membership.parquet` (each document's membership exposure, [`crate::membership`]),
 //! `analysis/attacks.parquet` and `analysis/attack_roc.parquet` (membership inference attacks
 //! on the run's models and their ROC curves, [`crate::attacks`]; skipped with
-//! [`AnalyzeSettings::attacks`] false),
+//! [`crate::settings::AnalyzeSettings::attacks`] false),
 //! the printed summary ([`crate::printed_summary`]) and its numbers in `analysis/summary.json`,
 //! the diagnosis of whether the models generalize ([`crate::diagnosis`]) included. The
 //! duplicate scores and clusters are the ones `plan` stored (`analysis/duplicates.parquet`),
@@ -28,36 +28,17 @@ use crate::attacks::{self, AttackSummary};
 use crate::bootstrap::{self, Weights};
 use crate::diagnosis::{self, Baseline, Diagnosis, DocumentAccuracy};
 use crate::estimate::{self, Metrics};
-use crate::measure::{ByMeasure, Measure};
+use crate::measure::ByMeasure;
 use crate::membership::{self, MembershipSummary};
 use crate::per_model::{ModelValues, RunLogs};
 use crate::printed_summary::PrintedSummary;
 use crate::profile::{self, ProfileSummary};
 use crate::reliability::{self, Growth, Verdict};
+use crate::settings::AnalyzeSettings;
 use crate::spectrum::{self, FieldValues, SpectrumSummary, SpectrumTables};
 use crate::stats::Moments;
 use crate::summary::Summary;
 use crate::{Error, Result};
-
-/// Settings of `cfmem analyze`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AnalyzeSettings {
-    /// Bootstrap replicates (resamples of the models) behind the scores' intervals
-    /// (`mem_acc_lo`, `mem_acc_hi`, `mem_loss_lo`, `mem_loss_hi`).
-    pub bootstrap: usize,
-    /// The score that orders the lists, leads the reliability verdict and is compared
-    /// across checkpoints; both are computed and written either way.
-    pub rank_by: Measure,
-    /// Whether the membership inference attacks are evaluated (`attacks.parquet`); without
-    /// them the logs' Min-K% statistics are not read either.
-    pub attacks: bool,
-}
-
-impl Default for AnalyzeSettings {
-    fn default() -> Self {
-        AnalyzeSettings { bootstrap: 200, rank_by: Measure::default(), attacks: true }
-    }
-}
 
 /// Everything `cfmem analyze` writes.
 pub struct Analysis {

@@ -31,7 +31,7 @@ use crate::estimate::Metrics;
 use crate::measure::{ByMeasure, Measure};
 use crate::per_model::{self, ModelValues, RunLogs};
 use crate::reliability::{self, Growth, Layout, Verdict};
-use crate::scores::AnalyzeSettings;
+use crate::settings::AnalyzeSettings;
 use crate::stats::quantile;
 use crate::{Error, Result};
 
@@ -299,10 +299,24 @@ pub struct CoarserOnly {
     /// The unit at `level`.
     pub unit: u32,
     pub unit_size: u32,
-    /// What the unit shares: the passage, the field's value, or the cluster's size.
-    pub shared: String,
-    /// The start of the document's text.
-    pub preview: String,
+    /// What the unit shares.
+    pub shared: Shared,
+    /// The document's text, whole: each view cuts it to its own width.
+    pub text: String,
+}
+
+/// What the documents of a unit have in common: the reason they leave a training set
+/// together. The views word it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shared {
+    /// A near-duplicate cluster.
+    Cluster,
+    /// A passage; its text, whole, where the unit table locates it in the document.
+    Passage(Option<String>),
+    /// A topic of `topic:K`.
+    Topic,
+    /// The value of the group field `name` (None where the document has no value).
+    Field { name: String, value: Option<String> },
 }
 
 /// One source's memorization at each level.
@@ -463,8 +477,8 @@ impl SpectrumSummary {
                         hi: t.mem_acc_hi[i].expect("an interval has both ends"),
                         unit: t.unit[i],
                         unit_size: t.unit_size[i],
-                        shared: shared_by(&t.level[i], d, t.unit_size[i], corpus, units, fields),
-                        preview: crate::summary::preview(&corpus.text[d], crate::printed_summary::PREVIEW_CHARS),
+                        shared: shared_by(&t.level[i], d, corpus, units, fields),
+                        text: corpus.text[d].clone(),
                     });
                 }
             }
@@ -581,32 +595,22 @@ impl FieldValues {
     }
 }
 
-/// What document `doc`'s unit of `level` shares, in words.
-fn shared_by(
-    level: &str,
-    doc: usize,
-    size: u32,
-    corpus: &CorpusTable,
-    units: &UnitTable,
-    fields: &FieldValues,
-) -> String {
+/// What document `doc`'s unit of `level` shares.
+fn shared_by(level: &str, doc: usize, corpus: &CorpusTable, units: &UnitTable, fields: &FieldValues) -> Shared {
     if level == "passage" {
         let row = (0..units.len()).find(|&i| units.level[i] == level && units.doc[i] as usize == doc);
         let passage =
             row.and_then(|i| corpus.text[doc].get(units.shared_start[i] as usize..units.shared_end[i] as usize));
-        return match passage {
-            Some(text) => format!("a passage shared by {size} documents: \"{}\"", crate::summary::preview(text, 80)),
-            None => format!("a passage shared by {size} documents"),
-        };
+        return Shared::Passage(passage.map(str::to_string));
     }
     if let Some(name) = level.strip_prefix("field:") {
-        let value = fields.0.get(name).and_then(|values| values[doc].clone()).unwrap_or_default();
-        return format!("{name} = \"{}\", {size} documents", crate::summary::preview(&value, 60));
+        let value = fields.0.get(name).and_then(|values| values[doc].clone());
+        return Shared::Field { name: name.to_string(), value };
     }
     if level.starts_with("topic:") {
-        return format!("a topic of {size} documents");
+        return Shared::Topic;
     }
-    format!("a near-duplicate cluster of {size} documents")
+    Shared::Cluster
 }
 
 #[cfg(test)]
@@ -738,8 +742,8 @@ mod tests {
         assert_eq!(ids, ["d0"]);
         let found = &summary.coarser_only[0];
         assert_eq!((found.level.as_str(), found.finest, found.mem_acc, found.unit_size), ("passage", 0.02, 0.45, 3));
-        assert_eq!(found.shared, "a passage shared by 3 documents");
-        assert_eq!(found.preview, "text 0");
+        assert_eq!(found.shared, Shared::Passage(None));
+        assert_eq!(found.text, "text 0");
         // Source a: 0.02 and 0.40 alone, 0.45 and 0.50 in the passage.
         let a = &summary.sources[0];
         assert_eq!(a.source.as_deref(), Some("a"));

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use subsets::schema::{ClusterTable, CopiesTable, ScoreTable};
 
 use crate::measure::{ByMeasure, Measure};
+use crate::spectrum::Shared;
 use crate::stats::quantile;
 
 /// How every view names the source of a document that has none.
@@ -34,6 +35,19 @@ pub fn preview(text: &str, chars: usize) -> String {
         cut.push('…');
     }
     cut
+}
+
+/// What a unit of `size` documents shares, in words, its quoted text cut to `chars`.
+pub fn shared_words(shared: &Shared, size: u32, chars: usize) -> String {
+    match shared {
+        Shared::Cluster => format!("a near-duplicate cluster of {size} documents"),
+        Shared::Passage(Some(text)) => format!("a passage shared by {size} documents: \"{}\"", preview(text, chars)),
+        Shared::Passage(None) => format!("a passage shared by {size} documents"),
+        Shared::Topic => format!("a topic of {size} documents"),
+        Shared::Field { name, value } => {
+            format!("{name} = \"{}\", {size} documents", preview(value.as_deref().unwrap_or_default(), chars))
+        }
+    }
 }
 
 fn mean(values: &[f64]) -> Option<f64> {
@@ -339,6 +353,10 @@ mod tests {
         assert_eq!(preview("a\nb\tc", 10), "a b c");
         assert_eq!(preview("abcdef", 3), "abc…");
         assert_eq!(preview("abc", 3), "abc");
+        let passage = Shared::Passage(Some("In the beginning\nwas".into()));
+        assert_eq!(shared_words(&passage, 3, 6), "a passage shared by 3 documents: \"In the…\"");
+        let field = Shared::Field { name: "topic".into(), value: None };
+        assert_eq!(shared_words(&field, 5, 60), "topic = \"\", 5 documents");
         assert_eq!(source_label(None), NO_SOURCE);
         assert_eq!(source_label(Some("web")), "web");
     }

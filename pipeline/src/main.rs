@@ -23,7 +23,7 @@ use clap::{Args, Parser, Subcommand};
 use analysis::influence::InfluenceSettings;
 use analysis::measure::Measure;
 use analysis::per_model::RunLogs;
-use analysis::scores::AnalyzeSettings;
+use analysis::settings::AnalyzeSettings;
 use duplicates::{DupParams, Param, Settings, Shingling};
 use jobs::{DeviceChoice, RunTrainer};
 use queue::{JobOutcome, Queue, Selection};
@@ -116,7 +116,7 @@ struct PlanArgs {
     /// Ids of documents no model trains on (e.g. a test set to audit), comma separated.
     #[arg(long, value_delimiter = ',')]
     holdout_ids: Vec<String>,
-    /// TOML file with [model], [train] and [jobs] settings; see README.
+    /// TOML file with [model], [train] and [jobs] settings; see docs/guide/configuration.md.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Documents every model trains on besides its subset, never scored (same formats as

@@ -892,12 +892,12 @@ fn spectrum_section(spectrum: &SpectrumSummary, lead: Measure) -> Markup {
                 tbody {
                     @for c in &spectrum.coarser_only {
                         tr {
-                            td class="id" { (c.id) br; span class="source" { (summary::source_label(c.source.as_deref())) } br; span class="preview" { (c.preview) } }
+                            td class="id" { (c.id) br; span class="source" { (summary::source_label(c.source.as_deref())) } br; span class="preview" { (summary::preview(&c.text, PREVIEW_CHARS)) } }
                             td class="num" { (format!("{:+.3}", c.finest)) }
                             td { (c.level) }
                             td class="num" { (format!("{:+.3}", c.mem_acc)) }
                             td { (format!("[{:+.3}, {:+.3}]", c.lo, c.hi)) }
-                            td { (c.shared) }
+                            td { (summary::shared_words(&c.shared, c.unit_size, PREVIEW_CHARS)) }
                         }
                     }
                 }
