@@ -8,16 +8,13 @@ use std::process::Command;
 
 use subsets::schema::{self, EvaluationTable};
 
-use crate::{cfmem_ok, skip_or_fail};
+use crate::{cfmem_ok, missing};
 
-/// The python of the Hugging Face venv, or None (after `skip_or_fail`).
-pub fn hf_python() -> Option<PathBuf> {
+/// The python of the Hugging Face venv; the test fails without it.
+pub fn hf_python() -> PathBuf {
     match std::env::var_os("CFMEM_HF_PYTHON") {
-        Some(python) => Some(PathBuf::from(python)),
-        None => {
-            skip_or_fail("CFMEM_HF_PYTHON (the transformers venv that scripts/test.sh sets up)");
-            None
-        }
+        Some(python) => PathBuf::from(python),
+        None => missing("CFMEM_HF_PYTHON (the transformers venv that scripts/test.sh sets up)"),
     }
 }
 
@@ -35,7 +32,7 @@ pub fn reference(python: &Path, model: &Path, corpus: &Path) -> Vec<(u32, f64, u
     reference_with(python, model, corpus, None)
 }
 
-/// [`reference`], with peft's LoRA `adapter` (a directory) loaded over `model` if given.
+/// [`reference()`], with peft's LoRA `adapter` (a directory) loaded over `model` if given.
 pub fn reference_with(python: &Path, model: &Path, corpus: &Path, adapter: Option<&Path>) -> Vec<(u32, f64, u32)> {
     let out = match adapter {
         Some(dir) => model.with_extension(format!("{}.reference.jsonl", dir.file_name().unwrap().to_str().unwrap())),

@@ -286,16 +286,6 @@ fn document_text_is_shown_as_text_never_as_markup() {
     assert!(html.contains("<td class=\"id\">&quot;&gt;&lt;img src=x onerror=alert(2)&gt;<br>"));
     assert!(html.contains("<span class=\"source\">&lt;b&gt;bold&quot;source&lt;/b&gt;</span>"), "sources too");
     assert!(html.contains("a&amp;amp;b"), "an id that looks like an entity is shown as written");
-
-    let Some(browser) = chromium() else { return };
-    let page = browser.render(&out, 1280, &dir.path().join("browser"));
-    page.assert_clean();
-    let dom = page.dom.to_lowercase();
-    for tag in ["<script", "<img", "<iframe", "<textarea", "<b>"] {
-        assert!(!dom.contains(tag), "the browser built no {tag} element");
-    }
-    assert!(page.dom.contains("<title>cfmem report: run</title>"), "the page title was not changed by a script");
-    assert!(page.dom.contains("&lt;script&gt;document.title='pwned'&lt;/script&gt;"), "the text is text in the DOM");
 }
 
 #[test]
@@ -320,36 +310,7 @@ fn influence_reliability_and_bootstrap_intervals_appear_when_the_analysis_has_th
     }
     assert!(html.contains("≈["), "without bootstrap columns the interval is ± 1.96 se");
 
-    let mut scores = scores(&run);
-    let top = (0..scores.doc.len()).max_by(|&a, &b| scores.mem_acc[a].unwrap().total_cmp(&scores.mem_acc[b].unwrap()));
-    let top = top.unwrap();
-    scores.mem_acc_lo = scores.mem_acc.iter().map(|m| m.map(|m| m - 0.125)).collect();
-    scores.mem_acc_hi = scores.mem_acc.iter().map(|m| m.map(|m| m + 0.25)).collect();
-    scores.mem_loss_lo = scores.mem_loss.iter().map(|m| m.map(|m| m - 0.5)).collect();
-    scores.mem_loss_hi = scores.mem_loss.iter().map(|m| m.map(|m| m + 0.5)).collect();
-    schema::write(&run.join("analysis/scores.parquet"), &scores, Some(3)).unwrap();
-    let influence = InfluenceTable {
-        target: vec![4, 1],
-        target_id: vec!["plain-2".into(), "\"><img src=x onerror=alert(2)>".into()],
-        source_doc: vec![3, 0],
-        source_id: vec!["plain-1".into(), "<script>alert(1)</script>".into()],
-        rank: vec![1, 1],
-        infl_acc: vec![0.07, 0.5],
-        infl_acc_se: vec![Some(0.02), None],
-        infl_loss: vec![-0.25, 1.5],
-        infl_loss_se: vec![None, Some(0.125)],
-    };
-    schema::write(&run.join("analysis/influence.parquet"), &influence, Some(3)).unwrap();
-    // As an analysis before mem_loss had rows wrote it (schema version 2: mem_acc's alone).
-    let reliability = ReliabilityTable {
-        score: vec!["mem_acc".into(); 4],
-        measure: vec!["split-half".into(), "convergence".into(), "convergence".into(), "convergence".into()],
-        models: vec![2, 2, 3, 4],
-        spearman: vec![Some(0.625), Some(0.5), Some(0.75), Some(1.0)],
-        predicted: vec![Some(0.769), None, None, None],
-        models_for_stable: vec![Some(6), None, None, None],
-    };
-    schema::write(&run.join("analysis/reliability.parquet"), &reliability, Some(3)).unwrap();
+    let top = add_influence_and_intervals(&run);
 
     cfmem_ok(&["report", run_arg]);
     let html = std::fs::read_to_string(run.join("analysis/report.html")).unwrap();
@@ -364,17 +325,12 @@ fn influence_reliability_and_bootstrap_intervals_appear_when_the_analysis_has_th
     assert!(stable.contains("two halves of 2 models agree with Spearman 0.625"), "{stable}");
     assert!(stable.contains("prediction for all models is 0.769"), "{stable}");
     assert!(stable.contains("first 3 models: Spearman 0.750"), "{stable}");
-    let m = scores.mem_acc[top].unwrap();
+    let m = scores(&run).mem_acc[top].unwrap();
     let interval = format!("[{:+.3}, {:+.3}]", m - 0.125, m + 0.25);
     assert!(section(&html, "most").contains(&format!("<td class=\"num\">{interval}</td>")), "bootstrap interval shown");
     assert!(!html.contains("≈["), "every interval is the bootstrap one");
     assert_eq!(plots(&html), expected_plots(&run));
     assert!(plots(&html).contains(&"convergence".to_string()));
-
-    let Some(browser) = chromium() else { return };
-    let page = browser.render(&run.join("analysis/report.html"), 1280, &dir.path().join("browser"));
-    page.assert_clean();
-    assert_eq!(plots(&page.dom), expected_plots(&run));
 }
 
 #[test]
@@ -414,11 +370,75 @@ fn report_refuses_a_run_that_was_not_analyzed() {
     assert!(err.contains("--top"), "{err}");
 }
 
+/// The hostile run's report, in a browser: no element is built from a document's text, and
+/// with influence and intervals every plot renders.
+#[test]
+#[ignore = "needs chromium: scripts/test.sh runs this wherever chromium is installed (it installs it as root)"]
+fn a_report_of_hostile_text_builds_no_element_from_it_and_renders_cleanly_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = hostile_run(dir.path());
+    let out = dir.path().join("page.html");
+    cfmem_ok(&["report", run.to_str().unwrap(), "--out", out.to_str().unwrap(), "--top", "12"]);
+    let browser = chromium();
+    let page = browser.render(&out, 1280, &dir.path().join("browser"));
+    page.assert_clean();
+    let dom = page.dom.to_lowercase();
+    for tag in ["<script", "<img", "<iframe", "<textarea", "<b>"] {
+        assert!(!dom.contains(tag), "the browser built no {tag} element");
+    }
+    assert!(page.dom.contains("<title>cfmem report: run</title>"), "the page title was not changed by a script");
+    assert!(page.dom.contains("&lt;script&gt;document.title='pwned'&lt;/script&gt;"), "the text is text in the DOM");
+
+    add_influence_and_intervals(&run);
+    cfmem_ok(&["report", run.to_str().unwrap()]);
+    let page = browser.render(&run.join("analysis/report.html"), 1280, &dir.path().join("full"));
+    page.assert_clean();
+    assert_eq!(plots(&page.dom), expected_plots(&run));
+}
+
+/// Gives an analyzed run bootstrap intervals (the top document by mem_acc: −0.125, +0.25),
+/// two influence pairs and a reliability table as an analysis before mem_loss had rows wrote
+/// it; returns the top document.
+fn add_influence_and_intervals(run: &Path) -> usize {
+    let mut scores = scores(run);
+    let top = (0..scores.doc.len()).max_by(|&a, &b| scores.mem_acc[a].unwrap().total_cmp(&scores.mem_acc[b].unwrap()));
+    let top = top.unwrap();
+    scores.mem_acc_lo = scores.mem_acc.iter().map(|m| m.map(|m| m - 0.125)).collect();
+    scores.mem_acc_hi = scores.mem_acc.iter().map(|m| m.map(|m| m + 0.25)).collect();
+    scores.mem_loss_lo = scores.mem_loss.iter().map(|m| m.map(|m| m - 0.5)).collect();
+    scores.mem_loss_hi = scores.mem_loss.iter().map(|m| m.map(|m| m + 0.5)).collect();
+    schema::write(&run.join("analysis/scores.parquet"), &scores, Some(3)).unwrap();
+    let influence = InfluenceTable {
+        target: vec![4, 1],
+        target_id: vec!["plain-2".into(), "\"><img src=x onerror=alert(2)>".into()],
+        source_doc: vec![3, 0],
+        source_id: vec!["plain-1".into(), "<script>alert(1)</script>".into()],
+        rank: vec![1, 1],
+        infl_acc: vec![0.07, 0.5],
+        infl_acc_se: vec![Some(0.02), None],
+        infl_loss: vec![-0.25, 1.5],
+        infl_loss_se: vec![None, Some(0.125)],
+    };
+    schema::write(&run.join("analysis/influence.parquet"), &influence, Some(3)).unwrap();
+    // As an analysis before mem_loss had rows wrote it (schema version 2: mem_acc's alone).
+    let reliability = ReliabilityTable {
+        score: vec!["mem_acc".into(); 4],
+        measure: vec!["split-half".into(), "convergence".into(), "convergence".into(), "convergence".into()],
+        models: vec![2, 2, 3, 4],
+        spearman: vec![Some(0.625), Some(0.5), Some(0.75), Some(1.0)],
+        predicted: vec![Some(0.769), None, None, None],
+        models_for_stable: vec![Some(6), None, None, None],
+    };
+    schema::write(&run.join("analysis/reliability.parquet"), &reliability, Some(3)).unwrap();
+    top
+}
+
 /// The checks below must be able to fail: a page with a console error and a request to the
 /// network is caught by both.
 #[test]
-fn the_browser_checks_catch_console_errors_and_requests() {
-    let Some(browser) = chromium() else { return };
+#[ignore = "needs chromium: scripts/test.sh runs this wherever chromium is installed (it installs it as root)"]
+fn the_browser_checks_catch_console_errors_and_requests_in_chromium() {
+    let browser = chromium();
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join("bad.html");
     std::fs::write(
