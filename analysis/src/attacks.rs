@@ -1,5 +1,5 @@
 //! Membership inference attacks: evaluated on the run itself (`analysis/attacks.parquet`),
-//! and on a model from outside the run (`cfmem attack`, [`attack_target`]).
+//! and on a model from outside the run (`cfmem attack`, [`attack_model`]).
 //!
 //! On the run, each model in turn is the target, the others its shadows; its members are the
 //! documents it trained on, its non-members those it did not (held-out documents are

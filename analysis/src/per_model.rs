@@ -62,7 +62,7 @@ impl RunLogs {
     }
 
     /// Room for the values of the models the run's scores rest on (see
-    /// [`RunLogs::finest_level_models`]), rows of the others skipped when reading.
+    /// `RunLogs::finest_level_models`), rows of the others skipped when reading.
     pub fn scored_values(&self, design: &DesignConfig, docs: usize, kept: Vec<u32>, with_loss: bool) -> ModelValues {
         let only = self.finest_level_models(design);
         let mut values = ModelValues::new(only.clone().unwrap_or_else(|| self.models.clone()), docs, kept, with_loss);

@@ -88,7 +88,7 @@ fn ranks(values: &[f64]) -> Vec<f64> {
     ranks
 }
 
-/// Spearman's rank correlation of the pairs (a[i], b[i]) where both are finite; None with
+/// Spearman's rank correlation of the pairs (a\[i\], b\[i\]) where both are finite; None with
 /// fewer than two such pairs or when either side is constant.
 pub fn spearman(a: &[f64], b: &[f64]) -> Option<f64> {
     let (a, b): (Vec<f64>, Vec<f64>) =

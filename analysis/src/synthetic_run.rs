@@ -42,7 +42,7 @@ pub fn write(run: &RunDir, spec: &Spec, row: impl Fn(u32, usize, &[bool]) -> Row
     write_limited(run, spec, 1.0, row)
 }
 
-/// As [`write`], with units of more than `max_unit_fraction` of the documents falling back.
+/// As [`write()`], with units of more than `max_unit_fraction` of the documents falling back.
 pub fn write_limited(
     run: &RunDir,
     spec: &Spec,
@@ -58,7 +58,7 @@ pub fn write_limited(
     write_design(run, spec, design, &[FINAL_CHECKPOINT], |_, model, doc, in_train| row(model, doc, in_train))
 }
 
-/// As [`write`], every model evaluated at the checkpoints `eval_at` (ending in 1.0), row
+/// As [`write()`], every model evaluated at the checkpoints `eval_at` (ending in 1.0), row
 /// (checkpoint, model, doc) from `row(checkpoint, model, doc, in_train)`.
 pub fn write_checkpoints(
     run: &RunDir,
@@ -74,7 +74,7 @@ pub fn write_checkpoints(
     write_design(run, spec, design, eval_at, row)
 }
 
-/// As [`write`], a spectrum run over `levels` (finest first, `spec.unit` ignored), units of
+/// As [`write()`], a spectrum run over `levels` (finest first, `spec.unit` ignored), units of
 /// more than `max_unit_fraction` of the documents falling back.
 pub fn write_spectrum(
     run: &RunDir,

@@ -1,7 +1,7 @@
 //! `cfmem pretrain`: one model trained on a whole corpus, written as a base directory that
 //! a run's models can start from ([`crate::base`]).
 //!
-//! The training is a stack of one ([`crate::train::Schedule`]), so it computes what a run's
+//! The training is a stack of one (`train::Schedule`), so it computes what a run's
 //! model computes. It survives `kill -9`: every so often the weights, AdamW's moments and
 //! the step are written to `OUT/.pretrain/checkpoint.safetensors` (whole or not at all), and
 //! the same command run again resumes from there. A resumed training ends with the same

@@ -5,11 +5,11 @@
 //! touching the optimizer or the data order, so checkpoints change nothing in the models.
 //!
 //! A document of n tokens `[b0, …, b(n-1)]` is cut into consecutive windows of at most
-//! `context − 1` tokens that together cover it ([`Window`]); each window is one row of a
+//! `context − 1` tokens that together cover it (`Window`); each window is one row of a
 //! batch. The model reads the token just before the window (BOS for the first) and the
 //! window less its last token, and predicts the window, so every one of the n tokens is
 //! predicted exactly once, and a document's evaluation is the sum over its windows. Rows
-//! of a batch are padded at the end: PAD as input, [`NO_TARGET`] as target. A long document
+//! of a batch are padded at the end: PAD as input, `NO_TARGET` as target. A long document
 //! thus weighs in training by its number of windows: it is that many examples.
 //!
 //! A model's training set is its subset of the corpus, each document repeated by its copy

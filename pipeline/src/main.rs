@@ -2,6 +2,10 @@
 //! crates (`duplicates`, `subsets`, `queue`, `jobs`, `analysis`), which never see a clap
 //! type; progress is drawn here, from the events the job runner reports.
 
+// The doc comments of the flags are `--help`, written for a terminal: a TOML table's name
+// ("[train]") is text there, not a link.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 mod attack;
 mod bench;
 mod dups;

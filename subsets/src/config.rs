@@ -851,7 +851,7 @@ pub struct TrainConfig {
     /// An adapter's update is scaled by lora_alpha / lora_rank, as in peft.
     pub lora_alpha: f64,
     /// The matrices of every block that get an adapter, named as peft's `target_modules`
-    /// names them in the model's family ([`crate::architecture::Traits::lora_targets`]);
+    /// names them in the model's family ([`TrainConfig::lora_targets_of`]);
     /// absent: the family's default (GPT-2 `c_attn`; Llama and Qwen2 `q_proj`, `v_proj`;
     /// GPT-NeoX `query_key_value`).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -89,7 +89,7 @@ impl From<&crate::base::Base> for PlannedBase {
 }
 
 /// Builds the plan, scoring the documents' duplicates with the design's settings (see
-/// [`build_scored`]), passage groups included when a level needs them. Settings out of
+/// `build_scored`), passage groups included when a level needs them. Settings out of
 /// range are refused, naming the `design` key, before any work.
 pub fn build(request: PlanRequest<'_>) -> Result<Plan> {
     let mut params = request.design.duplicates.params().map_err(|e| Error::Invalid(format!("design.{e}")))?;
@@ -467,7 +467,7 @@ fn held_out_ids(documents: &[Document], canary: &[bool], holdout_ids: &[String])
     Ok(held)
 }
 
-/// What [`write`] did.
+/// What [`write()`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {
     Created,

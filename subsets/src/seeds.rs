@@ -15,7 +15,7 @@ pub fn derive(run_seed: u64, purpose: &str, id: u64) -> u64 {
     u64::from_le_bytes(digest[..8].try_into().expect("sha256 has 32 bytes"))
 }
 
-/// A generator seeded by [`derive`].
+/// A generator seeded by [`derive()`].
 pub fn rng(run_seed: u64, purpose: &str, id: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(derive(run_seed, purpose, id))
 }

@@ -8,7 +8,7 @@
 //! the same ones the printed summary ([`crate::printed_summary`]) shows (ranking, quantiles,
 //! per-source table, cluster means, copy sweep, previews and the label of a document
 //! without a source). Sections for files another analysis adds (influence, reliability)
-//! appear when the file exists, as does the membership section ([`membership`]). Document text and ids are untrusted input: every
+//! appear when the file exists, as does the membership section (`membership.rs`). Document text and ids are untrusted input: every
 //! interpolated string goes through maud, which escapes it.
 
 mod membership;
