@@ -251,6 +251,16 @@ fn duration(hours: f64) -> String {
     }
 }
 
+/// A rate in models per hour: whole models from one up, two significant digits below (a
+/// large model on a slow device trains 0.25 per hour, not 0).
+fn per_hour(rate: f64) -> String {
+    if rate >= 1.0 || rate <= 0.0 {
+        return format!("{rate:.0}");
+    }
+    let decimals = (1.0 - rate.log10().floor()) as usize;
+    format!("{rate:.decimals$}")
+}
+
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let measure = self.measure;
@@ -292,9 +302,10 @@ impl fmt::Display for Verdict {
         match (self.hours(total), self.growth.models_per_hour) {
             (Some(hours), Some(rate)) => write!(
                 f,
-                ", then `cfmem run`: {} models more, about {} at this run's {rate:.0} models per hour",
+                ", then `cfmem run`: {} models more, about {} at this run's {} models per hour",
                 total - self.growth.run_models,
-                duration(hours)
+                duration(hours),
+                per_hour(rate)
             ),
             _ => write!(f, ", then `cfmem run`: {} models more", total - self.growth.run_models),
         }
@@ -397,5 +408,12 @@ mod tests {
         assert_eq!(models_for_stable(-0.2, 8), None);
         assert_eq!(models_for_stable(f64::NAN, 8), None);
         assert_eq!(models_for_stable(0.95, 8), Some(4), "already enough: fewer than the run");
+    }
+
+    #[test]
+    fn a_slow_rate_keeps_two_significant_digits() {
+        assert_eq!(per_hour(4.4), "4");
+        assert_eq!(per_hour(0.25), "0.25");
+        assert_eq!(per_hour(0.0304), "0.030");
     }
 }

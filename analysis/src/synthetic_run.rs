@@ -1,17 +1,19 @@
 //! Planned runs with synthetic logs, for tests and benchmarks of the analysis: a real plan
 //! (`subsets::plan`, duplicate scores included) of given documents, and for every model
 //! and document a log row whose numbers a caller-given function chooses from the model's
-//! training set, so that the right answer is known. Logs are written with completion
-//! records, as `cfmem run` writes them.
+//! training set, so that the right answer is known; or the logs alone of a run `cfmem plan`
+//! planned ([`write_logs`]). Logs are written with completion records, as `cfmem run` writes
+//! them.
 
 use rayon::prelude::*;
 
 use queue::log::{JobRecord, LogWriter};
-use subsets::config::{DesignConfig, Hyperparameters, Unit};
+use subsets::config::{DesignConfig, Hyperparameters, RunConfig, Unit};
 use subsets::corpus::Document;
 use subsets::layout::RunDir;
+use subsets::membership::Membership;
 use subsets::plan::{self, Plan, PlanRequest};
-use subsets::schema::{FINAL_CHECKPOINT, LogRow, LogTable, Table};
+use subsets::schema::{FINAL_CHECKPOINT, LogRow, LogTable};
 
 use crate::Result;
 
@@ -120,15 +122,24 @@ fn write_design(
     };
     let plan = plan::build(request)?;
     plan::write(run, &plan)?;
-    let docs = plan.corpus.len();
-    let jobs = spec.models.div_ceil(spec.stack);
-    (0..jobs).into_par_iter().try_for_each(|job| -> Result<()> {
+    write_logs(run, row)?;
+    Ok(plan)
+}
+
+/// Writes every job's log of the planned run `run` (as `cfmem plan` or [`write()`] left it),
+/// at each of its checkpoints, row (checkpoint, model, doc) from
+/// `row(checkpoint, model, doc, in_train)`, with the completion records `cfmem run` writes.
+pub fn write_logs(run: &RunDir, row: impl Fn(f64, u32, usize, &[bool]) -> Row + Sync) -> Result<()> {
+    let config = RunConfig::from_file(&run.config())?;
+    let membership = Membership::read(&run.membership())?;
+    let (models, stack, docs) = (config.design.models, config.jobs.stack, membership.documents() as usize);
+    (0..models.div_ceil(stack)).into_par_iter().try_for_each(|job| -> Result<()> {
         let mut log = LogTable::default();
-        let models = job * spec.stack..((job + 1) * spec.stack).min(spec.models);
-        for &checkpoint in eval_at {
+        let models = job * stack..((job + 1) * stack).min(models);
+        for &checkpoint in &config.train.eval_at {
             let step = synthetic_step(checkpoint);
             for model in models.clone() {
-                let in_train: Vec<bool> = (0..docs as u32).map(|doc| plan.membership.contains(model, doc)).collect();
+                let in_train: Vec<bool> = (0..docs as u32).map(|doc| membership.contains(model, doc)).collect();
                 for (doc, &inside) in in_train.iter().enumerate() {
                     let Row { tokens, correct, nll } = row(checkpoint, model, doc, &in_train);
                     let copies = u16::from(inside);
@@ -153,13 +164,12 @@ fn write_design(
                 }
             }
         }
-        let mut writer = LogWriter::create(run, job, plan.config.seed)?;
+        let mut writer = LogWriter::create(run, job, config.seed)?;
         writer.write(&log)?;
         let models = models.len();
         writer.publish(JobRecord { models: models as u32, host: "synthetic".into(), started: 0.0 })?;
         Ok(())
-    })?;
-    Ok(plan)
+    })
 }
 
 /// `n` distinct documents, `doc-N`, of about 60 bytes of words drawn from `seed`.
