@@ -32,7 +32,7 @@
 #
 # Time: SHAPES="tiny-llama tiny-gpt_neox" STEPS=2 STACK=2 took 46 s on two cores shared
 # with a build (most of it Python's imports and making the bases). The defaults are not
-# measured; extrapolated from the README's distilgpt2 numbers on two cores (3.06 s a full
+# measured; extrapolated from docs/benchmarks.md's distilgpt2 numbers on two cores (3.06 s a full
 # step, about 15 s a LoRA step of 16 models) by training FLOPs per token (about 1.7x for
 # smollm2-135m, 1.5x for pythia-160m), about 10 to 15 minutes on two cores: per shape,
 # making the base (under a minute), four full-fine-tuning steps of about 5 s on each side,

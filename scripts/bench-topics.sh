@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Topic units' cost at plan time (README, "The memorization spectrum"): `cfmem plan` of a
+# Topic units' cost at plan time (docs/benchmarks.md, "Topics"): `cfmem plan` of a
 # corpus of N documents planted on 20 topics, with levels document,topic:20, from the text
 # alone and from a base of cfmem's default shape (2 layers, d_model 128, bytes), whose
 # embedding pass prints its documents per second. Each plan is timed against the same plan

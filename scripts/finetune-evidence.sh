@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fine-tuning audit against the from-scratch audit on real text (README, "Fine-tuning
+# The fine-tuning audit against the from-scratch audit on real text (docs/guide/fine-tuning.md, "Fine-tuning
 # audits"): the real-text test's corpus (160 standard-library docstrings audited) and
 # background (other docstrings), M = 16 models each way:
 #   (a) from scratch, the background mixed into every model (the real-text test's settings);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Full fine-tuning against LoRA on real text (README, "LoRA adapter stacks"): the real-text
+# Full fine-tuning against LoRA on real text (docs/guide/lora.md): the real-text
 # test's corpus (160 standard-library docstrings audited), one base pretrained on its
 # background (the other docstrings), and M = 16 models fine-tuned from it twice, with the
 # same seed (so the same subsets and data order):

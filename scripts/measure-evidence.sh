@@ -6,7 +6,7 @@
 # models per job so that its first 8 models are one job). Then, for the first 8, 16, 32 and
 # 64 models of each run (a copy of the run with only those models' logs), `cfmem analyze`
 # and each measure's split-half reliability and models needed for 0.9; and, on all 64 models,
-# the membership attacks and the documents' exposure (README, "Membership exposure").
+# the membership attacks and the documents' exposure (docs/guide/membership-inference.md).
 #
 #     bash scripts/measure-evidence.sh [OUT_DIR]     # about 45 minutes on two cores
 #

@@ -21,7 +21,7 @@ pub struct PretrainArgs {
     /// (typically the background corpus of later runs).
     #[arg(long)]
     corpus: PathBuf,
-    /// TOML file with [model] and [train] settings; see README.
+    /// TOML file with [model] and [train] settings; see docs/guide/configuration.md.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Base directory to write: config.json, model.safetensors, tokenizer.json (the

@@ -1,7 +1,7 @@
 //! Every Parquet file of a run, defined once: its columns, their types, and how a table is
 //! written (atomically) and read back (checked column by column).
 //!
-//! A table is a struct of column vectors; [`table!`] derives its Arrow schema and the
+//! A table is a struct of column vectors; `table!` derives its Arrow schema and the
 //! conversions from the field names and types, so a column's name is written in one place.
 //! Readers ignore extra columns, so files stay readable when later versions add some.
 //!
@@ -469,7 +469,7 @@ table! {
         pub cluster: Vec<u32>,
         pub cluster_size: Vec<u32>,
         pub repeat_fraction: Vec<f64>,
-        /// True where `near_dup_count` and `max_jaccard` are lower bounds (see README).
+        /// True where `near_dup_count` and `max_jaccard` are lower bounds (see docs/methods.md).
         pub near_dup_capped: Vec<bool>,
     }
 }
@@ -720,7 +720,7 @@ pub fn write<T: Table>(path: &Path, table: &T, run_seed: Option<u64>) -> Result<
 
 /// Writes a table in parts, each part one row group, so that the whole table is never held
 /// in memory (a job's log grows this way as its models are evaluated). The file carries
-/// [`metadata`] like one written by [`write`].
+/// [`metadata`] like one written by [`write()`].
 pub struct TableWriter<T: Table, W: std::io::Write + Send> {
     writer: ArrowWriter<W>,
     schema: SchemaRef,
@@ -750,7 +750,7 @@ impl<T: Table, W: std::io::Write + Send> TableWriter<T, W> {
     }
 }
 
-/// Writes `table` like [`write`], with string columns `extra` (name, one value per row)
+/// Writes `table` like [`write()`], with string columns `extra` (name, one value per row)
 /// after its own: a corpus's group fields in `corpus.parquet`.
 pub fn write_with_columns<T: Table>(
     path: &Path,
@@ -806,7 +806,25 @@ pub fn for_each_batch<T: Table>(path: &Path, mut each: impl FnMut(T) -> Result<(
     Ok(())
 }
 
-/// Reads the whole table at `path`.
+/// Reads the whole table at `path`, checking each column's type: a job's log, for example.
+///
+/// ```
+/// use subsets::schema::{self, LogRow, LogTable};
+///
+/// let path = std::env::temp_dir().join(format!("cfmem-doc-log-{}.parquet", std::process::id()));
+/// let mut log = LogTable::default();
+/// log.push(LogRow {
+///     checkpoint: schema::FINAL_CHECKPOINT, step: 100, model: 3, doc: 0, in_train: true, tokens: 12,
+///     nll: 9.5, correct: 7, copies: 1, min_k: Some(-2.0), min_k_pp: Some(-1.5),
+/// });
+/// schema::write(&path, &log, Some(11)).unwrap();
+///
+/// let read: LogTable = schema::read(&path).unwrap();
+/// assert_eq!(read, log);
+/// // Per-token accuracy and mean loss of model 3 on document 0.
+/// assert_eq!(f64::from(read.correct[0]) / f64::from(read.tokens[0]), 7.0 / 12.0);
+/// # std::fs::remove_file(&path).unwrap();
+/// ```
 pub fn read<T: Table>(path: &Path) -> Result<T> {
     let mut table = T::default();
     for_each_batch(path, |batch: T| {
@@ -814,6 +832,38 @@ pub fn read<T: Table>(path: &Path) -> Result<T> {
         Ok(())
     })?;
     Ok(table)
+}
+
+/// Every table of the run format, as (`cfmem.schema` name, Arrow schema), in the order of
+/// their declarations above. It exists so that docs and tools can enumerate the run format
+/// without naming each table: `tests/tests/docs_reference.rs` checks that
+/// `docs/reference.md` documents every table and column listed here.
+pub fn every_table() -> Vec<(&'static str, SchemaRef)> {
+    fn entry<T: Table>() -> (&'static str, SchemaRef) {
+        (T::NAME, T::schema())
+    }
+    vec![
+        entry::<CorpusTable>(),
+        entry::<UnitTable>(),
+        entry::<BackgroundTable>(),
+        entry::<JobTable>(),
+        entry::<LogTable>(),
+        entry::<ScoreTable>(),
+        entry::<ProfileTable>(),
+        entry::<ClusterTable>(),
+        entry::<CopiesTable>(),
+        entry::<DuplicateTable>(),
+        entry::<EvaluationTable>(),
+        entry::<InfluenceTable>(),
+        entry::<SpectrumTable>(),
+        entry::<SpectrumUnitTable>(),
+        entry::<ReliabilityTable>(),
+        entry::<AttackTable>(),
+        entry::<AttackRocTable>(),
+        entry::<TargetAttackTable>(),
+        entry::<MembershipTable>(),
+        entry::<SpectrumReliabilityTable>(),
+    ]
 }
 
 #[cfg(test)]

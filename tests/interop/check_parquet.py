@@ -3,7 +3,7 @@ and DuckDB.
 
 Plans, trains (tiny models) and analyzes a small corpus with a holdout and a copy sweep with
 the real binary, and a spectrum run of it (documents, and sources as groups), then checks
-each file of both runs against the README's column types and its key-value metadata, and
+each file of both runs against docs/reference.md's column types and its key-value metadata, and
 recomputes mem_acc and mem_loss of every document from the logs with DuckDB SQL.
 
     python check_parquet.py CFMEM_BINARY WORK_DIR
@@ -40,15 +40,15 @@ stack = 2
 
 
 def readme_schemas():
-    """{file pattern: (table name, [(column, type, nullable)])} from the README's schema block."""
-    text = (ROOT / "README.md").read_text()
+    """{file pattern: (table name, [(column, type, nullable)])} from docs/reference.md's schema block."""
+    text = (ROOT / "docs" / "reference.md").read_text()
     block = re.search(r"<!-- parquet-schemas -->\n```text\n(.*?)```", text, re.S)
-    assert block, "README.md has no parquet-schemas block"
+    assert block, "docs/reference.md has no parquet-schemas block"
     entries = re.sub(r"\n\s+", " ", block.group(1).strip()).splitlines()
     schemas = {}
     for entry in entries:
         m = re.fullmatch(r"(\S+) \((\w+)\): (.*)", entry)
-        assert m, f"README schema line not understood: {entry!r}"
+        assert m, f"docs/reference.md schema line not understood: {entry!r}"
         columns = []
         for column in m.group(3).split(", "):
             name, kind = column.split(" ")
@@ -103,13 +103,13 @@ def make_spectrum_run(cfmem, work):
 
 
 def check_run(run, schemas, version):
-    """Every Parquet file of `run` against the README; returns the file names and the patterns seen."""
+    """Every Parquet file of `run` against docs/reference.md; returns the file names and the patterns seen."""
     assert tomllib.loads((run / "run.toml").read_text())["seed"] == SEED
     files = sorted(p.relative_to(run).as_posix() for p in run.rglob("*.parquet"))
     seen = set()
     for name in files:
         patterns = [p for p in schemas if fnmatch.fnmatch(name, p)]
-        assert len(patterns) == 1, f"{name}: no schema in the README"
+        assert len(patterns) == 1, f"{name}: no schema in docs/reference.md"
         table, columns = schemas[patterns[0]]
         rows = check_file(run / name, patterns[0], table, columns, version)
         seen.add(patterns[0])
@@ -121,7 +121,7 @@ def check_file(path, pattern, table, columns, version):
     pf = pq.ParquetFile(path)
     schema = pf.schema_arrow
     found = [(f.name, str(f.type), f.nullable) for f in schema]
-    assert found == columns, f"{path}: columns {found}\n  README says {columns}"
+    assert found == columns, f"{path}: columns {found}\n  docs/reference.md says {columns}"
     meta = {k.decode(): v.decode() for k, v in (pf.metadata.metadata or {}).items()}
     expected = {"cfmem.version": version, "cfmem.schema": table, "cfmem.schema_version": "4",
                 "cfmem.run_seed": str(SEED)}
@@ -284,7 +284,7 @@ def check_attacks(cfmem, run, work):
 
 
 def check_readme_queries(run):
-    """The README's DuckDB query and pandas one-liner, as a user would run them, agree."""
+    """The DuckDB query and pandas one-liner of docs/reference.md, as a user would run them, agree."""
     scores = run / "analysis/scores.parquet"
     sql = dict(duckdb.execute(
         f"SELECT source, median(mem_acc) FROM '{scores}' WHERE source IS NOT NULL GROUP BY source").fetchall())

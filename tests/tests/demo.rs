@@ -244,7 +244,7 @@ fn demo_twins_are_their_targets_top_influence_and_the_tables_agree() {
         assert_eq!(influence.source_id[first], format!("twin-{i:03}"), "the twin is the top influence");
         let (top, next) = (influence.infl_acc[first], influence.infl_acc[second].abs());
         // The runner-up is no twin: with 16 models, a document whose IN models overlap the
-        // twin's in 6 or 7 of 8 inherits most of its influence (see README), so the margin
+        // twin's in 6 or 7 of 8 inherits most of its influence (see docs/methods.md), so the margin
         // depends on the draw; the twin's own influence is large.
         assert!(top > 0.4 && top > next, "twin {i}: {top:.3} above the next {next:.3}");
         weakest_twin = weakest_twin.min(top);

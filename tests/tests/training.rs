@@ -50,7 +50,7 @@ fn cpu_runs_are_reproducible_from_the_seed_score_whole_documents_and_redo_damage
     std::fs::write(&corpus, lines).unwrap();
     let config = dir.path().join("tiny.toml");
     std::fs::write(&config, TINY_CONFIG).unwrap();
-    // One thread for every run of this test: the README promises bit-for-bit equality at
+    // One thread for every run of this test: docs/commands.md promises bit-for-bit equality at
     // the same thread count, and how libtorch splits a sum across threads may depend on it.
     let plan_and_run = |name: &str, extra: &[&str]| {
         let run = dir.path().join(name);
