@@ -113,6 +113,18 @@ fn default_max_candidates() -> u32 {
 impl Settings {
     /// The engine's parameters for these settings (its own knobs at their defaults),
     /// checked: the one translation from settings to [`DupParams`].
+    ///
+    /// ```
+    /// use duplicates::{Param, Settings, Shingling};
+    ///
+    /// let settings = Settings { shingles: "chars:7".parse().unwrap(), ..Settings::default() };
+    /// assert_eq!(settings.shingles, Shingling::Chars(7));
+    /// assert!(settings.params().is_ok());
+    ///
+    /// let bad = Settings { threshold: 1.5, ..Settings::default() };
+    /// assert_eq!(bad.params().unwrap_err().param, Param::Threshold);
+    /// assert!("words:0".parse::<Shingling>().is_err());
+    /// ```
     pub fn params(&self) -> Result<DupParams, InvalidParams> {
         let params = DupParams { settings: self.clone(), ..DupParams::default() };
         params.validate()?;

@@ -5,7 +5,12 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::Shingling;
 
 /// Lowercases `text` (Unicode-aware) and collapses every run of whitespace to one space,
-/// trimming both ends.
+/// trimming both ends: the text that shingles are cut from.
+///
+/// ```
+/// assert_eq!(duplicates::normalize("  The CAT\n\tsat  "), "the cat sat");
+/// assert_eq!(duplicates::normalize("ÄPFEL und Birnen"), "äpfel und birnen");
+/// ```
 pub fn normalize(text: &str) -> String {
     if text.is_ascii() { normalize_ascii(text) } else { normalize_unicode(text) }
 }

@@ -42,7 +42,12 @@ pub struct Selection {
     pub max_jobs: Option<usize>,
 }
 
-/// Parses a job list such as `3,7-9` into `[3, 7, 8, 9]`.
+/// Parses a job list such as `3,7-9` into `[3, 7, 8, 9]` (`cfmem run --jobs`).
+///
+/// ```
+/// assert_eq!(queue::parse_jobs("3,7-9").unwrap(), [3, 7, 8, 9]);
+/// assert!(queue::parse_jobs("2-x").unwrap_err().contains("\"x\" is not a job number"));
+/// ```
 pub fn parse_jobs(text: &str) -> Result<Vec<u32>, String> {
     let mut jobs = Vec::new();
     for part in text.split(',').map(str::trim) {

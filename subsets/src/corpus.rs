@@ -57,7 +57,26 @@ pub fn listed_documents(path: &Path, doc_ids: &[String]) -> Result<Vec<u32>> {
     Ok(docs)
 }
 
-/// Reads and validates the corpus at `path`.
+/// Reads and validates the corpus at `path`: a JSONL file (one object per line with `text`,
+/// optional `id` and `source`), a Parquet file with those columns, or a directory of `.txt`
+/// files.
+///
+/// ```
+/// let dir = std::env::temp_dir().join(format!("cfmem-doc-corpus-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("corpus.jsonl");
+/// std::fs::write(&path, "{\"id\": \"a\", \"text\": \"first\", \"source\": \"web\"}\n{\"text\": \"second\"}\n").unwrap();
+/// let documents = subsets::corpus::read(&path).unwrap();
+/// assert_eq!(documents.len(), 2);
+/// assert_eq!((documents[0].id.as_str(), documents[0].source.as_deref()), ("a", Some("web")));
+/// assert_eq!(documents[1].text, "second");
+///
+/// // Bad input is refused, naming the file and the line.
+/// std::fs::write(&path, "{\"text\": \"fine\"}\n{\"txt\": \"typo\"}\n").unwrap();
+/// let error = subsets::corpus::read(&path).unwrap_err().to_string();
+/// assert!(error.contains("corpus.jsonl") && error.contains("line 2"), "{error}");
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
 pub fn read(path: &Path) -> Result<Vec<Document>> {
     let meta = std::fs::metadata(path).map_err(Error::io(path))?;
     let located = if meta.is_dir() {
