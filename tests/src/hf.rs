@@ -57,7 +57,7 @@ pub fn reference_with(python: &Path, model: &Path, corpus: &Path, adapter: Optio
         .collect()
 }
 
-/// cfmem's per-document evaluation of `model` on `corpus`.
+/// cfmem's per-document evaluation of `model` on `corpus`, on [`crate::test_device`].
 pub fn evaluate(model: &Path, corpus: &Path) -> EvaluationTable {
     let out = model.with_extension("cfmem.parquet");
     cfmem_ok(&[
@@ -69,7 +69,7 @@ pub fn evaluate(model: &Path, corpus: &Path) -> EvaluationTable {
         "--out",
         out.to_str().unwrap(),
         "--device",
-        "cpu",
+        &crate::test_device(),
     ]);
     schema::read(&out).unwrap()
 }

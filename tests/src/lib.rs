@@ -22,6 +22,12 @@ pub fn cfmem_path() -> PathBuf {
     path
 }
 
+/// The device of the end-to-end tests that compare cfmem with `transformers`:
+/// `$CFMEM_TEST_DEVICE` (`scripts/gpu-check.sh` sets `cuda`), else the CPU.
+pub fn test_device() -> String {
+    std::env::var("CFMEM_TEST_DEVICE").unwrap_or_else(|_| "cpu".into())
+}
+
 /// Runs `cfmem args…` and returns its output.
 pub fn cfmem(args: &[&str]) -> Output {
     Command::new(cfmem_path()).args(args).output().expect("cfmem runs")

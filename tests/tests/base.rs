@@ -335,7 +335,7 @@ fn a_lora_run_keeps_each_models_adapters_and_exports_it_merged_for_transformers_
     }
     let refused = cfmem_err(&["export", run.to_str().unwrap(), "--model", "1", "--out", "/nonexistent/x"]);
     assert!(refused.contains("model 1 has no adapters yet: its job has not completed"), "{refused}");
-    cfmem_ok(&["run", run.to_str().unwrap(), "--device", "cpu"]);
+    cfmem_ok(&["run", run.to_str().unwrap(), "--device", &tests::test_device()]);
 
     let model = 1;
     let adapters = run.join(format!("adapters/model-{model:05}"));

@@ -113,7 +113,7 @@ fn lora_runs_of_every_family_keep_adapters_for_peft_and_export_merged_models_for
         ));
         let toml = std::fs::read_to_string(run.join("run.toml")).unwrap();
         assert!(toml.contains(&format!("architecture = \"{family}\"")), "{toml}");
-        cfmem_ok(&["run", run.to_str().unwrap(), "--device", "cpu"]);
+        cfmem_ok(&["run", run.to_str().unwrap(), "--device", &tests::test_device()]);
 
         let model = 1;
         let ours = logged_evaluation(&run, model);
