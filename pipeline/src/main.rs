@@ -11,6 +11,7 @@ mod bench;
 mod dups;
 mod evaluate;
 mod export;
+mod flags;
 mod influence;
 mod pretrain;
 mod progress;
@@ -28,7 +29,7 @@ use analysis::influence::InfluenceSettings;
 use analysis::measure::Measure;
 use analysis::per_model::RunLogs;
 use analysis::settings::AnalyzeSettings;
-use duplicates::{DupParams, Param, Settings, Shingling};
+use duplicates::{DupParams, Settings, Shingling};
 use jobs::{DeviceChoice, RunTrainer};
 use queue::{JobOutcome, Queue, Selection};
 use subsets::base::Base;
@@ -332,14 +333,7 @@ impl NearDupArgs {
             min_repeat: self.min_repeat,
             max_candidates: self.max_candidates,
         };
-        let flag = |param| match param {
-            Param::Threshold => "--threshold",
-            Param::Shingles => "--shingles",
-            Param::MinRepeat => "--min-repeat",
-            Param::MaxCandidates => "--max-candidates",
-            Param::NumPerm | Param::MinRecall | Param::ShardBytes => Param::name(param),
-        };
-        settings.params().map_err(|e| anyhow!("{}: {}", flag(e.param), e.reason))
+        settings.params().map_err(flags::duplicate_params)
     }
 }
 
@@ -377,35 +371,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Design settings as `run.toml` names them, and the `plan` flags that set them.
-const DESIGN_FLAGS: [(&str, &str); 8] = [
-    ("design.models", "--models"),
-    ("design.levels", "--levels"),
-    ("design.max_unit_fraction", "--max-unit-fraction"),
-    ("design.keep", "--keep"),
-    ("design.holdout", "--holdout"),
-    ("design.holdout_ids", "--holdout-ids"),
-    ("design.copies", "--copies"),
-    ("design.canary_ids", "--canary-ids"),
-];
-
-/// A library error about a design setting, said in terms of the flag that gave it.
-fn name_the_flag(error: anyhow::Error) -> anyhow::Error {
-    let flag_said = match error.downcast_ref::<subsets::Error>() {
-        Some(subsets::Error::Setting { field, message }) => {
-            DESIGN_FLAGS.iter().find(|(name, _)| name == field).map(|(_, flag)| anyhow::anyhow!("{flag}: {message}"))
-        }
-        _ => None,
-    };
-    flag_said.unwrap_or(error)
-}
-
 fn dispatch(command: Command) -> Result<()> {
     if matches!(command, Command::Run(_) | Command::Demo(_) | Command::Bench(_) | Command::Pretrain(_)) {
         jobs::device::keep_freed_memory();
     }
     match command {
-        Command::Plan(args) => args.settings().and_then(plan).map_err(name_the_flag),
+        Command::Plan(args) => args.settings().and_then(plan).map_err(flags::name_the_flag),
         Command::Run(args) => {
             let jobs = (!args.jobs.is_empty()).then(|| args.jobs.concat());
             run_jobs(&args.run, &args.compute, &Selection { jobs, max_jobs: args.max_jobs })
@@ -416,8 +387,11 @@ fn dispatch(command: Command) -> Result<()> {
             analyze(&args.run, args.partial, settings).map(drop)
         }
         Command::Status(args) => status::status(&args.run, args.json),
-        Command::Slurm(args) => slurm::slurm(&args.run.clone(), &slurm_settings(args)),
-        Command::Demo(args) => run_demo(&args).map_err(name_the_flag),
+        Command::Slurm(args) => {
+            let (run, submit) = (args.run.clone(), args.submit);
+            slurm::slurm(&run, &slurm_settings(args), submit).map_err(flags::name_the_flag)
+        }
+        Command::Demo(args) => run_demo(&args).map_err(flags::name_the_flag),
         Command::Bench(args) => bench::run(&args),
         Command::Pretrain(args) => pretrain::run(&args),
         Command::Evaluate(args) => evaluate::run(&args),
@@ -672,8 +646,8 @@ fn train_tokenizer(args: &TokenizerArgs) -> Result<()> {
     Ok(())
 }
 
-fn slurm_settings(args: SlurmArgs) -> slurm::ArraySettings {
-    slurm::ArraySettings {
+fn slurm_settings(args: SlurmArgs) -> queue::slurm::ArraySettings {
+    queue::slurm::ArraySettings {
         partition: args.partition,
         gpus_per_task: args.gpus_per_task,
         cpus_per_task: args.cpus_per_task,
@@ -684,7 +658,6 @@ fn slurm_settings(args: SlurmArgs) -> slurm::ArraySettings {
         extra: args.extra.iter().flat_map(|e| e.split_whitespace().map(String::from)).collect(),
         jobs_per_task: args.jobs_per_task,
         device: args.device,
-        submit: args.submit,
     }
 }
 

@@ -63,8 +63,8 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
     let device = args.compute.device.resolve()?;
 
     let documents = corpus::read(&args.corpus)?;
-    let held_out = design::holdout(documents.len(), args.holdout, args.seed)
-        .map_err(|e| anyhow::anyhow!("--holdout: {}", e.to_string().trim_start_matches("design.holdout: ")))?;
+    let held_out =
+        design::holdout(documents.len(), args.holdout, args.seed).map_err(|e| crate::flags::name_the_flag(e.into()))?;
     let model = &hyperparameters.model;
     let tokenizer = Tokenizer::for_plan(model, documents.iter().map(|d| d.text.as_str()))?;
     let ids = tokenizer.encode_documents(&documents, model.max_tokens_per_doc)?;

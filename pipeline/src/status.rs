@@ -2,18 +2,18 @@
 //! ([`queue::status`]: every job complete, claimed by a live worker, held by a stale claim
 //! (its worker died or stopped beating; the next worker takes it over), damaged, or not
 //! started, with models done, throughput and an ETA); with a recorded Slurm job, the
-//! array's task states come from `sacct` or `squeue` when they are on PATH. It never
-//! reads the corpus nor the tokenizer.
+//! array's task states ([`queue::slurm::task_states`]). It never reads the corpus nor the
+//! tokenizer.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use queue::Queue;
 use queue::claim::Stale;
+use queue::slurm::TaskStates;
 use queue::status::JobState;
 use subsets::layout::RunDir;
 
@@ -38,15 +38,6 @@ struct JobStatus {
 }
 
 #[derive(Serialize)]
-struct SlurmStatus {
-    job_id: String,
-    /// Task count per Slurm state, from `source`.
-    states: BTreeMap<String, usize>,
-    /// `sacct`, `squeue`, or why neither answered.
-    source: String,
-}
-
-#[derive(Serialize)]
 struct RunStatus {
     run: String,
     counts: BTreeMap<&'static str, usize>,
@@ -57,7 +48,7 @@ struct RunStatus {
     eta_s: Option<f64>,
     jobs: Vec<JobStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    slurm: Option<SlurmStatus>,
+    slurm: Option<TaskStates>,
 }
 
 pub fn status(run: &Path, json: bool) -> Result<()> {
@@ -92,7 +83,7 @@ pub fn status(run: &Path, json: bool) -> Result<()> {
         models_per_hour: found.models_per_hour,
         eta_s: found.eta_s,
         jobs,
-        slurm: slurm_status(&run_dir)?,
+        slurm: queue::slurm::task_states(&run_dir)?,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -144,45 +135,4 @@ fn duration(seconds: f64) -> String {
         60..3600 => format!("{} min {} s", s / 60, s % 60),
         _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
     }
-}
-
-/// The task states of the latest recorded Slurm submission, if any: from `sacct` (needs
-/// accounting), else `scontrol` (finished tasks for a few minutes), else `squeue`.
-fn slurm_status(run: &RunDir) -> Result<Option<SlurmStatus>> {
-    let path = run.slurm_submissions();
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
-    let Some(job_id) = text.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string()) else {
-        return Ok(None);
-    };
-    let sacct = ["-n", "-X", "-P", "-j", &job_id, "-o", "JobID,State"];
-    let scontrol = ["-o", "show", "job", &job_id];
-    let squeue = ["-h", "-r", "-j", &job_id, "-o", "%i|%T"];
-    let mut notes = Vec::new();
-    for (program, args) in [("sacct", &sacct[..]), ("scontrol", &scontrol[..]), ("squeue", &squeue[..])] {
-        match Command::new(program).args(args).output() {
-            Ok(out) if out.status.success() => {
-                let mut states = BTreeMap::new();
-                for line in String::from_utf8_lossy(&out.stdout).lines() {
-                    let state = match program {
-                        "scontrol" => line.split_whitespace().find_map(|field| field.strip_prefix("JobState=")),
-                        _ => line.split_once('|').map(|(_, state)| state),
-                    };
-                    if let Some(state) = state {
-                        let state = state.split_whitespace().next().unwrap_or(state).to_string();
-                        *states.entry(state).or_default() += 1;
-                    }
-                }
-                let source = if program == "squeue" {
-                    "squeue: pending and running tasks only".to_string()
-                } else {
-                    program.to_string()
-                };
-                return Ok(Some(SlurmStatus { job_id: job_id.clone(), states, source }));
-            }
-            Ok(out) => notes.push(format!("{program}: {}", String::from_utf8_lossy(&out.stderr).trim())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => notes.push(format!("{program} is not on PATH")),
-            Err(e) => return Err(e).with_context(|| format!("running {program}")),
-        }
-    }
-    Ok(Some(SlurmStatus { job_id: job_id.clone(), states: BTreeMap::new(), source: notes.join("; ") }))
 }

@@ -9,6 +9,7 @@
 //! - [`claim`] makes sure each job is trained by one worker at a time: create-exclusive
 //!   claim files with a heartbeat, taken over when stale.
 //! - [`status`] is every job's state ([`status::JobState`]) with throughput and an ETA.
+//! - [`slurm`] writes and submits the Slurm job array of a run and reads its tasks' states.
 //! - [`verify`] checks every log in full, once per command: the completeness check of
 //!   `analyze` and the set of logs the analysis reads.
 //! - [`runner`] chooses, claims, skips complete jobs, redoes damaged ones, waits on jobs
@@ -31,6 +32,7 @@ pub mod claim;
 pub mod log;
 pub mod progress;
 pub mod runner;
+pub mod slurm;
 pub mod status;
 pub mod verify;
 
@@ -49,6 +51,8 @@ pub enum Error {
     Plan { path: PathBuf, message: String },
     #[error("job {job}: another worker took over its claim")]
     ClaimLost { job: u32 },
+    #[error(transparent)]
+    Slurm(#[from] slurm::SlurmError),
 }
 
 /// The jobs of a planned run, read from `run.toml`, `jobs.parquet` and the header of

@@ -312,6 +312,10 @@ fn status_and_slurm_never_tokenize_so_a_changed_tokenizer_stops_only_the_workers
     assert!(status.contains("2 jobs: 0 complete, 0 claimed, 0 stale, 0 damaged, 2 not started"), "{status}");
     cfmem_ok(&["slurm", run_arg]);
     assert!(std::fs::read_to_string(run.join("slurm/array.sbatch")).unwrap().contains("#SBATCH --array=0-1\n"));
+    for flag in ["--jobs-per-task", "--cpus-per-task", "--max-parallel"] {
+        let err = cfmem_err(&["slurm", run_arg, flag, "0"]);
+        assert!(err.contains(&format!("{flag}: must be at least 1")), "{err}");
+    }
     let err = cfmem_err(&["run", run_arg, "--device", "cpu"]);
     assert!(err.contains("tokenizer.json: sha256 ") && err.contains("the file was changed after planning"), "{err}");
 
