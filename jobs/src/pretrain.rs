@@ -21,7 +21,9 @@ use tch::{Device, Kind, Tensor};
 
 use queue::Progress;
 use subsets::architecture::Architecture;
-use subsets::config::{EmbeddingLayout, ModelConfig, TrainConfig};
+use subsets::config::{EmbeddingLayout, Hyperparameters, ModelConfig, TrainConfig};
+use subsets::corpus::{Document, sha256_hex};
+use subsets::plan;
 use subsets::{atomic, seeds};
 
 use crate::base;
@@ -74,6 +76,43 @@ pub struct PretrainingRecord {
     pub held_out_loss: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_out_accuracy: Option<f64>,
+}
+
+impl PretrainingRecord {
+    /// The record of a pretraining about to start on `documents` (read from `corpus`),
+    /// `held_out` of them held out by `holdout` and `seed`, tokenized by `tokenizer_json`,
+    /// with `hyperparameters`. Everything that changes the training changes its
+    /// fingerprint, so that a checkpoint or a finished base is only ever taken for this very
+    /// command.
+    pub fn new(
+        corpus: &Path,
+        documents: &[Document],
+        held_out: &[bool],
+        tokenizer_json: &str,
+        hyperparameters: &Hyperparameters,
+        (seed, holdout): (u64, f64),
+    ) -> PretrainingRecord {
+        let settings = toml::to_string(hyperparameters).expect("settings are plain TOML tables");
+        let fingerprint = sha256_hex(
+            format!(
+                "{}\n{}\n{settings}\nseed {seed}\nholdout {holdout}\n",
+                plan::corpus_checksum(documents),
+                sha256_hex(tokenizer_json.as_bytes()),
+            )
+            .as_bytes(),
+        );
+        PretrainingRecord {
+            fingerprint,
+            corpus: corpus.display().to_string(),
+            documents: documents.len() as u32,
+            held_out_documents: held_out.iter().filter(|&&h| h).count() as u32,
+            seed,
+            steps: 0,
+            tokens_trained: 0,
+            held_out_loss: None,
+            held_out_accuracy: None,
+        }
+    }
 }
 
 /// How a pretraining ended.

@@ -12,6 +12,7 @@ use jobs::base::LoadedBase;
 use jobs::bench::{self, BenchRequest, MatmulPeak, StackRun};
 use jobs::lora::Lora;
 use subsets::architecture::Architecture;
+use subsets::base::Base;
 use subsets::config::{Hyperparameters, Precision};
 use subsets::tokenizer::Tokenizer;
 
@@ -71,18 +72,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Some(path) => Hyperparameters::from_file(path)?,
         None => Hyperparameters::default(),
     };
-    let base = match &args.init {
-        Some(dir) => {
+    if let Some(dir) = &args.init {
+        hyperparameters.train.init = dir.display().to_string();
+    }
+    let base = match Base::resolve(&mut hyperparameters, args.config.as_deref())? {
+        Some(base) => {
             let started = Instant::now();
-            let loaded = LoadedBase::load(dir)?;
+            let loaded = LoadedBase::load(base.dir.root())?;
             eprintln!(
                 "loaded the base {} ({} parameters) in {:.2} s",
-                dir.display(),
+                base.dir.root().display(),
                 loaded.weights.size()[0],
                 started.elapsed().as_secs_f64()
             );
-            hyperparameters.model = loaded.base.model.clone();
-            hyperparameters.train.init = dir.display().to_string();
             Some(loaded)
         }
         None => None,

@@ -22,7 +22,7 @@ mod status;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use analysis::influence::InfluenceSettings;
@@ -457,7 +457,8 @@ impl PlanArgs {
         if !self.eval_at.is_empty() {
             hyperparameters.train.eval_at = self.eval_at;
         }
-        let mut base = resolve_base(&mut hyperparameters, self.config.as_deref())?;
+        let mut base =
+            Base::resolve(&mut hyperparameters, self.config.as_deref())?.map(|base| PlannedBase::from(&base));
         if let Some(base) = base.as_mut().filter(|_| design.levels().iter().any(|l| matches!(l, Unit::Topic(_)))) {
             base.embed = Some(base_embedder(PathBuf::from(&hyperparameters.train.init)));
         }
@@ -498,23 +499,6 @@ fn plan(settings: PlanSettings) -> Result<()> {
             plan_run(&out, request)
         }
     }
-}
-
-/// The base `hyperparameters.train.init` names, if any, read and checked; its directory
-/// becomes absolute (workers may start elsewhere) and `hyperparameters.model` its
-/// architecture and tokenizer. A `[model]` key of the `config` file that disagrees with
-/// the base is refused.
-fn resolve_base(hyperparameters: &mut Hyperparameters, config: Option<&Path>) -> Result<Option<PlannedBase>> {
-    let Some(dir) = hyperparameters.train.base() else { return Ok(None) };
-    let dir = std::fs::canonicalize(dir).map_err(|e| anyhow!("train.init {}: {e}", dir.display()))?;
-    let base = Base::read(&dir)?;
-    let keys = match config {
-        Some(path) => Hyperparameters::model_keys(path)?,
-        None => Vec::new(),
-    };
-    hyperparameters.model = base.model_for(&hyperparameters.model, &keys, config.unwrap_or(Path::new("--config")))?;
-    hyperparameters.train.init = dir.display().to_string();
-    Ok(Some(PlannedBase::from(&base)))
 }
 
 /// The base in `dir`'s embedding of texts, for topics in a run from it: each text tokenized

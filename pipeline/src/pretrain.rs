@@ -10,7 +10,7 @@ use clap::Args;
 use jobs::pretrain::{self, PretrainRequest, Pretrained, PretrainingRecord};
 use subsets::config::{Adapter, Hyperparameters};
 use subsets::tokenizer::Tokenizer;
-use subsets::{corpus, design, plan};
+use subsets::{corpus, design};
 
 use crate::ComputeArgs;
 use crate::progress::Bars;
@@ -70,18 +70,13 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
     let ids = tokenizer.encode_documents(&documents, model.max_tokens_per_doc)?;
     let tokenizer_json = tokenizer.file_json();
 
-    // Everything that changes the training changes the fingerprint, so that a checkpoint
-    // or a finished base is only ever taken for this very command.
-    let settings = toml::to_string(&hyperparameters)?;
-    let fingerprint = corpus::sha256_hex(
-        format!(
-            "{}\n{}\n{settings}\nseed {}\nholdout {}\n",
-            plan::corpus_checksum(&documents),
-            corpus::sha256_hex(tokenizer_json.as_bytes()),
-            args.seed,
-            args.holdout
-        )
-        .as_bytes(),
+    let record = PretrainingRecord::new(
+        &args.corpus,
+        &documents,
+        &held_out,
+        &tokenizer_json,
+        &hyperparameters,
+        (args.seed, args.holdout),
     );
     let request = PretrainRequest {
         documents: &ids,
@@ -91,17 +86,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         train: hyperparameters.train.clone(),
         seed: args.seed,
         tokenizer_json,
-        record: PretrainingRecord {
-            fingerprint,
-            corpus: args.corpus.display().to_string(),
-            documents: documents.len() as u32,
-            held_out_documents: held_out.iter().filter(|&&h| h).count() as u32,
-            seed: args.seed,
-            steps: 0,
-            tokens_trained: 0,
-            held_out_loss: None,
-            held_out_accuracy: None,
-        },
+        record,
         checkpoint_every: Duration::from_secs_f64(args.checkpoint_every),
     };
     eprintln!(

@@ -46,7 +46,8 @@ use sha2::{Digest, Sha256};
 
 use crate::architecture::{Architecture, TensorSpec};
 use crate::config::{
-    Activation, DEFAULT_ROPE_THETA, DEFAULT_ROTARY_PCT, EmbeddingLayout, ModelConfig, RopeScaling, TokenizerChoice,
+    Activation, DEFAULT_ROPE_THETA, DEFAULT_ROTARY_PCT, EmbeddingLayout, Hyperparameters, ModelConfig, RopeScaling,
+    TokenizerChoice,
 };
 use crate::family::Family;
 use crate::tokenizer::Tokenizer;
@@ -560,6 +561,25 @@ pub struct Base {
 }
 
 impl Base {
+    /// The base `hyperparameters.train.init` names, if any, read and checked: its directory
+    /// becomes absolute in `train.init` (workers may start elsewhere) and its architecture
+    /// and tokenizer become `hyperparameters.model`. A `[model]` key of the `config` file
+    /// that disagrees with the base is refused. `cfmem plan` and `cfmem bench` both resolve
+    /// their base here.
+    pub fn resolve(hyperparameters: &mut Hyperparameters, config: Option<&Path>) -> Result<Option<Base>> {
+        let Some(dir) = hyperparameters.train.base() else { return Ok(None) };
+        let dir = std::fs::canonicalize(dir).map_err(|e| Error::file(dir, format!("train.init: {e}")))?;
+        let base = Base::read(&dir)?;
+        let keys = match config {
+            Some(path) => Hyperparameters::model_keys(path)?,
+            None => Vec::new(),
+        };
+        hyperparameters.model =
+            base.model_for(&hyperparameters.model, &keys, config.unwrap_or(Path::new("--config")))?;
+        hyperparameters.train.init = dir.display().to_string();
+        Ok(Some(base))
+    }
+
     /// Reads `dir` and checks that its files agree: the tensors' names and shapes with
     /// `config.json`, the tokenizer's ids with the embedding.
     pub fn read(dir: &Path) -> Result<Base> {
