@@ -20,7 +20,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use subsets::plan::CANARY_SOURCE;
+use subsets::canaries::CANARY_SOURCE;
 
 use crate::summary::source_label;
 use crate::{Error, Result};

@@ -47,4 +47,11 @@ pub enum Error {
     Queue(#[from] queue::Error),
     #[error("{0}")]
     Message(String),
+    /// Logs are missing or damaged and a partial analysis was not asked for.
+    #[error(
+        "{}: {what}; finish them with `cfmem run {}` or analyze what is there with --partial",
+        run.display(),
+        run.display()
+    )]
+    Incomplete { run: std::path::PathBuf, what: String },
 }

@@ -13,10 +13,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
+use subsets::canaries::CANARY_SOURCE;
 use subsets::config::{RunConfig, Unit};
 use subsets::duplicate_scores;
 use subsets::layout::RunDir;
-use subsets::plan::CANARY_SOURCE;
 use subsets::schema::{
     self, ClusterTable, CopiesTable, CorpusTable, MembershipTable, ProfileTable, ReliabilityTable, ScoreTable, Table,
     UnitTable,
@@ -57,6 +57,20 @@ pub struct Analysis {
     pub summary: PrintedSummary,
     /// The run's seed, written into every table's metadata.
     pub run_seed: u64,
+}
+
+/// The rule for runs with jobs not complete: an analysis reads a complete run; asked for a
+/// partial one, it reads the complete jobs' logs, and the returned notice (printed before
+/// its summary) says what is missing and that the design is no longer exactly balanced.
+pub fn check_completeness(run: &RunDir, verified: &queue::verify::Verified, partial: bool) -> Result<Option<String>> {
+    match verified.incomplete() {
+        None => Ok(None),
+        Some(what) if !partial => Err(Error::Incomplete { run: run.root().to_path_buf(), what }),
+        Some(what) => Ok(Some(format!(
+            "partial analysis: {what}. The design is no longer exactly balanced: each document's estimate rests \
+             on the n_in and n_out models of scores.parquet."
+        ))),
+    }
 }
 
 /// Reads the run's corpus, its stored duplicate scores and the complete logs `logs`, and

@@ -19,9 +19,8 @@ pub fn run(args: &DupsArgs) -> Result<()> {
     let limit =
         args.max_memory.map(|gib| gib * GIB).or_else(|| jobs::device::available_memory().map(|bytes| bytes as f64));
     let documents = corpus::read(&args.corpus)?;
+    let needed = duplicate_scores::memory_needed(&documents, &params) as f64;
     let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
-    let corpus_bytes: usize = documents.iter().map(|d| d.text.len() + d.id.len() + 64).sum();
-    let needed = (duplicates::memory_estimate(&texts, &params) as usize + corpus_bytes) as f64;
     if let Some(limit) = limit
         && needed > limit
     {

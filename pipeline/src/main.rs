@@ -686,47 +686,23 @@ fn run_jobs(run: &Path, compute: &ComputeArgs, selection: &Selection) -> Result<
 fn analyze(run: &Path, partial: bool, settings: AnalyzeSettings) -> Result<RunLogs> {
     let run_dir = RunDir::new(run);
     let verified = Queue::open(run_dir.clone())?.verify()?;
-    let notice = match verified.incomplete() {
-        None => String::new(),
-        Some(what) if !partial => bail!(
-            "{}: {what}; finish them with `cfmem run {}` or analyze what is there with --partial",
-            run.display(),
-            run.display()
-        ),
-        Some(what) => format!(
-            "partial analysis: {what}. The design is no longer exactly balanced: each document's estimate rests \
-             on the n_in and n_out models of scores.parquet.\n"
-        ),
-    };
+    let notice = analysis::scores::check_completeness(&run_dir, &verified, partial)?;
     let logs = RunLogs::new(&verified)?;
     let analysis = analysis::scores::analyze(&run_dir, &logs, settings)?;
     analysis.write(&run_dir)?;
-    print!("{notice}{}", analysis.summary);
+    if let Some(notice) = notice {
+        println!("{notice}");
+    }
+    print!("{}", analysis.summary);
     eprintln!("wrote {}", run_dir.analysis_dir().display());
     Ok(logs)
-}
-
-/// Sentences of the demo's generated background corpus.
-const DEMO_BACKGROUND: usize = 100;
-
-/// Settings of the demo: small enough to finish in under two minutes on two CPU cores.
-fn demo_hyperparameters() -> Hyperparameters {
-    let mut h = Hyperparameters::default();
-    h.model.n_layer = 2;
-    h.model.n_head = 4;
-    h.model.d_model = 64;
-    h.model.context = 128;
-    h.train.epochs = 16;
-    h.train.batch_size = 16;
-    h.train.lr = 1e-2;
-    h
 }
 
 fn run_demo(args: &DemoArgs) -> Result<()> {
     if args.models < 2 {
         bail!("--models must be at least 2");
     }
-    let mut hyperparameters = demo_hyperparameters();
+    let mut hyperparameters = demo::hyperparameters();
     hyperparameters.train.eval_at = args.eval_at.clone();
     hyperparameters.validate().context("--eval-at")?;
     let documents = demo::corpus(args.seed, &demo::DemoSizes::default());
@@ -746,7 +722,7 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
         hyperparameters,
         background: Some(Background {
             path: "built-in demo background".into(),
-            documents: demo::background(args.seed, DEMO_BACKGROUND),
+            documents: demo::background(args.seed, demo::BACKGROUND_SENTENCES),
         }),
         base: None,
         fields: Default::default(),

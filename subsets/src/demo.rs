@@ -22,9 +22,11 @@
 //!   out leaves the passage in the others, so it scores low alone; leaving out every
 //!   document that shares the passage (a spectrum run's passage level) shows it memorized.
 //!
-//! The demo also has a background corpus ([`background`]): more sentences of the same
-//! grammar, which every model trains on, as a real model trains on far more text of a
-//! language than the documents being audited.
+//! The demo also has a background corpus ([`background`], [`BACKGROUND_SENTENCES`] of them):
+//! more sentences of the same grammar, which every model trains on, as a real model trains
+//! on far more text of a language than the documents being audited. Its models are
+//! [`hyperparameters`]: small enough for the whole demo to finish in under two minutes on
+//! two CPU cores.
 //!
 //! Runs open sentences because these tiny models with learned absolute positions learn what
 //! follows what at each position rather than learning to copy in general: a pattern is
@@ -32,8 +34,26 @@
 
 use rand::{Rng, RngExt};
 
+use crate::canaries::random_ids;
+use crate::config::Hyperparameters;
 use crate::corpus::Document;
 use crate::seeds;
+
+/// Sentences of the demo's background corpus.
+pub const BACKGROUND_SENTENCES: usize = 100;
+
+/// The demo's model and training: two blocks of width 64 with a context of 128, 16 epochs.
+pub fn hyperparameters() -> Hyperparameters {
+    let mut h = Hyperparameters::default();
+    h.model.n_layer = 2;
+    h.model.n_head = 4;
+    h.model.d_model = 64;
+    h.model.context = 128;
+    h.train.epochs = 16;
+    h.train.batch_size = 16;
+    h.train.lr = 1e-2;
+    h
+}
 
 const ADJECTIVES: &[&str] = &["small", "old", "green", "quiet", "busy", "bright", "cold", "large"];
 const NOUNS: &[&str] = &["cat", "farmer", "river", "teacher", "market", "garden", "train", "child"];
@@ -94,12 +114,6 @@ fn sentence(rng: &mut impl Rng, refrain: &str) -> String {
         pick(rng, NOUNS),
         pick(rng, PLACES),
     )
-}
-
-/// A document of random 8-digit hex identifiers, about `bytes` long.
-pub fn random_ids(rng: &mut impl Rng, bytes: usize) -> String {
-    let ids: Vec<String> = (0..bytes.div_ceil(9).max(1)).map(|_| format!("{:08x}", rng.random::<u32>())).collect();
-    format!("ids: {}", ids.join(" "))
 }
 
 /// The demo corpus for `seed`.

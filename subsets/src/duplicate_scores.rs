@@ -7,11 +7,21 @@
 //! How duplicates are found is the `duplicates` crate's business; this module only knows
 //! the run's files.
 
-use duplicates::Duplicates;
+use duplicates::{DupParams, Duplicates};
 
+use crate::corpus::Document;
 use crate::layout::RunDir;
 use crate::schema::{self, DuplicateTable, Table};
 use crate::{Error, Result};
+
+/// Bytes that scoring `documents` holds at its peak: the engine's own
+/// ([`duplicates::memory_estimate`]) and the documents read, each its id and text plus 64
+/// bytes of `String` headers and allocator slack.
+pub fn memory_needed(documents: &[Document], params: &DupParams) -> u64 {
+    let texts: Vec<&str> = documents.iter().map(|d| d.text.as_str()).collect();
+    let read: usize = documents.iter().map(|d| d.text.len() + d.id.len() + 64).sum();
+    duplicates::memory_estimate(&texts, params) + read as u64
+}
 
 /// The scores as a table, with `doc_ids[i]` the id of document i.
 ///

@@ -26,6 +26,7 @@
 pub mod architecture;
 pub mod atomic;
 pub mod base;
+pub mod canaries;
 pub mod config;
 pub mod corpus;
 pub mod demo;

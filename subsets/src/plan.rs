@@ -8,8 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use rand::seq::SliceRandom;
-
+use crate::canaries::{self, Planted};
 use crate::config::{
     BackgroundConfig, BaseConfig, Block, CorpusConfig, DesignConfig, EmbeddingLayout, Hyperparameters, RunConfig,
     TokensConfig, TopicConfig, Unit,
@@ -20,10 +19,7 @@ use crate::membership::Membership;
 use crate::schema::{self, BackgroundTable, CorpusTable, DuplicateTable, JobTable, Table, UnitTable};
 use crate::tokenizer::Tokenizer;
 use crate::units::{self, Groupings, LevelUnits, Oversized};
-use crate::{Error, Result, atomic, config, demo, design, duplicate_scores, seeds};
-
-/// Source of generated canaries in `corpus.parquet`.
-pub const CANARY_SOURCE: &str = "canary";
+use crate::{Error, Result, atomic, config, design, duplicate_scores, seeds};
 
 /// Everything `plan` writes, built in memory first.
 #[derive(Debug, Clone)]
@@ -177,7 +173,7 @@ fn build_scored(
     let corpus_sha256 = corpus_checksum(&documents);
     let input_documents = documents.len();
     check_fields(&design_config.levels(), &field_values, input_documents)?;
-    let Planted { copies, canary } = plant_canaries(&mut documents, &design_config, seed)?;
+    let Planted { copies, canary } = canaries::plant(&mut documents, &design_config, seed)?;
     let held_by_id = held_out_ids(&documents, &canary, &design_config.holdout_ids)?;
     if design_config.levels().contains(&Unit::Field("source".into())) {
         field_values.insert("source".into(), documents.iter().map(|d| d.source.clone()).collect());
@@ -407,47 +403,6 @@ pub fn corpus_checksum(documents: &[Document]) -> String {
         }
     }
     corpus::sha256_hex(&bytes)
-}
-
-/// Every document's copy count and whether it is a canary of the copy sweep.
-struct Planted {
-    copies: Vec<u16>,
-    canary: Vec<bool>,
-}
-
-/// Appends generated canaries: canaries get the planted copy counts, spread evenly over
-/// them in a seeded order; everything else gets 1.
-fn plant_canaries(documents: &mut Vec<Document>, design: &DesignConfig, seed: u64) -> Result<Planted> {
-    if design.copies.is_empty() {
-        return Ok(Planted { copies: vec![1; documents.len()], canary: vec![false; documents.len()] });
-    }
-    let mut canaries = Vec::new();
-    for id in &design.canary_ids {
-        let index = documents
-            .iter()
-            .position(|d| &d.id == id)
-            .ok_or_else(|| Error::setting("design.canary_ids", format!("no document has id {id:?}")))?;
-        canaries.push(index);
-    }
-    let mut rng = seeds::rng(seed, "canaries", 0);
-    for i in 0..design.canaries {
-        let id = format!("canary-{i:04}");
-        if documents.iter().any(|d| d.id == id) {
-            return Err(Error::Invalid(format!(
-                "the corpus already has a document with id {id:?}, the id of a generated canary"
-            )));
-        }
-        canaries.push(documents.len());
-        documents.push(Document { id, text: demo::random_ids(&mut rng, 100), source: Some(CANARY_SOURCE.to_string()) });
-    }
-    canaries.shuffle(&mut rng);
-    let mut copies = vec![1; documents.len()];
-    let mut canary = vec![false; documents.len()];
-    for (i, &doc) in canaries.iter().enumerate() {
-        copies[doc] = design.copies[i % design.copies.len()];
-        canary[doc] = true;
-    }
-    Ok(Planted { copies, canary })
 }
 
 /// Which documents `holdout_ids` names; an unknown id or a canary is refused.
@@ -826,7 +781,7 @@ mod tests {
         planted.sort();
         assert_eq!(planted, [1, 1, 2, 2, 4, 4]);
         assert!(plan.corpus.copies[..5].iter().all(|&c| c == 1));
-        assert!(plan.corpus.source[5..].iter().all(|s| s.as_deref() == Some(CANARY_SOURCE)));
+        assert!(plan.corpus.source[5..].iter().all(|s| s.as_deref() == Some(canaries::CANARY_SOURCE)));
     }
 
     #[test]

@@ -18,9 +18,9 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
+use subsets::canaries::CANARY_SOURCE;
 use subsets::config::{RunConfig, Unit};
 use subsets::layout::RunDir;
-use subsets::plan::CANARY_SOURCE;
 use subsets::schema::{
     self, ClusterTable, CopiesTable, CorpusTable, InfluenceTable, JobTable, ReliabilityTable, ScoreTable, Table,
 };
