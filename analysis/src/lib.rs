@@ -47,6 +47,9 @@ pub enum Error {
     Queue(#[from] queue::Error),
     #[error("{0}")]
     Message(String),
+    /// The analysis a command reads is not there.
+    #[error("{}: no analysis/scores.parquet: run `cfmem analyze {}` first", run.display(), run.display())]
+    NotAnalyzed { run: std::path::PathBuf },
     /// Logs are missing or damaged and a partial analysis was not asked for.
     #[error(
         "{}: {what}; finish them with `cfmem run {}` or analyze what is there with --partial",

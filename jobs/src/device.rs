@@ -55,9 +55,9 @@ impl DeviceChoice {
             DeviceChoice::Cuda(n) => match cuda_device_count() {
                 Ok(available) if n < available => Ok(Device::Cuda(n)),
                 Ok(available) => {
-                    Err(Error::Device(format!("cuda:{n} was asked for but libtorch sees {available} CUDA device(s)")))
+                    Err(Error::CudaUnavailable { index: n, why: format!("libtorch sees {available} CUDA device(s)") })
                 }
-                Err(why) => Err(Error::Device(format!("cuda:{n} was asked for but {why}"))),
+                Err(why) => Err(Error::CudaUnavailable { index: n, why }),
             },
         }
     }

@@ -50,8 +50,34 @@ pub enum Error {
     Queue(#[from] queue::Error),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
-    #[error("device: {0}")]
-    Device(String),
+    /// A CUDA device was asked for and is not there.
+    #[error("cuda:{index} was asked for but {why}")]
+    CudaUnavailable { index: usize, why: String },
+    /// A stack that would not fit in the device's free memory, refused before training.
+    #[error(
+        "a stack of {models} models of {parameters} parameters needs about {needed_gib:.2} GiB ({state} and \
+         activations of a batch of {batch} × {time}), more than the {free_gib:.2} GiB free on {device}; {advice}"
+    )]
+    StackTooLarge {
+        models: usize,
+        parameters: u64,
+        needed_gib: f64,
+        /// What the stack holds besides activations, in words.
+        state: String,
+        batch: u32,
+        time: usize,
+        free_gib: f64,
+        device: String,
+        /// The largest stack that fits, or what to change.
+        advice: String,
+    },
+    #[error("model {model} has no training document")]
+    NoTrainingDocument { model: u32 },
+    #[error("no document to pretrain on: every document is empty or held out")]
+    NothingToPretrain,
+    /// A file cfmem writes (`what`) that could not be serialized.
+    #[error("{what}: cannot be written: {message}")]
+    Serialize { what: String, message: String },
     #[error("{path}: {message}")]
     Plan { path: std::path::PathBuf, message: String },
 }

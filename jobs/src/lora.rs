@@ -162,7 +162,8 @@ impl Lora {
             "fan_in_fan_out": self.traits.conv1d,
             "target_modules": self.targets.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
         });
-        let json = serde_json::to_string_pretty(&config).map_err(|e| Error::Device(e.to_string()))?;
+        let json = serde_json::to_string_pretty(&config)
+            .map_err(|e| Error::Serialize { what: "adapter_config.json".into(), message: e.to_string() })?;
         atomic::write_bytes(&dir.join("adapter_config.json"), json.as_bytes())?;
         Ok(())
     }

@@ -171,7 +171,7 @@ pub fn pretrain(
     let span = request.model.window();
     let table = TrainingTable::of_documents(&trained, span, &architecture, device);
     if table.rows() == 0 {
-        return Err(Error::Device("no document to pretrain on: every document is empty or held out".into()));
+        return Err(Error::NothingToPretrain);
     }
     let batch = request.train.batch_size as usize;
     let total = (request.train.epochs as usize * table.rows()).div_ceil(batch).max(1);

@@ -36,12 +36,12 @@ pub fn serialize(tensors: &[StoredTensor], metadata: HashMap<String, String>) ->
         .iter()
         .map(|t| {
             let view = TensorView::new(Dtype::F32, t.shape.clone(), &t.bytes)
-                .map_err(|e| Error::Device(format!("{}: {e:?}", t.name)))?;
+                .map_err(|e| Error::Serialize { what: format!("tensor {}", t.name), message: e.to_string() })?;
             Ok((t.name.clone(), view))
         })
         .collect::<Result<Vec<_>>>()?;
     safetensors::tensor::serialize(views, &Some(metadata))
-        .map_err(|e| Error::Device(format!("serializing tensors: {e:?}")))
+        .map_err(|e| Error::Serialize { what: "safetensors".into(), message: e.to_string() })
 }
 
 /// A stored tensor (F32, F16 or BF16) as an fp32 tensor of its stored shape, on the CPU;

@@ -176,15 +176,17 @@ pub fn check_memory(
         ),
         None => "weights, gradients, AdamW state".into(),
     };
-    Err(Error::Device(format!(
-        "a stack of {models} models of {} parameters needs about {:.2} GiB ({state} and activations of a batch of \
-         {} × {time}), more than the {:.2} GiB free on {}; {advice}",
-        architecture.parameters(),
-        gib(needed(models)),
-        train.batch_size,
-        gib(free),
-        crate::device::describe(device),
-    )))
+    Err(Error::StackTooLarge {
+        models,
+        parameters: architecture.parameters() as u64,
+        needed_gib: gib(needed(models)),
+        state,
+        batch: train.batch_size,
+        time,
+        free_gib: gib(free),
+        device: crate::device::describe(device),
+        advice,
+    })
 }
 
 /// One document's evaluation by one model.
@@ -356,7 +358,9 @@ impl Stack {
     pub fn new(config: &RunConfig, models: &[u32], base: Option<&Tensor>, device: Device) -> Result<Stack> {
         let architecture = Architecture::new(&config.model, config.tokens.layout());
         if let Some(lora) = Lora::of(&architecture, &config.train)? {
-            let base = base.ok_or_else(|| Error::Device("train.adapter = \"lora\" needs a base to adapt".into()))?;
+            let base = base.ok_or_else(|| {
+                subsets::Error::setting("train.adapter", "\"lora\" needs a base to adapt (train.init)")
+            })?;
             let adapters: Vec<Tensor> = models
                 .iter()
                 .map(|&model| lora.initial_adapters(seeds::derive(config.seed, "lora-init", model.into())))
@@ -688,9 +692,11 @@ fn per_token_statistics(log_probs: &Tensor, target_log_probs: &Tensor) -> Tensor
 /// bf16 needs a CUDA device.
 fn check_precision(precision: Precision, device: Device) -> Result<()> {
     if precision == Precision::Bf16 && !device.is_cuda() {
-        return Err(Error::Device(
-            "train.precision = \"bf16\" needs a CUDA device; set it to \"fp32\" to train on the CPU".into(),
-        ));
+        return Err(subsets::Error::setting(
+            "train.precision",
+            "\"bf16\" needs a CUDA device; set it to \"fp32\" to train on the CPU",
+        )
+        .into());
     }
     Ok(())
 }
@@ -755,7 +761,7 @@ impl<'a> Training<'a> {
                 }
             }
             if examples.is_empty() {
-                return Err(Error::Device(format!("model {model} has no training document")));
+                return Err(Error::NoTrainingDocument { model });
             }
             streams.push(ExampleStream::new(examples, seeds::rng(config.seed, "model-data", model.into())));
         }

@@ -189,6 +189,6 @@ fn bf16_on_the_cpu_is_refused_before_training() {
     let out = case.run_dir();
     cfmem_ok(&plan_args(&corpus, &out, "4", "1", &["--config", config.to_str().unwrap()]));
     let stderr = cfmem_err(&["run", out.to_str().unwrap(), "--device", "cpu"]);
-    assert!(stderr.contains("train.precision = \"bf16\" needs a CUDA device"), "{stderr}");
+    assert!(stderr.contains("train.precision: \"bf16\" needs a CUDA device"), "{stderr}");
     assert!(!out.join("logs/job-00000.parquet").exists(), "nothing written");
 }

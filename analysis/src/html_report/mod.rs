@@ -94,12 +94,10 @@ impl ReportData {
     pub fn load(run: &RunDir, rank_by: Option<Measure>) -> Result<ReportData> {
         let root = run.root().display();
         if !run.config().exists() {
-            return Err(Error::Message(format!("{root} is not a planned run: no run.toml here")));
+            return Err(queue::Error::NotPlanned(run.root().to_path_buf()).into());
         }
         if !run.scores().exists() {
-            return Err(Error::Message(format!(
-                "{root}: no analysis/scores.parquet: run `cfmem analyze {root}` first"
-            )));
+            return Err(Error::NotAnalyzed { run: run.root().to_path_buf() });
         }
         let config = RunConfig::from_file(&run.config())?;
         let corpus: CorpusTable = schema::read(&run.corpus())?;
