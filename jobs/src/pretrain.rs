@@ -16,14 +16,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use safetensors::SafeTensors;
-use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use queue::Progress;
 use subsets::architecture::Architecture;
-use subsets::config::{EmbeddingLayout, Hyperparameters, ModelConfig, TrainConfig};
-use subsets::corpus::{Document, sha256_hex};
-use subsets::plan;
+use subsets::base::{BaseDir, PretrainingRecord};
+use subsets::config::{EmbeddingLayout, ModelConfig, TrainConfig};
 use subsets::{atomic, seeds};
 
 use crate::base;
@@ -54,67 +52,6 @@ pub struct PretrainRequest<'a> {
     pub checkpoint_every: Duration,
 }
 
-/// `OUT/pretraining.toml`: how a base was pretrained, and how well it predicts the
-/// held-out documents.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PretrainingRecord {
-    /// sha256 over the corpus, the tokenizer and the settings.
-    pub fingerprint: String,
-    pub corpus: String,
-    pub documents: u32,
-    pub held_out_documents: u32,
-    pub seed: u64,
-    /// Filled when training ends.
-    #[serde(default)]
-    pub steps: u64,
-    /// Tokens predicted in training: epochs × the training documents' tokens, as trained.
-    #[serde(default)]
-    pub tokens_trained: u64,
-    /// Mean nll per held-out token, nats; absent without held-out documents.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub held_out_loss: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub held_out_accuracy: Option<f64>,
-}
-
-impl PretrainingRecord {
-    /// The record of a pretraining about to start on `documents` (read from `corpus`),
-    /// `held_out` of them held out by `holdout` and `seed`, tokenized by `tokenizer_json`,
-    /// with `hyperparameters`. Everything that changes the training changes its
-    /// fingerprint, so that a checkpoint or a finished base is only ever taken for this very
-    /// command.
-    pub fn new(
-        corpus: &Path,
-        documents: &[Document],
-        held_out: &[bool],
-        tokenizer_json: &str,
-        hyperparameters: &Hyperparameters,
-        (seed, holdout): (u64, f64),
-    ) -> PretrainingRecord {
-        let settings = toml::to_string(hyperparameters).expect("settings are plain TOML tables");
-        let fingerprint = sha256_hex(
-            format!(
-                "{}\n{}\n{settings}\nseed {seed}\nholdout {holdout}\n",
-                plan::corpus_checksum(documents),
-                sha256_hex(tokenizer_json.as_bytes()),
-            )
-            .as_bytes(),
-        );
-        PretrainingRecord {
-            fingerprint,
-            corpus: corpus.display().to_string(),
-            documents: documents.len() as u32,
-            held_out_documents: held_out.iter().filter(|&&h| h).count() as u32,
-            seed,
-            steps: 0,
-            tokens_trained: 0,
-            held_out_loss: None,
-            held_out_accuracy: None,
-        }
-    }
-}
-
 /// How a pretraining ended.
 pub struct Pretrained {
     pub record: PretrainingRecord,
@@ -131,7 +68,7 @@ struct Output {
 
 impl Output {
     fn record(&self) -> PathBuf {
-        self.root.join("pretraining.toml")
+        BaseDir::new(&self.root).pretraining_record()
     }
 
     fn progress_dir(&self) -> PathBuf {
@@ -233,9 +170,7 @@ pub fn pretrain(
 /// otherwise is refused.
 fn completed(output: &Output, expected: &PretrainingRecord) -> Result<Option<PretrainingRecord>> {
     let path = output.record();
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
-    let record: PretrainingRecord =
-        toml::from_str(&text).map_err(|e| Error::Plan { path: path.clone(), message: e.to_string() })?;
+    let Some(record) = PretrainingRecord::read(&BaseDir::new(&output.root))? else { return Ok(None) };
     if record.fingerprint != expected.fingerprint {
         return Err(Error::Plan {
             path,

@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::Args;
 
-use jobs::pretrain::{self, PretrainRequest, Pretrained, PretrainingRecord};
+use jobs::pretrain::{self, PretrainRequest, Pretrained};
+use subsets::base::PretrainingRecord;
 use subsets::config::{Adapter, Hyperparameters};
 use subsets::tokenizer::Tokenizer;
 use subsets::{corpus, design};

@@ -41,6 +41,7 @@
 use std::path::{Path, PathBuf};
 
 use safetensors::SafeTensors;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -49,6 +50,7 @@ use crate::config::{
     Activation, DEFAULT_ROPE_THETA, DEFAULT_ROTARY_PCT, EmbeddingLayout, Hyperparameters, ModelConfig, RopeScaling,
     TokenizerChoice,
 };
+use crate::corpus::{Document, sha256_hex};
 use crate::family::Family;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
@@ -80,6 +82,11 @@ impl BaseDir {
     /// The index of sharded weights, as `save_pretrained` writes large models.
     pub fn weights_index(&self) -> PathBuf {
         self.root.join("model.safetensors.index.json")
+    }
+
+    /// `pretraining.toml`, where `cfmem pretrain` made the base ([`PretrainingRecord`]).
+    pub fn pretraining_record(&self) -> PathBuf {
+        self.root.join("pretraining.toml")
     }
 
     pub fn tokenizer(&self) -> PathBuf {
@@ -547,6 +554,75 @@ pub fn config_json(model: &ModelConfig, layout: EmbeddingLayout) -> String {
         config_map.insert("pad_token_id".into(), json!(layout.pad));
     }
     serde_json::to_string_pretty(&config).expect("a model configuration always serializes") + "\n"
+}
+
+/// `BASE/pretraining.toml`, which `cfmem pretrain` writes last: how a base was pretrained,
+/// and how well it predicts the held-out documents. Bases from elsewhere have none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainingRecord {
+    /// sha256 over the corpus, the tokenizer and the settings.
+    pub fingerprint: String,
+    pub corpus: String,
+    pub documents: u32,
+    pub held_out_documents: u32,
+    pub seed: u64,
+    /// Filled when training ends.
+    #[serde(default)]
+    pub steps: u64,
+    /// Tokens predicted in training: epochs × the training documents' tokens, as trained.
+    #[serde(default)]
+    pub tokens_trained: u64,
+    /// Mean nll per held-out token, nats; absent without held-out documents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out_accuracy: Option<f64>,
+}
+
+impl PretrainingRecord {
+    /// The record of the base in `dir`; None when it has none (a base cfmem did not
+    /// pretrain, or one still training).
+    pub fn read(dir: &BaseDir) -> Result<Option<PretrainingRecord>> {
+        let path = dir.pretraining_record();
+        let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+        toml::from_str(&text).map(Some).map_err(|e| Error::file(&path, e.to_string()))
+    }
+
+    /// The record of a pretraining about to start on `documents` (read from `corpus`),
+    /// `held_out` of them held out by `holdout` and `seed`, tokenized by `tokenizer_json`,
+    /// with `hyperparameters`. Everything that changes the training changes its
+    /// fingerprint, so that a checkpoint or a finished base is only ever taken for this very
+    /// command.
+    pub fn new(
+        corpus: &Path,
+        documents: &[Document],
+        held_out: &[bool],
+        tokenizer_json: &str,
+        hyperparameters: &Hyperparameters,
+        (seed, holdout): (u64, f64),
+    ) -> PretrainingRecord {
+        let settings = toml::to_string(hyperparameters).expect("settings are plain TOML tables");
+        let fingerprint = sha256_hex(
+            format!(
+                "{}\n{}\n{settings}\nseed {seed}\nholdout {holdout}\n",
+                crate::plan::corpus_checksum(documents),
+                sha256_hex(tokenizer_json.as_bytes()),
+            )
+            .as_bytes(),
+        );
+        PretrainingRecord {
+            fingerprint,
+            corpus: corpus.display().to_string(),
+            documents: documents.len() as u32,
+            held_out_documents: held_out.iter().filter(|&&h| h).count() as u32,
+            seed,
+            steps: 0,
+            tokens_trained: 0,
+            held_out_loss: None,
+            held_out_accuracy: None,
+        }
+    }
 }
 
 /// A base directory, read and checked.

@@ -18,8 +18,9 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
+use subsets::base::{BaseDir, PretrainingRecord};
 use subsets::canaries::CANARY_SOURCE;
-use subsets::config::{RunConfig, Unit};
+use subsets::config::{Adapter, RunConfig, Unit};
 use subsets::layout::RunDir;
 use subsets::schema::{
     self, ClusterTable, CopiesTable, CorpusTable, InfluenceTable, JobTable, ReliabilityTable, ScoreTable, Table,
@@ -72,6 +73,9 @@ pub struct ReportData {
     pub growth: ByMeasure<Option<(String, u64)>>,
     /// The score that orders the lists and leads each section.
     pub rank_by: Measure,
+    /// For a run from a base: how `cfmem pretrain` made it, when it did (a base from
+    /// elsewhere, or one moved away since planning, has no record here).
+    pub pretraining: Option<PretrainingRecord>,
     /// Jobs with a completion record, of all jobs.
     pub jobs_complete: (usize, usize),
     pub planned: Option<SystemTime>,
@@ -133,6 +137,10 @@ impl ReportData {
             membership: membership::MembershipReport::load(run)?,
             growth,
             rank_by: rank_by.or(analyzed_by).unwrap_or_default(),
+            pretraining: match config.train.base() {
+                Some(dir) => PretrainingRecord::read(&BaseDir::new(dir))?,
+                None => None,
+            },
             spectrum,
             jobs_complete: (records.len(), job_ids.len()),
             planned: modified(&run.config()),
@@ -373,6 +381,32 @@ fn glance(data: &ReportData, summary: &Summary) -> Markup {
             dt { "Unit" } dd { (unit) " (what is IN or OUT together)" }
             dt { "Holdout" } dd { (c.design.holdout) " · " (held_out) " documents no model trains on" }
             dt { "Model" } dd { (c.model.n_layer) " layers · " (c.model.n_head) " heads · d_model " (c.model.d_model) " · context " (c.model.context) " · tokenizer " (c.model.tokenizer) " (vocabulary " (c.tokens.vocab) ")" }
+            @if let (Some(dir), Some(base)) = (c.train.base(), &c.base) {
+                dt { "Base" } dd {
+                    "every model fine-tuned from " code { (dir.display()) } " · " (c.model.architecture) " · model.safetensors sha256 "
+                    code { (base.weights_sha256.chars().take(12).collect::<String>()) }
+                    @if let Some(record) = &data.pretraining {
+                        br;
+                        "pretrained by cfmem on " code { (record.corpus) } " (" (record.documents) " documents, " (record.held_out_documents)
+                        " held out, seed " (record.seed) ") for " (record.steps) " steps, " (record.tokens_trained) " tokens"
+                        @if let Some(loss) = record.held_out_loss {
+                            " · held-out loss " (format!("{loss:.3}")) " nats per token"
+                        }
+                        @if let Some(accuracy) = record.held_out_accuracy {
+                            ", accuracy " (format!("{accuracy:.3}"))
+                        }
+                    }
+                }
+                dt { "Adapters" } dd {
+                    @match t.adapter {
+                        Adapter::Full => "none: every weight of every model trains (full fine-tuning)",
+                        Adapter::Lora => {
+                            "LoRA rank " (t.lora_rank) ", alpha " (t.lora_alpha) " on " (t.lora_targets_of(c.model.architecture).join(", "))
+                            " · the base frozen, each model its own adapters"
+                        }
+                    }
+                }
+            }
             dt { "Training" } dd {
                 (t.epochs) " epochs · batch " (t.batch_size) " · AdamW lr " (t.lr) " (warmup " (t.warmup_fraction) ", weight decay "
                 (t.weight_decay) ", betas " (t.beta1) "/" (t.beta2) ", clip " (t.grad_clip) ") · " (c.jobs.stack) " models per job"
@@ -1100,6 +1134,7 @@ mod tests {
             membership: None,
             growth: ByMeasure::default(),
             rank_by: Measure::Accuracy,
+            pretraining: None,
             jobs_complete: (2, 2),
             planned: None,
             last_log: None,
@@ -1126,6 +1161,44 @@ mod tests {
         assert!(most.contains("≈[+0.304, +0.696]") && !most.contains("&lt;b&gt;"), "--top 1: only the best");
         let kinds = page.matches("<svg class=\"plot\"").count();
         assert_eq!(kinds, 7, "a histogram and a box plot per score, two scatters and the cluster plot");
+    }
+
+    #[test]
+    fn a_documents_text_keeps_its_spaces_and_line_breaks() {
+        let art = "  /\\_/\\\n ( o.o )   <- a cat\n  > ^ <\n\tfn main() {}";
+        let page = render(&data([art, "second", "third"]), 3);
+        assert!(page.contains("<pre>  /\\_/\\\n ( o.o )   &lt;- a cat\n  &gt; ^ &lt;\n\tfn main() {}</pre>"), "{page}");
+        assert!(STYLE.contains("td.text pre { font-family: ui-monospace") && STYLE.contains("white-space: pre;"));
+    }
+
+    #[test]
+    fn a_fine_tuning_audit_says_it_is_one_naming_its_base_and_adapters() {
+        let scratch = render(&data(["first", "second", "third"]), 1);
+        assert!(!section(&scratch, "glance").contains("Base"), "a run from scratch has no base");
+        let mut from_base = data(["first", "second", "third"]);
+        from_base.config.train.init = "/bases/gpt2-web".into();
+        from_base.config.train.adapter = Adapter::Lora;
+        from_base.config.base = Some(subsets::config::BaseConfig { weights_sha256: "f00d".repeat(16) });
+        from_base.pretraining = Some(PretrainingRecord {
+            fingerprint: "ab".into(),
+            corpus: "web.jsonl".into(),
+            documents: 900,
+            held_out_documents: 100,
+            seed: 3,
+            steps: 1200,
+            tokens_trained: 450_000,
+            held_out_loss: Some(2.3456),
+            held_out_accuracy: Some(0.5),
+        });
+        let glance = section(&render(&from_base, 1), "glance").to_string();
+        for shown in [
+            "every model fine-tuned from <code>/bases/gpt2-web</code> · gpt2 · model.safetensors sha256 <code>f00df00df00d</code>",
+            "pretrained by cfmem on <code>web.jsonl</code> (900 documents, 100 held out, seed 3) for 1200 steps",
+            "held-out loss 2.346 nats per token, accuracy 0.500",
+            "LoRA rank 8, alpha 16 on c_attn",
+        ] {
+            assert!(glance.contains(shown), "{shown:?} in\n{glance}");
+        }
     }
 
     /// The section of `page` with anchor `id`.
