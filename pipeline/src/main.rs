@@ -33,7 +33,7 @@ use duplicates::{DupParams, Settings, Shingling};
 use jobs::{DeviceChoice, RunTrainer};
 use queue::{JobOutcome, Queue, Selection};
 use subsets::base::Base;
-use subsets::config::{Block, DesignConfig, Hyperparameters, RunConfig, Unit};
+use subsets::config::{DesignConfig, Hyperparameters, RunConfig, Unit};
 use subsets::corpus;
 use subsets::demo;
 use subsets::layout::RunDir;
@@ -337,30 +337,6 @@ impl NearDupArgs {
     }
 }
 
-/// The unit and the spectrum's blocks that --unit and --levels ask for, levels sorted
-/// finest first (the design's validation checks the rest).
-fn units_of(unit: &Unit, levels: &[Unit], models: u32) -> (Unit, Vec<Block>) {
-    let mut levels = levels.to_vec();
-    levels.sort();
-    match levels.first() {
-        Some(finest) => (finest.clone(), subsets::config::blocks(&levels, models)),
-        None => (unit.clone(), Vec::new()),
-    }
-}
-
-/// The names of the corpus fields that `field:NAME` levels group by (`source` is read with
-/// the documents).
-fn group_fields(design: &DesignConfig) -> Vec<String> {
-    design
-        .levels()
-        .into_iter()
-        .filter_map(|level| match level {
-            Unit::Field(name) if name != "source" => Some(name),
-            _ => None,
-        })
-        .collect()
-}
-
 fn main() -> ExitCode {
     match dispatch(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -431,7 +407,7 @@ impl PlanArgs {
         if let Some(run) = self.extend {
             return Ok(PlanSettings::Extend { run, models: self.models });
         }
-        let (unit, spectrum) = units_of(&self.design.unit, &self.design.levels, self.models);
+        let (unit, spectrum) = subsets::config::unit_and_blocks(&self.design.unit, &self.design.levels, self.models);
         let design = DesignConfig {
             models: self.models,
             keep: self.keep.expect("clap requires --keep without --extend"),
@@ -480,7 +456,7 @@ fn plan(settings: PlanSettings) -> Result<()> {
         PlanSettings::Extend { run, models } => extend(&run, models),
         PlanSettings::New { corpus, out, background, hyperparameters, base, seed, design } => {
             let documents = corpus::read(&corpus)?;
-            let names = group_fields(&design);
+            let names = design.group_fields();
             let fields = names.iter().cloned().zip(corpus::read_fields(&corpus, &names)?).collect();
             let background = match &background {
                 Some(path) => Some(Background { path: path.display().to_string(), documents: corpus::read(path)? }),
@@ -661,11 +637,7 @@ fn run_jobs(run: &Path, compute: &ComputeArgs, selection: &Selection) -> Result<
     let bars = progress::Bars::new(count);
     let outcomes = queue.run(&trainer, selection, &bars)?;
     bars.finish();
-    // One worker evaluates the base once: the one whose jobs include the run's first.
-    let first = queue.job_ids().first().copied();
-    if selection.jobs.as_ref().is_none_or(|jobs| first.is_some_and(|f| jobs.contains(&f)))
-        && trainer.write_reference()?
-    {
+    if selection.includes_first(queue.job_ids().first().copied()) && trainer.write_reference()? {
         eprintln!(
             "evaluated the base on every document, the membership attacks' reference: {}",
             queue.run_dir().reference().display()
@@ -707,7 +679,7 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
     hyperparameters.validate().context("--eval-at")?;
     let documents = demo::corpus(args.seed, &demo::DemoSizes::default());
     let holdout_ids = demo::held_out_ids(&documents);
-    let (unit, spectrum) = units_of(&args.unit, &args.levels, args.models);
+    let (unit, spectrum) = subsets::config::unit_and_blocks(&args.unit, &args.levels, args.models);
     let request = PlanRequest {
         corpus_path: "built-in demo corpus",
         documents,

@@ -42,6 +42,14 @@ pub struct Selection {
     pub max_jobs: Option<usize>,
 }
 
+impl Selection {
+    /// Whether this worker's jobs include the run's first, `first`: that worker alone does
+    /// what a run needs once (the base's evaluation for the membership attacks' reference).
+    pub fn includes_first(&self, first: Option<u32>) -> bool {
+        self.jobs.as_ref().is_none_or(|jobs| first.is_some_and(|f| jobs.contains(&f)))
+    }
+}
+
 /// Parses a job list such as `3,7-9` into `[3, 7, 8, 9]` (`cfmem run --jobs`).
 ///
 /// ```

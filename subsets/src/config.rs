@@ -230,6 +230,18 @@ impl Block {
     }
 }
 
+/// The unit and the spectrum's blocks of a run asked for `unit` or, when given, `levels`
+/// (`--unit`, `--levels`): the levels sorted finest first, the finest the unit, `models`
+/// shared out by [`blocks`] (the design's validation checks the rest).
+pub fn unit_and_blocks(unit: &Unit, levels: &[Unit], models: u32) -> (Unit, Vec<Block>) {
+    let mut levels = levels.to_vec();
+    levels.sort();
+    match levels.first() {
+        Some(finest) => (finest.clone(), blocks(&levels, models)),
+        None => (unit.clone(), Vec::new()),
+    }
+}
+
 /// Splits `models` into one block per level, as evenly as possible (the first blocks get
 /// one more), numbered in order.
 pub fn blocks(levels: &[Unit], models: u32) -> Vec<Block> {
@@ -357,6 +369,18 @@ impl DesignConfig {
         } else {
             self.spectrum.iter().map(|b| b.level.clone()).collect()
         }
+    }
+
+    /// The names of the corpus fields that the `field:NAME` levels group by (`source` is
+    /// read with the documents).
+    pub fn group_fields(&self) -> Vec<String> {
+        self.levels()
+            .into_iter()
+            .filter_map(|level| match level {
+                Unit::Field(name) if name != "source" => Some(name),
+                _ => None,
+            })
+            .collect()
     }
 
     /// A spectrum has two levels or more, each once, finest first, and blocks that share
