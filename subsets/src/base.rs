@@ -606,7 +606,7 @@ impl PretrainingRecord {
         let fingerprint = sha256_hex(
             format!(
                 "{}\n{}\n{settings}\nseed {seed}\nholdout {holdout}\n",
-                crate::plan::corpus_checksum(documents),
+                crate::corpus::checksum(documents),
                 sha256_hex(tokenizer_json.as_bytes()),
             )
             .as_bytes(),

@@ -57,6 +57,18 @@ pub fn listed_documents(path: &Path, doc_ids: &[String]) -> Result<Vec<u32>> {
     Ok(docs)
 }
 
+/// sha256 over the documents' ids and texts, in order: what `run.toml` records of a corpus.
+pub fn checksum(documents: &[Document]) -> String {
+    let mut bytes = Vec::new();
+    for document in documents {
+        for part in [document.id.as_bytes(), document.text.as_bytes()] {
+            bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(part);
+        }
+    }
+    sha256_hex(&bytes)
+}
+
 /// Reads and validates the corpus at `path`: a JSONL file (one object per line with `text`,
 /// optional `id` and `source`), a Parquet file with those columns, or a directory of `.txt`
 /// files.

@@ -170,7 +170,7 @@ fn build_scored(
     hyperparameters.validate()?;
     design_config.validate()?;
     let in_count = design::in_count(design_config.models, design_config.keep)?;
-    let corpus_sha256 = corpus_checksum(&documents);
+    let corpus_sha256 = corpus::checksum(&documents);
     let input_documents = documents.len();
     check_fields(&design_config.levels(), &field_values, input_documents)?;
     let Planted { copies, canary } = canaries::plant(&mut documents, &design_config, seed)?;
@@ -315,7 +315,7 @@ fn build_scored(
         },
         background: background.map(|b| BackgroundConfig {
             path: b.path,
-            sha256: corpus_checksum(&b.documents),
+            sha256: corpus::checksum(&b.documents),
             documents: b.documents.len() as u32,
         }),
         base: base.map(|b| BaseConfig { weights_sha256: b.weights_sha256 }),
@@ -391,18 +391,6 @@ fn trained_docs_by_unit(unit: &[u32], holdout: &[bool]) -> Vec<Vec<u32>> {
         }
     }
     docs
-}
-
-/// sha256 over the documents' ids and texts, in order: what `run.toml` records of a corpus.
-pub fn corpus_checksum(documents: &[Document]) -> String {
-    let mut bytes = Vec::new();
-    for document in documents {
-        for part in [document.id.as_bytes(), document.text.as_bytes()] {
-            bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
-            bytes.extend_from_slice(part);
-        }
-    }
-    corpus::sha256_hex(&bytes)
 }
 
 /// Which documents `holdout_ids` names; an unknown id or a canary is refused.

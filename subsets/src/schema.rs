@@ -834,6 +834,11 @@ pub fn read<T: Table>(path: &Path) -> Result<T> {
     Ok(table)
 }
 
+/// The table at `path`, or None where there is no such file (a file an optional step writes).
+pub fn read_if_present<T: Table>(path: &Path) -> Result<Option<T>> {
+    Ok(if path.exists() { Some(read(path)?) } else { None })
+}
+
 /// Every table of the run format, as (`cfmem.schema` name, Arrow schema), in the order of
 /// their declarations above. It exists so that docs and tools can enumerate the run format
 /// without naming each table: `tests/tests/docs_reference.rs` checks that

@@ -7,10 +7,10 @@
 use maud::{Markup, html};
 
 use subsets::layout::RunDir;
-use subsets::schema::{AttackRocTable, AttackTable, MembershipTable, ScoreTable};
+use subsets::schema::{self, AttackRocTable, AttackTable, MembershipTable, ScoreTable};
 
+use super::parts::{PALETTE, PREVIEW_CHARS, palette_legend, preview_block, signed, unsigned};
 use super::plot::{self, Axis, Scale, Step};
-use super::{PALETTE, PREVIEW_CHARS, palette_legend, preview_block, read_if_present, signed, unsigned};
 use crate::Result;
 use crate::summary::{preview, source_label};
 
@@ -30,13 +30,13 @@ impl MembershipReport {
     /// The run's membership files, None where the analysis wrote none (before cfmem measured
     /// membership).
     pub fn load(run: &RunDir) -> Result<Option<MembershipReport>> {
-        let Some(exposure) = read_if_present(&run.membership_exposure())? else {
+        let Some(exposure) = schema::read_if_present(&run.membership_exposure())? else {
             return Ok(None);
         };
         Ok(Some(MembershipReport {
             exposure,
-            attacks: read_if_present(&run.attacks())?,
-            roc: read_if_present(&run.attack_roc())?,
+            attacks: schema::read_if_present(&run.attacks())?,
+            roc: schema::read_if_present(&run.attack_roc())?,
         }))
     }
 }
