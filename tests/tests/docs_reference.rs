@@ -248,12 +248,12 @@ fn the_parquet_schemas_block_matches_the_code_column_for_column() {
 
 #[test]
 fn every_top_level_key_of_run_toml_is_documented() {
-    let source = read("subsets/src/config.rs");
+    let source = read("subsets/src/config/mod.rs");
     let body = source
         .split_once("pub struct RunConfig {")
         .and_then(|(_, rest)| rest.split_once("\n}"))
         .map(|(body, _)| body)
-        .expect("subsets/src/config.rs declares `pub struct RunConfig { … }`");
+        .expect("subsets/src/config/mod.rs declares `pub struct RunConfig { … }`");
     let keys: Vec<&str> = body
         .lines()
         .filter_map(|line| line.trim().strip_prefix("pub ")?.split_once(':').map(|(name, _)| name.trim()))
@@ -273,7 +273,7 @@ fn every_top_level_key_of_run_toml_is_documented() {
     let missing: Vec<&&str> = keys.iter().filter(|key| !documented.contains(**key)).collect();
     assert!(
         missing.is_empty(),
-        "run.toml's top-level keys {missing:?} (RunConfig in subsets/src/config.rs) are not documented: \
+        "run.toml's top-level keys {missing:?} (RunConfig in subsets/src/config/mod.rs) are not documented: \
          document each in {REFERENCE}, section \"run.toml\", as a row \"| `[key]` | … |\""
     );
 }
