@@ -17,7 +17,7 @@ use crate::corpus::{self, Document};
 use crate::layout::RunDir;
 use crate::membership::Membership;
 use crate::schema::{self, BackgroundTable, CorpusTable, DuplicateTable, JobTable, Table, UnitTable};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{Extent, Tokenizer};
 use crate::units::{self, Groupings, LevelUnits, Oversized};
 use crate::{Error, Result, atomic, config, design, duplicate_scores, seeds};
 
@@ -106,6 +106,27 @@ fn needs_passages(level: &Unit) -> bool {
 const TEXT_TOPICS: &str = "tfidf-svd";
 /// How topics are found in a run from a base: the base's mean final-layer hidden states.
 const BASE_TOPICS: &str = "base-hidden-mean";
+
+/// The topics of `texts` for a run whose levels include `topic:K`, none otherwise: found by
+/// `design.topics`' method, which, when the request names none, becomes the base's hidden
+/// states where the run has a base that can `embed`, else the text's TF-IDF (recorded so in
+/// `run.toml`).
+fn topic_groups(
+    design_config: &mut DesignConfig,
+    texts: &[&str],
+    embed: Option<&DocumentEmbedder>,
+    seed: u64,
+) -> Result<BTreeMap<u32, Vec<u32>>> {
+    let has_topics = design_config.levels().iter().any(|level| matches!(level, Unit::Topic(_)));
+    if has_topics && design_config.topics.is_none() {
+        let method = if embed.is_some() { BASE_TOPICS } else { TEXT_TOPICS };
+        design_config.topics = Some(TopicConfig { method: method.into(), settings: Default::default() });
+    }
+    match &design_config.topics {
+        Some(topic_config) => find_topics(&design_config.levels(), texts, topic_config, embed, seed),
+        None => Ok(BTreeMap::new()),
+    }
+}
 
 /// The topics of every `topic:K` level among `levels`, found in `texts` (what the models
 /// see) as `config` says, with `embed` (the base's) for the base's method, seeded from the
@@ -201,16 +222,7 @@ fn build_scored(
         )));
     }
 
-    let has_topics = design_config.levels().iter().any(|level| matches!(level, Unit::Topic(_)));
-    let embed = base.as_ref().and_then(|b| b.embed.as_ref());
-    if has_topics && design_config.topics.is_none() {
-        let method = if embed.is_some() { BASE_TOPICS } else { TEXT_TOPICS };
-        design_config.topics = Some(TopicConfig { method: method.into(), settings: Default::default() });
-    }
-    let topics = match &design_config.topics {
-        Some(topic_config) => find_topics(&design_config.levels(), &texts, topic_config, embed, seed)?,
-        None => BTreeMap::new(),
-    };
+    let topics = topic_groups(&mut design_config, &texts, base.as_ref().and_then(|b| b.embed.as_ref()), seed)?;
     let groupings = Groupings {
         cluster: &duplicates.cluster,
         passage: passages.as_ref().map(|p| units::Passages { group: &p.group, shared: &p.longest_shared }),
@@ -238,60 +250,15 @@ fn build_scored(
     let unit_count = units.iter().max().map_or(0, |&u| u as usize + 1);
     let held_unit = design::holdout(unit_count, design_config.holdout, seed)?;
 
-    let mut table = CorpusTable::default();
-    for (doc, document) in documents.iter().enumerate() {
-        let unit = units[doc];
-        // Canaries are the object of the copy sweep: they are never held out.
-        let holdout = (held_unit[unit as usize] || held_by_id[doc]) && !canary[doc];
-        table.doc.push(doc as u32);
-        table.doc_id.push(document.id.clone());
-        table.source.push(document.source.clone());
-        table.text.push(document.text.clone());
-        table.tokens.push(extents[doc].tokens);
-        table.sha256.push(corpus::sha256_hex(document.text.as_bytes()));
-        table.holdout.push(holdout);
-        table.unit.push(unit);
-        table.copies.push(copies[doc]);
-    }
-
-    let mut membership = Membership::new(design_config.models, documents.len() as u32);
-    if design_config.spectrum.is_empty() {
-        for (unit, docs) in trained_docs_by_unit(units, &table.holdout).iter().enumerate() {
-            if !docs.is_empty() {
-                for model in design::in_models(unit, design_config.models, in_count, seed) {
-                    docs.iter().for_each(|&doc| membership.set(model, doc));
-                }
-            }
-        }
-    } else {
-        for (block, level) in design_config.spectrum.iter().zip(&levels) {
-            let models = block.model_ids();
-            let k = design::in_count(block.size(), design_config.keep)?;
-            let stream = block_stream(&block.level);
-            for (unit, docs) in trained_docs_by_unit(&level.sampled, &table.holdout).iter().enumerate() {
-                if !docs.is_empty() {
-                    for local in design::in_models_of(&stream, unit, block.size(), k, seed) {
-                        docs.iter().for_each(|&doc| membership.set(models[local as usize], doc));
-                    }
-                }
-            }
-        }
-    }
-
-    let mut jobs = JobTable::default();
-    for model in 0..design_config.models {
-        jobs.job.push(model / hyperparameters.jobs.stack);
-        jobs.model.push(model);
-    }
-
+    // Canaries are the object of the copy sweep: they are never held out.
+    let holdout: Vec<bool> =
+        (0..documents.len()).map(|doc| (held_unit[units[doc] as usize] || held_by_id[doc]) && !canary[doc]).collect();
+    let table = corpus_table(&documents, &extents, units, &holdout, &copies);
+    let membership = draw_membership(&design_config, &levels, &holdout, in_count, seed)?;
+    let jobs = job_table(design_config.models, hyperparameters.jobs.stack);
     let background_table = match &background {
         None => None,
-        Some(background) => {
-            let extents = tokenizer.measure_documents(&background.documents, cap)?;
-            let texts: Vec<String> = background.documents.iter().map(|d| d.text.clone()).collect();
-            let ids = background.documents.iter().map(|d| d.id.clone()).collect();
-            Some(BackgroundTable { doc_id: ids, tokens: extents.iter().map(|e| e.tokens).collect(), text: texts })
-        }
+        Some(background) => Some(background_table(&background.documents, &tokenizer, cap)?),
     };
     let tokenizer_json = tokenizer.to_json();
     let config = RunConfig {
@@ -391,6 +358,86 @@ fn trained_docs_by_unit(unit: &[u32], holdout: &[bool]) -> Vec<Vec<u32>> {
         }
     }
     docs
+}
+
+/// `corpus.parquet`: each document with its tokens, hash, holdout, sampling unit (at the
+/// finest level) and copies.
+fn corpus_table(
+    documents: &[Document],
+    extents: &[Extent],
+    units: &[u32],
+    holdout: &[bool],
+    copies: &[u16],
+) -> CorpusTable {
+    let mut table = CorpusTable::default();
+    for (doc, document) in documents.iter().enumerate() {
+        table.doc.push(doc as u32);
+        table.doc_id.push(document.id.clone());
+        table.source.push(document.source.clone());
+        table.text.push(document.text.clone());
+        table.tokens.push(extents[doc].tokens);
+        table.sha256.push(corpus::sha256_hex(document.text.as_bytes()));
+        table.holdout.push(holdout[doc]);
+        table.unit.push(units[doc]);
+        table.copies.push(copies[doc]);
+    }
+    table
+}
+
+/// Who trains on what: each unit of a level IN for `keep` of its models, drawn from the
+/// seed (one design over every model, or, in a spectrum, one per level's block of models,
+/// each from its own stream); held-out documents IN for none.
+fn draw_membership(
+    design_config: &DesignConfig,
+    levels: &[LevelUnits],
+    holdout: &[bool],
+    in_count: u32,
+    seed: u64,
+) -> Result<Membership> {
+    let mut membership = Membership::new(design_config.models, holdout.len() as u32);
+    if design_config.spectrum.is_empty() {
+        for (unit, docs) in trained_docs_by_unit(&levels[0].sampled, holdout).iter().enumerate() {
+            if !docs.is_empty() {
+                for model in design::in_models(unit, design_config.models, in_count, seed) {
+                    docs.iter().for_each(|&doc| membership.set(model, doc));
+                }
+            }
+        }
+    } else {
+        for (block, level) in design_config.spectrum.iter().zip(levels) {
+            let models = block.model_ids();
+            let k = design::in_count(block.size(), design_config.keep)?;
+            let stream = block_stream(&block.level);
+            for (unit, docs) in trained_docs_by_unit(&level.sampled, holdout).iter().enumerate() {
+                if !docs.is_empty() {
+                    for local in design::in_models_of(&stream, unit, block.size(), k, seed) {
+                        docs.iter().for_each(|&doc| membership.set(models[local as usize], doc));
+                    }
+                }
+            }
+        }
+    }
+    Ok(membership)
+}
+
+/// `jobs.parquet`: `models` in jobs of `stack` consecutive models.
+fn job_table(models: u32, stack: u32) -> JobTable {
+    let mut jobs = JobTable::default();
+    for model in 0..models {
+        jobs.job.push(model / stack);
+        jobs.model.push(model);
+    }
+    jobs
+}
+
+/// `background.parquet`: the background documents with their tokens under `tokenizer`.
+fn background_table(documents: &[Document], tokenizer: &Tokenizer, cap: Option<u32>) -> Result<BackgroundTable> {
+    let extents = tokenizer.measure_documents(documents, cap)?;
+    Ok(BackgroundTable {
+        doc_id: documents.iter().map(|d| d.id.clone()).collect(),
+        tokens: extents.iter().map(|e| e.tokens).collect(),
+        text: documents.iter().map(|d| d.text.clone()).collect(),
+    })
 }
 
 /// Which documents `holdout_ids` names; an unknown id or a canary is refused.
