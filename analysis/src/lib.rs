@@ -8,7 +8,8 @@
 //! printed summary ([`printed_summary`]) and the HTML report ([`html_report`]), and whether
 //! the models generalize beyond a leave-one-out bigram baseline ([`diagnosis`]), and each
 //! document's membership exposure ([`membership`]) and the membership inference attacks on the
-//! run's own models ([`attacks`]).
+//! run's own models ([`attacks`]). The settings of `cfmem analyze` ([`settings`]) are a module
+//! of their own, which the estimators read rather than each other.
 //! [`synthetic_run`] writes runs
 //! with known answers for tests and benchmarks.
 //!

@@ -17,7 +17,10 @@
 //!   [`architecture`] the one description of a model's tensors derived from it, which
 //!   training, LoRA, import and export read.
 //! - [`base`] reads and checks a base model directory in the Hugging Face layout of one of
-//!   those families, which a run's models may start from.
+//!   those families, which a run's models may start from, resolves the base a command asks
+//!   for, and reads how `cfmem pretrain` made it (`pretraining.toml`).
+//! - [`canaries`] generates and plants the copy sweep's canaries; [`demo`] is the built-in
+//!   demo corpus and its settings; [`plan`] builds and writes a run from all of the above.
 //! - [`atomic`] writes files so that a crash never leaves a half-written output.
 //!
 //! This crate knows nothing of models, training or statistics: it must build and test
