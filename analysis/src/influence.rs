@@ -311,7 +311,8 @@ fn exact_pair(values: &ModelValues, t: usize, source: usize) -> Pair {
     }
 }
 
-/// What `cfmem influence` prints: the strongest pairs, each target's top one, with previews.
+/// What `cfmem influence` prints: the strongest pairs, each target's top one, with previews
+/// of their texts at the printed summary's width.
 #[derive(Debug, Clone)]
 pub struct InfluenceSummary {
     targets: usize,
@@ -326,9 +327,10 @@ struct SummaryPair {
     infl_acc: f64,
     se: Option<f64>,
     target: String,
-    target_preview: String,
+    /// The target's text, whole: the printed view cuts it.
+    target_text: String,
     source: String,
-    source_preview: String,
+    source_text: String,
 }
 
 impl InfluenceSummary {
@@ -343,9 +345,9 @@ impl InfluenceSummary {
                 infl_acc: table.infl_acc[i],
                 se: table.infl_acc_se[i],
                 target: table.target_id[i].clone(),
-                target_preview: preview(&corpus.text[table.target[i] as usize], PREVIEW_CHARS),
+                target_text: corpus.text[table.target[i] as usize].clone(),
                 source: table.source_id[i].clone(),
-                source_preview: preview(&corpus.text[table.source_doc[i] as usize], PREVIEW_CHARS),
+                source_text: corpus.text[table.source_doc[i] as usize].clone(),
             })
             .collect();
         InfluenceSummary { targets, sources, models, pairs: table.target.len(), strongest }
@@ -365,7 +367,9 @@ impl fmt::Display for InfluenceSummary {
         for pair in &self.strongest {
             let se = pair.se.map_or_else(|| "-".to_string(), |s| format!("{s:.3}"));
             writeln!(f, "  {:+.3} ± {se}  {} ⇒ {}", pair.infl_acc, pair.source, pair.target)?;
-            writeln!(f, "      {}\n    ⇒ {}", pair.source_preview, pair.target_preview)?;
+            let (source, target) =
+                (preview(&pair.source_text, PREVIEW_CHARS), preview(&pair.target_text, PREVIEW_CHARS));
+            writeln!(f, "      {source}\n    ⇒ {target}")?;
         }
         Ok(())
     }
