@@ -36,8 +36,9 @@ cargo build --release --locked -p pipeline
 # Tests that need more than cargo are #[ignore]d with the reason (a plain `cargo test` lists
 # them as ignored); here they run wherever what they need is provided: the Hugging Face venv
 # always (above), chromium where installed, the local Slurm as root. The browser tests' names
-# end in `in_chromium`, the Slurm test's names `on_a_local_slurm`.
-unavailable=()
+# end in `in_chromium`, the Slurm test's names `on_a_local_slurm`. The tests that need a CUDA
+# device (names with `on_cuda`) are scripts/gpu-check.sh's, never run here.
+unavailable=(--skip on_cuda)
 if ! command -v chromium >/dev/null; then
     echo "note: chromium is missing and only root can install it: the browser tests stay ignored" >&2
     unavailable+=(--skip in_chromium)

@@ -657,22 +657,13 @@ pub fn attack_model(
     let config = RunConfig::from_file(&run.config())?;
     let corpus: CorpusTable = schema::read(&run.corpus())?;
     if target.len() != corpus.len() {
-        return Err(Error::Message(format!(
-            "the target was evaluated on {} documents, the run has {}",
-            target.len(),
-            corpus.len()
-        )));
+        return Err(Error::TargetDocuments { evaluated: target.len(), documents: corpus.len() });
     }
     let values = logs.scored_values(&config.design, corpus.len(), (0..corpus.len() as u32).collect(), true);
     let values = per_model::read(&logs.logs, values.with_token_statistics())?;
     let leave_out = match settings.leave_out {
         None => None,
-        Some(model) => Some(values.row(model).ok_or_else(|| {
-            Error::Message(format!(
-                "--leave-out {model}: not one of the run's {} scored models with a complete log",
-                values.models.len()
-            ))
-        })?),
+        Some(model) => Some(values.row(model).ok_or(Error::NotAShadow { model, models: values.models.len() })?),
     };
     let zlib: Vec<u32> = corpus.text.par_iter().map(|text| zlib_bytes(text)).collect();
     let reference = reference_statistic(run, &corpus)?;

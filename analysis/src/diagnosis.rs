@@ -104,7 +104,7 @@ fn check_tokens(documents: &[Vec<u32>], what: &str, bos: u32) -> Result<()> {
         .enumerate()
         .find_map_any(|(d, tokens)| tokens.iter().find(|&&t| t >= bos).map(|&t| (d, t)))
     {
-        Some((d, t)) => Err(Error::Message(format!("{what} document {d} has token id {t}, not below bos {bos}"))),
+        Some((doc, token)) => Err(Error::TokenBeyondVocabulary { what: what.to_string(), doc, token, bos }),
         None => Ok(()),
     }
 }

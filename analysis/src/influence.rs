@@ -136,11 +136,7 @@ fn target_docs(corpus: &CorpusTable, targets: &Targets) -> Result<Vec<u32>> {
         Targets::Holdout => {
             let held: Vec<u32> = corpus.doc.iter().copied().filter(|&d| corpus.holdout[d as usize]).collect();
             if held.is_empty() {
-                return Err(Error::Message(
-                    "the run holds out no documents: plan with --holdout or --holdout-ids, \
-                     or use --targets all or --targets ids FILE"
-                        .into(),
-                ));
+                return Err(Error::NoHeldOutTargets);
             }
             held
         }

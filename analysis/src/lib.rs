@@ -38,6 +38,8 @@ pub mod stats;
 pub mod summary;
 pub mod synthetic_run;
 
+use std::path::PathBuf;
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,16 +48,46 @@ pub enum Error {
     Files(#[from] subsets::Error),
     #[error(transparent)]
     Queue(#[from] queue::Error),
-    #[error("{0}")]
-    Message(String),
+    #[error("{}: no complete logs: run `cfmem run {}` first", run.display(), run.display())]
+    NoCompleteLogs { run: PathBuf },
+    #[error("model {model} has no rows in its job's log")]
+    ModelWithoutRows { model: u32 },
+    /// A log that does not hold what its job's models should have written.
+    #[error("{}: model {model} {problem}", path.display())]
+    BadLog { path: PathBuf, model: u32, problem: String },
+    /// `corpus.parquet`'s units disagree with `units.parquet` or the stored clusters.
+    #[error("{what} differ at doc {doc}")]
+    UnitsDiffer { what: &'static str, doc: usize },
+    /// A document of `what` (the corpus or the background) with a token id at or above BOS.
+    #[error("{what} document {doc} has token id {token}, not below bos {bos}")]
+    TokenBeyondVocabulary { what: String, doc: usize, token: u32, bos: u32 },
+    #[error(
+        "the run holds out no documents: plan with --holdout or --holdout-ids, or use --targets all or --targets ids FILE"
+    )]
+    NoHeldOutTargets,
+    #[error("the target was evaluated on {evaluated} documents, the run has {documents}")]
+    TargetDocuments { evaluated: usize, documents: usize },
+    /// A run model asked to be left out of the shadows that is not one of them; worded to
+    /// follow what named it (`--leave-out 9: …`).
+    #[error("{model}: not one of the run's {models} scored models with a complete log")]
+    NotAShadow { model: u32, models: usize },
+    #[error(
+        "{}: its {rows} rows do not match the {documents} documents of corpus.parquet: run `cfmem analyze {}` again",
+        path.display(),
+        run.display()
+    )]
+    StaleScores { path: PathBuf, rows: usize, documents: usize, run: PathBuf },
+    /// `summary.json` without a part the report reads.
+    #[error("{}: {problem}", path.display())]
+    Summary { path: PathBuf, problem: String },
     /// The analysis a command reads is not there.
     #[error("{}: no analysis/scores.parquet: run `cfmem analyze {}` first", run.display(), run.display())]
-    NotAnalyzed { run: std::path::PathBuf },
+    NotAnalyzed { run: PathBuf },
     /// Logs are missing or damaged and a partial analysis was not asked for.
     #[error(
         "{}: {what}; finish them with `cfmem run {}` or analyze what is there with --partial",
         run.display(),
         run.display()
     )]
-    Incomplete { run: std::path::PathBuf, what: String },
+    Incomplete { run: PathBuf, what: String },
 }

@@ -45,8 +45,7 @@ impl RunLogs {
     pub fn new(verified: &Verified) -> Result<RunLogs> {
         let logs = verified.complete_logs();
         if logs.is_empty() {
-            let root = verified.run_dir().root().display();
-            return Err(Error::Message(format!("{root}: no complete logs: run `cfmem run {root}` first")));
+            return Err(Error::NoCompleteLogs { run: verified.run_dir().root().to_path_buf() });
         }
         Ok(RunLogs { logs, models: verified.complete_models(), jobs: verified.jobs().len() })
     }
@@ -130,7 +129,7 @@ impl ModelValues {
     /// Fails naming a model none of whose log rows was read.
     pub fn check_complete(&self) -> Result<()> {
         match self.filled.iter().position(|&filled| !filled) {
-            Some(r) => Err(Error::Message(format!("model {} has no rows in its job's log", self.models[r]))),
+            Some(r) => Err(Error::ModelWithoutRows { model: self.models[r] }),
             None => Ok(()),
         }
     }
@@ -221,7 +220,7 @@ impl<'a> LogRows<'a> {
     pub(crate) fn finish(self, target: &Mutex<ModelValues>) -> Result<()> {
         let mut values = target.lock().expect("no panics while locked");
         for (model, ModelRow { acc, loss, min_k, member, seen }) in self.rows {
-            let bad = |what: String| Error::Message(format!("{}: model {model} {what}", self.path.display()));
+            let bad = |problem: String| Error::BadLog { path: self.path.to_path_buf(), model, problem };
             if seen != self.docs || acc.iter().any(|a| a.is_nan()) {
                 return Err(bad(format!("has {seen} rows, not one per document ({})", self.docs)));
             }

@@ -306,7 +306,7 @@ fn check_units(stored: Option<&UnitTable>, config: &RunConfig, unit: &[u32], clu
     };
     let level = subsets::units::of_level(stored, &config.design.unit, unit.len())?;
     if let Some(doc) = (0..unit.len()).find(|&d| level.sampled[d] != unit[d]) {
-        return Err(Error::Message(format!("corpus.parquet's sampling units and units.parquet's differ at doc {doc}")));
+        return Err(Error::UnitsDiffer { what: "corpus.parquet's sampling units and units.parquet's", doc });
     }
     if config.design.levels().contains(&Unit::Cluster) {
         let clusters = subsets::units::of_level(stored, &Unit::Cluster, unit.len())?;
@@ -323,9 +323,10 @@ fn same_partition(unit: &[u32], cluster: &[u32]) -> Result<()> {
         let same_cluster = *cluster_of_unit.entry(unit[doc]).or_insert(cluster[doc]) == cluster[doc];
         let same_unit = *unit_of_cluster.entry(cluster[doc]).or_insert(unit[doc]) == unit[doc];
         if !(same_cluster && same_unit) {
-            return Err(Error::Message(format!(
-                "the sampling units and analysis/duplicates.parquet's clusters differ at doc {doc}"
-            )));
+            return Err(Error::UnitsDiffer {
+                what: "the sampling units and analysis/duplicates.parquet's clusters",
+                doc,
+            });
         }
     }
     Ok(())

@@ -26,6 +26,7 @@ use subsets::schema::{
 use subsets::seeds;
 use subsets::units::{self, LevelUnits};
 
+use crate::Result;
 use crate::bootstrap::{self, Weights};
 use crate::estimate::Metrics;
 use crate::measure::{ByMeasure, Measure};
@@ -33,7 +34,6 @@ use crate::per_model::{self, ModelValues, RunLogs};
 use crate::reliability::{self, Growth, Layout, Verdict};
 use crate::settings::AnalyzeSettings;
 use crate::stats::quantile;
-use crate::{Error, Result};
 
 /// The three spectrum tables of an analysis.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -72,7 +72,7 @@ pub fn analyze(
         per_model::read(&logs.logs, ModelValues::new(logs.models.clone(), docs, (0..docs as u32).collect(), true))?;
     let mut tables = SpectrumTables::default();
     for (index, level) in config.design.levels().iter().enumerate() {
-        let units = units::of_level(stored, level, docs).map_err(|e| Error::Message(e.to_string()))?;
+        let units = units::of_level(stored, level, docs)?;
         let models: Vec<u32> = match config.design.spectrum.get(index) {
             Some(block) => block.model_ids(),
             None => values.models.clone(),

@@ -65,7 +65,10 @@ pub fn run(args: &AttackArgs) -> Result<()> {
         .map(|e| TargetEvaluation { tokens: e.tokens, nll: e.nll, min_k: e.min_k, min_k_pp: e.min_k_pp })
         .collect();
     let settings = TargetSettings { members, leave_out: args.leave_out, bootstrap: args.bootstrap };
-    let report = attacks::attack_model(&run, &logs, &target, &settings)?;
+    let report = attacks::attack_model(&run, &logs, &target, &settings).map_err(|e| match e {
+        analysis::Error::NotAShadow { .. } => anyhow::anyhow!("--leave-out {e}"),
+        e => e.into(),
+    })?;
     schema::write(&args.out, &report.table, None)?;
     print!("{report}");
     eprintln!("wrote {}", args.out.display());

@@ -74,12 +74,12 @@ impl ReportData {
         let corpus: CorpusTable = schema::read(&run.corpus())?;
         let scores: ScoreTable = schema::read(&run.scores())?;
         if scores.doc.len() != corpus.len() || scores.doc.iter().enumerate().any(|(row, &doc)| doc as usize != row) {
-            return Err(Error::Message(format!(
-                "{}: its {} rows do not match the {} documents of corpus.parquet: run `cfmem analyze {root}` again",
-                run.scores().display(),
-                scores.doc.len(),
-                corpus.len()
-            )));
+            return Err(Error::StaleScores {
+                path: run.scores(),
+                rows: scores.doc.len(),
+                documents: corpus.len(),
+                run: run.root().to_path_buf(),
+            });
         }
         let spectrum = SpectrumSummary::load(run, &corpus)?;
         let jobs: JobTable = schema::read(&run.jobs())?;
@@ -138,14 +138,15 @@ pub(super) fn read_summary(path: &Path) -> Result<SummaryParts> {
         return Ok(SummaryParts::default());
     }
     let text = std::fs::read_to_string(path).map_err(subsets::Error::io(path))?;
-    let malformed = |e: serde_json::Error| Error::Message(format!("{}: no diagnosis in it: {e}", path.display()));
+    let malformed =
+        |e: serde_json::Error| Error::Summary { path: path.to_path_buf(), problem: format!("no diagnosis in it: {e}") };
     let mut summary: serde_json::Value = serde_json::from_str(&text).map_err(malformed)?;
     let diagnosis = serde_json::from_value(summary["diagnosis"].take()).map_err(malformed)?;
     let profile = match summary["profile"].take() {
         serde_json::Value::Null => None,
         part => Some(
             ProfileSummary::from_json(part)
-                .map_err(|e| Error::Message(format!("{}: `profile`: {e}", path.display())))?,
+                .map_err(|e| Error::Summary { path: path.to_path_buf(), problem: format!("`profile`: {e}") })?,
         ),
     };
     let rank_by = summary["rank_by"].as_str().and_then(|name| name.parse().ok());
