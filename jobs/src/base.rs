@@ -33,7 +33,12 @@ impl LoadedBase {
     /// Reads the base in `dir` and loads its weights (which reading it checked).
     pub fn load(dir: &Path) -> Result<LoadedBase> {
         let (base, files) = Base::read_with_weights(dir)?;
-        let weights = weights_from_files(&files, &Architecture::new(&base.model, base.layout))?;
+        LoadedBase::from_files(base, &files)
+    }
+
+    /// `base` with its weights loaded from `files`, read and checked with it.
+    pub fn from_files(base: Base, files: &WeightFiles) -> Result<LoadedBase> {
+        let weights = weights_from_files(files, &Architecture::new(&base.model, base.layout))?;
         Ok(LoadedBase { base, weights })
     }
 

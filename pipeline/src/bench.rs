@@ -76,12 +76,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         hyperparameters.train.init = dir.display().to_string();
     }
     let base = match Base::resolve(&mut hyperparameters, args.config.as_deref())? {
-        Some(base) => {
+        Some((base, files)) => {
             let started = Instant::now();
-            let loaded = LoadedBase::load(base.dir.root())?;
+            let dir = base.dir.root().to_path_buf();
+            let loaded = LoadedBase::from_files(base, &files)?;
             eprintln!(
                 "loaded the base {} ({} parameters) in {:.2} s",
-                base.dir.root().display(),
+                dir.display(),
                 loaded.weights.size()[0],
                 started.elapsed().as_secs_f64()
             );

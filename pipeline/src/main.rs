@@ -434,7 +434,7 @@ impl PlanArgs {
             hyperparameters.train.eval_at = self.eval_at;
         }
         let mut base =
-            Base::resolve(&mut hyperparameters, self.config.as_deref())?.map(|base| PlannedBase::from(&base));
+            Base::resolve(&mut hyperparameters, self.config.as_deref())?.map(|(base, _)| PlannedBase::from(&base));
         if let Some(base) = base.as_mut().filter(|_| design.levels().iter().any(|l| matches!(l, Unit::Topic(_)))) {
             base.embed = Some(base_embedder(PathBuf::from(&hyperparameters.train.init)));
         }

@@ -641,11 +641,15 @@ impl Base {
     /// becomes absolute in `train.init` (workers may start elsewhere) and its architecture
     /// and tokenizer become `hyperparameters.model`. A `[model]` key of the `config` file
     /// that disagrees with the base is refused. `cfmem plan` and `cfmem bench` both resolve
-    /// their base here.
-    pub fn resolve(hyperparameters: &mut Hyperparameters, config: Option<&Path>) -> Result<Option<Base>> {
+    /// their base here. The weight files read to check it come with it, for a caller that
+    /// loads them.
+    pub fn resolve(
+        hyperparameters: &mut Hyperparameters,
+        config: Option<&Path>,
+    ) -> Result<Option<(Base, WeightFiles)>> {
         let Some(dir) = hyperparameters.train.base() else { return Ok(None) };
         let dir = std::fs::canonicalize(dir).map_err(|e| Error::file(dir, format!("train.init: {e}")))?;
-        let base = Base::read(&dir)?;
+        let (base, files) = Base::read_with_weights(&dir)?;
         let keys = match config {
             Some(path) => Hyperparameters::model_keys(path)?,
             None => Vec::new(),
@@ -653,7 +657,7 @@ impl Base {
         hyperparameters.model =
             base.model_for(&hyperparameters.model, &keys, config.unwrap_or(Path::new("--config")))?;
         hyperparameters.train.init = dir.display().to_string();
-        Ok(Some(base))
+        Ok(Some((base, files)))
     }
 
     /// Reads `dir` and checks that its files agree: the tensors' names and shapes with
