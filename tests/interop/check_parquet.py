@@ -202,7 +202,9 @@ def check_attacks(cfmem, run, work):
     min_k, min_k_pp = np.zeros(shape), np.zeros(shape)
     for row in logs.itertuples():
         m = models.index(row.model)
-        statistic[m, row.doc] = -row.nll / row.tokens
+        # cfmem holds the run models' per-token losses as f32 (analysis::per_model); LiRA's
+        # (s − μ)²/σ² magnifies that rounding past 1e-5 where σ is small, so do the same.
+        statistic[m, row.doc] = -float(np.float32(row.nll / row.tokens))
         member[m, row.doc] = row.in_train
         min_k[m, row.doc], min_k_pp[m, row.doc] = row.min_k, row.min_k_pp
     holdout = corpus.holdout.to_numpy()
