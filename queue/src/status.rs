@@ -1,9 +1,17 @@
 //! How far a run is: every job's state, and models done, throughput and an ETA from the
-//! completion records (what `cfmem status` shows). Logs are checked as `run` checks them on
-//! start (size and mtime against the record, hashed only when they differ).
+//! completion records; and [`StatusReport`], what `cfmem status` shows of it, as text or
+//! JSON, with the Slurm array's task states when the run was submitted. Logs are checked as
+//! `run` checks them on start (size and mtime against the record, hashed only when they
+//! differ).
 
-use crate::claim::{self, ClaimInfo};
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::claim::{self, ClaimInfo, Stale};
 use crate::log::{self, Completion, LogState, unix_now};
+use crate::slurm::TaskStates;
 use crate::{Queue, Result};
 
 /// Where a job is.
@@ -98,6 +106,129 @@ impl Queue {
         let models_per_hour = (models_done > 0 && hours > 0.0).then(|| f64::from(models_done) / hours);
         let eta_s = models_per_hour.map(|rate| f64::from(models - models_done) / rate * 3600.0);
         Ok(RunStatus { jobs, models, models_done, models_per_hour, eta_s })
+    }
+}
+
+/// One job's line of [`StatusReport`].
+#[derive(Debug, Serialize)]
+pub struct JobReport {
+    pub job: u32,
+    pub models: u32,
+    /// complete, claimed, stale, damaged or not started.
+    pub state: &'static str,
+    /// Why a damaged log is not trusted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_age_s: Option<f64>,
+    /// Shown in the text only: a stale claim whose process is gone.
+    #[serde(skip)]
+    pub holder_gone: bool,
+}
+
+/// What `cfmem status` shows: [`RunStatus`] with every job's claim spelled out, and the
+/// Slurm array's task states. Serialized as `status --json`; displayed as its text.
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub run: String,
+    pub counts: BTreeMap<&'static str, usize>,
+    pub models: u32,
+    pub models_done: u32,
+    /// Complete models per hour since the first complete job started.
+    pub models_per_hour: Option<f64>,
+    pub eta_s: Option<f64>,
+    pub jobs: Vec<JobReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<TaskStates>,
+}
+
+impl StatusReport {
+    /// The report on the run named `run`, from its `status` and its Slurm `slurm` states.
+    pub fn new(run: String, status: &RunStatus, slurm: Option<TaskStates>) -> StatusReport {
+        let jobs = status
+            .jobs
+            .iter()
+            .map(|job| {
+                let claim = job.state.claim();
+                let holder = claim.and_then(|c| c.holder.as_ref());
+                JobReport {
+                    job: job.job,
+                    models: job.models,
+                    state: job.state.name(),
+                    reason: match job.state {
+                        JobState::Damaged(reason) => Some(reason),
+                        JobState::Complete | JobState::Claimed(_) | JobState::Stale(_) | JobState::NotStarted => None,
+                    },
+                    host: holder.map(|h| h.host.clone()),
+                    pid: holder.map(|h| h.pid),
+                    heartbeat_age_s: claim.map(|c| c.heartbeat_age),
+                    holder_gone: claim.is_some_and(|c| c.stale == Some(Stale::HolderGone)),
+                }
+            })
+            .collect();
+        StatusReport {
+            run,
+            counts: status.counts().into_iter().collect(),
+            models: status.models,
+            models_done: status.models_done,
+            models_per_hour: status.models_per_hour,
+            eta_s: status.eta_s,
+            jobs,
+            slurm,
+        }
+    }
+}
+
+impl fmt::Display for StatusReport {
+    /// The counts per state, models done with the rate and ETA, a line per job that is
+    /// neither complete nor unstarted, and the Slurm array's states.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let counts: Vec<String> =
+            JobState::NAMES.iter().map(|state| format!("{} {state}", self.counts[state])).collect();
+        writeln!(f, "{}: {} jobs: {}", self.run, self.jobs.len(), counts.join(", "))?;
+        write!(f, "models: {} of {} done", self.models_done, self.models)?;
+        if let (Some(rate), Some(eta)) = (self.models_per_hour, self.eta_s) {
+            write!(f, ", {rate:.1} models/hour, ETA {}", duration(eta))?;
+        }
+        writeln!(f)?;
+        for job in self.jobs.iter().filter(|j| j.state != "complete" && j.state != "not started") {
+            write!(f, "  job {}: {}", job.job, job.state)?;
+            if let (Some(host), Some(pid)) = (&job.host, job.pid) {
+                write!(f, " by {host}:{pid}")?;
+            }
+            if let Some(age) = job.heartbeat_age_s {
+                write!(f, ", heartbeat {} ago", duration(age))?;
+            }
+            if job.holder_gone {
+                write!(f, " (its process is gone)")?;
+            }
+            if let Some(reason) = job.reason {
+                write!(f, " ({reason})")?;
+            }
+            writeln!(f)?;
+        }
+        if let Some(slurm) = &self.slurm {
+            let mut states: Vec<String> = slurm.states.iter().map(|(state, n)| format!("{n} {state}")).collect();
+            if states.is_empty() {
+                states.push("no tasks listed".into());
+            }
+            writeln!(f, "slurm job {}: {} ({})", slurm.job_id, states.join(", "), slurm.source)?;
+        }
+        Ok(())
+    }
+}
+
+/// A duration as people read one: seconds, minutes and seconds, or hours and minutes.
+fn duration(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
     }
 }
 

@@ -168,6 +168,27 @@ pub enum Precision {
     Bf16,
 }
 
+impl Precision {
+    /// The name in a configuration file and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Precision, String> {
+        [Precision::Fp32, Precision::Bf16]
+            .into_iter()
+            .find(|p| p.name() == text)
+            .ok_or_else(|| format!("expected fp32 or bf16, got {text:?}"))
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {

@@ -6,7 +6,8 @@
 //!
 //! Every number comes from this process, so ratios between rows compare work done on the
 //! same machine at the same time: stack G against the same G models trained one at a time
-//! is the ratio of their total tokens/s.
+//! is the ratio of their total tokens/s. [`report`] runs the whole measurement and shows
+//! it as a table or JSON.
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,10 @@ use subsets::tokenizer::Tokenizer;
 use crate::Result;
 use crate::base::LoadedBase;
 use crate::train::{self, LOSS_EVERY, StackInput};
+
+mod report;
+
+pub use report::{BenchReport, run};
 
 /// Dense matrix-product peak of a device, FLOP/s.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
