@@ -75,6 +75,9 @@ pub enum Error {
     NoTrainingDocument { model: u32 },
     #[error("no document to pretrain on: every document is empty or held out")]
     NothingToPretrain,
+    /// A setting `cfmem pretrain` cannot honour, and why.
+    #[error("{setting}: {why}")]
+    NotForPretraining { setting: &'static str, why: &'static str },
     /// A file cfmem writes (`what`) that could not be serialized.
     #[error("{what}: cannot be written: {message}")]
     Serialize { what: String, message: String },

@@ -21,8 +21,9 @@ use tch::{Device, Kind, Tensor};
 use queue::Progress;
 use subsets::architecture::Architecture;
 use subsets::base::{BaseDir, PretrainingRecord};
-use subsets::config::{EmbeddingLayout, ModelConfig, TrainConfig};
-use subsets::{atomic, seeds};
+use subsets::config::{Adapter, EmbeddingLayout, Hyperparameters, ModelConfig, TrainConfig};
+use subsets::tokenizer::Tokenizer;
+use subsets::{atomic, corpus, design, seeds};
 
 use crate::base;
 use crate::model::Compute;
@@ -34,11 +35,11 @@ use crate::{Error, Result};
 const STEPS_PER_CHECK: usize = 10;
 
 /// What to pretrain, on what.
-pub struct PretrainRequest<'a> {
+pub struct PretrainRequest {
     /// Token ids of every document of the corpus.
-    pub documents: &'a [Vec<u32>],
+    pub documents: Vec<Vec<u32>>,
     /// Documents left out of training, evaluated at the end.
-    pub held_out: &'a [bool],
+    pub held_out: Vec<bool>,
     pub model: ModelConfig,
     pub layout: EmbeddingLayout,
     pub train: TrainConfig,
@@ -50,6 +51,49 @@ pub struct PretrainRequest<'a> {
     pub record: PretrainingRecord,
     /// Wall-clock time between two checkpoints.
     pub checkpoint_every: Duration,
+}
+
+impl PretrainRequest {
+    /// A pretraining on the corpus at `corpus` with `hyperparameters` (checked), the
+    /// fraction `holdout` of its documents drawn by `seed` held out, a checkpoint every
+    /// `checkpoint_every`: the corpus read, its tokenizer trained or loaded as `[model]`
+    /// says, the documents tokenized and the record fingerprinted.
+    pub fn new(
+        corpus: &Path,
+        hyperparameters: &Hyperparameters,
+        (holdout, seed): (f64, u64),
+        checkpoint_every: Duration,
+    ) -> Result<PretrainRequest> {
+        let train = &hyperparameters.train;
+        if train.adapter != Adapter::Full {
+            let why = "pretraining trains every weight of a new model; adapters are for runs from a base (plan --init)";
+            return Err(Error::NotForPretraining { setting: "[train] adapter = \"lora\"", why });
+        }
+        hyperparameters.validate()?;
+        if train.base().is_some() {
+            let why = "pretraining starts from scratch; remove init from the configuration";
+            return Err(Error::NotForPretraining { setting: "[train] init", why });
+        }
+        let texts = corpus::read(corpus)?;
+        let held_out = design::holdout(texts.len(), holdout, seed)?;
+        let model = &hyperparameters.model;
+        let tokenizer = Tokenizer::for_plan(model, texts.iter().map(|d| d.text.as_str()))?;
+        let documents = tokenizer.encode_documents(&texts, model.max_tokens_per_doc)?;
+        let tokenizer_json = tokenizer.file_json();
+        let record =
+            PretrainingRecord::new(corpus, &texts, &held_out, &tokenizer_json, hyperparameters, (seed, holdout));
+        Ok(PretrainRequest {
+            documents,
+            held_out,
+            model: model.clone(),
+            layout: tokenizer.layout(),
+            train: train.clone(),
+            seed,
+            tokenizer_json,
+            record,
+            checkpoint_every,
+        })
+    }
 }
 
 /// How a pretraining ended.
@@ -82,12 +126,7 @@ impl Output {
 
 /// Pretrains `request`'s model into the base directory `out`, resuming from its
 /// checkpoint if one is there.
-pub fn pretrain(
-    request: &PretrainRequest<'_>,
-    out: &Path,
-    device: Device,
-    progress: &dyn Progress,
-) -> Result<Pretrained> {
+pub fn pretrain(request: &PretrainRequest, out: &Path, device: Device, progress: &dyn Progress) -> Result<Pretrained> {
     let output = Output { root: out.to_path_buf() };
     if let Some(done) = completed(&output, &request.record)? {
         return Ok(Pretrained { record: done, resumed_from: 0, already_complete: true });
@@ -101,7 +140,7 @@ pub fn pretrain(
     let trained: Vec<&[u32]> = request
         .documents
         .iter()
-        .zip(request.held_out)
+        .zip(&request.held_out)
         .filter(|&(_, &held)| !held)
         .map(|(doc, _)| doc.as_slice())
         .collect();
@@ -149,7 +188,7 @@ pub fn pretrain(
     let held: Vec<&[u32]> = request
         .documents
         .iter()
-        .zip(request.held_out)
+        .zip(&request.held_out)
         .filter(|&(_, &held)| held)
         .map(|(doc, _)| doc.as_slice())
         .collect();
@@ -230,7 +269,7 @@ fn read_checkpoint(
     output: &Output,
     fingerprint: &str,
     architecture: &Architecture,
-    request: &PretrainRequest<'_>,
+    request: &PretrainRequest,
     device: Device,
 ) -> Result<Option<(Stack, usize)>> {
     let path = output.checkpoint();

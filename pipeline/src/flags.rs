@@ -40,7 +40,11 @@ pub fn duplicate_params(error: InvalidParams) -> anyhow::Error {
 /// A library error about a setting that a flag gave, said in terms of that flag; any other
 /// error as it is.
 pub fn name_the_flag(error: anyhow::Error) -> anyhow::Error {
-    let (key, message) = if let Some(subsets::Error::Setting { field, message }) = error.downcast_ref() {
+    let setting = error.downcast_ref().or(match error.downcast_ref() {
+        Some(jobs::Error::Files(files)) => Some(files),
+        _ => None,
+    });
+    let (key, message) = if let Some(subsets::Error::Setting { field, message }) = setting {
         (*field, message.clone())
     } else if let Some(queue::Error::Slurm(SlurmError::Zero { setting })) = error.downcast_ref() {
         (*setting, "must be at least 1".to_string())

@@ -33,11 +33,11 @@ use duplicates::{DupParams, Settings, Shingling};
 use jobs::{DeviceChoice, RunTrainer};
 use queue::{JobOutcome, Queue, Selection};
 use subsets::base::Base;
-use subsets::config::{DesignConfig, Hyperparameters, RunConfig, Unit};
+use subsets::config::{DesignConfig, Hyperparameters, Unit};
 use subsets::corpus;
 use subsets::demo;
 use subsets::layout::RunDir;
-use subsets::plan::{self, Background, PlanRequest, PlannedBase, Written};
+use subsets::plan::{self, Background, PlanRequest, PlannedBase};
 use subsets::tokenizer::Tokenizer;
 
 #[derive(Parser)]
@@ -516,53 +516,9 @@ fn extend(run: &Path, models: u32) -> Result<()> {
 
 fn plan_run(out: &Path, request: PlanRequest<'_>) -> Result<()> {
     let plan = plan::build(request)?;
-    let run = RunDir::new(out);
-    match plan::write(&run, &plan)? {
-        Written::Created => eprintln!(
-            "planned {} models over {} documents in {} jobs into {}{}",
-            plan.config.design.models,
-            plan.corpus.doc.len(),
-            plan.jobs.job.iter().max().map_or(0, |j| j + 1),
-            out.display(),
-            describe_tokens(&plan.config)
-        ),
-        Written::Unchanged => eprintln!("{} already holds this plan; nothing to do", out.display()),
-    }
-    for block in &plan.config.design.spectrum {
-        let in_count = (plan.config.design.keep * f64::from(block.size())).round();
-        eprintln!("  level {:<16} {} models (each unit IN for {in_count})", block.level.to_string(), block.size());
-    }
-    let limit = plan.config.design.max_unit_size(plan.corpus.doc.len());
-    for (level, over, preview) in &plan.oversized {
-        if let Some((size, _)) = over.largest {
-            eprintln!(
-                "  level {level}: {} units over the limit of {limit} documents ({:.2}% of the corpus; \
-                 --max-unit-fraction sets it) are not sampled as one; their {} documents fall back to level {} and \
-                 get no {level} score. Largest: {size} documents, {preview}",
-                over.units,
-                100.0 * plan.config.design.max_unit_fraction.unwrap_or_default(),
-                over.documents,
-                level.finer().expect("a document is never over the limit"),
-            );
-        }
-    }
+    let written = plan::write(&RunDir::new(out), &plan)?;
+    eprint!("{}", plan.describe(out, written));
     Ok(())
-}
-
-/// The plan's token counts, as `: 123456 tokens (vocabulary 256), …`.
-fn describe_tokens(config: &RunConfig) -> String {
-    let t = &config.tokens;
-    let mut text = format!(": {} tokens (tokenizer {}, vocabulary {})", t.corpus, config.model.tokenizer, t.vocab);
-    if let Some(base) = config.train.base() {
-        text += &format!(", every model starting from the base {}", base.display());
-    }
-    if let Some(background) = &config.background {
-        text += &format!(", background of {} documents, {} tokens", background.documents, t.background);
-    }
-    if let (capped @ 1.., Some(cap)) = (t.capped, config.model.max_tokens_per_doc) {
-        text += &format!(", {capped} documents cut to {cap} tokens");
-    }
-    text
 }
 
 #[derive(Args)]
@@ -674,31 +630,10 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
     if args.models < 2 {
         bail!("--models must be at least 2");
     }
-    let mut hyperparameters = demo::hyperparameters();
-    hyperparameters.train.eval_at = args.eval_at.clone();
-    hyperparameters.validate().context("--eval-at")?;
-    let documents = demo::corpus(args.seed, &demo::DemoSizes::default());
-    let holdout_ids = demo::held_out_ids(&documents);
     let (unit, spectrum) = subsets::config::unit_and_blocks(&args.unit, &args.levels, args.models);
-    let request = PlanRequest {
-        corpus_path: "built-in demo corpus",
-        documents,
-        seed: args.seed,
-        design: DesignConfig {
-            unit,
-            spectrum,
-            max_unit_fraction: Some(args.max_unit_fraction),
-            holdout_ids,
-            ..DesignConfig::documents(args.models, 0.5)
-        },
-        hyperparameters,
-        background: Some(Background {
-            path: "built-in demo background".into(),
-            documents: demo::background(args.seed, demo::BACKGROUND_SENTENCES),
-        }),
-        base: None,
-        fields: Default::default(),
-    };
+    let max_unit_fraction = Some(args.max_unit_fraction);
+    let design = DesignConfig { unit, spectrum, max_unit_fraction, ..DesignConfig::documents(args.models, 0.5) };
+    let request = demo::plan_request(args.seed, design, &args.eval_at).context("--eval-at")?;
     plan_run(&args.out, request)?;
     run_jobs(&args.out, &args.compute, &Selection::default())?;
     let logs = analyze(&args.out, false, AnalyzeSettings::default())?;

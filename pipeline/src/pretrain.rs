@@ -8,10 +8,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use jobs::pretrain::{self, PretrainRequest, Pretrained};
-use subsets::base::PretrainingRecord;
-use subsets::config::{Adapter, Hyperparameters};
-use subsets::tokenizer::Tokenizer;
-use subsets::{corpus, design};
+use subsets::config::Hyperparameters;
 
 use crate::ComputeArgs;
 use crate::progress::Bars;
@@ -50,52 +47,18 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         Some(path) => Hyperparameters::from_file(path)?,
         None => Hyperparameters::default(),
     };
-    if hyperparameters.train.adapter != Adapter::Full {
-        bail!(
-            "[train] adapter = \"lora\": pretraining trains every weight of a new model; adapters are for runs from a \
-             base (plan --init)"
-        );
-    }
-    hyperparameters.validate()?;
-    if hyperparameters.train.base().is_some() {
-        bail!("[train] init: pretraining starts from scratch; remove init from the configuration");
-    }
     jobs::device::set_cpu_threads(args.compute.threads);
     let device = args.compute.device.resolve()?;
-
-    let documents = corpus::read(&args.corpus)?;
-    let held_out =
-        design::holdout(documents.len(), args.holdout, args.seed).map_err(|e| crate::flags::name_the_flag(e.into()))?;
-    let model = &hyperparameters.model;
-    let tokenizer = Tokenizer::for_plan(model, documents.iter().map(|d| d.text.as_str()))?;
-    let ids = tokenizer.encode_documents(&documents, model.max_tokens_per_doc)?;
-    let tokenizer_json = tokenizer.file_json();
-
-    let record = PretrainingRecord::new(
-        &args.corpus,
-        &documents,
-        &held_out,
-        &tokenizer_json,
-        &hyperparameters,
-        (args.seed, args.holdout),
-    );
-    let request = PretrainRequest {
-        documents: &ids,
-        held_out: &held_out,
-        model: model.clone(),
-        layout: tokenizer.layout(),
-        train: hyperparameters.train.clone(),
-        seed: args.seed,
-        tokenizer_json,
-        record,
-        checkpoint_every: Duration::from_secs_f64(args.checkpoint_every),
-    };
+    let checkpoint_every = Duration::from_secs_f64(args.checkpoint_every);
+    let request = PretrainRequest::new(&args.corpus, &hyperparameters, (args.holdout, args.seed), checkpoint_every)
+        .map_err(|e| crate::flags::name_the_flag(e.into()))?;
+    let record = &request.record;
     eprintln!(
         "pretraining a {} model of {} parameters on {} documents ({} held out) on {}",
-        model.architecture,
-        subsets::architecture::Architecture::new(model, tokenizer.layout()).parameters(),
-        documents.len() - request.record.held_out_documents as usize,
-        request.record.held_out_documents,
+        request.model.architecture,
+        subsets::architecture::Architecture::new(&request.model, request.layout).parameters(),
+        record.documents - record.held_out_documents,
+        record.held_out_documents,
         jobs::device::describe(device)
     );
     let bars = Bars::new(1);

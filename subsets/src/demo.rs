@@ -26,7 +26,7 @@
 //! more sentences of the same grammar, which every model trains on, as a real model trains
 //! on far more text of a language than the documents being audited. Its models are
 //! [`hyperparameters`]: small enough for the whole demo to finish in under two minutes on
-//! two CPU cores.
+//! two CPU cores. [`plan_request`] puts them together into the demo's plan.
 //!
 //! Runs open sentences because these tiny models with learned absolute positions learn what
 //! follows what at each position rather than learning to copy in general: a pattern is
@@ -34,9 +34,11 @@
 
 use rand::{Rng, RngExt};
 
+use crate::Result;
 use crate::canaries::random_ids;
-use crate::config::Hyperparameters;
+use crate::config::{DesignConfig, Hyperparameters};
 use crate::corpus::Document;
+use crate::plan::{Background, PlanRequest};
 use crate::seeds;
 
 /// Sentences of the demo's background corpus.
@@ -53,6 +55,30 @@ pub fn hyperparameters() -> Hyperparameters {
     h.train.batch_size = 16;
     h.train.lr = 1e-2;
     h
+}
+
+/// The demo's plan: its corpus and background drawn from `seed` with their held-out
+/// documents, the models of `design`, trained with [`hyperparameters`] and evaluated at the
+/// checkpoints `eval_at` (checked).
+pub fn plan_request(seed: u64, design: DesignConfig, eval_at: &[f64]) -> Result<PlanRequest<'static>> {
+    let mut hyperparameters = hyperparameters();
+    hyperparameters.train.eval_at = eval_at.to_vec();
+    hyperparameters.validate()?;
+    let documents = corpus(seed, &DemoSizes::default());
+    let holdout_ids = held_out_ids(&documents);
+    Ok(PlanRequest {
+        corpus_path: "built-in demo corpus",
+        documents,
+        seed,
+        design: DesignConfig { holdout_ids, ..design },
+        hyperparameters,
+        background: Some(Background {
+            path: "built-in demo background".into(),
+            documents: background(seed, BACKGROUND_SENTENCES),
+        }),
+        base: None,
+        fields: Default::default(),
+    })
 }
 
 const ADJECTIVES: &[&str] = &["small", "old", "green", "quiet", "busy", "bright", "cold", "large"];

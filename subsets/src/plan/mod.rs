@@ -3,7 +3,8 @@
 //! bytes), the background documents (`background.parquet`, if any) and the duplicate scores
 //! (`analysis/duplicates.parquet`),
 //! all written into a temporary sibling directory that is renamed into place only when
-//! complete; and growing a planned run to more models ([`extend`]).
+//! complete; and growing a planned run to more models ([`extend`]). [`Plan::describe`]
+//! says what a plan holds, as `cfmem plan` prints it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -20,6 +21,8 @@ use crate::schema::{self, BackgroundTable, CorpusTable, DuplicateTable, JobTable
 use crate::tokenizer::{Extent, Tokenizer};
 use crate::units::{self, Groupings, LevelUnits, Oversized};
 use crate::{Error, Result, atomic, config, design, duplicate_scores, seeds};
+
+mod describe;
 
 /// Everything `plan` writes, built in memory first.
 #[derive(Debug, Clone)]
