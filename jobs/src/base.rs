@@ -50,6 +50,16 @@ impl LoadedBase {
         Ok(stack.evaluate(documents, batch_size)?.remove(0))
     }
 
+    /// Each of `texts`' mean final-layer hidden state under the base in `dir`, tokenized by
+    /// the base, 16 windows a forward on `device`: what `topic:K` levels group documents by
+    /// in a run from a base.
+    pub fn embed_texts(dir: &Path, texts: &[&str], device: Device) -> Result<Vec<Vec<f32>>> {
+        let loaded = LoadedBase::load(dir)?;
+        let ids = loaded.base.tokenizer.encode_all(texts, None)?;
+        let slices: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        loaded.mean_hidden_states(&slices, 16, device)
+    }
+
     /// Each document's (token ids) mean final-layer hidden state under the base, `batch_size`
     /// windows a forward, on `device`: what `topic:K` levels group documents by in a run
     /// from a base.

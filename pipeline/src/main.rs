@@ -477,27 +477,17 @@ fn plan(settings: PlanSettings) -> Result<()> {
     }
 }
 
-/// The base in `dir`'s embedding of texts, for topics in a run from it: each text tokenized
-/// by the base and its mean final-layer hidden state, in one batched pass on the best
-/// device there is.
+/// The base in `dir`'s embedding of texts, for topics in a run from it, on the best device
+/// there is.
 fn base_embedder(dir: PathBuf) -> plan::DocumentEmbedder {
     Box::new(move |texts: &[&str]| {
-        let embed = || -> Result<Vec<Vec<f32>>> {
-            let loaded = jobs::base::LoadedBase::load(&dir)?;
-            let ids = loaded.base.tokenizer.encode_all(texts, None)?;
-            let slices: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-            let device = DeviceChoice::Auto.resolve()?;
-            let started = std::time::Instant::now();
-            let embedded = loaded.mean_hidden_states(&slices, 16, device)?;
-            eprintln!(
-                "embedded {} documents with the base for topics in {:.1} s on {}",
-                texts.len(),
-                started.elapsed().as_secs_f64(),
-                jobs::device::describe(device)
-            );
-            Ok(embedded)
-        };
-        embed().map_err(|e| format!("{e:#}"))
+        let device = DeviceChoice::Auto.resolve().map_err(|e| format!("{e:#}"))?;
+        let started = std::time::Instant::now();
+        let embedded = jobs::base::LoadedBase::embed_texts(&dir, texts, device).map_err(|e| format!("{e:#}"))?;
+        let seconds = started.elapsed().as_secs_f64();
+        let device = jobs::device::describe(device);
+        eprintln!("embedded {} documents with the base for topics in {seconds:.1} s on {device}", texts.len());
+        Ok(embedded)
     })
 }
 
