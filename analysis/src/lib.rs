@@ -36,6 +36,7 @@ pub mod settings;
 pub mod spectrum;
 pub mod stats;
 pub mod summary;
+pub mod summary_file;
 pub mod synthetic_run;
 
 use std::path::PathBuf;

@@ -3,6 +3,7 @@
 //! verdict's or the diagnosis's; this module only chooses what to show and formats it. The
 //! HTML report ([`crate::html_report`]) is the other view of the same numbers.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use subsets::config::RunConfig;
@@ -16,6 +17,9 @@ use crate::profile::{ProfileSummary, percent};
 use crate::reliability::Verdict;
 use crate::spectrum::SpectrumSummary;
 use crate::summary::{Quantiles, Summary, preview, shared_words, source_label};
+use crate::summary_file::{
+    CoarserOnlyDocument, MedianAndMean, ScoreQuantiles, SourceScores, Spectrum, SpectrumLevel, SummaryFile,
+};
 
 /// How many of the most memorized documents, and of the clusters, are listed.
 const TOP: usize = 10;
@@ -161,6 +165,48 @@ impl PrintedSummary {
             "membership": self.membership.as_ref().map(|(membership, _)| membership),
             "attacks": self.membership.as_ref().and_then(|(_, attacks)| attacks.as_ref()).map(AttackSummary::to_json),
         })
+    }
+
+    /// `summary.json`: the summary's numbers, typed.
+    pub fn file(&self) -> SummaryFile {
+        let quantiles = |m: Measure| {
+            self.numbers.quantiles.of(m).map(|q| ScoreQuantiles {
+                max: q.max,
+                median: q.median,
+                min: q.min,
+                p10: q.p10,
+                p90: q.p90,
+            })
+        };
+        let sources = named_sources(&self.numbers)
+            .map(|(source, row)| {
+                let of = |m: Measure| MedianAndMean { mean: row.mean(m), median: row.median(m) };
+                let scores =
+                    SourceScores { count: row.scored(), mem_acc: of(Measure::Accuracy), mem_loss: of(Measure::Loss) };
+                (source.to_string(), scores)
+            })
+            .collect();
+        let (membership, attacks) = match &self.membership {
+            Some((membership, attacks)) => (Some(membership.clone()), attacks.as_ref().map(AttackSummary::file)),
+            None => (None, None),
+        };
+        SummaryFile {
+            attacks,
+            diagnosis: self.diagnosis.clone(),
+            documents: self.numbers.documents,
+            holdout: self.numbers.held_out,
+            jobs: self.logs.1,
+            jobs_analyzed: self.logs.0,
+            mem_acc_quantiles: quantiles(Measure::Accuracy),
+            mem_loss_quantiles: quantiles(Measure::Loss),
+            membership,
+            models: self.models,
+            profile: self.profile.clone(),
+            rank_by: self.rank_by(),
+            reliability: self.reliability.iter().map(|v| (v.measure().score().to_string(), v.file())).collect(),
+            sources,
+            spectrum: self.spectrum.as_ref().map(|(spectrum, _)| spectrum_file(spectrum)),
+        }
     }
 }
 
@@ -334,6 +380,64 @@ fn spectrum_json(spectrum: &SpectrumSummary) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({"levels": levels, "sources": sources, "places": places, "coarser_only": findings})
+}
+
+/// `summary.json`'s `spectrum`: the medians of named sources only, the documents memorized
+/// only at a coarser level cut to their previews.
+fn spectrum_file(spectrum: &SpectrumSummary) -> Spectrum {
+    let levels = spectrum
+        .levels
+        .iter()
+        .enumerate()
+        .map(|(i, (level, models))| SpectrumLevel {
+            fallen_back: spectrum.fallen_back[i],
+            level: level.clone(),
+            models: *models,
+            reliability: spectrum.reliability[i],
+            removal_largest: spectrum.removal[i].largest,
+            removal_mean: spectrum.removal[i].mean,
+        })
+        .collect();
+    let sources = spectrum
+        .sources
+        .iter()
+        .filter_map(|row| {
+            let by_level = spectrum
+                .levels
+                .iter()
+                .enumerate()
+                .map(|(l, (level, _))| (level.clone(), ByMeasure::from_fn(|m| row.quartiles.of(m)[l].map(|q| q[1]))))
+                .collect();
+            Some((row.source.clone()?, by_level))
+        })
+        .collect();
+    let coarser_only = spectrum
+        .coarser_only
+        .iter()
+        .map(|c| CoarserOnlyDocument {
+            finest: c.finest,
+            hi: c.hi,
+            id: c.id.clone(),
+            level: c.level.clone(),
+            lo: c.lo,
+            mem_acc: c.mem_acc,
+            preview: preview(&c.text, PREVIEW_CHARS),
+            shared: shared_words(&c.shared, c.unit_size, PREVIEW_CHARS),
+            source: c.source.clone(),
+            unit_size: c.unit_size,
+        })
+        .collect();
+    let places = spectrum
+        .places
+        .iter()
+        .map(|row| {
+            let mut shares: BTreeMap<String, usize> =
+                spectrum.levels.iter().zip(&row.counts).map(|((level, _), &count)| (level.clone(), count)).collect();
+            shares.insert("none".into(), row.unplaced);
+            (source_label(row.source.as_deref()).to_string(), shares)
+        })
+        .collect();
+    Spectrum { coarser_only, levels, places, sources }
 }
 
 fn write_spectrum(

@@ -24,6 +24,7 @@ use subsets::seeds;
 use crate::bootstrap::Weights;
 use crate::measure::{ByMeasure, Measure};
 use crate::stats::spearman;
+use crate::summary_file::{ConvergencePoint, ScoreReliability};
 
 /// Spearman-Brown reliability from which the ranking is called stable.
 pub const STABLE: f64 = 0.9;
@@ -227,6 +228,28 @@ impl Verdict {
             "command": grow.map(|total| self.command(total)),
             "hours": grow.and_then(|total| self.hours(total)),
         })
+    }
+
+    /// The verdict as `summary.json`'s `reliability` holds it.
+    pub fn file(&self) -> ScoreReliability {
+        let grow = self.extend_to();
+        ScoreReliability {
+            command: grow.map(|total| self.command(total)),
+            convergence: self
+                .convergence
+                .iter()
+                .map(|&(models, spearman)| ConvergencePoint { models, spearman })
+                .collect(),
+            extend_to: grow.map(|total| total as u64),
+            half: self.half,
+            halves: self.halves,
+            hours: grow.and_then(|total| self.hours(total)),
+            models: self.models,
+            models_for_stable: self.models_for_stable,
+            predicted: self.predicted,
+            score: self.measure.score().to_string(),
+            stable: self.stable(),
+        }
     }
 
     fn command(&self, total: usize) -> String {
