@@ -787,27 +787,6 @@ pub struct AttackSummary {
 }
 
 impl AttackSummary {
-    /// `summary.json`'s `attacks`: `{"variance": "per-document" | "fixed", "attacks":
-    /// [{attack, auc, auc_lo, auc_hi, tpr_at_1pct_fpr (and _lo, _hi), tpr_at_0_1pct_fpr
-    /// (and _lo, _hi), targets, spearman_mem_loss, note}]}`, the rows of `attacks.parquet`.
-    pub fn to_json(&self) -> serde_json::Value {
-        let t = &self.table;
-        let rows: Vec<serde_json::Value> = (0..t.attack.len())
-            .map(|i| {
-                serde_json::json!({
-                    "attack": t.attack[i], "auc": t.auc[i], "auc_lo": t.auc_lo[i], "auc_hi": t.auc_hi[i],
-                    "tpr_at_1pct_fpr": t.tpr_at_1pct_fpr[i], "tpr_at_1pct_fpr_lo": t.tpr_at_1pct_fpr_lo[i],
-                    "tpr_at_1pct_fpr_hi": t.tpr_at_1pct_fpr_hi[i], "tpr_at_0_1pct_fpr": t.tpr_at_0_1pct_fpr[i],
-                    "tpr_at_0_1pct_fpr_lo": t.tpr_at_0_1pct_fpr_lo[i], "tpr_at_0_1pct_fpr_hi": t.tpr_at_0_1pct_fpr_hi[i],
-                    "targets": t.targets[i], "spearman_mem_loss": t.spearman_mem_loss[i], "note": t.note[i],
-                })
-            })
-            .collect();
-        serde_json::json!({"variance": self.variance, "attacks": rows})
-    }
-}
-
-impl AttackSummary {
     /// The attacks as `summary.json`'s `attacks` holds them.
     pub fn file(&self) -> Attacks {
         let t = &self.table;
