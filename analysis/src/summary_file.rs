@@ -236,8 +236,9 @@ mod tests {
         Spec { documents, models: 16, stack: 4, seed: 5, unit: Unit::Document, holdout_ids: vec!["doc-3".into()] }
     }
 
-    /// Accuracy 0.3, plus more IN the later the document, plus a model's offset; the loss
-    /// falls as the accuracy rises, the more so at later checkpoints.
+    /// Accuracy 0.3 plus a model's offset, plus 4·(doc mod 9) points IN at the end of
+    /// training (that times the checkpoint before it); the loss falls as the accuracy rises
+    /// and with training.
     fn row(checkpoint: f64, model: u32, doc: usize, in_train: &[bool]) -> Row {
         let gain = (checkpoint * f64::from(4 * (doc as u32 % 9))).round() as u32;
         let correct = 30 + model % 5 + if in_train[doc] { gain } else { 0 };

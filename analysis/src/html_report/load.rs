@@ -141,6 +141,7 @@ pub(super) fn read_summary(path: &Path) -> Result<SummaryParts> {
         return Ok(SummaryParts::default());
     }
     let text = std::fs::read_to_string(path).map_err(subsets::Error::io(path))?;
+    // A file that is not of this cfmem's layout keeps being read for what the report shows.
     let Ok(file) = serde_json::from_str::<SummaryFile>(&text) else { return read_earlier(path, &text) };
     let growth = ByMeasure::from_fn(|m| {
         let verdict = file.reliability.get(m.score())?;
