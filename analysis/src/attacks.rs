@@ -44,6 +44,7 @@ use subsets::seeds;
 use crate::membership::{PER_DOCUMENT_VARIANCE, Side, Variance, zlib_bytes};
 use crate::per_model::{self, ModelValues, RunLogs};
 use crate::stats::{quantile, spearman};
+use crate::summary_file::{AttackRow, Attacks};
 use crate::{Error, Result};
 
 /// The attacks, in the order of `attacks.parquet` and of `cfmem attack`'s columns.
@@ -786,23 +787,27 @@ pub struct AttackSummary {
 }
 
 impl AttackSummary {
-    /// `summary.json`'s `attacks`: `{"variance": "per-document" | "fixed", "attacks":
-    /// [{attack, auc, auc_lo, auc_hi, tpr_at_1pct_fpr (and _lo, _hi), tpr_at_0_1pct_fpr
-    /// (and _lo, _hi), targets, spearman_mem_loss, note}]}`, the rows of `attacks.parquet`.
-    pub fn to_json(&self) -> serde_json::Value {
+    /// The attacks as `summary.json`'s `attacks` holds them.
+    pub fn file(&self) -> Attacks {
         let t = &self.table;
-        let rows: Vec<serde_json::Value> = (0..t.attack.len())
-            .map(|i| {
-                serde_json::json!({
-                    "attack": t.attack[i], "auc": t.auc[i], "auc_lo": t.auc_lo[i], "auc_hi": t.auc_hi[i],
-                    "tpr_at_1pct_fpr": t.tpr_at_1pct_fpr[i], "tpr_at_1pct_fpr_lo": t.tpr_at_1pct_fpr_lo[i],
-                    "tpr_at_1pct_fpr_hi": t.tpr_at_1pct_fpr_hi[i], "tpr_at_0_1pct_fpr": t.tpr_at_0_1pct_fpr[i],
-                    "tpr_at_0_1pct_fpr_lo": t.tpr_at_0_1pct_fpr_lo[i], "tpr_at_0_1pct_fpr_hi": t.tpr_at_0_1pct_fpr_hi[i],
-                    "targets": t.targets[i], "spearman_mem_loss": t.spearman_mem_loss[i], "note": t.note[i],
-                })
+        let attacks = (0..t.attack.len())
+            .map(|i| AttackRow {
+                attack: t.attack[i].clone(),
+                auc: t.auc[i],
+                auc_hi: t.auc_hi[i],
+                auc_lo: t.auc_lo[i],
+                note: t.note[i].clone(),
+                spearman_mem_loss: t.spearman_mem_loss[i],
+                targets: t.targets[i],
+                tpr_at_0_1pct_fpr: t.tpr_at_0_1pct_fpr[i],
+                tpr_at_0_1pct_fpr_hi: t.tpr_at_0_1pct_fpr_hi[i],
+                tpr_at_0_1pct_fpr_lo: t.tpr_at_0_1pct_fpr_lo[i],
+                tpr_at_1pct_fpr: t.tpr_at_1pct_fpr[i],
+                tpr_at_1pct_fpr_hi: t.tpr_at_1pct_fpr_hi[i],
+                tpr_at_1pct_fpr_lo: t.tpr_at_1pct_fpr_lo[i],
             })
             .collect();
-        serde_json::json!({"variance": self.variance, "attacks": rows})
+        Attacks { attacks, variance: self.variance }
     }
 }
 

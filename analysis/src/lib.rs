@@ -5,7 +5,8 @@
 //! counterfactual influence ([`influence`]) multiply with one GEMM ([`gemm`]), the score
 //! tables ([`scores`]) and their profile over training ([`profile`]), the memorization
 //! spectrum ([`spectrum`]), the run's summary numbers ([`summary`]) and their two views, the
-//! printed summary ([`printed_summary`]) and the HTML report ([`html_report`]), and whether
+//! printed summary ([`printed_summary`]) with its numbers in `summary.json`
+//! ([`summary_file`]) and the HTML report ([`html_report`]), and whether
 //! the models generalize beyond a leave-one-out bigram baseline ([`diagnosis`]), and each
 //! document's membership exposure ([`membership`]) and the membership inference attacks on the
 //! run's own models ([`attacks`]). The settings of `cfmem analyze` ([`settings`]) are a module
@@ -36,6 +37,7 @@ pub mod settings;
 pub mod spectrum;
 pub mod stats;
 pub mod summary;
+pub mod summary_file;
 pub mod synthetic_run;
 
 use std::path::PathBuf;

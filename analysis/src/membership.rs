@@ -25,7 +25,7 @@
 use std::io::Write;
 
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use subsets::schema::{CorpusTable, MembershipTable};
 
@@ -45,7 +45,7 @@ pub fn zlib_bytes(text: &str) -> u32 {
 }
 
 /// How the spread of each side was estimated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Variance {
     /// Every document's own standard deviation per side.
@@ -212,7 +212,7 @@ pub fn table(values: &ModelValues, corpus: &CorpusTable) -> (MembershipTable, Va
 }
 
 /// A document the summary names as exposed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Exposed {
     pub id: String,
     pub source: Option<String>,
@@ -226,9 +226,9 @@ pub struct Exposed {
 /// "fixed", "per_document_variance_from": 32, "documents": n, "median_exposure_d",
 /// "median_exposure_auc", "saturated": share of documents at AUC 1, "most_exposed": [{id,
 /// source, exposure_d, exposure_auc}]}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MembershipSummary {
-    pub statistic: &'static str,
+    pub statistic: String,
     pub variance: Variance,
     pub per_document_variance_from: usize,
     /// Documents with an exposure.
@@ -250,7 +250,7 @@ impl MembershipSummary {
         let saturated =
             (!aucs.is_empty()).then(|| aucs.iter().filter(|&&a| a >= 1.0).count() as f64 / aucs.len() as f64);
         MembershipSummary {
-            statistic: "mean log-likelihood per token",
+            statistic: "mean log-likelihood per token".to_string(),
             variance,
             per_document_variance_from: PER_DOCUMENT_VARIANCE,
             documents: ranked.len(),

@@ -3,6 +3,7 @@
 //! verdict's or the diagnosis's; this module only chooses what to show and formats it. The
 //! HTML report ([`crate::html_report`]) is the other view of the same numbers.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use subsets::config::RunConfig;
@@ -16,6 +17,9 @@ use crate::profile::{ProfileSummary, percent};
 use crate::reliability::Verdict;
 use crate::spectrum::SpectrumSummary;
 use crate::summary::{Quantiles, Summary, preview, shared_words, source_label};
+use crate::summary_file::{
+    CoarserOnlyDocument, MedianAndMean, ScoreQuantiles, SourceScores, Spectrum, SpectrumLevel, SummaryFile,
+};
 
 /// How many of the most memorized documents, and of the clusters, are listed.
 const TOP: usize = 10;
@@ -121,46 +125,46 @@ impl PrintedSummary {
         self.numbers.rank_by
     }
 
-    /// `summary.json`: `models`, `documents`, `holdout`, `jobs_analyzed`, `jobs`, `rank_by`
-    /// (`loss` or `accuracy`), `mem_loss_quantiles` and `mem_acc_quantiles` (`min`, `p10`,
-    /// `median`, `p90`, `max`, or null), `sources` (`{source: {count, mem_loss: {median,
-    /// mean}, mem_acc: {median, mean}}}` over the scored documents of each named source),
-    /// `reliability` (`{mem_loss: …, mem_acc: …}`, each [`Verdict::to_json`]), `diagnosis`
-    /// ([`Diagnosis`]), `spectrum` and `profile` ([`ProfileSummary`]), the last two null
-    /// where the run has none, `membership` ([`MembershipSummary`]) and `attacks`
-    /// ([`AttackSummary::to_json`]).
-    pub fn to_json(&self) -> serde_json::Value {
+    /// The summary's numbers as `summary.json` holds them.
+    pub fn file(&self) -> SummaryFile {
         let quantiles = |m: Measure| {
-            self.numbers.quantiles.of(m).map(
-                |q| serde_json::json!({"min": q.min, "p10": q.p10, "median": q.median, "p90": q.p90, "max": q.max}),
-            )
+            self.numbers.quantiles.of(m).map(|q| ScoreQuantiles {
+                max: q.max,
+                median: q.median,
+                min: q.min,
+                p10: q.p10,
+                p90: q.p90,
+            })
         };
-        let sources: serde_json::Map<String, serde_json::Value> = named_sources(&self.numbers)
+        let sources = named_sources(&self.numbers)
             .map(|(source, row)| {
-                let of = |m: Measure| serde_json::json!({"median": row.median(m), "mean": row.mean(m)});
-                let entry = serde_json::json!({"count": row.scored(), "mem_loss": of(Measure::Loss), "mem_acc": of(Measure::Accuracy)});
-                (source.to_string(), entry)
+                let of = |m: Measure| MedianAndMean { mean: row.mean(m), median: row.median(m) };
+                let scores =
+                    SourceScores { count: row.scored(), mem_acc: of(Measure::Accuracy), mem_loss: of(Measure::Loss) };
+                (source.to_string(), scores)
             })
             .collect();
-        let reliability: serde_json::Map<String, serde_json::Value> =
-            self.reliability.iter().map(|v| (v.measure().score().to_string(), v.to_json())).collect();
-        serde_json::json!({
-            "models": self.models,
-            "documents": self.numbers.documents,
-            "holdout": self.numbers.held_out,
-            "jobs_analyzed": self.logs.0,
-            "jobs": self.logs.1,
-            "rank_by": self.rank_by(),
-            "mem_loss_quantiles": quantiles(Measure::Loss),
-            "mem_acc_quantiles": quantiles(Measure::Accuracy),
-            "sources": sources,
-            "reliability": reliability,
-            "diagnosis": self.diagnosis,
-            "spectrum": self.spectrum.as_ref().map(|(spectrum, _)| spectrum_json(spectrum)),
-            "profile": self.profile,
-            "membership": self.membership.as_ref().map(|(membership, _)| membership),
-            "attacks": self.membership.as_ref().and_then(|(_, attacks)| attacks.as_ref()).map(AttackSummary::to_json),
-        })
+        let (membership, attacks) = match &self.membership {
+            Some((membership, attacks)) => (Some(membership.clone()), attacks.as_ref().map(AttackSummary::file)),
+            None => (None, None),
+        };
+        SummaryFile {
+            attacks,
+            diagnosis: self.diagnosis.clone(),
+            documents: self.numbers.documents,
+            holdout: self.numbers.held_out,
+            jobs: self.logs.1,
+            jobs_analyzed: self.logs.0,
+            mem_acc_quantiles: quantiles(Measure::Accuracy),
+            mem_loss_quantiles: quantiles(Measure::Loss),
+            membership,
+            models: self.models,
+            profile: self.profile.clone(),
+            rank_by: self.rank_by(),
+            reliability: self.reliability.iter().map(|v| (v.measure().score().to_string(), v.file())).collect(),
+            sources,
+            spectrum: self.spectrum.as_ref().map(|(spectrum, _)| spectrum_file(spectrum)),
+        }
     }
 }
 
@@ -272,68 +276,62 @@ impl fmt::Display for PrintedSummary {
     }
 }
 
-/// `summary.json`'s `spectrum`: `levels` (`[{level, models, reliability: {mem_loss,
-/// mem_acc}, fallen_back}]`), `sources` (`{source: {level: {mem_loss, mem_acc}}}`, the
-/// medians, named sources only) and `coarser_only` (`[{id, source, finest, level, mem_acc,
-/// lo, hi, unit_size, shared, preview}]`, found on mem_acc).
-fn spectrum_json(spectrum: &SpectrumSummary) -> serde_json::Value {
-    let levels: Vec<serde_json::Value> = spectrum
+/// `summary.json`'s `spectrum`: the medians of named sources only, the documents memorized
+/// only at a coarser level cut to their previews.
+fn spectrum_file(spectrum: &SpectrumSummary) -> Spectrum {
+    let levels = spectrum
         .levels
         .iter()
         .enumerate()
-        .map(|(i, (level, models))| {
-            serde_json::json!({
-                "level": level,
-                "models": models,
-                "reliability": spectrum.reliability[i],
-                "fallen_back": spectrum.fallen_back[i],
-                "removal_mean": spectrum.removal[i].mean,
-                "removal_largest": spectrum.removal[i].largest,
-            })
+        .map(|(i, (level, models))| SpectrumLevel {
+            fallen_back: spectrum.fallen_back[i],
+            level: level.clone(),
+            models: *models,
+            reliability: spectrum.reliability[i],
+            removal_largest: spectrum.removal[i].largest,
+            removal_mean: spectrum.removal[i].mean,
         })
         .collect();
-    let sources: serde_json::Map<String, serde_json::Value> = spectrum
+    let sources = spectrum
         .sources
         .iter()
         .filter_map(|row| {
-            let by_level: serde_json::Map<String, serde_json::Value> = spectrum
+            let by_level = spectrum
                 .levels
                 .iter()
                 .enumerate()
-                .map(|(l, (level, _))| {
-                    let median = ByMeasure::from_fn(|m| row.quartiles.of(m)[l].map(|q| q[1]));
-                    (level.clone(), serde_json::json!(median))
-                })
+                .map(|(l, (level, _))| (level.clone(), ByMeasure::from_fn(|m| row.quartiles.of(m)[l].map(|q| q[1]))))
                 .collect();
-            Some((row.source.clone()?, serde_json::Value::Object(by_level)))
+            Some((row.source.clone()?, by_level))
         })
         .collect();
-    let findings: Vec<serde_json::Value> = spectrum
+    let coarser_only = spectrum
         .coarser_only
         .iter()
-        .map(|c| {
-            serde_json::json!({
-                "id": c.id, "source": c.source, "finest": c.finest, "level": c.level, "mem_acc": c.mem_acc,
-                "lo": c.lo, "hi": c.hi, "unit_size": c.unit_size,
-                "shared": shared_words(&c.shared, c.unit_size, PREVIEW_CHARS), "preview": preview(&c.text, PREVIEW_CHARS),
-            })
+        .map(|c| CoarserOnlyDocument {
+            finest: c.finest,
+            hi: c.hi,
+            id: c.id.clone(),
+            level: c.level.clone(),
+            lo: c.lo,
+            mem_acc: c.mem_acc,
+            preview: preview(&c.text, PREVIEW_CHARS),
+            shared: shared_words(&c.shared, c.unit_size, PREVIEW_CHARS),
+            source: c.source.clone(),
+            unit_size: c.unit_size,
         })
         .collect();
-    let places: serde_json::Map<String, serde_json::Value> = spectrum
+    let places = spectrum
         .places
         .iter()
         .map(|row| {
-            let mut shares: serde_json::Map<String, serde_json::Value> = spectrum
-                .levels
-                .iter()
-                .zip(&row.counts)
-                .map(|((level, _), &count)| (level.clone(), serde_json::json!(count)))
-                .collect();
-            shares.insert("none".into(), serde_json::json!(row.unplaced));
-            (source_label(row.source.as_deref()).to_string(), serde_json::Value::Object(shares))
+            let mut shares: BTreeMap<String, usize> =
+                spectrum.levels.iter().zip(&row.counts).map(|((level, _), &count)| (level.clone(), count)).collect();
+            shares.insert("none".into(), row.unplaced);
+            (source_label(row.source.as_deref()).to_string(), shares)
         })
         .collect();
-    serde_json::json!({"levels": levels, "sources": sources, "places": places, "coarser_only": findings})
+    Spectrum { coarser_only, levels, places, sources }
 }
 
 fn write_spectrum(

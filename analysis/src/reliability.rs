@@ -24,6 +24,7 @@ use subsets::seeds;
 use crate::bootstrap::Weights;
 use crate::measure::{ByMeasure, Measure};
 use crate::stats::spearman;
+use crate::summary_file::{ConvergencePoint, ScoreReliability};
 
 /// Spearman-Brown reliability from which the ranking is called stable.
 pub const STABLE: f64 = 0.9;
@@ -202,31 +203,26 @@ impl Verdict {
         Some(((f64::from(needed) * self.growth.scale).ceil() as usize).max(self.growth.run_models + 1))
     }
 
-    /// One score's entry of `summary.json`'s `reliability`: `score`, `models`, `half`,
-    /// `halves` (Spearman), `predicted`, `stable`, `models_for_stable`, `convergence`
-    /// (`[{models, spearman}]`, the first m models against all), and, when not stable,
-    /// `extend_to` (models of the run), `command` and `hours` (at the measured throughput,
-    /// or null).
-    pub fn to_json(&self) -> serde_json::Value {
+    /// The verdict as `summary.json`'s `reliability` holds it.
+    pub fn file(&self) -> ScoreReliability {
         let grow = self.extend_to();
-        let convergence: Vec<serde_json::Value> = self
-            .convergence
-            .iter()
-            .map(|(models, spearman)| serde_json::json!({"models": models, "spearman": spearman}))
-            .collect();
-        serde_json::json!({
-            "score": self.measure.score(),
-            "models": self.models,
-            "half": self.half,
-            "halves": self.halves,
-            "predicted": self.predicted,
-            "stable": self.stable(),
-            "models_for_stable": self.models_for_stable,
-            "convergence": convergence,
-            "extend_to": grow,
-            "command": grow.map(|total| self.command(total)),
-            "hours": grow.and_then(|total| self.hours(total)),
-        })
+        ScoreReliability {
+            command: grow.map(|total| self.command(total)),
+            convergence: self
+                .convergence
+                .iter()
+                .map(|&(models, spearman)| ConvergencePoint { models, spearman })
+                .collect(),
+            extend_to: grow.map(|total| total as u64),
+            half: self.half,
+            halves: self.halves,
+            hours: grow.and_then(|total| self.hours(total)),
+            models: self.models,
+            models_for_stable: self.models_for_stable,
+            predicted: self.predicted,
+            score: self.measure.score().to_string(),
+            stable: self.stable(),
+        }
     }
 
     fn command(&self, total: usize) -> String {
@@ -377,15 +373,13 @@ mod tests {
             ),
             "{line}"
         );
-        let json = Verdict::new(&table, Measure::Accuracy, 8, None).unwrap().to_json();
-        assert_eq!(json["score"], "mem_acc");
-        assert_eq!(json["models_for_stable"], 9);
-        assert_eq!(json["command"], "cfmem plan --extend RUN --models 9");
-        assert_eq!(json["stable"], false);
-        assert_eq!(
-            json["convergence"],
-            serde_json::json!([{"models": 4, "spearman": 1.0}, {"models": 8, "spearman": 1.0}])
-        );
+        let file = Verdict::new(&table, Measure::Accuracy, 8, None).unwrap().file();
+        assert_eq!(file.score, "mem_acc");
+        assert_eq!(file.models_for_stable, Some(9));
+        assert_eq!(file.command.as_deref(), Some("cfmem plan --extend RUN --models 9"));
+        assert!(!file.stable);
+        let point = |models| ConvergencePoint { models, spearman: Some(1.0) };
+        assert_eq!(file.convergence, [point(4), point(8)]);
         let verdicts = Verdict::both(&table, Measure::Loss, 8, None);
         assert_eq!(verdicts.iter().map(Verdict::measure).collect::<Vec<_>>(), [Measure::Loss, Measure::Accuracy]);
         // A table written before mem_loss had rows (schema version 2) has only mem_acc's.

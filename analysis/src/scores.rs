@@ -424,7 +424,7 @@ impl Analysis {
         if let Some(spectrum) = &self.spectrum {
             spectrum.write(run, self.run_seed)?;
         }
-        let json = serde_json::to_string_pretty(&self.summary.to_json()).expect("numbers and strings serialize");
+        let json = serde_json::to_string_pretty(&self.summary.file()).expect("numbers and strings serialize");
         subsets::atomic::write_bytes(&run.summary(), json.as_bytes())?;
         Ok(())
     }
@@ -433,6 +433,7 @@ impl Analysis {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::measure::Measure;
     use crate::synthetic_run::{self, Row, Spec};
     use subsets::corpus::Document;
 
@@ -647,17 +648,14 @@ mod tests {
             }
         }
         // summary.json and the printed lines carry the same numbers, mem_loss first.
-        let json = analysis.summary.to_json();
+        let file = analysis.summary.file();
         let printed = analysis.summary.to_string();
         let loss_line = printed.find("reliability (mem_loss)").unwrap();
         assert!(loss_line < printed.find("reliability (mem_acc)").unwrap(), "{printed}");
         for name in ["mem_loss", "mem_acc"] {
             let row = (0..r.len()).find(|&i| r.score[i] == name && r.measure[i] == "split-half").unwrap();
-            assert_eq!(json["reliability"][name]["halves"].as_f64(), r.spearman[row]);
-            assert_eq!(
-                json["reliability"][name]["models_for_stable"].as_u64(),
-                r.models_for_stable[row].map(u64::from)
-            );
+            assert_eq!(file.reliability[name].halves, r.spearman[row]);
+            assert_eq!(file.reliability[name].models_for_stable, r.models_for_stable[row]);
         }
     }
 
@@ -722,13 +720,13 @@ mod tests {
         // Document d gains 5·(d mod 10) points IN at the end, a quarter of that at 25%: the
         // ranking at 25% is the final one's up to rounding.
         // The loss at checkpoint c is (1 − accuracy) / c: the same ranking, on another scale.
-        let summary = analysis.summary.to_json();
-        assert_eq!(summary["profile"]["checkpoints"].as_array().unwrap().len(), 3);
-        let scores = summary["profile"]["scores"].as_array().unwrap();
-        assert_eq!((scores[0]["measure"].as_str(), scores[1]["measure"].as_str()), (Some("loss"), Some("accuracy")));
+        let profile = analysis.summary.file().profile.unwrap();
+        assert_eq!(profile.checkpoints.len(), 3);
+        let scores = &profile.scores;
+        assert_eq!((scores[0].measure, scores[1].measure), (Measure::Loss, Measure::Accuracy));
         for score in scores {
-            assert!(score["spearman_with_final"][0].as_f64().unwrap() > 0.9, "{score:?}");
-            assert_eq!(score["stable_from"], 0.25);
+            assert!(score.spearman_with_final[0].unwrap() > 0.9, "{score:?}");
+            assert_eq!(score.stable_from, Some(0.25));
         }
         let printed = analysis.summary.to_string();
         assert!(
@@ -794,7 +792,7 @@ mod tests {
         };
         let r = &small.reliability;
         let split = |score: &str| split_half(r, score);
-        let json = small.summary.to_json();
+        let file = small.summary.file();
         let printed = small.summary.to_string();
         for (score, truth) in [("mem_acc", needed(noise)), ("mem_loss", needed(loss_noise))] {
             let estimate = r.models_for_stable[split(score)].unwrap();
@@ -805,11 +803,11 @@ mod tests {
                 (0.9 * truth..1.35 * truth).contains(&f64::from(estimate)),
                 "{score}: {estimate} models estimated, {truth} true"
             );
-            assert_eq!(json["reliability"][score]["models_for_stable"], estimate);
+            assert_eq!(file.reliability[score].models_for_stable, Some(estimate));
         }
         let estimate = r.models_for_stable[split("mem_acc")].unwrap();
         assert!(printed.contains(&format!("about {estimate} models would reach it")), "{printed}");
-        assert_eq!(json["rank_by"], "loss");
+        assert_eq!(file.rank_by, Measure::Loss);
         // And that many models do rank the documents stably.
         let grown = noisy_run(dir.path(), estimate, signal, noise, loss_noise);
         let predicted = grown.reliability.predicted[split_half(&grown.reliability, "mem_acc")].unwrap();

@@ -3,9 +3,11 @@
 //! `summary.json` that no table holds, refused with the command to run where the analysis
 //! is missing or stale.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::SystemTime;
 
+use serde::Deserialize;
 use subsets::base::{BaseDir, PretrainingRecord};
 use subsets::config::RunConfig;
 use subsets::layout::RunDir;
@@ -17,6 +19,7 @@ use crate::diagnosis::Diagnosis;
 use crate::measure::{ByMeasure, Measure};
 use crate::profile::ProfileSummary;
 use crate::spectrum::SpectrumSummary;
+use crate::summary_file::SummaryFile;
 use crate::{Error, Result};
 
 /// Everything the report shows, read from a run directory.
@@ -138,28 +141,64 @@ pub(super) fn read_summary(path: &Path) -> Result<SummaryParts> {
         return Ok(SummaryParts::default());
     }
     let text = std::fs::read_to_string(path).map_err(subsets::Error::io(path))?;
-    let malformed =
-        |e: serde_json::Error| Error::Summary { path: path.to_path_buf(), problem: format!("no diagnosis in it: {e}") };
-    let mut summary: serde_json::Value = serde_json::from_str(&text).map_err(malformed)?;
-    let diagnosis = serde_json::from_value(summary["diagnosis"].take()).map_err(malformed)?;
-    let profile = match summary["profile"].take() {
+    // A file that is not of this cfmem's layout keeps being read for what the report shows.
+    let Ok(file) = serde_json::from_str::<SummaryFile>(&text) else { return read_earlier(path, &text) };
+    let growth = ByMeasure::from_fn(|m| {
+        let verdict = file.reliability.get(m.score())?;
+        verdict.command.clone().zip(verdict.extend_to)
+    });
+    Ok(SummaryParts { diagnosis: Some(file.diagnosis), profile: file.profile, growth, rank_by: Some(file.rank_by) })
+}
+
+/// The parts of `summary.json` the report shows, in any layout a cfmem wrote: read where the
+/// file is not a [`SummaryFile`], as before cfmem ranked by either score (no `rank_by`, a
+/// profile and a verdict of mem_acc alone) or before the spectrum's `places`.
+#[derive(Deserialize)]
+struct EarlierSummary {
+    diagnosis: Diagnosis,
+    /// As [`ProfileSummary::from_json`] reads it.
+    #[serde(default)]
+    profile: serde_json::Value,
+    #[serde(default)]
+    rank_by: Option<String>,
+    #[serde(default)]
+    reliability: Option<EarlierReliability>,
+}
+
+/// `summary.json`'s `reliability`: an entry per score, or mem_acc's alone where written
+/// before both scores had one.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum EarlierReliability {
+    PerScore(BTreeMap<String, GrowthCommand>),
+    Accuracy(GrowthCommand),
+}
+
+/// What the report takes of a verdict: the command that grows the run and its models.
+#[derive(Deserialize)]
+struct GrowthCommand {
+    command: Option<String>,
+    extend_to: Option<u64>,
+}
+
+fn read_earlier(path: &Path, text: &str) -> Result<SummaryParts> {
+    let summary: EarlierSummary = serde_json::from_str(text)
+        .map_err(|e| Error::Summary { path: path.to_path_buf(), problem: format!("no diagnosis in it: {e}") })?;
+    let profile = match summary.profile {
         serde_json::Value::Null => None,
         part => Some(
             ProfileSummary::from_json(part)
                 .map_err(|e| Error::Summary { path: path.to_path_buf(), problem: format!("`profile`: {e}") })?,
         ),
     };
-    let rank_by = summary["rank_by"].as_str().and_then(|name| name.parse().ok());
-    // One entry per score; an analysis before both scores had one wrote mem_acc's alone.
-    let reliability = &summary["reliability"];
-    let of_score = |m: Measure| match reliability.get(m.score()) {
-        Some(verdict) => verdict,
-        None if m == Measure::Accuracy => reliability,
-        None => &serde_json::Value::Null,
-    };
     let growth = ByMeasure::from_fn(|m| {
-        let verdict = of_score(m);
-        verdict["command"].as_str().zip(verdict["extend_to"].as_u64()).map(|(c, n)| (c.to_string(), n))
+        let verdict = match &summary.reliability {
+            Some(EarlierReliability::PerScore(verdicts)) => verdicts.get(m.score())?,
+            Some(EarlierReliability::Accuracy(verdict)) if m == Measure::Accuracy => verdict,
+            _ => return None,
+        };
+        verdict.command.clone().zip(verdict.extend_to)
     });
-    Ok(SummaryParts { diagnosis: Some(diagnosis), profile, growth, rank_by })
+    let rank_by = summary.rank_by.and_then(|name| name.parse().ok());
+    Ok(SummaryParts { diagnosis: Some(summary.diagnosis), profile, growth, rank_by })
 }

@@ -350,6 +350,56 @@ mod tests {
     }
 
     #[test]
+    fn a_summary_as_analyze_writes_it_is_read() {
+        use crate::synthetic_run::{self, Row, Spec};
+        let dir = tempfile::tempdir().unwrap();
+        let run = subsets::layout::RunDir::new(dir.path().join("run"));
+        let documents = synthetic_run::documents(24, 2);
+        let spec = Spec { documents, models: 8, stack: 4, seed: 1, unit: Unit::Document, holdout_ids: vec![] };
+        // A signal of the document's number, as large as the models' noise: 8 models rank
+        // unstably.
+        let row = |checkpoint: f64, model: u32, doc: usize, in_train: &[bool]| {
+            let signal = if in_train[doc] { (checkpoint * (doc % 7) as f64 * 2.0) as u32 } else { 0 };
+            let correct = 30 + signal + (model * 7 + doc as u32 * 13) % 11;
+            Row { tokens: 100, correct, nll: f64::from(200 - correct) }
+        };
+        synthetic_run::write_checkpoints(&run, &spec, &[0.5, 1.0], row).unwrap();
+        let logs = crate::per_model::RunLogs::open(&run).unwrap();
+        let analysis = crate::scores::analyze(&run, &logs, Default::default()).unwrap();
+        analysis.write(&run).unwrap();
+        let file = analysis.summary.file();
+        let written: crate::summary_file::SummaryFile =
+            serde_json::from_str(&std::fs::read_to_string(run.summary()).unwrap()).unwrap();
+        assert_eq!(written, file);
+        let parts = read_summary(&run.summary()).unwrap();
+        assert_eq!(parts.diagnosis, Some(file.diagnosis));
+        assert!(file.profile.is_some(), "two checkpoints");
+        assert_eq!(parts.profile, file.profile);
+        assert_eq!(parts.rank_by, Some(file.rank_by));
+        let growth = |m: Measure| {
+            let verdict = &file.reliability[m.score()];
+            verdict.command.clone().zip(verdict.extend_to)
+        };
+        assert_eq!(parts.growth, ByMeasure::from_fn(growth));
+        assert!(parts.growth.mem_loss.is_some(), "8 models rank unstably: {:?}", file.reliability);
+    }
+
+    #[test]
+    fn a_summary_of_an_earlier_layout_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("summary.json");
+        let diagnosis = crate::diagnosis::diagnose(&[]);
+        // Before cfmem ranked by either score: mem_acc's verdict alone, no rank_by.
+        let verdict = serde_json::json!({"models": 4, "stable": false, "command": "cfmem plan", "extend_to": 9});
+        let summary = serde_json::json!({"diagnosis": diagnosis, "reliability": verdict, "mem_acc_quantiles": null});
+        std::fs::write(&path, summary.to_string()).unwrap();
+        let parts = read_summary(&path).unwrap();
+        assert_eq!(parts.diagnosis, Some(diagnosis));
+        assert_eq!((parts.profile, parts.rank_by), (None, None));
+        assert_eq!(parts.growth, ByMeasure { mem_loss: None, mem_acc: Some(("cfmem plan".to_string(), 9)) });
+    }
+
+    #[test]
     fn whole_texts_are_cut_with_a_count() {
         assert_eq!(preview_block(&"x".repeat(FULL_TEXT_CHARS + 5)).lines().last(), Some("… (5 more characters)"));
     }
