@@ -2,7 +2,8 @@
 //!
 //! - [`base`] loads a base model's weights into the parameter layout, writes a model as a
 //!   base directory in its family's Hugging Face layout, and exports a LoRA run's model.
-//! - [`mod@bench`] measures the trainer against the device's matmul peak (`cfmem bench`).
+//! - [`mod@bench`] measures the trainer against the device's matmul peak, and shows it as
+//!   `cfmem bench`'s table or JSON ([`bench::BenchReport`]).
 //! - [`device`] resolves `auto|cpu|cuda|cuda:N` to a torch device, and keeps freed CPU
 //!   memory for reuse.
 //! - [`lora`] lays out low-rank adapters over a frozen base, merges them into full

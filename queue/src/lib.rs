@@ -8,7 +8,8 @@
 //!   complete, and tells whether a log can be trusted ([`log::LogState`]).
 //! - [`claim`] makes sure each job is trained by one worker at a time: create-exclusive
 //!   claim files with a heartbeat, taken over when stale.
-//! - [`status`] is every job's state ([`status::JobState`]) with throughput and an ETA.
+//! - [`status`] is every job's state ([`status::JobState`]) with throughput and an ETA, and
+//!   the report `cfmem status` prints of it ([`status::StatusReport`], text or JSON).
 //! - [`slurm`] writes and submits the Slurm job array of a run and reads its tasks' states.
 //! - [`verify`] checks every log in full, once per command: the completeness check of
 //!   `analyze` and the set of logs the analysis reads.

@@ -20,7 +20,8 @@
 //!   those families, which a run's models may start from, resolves the base a command asks
 //!   for, and reads how `cfmem pretrain` made it (`pretraining.toml`).
 //! - [`canaries`] generates and plants the copy sweep's canaries; [`demo`] is the built-in
-//!   demo corpus and its settings; [`plan`] builds and writes a run from all of the above.
+//!   demo corpus, its settings and its plan; [`plan`] builds and writes a run from all of
+//!   the above, and says what it holds.
 //! - [`atomic`] writes files so that a crash never leaves a half-written output.
 //!
 //! This crate knows nothing of models, training or statistics: it must build and test
