@@ -7,17 +7,15 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 
-use jobs::DeviceChoice;
 use jobs::base::LoadedBase;
 use jobs::bench::{self, BenchRequest};
 use subsets::base::Base;
 use subsets::config::{Hyperparameters, Precision};
 
+use crate::ComputeArgs;
+
 #[derive(Args)]
 pub struct BenchArgs {
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: DeviceChoice,
     /// TOML file with [model] and [train] settings (default: the defaults of `cfmem plan`).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -39,21 +37,17 @@ pub struct BenchArgs {
     /// Tokens of each training document (default: the context's window, context − 1).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     document_tokens: Option<u32>,
-    /// CPU threads of libtorch; 0 keeps libtorch's default (one per core).
-    #[arg(long, default_value_t = 0)]
-    threads: u32,
+    #[command(flatten)]
+    compute: ComputeArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    let device = args.device.resolve()?;
-    jobs::device::set_cpu_threads(args.threads);
-    let mut hyperparameters = match &args.config {
-        Some(path) => Hyperparameters::from_file(path)?,
-        None => Hyperparameters::default(),
-    };
+    jobs::device::set_cpu_threads(args.compute.threads);
+    let device = args.compute.device.resolve()?;
+    let mut hyperparameters = Hyperparameters::read(args.config.as_deref())?;
     if let Some(dir) = &args.init {
         hyperparameters.train.init = dir.display().to_string();
     }

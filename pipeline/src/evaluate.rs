@@ -43,15 +43,10 @@ pub fn run(args: &EvaluateArgs) -> Result<()> {
     let doc_ids: Vec<String> = documents.iter().map(|d| d.id.clone()).collect();
     let table = jobs::trainer::evaluation_table(&doc_ids, &evals);
     schema::write(&args.out, &table, None)?;
-    let tokens: u64 = table.tokens.iter().map(|&t| u64::from(t)).sum();
-    let nll: f64 = table.nll.iter().sum();
-    let correct: u64 = table.correct.iter().map(|&c| u64::from(c)).sum();
+    let ((loss, accuracy), tokens) = (table.means(), table.tokens());
+    let (documents, out) = (documents.len(), args.out.display());
     println!(
-        "{} documents, {tokens} tokens: loss {:.4} nats per token, accuracy {:.4}; wrote {}",
-        documents.len(),
-        nll / tokens.max(1) as f64,
-        correct as f64 / tokens.max(1) as f64,
-        args.out.display()
+        "{documents} documents, {tokens} tokens: loss {loss:.4} nats per token, accuracy {accuracy:.4}; wrote {out}"
     );
     Ok(())
 }

@@ -31,7 +31,7 @@ use analysis::per_model::RunLogs;
 use analysis::settings::AnalyzeSettings;
 use duplicates::{DupParams, Settings, Shingling};
 use jobs::{DeviceChoice, RunTrainer};
-use queue::{JobOutcome, Queue, Selection};
+use queue::{Queue, Selection};
 use subsets::base::Base;
 use subsets::config::{DesignConfig, Hyperparameters, Unit};
 use subsets::corpus;
@@ -423,10 +423,7 @@ impl PlanArgs {
             holdout_ids: self.holdout_ids,
         };
         design.validate()?;
-        let mut hyperparameters = match &self.config {
-            Some(path) => Hyperparameters::from_file(path)?,
-            None => Hyperparameters::default(),
-        };
+        let mut hyperparameters = Hyperparameters::read(self.config.as_deref())?;
         if let Some(init) = &self.init {
             hyperparameters.train.init = init.display().to_string();
         }
@@ -493,14 +490,7 @@ fn base_embedder(dir: PathBuf) -> plan::DocumentEmbedder {
 
 fn extend(run: &Path, models: u32) -> Result<()> {
     let extension = plan::extend(&RunDir::new(run), models)?;
-    eprintln!(
-        "extended {} from {} to {} models: new jobs {} to {}; existing models and logs are unchanged",
-        run.display(),
-        extension.old_models,
-        extension.models,
-        extension.new_jobs.start,
-        extension.new_jobs.end - 1
-    );
+    eprintln!("extended {}{extension}", run.display());
     Ok(())
 }
 
@@ -589,13 +579,7 @@ fn run_jobs(run: &Path, compute: &ComputeArgs, selection: &Selection) -> Result<
             queue.run_dir().reference().display()
         );
     }
-    let count = |f: fn(&JobOutcome) -> bool| outcomes.iter().filter(|(_, o)| f(o)).count();
-    eprintln!(
-        "{} jobs ran, {} redone, {} already complete",
-        count(|o| *o == JobOutcome::Ran),
-        count(|o| matches!(o, JobOutcome::Redone(_))),
-        count(|o| *o == JobOutcome::Skipped)
-    );
+    eprintln!("{}", queue::progress::describe_outcomes(&outcomes));
     Ok(())
 }
 

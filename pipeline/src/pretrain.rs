@@ -43,10 +43,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
     if !(args.checkpoint_every >= 0.0 && args.checkpoint_every.is_finite()) {
         bail!("--checkpoint-every must be a number of seconds, 0 or more");
     }
-    let hyperparameters = match &args.config {
-        Some(path) => Hyperparameters::from_file(path)?,
-        None => Hyperparameters::default(),
-    };
+    let hyperparameters = Hyperparameters::read(args.config.as_deref())?;
     jobs::device::set_cpu_threads(args.compute.threads);
     let device = args.compute.device.resolve()?;
     let checkpoint_every = Duration::from_secs_f64(args.checkpoint_every);

@@ -3,11 +3,10 @@
 //! evaluating; a claim taken over; waiting for other workers) are also printed as lines,
 //! which stay in logs where no bar is drawn.
 
-use std::time::{Duration, Instant};
-
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use queue::JobOutcome;
 use queue::claim::{ClaimInfo, Stale};
+use queue::progress::JobClock;
 
 pub struct Bars {
     multi: MultiProgress,
@@ -16,25 +15,6 @@ pub struct Bars {
     /// The jobs last reported as claimed elsewhere, so each wait is told once.
     waiting: std::sync::Mutex<Vec<u32>>,
     clock: std::sync::Mutex<JobClock>,
-}
-
-/// Where the time of the job in progress went.
-#[derive(Default)]
-struct JobClock {
-    started: Option<Instant>,
-    /// Since when the stack is evaluated, while it is.
-    evaluating_since: Option<Instant>,
-    evaluating: Duration,
-    checkpoints: usize,
-}
-
-impl JobClock {
-    /// Ends the evaluation in progress, if any.
-    fn stop_evaluating(&mut self) {
-        if let Some(since) = self.evaluating_since.take() {
-            self.evaluating += since.elapsed();
-        }
-    }
 }
 
 impl Bars {
@@ -67,7 +47,7 @@ impl Bars {
 impl queue::Progress for Bars {
     fn job_started(&self, job: u32, models: usize) {
         self.say(format!("job {job}: training {models} models (pid {})", std::process::id()));
-        *self.clock() = JobClock { started: Some(Instant::now()), ..Default::default() };
+        *self.clock() = JobClock::start();
         self.jobs.set_message(format!("job {job} ({models} models)"));
     }
 
@@ -100,7 +80,7 @@ impl queue::Progress for Bars {
     }
 
     fn training_step(&self, step: usize, loss: Option<f64>) {
-        self.clock().stop_evaluating();
+        self.clock().training();
         self.stack.set_position(step as u64);
         if let Some(loss) = loss {
             self.stack.set_message(format!("mean loss {loss:.3}"));
@@ -110,26 +90,16 @@ impl queue::Progress for Bars {
     fn evaluating(&self, models: &[u32], checkpoint: f64) {
         let at = if checkpoint < 1.0 { format!(" at {:.0}% of training", 100.0 * checkpoint) } else { String::new() };
         self.stack.set_message(format!("{} evaluating{at}", models_label(models)));
-        let mut clock = self.clock();
-        clock.stop_evaluating();
-        clock.evaluating_since = Some(Instant::now());
-        clock.checkpoints += 1;
+        self.clock().evaluating();
     }
 
     fn job_finished(&self, job: u32, outcome: &JobOutcome) {
         if let JobOutcome::Redone(reason) = outcome {
             self.say(format!("job {job}: {reason}; ran it again"));
         }
-        let mut clock = self.clock();
-        clock.stop_evaluating();
-        if let Some(started) = clock.started.take() {
-            let (total, evaluating) = (started.elapsed().as_secs_f64(), clock.evaluating.as_secs_f64());
-            let checkpoints = clock.checkpoints;
-            drop(clock);
-            self.say(format!(
-                "job {job}: done in {total:.1} s, {evaluating:.1} s of it evaluating at {checkpoints} checkpoint{}",
-                if checkpoints == 1 { "" } else { "s" }
-            ));
+        let time = self.clock().finish();
+        if let Some(time) = time {
+            self.say(format!("job {job}: {time}"));
         }
         self.jobs.inc(1);
     }

@@ -347,6 +347,22 @@ pub struct LogRow {
     pub min_k_pp: Option<f64>,
 }
 
+impl EvaluationTable {
+    /// The mean loss per token (nats) and accuracy over every document's tokens; 0 where
+    /// there are none.
+    pub fn means(&self) -> (f64, f64) {
+        let tokens = self.tokens();
+        let correct: u64 = self.correct.iter().map(|&c| u64::from(c)).sum();
+        let per_token = |total: f64| total / tokens.max(1) as f64;
+        (per_token(self.nll.iter().sum()), per_token(correct as f64))
+    }
+
+    /// Tokens over every document.
+    pub fn tokens(&self) -> u64 {
+        self.tokens.iter().map(|&t| u64::from(t)).sum()
+    }
+}
+
 impl LogTable {
     pub fn push(&mut self, row: LogRow) {
         self.checkpoint.push(row.checkpoint);
@@ -874,6 +890,19 @@ pub fn every_table() -> Vec<(&'static str, SchemaRef)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_evaluation_means_over_tokens_not_documents() {
+        let table = EvaluationTable {
+            doc: vec![0, 1],
+            doc_id: vec!["a".into(), "b".into()],
+            tokens: vec![1, 3],
+            nll: vec![4.0, 2.0],
+            correct: vec![0, 3],
+        };
+        assert_eq!((table.means(), table.tokens()), ((1.5, 0.75), 4));
+        assert_eq!(EvaluationTable::default().means(), (0.0, 0.0));
+    }
 
     #[test]
     fn log_table_round_trips_exactly() {

@@ -146,7 +146,9 @@ pub struct Hyperparameters {
 }
 
 impl Hyperparameters {
-    pub fn from_file(path: &std::path::Path) -> Result<Hyperparameters> {
+    /// The settings of the TOML file at `config`, the defaults where none is given.
+    pub fn read(config: Option<&std::path::Path>) -> Result<Hyperparameters> {
+        let Some(path) = config else { return Ok(Hyperparameters::default()) };
         let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
         toml::from_str(&text).map_err(|e| Error::file(path, e.to_string()))
     }

@@ -1,9 +1,11 @@
 //! What `cfmem plan` says of the plan it wrote: models, documents, jobs and tokens, each
-//! spectrum level's models, and the units too large to be sampled as one.
+//! spectrum level's models, and the units too large to be sampled as one; and of a run it
+//! grew ([`Extension`]).
 
+use std::fmt;
 use std::path::Path;
 
-use super::{Plan, Written};
+use super::{Extension, Plan, Written};
 use crate::config::RunConfig;
 
 impl Plan {
@@ -61,4 +63,18 @@ fn describe_tokens(config: &RunConfig) -> String {
         text += &format!(", {capped} documents cut to {cap} tokens");
     }
     text
+}
+
+impl fmt::Display for Extension {
+    /// ` from 8 to 16 models: new jobs 4 to 7; …`, after the run's path.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            " from {} to {} models: new jobs {} to {}; existing models and logs are unchanged",
+            self.old_models,
+            self.models,
+            self.new_jobs.start,
+            self.new_jobs.end - 1
+        )
+    }
 }
