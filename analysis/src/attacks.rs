@@ -646,6 +646,15 @@ pub struct TargetReport {
     pub shadows: usize,
 }
 
+/// The complete logs of `run` (`verified`), which an attack on a model from outside it
+/// needs: the run's models are its shadows.
+pub fn shadow_logs(run: &RunDir, verified: &queue::verify::Verified) -> Result<RunLogs> {
+    match verified.incomplete() {
+        Some(what) => Err(Error::ShadowsIncomplete { run: run.root().to_path_buf(), what }),
+        None => RunLogs::new(verified),
+    }
+}
+
 /// Attacks a model from outside the run `run` (whose complete logs are `logs`), evaluated
 /// on every document of the run's corpus (`target`, corpus order), with the run's models as
 /// its shadows.

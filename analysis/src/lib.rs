@@ -92,4 +92,11 @@ pub enum Error {
         run.display()
     )]
     Incomplete { run: PathBuf, what: String },
+    /// Logs are missing or damaged, and an attack's shadows are the run's models.
+    #[error(
+        "{}: {what}; the shadows are the run's models: finish them with `cfmem run {}`",
+        run.display(),
+        run.display()
+    )]
+    ShadowsIncomplete { run: PathBuf, what: String },
 }

@@ -111,7 +111,7 @@ fn write_design(
     hyperparameters.jobs.stack = spec.stack;
     hyperparameters.train.eval_at = eval_at.to_vec();
     let request = PlanRequest {
-        corpus_path: "synthetic",
+        corpus_path: "synthetic".into(),
         documents: spec.documents.clone(),
         seed: spec.seed,
         design,

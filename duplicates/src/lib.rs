@@ -159,6 +159,23 @@ pub struct Duplicates {
     pub passages: Option<Passages>,
 }
 
+impl std::fmt::Display for Duplicates {
+    /// The counts `cfmem dups` prints: documents, near-duplicate pairs, documents in
+    /// clusters of two or more, with exact duplicates, and with capped candidates.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let in_clusters = self.cluster_size.iter().filter(|&&s| s > 1).count();
+        let exact = self.exact_dup_count.iter().filter(|&&c| c > 0).count();
+        let capped = self.near_dup_capped.iter().filter(|&&c| c).count();
+        write!(
+            f,
+            "{} documents: {} near-duplicate pairs, {in_clusters} documents in clusters of two or more, {exact} with \
+             exact duplicates, {capped} with near_dup_capped",
+            self.cluster.len(),
+            self.pair_count()
+        )
+    }
+}
+
 impl Duplicates {
     /// Documents per representative (0 for documents that are not one).
     fn group_sizes(&self) -> Vec<u64> {

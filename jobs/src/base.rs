@@ -13,8 +13,10 @@ use tch::{Device, Kind, Tensor};
 use subsets::architecture::{Architecture, TensorSpec};
 use subsets::atomic;
 use subsets::base::{Base, BaseDir, WeightFiles, config_json, find_tensor};
-use subsets::config::{EmbeddingLayout, ModelConfig, Precision, RunConfig};
+use subsets::config::{EmbeddingLayout, Hyperparameters, ModelConfig, Precision, RunConfig};
+use subsets::corpus::Document;
 use subsets::layout::RunDir;
+use subsets::schema::EvaluationTable;
 use subsets::tokenizer::Tokenizer;
 
 use crate::lora::Lora;
@@ -36,6 +38,13 @@ impl LoadedBase {
         LoadedBase::from_files(base, &files)
     }
 
+    /// The base that `hyperparameters` start from, if any ([`Base::resolve`], with the
+    /// `config` file that named it), loaded.
+    pub fn resolve(hyperparameters: &mut Hyperparameters, config: Option<&Path>) -> Result<Option<LoadedBase>> {
+        let resolved = Base::resolve(hyperparameters, config)?;
+        resolved.map(|(base, files)| LoadedBase::from_files(base, &files)).transpose()
+    }
+
     /// `base` with its weights loaded from `files`, read and checked with it.
     pub fn from_files(base: Base, files: &WeightFiles) -> Result<LoadedBase> {
         let weights = weights_from_files(files, &Architecture::new(&base.model, base.layout))?;
@@ -48,6 +57,21 @@ impl LoadedBase {
         let architecture = Architecture::new(&self.base.model, self.base.layout);
         let stack = Stack::from_rows(architecture, std::slice::from_ref(&self.weights), Precision::Fp32, device)?;
         Ok(stack.evaluate(documents, batch_size)?.remove(0))
+    }
+
+    /// The base's evaluation of `documents` (`cfmem evaluate`), tokenized by the base, as
+    /// the table of one row per document.
+    pub fn evaluation_table(
+        &self,
+        documents: &[Document],
+        batch_size: usize,
+        device: Device,
+    ) -> Result<EvaluationTable> {
+        let ids = self.base.tokenizer.encode_documents(documents, None)?;
+        let slices: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        let evals = self.evaluate(&slices, batch_size, device)?;
+        let doc_ids: Vec<String> = documents.iter().map(|d| d.id.clone()).collect();
+        Ok(crate::trainer::evaluation_table(&doc_ids, &evals))
     }
 
     /// Each of `texts`' mean final-layer hidden state under the base in `dir`, tokenized by

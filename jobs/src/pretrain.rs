@@ -105,6 +105,23 @@ pub struct Pretrained {
     pub already_complete: bool,
 }
 
+impl std::fmt::Display for Pretrained {
+    /// What the base learned: steps and tokens, and its loss and accuracy on the held-out
+    /// documents.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = &self.record;
+        writeln!(f, "pretrained {} steps, {} tokens", r.steps, r.tokens_trained)?;
+        match (r.held_out_loss, r.held_out_accuracy) {
+            (Some(loss), Some(accuracy)) => writeln!(
+                f,
+                "held out: {} documents, loss {loss:.4} nats per token, accuracy {accuracy:.4}",
+                r.held_out_documents
+            ),
+            _ => writeln!(f, "held out: no documents (a holdout of 0)"),
+        }
+    }
+}
+
 /// The files of a pretraining in progress and when done.
 struct Output {
     root: PathBuf,

@@ -121,7 +121,7 @@ impl RunTrainer {
 
 /// A model's evaluation of each document (`doc_ids`, in corpus order) as an
 /// [`EvaluationTable`].
-pub fn evaluation_table(doc_ids: &[String], evals: &[DocEval]) -> EvaluationTable {
+pub(crate) fn evaluation_table(doc_ids: &[String], evals: &[DocEval]) -> EvaluationTable {
     let mut table = EvaluationTable::default();
     for (doc, (id, eval)) in doc_ids.iter().zip(evals).enumerate() {
         table.doc.push(doc as u32);

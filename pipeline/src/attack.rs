@@ -5,11 +5,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Args;
 
 use analysis::attacks::{self, TargetEvaluation, TargetSettings};
-use analysis::per_model::RunLogs;
 use jobs::RunTrainer;
 use queue::Queue;
 use subsets::layout::RunDir;
@@ -45,11 +44,7 @@ pub struct AttackArgs {
 pub fn run(args: &AttackArgs) -> Result<()> {
     let run = RunDir::new(&args.run);
     let queue = Queue::open(run.clone())?;
-    let verified = queue.verify()?;
-    if let Some(what) = verified.incomplete() {
-        bail!("{}: {what}; the shadows are the run's models: finish them with `cfmem run {0}`", args.run.display());
-    }
-    let logs = RunLogs::new(&verified)?;
+    let logs = attacks::shadow_logs(&run, &queue.verify()?)?;
     let corpus: CorpusTable = schema::read(&run.corpus())?;
     let members =
         args.members.as_ref().map(|path| subsets::corpus::listed_documents(path, &corpus.doc_id)).transpose()?;

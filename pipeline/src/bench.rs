@@ -9,7 +9,6 @@ use clap::Args;
 
 use jobs::base::LoadedBase;
 use jobs::bench::{self, BenchRequest};
-use subsets::base::Base;
 use subsets::config::{Hyperparameters, Precision};
 
 use crate::ComputeArgs;
@@ -24,8 +23,8 @@ pub struct BenchArgs {
     #[arg(long)]
     init: Option<PathBuf>,
     /// Stack sizes to measure.
-    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
-    stacks: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16", value_parser = clap::value_parser!(u32).range(1..))]
+    stacks: Vec<u32>,
     /// Precisions to measure: fp32 and/or bf16 (CUDA only). Default: fp32 on the CPU,
     /// both on CUDA.
     #[arg(long, value_delimiter = ',')]
@@ -51,25 +50,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(dir) = &args.init {
         hyperparameters.train.init = dir.display().to_string();
     }
-    let base = match Base::resolve(&mut hyperparameters, args.config.as_deref())? {
-        Some((base, files)) => {
-            let started = Instant::now();
-            let dir = base.dir.root().to_path_buf();
-            let loaded = LoadedBase::from_files(base, &files)?;
-            eprintln!(
-                "loaded the base {} ({} parameters) in {:.2} s",
-                dir.display(),
-                loaded.weights.size()[0],
-                started.elapsed().as_secs_f64()
-            );
-            Some(loaded)
-        }
-        None => None,
-    };
-    hyperparameters.validate()?;
-    if args.stacks.is_empty() || args.stacks.contains(&0) {
-        anyhow::bail!("--stacks: give stack sizes of at least 1, e.g. 1,4,16");
+    let started = Instant::now();
+    let base = LoadedBase::resolve(&mut hyperparameters, args.config.as_deref())?;
+    if let Some(loaded) = &base {
+        let (dir, parameters) = (loaded.base.dir.root().display(), loaded.weights.size()[0]);
+        eprintln!("loaded the base {dir} ({parameters} parameters) in {:.2} s", started.elapsed().as_secs_f64());
     }
+    hyperparameters.validate()?;
     if args.precisions.contains(&Precision::Bf16) && !device.is_cuda() {
         anyhow::bail!("--precisions bf16 needs a CUDA device");
     }
@@ -79,7 +66,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         steps: args.steps,
         document_tokens: args.document_tokens.map(|tokens| tokens as usize),
     };
-    let report = bench::run(&request, &args.stacks, &args.precisions, device, &|what| eprintln!("{what}"))?;
+    let stacks: Vec<usize> = args.stacks.iter().map(|&stack| stack as usize).collect();
+    let report = bench::run(&request, &stacks, &args.precisions, device, &|what| eprintln!("{what}"))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

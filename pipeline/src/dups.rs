@@ -37,15 +37,6 @@ pub fn run(args: &DupsArgs) -> Result<()> {
     let found = duplicates::find_duplicates(&texts, &params);
     let ids: Vec<String> = documents.into_iter().map(|d| d.id).collect();
     schema::write(&args.out, &duplicate_scores::table(&found, &ids), None)?;
-    let in_clusters = found.cluster_size.iter().filter(|&&s| s > 1).count();
-    let exact = found.exact_dup_count.iter().filter(|&&c| c > 0).count();
-    let capped = found.near_dup_capped.iter().filter(|&&c| c).count();
-    println!(
-        "{} documents: {} near-duplicate pairs, {in_clusters} documents in clusters of two or more, \
-         {exact} with exact duplicates, {capped} with near_dup_capped; wrote {}",
-        ids.len(),
-        found.pair_count(),
-        args.out.display()
-    );
+    println!("{found}; wrote {}", args.out.display());
     Ok(())
 }

@@ -37,11 +37,7 @@ pub fn run(args: &EvaluateArgs) -> Result<()> {
     let device = args.compute.device.resolve()?;
     let loaded = LoadedBase::load(&args.model)?;
     let documents = corpus::read(&args.corpus)?;
-    let ids = loaded.base.tokenizer.encode_documents(&documents, None)?;
-    let slices: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-    let evals = loaded.evaluate(&slices, args.batch_size as usize, device)?;
-    let doc_ids: Vec<String> = documents.iter().map(|d| d.id.clone()).collect();
-    let table = jobs::trainer::evaluation_table(&doc_ids, &evals);
+    let table = loaded.evaluation_table(&documents, args.batch_size as usize, device)?;
     schema::write(&args.out, &table, None)?;
     let ((loss, accuracy), tokens) = (table.means(), table.tokens());
     let (documents, out) = (documents.len(), args.out.display());

@@ -22,8 +22,8 @@ mod status;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use anyhow::{Context, Result};
+use clap::{Args, Parser};
 
 use analysis::influence::InfluenceSettings;
 use analysis::measure::Measure;
@@ -34,20 +34,13 @@ use jobs::{DeviceChoice, RunTrainer};
 use queue::{Queue, Selection};
 use subsets::base::Base;
 use subsets::config::{DesignConfig, Hyperparameters, Unit};
-use subsets::corpus;
-use subsets::demo;
 use subsets::layout::RunDir;
-use subsets::plan::{self, Background, PlanRequest, PlannedBase};
+use subsets::plan::{self, PlanRequest, PlannedBase};
 use subsets::tokenizer::Tokenizer;
+use subsets::{corpus, demo};
 
 #[derive(Parser)]
 #[command(name = "cfmem", version, about = "Counterfactual memorization of the documents of a training corpus")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
 enum Command {
     /// Read a corpus and write a run directory: configuration, documents, balanced subsets, jobs.
     Plan(PlanArgs),
@@ -277,7 +270,7 @@ struct DemoArgs {
     compute: ComputeArgs,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..))]
     models: u32,
     #[arg(long, default_value = "document", conflicts_with = "levels")]
     unit: Unit,
@@ -338,7 +331,7 @@ impl NearDupArgs {
 }
 
 fn main() -> ExitCode {
-    match dispatch(Cli::parse().command) {
+    match dispatch(Command::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -352,7 +345,7 @@ fn dispatch(command: Command) -> Result<()> {
         jobs::device::keep_freed_memory();
     }
     match command {
-        Command::Plan(args) => args.settings().and_then(plan).map_err(flags::name_the_flag),
+        Command::Plan(args) => plan(args).map_err(flags::name_the_flag),
         Command::Run(args) => {
             let jobs = (!args.jobs.is_empty()).then(|| args.jobs.concat());
             run_jobs(&args.run, &args.compute, &Selection { jobs, max_jobs: args.max_jobs })
@@ -382,31 +375,11 @@ fn dispatch(command: Command) -> Result<()> {
     }
 }
 
-/// What `cfmem plan` is asked to do, from its flags, checked before any file is read.
-// Made once per command: boxing the larger variant would save nothing.
-#[allow(clippy::large_enum_variant)]
-enum PlanSettings {
-    /// A new run of `corpus` (and `background`) into `out`.
-    New {
-        corpus: PathBuf,
-        out: PathBuf,
-        background: Option<PathBuf>,
-        hyperparameters: Hyperparameters,
-        base: Option<PlannedBase>,
-        seed: u64,
-        design: DesignConfig,
-    },
-    /// A planned run grown to `models` models.
-    Extend { run: PathBuf, models: u32 },
-}
-
 impl PlanArgs {
-    /// The settings these flags ask for, the design and the `--config` file checked. Clap
-    /// requires --corpus, --out, --keep and --seed whenever --extend is absent.
-    fn settings(self) -> Result<PlanSettings> {
-        if let Some(run) = self.extend {
-            return Ok(PlanSettings::Extend { run, models: self.models });
-        }
+    /// The plan these flags ask for: the design and the `--config` file checked, then the
+    /// corpus and the background read. Clap requires --corpus, --keep and --seed whenever
+    /// --extend is absent.
+    fn request(self) -> Result<PlanRequest> {
         let (unit, spectrum) = subsets::config::unit_and_blocks(&self.design.unit, &self.design.levels, self.models);
         let design = DesignConfig {
             models: self.models,
@@ -436,42 +409,18 @@ impl PlanArgs {
             base.embed = Some(base_embedder(PathBuf::from(&hyperparameters.train.init)));
         }
         hyperparameters.validate()?;
-        Ok(PlanSettings::New {
-            corpus: self.corpus.expect("clap requires --corpus without --extend"),
-            out: self.out.expect("clap requires --out without --extend"),
-            background: self.background,
-            hyperparameters,
-            base,
-            seed: self.seed.expect("clap requires --seed without --extend"),
-            design,
-        })
+        let corpus = self.corpus.expect("clap requires --corpus without --extend");
+        let seed = self.seed.expect("clap requires --seed without --extend");
+        Ok(PlanRequest::read(&corpus, self.background.as_deref(), seed, design, hyperparameters, base)?)
     }
 }
 
-fn plan(settings: PlanSettings) -> Result<()> {
-    match settings {
-        PlanSettings::Extend { run, models } => extend(&run, models),
-        PlanSettings::New { corpus, out, background, hyperparameters, base, seed, design } => {
-            let documents = corpus::read(&corpus)?;
-            let names = design.group_fields();
-            let fields = names.iter().cloned().zip(corpus::read_fields(&corpus, &names)?).collect();
-            let background = match &background {
-                Some(path) => Some(Background { path: path.display().to_string(), documents: corpus::read(path)? }),
-                None => None,
-            };
-            let request = PlanRequest {
-                corpus_path: &corpus.display().to_string(),
-                documents,
-                seed,
-                design,
-                hyperparameters,
-                background,
-                base,
-                fields,
-            };
-            plan_run(&out, request)
-        }
+fn plan(args: PlanArgs) -> Result<()> {
+    if let Some(run) = &args.extend {
+        return extend(run, args.models);
     }
+    let out = args.out.clone().expect("clap requires --out without --extend");
+    plan_run(&out, args.request()?)
 }
 
 /// The base in `dir`'s embedding of texts, for topics in a run from it, on the best device
@@ -494,7 +443,7 @@ fn extend(run: &Path, models: u32) -> Result<()> {
     Ok(())
 }
 
-fn plan_run(out: &Path, request: PlanRequest<'_>) -> Result<()> {
+fn plan_run(out: &Path, request: PlanRequest) -> Result<()> {
     let plan = plan::build(request)?;
     let written = plan::write(&RunDir::new(out), &plan)?;
     eprint!("{}", plan.describe(out, written));
@@ -510,18 +459,20 @@ struct TokenizerArgs {
     #[arg(long)]
     background: Option<PathBuf>,
     /// Vocabulary, the 256 bytes included.
-    #[arg(long, default_value_t = subsets::config::DEFAULT_BPE_VOCAB)]
+    #[arg(long, default_value_t = subsets::config::DEFAULT_BPE_VOCAB, value_parser = vocab_sizes())]
     vocab_size: u32,
     /// The tokenizer.json to write.
     #[arg(long)]
     out: PathBuf,
 }
 
-fn train_tokenizer(args: &TokenizerArgs) -> Result<()> {
+/// The vocabulary sizes a BPE may have, as clap checks them.
+fn vocab_sizes() -> clap::builder::RangedI64ValueParser<u32> {
     let sizes = subsets::config::BPE_VOCAB_SIZES;
-    if !sizes.contains(&args.vocab_size) {
-        bail!("--vocab-size must be between {} and {}", sizes.start(), sizes.end());
-    }
+    clap::value_parser!(u32).range(i64::from(*sizes.start())..=i64::from(*sizes.end()))
+}
+
+fn train_tokenizer(args: &TokenizerArgs) -> Result<()> {
     let mut documents = corpus::read(&args.corpus)?;
     if let Some(path) = &args.background {
         documents.extend(corpus::read(path)?);
@@ -601,9 +552,6 @@ fn analyze(run: &Path, partial: bool, settings: AnalyzeSettings) -> Result<RunLo
 }
 
 fn run_demo(args: &DemoArgs) -> Result<()> {
-    if args.models < 2 {
-        bail!("--models must be at least 2");
-    }
     let (unit, spectrum) = subsets::config::unit_and_blocks(&args.unit, &args.levels, args.models);
     let max_unit_fraction = Some(args.max_unit_fraction);
     let design = DesignConfig { unit, spectrum, max_unit_fraction, ..DesignConfig::documents(args.models, 0.5) };

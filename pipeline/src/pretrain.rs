@@ -66,19 +66,11 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
 }
 
 fn report(out: &std::path::Path, pretrained: &Pretrained) {
-    let r = &pretrained.record;
     if pretrained.already_complete {
         eprintln!("{} already holds this base; nothing to do", out.display());
     } else if pretrained.resumed_from > 0 {
         eprintln!("resumed from the checkpoint at step {}", pretrained.resumed_from);
     }
-    println!("pretrained {} steps, {} tokens", r.steps, r.tokens_trained);
-    match (r.held_out_loss, r.held_out_accuracy) {
-        (Some(loss), Some(accuracy)) => println!(
-            "held out: {} documents, loss {loss:.4} nats per token, accuracy {accuracy:.4}",
-            r.held_out_documents
-        ),
-        _ => println!("held out: no documents (--holdout 0)"),
-    }
+    print!("{pretrained}");
     println!("base: {} (plan --init {0})", out.display());
 }

@@ -5,7 +5,7 @@
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use queue::JobOutcome;
-use queue::claim::{ClaimInfo, Stale};
+use queue::claim::ClaimInfo;
 use queue::progress::JobClock;
 
 pub struct Bars {
@@ -52,17 +52,7 @@ impl queue::Progress for Bars {
     }
 
     fn claim_taken_over(&self, job: u32, stale: &ClaimInfo) {
-        let (holder, age) = (stale.describe(), stale.heartbeat_age);
-        self.say(match stale.stale {
-            Some(Stale::HolderGone) => {
-                format!(
-                    "job {job}: took over the stale claim of {holder} (its process is gone; heartbeat {age:.1} s ago)"
-                )
-            }
-            Some(Stale::NoHeartbeat) | None => {
-                format!("job {job}: took over the stale claim of {holder} (no heartbeat for {age:.1} s)")
-            }
-        });
+        self.say(format!("job {job}: took over the stale claim of {} ({})", stale.describe(), stale.staleness()));
     }
 
     fn waiting_for_claims(&self, jobs: &[u32]) {

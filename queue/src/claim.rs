@@ -160,6 +160,16 @@ impl ClaimInfo {
             None => "an unknown worker (unreadable claim)".to_string(),
         }
     }
+
+    /// Why the claim is stale, in words: `its process is gone; heartbeat 3.0 s ago` or `no
+    /// heartbeat for 700.0 s`.
+    pub fn staleness(&self) -> String {
+        let age = self.heartbeat_age;
+        match self.stale {
+            Some(Stale::HolderGone) => format!("its process is gone; heartbeat {age:.1} s ago"),
+            Some(Stale::NoHeartbeat) | None => format!("no heartbeat for {age:.1} s"),
+        }
+    }
 }
 
 /// The claim on `job`, if there is one.

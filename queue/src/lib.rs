@@ -127,7 +127,7 @@ pub(crate) fn test_run(dir: &std::path::Path, documents: usize, models: u32, sta
     hyperparameters.jobs.stack = stack;
     hyperparameters.jobs.claim_timeout = claim_timeout;
     let request = PlanRequest {
-        corpus_path: "test",
+        corpus_path: "test".into(),
         documents,
         seed: 3,
         design: DesignConfig::documents(models, 0.5),

@@ -60,14 +60,14 @@ pub fn hyperparameters() -> Hyperparameters {
 /// The demo's plan: its corpus and background drawn from `seed` with their held-out
 /// documents, the models of `design`, trained with [`hyperparameters`] and evaluated at the
 /// checkpoints `eval_at` (checked).
-pub fn plan_request(seed: u64, design: DesignConfig, eval_at: &[f64]) -> Result<PlanRequest<'static>> {
+pub fn plan_request(seed: u64, design: DesignConfig, eval_at: &[f64]) -> Result<PlanRequest> {
     let mut hyperparameters = hyperparameters();
     hyperparameters.train.eval_at = eval_at.to_vec();
     hyperparameters.validate()?;
     let documents = corpus(seed, &DemoSizes::default());
     let holdout_ids = held_out_ids(&documents);
     Ok(PlanRequest {
-        corpus_path: "built-in demo corpus",
+        corpus_path: "built-in demo corpus".into(),
         documents,
         seed,
         design: DesignConfig { holdout_ids, ..design },

@@ -11,9 +11,10 @@
 //! appear when the file exists, as does the membership section (`membership.rs`). Document text and ids are untrusted input: every
 //! interpolated string goes through maud, which escapes it.
 //!
-//! Its files: `load.rs` reads the run ([`ReportData`]), `sections.rs` and `membership.rs` draw
-//! the sections, `parts.rs` holds what they share (widths, colours, number formats),
-//! [`plot`] the SVG figures, and this file the page around them.
+//! [`write()`] draws and writes a run's page. Its files: `load.rs` reads the run
+//! ([`ReportData`]), `sections.rs` and `membership.rs` draw the sections, `parts.rs` holds
+//! what they share (widths, colours, number formats), [`plot`] the SVG figures, and this
+//! file the page around them.
 
 mod load;
 mod membership;
@@ -23,8 +24,13 @@ mod sections;
 
 pub use load::ReportData;
 
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use std::path::{Path, PathBuf};
 
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use subsets::layout::RunDir;
+
+use crate::Result;
+use crate::measure::Measure;
 use crate::summary::Summary;
 
 use parts::SourceColors;
@@ -44,6 +50,16 @@ struct Section {
 
 /// How many of the most and of the least memorized documents a report lists by default.
 pub const DEFAULT_TOP: usize = 20;
+
+/// Draws the report of `run` (with the `top` most and least memorized documents, ranked by
+/// `rank_by` or as analyzed) and writes it atomically to `out`, by default
+/// `RUN/analysis/report.html`: the path written and the page's bytes.
+pub fn write(run: &RunDir, out: Option<&Path>, top: usize, rank_by: Option<Measure>) -> Result<(PathBuf, usize)> {
+    let page = render(&ReportData::load(run, rank_by)?, top);
+    let path = out.map_or_else(|| run.report(), Path::to_path_buf);
+    subsets::atomic::write_bytes(&path, page.as_bytes())?;
+    Ok((path, page.len()))
+}
 
 /// The whole report page for `data`, with the `top` most and least memorized documents.
 pub fn render(data: &ReportData, top: usize) -> String {

@@ -6,8 +6,8 @@
 //!
 //! Every number comes from this process, so ratios between rows compare work done on the
 //! same machine at the same time: stack G against the same G models trained one at a time
-//! is the ratio of their total tokens/s. [`report`] runs the whole measurement and shows
-//! it as a table or JSON.
+//! is the ratio of their total tokens/s. [`run`] takes the whole measurement, which a
+//! [`BenchReport`] shows as a table or JSON.
 
 use std::time::{Duration, Instant};
 

@@ -52,9 +52,9 @@ pub struct Background {
 }
 
 /// What the request was, before any document is placed.
-pub struct PlanRequest<'a> {
+pub struct PlanRequest {
     /// The corpus as the user named it, recorded in `run.toml`.
-    pub corpus_path: &'a str,
+    pub corpus_path: String,
     pub documents: Vec<Document>,
     pub seed: u64,
     pub design: DesignConfig,
@@ -66,6 +66,37 @@ pub struct PlanRequest<'a> {
     /// Values of the group fields the levels name (`field:NAME`), one per corpus document
     /// (generated canaries have none), read with [`corpus::read_fields`].
     pub fields: BTreeMap<String, Vec<Option<String>>>,
+}
+
+impl PlanRequest {
+    /// The plan of the corpus at `corpus`, with the values of the group fields `design`
+    /// names, and of the background at `background`, both read and checked.
+    pub fn read(
+        corpus: &Path,
+        background: Option<&Path>,
+        seed: u64,
+        design: DesignConfig,
+        hyperparameters: Hyperparameters,
+        base: Option<PlannedBase>,
+    ) -> Result<PlanRequest> {
+        let documents = corpus::read(corpus)?;
+        let names = design.group_fields();
+        let fields = names.iter().cloned().zip(corpus::read_fields(corpus, &names)?).collect();
+        let background = match background {
+            Some(path) => Some(Background { path: path.display().to_string(), documents: corpus::read(path)? }),
+            None => None,
+        };
+        Ok(PlanRequest {
+            corpus_path: corpus.display().to_string(),
+            documents,
+            seed,
+            design,
+            hyperparameters,
+            background,
+            base,
+            fields,
+        })
+    }
 }
 
 /// What a plan keeps of the base its models start from.
@@ -90,7 +121,7 @@ impl From<&crate::base::Base> for PlannedBase {
 /// Builds the plan, scoring the documents' duplicates with the design's settings (see
 /// `build_scored`), passage groups included when a level needs them. Settings out of
 /// range are refused, naming the `design` key, before any work.
-pub fn build(request: PlanRequest<'_>) -> Result<Plan> {
+pub fn build(request: PlanRequest) -> Result<Plan> {
     let mut params = request.design.duplicates.params().map_err(|e| Error::Invalid(format!("design.{e}")))?;
     params.passages = request.design.levels().iter().any(needs_passages);
     build_scored(request, |ids, texts| {
@@ -178,7 +209,7 @@ fn find_topics(
 /// are what the models see, and finds their passage groups when a level needs them; its
 /// clusters and passages are the units of those levels.
 fn build_scored(
-    request: PlanRequest<'_>,
+    request: PlanRequest,
     duplicates_of: impl FnOnce(&[String], &[&str]) -> (DuplicateTable, Option<duplicates::Passages>),
 ) -> Result<Plan> {
     let PlanRequest {
@@ -266,11 +297,7 @@ fn build_scored(
     let tokenizer_json = tokenizer.to_json();
     let config = RunConfig {
         seed,
-        corpus: CorpusConfig {
-            path: corpus_path.to_string(),
-            sha256: corpus_sha256,
-            documents: input_documents as u32,
-        },
+        corpus: CorpusConfig { path: corpus_path, sha256: corpus_sha256, documents: input_documents as u32 },
         design: design_config,
         model: hyperparameters.model,
         train: hyperparameters.train,
@@ -658,9 +685,9 @@ mod tests {
         (0..n).map(|i| Document { id: format!("d{i}"), text: format!("document number {i}"), source: None }).collect()
     }
 
-    fn request(documents: Vec<Document>, design: DesignConfig) -> PlanRequest<'static> {
+    fn request(documents: Vec<Document>, design: DesignConfig) -> PlanRequest {
         PlanRequest {
-            corpus_path: "corpus.jsonl",
+            corpus_path: "corpus.jsonl".into(),
             documents,
             seed: 5,
             design,
