@@ -9,7 +9,9 @@
 //!
 //! When the ranking is not stable, the same formula, inverted, says how many models would
 //! make it so ([`models_for_stable`]), and the verdict gives the command that grows the run
-//! to them and its expected time. Both scores use the same halves and subsets.
+//! to them and its expected time. Both scores use the same halves and subsets. A verdict
+//! is written in `summary.json` as its [`ScoreReliability`] (fields in alphabetical order,
+//! as [`crate::summary_file`] keeps them).
 //!
 //! Both are weight rows of [`crate::bootstrap`]: their values come from the same products
 //! as the bootstrap's.
@@ -17,6 +19,7 @@
 use std::fmt;
 
 use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
 
 use subsets::schema::{ReliabilityTable, Table};
 use subsets::seeds;
@@ -24,7 +27,6 @@ use subsets::seeds;
 use crate::bootstrap::Weights;
 use crate::measure::{ByMeasure, Measure};
 use crate::stats::spearman;
-use crate::summary_file::{ConvergencePoint, ScoreReliability};
 
 /// Spearman-Brown reliability from which the ranking is called stable.
 pub const STABLE: f64 = 0.9;
@@ -110,6 +112,41 @@ pub fn measure(layout: &Layout, per_doc: &[ByMeasure<Vec<f32>>]) -> ReliabilityT
         }
     }
     table
+}
+
+/// The verdict on one score's ranking: is it stable, and if not, how to grow the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreReliability {
+    /// The command that grows the run to `extend_to` models; null when stable.
+    pub command: Option<String>,
+    /// The first `models` models' ranking against all models', the last all models.
+    pub convergence: Vec<ConvergencePoint>,
+    /// Models of the run to plan for a stable ranking; null when stable, or when no number
+    /// follows from the halves.
+    pub extend_to: Option<u64>,
+    /// Models in each half.
+    pub half: u32,
+    /// Spearman between the rankings of the two halves.
+    pub halves: Option<f64>,
+    /// Hours to train up to `extend_to` at the measured throughput; null when stable or
+    /// unmeasured.
+    pub hours: Option<f64>,
+    /// Models the verdict rests on.
+    pub models: usize,
+    /// Models for a Spearman-Brown prediction of a stable ranking.
+    pub models_for_stable: Option<u32>,
+    /// The Spearman-Brown estimate for all models.
+    pub predicted: Option<f64>,
+    /// The score's column name: `mem_loss` or `mem_acc`.
+    pub score: String,
+    pub stable: bool,
+}
+
+/// Spearman between the ranking of the first `models` models and that of all models.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ConvergencePoint {
+    pub models: u32,
+    pub spearman: Option<f64>,
 }
 
 /// The summary's one line: do the models rank the documents stably? If not, how many would,

@@ -16,6 +16,7 @@ use crate::diagnosis::Diagnosis;
 use crate::measure::{ByMeasure, Measure};
 use crate::membership::{MembershipSummary, Variance};
 use crate::profile::ProfileSummary;
+use crate::reliability::ScoreReliability;
 
 /// `summary.json`: the numbers of the summary `cfmem analyze` prints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,41 +82,6 @@ pub struct SourceScores {
 pub struct MedianAndMean {
     pub mean: Option<f64>,
     pub median: Option<f64>,
-}
-
-/// The verdict on one score's ranking: is it stable, and if not, how to grow the run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ScoreReliability {
-    /// The command that grows the run to `extend_to` models; null when stable.
-    pub command: Option<String>,
-    /// The first `models` models' ranking against all models', the last all models.
-    pub convergence: Vec<ConvergencePoint>,
-    /// Models of the run to plan for a stable ranking; null when stable, or when no number
-    /// follows from the halves.
-    pub extend_to: Option<u64>,
-    /// Models in each half.
-    pub half: u32,
-    /// Spearman between the rankings of the two halves.
-    pub halves: Option<f64>,
-    /// Hours to train up to `extend_to` at the measured throughput; null when stable or
-    /// unmeasured.
-    pub hours: Option<f64>,
-    /// Models the verdict rests on.
-    pub models: usize,
-    /// Models for a Spearman-Brown prediction of a stable ranking.
-    pub models_for_stable: Option<u32>,
-    /// The Spearman-Brown estimate for all models.
-    pub predicted: Option<f64>,
-    /// The score's column name: `mem_loss` or `mem_acc`.
-    pub score: String,
-    pub stable: bool,
-}
-
-/// Spearman between the ranking of the first `models` models and that of all models.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct ConvergencePoint {
-    pub models: u32,
-    pub spearman: Option<f64>,
 }
 
 /// The memorization spectrum's numbers.

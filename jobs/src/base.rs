@@ -71,7 +71,7 @@ impl LoadedBase {
         let slices: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
         let evals = self.evaluate(&slices, batch_size, device)?;
         let doc_ids: Vec<String> = documents.iter().map(|d| d.id.clone()).collect();
-        Ok(crate::trainer::evaluation_table(&doc_ids, &evals))
+        Ok(crate::train::evaluation_table(&doc_ids, &evals))
     }
 
     /// Each of `texts`' mean final-layer hidden state under the base in `dir`, tokenized by

@@ -12,7 +12,7 @@ use subsets::architecture::Architecture;
 use subsets::config::RunConfig;
 use subsets::layout::RunDir;
 use subsets::membership;
-use subsets::schema::{self, CorpusTable, EvaluationTable, LogTable};
+use subsets::schema::{self, CorpusTable, LogTable};
 use subsets::tokenizer::{RunTokens, Tokenizer};
 
 use crate::base;
@@ -114,23 +114,9 @@ impl RunTrainer {
         };
         let architecture = Architecture::new(&self.config.model, self.config.tokens.layout());
         let evals = self.evaluate_weights(architecture, base)?;
-        schema::write(&path, &evaluation_table(&self.doc_ids, &evals), Some(self.config.seed))?;
+        schema::write(&path, &train::evaluation_table(&self.doc_ids, &evals), Some(self.config.seed))?;
         Ok(true)
     }
-}
-
-/// A model's evaluation of each document (`doc_ids`, in corpus order) as an
-/// [`EvaluationTable`].
-pub(crate) fn evaluation_table(doc_ids: &[String], evals: &[DocEval]) -> EvaluationTable {
-    let mut table = EvaluationTable::default();
-    for (doc, (id, eval)) in doc_ids.iter().zip(evals).enumerate() {
-        table.doc.push(doc as u32);
-        table.doc_id.push(id.clone());
-        table.tokens.push(eval.tokens);
-        table.nll.push(eval.nll);
-        table.correct.push(eval.correct);
-    }
-    table
 }
 
 impl queue::Trainer for RunTrainer {

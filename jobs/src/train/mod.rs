@@ -45,7 +45,7 @@ mod windows;
 
 pub(crate) use schedule::Schedule;
 pub use schedule::{learning_rate, steps};
-pub use stack::{DocEval, Stack};
+pub use stack::{DocEval, Stack, evaluation_table};
 pub(crate) use windows::{ExampleStream, TrainingTable};
 use windows::{Specials, Window, windows};
 

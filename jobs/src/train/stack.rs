@@ -6,7 +6,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 use subsets::architecture::Architecture;
 use subsets::config::{Precision, RunConfig};
-use subsets::schema::MIN_K_FRACTION;
+use subsets::schema::{EvaluationTable, MIN_K_FRACTION};
 use subsets::seeds;
 
 use crate::Result;
@@ -31,6 +31,20 @@ pub struct DocEval {
     /// standard deviation of the log-probabilities under the model's predicted distribution
     /// at each position.
     pub min_k_pp: Option<f64>,
+}
+
+/// A model's evaluation of each document (`doc_ids`, in corpus order) as an
+/// [`EvaluationTable`].
+pub fn evaluation_table(doc_ids: &[String], evals: &[DocEval]) -> EvaluationTable {
+    let mut table = EvaluationTable::default();
+    for (doc, (id, eval)) in doc_ids.iter().zip(evals).enumerate() {
+        table.doc.push(doc as u32);
+        table.doc_id.push(id.clone());
+        table.tokens.push(eval.tokens);
+        table.nll.push(eval.nll);
+        table.correct.push(eval.correct);
+    }
+    table
 }
 
 /// The mean of the lowest ⌈[`MIN_K_FRACTION`] · n⌉ (at least one) of `values`, None when
