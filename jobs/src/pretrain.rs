@@ -61,7 +61,7 @@ impl PretrainRequest {
     pub fn new(
         corpus: &Path,
         hyperparameters: &Hyperparameters,
-        (holdout, seed): (f64, u64),
+        (seed, holdout): (u64, f64),
         checkpoint_every: Duration,
     ) -> Result<PretrainRequest> {
         let train = &hyperparameters.train;

@@ -47,7 +47,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
     jobs::device::set_cpu_threads(args.compute.threads);
     let device = args.compute.device.resolve()?;
     let checkpoint_every = Duration::from_secs_f64(args.checkpoint_every);
-    let request = PretrainRequest::new(&args.corpus, &hyperparameters, (args.holdout, args.seed), checkpoint_every)
+    let request = PretrainRequest::new(&args.corpus, &hyperparameters, (args.seed, args.holdout), checkpoint_every)
         .map_err(|e| crate::flags::name_the_flag(e.into()))?;
     let record = &request.record;
     eprintln!(
