@@ -192,3 +192,15 @@ fn bf16_on_the_cpu_is_refused_before_training() {
     assert!(stderr.contains("train.precision: \"bf16\" needs a CUDA device"), "{stderr}");
     assert!(!out.join("logs/job-00000.parquet").exists(), "nothing written");
 }
+
+#[test]
+fn counts_below_their_least_are_refused_by_the_flag_before_anything_runs() {
+    let case = Case::new();
+    let out = case.dir.path().join("demo");
+    let stderr = cfmem_err(&["demo", "--models", "1", "--out", out.to_str().unwrap()]);
+    assert!(stderr.contains("invalid value '1' for '--models <MODELS>': 1 is not in 2.."), "{stderr}");
+    assert!(!out.exists(), "no demo run planned");
+    let stderr = cfmem_err(&["bench", "--stacks", "1,0", "--device", "cpu"]);
+    assert!(stderr.contains("invalid value '0' for '--stacks <STACKS>': 0 is not in 1.."), "{stderr}");
+    assert!(!stderr.contains("measuring"), "nothing measured: {stderr}");
+}
